@@ -105,8 +105,16 @@ impl Amount {
             return Err(AmountError::TooPrecise(s.to_string()));
         }
         let overflow = || AmountError::Overflow(s.to_string());
-        let int_v: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| overflow())? };
-        let mut frac_v: u128 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| syntax())? };
+        let int_v: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| overflow())?
+        };
+        let mut frac_v: u128 = if frac.is_empty() {
+            0
+        } else {
+            frac.parse().map_err(|_| syntax())?
+        };
         frac_v *= 10u128.pow(DECIMALS - frac.len() as u32);
         int_v
             .checked_mul(ONE_OPEN)
@@ -212,15 +220,33 @@ mod tests {
 
     #[test]
     fn parse_and_print() {
-        assert_eq!(Amount::parse_open("1.5").unwrap(), Amount(1_500_000_000_000_000_000));
+        assert_eq!(
+            Amount::parse_open("1.5").unwrap(),
+            Amount(1_500_000_000_000_000_000)
+        );
         assert_eq!(Amount::parse_open("12").unwrap(), Amount::open(12));
         assert_eq!(Amount::parse_open(".25").unwrap().to_open_string(), "0.25");
         assert_eq!(Amount(1).to_open_string(), "0.000000000000000001");
-        assert!(matches!(Amount::parse_open("1.0000000000000000001"), Err(AmountError::TooPrecise(_))));
-        assert!(matches!(Amount::parse_open("-1"), Err(AmountError::Syntax(_))));
-        assert!(matches!(Amount::parse_open("1e5"), Err(AmountError::Syntax(_))));
-        assert!(matches!(Amount::parse_open(""), Err(AmountError::Syntax(_))));
-        assert!(matches!(Amount::parse_open("999999999999999999999999"), Err(AmountError::Overflow(_))));
+        assert!(matches!(
+            Amount::parse_open("1.0000000000000000001"),
+            Err(AmountError::TooPrecise(_))
+        ));
+        assert!(matches!(
+            Amount::parse_open("-1"),
+            Err(AmountError::Syntax(_))
+        ));
+        assert!(matches!(
+            Amount::parse_open("1e5"),
+            Err(AmountError::Syntax(_))
+        ));
+        assert!(matches!(
+            Amount::parse_open(""),
+            Err(AmountError::Syntax(_))
+        ));
+        assert!(matches!(
+            Amount::parse_open("999999999999999999999999"),
+            Err(AmountError::Overflow(_))
+        ));
     }
 
     #[test]

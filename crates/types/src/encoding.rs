@@ -46,10 +46,16 @@ pub trait Canonical: BorshSerialize + BorshDeserialize + Sized {
     /// trailing data.
     fn decode(bytes: &[u8], max_len: usize) -> Result<Self, DecodeError> {
         if bytes.len() > max_len {
-            return Err(DecodeError::Oversize { what: Self::NAME, len: bytes.len(), max: max_len });
+            return Err(DecodeError::Oversize {
+                what: Self::NAME,
+                len: bytes.len(),
+                max: max_len,
+            });
         }
-        borsh::from_slice(bytes)
-            .map_err(|e| DecodeError::Malformed { what: Self::NAME, reason: e.to_string() })
+        borsh::from_slice(bytes).map_err(|e| DecodeError::Malformed {
+            what: Self::NAME,
+            reason: e.to_string(),
+        })
     }
 
     /// blake3 of the canonical bytes, under a per-type domain.
@@ -73,14 +79,26 @@ mod tests {
 
     #[test]
     fn round_trip_and_strictness() {
-        let p = Pair { a: 5, b: vec![1, 2, 3] };
+        let p = Pair {
+            a: 5,
+            b: vec![1, 2, 3],
+        };
         let bytes = p.encode();
         assert_eq!(Pair::decode(&bytes, 1024).unwrap(), p);
         let mut trailing = bytes.clone();
         trailing.push(0);
-        assert!(matches!(Pair::decode(&trailing, 1024), Err(DecodeError::Malformed { .. })));
-        assert!(matches!(Pair::decode(&bytes[..bytes.len() - 1], 1024), Err(DecodeError::Malformed { .. })));
-        assert!(matches!(Pair::decode(&bytes, 4), Err(DecodeError::Oversize { .. })));
+        assert!(matches!(
+            Pair::decode(&trailing, 1024),
+            Err(DecodeError::Malformed { .. })
+        ));
+        assert!(matches!(
+            Pair::decode(&bytes[..bytes.len() - 1], 1024),
+            Err(DecodeError::Malformed { .. })
+        ));
+        assert!(matches!(
+            Pair::decode(&bytes, 4),
+            Err(DecodeError::Oversize { .. })
+        ));
     }
 
     #[test]

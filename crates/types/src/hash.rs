@@ -10,7 +10,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 ///
 /// Displayed and serialised (JSON, TOML) as 64 lowercase hex characters;
 /// canonically encoded as the raw 32 bytes.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, BorshSerialize, BorshDeserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, BorshSerialize, BorshDeserialize,
+)]
 pub struct Hash(pub [u8; 32]);
 
 /// A string that is not 64 hex characters.
@@ -62,7 +64,9 @@ impl Hash {
 impl FromStr for Hash {
     type Err = HashParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || HashParseError { input: s.chars().take(80).collect() };
+        let err = || HashParseError {
+            input: s.chars().take(80).collect(),
+        };
         let s = s.strip_prefix("0x").unwrap_or(s);
         let bytes = hex::decode(s).map_err(|_| err())?;
         let arr: [u8; 32] = bytes.try_into().map_err(|_| err())?;
@@ -111,7 +115,10 @@ mod tests {
     #[test]
     fn domains_separate() {
         assert_ne!(Hash::domain("a", &[b"x"]), Hash::domain("b", &[b"x"]));
-        assert_ne!(Hash::domain("a", &[b"xy"]), Hash::domain("a", &[b"x", b"y"]));
+        assert_ne!(
+            Hash::domain("a", &[b"xy"]),
+            Hash::domain("a", &[b"x", b"y"])
+        );
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub struct Signature(pub [u8; 64]);
 
 /// An account address: the first 20 bytes of a domain-separated blake3 hash of
 /// the public key, written `trib` + 40 hex characters.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, BorshSerialize, BorshDeserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, BorshSerialize, BorshDeserialize,
+)]
 pub struct Address(pub [u8; 20]);
 
 /// A signing key. Its `Debug` never prints the secret.
@@ -130,7 +132,10 @@ pub fn verify_batch(items: &[(PublicKey, &[u8], Signature)]) -> Vec<bool> {
     if all_keys_ok && verifier.verify(rand_core::OsRng).is_ok() {
         return vec![true; items.len()];
     }
-    items.iter().map(|(pk, msg, sig)| pk.verify(msg, sig).is_ok()).collect()
+    items
+        .iter()
+        .map(|(pk, msg, sig)| pk.verify(msg, sig).is_ok())
+        .collect()
 }
 
 impl fmt::Display for Address {
@@ -206,7 +211,12 @@ serde_via_string!(Signature, |s: &Signature| hex::encode(s.0));
 impl FromStr for Signature {
     type Err = SignatureError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || SignatureError::Invalid(format!("malformed signature hex {:?}", s.chars().take(40).collect::<String>()));
+        let err = || {
+            SignatureError::Invalid(format!(
+                "malformed signature hex {:?}",
+                s.chars().take(40).collect::<String>()
+            ))
+        };
         let bytes = hex::decode(s).map_err(|_| err())?;
         Ok(Signature(bytes.try_into().map_err(|_| err())?))
     }
@@ -222,7 +232,10 @@ mod tests {
         let pk = sk.public_key();
         let sig = sk.sign(b"hello");
         pk.verify(b"hello", &sig).unwrap();
-        assert!(matches!(pk.verify(b"hellp", &sig), Err(SignatureError::Invalid(_))));
+        assert!(matches!(
+            pk.verify(b"hellp", &sig),
+            Err(SignatureError::Invalid(_))
+        ));
         let mut bad = sig;
         bad.0[3] ^= 1;
         assert!(pk.verify(b"hello", &bad).is_err());
@@ -241,7 +254,10 @@ mod tests {
     #[test]
     fn seed_round_trip() {
         let sk = SecretKey::generate();
-        assert_eq!(SecretKey::from_seed(sk.to_seed()).public_key(), sk.public_key());
+        assert_eq!(
+            SecretKey::from_seed(sk.to_seed()).public_key(),
+            sk.public_key()
+        );
     }
 
     #[test]
@@ -257,7 +273,10 @@ mod tests {
         items[5].2 .0[0] ^= 0x40; // corrupt one signature
         items[9].0 = PublicKey([0xff; 32]); // a key that is not a valid point
         let batch = verify_batch(&items);
-        let single: Vec<bool> = items.iter().map(|(k, m, s)| k.verify(m, s).is_ok()).collect();
+        let single: Vec<bool> = items
+            .iter()
+            .map(|(k, m, s)| k.verify(m, s).is_ok())
+            .collect();
         assert_eq!(batch, single);
         assert!(!batch[5] && !batch[9] && batch[0]);
     }

@@ -8,7 +8,9 @@
 //!   arithmetic only: there are no floats anywhere in ledger state),
 //! - ed25519 keys, [`Address`]es and [`Signature`]s, verified under the ZIP-215
 //!   rules so that batch and single verification always agree,
-//! - the [`Canonical`] encoding (borsh) that signatures and state roots commit to.
+//! - the [`Canonical`] encoding (borsh) that signatures and state roots commit to,
+//! - exact largest-remainder splits ([`split_by_weight`], [`split_by_bps`]) used
+//!   by settlement and attribution alike.
 //!
 //! Every other crate (`trib-ledger`, `trib-datanet`, `trib-model`, …) builds on
 //! these definitions rather than inventing its own.
@@ -19,6 +21,7 @@ mod encoding;
 mod hash;
 mod ids;
 mod keys;
+mod split;
 
 pub use amount::{Amount, AmountError, DECIMALS, ONE_OPEN};
 pub use encoding::{Canonical, DecodeError};
@@ -29,3 +32,4 @@ pub use ids::{
 pub use keys::{
     verify_batch, Address, AddressParseError, PublicKey, SecretKey, Signature, SignatureError,
 };
+pub use split::{split_by_bps, split_by_weight, SplitError};
