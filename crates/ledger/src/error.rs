@@ -1,0 +1,391 @@
+//! The ledger's error enums.
+
+use trib_types::{Address, Amount, Hash, TxHash};
+
+/// Why a transaction was refused (by the mempool or by block execution).
+///
+/// A refused transaction never changes state: it runs against a write batch
+/// that is dropped on error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    /// The signature does not verify for the sender's key (ZIP-215).
+    #[error("bad signature: the signature does not verify for sender {sender}")]
+    BadSignature {
+        /// The claimed sender.
+        sender: Address,
+    },
+    /// The transaction is for another chain.
+    #[error("wrong chain id {got:?}: this chain is {expected:?}")]
+    WrongChainId {
+        /// This chain's id.
+        expected: String,
+        /// The transaction's.
+        got: String,
+    },
+    /// The nonce is ahead of the next expected one (a transaction is missing).
+    #[error("nonce gap for {sender}: got nonce {got}, expected {expected} (submit the missing transactions first)")]
+    NonceGap {
+        /// Sender.
+        sender: Address,
+        /// The next nonce the account (plus its pending transactions) expects.
+        expected: u64,
+        /// The transaction's nonce.
+        got: u64,
+    },
+    /// The nonce was already used (a replay or a duplicate).
+    #[error("nonce {got} of {sender} was already used (replay): next nonce is {expected}")]
+    NonceReplay {
+        /// Sender.
+        sender: Address,
+        /// The next nonce the account expects.
+        expected: u64,
+        /// The transaction's nonce.
+        got: u64,
+    },
+    /// The account cannot pay.
+    #[error("insufficient balance in {address}: have {have}, need {need}")]
+    InsufficientBalance {
+        /// The paying account.
+        address: Address,
+        /// Its spendable OPEN (minus pending spends in the mempool).
+        have: Amount,
+        /// Fee plus amount.
+        need: Amount,
+    },
+    /// The account has less gOPEN than it tries to unstake.
+    #[error("insufficient stake in {address}: have {have} gOPEN, need {need}")]
+    InsufficientStake {
+        /// The account.
+        address: Address,
+        /// Its gOPEN.
+        have: Amount,
+        /// Requested.
+        need: Amount,
+    },
+    /// The fee is below the governed minimum.
+    #[error("fee {fee} is below the minimum fee {min}")]
+    FeeBelowMinimum {
+        /// Offered fee.
+        fee: Amount,
+        /// `min_fee` parameter.
+        min: Amount,
+    },
+    /// A checked arithmetic operation overflowed.
+    #[error("arithmetic overflow computing {what}")]
+    Overflow {
+        /// Which quantity.
+        what: &'static str,
+    },
+    /// The action tag is not one this ledger knows.
+    #[error("unknown action tag {tag}: this ledger version does not know it")]
+    UnknownAction {
+        /// The borsh variant tag.
+        tag: u8,
+    },
+    /// No registered module handles the action.
+    #[error("no module named {module:?} is registered for action {action}")]
+    UnknownModule {
+        /// The module the action names.
+        module: &'static str,
+        /// The action.
+        action: &'static str,
+    },
+    /// The encoded transaction is too large.
+    #[error("transaction is {len} bytes, over the limit of {max}")]
+    Oversize {
+        /// Encoded length.
+        len: usize,
+        /// `max_tx_bytes`.
+        max: usize,
+    },
+    /// The bytes are not a valid transaction encoding.
+    #[error("malformed transaction encoding: {reason}")]
+    Malformed {
+        /// The decoder's message.
+        reason: String,
+    },
+    /// An amount that must be positive is zero.
+    #[error("{action} amount must be greater than zero")]
+    ZeroAmount {
+        /// The action.
+        action: &'static str,
+    },
+    /// A text field is too long.
+    #[error("{field} is {len} bytes, over the limit of {max}")]
+    FieldTooLong {
+        /// Which field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// The proposed parameter change would produce invalid parameters.
+    #[error("invalid parameter change: {reason}")]
+    InvalidParamChange {
+        /// What is wrong.
+        reason: String,
+    },
+    /// No proposal has this id.
+    #[error("unknown proposal {id}")]
+    UnknownProposal {
+        /// Proposal id.
+        id: u64,
+    },
+    /// The proposal is not in the phase the action needs.
+    #[error("proposal {id} is {status}, not {needed}")]
+    WrongProposalPhase {
+        /// Proposal id.
+        id: u64,
+        /// Current status.
+        status: String,
+        /// Needed status.
+        needed: &'static str,
+    },
+    /// The same transaction is already pending.
+    #[error("transaction {hash} is already pending")]
+    Duplicate {
+        /// Its hash.
+        hash: TxHash,
+    },
+    /// The mempool cannot take more transactions.
+    #[error("mempool is full ({capacity} transactions): retry after the next block")]
+    MempoolFull {
+        /// Capacity.
+        capacity: usize,
+    },
+    /// The block already holds `max_block_txs` transactions.
+    #[error("block is full ({max} transactions)")]
+    BlockFull {
+        /// `max_block_txs`.
+        max: u32,
+    },
+    /// State could not be read while checking the transaction.
+    #[error("storage error while checking the transaction: {0}")]
+    Storage(String),
+}
+
+/// Why a genesis file (or parameter set) is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GenesisError {
+    /// The JSON does not parse into a genesis.
+    #[error("genesis JSON: {0}")]
+    Json(String),
+    /// Chain id empty or over 64 bytes.
+    #[error("invalid chain id {0:?}: must be 1 to 64 bytes")]
+    InvalidChainId(String),
+    /// A parameter is out of range.
+    #[error("invalid parameter {name}: {reason}")]
+    InvalidParam {
+        /// The parameter.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// An address appears twice in the allocations.
+    #[error("address {0} is allocated twice")]
+    DuplicateAllocation(Address),
+    /// The allocations sum past `u128::MAX` base units.
+    #[error("allocations overflow the total supply")]
+    AllocationOverflow,
+}
+
+/// A ledger operation failed (storage, corruption, bad arguments).
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// `Ledger::create` found an existing file.
+    #[error("refusing to overwrite existing ledger at {0}")]
+    AlreadyExists(String),
+    /// `Ledger::open` found no file.
+    #[error("no ledger at {0} (run `trib init` first)")]
+    NotFound(String),
+    /// The genesis is invalid.
+    #[error(transparent)]
+    Genesis(#[from] GenesisError),
+    /// The database failed (I/O, lock held by another process, corruption
+    /// detected by redb).
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A stored record does not decode or is missing.
+    #[error("corrupt ledger database: {0}")]
+    Corrupt(String),
+    /// No block at this height.
+    #[error("no block at height {height} (head is {head})")]
+    NoSuchBlock {
+        /// Requested height.
+        height: u64,
+        /// Current head.
+        head: u64,
+    },
+    /// The producer key is not the genesis producer.
+    #[error("key {got} is not the chain's block producer {expected}")]
+    WrongProducer {
+        /// Genesis producer.
+        expected: String,
+        /// The key given.
+        got: String,
+    },
+    /// The authenticated state tree failed.
+    #[error("state tree: {0}")]
+    Tree(String),
+    /// A protocol invariant broke while executing a block (a bug: the block
+    /// is not committed).
+    #[error("block execution failed: {0}")]
+    Execution(String),
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for LedgerError {
+            fn from(e: $t) -> Self {
+                LedgerError::Storage(e.to_string())
+            }
+        }
+    )*};
+}
+storage_from!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// What `verify_chain` found wrong: always the first mismatch, by height.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The stored genesis does not reproduce the genesis block.
+    #[error("genesis mismatch: {0}")]
+    Genesis(String),
+    /// A block is missing or does not decode.
+    #[error("block {height}: stored record is missing or corrupt: {what}")]
+    CorruptBlock {
+        /// Height.
+        height: u64,
+        /// Which record.
+        what: String,
+    },
+    /// The header's parent hash is not the previous header's hash.
+    #[error(
+        "block {height}: parent hash {stored} does not match the previous block's hash {expected}"
+    )]
+    ParentMismatch {
+        /// Height.
+        height: u64,
+        /// Stored parent.
+        stored: Hash,
+        /// Hash of the previous header.
+        expected: Hash,
+    },
+    /// The header's time is before its parent's.
+    #[error("block {height}: time {time_ms} is before its parent's {parent_time_ms}")]
+    TimeWentBackwards {
+        /// Height.
+        height: u64,
+        /// Block time.
+        time_ms: u64,
+        /// Parent time.
+        parent_time_ms: u64,
+    },
+    /// The header is not signed by the genesis producer.
+    #[error("block {height}: producer signature does not verify")]
+    BadProducerSignature {
+        /// Height.
+        height: u64,
+    },
+    /// The transactions root differs.
+    #[error("block {height}: transactions root mismatch: header has {stored}, transactions hash to {computed}")]
+    TxRootMismatch {
+        /// Height.
+        height: u64,
+        /// In the header.
+        stored: Hash,
+        /// Recomputed.
+        computed: Hash,
+    },
+    /// A stored transaction fails on replay.
+    #[error("block {height}: transaction {index} ({hash}) is rejected on replay: {error}")]
+    TxRejected {
+        /// Height.
+        height: u64,
+        /// Index in the block.
+        index: u32,
+        /// Its hash.
+        hash: TxHash,
+        /// Why.
+        error: TxError,
+    },
+    /// The stored receipt differs from the replayed one.
+    #[error("block {height}: receipt of transaction {index} differs from replay")]
+    ReceiptMismatch {
+        /// Height.
+        height: u64,
+        /// Index.
+        index: u32,
+    },
+    /// The state root differs.
+    #[error(
+        "block {height}: state root mismatch: header has {stored}, replay computes {computed}"
+    )]
+    StateRootMismatch {
+        /// Height.
+        height: u64,
+        /// In the header.
+        stored: Hash,
+        /// Recomputed.
+        computed: Hash,
+    },
+    /// The stored state tree's root at the head differs from the header.
+    #[error(
+        "block {height}: stored state tree root {stored} differs from the header's {expected}"
+    )]
+    StoredTreeMismatch {
+        /// Height.
+        height: u64,
+        /// Root of the stored JMT.
+        stored: Hash,
+        /// Header state root.
+        expected: Hash,
+    },
+    /// A value in the current-state table differs from the replayed state.
+    #[error("block {height}: stored current value of {key} differs from the replayed state")]
+    CurrentStateMismatch {
+        /// The head height.
+        height: u64,
+        /// The state key.
+        key: String,
+    },
+    /// The database failed while reading.
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// Why a state proof did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    /// The proof's state root is not the trusted one.
+    #[error("proof is for state root {proof_root}, not the trusted root {trusted}")]
+    RootMismatch {
+        /// Trusted root.
+        trusted: Hash,
+        /// The root carried by the proof.
+        proof_root: Hash,
+    },
+    /// The Merkle path does not lead from the key and value to the root.
+    #[error("proof of {key} does not verify: {reason}")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// The verifier's message.
+        reason: String,
+    },
+    /// The value does not belong to the key's type.
+    #[error("value kind {value} does not match key {key}")]
+    KindMismatch {
+        /// The key.
+        key: String,
+        /// The value kind.
+        value: &'static str,
+    },
+}

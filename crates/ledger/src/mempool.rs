@@ -1,0 +1,280 @@
+//! The mempool: admitted, not yet committed transactions.
+//!
+//! Admission runs the stateless checks and the signature, then checks the
+//! nonce and the balance against the committed state *plus the sender's
+//! pending transactions*: a sender may queue nonces n, n+1, … as long as the
+//! balance covers the fees and amounts of all of them. Transactions leave in
+//! arrival order, which also respects each sender's nonce order (a nonce is
+//! only admitted after its predecessor).
+//!
+//! Use from the node: hold the mempool lock across `drain` and
+//! `Ledger::produce_block` (so that no transaction is admitted against a
+//! state that is about to change), then call [`Mempool::recheck`] to drop
+//! pending transactions that the new block made invalid.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rayon::prelude::*;
+use trib_types::{Address, Amount, TxHash};
+
+use crate::block::RejectedTx;
+use crate::error::TxError;
+use crate::exec::check_stateless;
+use crate::ledger::Ledger;
+use crate::modules::{action_spend, route};
+use crate::tx::SignedTransaction;
+
+/// Pending totals of one sender.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    /// The nonce the sender's next transaction must carry.
+    next_nonce: u64,
+    /// Transactions in the pool.
+    count: usize,
+    /// Fees plus amounts of those transactions.
+    spend: Amount,
+}
+
+/// Pending transactions, ordered by arrival (and so by sender and nonce).
+#[derive(Debug)]
+pub struct Mempool {
+    capacity: usize,
+    seq: u64,
+    queue: BTreeMap<u64, SignedTransaction>,
+    by_hash: HashMap<TxHash, u64>,
+    senders: HashMap<Address, Pending>,
+}
+
+fn cost(stx: &SignedTransaction) -> Result<Amount, TxError> {
+    stx.tx
+        .fee
+        .checked_add(action_spend(&stx.tx.action))
+        .ok_or(TxError::Overflow {
+            what: "fee plus amount",
+        })
+}
+
+impl Mempool {
+    /// An empty pool holding at most `capacity` transactions.
+    pub fn new(capacity: usize) -> Self {
+        Mempool {
+            capacity,
+            seq: 0,
+            queue: BTreeMap::new(),
+            by_hash: HashMap::new(),
+            senders: HashMap::new(),
+        }
+    }
+
+    /// Pending transactions.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Whether the pool is at capacity.
+    pub fn is_full(&self) -> bool {
+        self.queue.len() >= self.capacity
+    }
+
+    /// The capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Whether a transaction is pending.
+    pub fn contains(&self, hash: &TxHash) -> bool {
+        self.by_hash.contains_key(hash)
+    }
+
+    /// The nonce `sender`'s next transaction should carry, if it has pending
+    /// transactions (otherwise use the committed account nonce).
+    pub fn next_nonce(&self, sender: &Address) -> Option<u64> {
+        self.senders.get(sender).map(|p| p.next_nonce)
+    }
+
+    /// Admits one transaction. Returns its hash, or the precise reason it was
+    /// refused (the pool is then unchanged).
+    pub fn add(&mut self, stx: SignedTransaction, ledger: &Ledger) -> Result<TxHash, TxError> {
+        self.precheck(&stx, ledger)?;
+        stx.verify_signature()?;
+        self.admit_checked(stx, ledger)
+    }
+
+    /// Admits many transactions, verifying their signatures in parallel
+    /// batches first. Returns one result per transaction, in order.
+    pub fn add_batch(
+        &mut self,
+        txs: Vec<SignedTransaction>,
+        ledger: &Ledger,
+    ) -> Vec<Result<TxHash, TxError>> {
+        let sig_ok: Vec<Result<(), TxError>> = {
+            let chunk = txs
+                .len()
+                .div_ceil(rayon::current_num_threads().max(1))
+                .max(64);
+            txs.par_chunks(chunk)
+                .flat_map_iter(|c| {
+                    let hashes: Vec<_> = c.iter().map(|t| t.tx.signing_hash()).collect();
+                    let items: Vec<_> = c
+                        .iter()
+                        .zip(&hashes)
+                        .map(|(t, h)| (t.tx.sender, h.as_bytes().as_slice(), t.signature))
+                        .collect();
+                    let ok = trib_types::verify_batch(&items);
+                    c.iter()
+                        .zip(ok)
+                        .map(|(t, good)| {
+                            if good {
+                                Ok(())
+                            } else {
+                                Err(TxError::BadSignature {
+                                    sender: t.tx.sender_address(),
+                                })
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        txs.into_iter()
+            .zip(sig_ok)
+            .map(|(stx, sig)| {
+                self.precheck(&stx, ledger)?;
+                sig?;
+                self.admit_checked(stx, ledger)
+            })
+            .collect()
+    }
+
+    /// Capacity, duplicate and stateless checks.
+    fn precheck(&self, stx: &SignedTransaction, ledger: &Ledger) -> Result<(), TxError> {
+        if self.is_full() {
+            return Err(TxError::MempoolFull {
+                capacity: self.capacity,
+            });
+        }
+        let hash = stx.hash();
+        if self.by_hash.contains_key(&hash) {
+            return Err(TxError::Duplicate { hash });
+        }
+        let params = ledger
+            .params()
+            .map_err(|e| TxError::Storage(e.to_string()))?;
+        check_stateless(stx, ledger.chain_id(), &params)
+    }
+
+    /// Nonce, balance and module checks against committed state plus pending,
+    /// then insertion. The signature has been verified.
+    fn admit_checked(
+        &mut self,
+        stx: SignedTransaction,
+        ledger: &Ledger,
+    ) -> Result<TxHash, TxError> {
+        let sender = stx.tx.sender_address();
+        let pending = self.senders.get(&sender).copied();
+        let spend = cost(&stx)?;
+        ledger.with_state(|state| {
+            let acc = state.account(&sender)?;
+            let expected = match pending {
+                Some(p) => p.next_nonce,
+                None => acc.nonce,
+            };
+            if stx.tx.nonce < expected {
+                return Err(TxError::NonceReplay {
+                    sender,
+                    expected,
+                    got: stx.tx.nonce,
+                });
+            }
+            if stx.tx.nonce > expected {
+                return Err(TxError::NonceGap {
+                    sender,
+                    expected,
+                    got: stx.tx.nonce,
+                });
+            }
+            let already = pending.map(|p| p.spend).unwrap_or_default();
+            let need = already.checked_add(spend).ok_or(TxError::Overflow {
+                what: "pending spend",
+            })?;
+            if acc.balance < need {
+                return Err(TxError::InsufficientBalance {
+                    address: sender,
+                    have: acc.balance,
+                    need,
+                });
+            }
+            route(&stx.tx.action)?.check_stateful(&stx.tx, state)
+        })?;
+        let hash = stx.hash();
+        let entry = self.senders.entry(sender).or_insert(Pending {
+            next_nonce: stx.tx.nonce,
+            count: 0,
+            spend: Amount::ZERO,
+        });
+        entry.next_nonce = stx.tx.nonce + 1;
+        entry.count += 1;
+        entry.spend = entry.spend.checked_add(spend).ok_or(TxError::Overflow {
+            what: "pending spend",
+        })?;
+        self.seq += 1;
+        self.queue.insert(self.seq, stx);
+        self.by_hash.insert(hash, self.seq);
+        tracing::trace!(target: "trib::mempool", %hash, %sender, "transaction admitted");
+        Ok(hash)
+    }
+
+    /// Takes up to `max` transactions in arrival order, for the next block.
+    pub fn drain(&mut self, max: usize) -> Vec<SignedTransaction> {
+        let mut out = Vec::with_capacity(max.min(self.queue.len()));
+        while out.len() < max {
+            let Some((_, stx)) = self.queue.pop_first() else {
+                break;
+            };
+            self.forget(&stx);
+            out.push(stx);
+        }
+        out
+    }
+
+    fn forget(&mut self, stx: &SignedTransaction) {
+        self.by_hash.remove(&stx.hash());
+        let sender = stx.tx.sender_address();
+        if let Some(p) = self.senders.get_mut(&sender) {
+            p.count -= 1;
+            p.spend = p
+                .spend
+                .checked_sub(cost(stx).unwrap_or_default())
+                .unwrap_or_default();
+            if p.count == 0 {
+                self.senders.remove(&sender);
+            }
+        }
+    }
+
+    /// Re-checks every pending transaction against the committed state (call
+    /// after each block) and drops the ones that can no longer execute,
+    /// returning them with the reason.
+    pub fn recheck(&mut self, ledger: &Ledger) -> Vec<RejectedTx> {
+        let old = std::mem::take(&mut self.queue);
+        self.by_hash.clear();
+        self.senders.clear();
+        let mut dropped = Vec::new();
+        for (_, stx) in old {
+            let hash = stx.hash();
+            if let Err(error) = self
+                .precheck(&stx, ledger)
+                .and_then(|()| self.admit_checked(stx, ledger))
+            {
+                tracing::debug!(target: "trib::mempool", %hash, %error, "pending transaction dropped");
+                dropped.push(RejectedTx { hash, error });
+            }
+        }
+        dropped
+    }
+}

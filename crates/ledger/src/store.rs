@@ -1,0 +1,175 @@
+//! Storage: the redb tables, and the JMT node stores (redb for the node,
+//! memory for replay).
+
+use std::collections::{BTreeMap, HashMap};
+
+use jmt::storage::{LeafNode, Node, NodeBatch, NodeKey, TreeReader, TreeUpdateBatch};
+use jmt::{KeyHash, OwnedValue, Version};
+use redb::{ReadableTable, TableDefinition};
+
+use crate::state::{StateKey, StateRead};
+
+/// `"genesis"` → genesis JSON; `"head"` → head height (u64 LE).
+pub(crate) const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+/// height → borsh([`crate::Block`]).
+pub(crate) const BLOCKS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("blocks");
+/// transaction hash → borsh([`crate::TxRecord`]).
+pub(crate) const TXS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("txs");
+/// borsh(StateKey) → borsh(value): the current state, for fast reads.
+pub(crate) const STATE: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("state");
+/// borsh(NodeKey) → borsh(Node): every JMT node of every version.
+pub(crate) const JMT_NODES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("jmt_nodes");
+/// key hash (32) ‖ version (u64 BE) → `0` (deleted) or `1` ‖ value: JMT
+/// values by version, for historical reads and proofs.
+pub(crate) const JMT_VALUES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("jmt_values");
+
+pub(crate) const META_GENESIS: &str = "genesis";
+pub(crate) const META_HEAD: &str = "head";
+
+/// A redb table of current values as a [`StateRead`].
+pub(crate) struct RedbState<'t, T>(pub &'t T);
+
+impl<T: ReadableTable<&'static [u8], &'static [u8]>> StateRead for RedbState<'_, T> {
+    fn get_raw(&self, key: &StateKey) -> Result<Option<Vec<u8>>, String> {
+        self.0
+            .get(key.encode().as_slice())
+            .map(|o| o.map(|g| g.value().to_vec()))
+            .map_err(|e| e.to_string())
+    }
+}
+
+pub(crate) fn value_key(key_hash: KeyHash, version: Version) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..32].copy_from_slice(&key_hash.0);
+    k[32..].copy_from_slice(&version.to_be_bytes());
+    k
+}
+
+fn encode_node_key(key: &NodeKey) -> Vec<u8> {
+    borsh::to_vec(key).expect("borsh encoding into a Vec cannot fail")
+}
+
+/// JMT nodes and values in redb tables.
+pub(crate) struct RedbTree<'t, N, V> {
+    pub nodes: &'t N,
+    pub values: &'t V,
+}
+
+impl<N, V> TreeReader for RedbTree<'_, N, V>
+where
+    N: ReadableTable<&'static [u8], &'static [u8]>,
+    V: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        match self.nodes.get(encode_node_key(node_key).as_slice())? {
+            None => Ok(None),
+            Some(g) => Ok(Some(borsh::from_slice(g.value())?)),
+        }
+    }
+
+    fn get_value_option(
+        &self,
+        max_version: Version,
+        key_hash: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
+        let lo = value_key(key_hash, 0);
+        let hi = value_key(key_hash, max_version);
+        let mut range = self.values.range(lo.as_slice()..=hi.as_slice())?;
+        match range.next_back() {
+            None => Ok(None),
+            Some(entry) => {
+                let (_, v) = entry?;
+                let v = v.value();
+                match v.first() {
+                    Some(1) => Ok(Some(v[1..].to_vec())),
+                    _ => Ok(None),
+                }
+            }
+        }
+    }
+
+    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+        anyhow::bail!(
+            "get_rightmost_leaf is only used by JMT restore, which this ledger does not use"
+        )
+    }
+}
+
+/// Writes a JMT update batch into the redb tables.
+pub(crate) fn write_tree_batch(
+    nodes: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    values: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    batch: &NodeBatch,
+) -> Result<(), redb::StorageError> {
+    for (key, node) in batch.nodes() {
+        let v = borsh::to_vec(node).expect("borsh encoding into a Vec cannot fail");
+        nodes.insert(encode_node_key(key).as_slice(), v.as_slice())?;
+    }
+    let mut buf = Vec::new();
+    for ((version, key_hash), value) in batch.values() {
+        buf.clear();
+        match value {
+            Some(v) => {
+                buf.push(1);
+                buf.extend_from_slice(v);
+            }
+            None => buf.push(0),
+        }
+        values.insert(value_key(*key_hash, *version).as_slice(), buf.as_slice())?;
+    }
+    Ok(())
+}
+
+/// A JMT in memory that keeps only the latest version (stale nodes are
+/// dropped after each update): the replay verifier's tree.
+#[derive(Default)]
+pub(crate) struct MemoryTree {
+    nodes: HashMap<NodeKey, Node>,
+    values: HashMap<KeyHash, BTreeMap<Version, Option<OwnedValue>>>,
+}
+
+impl MemoryTree {
+    pub(crate) fn apply(&mut self, update: TreeUpdateBatch) {
+        let TreeUpdateBatch {
+            node_batch,
+            stale_node_index_batch,
+            ..
+        } = update;
+        for (k, n) in node_batch.nodes() {
+            self.nodes.insert(k.clone(), n.clone());
+        }
+        for ((version, kh), v) in node_batch.values() {
+            let history = self.values.entry(*kh).or_default();
+            // Only the latest value is needed; keep one entry per key.
+            history.clear();
+            history.insert(*version, v.clone());
+        }
+        for stale in stale_node_index_batch {
+            self.nodes.remove(&stale.node_key);
+        }
+    }
+}
+
+impl TreeReader for MemoryTree {
+    fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        Ok(self.nodes.get(node_key).cloned())
+    }
+
+    fn get_value_option(
+        &self,
+        max_version: Version,
+        key_hash: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
+        Ok(self
+            .values
+            .get(&key_hash)
+            .and_then(|h| h.range(..=max_version).next_back())
+            .and_then(|(_, v)| v.clone()))
+    }
+
+    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+        anyhow::bail!(
+            "get_rightmost_leaf is only used by JMT restore, which this ledger does not use"
+        )
+    }
+}
