@@ -1,0 +1,671 @@
+//! The training job: data → LoRA training → evaluation → adapter, summary and
+//! gradient cache.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{Tensor, Var};
+use serde::{Deserialize, Serialize};
+use trib_types::{AdapterId, Amount, Hash};
+
+use super::checkpoint::{self, CheckpointState};
+use super::config::{ChatTemplateChoice, DataFormat, JobConfig};
+use super::data::{self, Batch, DataStats, DatanetResolver, Example, SourceSummary, SpecialTokens};
+use super::error::{FactoryError, Result};
+use super::gradcache::{self, CachedExample, GradientCache, GradientCacheIndex, LayerEntry, LayerProjector};
+use super::loss::{masked_ce_sum, token_tensor};
+use super::optim::{self, AdamW};
+use super::progress::{CancelFlag, EvalPhase, ProgressEvent, ProgressFn, Reporter, StepMetrics};
+use crate::chat::ChatTemplate;
+use crate::lora::{LoraAdapter, LoraConfig, LoraDropout, LoraTarget};
+use crate::{Model, ModelError, WeightFormat};
+
+impl From<ModelError> for FactoryError {
+    fn from(e: ModelError) -> Self {
+        FactoryError::Model(e.to_string())
+    }
+}
+
+/// How a job is run (as opposed to what it trains).
+#[derive(Clone, Default)]
+pub struct TrainOptions {
+    /// Resolves `datanet@version` sources (and enforces access); `None` allows
+    /// only local files.
+    pub resolver: Option<Arc<dyn DatanetResolver>>,
+    /// Receives every progress event.
+    pub progress: Option<ProgressFn>,
+    /// Stops the job at the next micro-batch.
+    pub cancel: CancelFlag,
+    /// Draw an indicatif bar on stderr (only when it is a terminal).
+    pub progress_bar: bool,
+    /// Use this already-loaded base model instead of loading `model.base`
+    /// (it is converted to f32 when quantized).
+    pub model: Option<Arc<Model>>,
+}
+
+impl std::fmt::Debug for TrainOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainOptions")
+            .field("resolver", &self.resolver.is_some())
+            .field("progress", &self.progress.is_some())
+            .field("progress_bar", &self.progress_bar)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Validation loss and perplexity.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalResult {
+    /// Mean cross-entropy per target token (nats).
+    pub loss: f64,
+    /// `exp(loss)`.
+    pub perplexity: f64,
+    /// Target tokens evaluated.
+    pub tokens: u64,
+    /// Examples evaluated.
+    pub examples: u64,
+}
+
+/// `training_summary.json`: what registration on the ledger records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSummary {
+    /// Summary format version.
+    pub format: u32,
+    /// The job's name.
+    pub name: Option<String>,
+    /// Hash of the whole job config.
+    pub config_hash: Hash,
+    /// Hash of the settings that determine the weights.
+    pub training_hash: Hash,
+    /// Base model path as given.
+    pub base_model: String,
+    /// Base model content hash (its `ModelId`).
+    pub base_model_hash: Hash,
+    /// Sources with their version roots / file hashes.
+    pub sources: Vec<SourceSummary>,
+    /// Pipeline counts.
+    pub data: DataStats,
+    /// Training examples.
+    pub train_examples: u64,
+    /// Validation examples.
+    pub validation_examples: u64,
+    /// Optimiser steps taken.
+    pub steps: u64,
+    /// Real tokens processed by training in this job (all runs).
+    pub tokens_trained: u64,
+    /// Mean training loss of the last step.
+    pub final_train_loss: Option<f64>,
+    /// Validation before training.
+    pub eval_before: Option<EvalResult>,
+    /// Validation after training.
+    pub eval_after: Option<EvalResult>,
+    /// The adapter directory (PEFT files).
+    pub adapter_dir: PathBuf,
+    /// The adapter's content id (as `trib_model::adapter_content_hash`).
+    pub adapter_id: AdapterId,
+    /// blake3 of `adapter_model.safetensors`.
+    pub adapter_hash: Hash,
+    /// blake3 of `adapter_config.json`.
+    pub adapter_config_hash: Hash,
+    /// The gradient cache directory, when computed.
+    pub gradient_cache: Option<PathBuf>,
+    /// OPEN per 1k prompt tokens.
+    pub price_input_per_1k: Amount,
+    /// OPEN per 1k completion tokens.
+    pub price_output_per_1k: Amount,
+    /// Seconds spent in this run.
+    pub elapsed_s: f64,
+}
+
+/// The files a finished job leaves in its output directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOutcome {
+    /// `<output>/adapter`.
+    pub adapter_dir: PathBuf,
+    /// `<output>/training_summary.json`.
+    pub summary_path: PathBuf,
+    /// The summary.
+    pub summary: TrainingSummary,
+}
+
+/// Data ready for training: examples split, with their provenance.
+#[derive(Debug, Clone)]
+pub struct PreparedData {
+    /// Training examples (canonical order; shuffled per epoch by seed).
+    pub train: Vec<Example>,
+    /// Validation examples.
+    pub validation: Vec<Example>,
+    /// Pipeline counts.
+    pub stats: DataStats,
+    /// Per-source hashes and row counts.
+    pub sources: Vec<SourceSummary>,
+}
+
+/// The template a job uses.
+pub(crate) fn job_template(job: &JobConfig, model: &Model) -> ChatTemplate {
+    match job.model.chat_template {
+        ChatTemplateChoice::Auto => model.chat_template().clone(),
+        ChatTemplateChoice::Chatml => ChatTemplate::ChatMl { default_system: None },
+        ChatTemplateChoice::Llama3 => ChatTemplate::Llama3 { bos: true },
+        ChatTemplateChoice::Plain => ChatTemplate::Plain,
+    }
+}
+
+pub(crate) fn special_tokens(model: &Model) -> SpecialTokens {
+    let cfg = model.config();
+    // Only models whose tokenizer prepends BOS (Llama) get one; SmolLM2's
+    // GGUF records bos = <|endoftext|> but its HF tokenizer adds none.
+    let bos = match model.chat_template() {
+        ChatTemplate::Llama3 { bos: true } => cfg.bos_token_id,
+        _ => None,
+    };
+    SpecialTokens { bos, eos: cfg.eos_token_ids.first().copied() }
+}
+
+/// Reads the sources and runs the data pipeline (no model forward needed).
+pub fn prepare_data(job: &JobConfig, model: &Model, resolver: Option<&dyn DatanetResolver>) -> Result<PreparedData> {
+    let sources = job.sources()?;
+    let (rows, summaries) = data::read_sources(&sources, resolver)?;
+    let template = job_template(job, model);
+    let (examples, stats) = data::build_examples(&rows, &job.data, &template, model.tokenizer(), special_tokens(model))?;
+    let (train, validation) = data::split(examples, job.data.validation_fraction, job.train.seed);
+    tracing::info!(
+        target: "trib::factory",
+        rows = stats.rows, examples = stats.examples, truncated = stats.truncated,
+        dropped = stats.dropped_no_targets, train = train.len(), validation = validation.len(),
+        "data prepared"
+    );
+    Ok(PreparedData { train, validation, stats, sources: summaries })
+}
+
+/// One optimiser step: its epoch and micro-batches (sequence lists).
+#[derive(Debug, Clone)]
+pub(crate) struct StepPlan {
+    pub(crate) epoch: u32,
+    pub(crate) micro: Vec<Vec<data::Sequence>>,
+}
+
+/// Every step of the job, derived from the seed only (so resume replays it).
+pub(crate) fn plan_steps(job: &JobConfig, train: &[Example]) -> Vec<StepPlan> {
+    let t = &job.train;
+    let mut steps = Vec::new();
+    'epochs: for epoch in 0..t.epochs {
+        let order = data::epoch_order(train.len(), t.seed, epoch);
+        let seqs = data::sequences(train, &order, job.data.max_length, job.data.packing);
+        let micro: Vec<Vec<data::Sequence>> = seqs.chunks(t.batch_size).map(|c| c.to_vec()).collect();
+        for group in micro.chunks(t.gradient_accumulation) {
+            steps.push(StepPlan { epoch, micro: group.to_vec() });
+            if t.max_steps.is_some_and(|m| steps.len() as u64 >= m) {
+                break 'epochs;
+            }
+        }
+    }
+    steps
+}
+
+fn pad_id(model: &Model) -> u32 {
+    model.config().eos_token_ids.first().copied().unwrap_or(0)
+}
+
+/// Mean loss over the target tokens of `examples` (one sequence at a time,
+/// no dropout, no packing).
+pub fn evaluate(model: &Model, adapter: Option<&LoraAdapter>, examples: &[Example]) -> Result<EvalResult> {
+    let mut sum = 0f64;
+    let mut n = 0u64;
+    for e in examples {
+        let batch = Batch::pad(
+            &[&data::Sequence { tokens: e.tokens.clone(), targets: e.targets.clone(), examples: vec![] }],
+            pad_id(model),
+        );
+        let logits = model.forward_train(&token_tensor(&batch)?, adapter, None)?;
+        let (s, k) = masked_ce_sum(&logits.detach(), &batch)?;
+        sum += s.to_scalar::<f32>()? as f64;
+        n += k as u64;
+    }
+    let loss = if n == 0 { f64::NAN } else { sum / n as f64 };
+    Ok(EvalResult { loss, perplexity: loss.exp(), tokens: n, examples: examples.len() as u64 })
+}
+
+fn lora_config(job: &JobConfig) -> Result<LoraConfig> {
+    let targets = job
+        .lora
+        .target_modules
+        .iter()
+        .map(|t| t.parse::<LoraTarget>())
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(LoraConfig {
+        r: job.lora.r,
+        alpha: job.lora.alpha,
+        dropout: job.lora.dropout,
+        targets,
+        use_rslora: job.lora.rslora,
+    })
+}
+
+fn dropout_seed(seed: u64, step: u64, micro: usize) -> u64 {
+    let h = Hash::domain("trib.factory.dropout.v1", &[&seed.to_le_bytes(), &step.to_le_bytes(), &(micro as u64).to_le_bytes()]);
+    u64::from_le_bytes(h.0[..8].try_into().expect("8 bytes"))
+}
+
+fn load_model(job: &JobConfig, opts: &TrainOptions) -> Result<Arc<Model>> {
+    let model = match &opts.model {
+        Some(m) => m.clone(),
+        None => Arc::new(Model::load(Path::new(&job.model.base), WeightFormat::F32)?),
+    };
+    if model.is_quantized() {
+        return Ok(Arc::new(model.to_f32()?));
+    }
+    Ok(model)
+}
+
+fn hash_file(p: &Path) -> Result<Hash> {
+    let bytes = std::fs::read(p).map_err(|e| FactoryError::io(p, e))?;
+    Ok(Hash::of(&bytes))
+}
+
+/// Runs a training job to completion (or cancellation).
+///
+/// On success the output directory holds `adapter/` (PEFT files),
+/// `training_summary.json`, `metrics.jsonl`, `gradient_cache/` (when enabled)
+/// and `checkpoints/` (when enabled).
+pub fn train(job: &JobConfig, opts: TrainOptions) -> Result<TrainOutcome> {
+    let started = Instant::now();
+    let out = job.output.dir.clone();
+    std::fs::create_dir_all(&out).map_err(|e| FactoryError::io(&out, e))?;
+    let model = load_model(job, &opts)?;
+    let prepared = prepare_data(job, &model, opts.resolver.as_deref())?;
+    let adapter = LoraAdapter::init(lora_config(job)?, model.config(), job.model.base.clone(), job.train.seed)?;
+    let mut reporter = Reporter::new(&out.join("metrics.jsonl"), opts.progress.clone(), opts.progress_bar)?;
+    let result = run_loop(job, &opts, &model, &adapter, &prepared, &mut reporter, started)?;
+    finish(job, &model, &adapter, &prepared, &mut reporter, result, started)
+}
+
+struct LoopResult {
+    steps: u64,
+    tokens: u64,
+    final_loss: Option<f64>,
+    eval_before: Option<EvalResult>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RunState {
+    eval_before: Option<EvalResult>,
+    tokens: u64,
+}
+
+fn run_loop(
+    job: &JobConfig,
+    opts: &TrainOptions,
+    model: &Model,
+    adapter: &LoraAdapter,
+    prepared: &PreparedData,
+    reporter: &mut Reporter,
+    started: Instant,
+) -> Result<LoopResult> {
+    let out = &job.output.dir;
+    let plan = plan_steps(job, &prepared.train);
+    let total = plan.len() as u64;
+    let vars: Vec<Var> = adapter.vars();
+    let names: Vec<String> = adapter.named_tensors().into_iter().map(|(n, _)| n).collect();
+    let mut opt = AdamW::new(&vars, &job.train)?;
+    let training_hash = job.training_hash();
+    let mut start = 0u64;
+    let mut run = RunState { eval_before: None, tokens: 0 };
+    if let Some(r) = &job.checkpoint.resume_from {
+        if let Some(dir) = checkpoint::resolve(out, r)? {
+            let st = checkpoint::load(&dir, &names, &vars, &mut opt, training_hash)?;
+            start = st.step;
+            if let Ok(bytes) = std::fs::read(dir.join("run_state.json")) {
+                run = serde_json::from_slice(&bytes).map_err(|e| FactoryError::format(dir.join("run_state.json"), e))?;
+            }
+            tracing::info!(target: "trib::factory", step = start, dir = %dir.display(), "resumed from checkpoint");
+        }
+    }
+    reporter.emit(ProgressEvent::Started {
+        total_steps: total,
+        start_step: start,
+        train_examples: prepared.train.len() as u64,
+        validation_examples: prepared.validation.len() as u64,
+    })?;
+    if start == 0 && !prepared.validation.is_empty() {
+        let ev = evaluate(model, Some(adapter), &prepared.validation)?;
+        reporter.emit(ProgressEvent::Evaluated { phase: EvalPhase::Before, loss: ev.loss, perplexity: ev.perplexity, tokens: ev.tokens })?;
+        run.eval_before = Some(ev);
+    }
+    let pad = pad_id(model);
+    let mut final_loss = None;
+    let mut last_ckpt = start;
+    let save_ckpt = |step: u64, opt: &AdamW, run: &RunState| -> Result<PathBuf> {
+        let st = CheckpointState { format: 1, step, total_steps: total, adam_t: opt.t, training_hash };
+        let dir = checkpoint::save(out, &names, &vars, opt, &st, job.checkpoint.keep_last)?;
+        let p = dir.join("run_state.json");
+        std::fs::write(&p, serde_json::to_vec(run).expect("run state serialises")).map_err(|e| FactoryError::io(&p, e))?;
+        Ok(dir)
+    };
+    for (si, sp) in plan.iter().enumerate().skip(start as usize) {
+        let step_no = si as u64;
+        let t0 = Instant::now();
+        let step_targets: usize = sp.micro.iter().flatten().map(|s| s.targets.iter().filter(|&&x| x).count()).sum();
+        let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
+        let mut loss_sum = 0f64;
+        let mut step_tokens = 0u64;
+        for (mi, micro) in sp.micro.iter().enumerate() {
+            if opts.cancel.is_cancelled() {
+                if job.checkpoint.every_steps > 0 && step_no > last_ckpt {
+                    let dir = save_ckpt(step_no, &opt, &run)?;
+                    reporter.emit(ProgressEvent::Checkpoint { step: step_no, path: dir })?;
+                }
+                reporter.emit(ProgressEvent::Cancelled { step: step_no })?;
+                tracing::info!(target: "trib::factory", step = step_no, "training cancelled");
+                return Err(FactoryError::Cancelled { step: step_no });
+            }
+            let refs: Vec<&data::Sequence> = micro.iter().collect();
+            let batch = Batch::pad(&refs, pad);
+            step_tokens += batch.real_tokens as u64;
+            let mut dropout = LoraDropout::new(job.lora.dropout, dropout_seed(job.train.seed, step_no, mi));
+            let drop = (job.lora.dropout > 0.0).then_some(&mut dropout);
+            let logits = model.forward_train(&token_tensor(&batch)?, Some(adapter), drop)?;
+            let (sum, n) = masked_ce_sum(&logits, &batch)?;
+            if n == 0 {
+                continue;
+            }
+            let loss = (sum / step_targets as f64)?;
+            let value = loss.to_scalar::<f32>()? as f64;
+            if !value.is_finite() {
+                return Err(FactoryError::Diverged { step: step_no + 1, what: "loss" });
+            }
+            loss_sum += value;
+            let grads = loss.backward()?;
+            for (i, v) in vars.iter().enumerate() {
+                if let Some(g) = grads.get(v.as_tensor()) {
+                    acc[i] = Some(match acc[i].take() {
+                        Some(a) => (a + g)?,
+                        None => g.clone(),
+                    });
+                }
+            }
+        }
+        let mut grads: Vec<Tensor> = acc
+            .into_iter()
+            .zip(&vars)
+            .map(|(g, v)| g.map(Ok).unwrap_or_else(|| v.as_tensor().zeros_like()))
+            .collect::<candle_core::Result<_>>()?;
+        let norm = optim::clip(&mut grads, job.train.max_grad_norm)?;
+        if !norm.is_finite() {
+            return Err(FactoryError::Diverged { step: step_no + 1, what: "gradient norm" });
+        }
+        let lr = optim::learning_rate(&job.train, step_no, total);
+        opt.step(&vars, &grads, lr)?;
+        run.tokens += step_tokens;
+        final_loss = Some(loss_sum);
+        let secs = t0.elapsed().as_secs_f64();
+        let m = StepMetrics {
+            step: step_no + 1,
+            epoch: sp.epoch,
+            loss: loss_sum,
+            lr,
+            grad_norm: norm,
+            tokens: step_tokens,
+            tokens_per_s: step_tokens as f64 / secs.max(1e-9),
+            elapsed_s: started.elapsed().as_secs_f64(),
+        };
+        tracing::debug!(target: "trib::factory", step = m.step, loss = m.loss, lr = m.lr, "step");
+        reporter.emit(ProgressEvent::Step(m))?;
+        let done = step_no + 1;
+        if job.checkpoint.every_steps > 0 && done % job.checkpoint.every_steps == 0 && done < total {
+            let dir = save_ckpt(done, &opt, &run)?;
+            last_ckpt = done;
+            reporter.emit(ProgressEvent::Checkpoint { step: done, path: dir })?;
+        }
+    }
+    Ok(LoopResult { steps: total, tokens: run.tokens, final_loss, eval_before: run.eval_before })
+}
+
+fn finish(
+    job: &JobConfig,
+    model: &Model,
+    adapter: &LoraAdapter,
+    prepared: &PreparedData,
+    reporter: &mut Reporter,
+    r: LoopResult,
+    started: Instant,
+) -> Result<TrainOutcome> {
+    let out = &job.output.dir;
+    let eval_after = if prepared.validation.is_empty() {
+        None
+    } else {
+        let ev = evaluate(model, Some(adapter), &prepared.validation)?;
+        reporter.emit(ProgressEvent::Evaluated { phase: EvalPhase::After, loss: ev.loss, perplexity: ev.perplexity, tokens: ev.tokens })?;
+        Some(ev)
+    };
+    let adapter_dir = out.join("adapter");
+    let adapter_id = crate::save_peft(adapter, &adapter_dir)?;
+    let adapter_hash = hash_file(&adapter_dir.join(crate::ADAPTER_WEIGHTS_FILE))?;
+    let adapter_config_hash = hash_file(&adapter_dir.join(crate::ADAPTER_CONFIG_FILE))?;
+    let gradient_cache = if job.gradient_cache.enabled {
+        let dir = out.join("gradient_cache");
+        let total = prepared.train.len() as u64;
+        let mut cb = |done: u64| reporter.emit(ProgressEvent::GradientCache { done, total });
+        let formatting = Formatting {
+            data_format: job.data.format,
+            chat_template: job_template(job, model),
+            system_prompt: job.data.system_prompt.clone(),
+        };
+        build_gradient_cache(
+            model,
+            adapter,
+            &prepared.train,
+            CacheSettings { k: job.gradient_cache.projection_dim, seed: job.train.seed, adapter_hash, formatting },
+            &dir,
+            &mut cb,
+        )?;
+        Some(dir)
+    } else {
+        None
+    };
+    let summary = TrainingSummary {
+        format: 1,
+        name: job.name.clone(),
+        config_hash: job.config_hash(),
+        training_hash: job.training_hash(),
+        base_model: job.model.base.clone(),
+        base_model_hash: model.info().id.0,
+        sources: prepared.sources.clone(),
+        data: prepared.stats.clone(),
+        train_examples: prepared.train.len() as u64,
+        validation_examples: prepared.validation.len() as u64,
+        steps: r.steps,
+        tokens_trained: r.tokens,
+        final_train_loss: r.final_loss,
+        eval_before: r.eval_before,
+        eval_after,
+        adapter_dir: adapter_dir.clone(),
+        adapter_id,
+        adapter_hash,
+        adapter_config_hash,
+        gradient_cache,
+        price_input_per_1k: job.pricing.input_per_1k,
+        price_output_per_1k: job.pricing.output_per_1k,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    };
+    let summary_path = out.join("training_summary.json");
+    let tmp = out.join(".training_summary.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&summary).expect("summary serialises")).map_err(|e| FactoryError::io(&tmp, e))?;
+    std::fs::rename(&tmp, &summary_path).map_err(|e| FactoryError::io(&summary_path, e))?;
+    reporter.emit(ProgressEvent::Finished { adapter_dir: adapter_dir.clone() })?;
+    tracing::info!(target: "trib::factory", adapter = %adapter_dir.display(), steps = summary.steps, "training finished");
+    Ok(TrainOutcome { adapter_dir, summary_path, summary })
+}
+
+/// The raw per-layer gradient of one example's mean target loss: one vector
+/// per layer, flattened as documented in `docs/factory.md` (per module in
+/// q, k, v, o, gate, up, down order: ∂A row-major, then ∂B row-major).
+/// Returns the loss too.
+pub fn example_gradient(model: &Model, adapter: &LoraAdapter, tokens: &[u32], targets: &[bool]) -> Result<(f64, Vec<Vec<f32>>)> {
+    let seq = data::Sequence { tokens: tokens.to_vec(), targets: targets.to_vec(), examples: vec![] };
+    let batch = Batch::pad(&[&seq], pad_id(model));
+    let logits = model.forward_train(&token_tensor(&batch)?, Some(adapter), None)?;
+    let (sum, n) = masked_ce_sum(&logits, &batch)?;
+    if n == 0 {
+        return Err(FactoryError::NoData("the example has no target token to take a gradient of".into()));
+    }
+    let loss = (sum / n as f64)?;
+    let grads = loss.backward()?;
+    let mut layers = vec![Vec::new(); adapter.num_layers()];
+    for (l, _t, p) in adapter.iter_pairs() {
+        for v in [&p.a, &p.b] {
+            let g = match grads.get(v.as_tensor()) {
+                Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
+                None => vec![0f32; v.elem_count()],
+            };
+            layers[l].extend(g);
+        }
+    }
+    Ok((loss.to_scalar::<f32>()? as f64, layers))
+}
+
+fn layer_entries(adapter: &LoraAdapter, k: usize) -> Vec<LayerEntry> {
+    (0..adapter.num_layers())
+        .map(|l| {
+            let mut modules = Vec::new();
+            let mut dim = 0;
+            for (_, t, p) in adapter.iter_pairs().filter(|(pl, _, _)| *pl == l) {
+                modules.push(t.name().to_string());
+                dim += p.a.elem_count() + p.b.elem_count();
+            }
+            LayerEntry { layer: l, modules, dim, stored_dim: dim.min(k), projected: dim > k }
+        })
+        .collect()
+}
+
+/// How training rows were formatted (recorded in the cache index).
+#[derive(Debug, Clone)]
+pub(crate) struct Formatting {
+    pub(crate) data_format: DataFormat,
+    pub(crate) chat_template: ChatTemplate,
+    pub(crate) system_prompt: Option<String>,
+}
+
+/// Projection and identity settings of a cache.
+#[derive(Debug, Clone)]
+pub(crate) struct CacheSettings {
+    pub(crate) k: usize,
+    pub(crate) seed: u64,
+    pub(crate) adapter_hash: Hash,
+    pub(crate) formatting: Formatting,
+}
+
+/// Computes and writes the gradient cache of `examples` at `adapter`.
+pub(crate) fn build_gradient_cache(
+    model: &Model,
+    adapter: &LoraAdapter,
+    examples: &[Example],
+    settings: CacheSettings,
+    dir: &Path,
+    progress: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<GradientCacheIndex> {
+    let CacheSettings { k, seed, adapter_hash, formatting } = settings;
+    let layers = layer_entries(adapter, k);
+    let dims: Vec<usize> = layers.iter().map(|e| e.dim).collect();
+    let projector = LayerProjector::new(&dims, k, seed);
+    let mut rows = Vec::with_capacity(examples.len());
+    let mut cached = Vec::with_capacity(examples.len());
+    for (i, e) in examples.iter().enumerate() {
+        let (loss, raw) = example_gradient(model, adapter, &e.tokens, &e.targets)?;
+        rows.push(raw.iter().enumerate().map(|(l, g)| projector.project(l, g)).collect::<Vec<_>>());
+        cached.push(CachedExample { provenance: e.provenance.clone(), loss, target_tokens: e.target_count() as u64 });
+        if (i + 1) % 16 == 0 || i + 1 == examples.len() {
+            progress((i + 1) as u64)?;
+        }
+    }
+    let index = GradientCacheIndex {
+        format: gradcache::GRADIENT_CACHE_FORMAT,
+        projection: "count_sketch".into(),
+        projection_dim: k,
+        seed,
+        adapter_hash,
+        data_format: formatting.data_format,
+        chat_template: formatting.chat_template,
+        system_prompt: formatting.system_prompt,
+        layers,
+        examples: cached,
+    };
+    gradcache::write(dir, &index, &rows)?;
+    tracing::info!(target: "trib::factory", examples = examples.len(), dir = %dir.display(), "gradient cache written");
+    Ok(index)
+}
+
+/// Tokens and loss mask of a (prompt, answer) pair, formatted as the cache's
+/// training rows were: chat formats render `[system?, user: prompt,
+/// assistant: answer]` with the job's template; plain text concatenates
+/// prompt and answer. Only the answer's tokens are targets.
+pub fn encode_pair(model: &Model, index: &GradientCacheIndex, prompt: &str, answer: &str) -> Result<(Vec<u32>, Vec<bool>)> {
+    let enc = |t: &str| crate::tokenizer::encode(model.tokenizer(), t).map_err(|e| FactoryError::Tokenizer(e.to_string()));
+    let mut tokens = Vec::new();
+    let mut targets = Vec::new();
+    let segments = match index.data_format {
+        DataFormat::Text => vec![
+            data::Segment { text: prompt.to_string(), trainable: false },
+            data::Segment { text: answer.to_string(), trainable: true },
+        ],
+        DataFormat::Alpaca | DataFormat::Messages => {
+            let mut msgs = Vec::new();
+            if let Some(s) = &index.system_prompt {
+                msgs.push(crate::chat::ChatMessage::new("system", s.as_str()));
+            }
+            msgs.push(crate::chat::ChatMessage::new("user", prompt));
+            msgs.push(crate::chat::ChatMessage::new("assistant", answer));
+            let p = data::Provenance {
+                source: "<test>".into(),
+                row: 0,
+                row_hash: trib_types::RowHash::default(),
+                contribution: None,
+                contributor: None,
+            };
+            data::chat_segments(&index.chat_template, &msgs, &p)?
+        }
+    };
+    for seg in segments {
+        let ids = enc(&seg.text)?;
+        targets.extend(ids.iter().map(|_| seg.trainable));
+        tokens.extend(ids);
+    }
+    if let Some(t) = targets.first_mut() {
+        *t = false;
+    }
+    Ok((tokens, targets))
+}
+
+/// The test gradient of an answer (DataInf's `v`, TracIn's test vector): the
+/// gradient of the mean loss over the answer's tokens at `adapter`, per layer,
+/// projected exactly as the cache's training gradients were.
+pub fn test_gradient(
+    model: &Model,
+    adapter: &LoraAdapter,
+    cache: &GradientCache,
+    prompt: &str,
+    answer: &str,
+) -> Result<Vec<Vec<f32>>> {
+    let (tokens, targets) = encode_pair(model, &cache.index, prompt, answer)?;
+    let (_, raw) = example_gradient(model, adapter, &tokens, &targets)?;
+    if raw.len() != cache.index.layers.len() {
+        return Err(FactoryError::Model(format!(
+            "the adapter has {} layers, the gradient cache {}",
+            raw.len(),
+            cache.index.layers.len()
+        )));
+    }
+    for (g, e) in raw.iter().zip(&cache.index.layers) {
+        if g.len() != e.dim {
+            return Err(FactoryError::Model(format!(
+                "layer {}: adapter gradient has {} coordinates, the cache was built from {}",
+                e.layer,
+                g.len(),
+                e.dim
+            )));
+        }
+    }
+    let projector = cache.projector();
+    Ok(raw.iter().enumerate().map(|(l, g)| projector.project(l, g)).collect())
+}
