@@ -1,0 +1,723 @@
+//! The Llama-family decoder: Touvron et al., "LLaMA: Open and Efficient
+//! Foundation Language Models" (2023, arXiv:2302.13971) and "Llama 2"
+//! (arXiv:2307.09288): pre-norm residual blocks with RMSNorm (Zhang & Sennrich
+//! 2019), rotary position embeddings (Su et al. 2021, arXiv:2104.09864) in the
+//! Hugging Face "rotate_half" layout, grouped-query attention (Ainslie et al.
+//! 2023, arXiv:2305.13245) and a SwiGLU MLP (Shazeer 2020, arXiv:2002.05202).
+//! Qwen2 adds q/k/v biases; Mistral is the same layout.
+//!
+//! Written for this project, with two execution modes over the same weights:
+//!
+//! - **inference** ([`Llama::forward_chunks`]): rows of many sequences are
+//!   stacked so every projection runs once for the whole batch, attention runs
+//!   per sequence against its own [`KvCache`], LoRA runs per adapter group
+//!   (gather rows, `x·Aᵀ·Bᵀ·s`, scatter-add: a CPU form of Punica's SGMV).
+//!   Uses candle's fused `rms_norm`, `softmax_last_dim` and `rope`, and may
+//!   keep GGUF weights quantized.
+//! - **training** ([`Llama::forward_train`]): only ops with a backward pass.
+//!   The fused kernels above have none in candle 0.11 and silently drop
+//!   gradients, and a quantized matmul has none either, so RMSNorm, softmax
+//!   and rope are written from primitive ops over dense f32 weights.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::{DType, Device, Module, Tensor, D};
+
+use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use crate::kv_cache::KvCache;
+use crate::lora::{LoraAdapter, LoraDropout, LoraTarget};
+
+/// A projection matrix `[out, in]`, dense f32 or ggml-quantized.
+#[derive(Clone, Debug)]
+pub(crate) enum Weight {
+    /// Quantized blocks, multiplied without dequantizing (no backward).
+    Quantized(Arc<QTensor>),
+    /// Dense f32.
+    Dense(Tensor),
+}
+
+impl Weight {
+    /// `x·Wᵀ` for `x: [n, in]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Weight::Quantized(q) => QMatMul::QTensor(q.clone()).forward(x)?,
+            Weight::Dense(w) => x.matmul(&w.t()?)?,
+        })
+    }
+
+    /// Dense f32 copy (dequantizing if needed).
+    pub(crate) fn to_dense(&self) -> Result<Tensor> {
+        Ok(match self {
+            Weight::Quantized(q) => q.dequantize(&Device::Cpu)?,
+            Weight::Dense(t) => t.clone(),
+        })
+    }
+
+    fn dense_ref(&self) -> Result<&Tensor> {
+        match self {
+            Weight::Dense(t) => Ok(t),
+            Weight::Quantized(_) => Err(ModelError::NeedsDenseWeights),
+        }
+    }
+
+    /// Rows of an embedding matrix.
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Weight::Quantized(q) => q.embedding(ids)?,
+            Weight::Dense(w) => w.index_select(ids, 0)?,
+        })
+    }
+
+    /// A short name of the storage type (`Q4_1`, `F32`).
+    pub(crate) fn dtype_name(&self) -> String {
+        match self {
+            Weight::Quantized(q) => format!("{:?}", q.dtype()),
+            Weight::Dense(_) => "F32".to_string(),
+        }
+    }
+}
+
+/// A projection with optional bias.
+#[derive(Clone, Debug)]
+pub(crate) struct Linear {
+    pub(crate) weight: Weight,
+    pub(crate) bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.weight.forward(x)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+/// One decoder block.
+#[derive(Clone, Debug)]
+pub(crate) struct Block {
+    pub(crate) attn_norm: Tensor,
+    pub(crate) mlp_norm: Tensor,
+    /// q, k, v, o, gate, up, down, indexed by [`LoraTarget::index`].
+    pub(crate) linears: [Linear; 7],
+}
+
+impl Block {
+    fn lin(&self, t: LoraTarget) -> &Linear {
+        &self.linears[t as usize]
+    }
+}
+
+/// The decoder's weights and rotary tables.
+#[derive(Clone, Debug)]
+pub(crate) struct Llama {
+    pub(crate) cfg: LlamaConfig,
+    pub(crate) embed: Weight,
+    pub(crate) blocks: Vec<Block>,
+    pub(crate) norm: Tensor,
+    /// `None` when tied to the embedding.
+    pub(crate) lm_head: Option<Weight>,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// One sequence's share of an inference step: new tokens, its cache and its
+/// optional adapter. A decode step is a chunk of one token; a prefill (or a
+/// prefill chunk) is a chunk of many.
+pub struct SeqChunk<'a> {
+    /// Tokens appended at positions `cache.len()..`.
+    pub tokens: &'a [u32],
+    /// The sequence's cache; advanced by `tokens.len()` on success.
+    pub cache: &'a mut KvCache,
+    /// The adapter applied to this sequence, if any.
+    pub adapter: Option<&'a LoraAdapter>,
+}
+
+/// Rows of a stacked batch that share one adapter.
+struct AdapterGroup<'a> {
+    adapter: &'a LoraAdapter,
+    /// Row indices (u32), `None` when the group covers every row.
+    rows: Option<Tensor>,
+}
+
+fn rope_tables(cfg: &LlamaConfig) -> Result<(Tensor, Tensor)> {
+    let half = cfg.head_dim / 2;
+    let inv: Vec<f32> = (0..half)
+        .map(|i| 1.0 / (cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64)) as f32)
+        .collect();
+    let n = cfg.max_seq_len;
+    let mut angles = Vec::with_capacity(n * half);
+    for p in 0..n {
+        for f in &inv {
+            angles.push(p as f32 * f);
+        }
+    }
+    let a = Tensor::from_vec(angles, (n, half), &Device::Cpu)?;
+    Ok((a.cos()?, a.sin()?))
+}
+
+/// `(tokens, tokens)` additive causal mask for a chunk of `n` queries at
+/// absolute positions `past..past+n` over `past+n` keys.
+fn causal_mask(n: usize, past: usize) -> Result<Tensor> {
+    let t = past + n;
+    let mask: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            (0..t).map(move |j| {
+                if j <= past + i {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
+        .collect();
+    Ok(Tensor::from_vec(mask, (n, t), &Device::Cpu)?)
+}
+
+impl Llama {
+    pub(crate) fn new(
+        cfg: LlamaConfig,
+        embed: Weight,
+        blocks: Vec<Block>,
+        norm: Tensor,
+        lm_head: Option<Weight>,
+    ) -> Result<Self> {
+        let (cos, sin) = rope_tables(&cfg)?;
+        Ok(Self {
+            cfg,
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            cos,
+            sin,
+        })
+    }
+
+    fn head(&self) -> &Weight {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// Storage type of the projections (`Q4_1`, `F32`).
+    pub(crate) fn weight_dtype(&self) -> String {
+        self.blocks
+            .first()
+            .map(|b| b.linears[0].weight.dtype_name())
+            .unwrap_or_else(|| "F32".into())
+    }
+
+    /// Whether any projection is quantized.
+    pub(crate) fn is_quantized(&self) -> bool {
+        matches!(self.embed, Weight::Quantized(_))
+            || self
+                .blocks
+                .iter()
+                .flat_map(|b| b.linears.iter())
+                .any(|l| matches!(l.weight, Weight::Quantized(_)))
+    }
+
+    /// The same model with every weight dequantized to dense f32.
+    pub(crate) fn to_dense(&self) -> Result<Self> {
+        let dense = |w: &Weight| -> Result<Weight> { Ok(Weight::Dense(w.to_dense()?)) };
+        let mut blocks = Vec::with_capacity(self.blocks.len());
+        for b in &self.blocks {
+            let mut linears = b.linears.clone();
+            for l in linears.iter_mut() {
+                l.weight = dense(&l.weight)?;
+            }
+            blocks.push(Block {
+                attn_norm: b.attn_norm.clone(),
+                mlp_norm: b.mlp_norm.clone(),
+                linears,
+            });
+        }
+        Ok(Self {
+            cfg: self.cfg.clone(),
+            embed: dense(&self.embed)?,
+            blocks,
+            norm: self.norm.clone(),
+            lm_head: self.lm_head.as_ref().map(dense).transpose()?,
+            cos: self.cos.clone(),
+            sin: self.sin.clone(),
+        })
+    }
+
+    /// Dense copy with `W + s·B·A` merged into every adapted projection.
+    pub(crate) fn merged(&self, adapter: &LoraAdapter) -> Result<Self> {
+        adapter.check_fits(&self.cfg)?;
+        let mut out = self.to_dense()?;
+        for (l, t, _) in adapter.iter_pairs() {
+            let delta = adapter.delta(l, t)?.expect("pair exists");
+            let lin = &mut out.blocks[l].linears[t.index()];
+            let w = lin.weight.to_dense()?;
+            lin.weight = Weight::Dense((w + delta)?);
+        }
+        Ok(out)
+    }
+
+    /// Every tensor under its Hugging Face name, dense f32.
+    pub(crate) fn hf_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = vec![
+            (
+                "model.embed_tokens.weight".to_string(),
+                self.embed.to_dense()?,
+            ),
+            ("model.norm.weight".to_string(), self.norm.clone()),
+        ];
+        if let Some(h) = &self.lm_head {
+            out.push(("lm_head.weight".to_string(), h.to_dense()?));
+        }
+        for (i, b) in self.blocks.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push((format!("{p}.input_layernorm.weight"), b.attn_norm.clone()));
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                b.mlp_norm.clone(),
+            ));
+            for t in LoraTarget::ALL {
+                let lin = b.lin(t);
+                let name = format!("{p}.{}.{}", t.parent(), t.name());
+                out.push((format!("{name}.weight"), lin.weight.to_dense()?));
+                if let Some(bias) = &lin.bias {
+                    out.push((format!("{name}.bias"), bias.clone()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            return Err(ModelError::TokenOutOfRange {
+                id,
+                vocab: self.cfg.vocab_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// One inference step over several sequences. Returns logits `[rows,
+    /// vocab]`: the last position of each chunk, or every position when
+    /// `all_positions`. Caches advance only when the whole step succeeds.
+    pub(crate) fn forward_chunks(
+        &self,
+        chunks: &mut [SeqChunk<'_>],
+        all_positions: bool,
+    ) -> Result<Tensor> {
+        let _span =
+            tracing::trace_span!(target: "trib::model", "forward", chunks = chunks.len()).entered();
+        if chunks.is_empty() || chunks.iter().any(|c| c.tokens.is_empty()) {
+            return Err(ModelError::Generation(
+                "a forward step needs at least one token per sequence".into(),
+            ));
+        }
+        for c in chunks.iter() {
+            self.check_tokens(c.tokens)?;
+            c.cache.check_room(c.tokens.len())?;
+            if let Some(a) = c.adapter {
+                if a.num_layers() != self.cfg.num_layers {
+                    a.check_fits(&self.cfg)?;
+                }
+            }
+        }
+        let ids: Vec<u32> = chunks
+            .iter()
+            .flat_map(|c| c.tokens.iter().copied())
+            .collect();
+        let n_rows = ids.len();
+        let ids = Tensor::from_vec(ids, n_rows, &Device::Cpu)?;
+        let groups = Self::adapter_groups(chunks, n_rows)?;
+        let eps = self.cfg.rms_norm_eps as f32;
+        let mut x = self.embed.embed(&ids)?;
+        for (li, block) in self.blocks.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, eps)?;
+            let q = self.project(li, block, LoraTarget::QProj, &h, &groups)?;
+            let k = self.project(li, block, LoraTarget::KProj, &h, &groups)?;
+            let v = self.project(li, block, LoraTarget::VProj, &h, &groups)?;
+            let mut outs = Vec::with_capacity(chunks.len());
+            let mut row = 0;
+            for c in chunks.iter_mut() {
+                let n = c.tokens.len();
+                outs.push(self.attend(
+                    li,
+                    &q.narrow(0, row, n)?,
+                    &k.narrow(0, row, n)?,
+                    &v.narrow(0, row, n)?,
+                    c.cache,
+                )?);
+                row += n;
+            }
+            let attn = if outs.len() == 1 {
+                outs.pop().expect("one")
+            } else {
+                Tensor::cat(&outs, 0)?
+            };
+            x = (x + self.project(li, block, LoraTarget::OProj, &attn, &groups)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &block.mlp_norm, eps)?;
+            let g = self.project(li, block, LoraTarget::GateProj, &h, &groups)?;
+            let u = self.project(li, block, LoraTarget::UpProj, &h, &groups)?;
+            let m = (g.silu()? * u)?;
+            x = (x + self.project(li, block, LoraTarget::DownProj, &m, &groups)?)?;
+        }
+        for c in chunks.iter_mut() {
+            c.cache.advance(c.tokens.len());
+        }
+        let x = if all_positions {
+            x
+        } else {
+            let mut last = Vec::with_capacity(chunks.len());
+            let mut row = 0u32;
+            for c in chunks.iter() {
+                row += c.tokens.len() as u32;
+                last.push(row - 1);
+            }
+            if last.len() == n_rows {
+                x
+            } else {
+                let idx = Tensor::from_vec(last.clone(), last.len(), &Device::Cpu)?;
+                x.index_select(&idx, 0)?
+            }
+        };
+        let x = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
+        self.head().forward(&x)
+    }
+
+    fn adapter_groups<'a>(chunks: &[SeqChunk<'a>], n_rows: usize) -> Result<Vec<AdapterGroup<'a>>> {
+        let mut groups: Vec<(&'a LoraAdapter, Vec<u32>)> = Vec::new();
+        let mut row = 0u32;
+        for c in chunks {
+            let n = c.tokens.len() as u32;
+            if let Some(a) = c.adapter {
+                match groups.iter_mut().find(|(g, _)| std::ptr::eq(*g, a)) {
+                    Some((_, rows)) => rows.extend(row..row + n),
+                    None => groups.push((a, (row..row + n).collect())),
+                }
+            }
+            row += n;
+        }
+        groups
+            .into_iter()
+            .map(|(adapter, rows)| {
+                let rows = if rows.len() == n_rows {
+                    None
+                } else {
+                    let len = rows.len();
+                    Some(Tensor::from_vec(rows, len, &Device::Cpu)?)
+                };
+                Ok(AdapterGroup { adapter, rows })
+            })
+            .collect()
+    }
+
+    /// Base projection for all rows, plus the LoRA term per adapter group.
+    fn project(
+        &self,
+        layer: usize,
+        block: &Block,
+        target: LoraTarget,
+        x: &Tensor,
+        groups: &[AdapterGroup<'_>],
+    ) -> Result<Tensor> {
+        let mut y = block.lin(target).forward(x)?;
+        for g in groups {
+            let Some(pair) = g.adapter.pair(layer, target) else {
+                continue;
+            };
+            let s = g.adapter.scaling();
+            match &g.rows {
+                None => {
+                    let d = x.matmul(&pair.a.t()?)?.matmul(&pair.b.t()?)?;
+                    y = (y + (d * s)?)?;
+                }
+                Some(rows) => {
+                    let xs = x.index_select(rows, 0)?;
+                    let d = (xs.matmul(&pair.a.t()?)?.matmul(&pair.b.t()?)? * s)?;
+                    y = y.index_add(rows, &d, 0)?;
+                }
+            }
+        }
+        Ok(y)
+    }
+
+    /// Attention of one sequence's new rows against its cache.
+    fn attend(
+        &self,
+        layer: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (h, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let n = q.dim(0)?;
+        let pos = cache.len();
+        let cos = self.cos.narrow(0, pos, n)?;
+        let sin = self.sin.narrow(0, pos, n)?;
+        let q = q
+            .reshape((n, h, hd))?
+            .transpose(0, 1)?
+            .contiguous()?
+            .unsqueeze(0)?;
+        let k = k
+            .reshape((n, kvh, hd))?
+            .transpose(0, 1)?
+            .contiguous()?
+            .unsqueeze(0)?;
+        let q = candle_nn::rotary_emb::rope(&q, &cos, &sin)?.squeeze(0)?;
+        let k = candle_nn::rotary_emb::rope(&k, &cos, &sin)?.squeeze(0)?;
+        let v = v.reshape((n, kvh, hd))?.transpose(0, 1)?;
+        let (k_all, v_all) = cache.append(layer, &k, &v)?;
+        let groups = h / kvh;
+        // Query heads j·groups..(j+1)·groups share kv head j (HF repeat_kv order).
+        let q = q.reshape((kvh, groups * n, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut scores = (q.matmul(&k_all.t()?)? * scale)?;
+        if n > 1 {
+            let t = pos + n;
+            let mask = causal_mask(n, pos)?;
+            scores = scores
+                .reshape((kvh, groups, n, t))?
+                .broadcast_add(&mask)?
+                .reshape((kvh, groups * n, t))?;
+        }
+        let p = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = p.matmul(&v_all.contiguous()?)?;
+        Ok(out
+            .reshape((h, n, hd))?
+            .transpose(0, 1)?
+            .reshape((n, h * hd))?)
+    }
+
+    /// Differentiable forward over a batch `tokens: [b, t]` (u32) from
+    /// position 0, no cache. Returns logits `[b, t, vocab]`.
+    pub(crate) fn forward_train(
+        &self,
+        tokens: &Tensor,
+        adapter: Option<&LoraAdapter>,
+        mut dropout: Option<&mut LoraDropout>,
+    ) -> Result<Tensor> {
+        let _span = tracing::trace_span!(target: "trib::model", "forward_train").entered();
+        let (b, t) = tokens.dims2()?;
+        if t > self.cfg.max_seq_len {
+            return Err(ModelError::ContextOverflow {
+                needed: t,
+                max: self.cfg.max_seq_len,
+            });
+        }
+        if let Some(a) = adapter {
+            a.check_fits(&self.cfg)?;
+        }
+        let flat = tokens.flatten_all()?.to_dtype(DType::U32)?;
+        self.check_tokens(&flat.to_vec1::<u32>()?)?;
+        let cfg = &self.cfg;
+        let (h, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let eps = cfg.rms_norm_eps;
+        let mut x = self.embed.dense_ref()?.index_select(&flat, 0)?; // [b·t, hidden]
+        let cos = self.cos.narrow(0, 0, t)?;
+        let sin = self.sin.narrow(0, 0, t)?;
+        let cos = Tensor::cat(&[&cos, &cos], D::Minus1)?; // [t, hd]
+        let sin = Tensor::cat(&[&sin, &sin], D::Minus1)?;
+        let mask = causal_mask(t, 0)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let groups = h / kvh;
+        for (li, block) in self.blocks.iter().enumerate() {
+            let hn = rms_norm_diff(&x, &block.attn_norm, eps)?;
+            let mut lin = |target: LoraTarget, input: &Tensor| -> Result<Tensor> {
+                self.project_train(li, block, target, input, adapter, dropout.as_deref_mut())
+            };
+            let q = lin(LoraTarget::QProj, &hn)?;
+            let k = lin(LoraTarget::KProj, &hn)?;
+            let v = lin(LoraTarget::VProj, &hn)?;
+            let q = q.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?;
+            let k = k.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
+            let v = v.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
+            let q = rope_diff(&q, &cos, &sin)?;
+            let k = rope_diff(&k, &cos, &sin)?;
+            let k = repeat_kv(&k, groups)?;
+            let v = repeat_kv(&v, groups)?;
+            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
+            let p = softmax_diff(&scores)?;
+            let o = p.matmul(&v)?.transpose(1, 2)?.reshape((b * t, h * hd))?;
+            x = (x + lin(LoraTarget::OProj, &o)?)?;
+            let hn = rms_norm_diff(&x, &block.mlp_norm, eps)?;
+            let g = lin(LoraTarget::GateProj, &hn)?;
+            let u = lin(LoraTarget::UpProj, &hn)?;
+            let m = (g.silu()? * u)?;
+            x = (x + lin(LoraTarget::DownProj, &m)?)?;
+        }
+        let x = rms_norm_diff(&x, &self.norm, eps)?;
+        let logits = x.matmul(&self.head().dense_ref()?.t()?)?;
+        Ok(logits.reshape((b, t, cfg.vocab_size))?)
+    }
+
+    fn project_train(
+        &self,
+        layer: usize,
+        block: &Block,
+        target: LoraTarget,
+        x: &Tensor,
+        adapter: Option<&LoraAdapter>,
+        dropout: Option<&mut LoraDropout>,
+    ) -> Result<Tensor> {
+        let lin = block.lin(target);
+        let mut y = x.matmul(&lin.weight.dense_ref()?.t()?)?;
+        if let Some(b) = &lin.bias {
+            y = y.broadcast_add(b)?;
+        }
+        if let Some(pair) = adapter.and_then(|a| a.pair(layer, target)) {
+            let s = adapter.expect("pair implies adapter").scaling();
+            let xd = match dropout {
+                Some(d) => d.apply(x)?,
+                None => x.clone(),
+            };
+            let d = xd.matmul(&pair.a.t()?)?.matmul(&pair.b.t()?)?;
+            y = (y + (d * s)?)?;
+        }
+        Ok(y)
+    }
+}
+
+/// RMSNorm from primitive ops (differentiable): `x / √(mean(x²) + ε) · w`.
+fn rms_norm_diff(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let inv = (ms + eps)?.sqrt()?.recip()?;
+    Ok(x.broadcast_mul(&inv)?.broadcast_mul(w)?)
+}
+
+/// Softmax over the last dim from primitive ops. The max shift is detached:
+/// it cancels mathematically and only keeps `exp` in range.
+fn softmax_diff(x: &Tensor) -> Result<Tensor> {
+    let m = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&m)?.exp()?;
+    let s = e.sum_keepdim(D::Minus1)?;
+    Ok(e.broadcast_div(&s)?)
+}
+
+/// "rotate_half" rope from primitive ops: `x·cos + rot(x)·sin` with
+/// `rot([x1, x2]) = [-x2, x1]`; `cos`, `sin` are `[t, hd]`.
+fn rope_diff(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let hd = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
+    let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
+    let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    Ok((x.broadcast_mul(cos)? + rot.broadcast_mul(sin)?)?)
+}
+
+/// `[b, kvh, t, hd]` → `[b, kvh·groups, t, hd]`, each kv head repeated for
+/// its query group.
+fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
+    if groups == 1 {
+        return Ok(x.clone());
+    }
+    let (b, kvh, t, hd) = x.dims4()?;
+    Ok(x.unsqueeze(2)?
+        .broadcast_as((b, kvh, groups, t, hd))?
+        .reshape((b, kvh * groups, t, hd))?)
+}
+
+/// Permutes the rows of a q or k projection between the Hugging Face layout
+/// (per head: first half-dims, then second half-dims) and llama.cpp's GGUF
+/// layout (per head: pairs interleaved). `to_gguf = false` undoes
+/// llama.cpp's `permute(w, n_head)` from `convert_hf_to_gguf.py`:
+/// GGUF row `h·hd + 2i + j` holds HF row `h·hd + j·hd/2 + i`.
+pub(crate) fn permute_rows(data: &[u8], rows: usize, n_head: usize, to_gguf: bool) -> Vec<u8> {
+    let row_bytes = data.len() / rows;
+    let hd = rows / n_head;
+    let half = hd / 2;
+    let mut out = vec![0u8; data.len()];
+    for h in 0..n_head {
+        for i in 0..half {
+            for j in 0..2 {
+                let gguf = h * hd + 2 * i + j;
+                let hf = h * hd + j * half + i;
+                let (dst, src) = if to_gguf { (gguf, hf) } else { (hf, gguf) };
+                out[dst * row_bytes..(dst + 1) * row_bytes]
+                    .copy_from_slice(&data[src * row_bytes..(src + 1) * row_bytes]);
+            }
+        }
+    }
+    out
+}
+
+/// Applies [`permute_rows`] to a (possibly quantized) `[rows, in]` tensor
+/// without dequantizing: ggml blocks run along rows, so rows move whole.
+pub(crate) fn permute_qtensor(q: &QTensor, n_head: usize, to_gguf: bool) -> Result<QTensor> {
+    let dims = q.shape().dims().to_vec();
+    let rows = dims[0];
+    let data = q.data()?;
+    let permuted = permute_rows(&data, rows, n_head, to_gguf);
+    let storage = QStorage::from_data(Cow::Owned(permuted), &Device::Cpu, q.dtype())?;
+    Ok(QTensor::new(storage, dims)?)
+}
+
+/// Applies [`permute_rows`] to a 1-D f32 bias.
+pub(crate) fn permute_bias(b: &Tensor, n_head: usize, to_gguf: bool) -> Result<Tensor> {
+    let v: Vec<f32> = b.to_vec1()?;
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let p = permute_rows(&bytes, v.len(), n_head, to_gguf);
+    let out: Vec<f32> = p
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok(Tensor::from_vec(out, v.len(), &Device::Cpu)?)
+}
+
+/// Whether a ggml dtype is an actual quantization (not a float format).
+pub(crate) fn is_quantized_dtype(d: GgmlDType) -> bool {
+    !matches!(d, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permute_rows_round_trips_and_matches_llama_cpp_for_one_head() {
+        // One head of 4 rows: HF [r0, r1, r2, r3] (halves [r0 r1] [r2 r3])
+        // becomes GGUF [r0, r2, r1, r3] (pairs interleaved).
+        let data: Vec<u8> = (0..4u8).collect();
+        let g = permute_rows(&data, 4, 1, true);
+        assert_eq!(g, vec![0, 2, 1, 3]);
+        assert_eq!(permute_rows(&g, 4, 1, false), data);
+        let data: Vec<u8> = (0..48u8).collect();
+        let rt = permute_rows(&permute_rows(&data, 12, 2, true), 12, 2, false);
+        assert_eq!(rt, data);
+    }
+
+    #[test]
+    fn differentiable_softmax_and_norm_match_the_fused_kernels() {
+        let x = Tensor::new(
+            &[[1.0f32, -2.0, 3.5, 0.25], [0.0, 0.1, -0.1, 9.0]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let w = Tensor::new(&[1.0f32, 0.5, 2.0, -1.0], &Device::Cpu).unwrap();
+        let a = softmax_diff(&x).unwrap();
+        let b = candle_nn::ops::softmax_last_dim(&x).unwrap();
+        let diff: f32 = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(diff < 1e-6);
+        let a = rms_norm_diff(&x, &w, 1e-5).unwrap();
+        let b = candle_nn::ops::rms_norm(&x, &w, 1e-5).unwrap();
+        let diff: f32 = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(diff < 1e-5);
+    }
+}

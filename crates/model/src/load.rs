@@ -1,0 +1,398 @@
+//! Loading base models from GGUF files and Hugging Face directories into the
+//! one [`Llama`] representation.
+//!
+//! GGUF: weights stay quantized when asked (ggml blocks), the configuration
+//! comes from `llama.*` metadata, the tokenizer from `tokenizer.ggml.*`.
+//! llama.cpp's converter permutes the rows of `attn_q`/`attn_k` for its
+//! interleaved rope; we undo that permutation at load (row moves on the
+//! quantized bytes, exact) so the weights match the Hugging Face layout, the
+//! standard "rotate_half" rope applies everywhere, and q/k LoRA adapters
+//! trained here are valid for the original checkpoint (PEFT, vLLM).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::quantized::{gguf_file, QTensor};
+use candle_core::{DType, Device, Tensor};
+use tokenizers::Tokenizer;
+
+use crate::chat::ChatTemplate;
+use crate::config::{HfConfig, LlamaConfig};
+use crate::error::{ModelError, Result};
+use crate::llama::{
+    is_quantized_dtype, permute_bias, permute_qtensor, Block, Linear, Llama, Weight,
+};
+use crate::lora::LoraTarget;
+use crate::tokenizer::{tokenizer_from_file, tokenizer_from_gguf};
+
+/// How projection weights are held in memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// The measured best for inference on CPU: quantized GGUF weights stay
+    /// quantized, safetensors stay f32 (see docs/model.md).
+    #[default]
+    Auto,
+    /// Keep ggml-quantized blocks (GGUF only; safetensors are dense anyway).
+    Quantized,
+    /// Dequantize everything to dense f32 (required for training).
+    F32,
+}
+
+/// What a loader hands back besides the weights.
+pub(crate) struct Loaded {
+    pub llama: Llama,
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    pub name: String,
+    pub license: Option<String>,
+    pub file_dtype: String,
+}
+
+fn gguf_name(hf: &str) -> String {
+    // model.layers.N.self_attn.q_proj.weight -> blk.N.attn_q.weight
+    if let Some(rest) = hf.strip_prefix("model.layers.") {
+        let (n, tail) = rest.split_once('.').unwrap_or((rest, ""));
+        let mapped = match tail {
+            "input_layernorm.weight" => "attn_norm.weight",
+            "post_attention_layernorm.weight" => "ffn_norm.weight",
+            "self_attn.q_proj.weight" => "attn_q.weight",
+            "self_attn.k_proj.weight" => "attn_k.weight",
+            "self_attn.v_proj.weight" => "attn_v.weight",
+            "self_attn.o_proj.weight" => "attn_output.weight",
+            "self_attn.q_proj.bias" => "attn_q.bias",
+            "self_attn.k_proj.bias" => "attn_k.bias",
+            "self_attn.v_proj.bias" => "attn_v.bias",
+            "mlp.gate_proj.weight" => "ffn_gate.weight",
+            "mlp.up_proj.weight" => "ffn_up.weight",
+            "mlp.down_proj.weight" => "ffn_down.weight",
+            other => other,
+        };
+        return format!("blk.{n}.{mapped}");
+    }
+    match hf {
+        "model.embed_tokens.weight" => "token_embd.weight",
+        "model.norm.weight" => "output_norm.weight",
+        "lm_head.weight" => "output.weight",
+        other => other,
+    }
+    .to_string()
+}
+
+/// A source of named tensors in Hugging Face naming.
+trait TensorSource {
+    fn has(&self, hf_name: &str) -> bool;
+    fn matrix(&mut self, hf_name: &str, out: usize, inp: usize) -> Result<Weight>;
+    fn vector(&mut self, hf_name: &str, len: usize) -> Result<Tensor>;
+}
+
+fn check_shape(name: &str, found: &[usize], expected: &[usize]) -> Result<()> {
+    if found != expected {
+        return Err(ModelError::ShapeMismatch {
+            name: name.to_string(),
+            expected: expected.to_vec(),
+            found: found.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+struct GgufSource<'a> {
+    path: &'a Path,
+    reader: BufReader<File>,
+    content: &'a gguf_file::Content,
+    keep_quantized: bool,
+    num_heads: usize,
+    num_kv_heads: usize,
+}
+
+impl GgufSource<'_> {
+    fn read(&mut self, hf_name: &str) -> Result<QTensor> {
+        let name = gguf_name(hf_name);
+        if !self.content.tensor_infos.contains_key(&name) {
+            return Err(ModelError::MissingTensor(format!("{name} ({hf_name})")));
+        }
+        self.content
+            .tensor(&mut self.reader, &name, &Device::Cpu)
+            .map_err(|e| ModelError::gguf(self.path, format!("reading `{name}`: {e}")))
+    }
+
+    fn heads_for(&self, hf_name: &str) -> Option<usize> {
+        if hf_name.contains("self_attn.q_proj") {
+            Some(self.num_heads)
+        } else if hf_name.contains("self_attn.k_proj") {
+            Some(self.num_kv_heads)
+        } else {
+            None
+        }
+    }
+}
+
+impl TensorSource for GgufSource<'_> {
+    fn has(&self, hf_name: &str) -> bool {
+        self.content.tensor_infos.contains_key(&gguf_name(hf_name))
+    }
+
+    fn matrix(&mut self, hf_name: &str, out: usize, inp: usize) -> Result<Weight> {
+        let mut q = self.read(hf_name)?;
+        check_shape(hf_name, q.shape().dims(), &[out, inp])?;
+        if let Some(heads) = self.heads_for(hf_name) {
+            q = permute_qtensor(&q, heads, false)?;
+        }
+        Ok(if self.keep_quantized && is_quantized_dtype(q.dtype()) {
+            Weight::Quantized(Arc::new(q))
+        } else {
+            Weight::Dense(q.dequantize(&Device::Cpu)?)
+        })
+    }
+
+    fn vector(&mut self, hf_name: &str, len: usize) -> Result<Tensor> {
+        let q = self.read(hf_name)?;
+        check_shape(hf_name, q.shape().dims(), &[len])?;
+        let t = q.dequantize(&Device::Cpu)?;
+        match self.heads_for(hf_name) {
+            Some(heads) => permute_bias(&t, heads, false),
+            None => Ok(t),
+        }
+    }
+}
+
+struct SafetensorsSource {
+    tensors: HashMap<String, Tensor>,
+}
+
+impl SafetensorsSource {
+    fn take(&mut self, name: &str) -> Result<Tensor> {
+        let t = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        Ok(t.to_dtype(DType::F32)?)
+    }
+}
+
+impl TensorSource for SafetensorsSource {
+    fn has(&self, hf_name: &str) -> bool {
+        self.tensors.contains_key(hf_name)
+    }
+
+    fn matrix(&mut self, hf_name: &str, out: usize, inp: usize) -> Result<Weight> {
+        let t = self.take(hf_name)?;
+        check_shape(hf_name, t.dims(), &[out, inp])?;
+        Ok(Weight::Dense(t))
+    }
+
+    fn vector(&mut self, hf_name: &str, len: usize) -> Result<Tensor> {
+        let t = self.take(hf_name)?;
+        check_shape(hf_name, t.dims(), &[len])?;
+        Ok(t)
+    }
+}
+
+fn build(cfg: LlamaConfig, src: &mut dyn TensorSource) -> Result<Llama> {
+    let h = cfg.hidden_size;
+    let embed = src.matrix("model.embed_tokens.weight", cfg.vocab_size, h)?;
+    let mut blocks = Vec::with_capacity(cfg.num_layers);
+    for i in 0..cfg.num_layers {
+        let p = format!("model.layers.{i}");
+        let mut lin = |t: LoraTarget| -> Result<Linear> {
+            let (inp, out) = t.dims(&cfg);
+            let base = format!("{p}.{}.{}", t.parent(), t.name());
+            let weight = src.matrix(&format!("{base}.weight"), out, inp)?;
+            let bias_name = format!("{base}.bias");
+            let wants_bias = cfg.attention_bias
+                && matches!(t, LoraTarget::QProj | LoraTarget::KProj | LoraTarget::VProj);
+            let bias = if wants_bias || src.has(&bias_name) {
+                Some(src.vector(&bias_name, out)?)
+            } else {
+                None
+            };
+            Ok(Linear { weight, bias })
+        };
+        let linears = [
+            lin(LoraTarget::QProj)?,
+            lin(LoraTarget::KProj)?,
+            lin(LoraTarget::VProj)?,
+            lin(LoraTarget::OProj)?,
+            lin(LoraTarget::GateProj)?,
+            lin(LoraTarget::UpProj)?,
+            lin(LoraTarget::DownProj)?,
+        ];
+        blocks.push(Block {
+            attn_norm: src.vector(&format!("{p}.input_layernorm.weight"), h)?,
+            mlp_norm: src.vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
+            linears,
+        });
+    }
+    let norm = src.vector("model.norm.weight", h)?;
+    let lm_head = if cfg.tie_word_embeddings && !src.has("lm_head.weight") {
+        None
+    } else {
+        Some(src.matrix("lm_head.weight", cfg.vocab_size, h)?)
+    };
+    Llama::new(cfg, embed, blocks, norm, lm_head)
+}
+
+/// Loads a GGUF file.
+pub(crate) fn load_gguf(path: &Path, format: WeightFormat) -> Result<Loaded> {
+    let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let mut reader = BufReader::new(file);
+    let content = gguf_file::Content::read(&mut reader)
+        .map_err(|e| ModelError::gguf(path, format!("not a readable GGUF file: {e}")))?;
+    let cfg = LlamaConfig::from_gguf(&content, path)?;
+    let tokenizer = tokenizer_from_gguf(&content, path)?;
+    let md = |k: &str| {
+        content
+            .metadata
+            .get(k)
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+    };
+    let template = ChatTemplate::from_jinja(md("tokenizer.chat_template").as_deref());
+    let file_dtype = content
+        .tensor_infos
+        .get("blk.0.attn_q.weight")
+        .map(|t| format!("{:?}", t.ggml_dtype))
+        .unwrap_or_else(|| "unknown".into());
+    let mut src = GgufSource {
+        path,
+        reader,
+        content: &content,
+        keep_quantized: format != WeightFormat::F32,
+        num_heads: cfg.num_heads,
+        num_kv_heads: cfg.num_kv_heads,
+    };
+    let llama = build(cfg, &mut src)?;
+    tracing::info!(target: "trib::model", path = %path.display(), dtype = %file_dtype,
+        quantized = llama.is_quantized(), "loaded GGUF model");
+    Ok(Loaded {
+        llama,
+        tokenizer,
+        template,
+        name: md("general.name").unwrap_or_else(|| stem(path)),
+        license: md("general.license"),
+        file_dtype,
+    })
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
+}
+
+/// The weight files of a Hugging Face directory: `model.safetensors`, or the
+/// shards named by `model.safetensors.index.json`.
+pub(crate) fn hf_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if !index.is_file() {
+        return Err(ModelError::MissingFile(single));
+    }
+    let bytes = std::fs::read(&index).map_err(|e| ModelError::io(&index, e))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|source| ModelError::Json {
+            path: index.clone(),
+            source,
+        })?;
+    let mut files: Vec<String> = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| ModelError::Config(format!("{}: no weight_map", index.display())))?
+        .values()
+        .filter_map(|f| f.as_str().map(str::to_string))
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+        .into_iter()
+        .map(|f| {
+            if f.contains('/') || f.contains("..") {
+                return Err(ModelError::Config(format!(
+                    "shard name `{f}` escapes the directory"
+                )));
+            }
+            Ok(dir.join(f))
+        })
+        .collect()
+}
+
+/// Loads a Hugging Face directory (`config.json`, `model.safetensors`,
+/// `tokenizer.json`, optional `tokenizer_config.json` for the chat template).
+pub(crate) fn load_hf_dir(dir: &Path) -> Result<Loaded> {
+    let config_path = dir.join("config.json");
+    if !config_path.is_file() {
+        return Err(ModelError::MissingFile(config_path));
+    }
+    let hf = HfConfig::read(&config_path)?;
+    let cfg = hf.to_runtime()?;
+    let tokenizer = tokenizer_from_file(&dir.join("tokenizer.json"))?;
+    let mut tensors = HashMap::new();
+    for f in hf_weight_files(dir)? {
+        if !f.is_file() {
+            return Err(ModelError::MissingFile(f));
+        }
+        let part = candle_core::safetensors::load(&f, &Device::Cpu).map_err(|e| {
+            ModelError::Config(format!(
+                "{}: not a readable safetensors file: {e}",
+                f.display()
+            ))
+        })?;
+        tensors.extend(part);
+    }
+    let template_src = std::fs::read(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            v.get("chat_template")
+                .and_then(|t| t.as_str())
+                .map(str::to_string)
+        });
+    let template = ChatTemplate::from_jinja(template_src.as_deref());
+    let mut src = SafetensorsSource { tensors };
+    let llama = build(cfg, &mut src)?;
+    tracing::info!(target: "trib::model", dir = %dir.display(), "loaded safetensors model");
+    let name = hf
+        .extra
+        .get("_name_or_path")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| stem(dir));
+    Ok(Loaded {
+        llama,
+        tokenizer,
+        template,
+        name,
+        license: None,
+        file_dtype: hf
+            .extra
+            .get("torch_dtype")
+            .and_then(|v| v.as_str())
+            .unwrap_or("float32")
+            .to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gguf_name;
+
+    #[test]
+    fn hf_names_map_to_llama_cpp_names() {
+        assert_eq!(
+            gguf_name("model.layers.3.self_attn.q_proj.weight"),
+            "blk.3.attn_q.weight"
+        );
+        assert_eq!(
+            gguf_name("model.layers.0.mlp.down_proj.weight"),
+            "blk.0.ffn_down.weight"
+        );
+        assert_eq!(gguf_name("model.embed_tokens.weight"), "token_embd.weight");
+        assert_eq!(gguf_name("lm_head.weight"), "output.weight");
+    }
+}

@@ -1,0 +1,1 @@
+//! Batched decode over mixed adapters equals decoding each sequence alone.

@@ -1,0 +1,1 @@
+//! The training forward and the inference forward agree.
