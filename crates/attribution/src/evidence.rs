@@ -1,0 +1,269 @@
+//! The attribution part of an inference receipt, and its evidence hash.
+//!
+//! Everything that decides a payout is stored as integers (thresholds in
+//! parts per million, credits in micro-units, weights in parts per billion) so
+//! that the canonical (borsh) encoding, and hence `evidence_hash`, is the same
+//! on every machine that re-runs the trace on the same answer and indexes.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+use trib_types::{Canonical, ContributionId, Hash, RowHash};
+
+use crate::error::Result;
+use crate::index::IndexSet;
+use crate::trace::{ContributionWeight, SpanTracer, TokenText, Trace, TraceParams};
+use crate::weights::{combine_weights, normalise_weights};
+
+/// An attribution method named in a receipt.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    BorshSerialize,
+    BorshDeserialize,
+)]
+pub enum AttributionMethod {
+    /// Verbatim span matching against the datanet token index (OLMoTrace procedure).
+    TokenSpans,
+    /// DataInf closed-form influence over LoRA gradients.
+    DataInf,
+    /// Gradient dot product.
+    TracIn,
+    /// Exact damped-Fisher influence.
+    ExactInfluence,
+}
+
+/// Thresholds recorded in the receipt (integers: ppm = parts per million).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize,
+)]
+pub struct EvidenceThresholds {
+    /// `TraceParams::min_span_tokens`.
+    pub min_span_tokens: u32,
+    /// `TraceParams::max_span_count`.
+    pub max_span_count: u64,
+    /// `TraceParams::span_density` × 10⁶.
+    pub span_density_ppm: u32,
+    /// `TraceParams::rows_per_span`.
+    pub rows_per_span: u32,
+    /// `TraceParams::near_duplicate_jaccard` × 10⁶.
+    pub near_duplicate_jaccard_ppm: u32,
+    /// Share of the token method in the combined weights, ppm.
+    pub token_share_ppm: u32,
+}
+
+/// One credited row of a span.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize,
+)]
+pub struct EvidenceRow {
+    /// Index within the receipt's `index_versions`.
+    pub shard: u32,
+    /// Document within that index.
+    pub document: u64,
+    /// The row holding the span.
+    pub row: RowHash,
+    /// The contribution credited (the first contributor of identical rows).
+    pub credited: ContributionId,
+    /// Credit in micro-units.
+    pub credit_micros: u64,
+}
+
+/// One traced span of the answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize)]
+pub struct EvidenceSpan {
+    /// First answer token.
+    pub start: u32,
+    /// One past the last answer token.
+    pub end: u32,
+    /// Occurrences in the indexes.
+    pub count: u64,
+    /// Sum of unigram log-probabilities × 10⁶.
+    pub log_prob_micros: i64,
+    /// Rows holding it.
+    pub rows: Vec<EvidenceRow>,
+}
+
+/// Gradient-method results supplied by the caller (the adapter's gradient cache owner).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize)]
+pub struct GradientEvidence {
+    /// Which gradient method.
+    pub method: AttributionMethod,
+    /// The adapter (its PEFT files' hash) whose gradient cache was used.
+    pub adapter_version: Hash,
+    /// Relative damping constant × 10⁶ (DataInf's 0.1 → 100 000).
+    pub damping_ppm: u64,
+    /// Per-contribution weights from [`crate::contribution_weights`].
+    pub weights: Vec<ContributionWeight>,
+}
+
+/// The attribution evidence of one answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize)]
+pub struct AttributionEvidence {
+    /// Layout version of this struct (1).
+    pub format_version: u32,
+    /// Methods that contributed weights.
+    pub methods: Vec<AttributionMethod>,
+    /// Content hashes of the token indexes, in set order.
+    pub index_versions: Vec<Hash>,
+    /// blake3 of the answer's token ids (u32 LE).
+    pub answer_hash: Hash,
+    /// Thresholds used.
+    pub thresholds: EvidenceThresholds,
+    /// Traced spans.
+    pub spans: Vec<EvidenceSpan>,
+    /// Token-method weights (ppb).
+    pub token_weights: Vec<ContributionWeight>,
+    /// Gradient-method inputs, when the adapter has a gradient cache.
+    pub gradient: Option<GradientEvidence>,
+    /// Final weights per contribution (ppb), sorted by contribution.
+    pub weights: Vec<ContributionWeight>,
+    /// True when nothing cleared the thresholds: the contributors' share
+    /// goes to the datanets pro rata by rows.
+    pub fallback_to_datanets: bool,
+    /// blake3 (domain `attribution evidence`) of the canonical encoding of
+    /// this struct with this field set to zero.
+    pub evidence_hash: Hash,
+}
+
+impl Canonical for AttributionEvidence {
+    const NAME: &'static str = "attribution evidence";
+}
+
+fn ppm(x: f64) -> u32 {
+    (x * 1e6).round() as u32
+}
+
+impl AttributionEvidence {
+    /// Assembles evidence from a trace and optional gradient results, and seals it.
+    pub fn new(
+        answer: &[u32],
+        trace: &Trace,
+        params: &TraceParams,
+        index_versions: Vec<Hash>,
+        gradient: Option<GradientEvidence>,
+        token_share_ppm: u32,
+    ) -> Result<Self> {
+        let token_weights = normalise_weights(&trace.weights);
+        let grad_weights = gradient
+            .as_ref()
+            .map(|g| g.weights.clone())
+            .unwrap_or_default();
+        let weights = combine_weights(&token_weights, &grad_weights, token_share_ppm)?;
+        let mut methods = Vec::new();
+        if !token_weights.is_empty() {
+            methods.push(AttributionMethod::TokenSpans);
+        }
+        if let Some(g) = &gradient {
+            if !g.weights.is_empty() {
+                methods.push(g.method);
+            }
+        }
+        let mut answer_bytes = Vec::with_capacity(answer.len() * 4);
+        for t in answer {
+            answer_bytes.extend_from_slice(&t.to_le_bytes());
+        }
+        let spans = trace
+            .spans
+            .iter()
+            .map(|s| EvidenceSpan {
+                start: s.start as u32,
+                end: s.end as u32,
+                count: s.count,
+                log_prob_micros: s.log_prob_micros,
+                rows: s
+                    .rows
+                    .iter()
+                    .map(|r| EvidenceRow {
+                        shard: r.occurrence.shard,
+                        document: r.occurrence.document,
+                        row: r.provenance.row,
+                        credited: r.credited.contribution,
+                        credit_micros: r.credit_micros,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut ev = AttributionEvidence {
+            format_version: 1,
+            methods,
+            index_versions,
+            answer_hash: Hash::domain("answer tokens", &[&answer_bytes]),
+            thresholds: EvidenceThresholds {
+                min_span_tokens: params.min_span_tokens as u32,
+                max_span_count: params.max_span_count,
+                span_density_ppm: ppm(params.span_density),
+                rows_per_span: params.rows_per_span as u32,
+                near_duplicate_jaccard_ppm: ppm(params.near_duplicate_jaccard),
+                token_share_ppm,
+            },
+            spans,
+            token_weights,
+            fallback_to_datanets: weights.is_empty(),
+            weights,
+            gradient,
+            evidence_hash: Hash::ZERO,
+        };
+        ev.evidence_hash = ev.compute_hash();
+        Ok(ev)
+    }
+
+    /// The hash this evidence should carry.
+    pub fn compute_hash(&self) -> Hash {
+        let mut body = self.clone();
+        body.evidence_hash = Hash::ZERO;
+        body.canonical_hash()
+    }
+
+    /// Whether `evidence_hash` matches the content.
+    pub fn hash_is_valid(&self) -> bool {
+        self.compute_hash() == self.evidence_hash
+    }
+}
+
+/// Traces `answer` and seals the evidence in one call: what a serving node
+/// runs per paid answer and what `trib attribution verify` re-runs.
+pub fn attribute_answer(
+    index: &IndexSet,
+    text: &dyn TokenText,
+    answer: &[u32],
+    params: &TraceParams,
+    gradient: Option<GradientEvidence>,
+    token_share_ppm: u32,
+) -> Result<AttributionEvidence> {
+    let trace = SpanTracer::new(index, text, params.clone())?.trace(answer)?;
+    AttributionEvidence::new(
+        answer,
+        &trace,
+        params,
+        index.versions(),
+        gradient,
+        token_share_ppm,
+    )
+}
+
+/// Re-runs [`attribute_answer`] and reports whether it reproduces `evidence`
+/// exactly (same spans, weights and hash).
+pub fn verify_evidence(
+    evidence: &AttributionEvidence,
+    index: &IndexSet,
+    text: &dyn TokenText,
+    answer: &[u32],
+    params: &TraceParams,
+) -> Result<bool> {
+    let again = attribute_answer(
+        index,
+        text,
+        answer,
+        params,
+        evidence.gradient.clone(),
+        evidence.thresholds.token_share_ppm,
+    )?;
+    Ok(again == *evidence && evidence.hash_is_valid())
+}

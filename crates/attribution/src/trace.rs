@@ -1,0 +1,426 @@
+//! Span tracing in the manner of OLMoTrace (Liu et al., "OLMoTrace: Tracing
+//! Language Model Outputs Back to Trillions of Training Tokens", arXiv
+//! 2504.07096), and the step from spans to per-contribution credit.
+//!
+//! Procedure (see `docs/attribution.md` for the formulas):
+//! 1. from every word-start position of the answer, the longest prefix that
+//!    occurs in the index (one suffix-array search each);
+//! 2. cut the span after the first delimiter (`\n`, `.`) inside it, then back
+//!    off so that it ends on a word boundary;
+//! 3. drop spans shorter than `min_span_tokens` or occurring more than
+//!    `max_span_count` times (boilerplate earns nothing);
+//! 4. keep maximal spans only (right ends strictly increasing);
+//! 5. rank by the sum of unigram log-probabilities (rarest first) and keep
+//!    `K = ceil(span_density × answer length)`;
+//! 6. list the rows holding each span, give identical and near-identical rows'
+//!    credit to their first contributor, merge overlapping spans for display.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use trib_types::{Address, ContributionId};
+
+use crate::error::{AttributionError, Result};
+use crate::index::{IndexSet, Occurrence, RowProvenance};
+
+/// What the tracer needs to know about token pieces; the tokenizer owner
+/// (`trib-model`) implements it.
+pub trait TokenText {
+    /// Whether `token` begins a new word (a leading space or newline, or
+    /// punctuation that stands alone).
+    fn is_word_start(&self, token: u32) -> bool;
+    /// Whether `token` contains a span delimiter (`\n` or `.`).
+    fn is_delimiter(&self, token: u32) -> bool;
+}
+
+/// Thresholds of the span tracer. Every value is recorded in the receipt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TraceParams {
+    /// Spans shorter than this many tokens are dropped.
+    pub min_span_tokens: usize,
+    /// Spans occurring more often than this in the index set are boilerplate and dropped.
+    pub max_span_count: u64,
+    /// Keep `ceil(span_density × answer tokens)` spans.
+    pub span_density: f64,
+    /// Rows listed (and credited) per span; occurrences beyond it are ignored.
+    pub rows_per_span: usize,
+    /// Tokens of context shown on either side of a retrieved span.
+    pub context_tokens: usize,
+    /// Rows whose token 5-gram sets have at least this Jaccard similarity are
+    /// near-duplicates: the first contributor keeps the credit.
+    pub near_duplicate_jaccard: f64,
+}
+
+impl Default for TraceParams {
+    fn default() -> Self {
+        TraceParams {
+            min_span_tokens: 4,
+            max_span_count: 16,
+            span_density: 0.05,
+            rows_per_span: 16,
+            context_tokens: 16,
+            near_duplicate_jaccard: 0.8,
+        }
+    }
+}
+
+impl TraceParams {
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |name, reason: &str| {
+            Err(AttributionError::InvalidParameter {
+                name,
+                reason: reason.into(),
+            })
+        };
+        if self.min_span_tokens == 0 {
+            return bad("min_span_tokens", "must be at least 1");
+        }
+        if !(self.span_density > 0.0 && self.span_density <= 1.0) {
+            return bad("span_density", "must be in (0, 1]");
+        }
+        if self.rows_per_span == 0 {
+            return bad("rows_per_span", "must be at least 1");
+        }
+        if !(self.near_duplicate_jaccard > 0.0 && self.near_duplicate_jaccard <= 1.0) {
+            return bad("near_duplicate_jaccard", "must be in (0, 1]");
+        }
+        Ok(())
+    }
+}
+
+/// One row holding a traced span, and who is credited for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpanRow {
+    /// Where the span occurs.
+    pub occurrence: Occurrence,
+    /// The row holding it.
+    pub provenance: RowProvenance,
+    /// The row credited: itself, or the earliest identical / near-identical row.
+    pub credited: RowProvenance,
+    /// Credit in micro-units (10⁻⁶ nats of span information) given to `credited` for this row.
+    pub credit_micros: u64,
+}
+
+/// A kept span of the answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracedSpan {
+    /// First answer token of the span.
+    pub start: usize,
+    /// One past the last answer token.
+    pub end: usize,
+    /// Occurrences in the index set.
+    pub count: u64,
+    /// Sum of unigram log-probabilities × 10⁶ (more negative = rarer).
+    pub log_prob_micros: i64,
+    /// Rows holding it (up to `rows_per_span`).
+    pub rows: Vec<SpanRow>,
+}
+
+/// Integer weight of one contribution.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    borsh::BorshSerialize,
+    borsh::BorshDeserialize,
+)]
+pub struct ContributionWeight {
+    /// The contribution.
+    pub contribution: ContributionId,
+    /// Its contributor.
+    pub contributor: Address,
+    /// Non-negative weight in micro-units.
+    pub weight: u64,
+}
+
+/// The result of tracing one answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trace {
+    /// Answer length in tokens.
+    pub answer_tokens: usize,
+    /// Kept spans, by start position.
+    pub spans: Vec<TracedSpan>,
+    /// Overlapping spans merged, for display: `[start, end)` ranges.
+    pub highlights: Vec<(usize, usize)>,
+    /// Credit per contribution, sorted by contribution id; empty when no span cleared the thresholds.
+    pub weights: Vec<ContributionWeight>,
+}
+
+/// Traces answers against an [`IndexSet`].
+pub struct SpanTracer<'a> {
+    index: &'a IndexSet,
+    text: &'a dyn TokenText,
+    params: TraceParams,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    start: usize,
+    end: usize,
+    count: u64,
+    log_prob: f64,
+}
+
+impl<'a> SpanTracer<'a> {
+    /// A tracer with the given thresholds.
+    pub fn new(index: &'a IndexSet, text: &'a dyn TokenText, params: TraceParams) -> Result<Self> {
+        params.validate()?;
+        Ok(SpanTracer {
+            index,
+            text,
+            params,
+        })
+    }
+
+    /// The thresholds in use.
+    pub fn params(&self) -> &TraceParams {
+        &self.params
+    }
+
+    /// Natural-log unigram probability of `token` (count ≥ 1 assumed by callers).
+    fn unigram_log_prob(&self, token: u32, total: f64) -> f64 {
+        let c = self.index.unigram_count(token).max(1) as f64;
+        (c / total).ln()
+    }
+
+    /// Steps 1–4: maximal candidate spans that pass the filters, by start.
+    fn candidates(&self, answer: &[u32]) -> Vec<Candidate> {
+        let n = answer.len();
+        let total = self.index.total_tokens().max(1) as f64;
+        let mut out: Vec<Candidate> = Vec::new();
+        let mut max_end = 0usize;
+        for s in 0..n {
+            if (s > 0 && !self.text.is_word_start(answer[s])) || self.text.is_delimiter(answer[s]) {
+                continue;
+            }
+            let (len, _) = self.index.longest_prefix(&answer[s..]);
+            let mut e = s + len;
+            if let Some(d) = (s..e).find(|&j| self.text.is_delimiter(answer[j])) {
+                e = d + 1;
+            }
+            while e > s && !self.is_boundary(answer, e) {
+                e -= 1;
+            }
+            if e - s < self.params.min_span_tokens || e <= max_end {
+                continue;
+            }
+            let count = self.index.count(&answer[s..e]);
+            if count == 0 || count > self.params.max_span_count {
+                continue;
+            }
+            let log_prob = answer[s..e]
+                .iter()
+                .map(|&t| self.unigram_log_prob(t, total))
+                .sum();
+            out.push(Candidate {
+                start: s,
+                end: e,
+                count,
+                log_prob,
+            });
+            max_end = e;
+        }
+        out
+    }
+
+    /// A span may end before position `e` when the next token starts a word
+    /// or a delimiter, or when the span itself ends with a delimiter.
+    fn is_boundary(&self, answer: &[u32], e: usize) -> bool {
+        e == answer.len()
+            || self.text.is_word_start(answer[e])
+            || self.text.is_delimiter(answer[e])
+            || self.text.is_delimiter(answer[e - 1])
+    }
+
+    /// Traces `answer` (token ids).
+    pub fn trace(&self, answer: &[u32]) -> Result<Trace> {
+        let n = answer.len();
+        let mut cands = self.candidates(answer);
+        let k = (self.params.span_density * n as f64).ceil() as usize;
+        cands.sort_by(|a, b| {
+            a.log_prob
+                .total_cmp(&b.log_prob)
+                .then(a.start.cmp(&b.start))
+        });
+        cands.truncate(k);
+        cands.sort_by_key(|c| c.start);
+
+        let total = self.index.total_tokens().max(1) as f64;
+        // Information of each covered answer token, shared among the spans covering it.
+        let mut cover = vec![0u32; n];
+        for c in &cands {
+            for p in c.start..c.end {
+                cover[p] += 1;
+            }
+        }
+        let mut spans = Vec::with_capacity(cands.len());
+        let mut by_contribution: BTreeMap<ContributionId, (Address, u64)> = BTreeMap::new();
+        for c in &cands {
+            let span = &answer[c.start..c.end];
+            let credit: f64 = (c.start..c.end)
+                .map(|p| -self.unigram_log_prob(answer[p], total) / cover[p] as f64)
+                .sum();
+            let occs = self.index.occurrences(span, self.params.rows_per_span);
+            let rows = self.credit_rows(&occs, credit);
+            for r in &rows {
+                let e = by_contribution
+                    .entry(r.credited.contribution)
+                    .or_insert((r.credited.contributor, 0));
+                e.1 += r.credit_micros;
+            }
+            spans.push(TracedSpan {
+                start: c.start,
+                end: c.end,
+                count: c.count,
+                log_prob_micros: (c.log_prob * 1e6).round() as i64,
+                rows,
+            });
+        }
+        let weights = by_contribution
+            .into_iter()
+            .filter(|(_, (_, w))| *w > 0)
+            .map(|(contribution, (contributor, weight))| ContributionWeight {
+                contribution,
+                contributor,
+                weight,
+            })
+            .collect();
+        let highlights = merge_intervals(spans.iter().map(|s| (s.start, s.end)));
+        tracing::debug!(target: "trib::attribution", answer_tokens = n, spans = spans.len(), "traced answer");
+        Ok(Trace {
+            answer_tokens: n,
+            spans,
+            highlights,
+            weights,
+        })
+    }
+
+    /// Splits `credit` equally among the distinct owner groups of the rows
+    /// holding a span; within a group (same row hash, or near-identical
+    /// token content) the earliest row (`first_seen`, then row hash) is credited.
+    fn credit_rows(&self, occs: &[Occurrence], credit: f64) -> Vec<SpanRow> {
+        let provs: Vec<RowProvenance> = occs
+            .iter()
+            .map(|o| self.index.row(o.shard, o.document))
+            .collect();
+        let m = occs.len();
+        // Union-find over occurrences.
+        let mut parent: Vec<usize> = (0..m).collect();
+        fn find(p: &mut [usize], i: usize) -> usize {
+            let mut r = i;
+            while p[r] != r {
+                r = p[r];
+            }
+            let mut j = i;
+            while p[j] != r {
+                let nx = p[j];
+                p[j] = r;
+                j = nx;
+            }
+            r
+        }
+        let shingles: Vec<HashSet<[u32; 5]>> = occs
+            .iter()
+            .map(|o| shingle_set(&self.index.document_tokens(o.shard, o.document)))
+            .collect();
+        for i in 0..m {
+            for j in i + 1..m {
+                let same = provs[i].row == provs[j].row
+                    || jaccard(&shingles[i], &shingles[j]) >= self.params.near_duplicate_jaccard;
+                if same {
+                    let (a, b) = (find(&mut parent, i), find(&mut parent, j));
+                    if a != b {
+                        parent[b] = a;
+                    }
+                }
+            }
+        }
+        let owner_key = |p: &RowProvenance| (p.first_seen, p.row);
+        let mut owner: BTreeMap<usize, RowProvenance> = BTreeMap::new();
+        for i in 0..m {
+            let r = find(&mut parent, i);
+            let e = owner.entry(r).or_insert(provs[i]);
+            if owner_key(&provs[i]) < owner_key(e) {
+                *e = provs[i];
+            }
+        }
+        let groups = owner.len().max(1) as f64;
+        let micros = (credit / groups * 1e6).round() as u64;
+        let mut credited_group: HashSet<usize> = HashSet::new();
+        (0..m)
+            .map(|i| {
+                let r = find(&mut parent, i);
+                // One share per group, booked on the group's first listed occurrence.
+                let credit_micros = if credited_group.insert(r) { micros } else { 0 };
+                SpanRow {
+                    occurrence: occs[i],
+                    provenance: provs[i],
+                    credited: owner[&r],
+                    credit_micros,
+                }
+            })
+            .collect()
+    }
+}
+
+fn shingle_set(tokens: &[u32]) -> HashSet<[u32; 5]> {
+    if tokens.len() < 5 {
+        let mut one = [u32::MAX; 5];
+        one[..tokens.len()].copy_from_slice(tokens);
+        return HashSet::from([one]);
+    }
+    tokens
+        .windows(5)
+        .map(|w| [w[0], w[1], w[2], w[3], w[4]])
+        .collect()
+}
+
+fn jaccard(a: &HashSet<[u32; 5]>, b: &HashSet<[u32; 5]>) -> f64 {
+    let inter = a.iter().filter(|x| b.contains(*x)).count();
+    let union = a.len() + b.len() - inter;
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
+}
+
+/// Merges overlapping or touching `[start, end)` intervals given in start order.
+fn merge_intervals(iv: impl Iterator<Item = (usize, usize)>) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for (s, e) in iv {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_intervals_merge() {
+        let v = merge_intervals([(0, 3), (2, 5), (7, 9), (9, 10)].into_iter());
+        assert_eq!(v, vec![(0, 5), (7, 10)]);
+    }
+
+    #[test]
+    fn near_identical_token_sets_have_high_jaccard() {
+        let a: Vec<u32> = (0..40).collect();
+        let mut b = a.clone();
+        b[39] = 999;
+        assert!(jaccard(&shingle_set(&a), &shingle_set(&b)) > 0.9);
+        let c: Vec<u32> = (100..140).collect();
+        assert_eq!(jaccard(&shingle_set(&a), &shingle_set(&c)), 0.0);
+    }
+}

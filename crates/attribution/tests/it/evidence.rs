@@ -1,0 +1,156 @@
+use trib_attribution::{
+    attribute_answer, verify_evidence, AttributionMethod, GradientEvidence, IndexSet, TraceParams,
+    DEFAULT_TOKEN_SHARE_PPM, WEIGHT_SCALE,
+};
+use trib_types::{ContributionId, Hash};
+
+use crate::{build, ToyText};
+
+fn corpus() -> Vec<Vec<u32>> {
+    vec![
+        vec![10, 11, 12, 13, 14, 0, 15, 16],
+        vec![20, 21, 22, 23, 24, 25, 0],
+        vec![30, 31, 32, 10, 11, 12, 13],
+        vec![40, 41, 42, 43, 44],
+    ]
+}
+
+#[test]
+fn re_running_the_trace_reproduces_weights_and_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = build(dir.path(), "v1", &corpus(), &[1, 2, 3, 4], 5000);
+    let answer = [
+        10, 11, 12, 13, 14, 0, 20, 21, 22, 23, 24, 25, 0, 40, 41, 42, 43,
+    ];
+    let params = TraceParams {
+        min_span_tokens: 3,
+        span_density: 0.2,
+        ..TraceParams::default()
+    };
+    let set = IndexSet::open(&[&path]).unwrap();
+    let a = attribute_answer(
+        &set,
+        &ToyText,
+        &answer,
+        &params,
+        None,
+        DEFAULT_TOKEN_SHARE_PPM,
+    )
+    .unwrap();
+    assert!(!a.fallback_to_datanets);
+    assert_eq!(a.methods, vec![AttributionMethod::TokenSpans]);
+    assert_eq!(
+        a.weights
+            .iter()
+            .map(|w| w.weight)
+            .sum::<u64>()
+            .abs_diff(WEIGHT_SCALE)
+            < 10,
+        true
+    );
+    // Re-open the index from disk, as an auditor would.
+    let reopened = IndexSet::open(&[&path]).unwrap();
+    let b = attribute_answer(
+        &reopened,
+        &ToyText,
+        &answer,
+        &params,
+        None,
+        DEFAULT_TOKEN_SHARE_PPM,
+    )
+    .unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.evidence_hash, b.evidence_hash);
+    assert!(verify_evidence(&a, &reopened, &ToyText, &answer, &params).unwrap());
+    // A changed answer or threshold gives different evidence.
+    let mut other = answer;
+    other[16] = 44;
+    let c = attribute_answer(
+        &set,
+        &ToyText,
+        &other,
+        &params,
+        None,
+        DEFAULT_TOKEN_SHARE_PPM,
+    )
+    .unwrap();
+    assert_ne!(c.evidence_hash, a.evidence_hash);
+}
+
+#[test]
+fn tampered_weights_break_the_evidence_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = build(dir.path(), "v1", &corpus(), &[1, 2, 3, 4], 5000);
+    let set = IndexSet::open(&[&path]).unwrap();
+    let answer = [20, 21, 22, 23, 24, 25, 0];
+    let params = TraceParams {
+        min_span_tokens: 3,
+        span_density: 1.0,
+        ..TraceParams::default()
+    };
+    let mut ev = attribute_answer(
+        &set,
+        &ToyText,
+        &answer,
+        &params,
+        None,
+        DEFAULT_TOKEN_SHARE_PPM,
+    )
+    .unwrap();
+    assert!(ev.hash_is_valid());
+    ev.weights[0].weight -= 1;
+    assert!(!ev.hash_is_valid());
+    assert!(!verify_evidence(&ev, &set, &ToyText, &answer, &params).unwrap());
+}
+
+#[test]
+fn an_answer_with_no_traced_span_falls_back_to_datanets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = build(dir.path(), "v1", &corpus(), &[1, 2, 3, 4], 5000);
+    let set = IndexSet::open(&[&path]).unwrap();
+    let ev = attribute_answer(
+        &set,
+        &ToyText,
+        &[90, 91, 92, 93],
+        &TraceParams::default(),
+        None,
+        DEFAULT_TOKEN_SHARE_PPM,
+    )
+    .unwrap();
+    assert!(ev.fallback_to_datanets);
+    assert!(ev.weights.is_empty());
+}
+
+#[test]
+fn gradient_weights_combine_with_token_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = build(dir.path(), "v1", &corpus(), &[1, 2, 3, 4], 5000);
+    let set = IndexSet::open(&[&path]).unwrap();
+    let answer = [20, 21, 22, 23, 24, 25, 0];
+    let params = TraceParams {
+        min_span_tokens: 3,
+        span_density: 1.0,
+        ..TraceParams::default()
+    };
+    let grad = GradientEvidence {
+        method: AttributionMethod::DataInf,
+        adapter_version: Hash::of(b"adapter"),
+        damping_ppm: 100_000,
+        weights: vec![trib_attribution::ContributionWeight {
+            contribution: ContributionId(Hash([4; 32])),
+            contributor: trib_types::Address([4; 20]),
+            weight: 1,
+        }],
+    };
+    let ev = attribute_answer(&set, &ToyText, &answer, &params, Some(grad), 700_000).unwrap();
+    assert_eq!(
+        ev.methods,
+        vec![AttributionMethod::TokenSpans, AttributionMethod::DataInf]
+    );
+    let w: Vec<(u8, u64)> = ev
+        .weights
+        .iter()
+        .map(|w| (w.contribution.0 .0[0], w.weight))
+        .collect();
+    assert_eq!(w, vec![(2, 700_000_000), (4, 300_000_000)]);
+}
