@@ -1,0 +1,2 @@
+//! `serve-bench`: the OpenLoRA throughput benchmark (being written).
+fn main() {}

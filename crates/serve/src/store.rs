@@ -1,0 +1,534 @@
+//! Adapter stores: where an adapter's PEFT files come from.
+//!
+//! An adapter is the two Hugging Face PEFT files, `adapter_config.json` and
+//! `adapter_model.safetensors`, under a directory (or object-key prefix) named
+//! by its [`AdapterName`]. Stores only move bytes; parsing and validation
+//! against the base model belong to the model (see
+//! [`BatchModel::load_adapter`](crate::BatchModel::load_adapter)).
+//!
+//! Two stores ship here: [`LocalDirStore`] (the default: one directory per
+//! adapter under a root) and [`ObjectAdapterStore`] over any
+//! [`object_store::ObjectStore`] (S3-compatible with the crate's `s3` feature,
+//! in-memory in tests), which is the seam for several serving replicas sharing
+//! one adapter store.
+//!
+//! The trait is synchronous on purpose: fetches run on the adapter cache's
+//! loader threads, never on the scheduler thread nor on the HTTP runtime.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
+
+use crate::name::AdapterName;
+
+/// File name of the PEFT adapter configuration.
+pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
+/// File name of the PEFT adapter weights.
+pub const ADAPTER_WEIGHTS_FILE: &str = "adapter_model.safetensors";
+
+/// Default refusal threshold for one adapter's files (1 GiB): a file above it
+/// is refused before it is read into memory.
+pub const DEFAULT_MAX_ADAPTER_FILE_BYTES: u64 = 1 << 30;
+
+/// The raw PEFT files of one adapter.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdapterFiles {
+    /// The adapter this is.
+    pub name: AdapterName,
+    /// `adapter_config.json`, as stored.
+    pub config_json: Vec<u8>,
+    /// `adapter_model.safetensors`, as stored.
+    pub safetensors: Vec<u8>,
+}
+
+impl std::fmt::Debug for AdapterFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdapterFiles")
+            .field("name", &self.name)
+            .field("config_json_bytes", &self.config_json.len())
+            .field("safetensors_bytes", &self.safetensors.len())
+            .finish()
+    }
+}
+
+/// Why a store could not hand out an adapter's files.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No adapter of that name exists in the store.
+    #[error("adapter {name} not found in the adapter store ({location})")]
+    NotFound {
+        /// The adapter asked for.
+        name: AdapterName,
+        /// Where the store looked.
+        location: String,
+    },
+    /// The adapter exists but one of its PEFT files is missing.
+    #[error("adapter {name} is incomplete: {file} is missing ({location})")]
+    MissingFile {
+        /// The adapter asked for.
+        name: AdapterName,
+        /// The missing file name.
+        file: &'static str,
+        /// Where the store looked.
+        location: String,
+    },
+    /// One of the adapter's files is larger than the store accepts.
+    #[error("adapter {name}: {file} is {bytes} bytes, above the limit of {limit} bytes")]
+    FileTooLarge {
+        /// The adapter asked for.
+        name: AdapterName,
+        /// The oversized file.
+        file: &'static str,
+        /// Its size.
+        bytes: u64,
+        /// The store's limit.
+        limit: u64,
+    },
+    /// The adapter's directory resolves (through a symbolic link) outside the store root.
+    #[error("adapter {name} resolves to {resolved}, outside the store root {root}")]
+    OutsideRoot {
+        /// The adapter asked for.
+        name: AdapterName,
+        /// Where its path resolved to.
+        resolved: PathBuf,
+        /// The store root.
+        root: PathBuf,
+    },
+    /// Reading from the local file system failed.
+    #[error("reading adapter {name} from {path}: {source}")]
+    Io {
+        /// The adapter asked for.
+        name: AdapterName,
+        /// The path being read.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The object store backend failed.
+    #[error("object store error for adapter {name}: {message}")]
+    Backend {
+        /// The adapter asked for.
+        name: AdapterName,
+        /// The backend's error, rendered.
+        message: String,
+    },
+}
+
+/// Where adapters' PEFT files come from.
+pub trait AdapterStore: Send + Sync + 'static {
+    /// Fetches both PEFT files of `name`. Runs on a loader thread; may block.
+    fn fetch(&self, name: &AdapterName) -> Result<AdapterFiles, StoreError>;
+
+    /// Lists the adapters in the store whose names are valid (others are skipped).
+    fn list(&self) -> Result<Vec<AdapterName>, StoreError>;
+
+    /// A short human description of the store, for logs and `GET /v1/adapters`.
+    fn describe(&self) -> String;
+}
+
+/// Adapters as directories under a root: `ROOT/<name>/adapter_config.json` and
+/// `ROOT/<name>/adapter_model.safetensors` (exactly what PEFT's
+/// `save_pretrained` and `trib factory train` write).
+#[derive(Debug, Clone)]
+pub struct LocalDirStore {
+    root: PathBuf,
+    max_file_bytes: u64,
+}
+
+impl LocalDirStore {
+    /// A store rooted at `root` (which need not exist yet).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            max_file_bytes: DEFAULT_MAX_ADAPTER_FILE_BYTES,
+        }
+    }
+
+    /// Refuse files larger than `bytes`.
+    pub fn with_max_file_bytes(mut self, bytes: u64) -> Self {
+        self.max_file_bytes = bytes;
+        self
+    }
+
+    /// The store root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn read(
+        &self,
+        name: &AdapterName,
+        dir: &Path,
+        file: &'static str,
+    ) -> Result<Vec<u8>, StoreError> {
+        let path = dir.join(file);
+        let io = |source| StoreError::Io {
+            name: name.clone(),
+            path: path.clone(),
+            source,
+        };
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::MissingFile {
+                    name: name.clone(),
+                    file,
+                    location: dir.display().to_string(),
+                })
+            }
+            Err(e) => return Err(io(e)),
+        };
+        if meta.len() > self.max_file_bytes {
+            return Err(StoreError::FileTooLarge {
+                name: name.clone(),
+                file,
+                bytes: meta.len(),
+                limit: self.max_file_bytes,
+            });
+        }
+        std::fs::read(&path).map_err(io)
+    }
+}
+
+impl AdapterStore for LocalDirStore {
+    fn fetch(&self, name: &AdapterName) -> Result<AdapterFiles, StoreError> {
+        let dir = self.root.join(name.as_str());
+        if !dir.is_dir() {
+            return Err(StoreError::NotFound {
+                name: name.clone(),
+                location: dir.display().to_string(),
+            });
+        }
+        // The name is a single safe path component, but the directory itself
+        // may be a symbolic link: refuse anything that resolves outside the root.
+        let io = |path: &Path, source| StoreError::Io {
+            name: name.clone(),
+            path: path.to_owned(),
+            source,
+        };
+        let root = self.root.canonicalize().map_err(|e| io(&self.root, e))?;
+        let resolved = dir.canonicalize().map_err(|e| io(&dir, e))?;
+        if !resolved.starts_with(&root) {
+            return Err(StoreError::OutsideRoot {
+                name: name.clone(),
+                resolved,
+                root,
+            });
+        }
+        let config_json = self.read(name, &resolved, ADAPTER_CONFIG_FILE)?;
+        let safetensors = self.read(name, &resolved, ADAPTER_WEIGHTS_FILE)?;
+        Ok(AdapterFiles {
+            name: name.clone(),
+            config_json,
+            safetensors,
+        })
+    }
+
+    fn list(&self) -> Result<Vec<AdapterName>, StoreError> {
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    name: AdapterName::parse("store-root").expect("valid literal"),
+                    path: self.root.clone(),
+                    source,
+                })
+            }
+        };
+        for entry in entries.flatten() {
+            let Some(s) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if let Ok(n) = AdapterName::parse(&s) {
+                if entry.path().join(ADAPTER_CONFIG_FILE).is_file() {
+                    out.push(n);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn describe(&self) -> String {
+        format!("local directory {}", self.root.display())
+    }
+}
+
+/// Adapters in an object store under `PREFIX/<name>/adapter_config.json` and
+/// `PREFIX/<name>/adapter_model.safetensors`.
+///
+/// Object stores are async; this store owns a small current-thread tokio
+/// runtime and blocks on it, which is right for the loader threads that call
+/// it (it must not be called from inside an async task).
+pub struct ObjectAdapterStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    runtime: tokio::runtime::Runtime,
+    max_file_bytes: u64,
+    description: String,
+}
+
+impl std::fmt::Debug for ObjectAdapterStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectAdapterStore")
+            .field("store", &self.description)
+            .finish()
+    }
+}
+
+impl ObjectAdapterStore {
+    /// A store over `store`, with adapters under `prefix` (may be empty).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let description = format!("object store {store} under {prefix:?}");
+        Ok(Self {
+            store,
+            prefix: ObjectPath::from(prefix),
+            runtime,
+            max_file_bytes: DEFAULT_MAX_ADAPTER_FILE_BYTES,
+            description,
+        })
+    }
+
+    /// An S3-compatible store (AWS S3, MinIO, R2, …): `bucket`, optional
+    /// `endpoint` (for non-AWS services), credentials from the usual `AWS_*`
+    /// environment variables.
+    #[cfg(feature = "s3")]
+    pub fn s3(
+        bucket: &str,
+        endpoint: Option<&str>,
+        prefix: &str,
+    ) -> Result<Self, object_store::Error> {
+        let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(e) = endpoint {
+            b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+        }
+        let s3 = b.build()?;
+        Self::new(Arc::new(s3), prefix).map_err(|e| object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(e),
+        })
+    }
+
+    /// Refuse objects larger than `bytes`.
+    pub fn with_max_file_bytes(mut self, bytes: u64) -> Self {
+        self.max_file_bytes = bytes;
+        self
+    }
+
+    fn key(&self, name: &AdapterName, file: &str) -> ObjectPath {
+        self.prefix.child(name.as_str()).child(file)
+    }
+
+    fn get(&self, name: &AdapterName, file: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.key(name, file);
+        let backend = |e: object_store::Error| StoreError::Backend {
+            name: name.clone(),
+            message: e.to_string(),
+        };
+        self.runtime.block_on(async {
+            let res = match self.store.get(&key).await {
+                Ok(r) => r,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(backend(e)),
+            };
+            let size = res.meta.size;
+            if size > self.max_file_bytes {
+                return Err(StoreError::FileTooLarge {
+                    name: name.clone(),
+                    file,
+                    bytes: size,
+                    limit: self.max_file_bytes,
+                });
+            }
+            let bytes = res.bytes().await.map_err(backend)?;
+            Ok(Some(bytes.to_vec()))
+        })
+    }
+}
+
+impl AdapterStore for ObjectAdapterStore {
+    fn fetch(&self, name: &AdapterName) -> Result<AdapterFiles, StoreError> {
+        let location = self.prefix.child(name.as_str()).to_string();
+        let config_json = self.get(name, ADAPTER_CONFIG_FILE)?;
+        let safetensors = self.get(name, ADAPTER_WEIGHTS_FILE)?;
+        match (config_json, safetensors) {
+            (None, None) => Err(StoreError::NotFound {
+                name: name.clone(),
+                location,
+            }),
+            (None, Some(_)) => Err(StoreError::MissingFile {
+                name: name.clone(),
+                file: ADAPTER_CONFIG_FILE,
+                location,
+            }),
+            (Some(_), None) => Err(StoreError::MissingFile {
+                name: name.clone(),
+                file: ADAPTER_WEIGHTS_FILE,
+                location,
+            }),
+            (Some(config_json), Some(safetensors)) => Ok(AdapterFiles {
+                name: name.clone(),
+                config_json,
+                safetensors,
+            }),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<AdapterName>, StoreError> {
+        let prefix = if self.prefix.as_ref().is_empty() {
+            None
+        } else {
+            Some(&self.prefix)
+        };
+        let metas: Vec<_> = self
+            .runtime
+            .block_on(async { self.store.list(prefix).try_collect::<Vec<_>>().await })
+            .map_err(|e| StoreError::Backend {
+                name: AdapterName::parse("store-root").expect("valid literal"),
+                message: e.to_string(),
+            })?;
+        let skip = self.prefix.parts().count();
+        let mut out: Vec<AdapterName> = metas
+            .iter()
+            .filter_map(|m| {
+                let parts: Vec<_> = m.location.parts().skip(skip).collect();
+                match parts.as_slice() {
+                    [dir, file] if file.as_ref() == ADAPTER_CONFIG_FILE => {
+                        AdapterName::parse(dir.as_ref()).ok()
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+    use object_store::PutPayload;
+
+    fn name(s: &str) -> AdapterName {
+        AdapterName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn local_store_reads_both_files_and_lists_adapters() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("alpha");
+        std::fs::create_dir(&a).unwrap();
+        std::fs::write(a.join(ADAPTER_CONFIG_FILE), b"{}").unwrap();
+        std::fs::write(a.join(ADAPTER_WEIGHTS_FILE), b"weights").unwrap();
+        std::fs::create_dir(dir.path().join("not a name")).unwrap();
+        let store = LocalDirStore::new(dir.path());
+        let f = store.fetch(&name("alpha")).unwrap();
+        assert_eq!(f.config_json, b"{}");
+        assert_eq!(f.safetensors, b"weights");
+        assert_eq!(store.list().unwrap(), vec![name("alpha")]);
+    }
+
+    #[test]
+    fn local_store_distinguishes_unknown_incomplete_and_oversized_adapters() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDirStore::new(dir.path()).with_max_file_bytes(4);
+        assert!(matches!(
+            store.fetch(&name("nope")),
+            Err(StoreError::NotFound { .. })
+        ));
+        let a = dir.path().join("half");
+        std::fs::create_dir(&a).unwrap();
+        std::fs::write(a.join(ADAPTER_CONFIG_FILE), b"{}").unwrap();
+        let e = store.fetch(&name("half")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::MissingFile {
+                    file: ADAPTER_WEIGHTS_FILE,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        std::fs::write(a.join(ADAPTER_WEIGHTS_FILE), b"too many bytes").unwrap();
+        let e = store.fetch(&name("half")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::FileTooLarge {
+                    bytes: 14,
+                    limit: 4,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn local_store_refuses_a_symlink_that_escapes_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join(ADAPTER_CONFIG_FILE), b"{}").unwrap();
+        std::fs::write(outside.path().join(ADAPTER_WEIGHTS_FILE), b"w").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("sneaky")).unwrap();
+        let e = LocalDirStore::new(root.path())
+            .fetch(&name("sneaky"))
+            .unwrap_err();
+        assert!(matches!(e, StoreError::OutsideRoot { .. }), "{e}");
+    }
+
+    #[test]
+    fn object_store_reads_adapters_under_a_prefix() {
+        let mem = Arc::new(InMemory::new());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for (k, v) in [
+                ("adapters/beta/adapter_config.json", &b"{}"[..]),
+                ("adapters/beta/adapter_model.safetensors", b"w"),
+                ("adapters/gamma/adapter_model.safetensors", b"w"),
+                ("other/delta/adapter_config.json", b"{}"),
+            ] {
+                mem.put(&ObjectPath::from(k), PutPayload::from(v.to_vec()))
+                    .await
+                    .unwrap();
+            }
+        });
+        let store = ObjectAdapterStore::new(mem, "adapters").unwrap();
+        let f = store.fetch(&name("beta")).unwrap();
+        assert_eq!(
+            (f.config_json.as_slice(), f.safetensors.as_slice()),
+            (&b"{}"[..], &b"w"[..])
+        );
+        assert!(matches!(
+            store.fetch(&name("gamma")),
+            Err(StoreError::MissingFile {
+                file: ADAPTER_CONFIG_FILE,
+                ..
+            })
+        ));
+        assert!(matches!(
+            store.fetch(&name("delta")),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(store.list().unwrap(), vec![name("beta")]);
+    }
+}
