@@ -1,6 +1,115 @@
-//! `trib`: the Tributary command-line binary. Thin: parses arguments, installs
-//! the tracing subscriber, calls `trib-node`, maps errors to exit codes.
+//! `trib`: the Tributary command-line binary.
+//!
+//! Thin by design: it parses arguments (clap), installs the tracing
+//! subscriber, calls `trib-node` and maps errors to exit codes. Each command
+//! group is one module under `cmd/`; adding one is a variant in [`Command`]
+//! and a line in [`run`].
 
-fn main() {
-    println!("trib {}", env!("CARGO_PKG_VERSION"));
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+mod cmd;
+mod output;
+mod passphrase;
+
+/// Tributary: payable AI with an auditable OPEN ledger.
+#[derive(Parser)]
+#[command(name = "trib", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command understands.
+#[derive(Args, Clone, Debug)]
+pub struct Global {
+    /// Node home directory [default: ~/.tributary].
+    #[arg(long, global = true, env = "TRIB_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// URL of a running node, for commands that talk to one.
+    #[arg(
+        long,
+        global = true,
+        env = "TRIB_NODE",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    node: String,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl Global {
+    /// The node home selected by `--home`, `TRIB_HOME` or the default.
+    pub fn home(&self) -> trib_node::NodeHome {
+        trib_node::NodeHome::new(
+            self.home
+                .clone()
+                .unwrap_or_else(trib_node::NodeHome::default_root),
+        )
+    }
+
+    /// A client for `--node`.
+    pub fn client(&self) -> anyhow::Result<trib_node::NodeClient> {
+        Ok(trib_node::NodeClient::new(&self.node)?)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a node home: genesis, config and the block producer's key.
+    Init(cmd::init::InitArgs),
+    /// Manage the local ed25519 keystore.
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
+    /// Run the node: HTTP API and block production.
+    Node(cmd::node::NodeArgs),
+    /// Sign a transaction with a keystore key and submit it to a node.
+    #[command(subcommand)]
+    Tx(cmd::tx::TxCommand),
+    /// Read ledger state from a node.
+    #[command(subcommand)]
+    Query(cmd::query::QueryCommand),
+    /// Verify, and prove entries of, the home's ledger file.
+    #[command(subcommand)]
+    Ledger(cmd::ledger::LedgerCommand),
+    /// Run the end-to-end demo on a fresh node.
+    Demo(cmd::demo::DemoArgs),
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init(a) => cmd::init::run(g, a),
+        Command::Keys(c) => cmd::keys::run(g, c),
+        Command::Node(a) => cmd::node::run(g, a),
+        Command::Tx(c) => cmd::tx::run(g, c),
+        Command::Query(c) => cmd::query::run(g, c),
+        Command::Ledger(c) => cmd::ledger::run(g, c),
+        Command::Demo(a) => cmd::demo::run(g, a),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("TRIB_LOG")
+                .unwrap_or_else(|_| EnvFilter::new(cmd::default_log_filter(&cli.command))),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

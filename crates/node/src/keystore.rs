@@ -119,7 +119,11 @@ struct KdfParams {
 
 impl KdfParams {
     /// OWASP's recommended minimum for Argon2id.
-    const DEFAULT: KdfParams = KdfParams { m_cost_kib: 19 * 1024, t_cost: 2, p_cost: 1 };
+    const DEFAULT: KdfParams = KdfParams {
+        m_cost_kib: 19 * 1024,
+        t_cost: 2,
+        p_cost: 1,
+    };
 }
 
 /// The on-disk format of one key.
@@ -153,17 +157,27 @@ impl Keystore {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, KeystoreError> {
         let dir = dir.into();
         if !dir.is_dir() {
-            fs::create_dir_all(&dir).map_err(|source| KeystoreError::Io { path: dir.clone(), source })?;
+            fs::create_dir_all(&dir).map_err(|source| KeystoreError::Io {
+                path: dir.clone(),
+                source,
+            })?;
             set_mode(&dir, 0o700)?;
         }
-        Ok(Keystore { dir, kdf: KdfParams::DEFAULT })
+        Ok(Keystore {
+            dir,
+            kdf: KdfParams::DEFAULT,
+        })
     }
 
     /// Uses cheap KDF parameters: for tests only, where 19 MiB per derivation
     /// would only slow the suite down.
     #[cfg(test)]
     fn with_test_kdf(mut self) -> Self {
-        self.kdf = KdfParams { m_cost_kib: 64, t_cost: 1, p_cost: 1 };
+        self.kdf = KdfParams {
+            m_cost_kib: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
         self
     }
 
@@ -179,16 +193,26 @@ impl Keystore {
 
     /// Stores `key` under `name`, encrypted when `passphrase` is given. Fails
     /// if the name is taken.
-    pub fn import(&self, name: &str, key: &SecretKey, passphrase: Option<&str>) -> Result<KeyInfo, KeystoreError> {
+    pub fn import(
+        &self,
+        name: &str,
+        key: &SecretKey,
+        passphrase: Option<&str>,
+    ) -> Result<KeyInfo, KeystoreError> {
         validate_name(name)?;
         let path = self.path_of(name);
         if path.exists() {
-            return Err(KeystoreError::AlreadyExists { name: name.to_string(), path });
+            return Err(KeystoreError::AlreadyExists {
+                name: name.to_string(),
+                path,
+            });
         }
         let public_key = key.public_key();
         let seed = Zeroizing::new(key.to_seed());
         let secret = match passphrase {
-            None => SecretField::Plain { seed: hex::encode(*seed) },
+            None => SecretField::Plain {
+                seed: hex::encode(*seed),
+            },
             Some("") => return Err(KeystoreError::EmptyPassphrase(name.to_string())),
             Some(pass) => seal(&seed, &public_key, pass, self.kdf),
         };
@@ -201,13 +225,23 @@ impl Keystore {
         };
         let json = Zeroizing::new(serde_json::to_vec_pretty(&file).expect("key file serialises"));
         write_new_private_file(&self.dir, &path, &json).map_err(|e| match e {
-            KeystoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
-                KeystoreError::AlreadyExists { name: name.to_string(), path: path.clone() }
+            KeystoreError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                KeystoreError::AlreadyExists {
+                    name: name.to_string(),
+                    path: path.clone(),
+                }
             }
             other => other,
         })?;
         tracing::info!(target: "trib::keystore", name, address = %file.address, encrypted = passphrase.is_some(), "key stored");
-        Ok(KeyInfo { name: name.to_string(), address: file.address, public_key, encrypted: passphrase.is_some() })
+        Ok(KeyInfo {
+            name: name.to_string(),
+            address: file.address,
+            public_key,
+            encrypted: passphrase.is_some(),
+        })
     }
 
     /// The public facts of key `name` (no passphrase needed).
@@ -223,12 +257,17 @@ impl Keystore {
 
     /// Every key, sorted by name.
     pub fn list(&self) -> Result<Vec<KeyInfo>, KeystoreError> {
-        let io = |source| KeystoreError::Io { path: self.dir.clone(), source };
+        let io = |source| KeystoreError::Io {
+            path: self.dir.clone(),
+            source,
+        };
         let mut names = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io)? {
             let entry = entry.map_err(io)?;
             let file_name = entry.file_name();
-            let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
+            let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
             if validate_name(name).is_ok() {
                 names.push(name.to_string());
             }
@@ -246,31 +285,58 @@ impl Keystore {
     /// encrypted (a passphrase given for a plain key is ignored).
     pub fn load(&self, name: &str, passphrase: Option<&str>) -> Result<SecretKey, KeystoreError> {
         let (path, file) = self.read(name)?;
-        let corrupt = |reason: String| KeystoreError::Corrupt { path: path.clone(), reason };
+        let corrupt = |reason: String| KeystoreError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
         let seed: Zeroizing<[u8; 32]> = match &file.secret {
-            SecretField::Plain { seed } => Zeroizing::new(decode_fixed(seed).map_err(|r| corrupt(format!("seed: {r}")))?),
-            SecretField::Encrypted { suite, kdf, salt, nonce, ciphertext } => {
+            SecretField::Plain { seed } => {
+                Zeroizing::new(decode_fixed(seed).map_err(|r| corrupt(format!("seed: {r}")))?)
+            }
+            SecretField::Encrypted {
+                suite,
+                kdf,
+                salt,
+                nonce,
+                ciphertext,
+            } => {
                 if suite != SUITE {
                     return Err(corrupt(format!("unknown cipher suite {suite:?}")));
                 }
-                let pass = passphrase.ok_or_else(|| KeystoreError::PassphraseRequired(name.to_string()))?;
-                let salt: [u8; 16] = decode_fixed(salt).map_err(|r| corrupt(format!("salt: {r}")))?;
-                let nonce: [u8; 24] = decode_fixed(nonce).map_err(|r| corrupt(format!("nonce: {r}")))?;
-                let ct = hex::decode(ciphertext).map_err(|e| corrupt(format!("ciphertext: {e}")))?;
-                let key = derive_key(pass, &salt, *kdf).map_err(|r| corrupt(format!("kdf: {r}")))?;
+                let pass = passphrase
+                    .ok_or_else(|| KeystoreError::PassphraseRequired(name.to_string()))?;
+                let salt: [u8; 16] =
+                    decode_fixed(salt).map_err(|r| corrupt(format!("salt: {r}")))?;
+                let nonce: [u8; 24] =
+                    decode_fixed(nonce).map_err(|r| corrupt(format!("nonce: {r}")))?;
+                let ct =
+                    hex::decode(ciphertext).map_err(|e| corrupt(format!("ciphertext: {e}")))?;
+                let key =
+                    derive_key(pass, &salt, *kdf).map_err(|r| corrupt(format!("kdf: {r}")))?;
                 let cipher = XChaCha20Poly1305::new(key.as_ref().into());
                 let plain = Zeroizing::new(
                     cipher
-                        .decrypt(XNonce::from_slice(&nonce), Payload { msg: &ct, aad: &file.public_key.0 })
+                        .decrypt(
+                            XNonce::from_slice(&nonce),
+                            Payload {
+                                msg: &ct,
+                                aad: &file.public_key.0,
+                            },
+                        )
                         .map_err(|_| KeystoreError::WrongPassphrase(name.to_string()))?,
                 );
-                let seed: [u8; 32] = plain.as_slice().try_into().map_err(|_| corrupt("sealed seed is not 32 bytes".into()))?;
+                let seed: [u8; 32] = plain
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt("sealed seed is not 32 bytes".into()))?;
                 Zeroizing::new(seed)
             }
         };
         let key = SecretKey::from_seed(*seed);
         if key.public_key() != file.public_key {
-            return Err(corrupt("the seed does not match the stored public key".into()));
+            return Err(corrupt(
+                "the seed does not match the stored public key".into(),
+            ));
         }
         Ok(key)
     }
@@ -285,18 +351,29 @@ impl Keystore {
         let bytes = match fs::read(&path) {
             Ok(b) => Zeroizing::new(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(KeystoreError::NotFound { name: name.to_string(), dir: self.dir.clone() })
+                return Err(KeystoreError::NotFound {
+                    name: name.to_string(),
+                    dir: self.dir.clone(),
+                })
             }
             Err(source) => return Err(KeystoreError::Io { path, source }),
         };
         check_private(&path)?;
-        let file: KeyFile =
-            serde_json::from_slice(&bytes).map_err(|e| KeystoreError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+        let file: KeyFile = serde_json::from_slice(&bytes).map_err(|e| KeystoreError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         if file.version != FORMAT_VERSION {
-            return Err(KeystoreError::Corrupt { path, reason: format!("unsupported format version {}", file.version) });
+            return Err(KeystoreError::Corrupt {
+                path,
+                reason: format!("unsupported format version {}", file.version),
+            });
         }
         if file.name != name || file.public_key.address() != file.address {
-            return Err(KeystoreError::Corrupt { path, reason: "name or address does not match the file".into() });
+            return Err(KeystoreError::Corrupt {
+                path,
+                reason: "name or address does not match the file".into(),
+            });
         }
         Ok((path, file))
     }
@@ -305,7 +382,9 @@ impl Keystore {
 fn validate_name(name: &str) -> Result<(), KeystoreError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -314,7 +393,8 @@ fn validate_name(name: &str) -> Result<(), KeystoreError> {
 }
 
 fn derive_key(pass: &str, salt: &[u8; 16], kdf: KdfParams) -> Result<Zeroizing<[u8; 32]>, String> {
-    let params = Params::new(kdf.m_cost_kib, kdf.t_cost, kdf.p_cost, Some(32)).map_err(|e| e.to_string())?;
+    let params =
+        Params::new(kdf.m_cost_kib, kdf.t_cost, kdf.p_cost, Some(32)).map_err(|e| e.to_string())?;
     let mut out = Zeroizing::new([0u8; 32]);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_into(pass.as_bytes(), salt, out.as_mut())
@@ -330,7 +410,13 @@ fn seal(seed: &[u8; 32], pk: &PublicKey, pass: &str, kdf: KdfParams) -> SecretFi
     // Our own parameters are valid by construction; only a file's can be bad.
     let key = derive_key(pass, &salt, kdf).expect("the keystore's Argon2id parameters are valid");
     let ct = XChaCha20Poly1305::new(key.as_ref().into())
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: seed, aad: &pk.0 })
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: seed,
+                aad: &pk.0,
+            },
+        )
         .expect("XChaCha20-Poly1305 encryption of 32 bytes cannot fail");
     SecretField::Encrypted {
         suite: SUITE.to_string(),
@@ -343,31 +429,49 @@ fn seal(seed: &[u8; 32], pk: &PublicKey, pass: &str, kdf: KdfParams) -> SecretFi
 
 fn decode_fixed<const N: usize>(s: &str) -> Result<[u8; N], String> {
     let v = Zeroizing::new(hex::decode(s).map_err(|e| e.to_string())?);
-    v.as_slice().try_into().map_err(|_| format!("expected {N} bytes, found {}", v.len()))
+    v.as_slice()
+        .try_into()
+        .map_err(|_| format!("expected {N} bytes, found {}", v.len()))
 }
 
 /// Writes `bytes` to a new file `path` with mode 0600: temporary file, fsync,
 /// link into place (fails if `path` exists), fsync the directory.
-pub(crate) fn write_new_private_file(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
+pub(crate) fn write_new_private_file(
+    dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), KeystoreError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |source| KeystoreError::Io { path: p, source }
     };
     // tempfile creates the file with mode 0600 on Unix.
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-key-").tempfile_in(dir).map_err(io(dir))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-key-")
+        .tempfile_in(dir)
+        .map_err(io(dir))?;
     tmp.write_all(bytes).map_err(io(tmp.path()))?;
     tmp.as_file().sync_all().map_err(io(tmp.path()))?;
     set_mode(tmp.path(), 0o600)?;
-    tmp.persist_noclobber(path).map_err(|e| KeystoreError::Io { path: path.to_path_buf(), source: e.error })?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    tmp.persist_noclobber(path).map_err(|e| KeystoreError::Io {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
     Ok(())
 }
 
 #[cfg(unix)]
 fn set_mode(path: &Path, mode: u32) -> Result<(), KeystoreError> {
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(|source| KeystoreError::Io { path: path.to_path_buf(), source })
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|source| {
+        KeystoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 #[cfg(not(unix))]
@@ -379,12 +483,18 @@ fn set_mode(_path: &Path, _mode: u32) -> Result<(), KeystoreError> {
 fn check_private(path: &Path) -> Result<(), KeystoreError> {
     use std::os::unix::fs::PermissionsExt;
     let mode = fs::metadata(path)
-        .map_err(|source| KeystoreError::Io { path: path.to_path_buf(), source })?
+        .map_err(|source| KeystoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
         .permissions()
         .mode()
         & 0o777;
     if mode & 0o077 != 0 {
-        return Err(KeystoreError::InsecurePermissions { path: path.to_path_buf(), mode });
+        return Err(KeystoreError::InsecurePermissions {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     Ok(())
 }
@@ -400,7 +510,9 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Keystore) {
         let dir = tempfile::tempdir().unwrap();
-        let ks = Keystore::open(dir.path().join("keys")).unwrap().with_test_kdf();
+        let ks = Keystore::open(dir.path().join("keys"))
+            .unwrap()
+            .with_test_kdf();
         (dir, ks)
     }
 
@@ -412,10 +524,16 @@ mod tests {
         ks.generate("alice", None).unwrap();
         ks.generate("bob", Some("pw")).unwrap();
         for name in ["alice", "bob"] {
-            let mode = fs::metadata(ks.dir().join(format!("{name}.json"))).unwrap().permissions().mode();
+            let mode = fs::metadata(ks.dir().join(format!("{name}.json")))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{name}");
         }
-        assert_eq!(fs::metadata(ks.dir()).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(ks.dir()).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
     }
 
     #[test]
@@ -437,9 +555,15 @@ mod tests {
         let (_d, ks) = store();
         ks.generate("dave", Some("right")).unwrap();
         let err = ks.load("dave", Some("wrong")).unwrap_err();
-        assert!(matches!(err, KeystoreError::WrongPassphrase(ref n) if n == "dave"), "{err}");
+        assert!(
+            matches!(err, KeystoreError::WrongPassphrase(ref n) if n == "dave"),
+            "{err}"
+        );
         assert!(err.to_string().contains("wrong passphrase"));
-        assert!(matches!(ks.load("dave", None), Err(KeystoreError::PassphraseRequired(_))));
+        assert!(matches!(
+            ks.load("dave", None),
+            Err(KeystoreError::PassphraseRequired(_))
+        ));
     }
 
     #[test]
@@ -457,7 +581,10 @@ mod tests {
     fn existing_keys_are_never_overwritten() {
         let (_d, ks) = store();
         let first = ks.generate("eve", None).unwrap();
-        assert!(matches!(ks.generate("eve", None), Err(KeystoreError::AlreadyExists { .. })));
+        assert!(matches!(
+            ks.generate("eve", None),
+            Err(KeystoreError::AlreadyExists { .. })
+        ));
         assert_eq!(ks.info("eve").unwrap().address, first.address);
     }
 
@@ -465,10 +592,19 @@ mod tests {
     fn bad_names_and_unknown_keys_are_rejected() {
         let (_d, ks) = store();
         for bad in ["", "../x", "a b", "x.json", &"n".repeat(65)] {
-            assert!(matches!(ks.generate(bad, None), Err(KeystoreError::InvalidName(_))), "{bad:?}");
+            assert!(
+                matches!(ks.generate(bad, None), Err(KeystoreError::InvalidName(_))),
+                "{bad:?}"
+            );
         }
-        assert!(matches!(ks.load("nobody", None), Err(KeystoreError::NotFound { .. })));
-        assert!(matches!(ks.generate("x", Some("")), Err(KeystoreError::EmptyPassphrase(_))));
+        assert!(matches!(
+            ks.load("nobody", None),
+            Err(KeystoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            ks.generate("x", Some("")),
+            Err(KeystoreError::EmptyPassphrase(_))
+        ));
     }
 
     #[test]
@@ -476,11 +612,19 @@ mod tests {
         let (_d, ks) = store();
         ks.generate("a", Some("pw")).unwrap();
         ks.generate("b", Some("pw")).unwrap();
-        let read = |n: &str| serde_json::from_str::<serde_json::Value>(&fs::read_to_string(ks.dir().join(format!("{n}.json"))).unwrap()).unwrap();
+        let read = |n: &str| {
+            serde_json::from_str::<serde_json::Value>(
+                &fs::read_to_string(ks.dir().join(format!("{n}.json"))).unwrap(),
+            )
+            .unwrap()
+        };
         let mut b = read("b");
         b["secret"] = read("a")["secret"].clone();
         fs::write(ks.dir().join("b.json"), serde_json::to_vec(&b).unwrap()).unwrap();
-        assert!(matches!(ks.load("b", Some("pw")), Err(KeystoreError::WrongPassphrase(_))));
+        assert!(matches!(
+            ks.load("b", Some("pw")),
+            Err(KeystoreError::WrongPassphrase(_))
+        ));
     }
 
     #[cfg(unix)]
@@ -489,7 +633,10 @@ mod tests {
         let (_d, ks) = store();
         ks.generate("f", None).unwrap();
         set_mode(&ks.dir().join("f.json"), 0o644).unwrap();
-        assert!(matches!(ks.load("f", None), Err(KeystoreError::InsecurePermissions { mode: 0o644, .. })));
+        assert!(matches!(
+            ks.load("f", None),
+            Err(KeystoreError::InsecurePermissions { mode: 0o644, .. })
+        ));
     }
 
     #[test]

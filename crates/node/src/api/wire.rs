@@ -1,0 +1,104 @@
+//! JSON shapes of the ledger API, shared by the server ([`crate::api`]) and
+//! the typed client ([`crate::NodeClient`]). Amounts are base-unit strings
+//! (see `trib_types::Amount`); hashes and addresses are text.
+
+use serde::{Deserialize, Serialize};
+use trib_ledger::{Block, Receipt, SignedTransaction, Supply, Unbonding};
+use trib_types::{Address, Amount, BlockHash, Hash, TxHash};
+
+/// Answer to `POST /v1/tx`: the transaction is in the mempool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    /// The transaction id.
+    pub hash: TxHash,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusView {
+    /// The chain id transactions must carry.
+    pub chain_id: String,
+    /// Height of the latest block.
+    pub height: u64,
+    /// Hash of the latest block.
+    pub head_hash: BlockHash,
+    /// State root after the latest block.
+    pub state_root: Hash,
+    /// Time of the latest block, unix milliseconds.
+    pub time_ms: u64,
+    /// The block producer's address.
+    pub producer: Address,
+    /// Transactions waiting in the mempool.
+    pub mempool_size: usize,
+    /// The node's software version.
+    pub version: String,
+}
+
+/// `GET /v1/accounts/{address}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountView {
+    /// The address.
+    pub address: Address,
+    /// Spendable OPEN.
+    pub balance: Amount,
+    /// gOPEN held.
+    pub staked: Amount,
+    /// Unstaked OPEN waiting for release.
+    pub unbonding: Vec<Unbonding>,
+    /// Who votes with this account's gOPEN (`None`: the account itself).
+    pub delegate: Option<Address>,
+    /// gOPEN voting power delegated to this address (its own included).
+    pub voting_power: Amount,
+    /// Next nonce according to committed state.
+    pub nonce: u64,
+    /// Next nonce to sign with: committed nonce plus this sender's pending
+    /// transactions in the mempool.
+    pub next_nonce: u64,
+}
+
+/// Where a transaction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxStatus {
+    /// Accepted into the mempool, not yet in a block.
+    Pending,
+    /// In a committed block.
+    Committed,
+}
+
+/// `GET /v1/tx/{hash}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxView {
+    /// The transaction id.
+    pub hash: TxHash,
+    /// Pending or committed.
+    pub status: TxStatus,
+    /// Block height, when committed.
+    pub height: Option<u64>,
+    /// Index in the block, when committed.
+    pub index: Option<u32>,
+    /// The transaction.
+    pub tx: SignedTransaction,
+    /// What it did, when committed.
+    pub receipt: Option<Receipt>,
+}
+
+/// `GET /v1/blocks/{height}` and `/v1/blocks/latest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockView {
+    /// The block hash.
+    pub hash: BlockHash,
+    /// The stored block (header, transaction hashes, end-block events).
+    #[serde(flatten)]
+    pub block: Block,
+}
+
+/// `GET /v1/supply`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupplyView {
+    /// Where OPEN is.
+    #[serde(flatten)]
+    pub supply: Supply,
+    /// The sum of all parts (constant without governed mint).
+    pub total: Amount,
+}

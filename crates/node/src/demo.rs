@@ -1,0 +1,565 @@
+//! `trib demo`: the README's main job, as a sequence of named steps.
+//!
+//! It creates a fresh node home (a temporary directory unless one is given)
+//! with a development genesis (short voting, timelock and unbonding periods),
+//! starts the node in this process on a free loopback port, and then drives
+//! it over HTTP exactly as a user of the `trib` binary would: keys,
+//! transfers, a stake, a delegation, a parameter-change proposal taken
+//! through deposit, votes, voting period, timelock and execution, and finally
+//! a full replay verification of the ledger and a state proof checked by the
+//! independent verifier.
+//!
+//! Later issues add steps (datanets, training, paid inference, payouts): each
+//! step is one method of [`Demo`], called in order by [`run`].
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use trib_ledger::{
+    verify_proof, Action, ParamChange, ProofError, ProposalStatus, StateKey, VerifyError,
+    VoteChoice,
+};
+use trib_types::{Address, Amount, Hash, SecretKey, TxHash};
+
+use crate::client::{ClientError, NodeClient};
+use crate::config::NodeConfig;
+use crate::home::{HomeError, InitOptions, NodeHome};
+use crate::keystore::{Keystore, KeystoreError};
+use crate::node::{NodeError, NodeOverrides, RunningNode};
+
+/// Block interval of the demo node: short, so that the governance periods
+/// of the dev genesis (counted in blocks) pass in seconds.
+const DEMO_BLOCK_INTERVAL: Duration = Duration::from_millis(200);
+/// How long to wait for one transaction to be committed.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for the proposal to run its course.
+const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(60);
+/// The users the demo creates.
+const USERS: [&str; 3] = ["alice", "bob", "carol"];
+
+/// Why the demo stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The node home could not be created.
+    #[error("demo home: {0}")]
+    Home(#[from] HomeError),
+    /// The node failed to start or stop.
+    #[error("demo node: {0}")]
+    Node(#[from] NodeError),
+    /// A call to the node failed.
+    #[error("demo request: {0}")]
+    Client(#[from] ClientError),
+    /// A key could not be created or loaded.
+    #[error("demo keystore: {0}")]
+    Keystore(#[from] KeystoreError),
+    /// The ledger failed to verify (this would be a bug worth reporting).
+    #[error("ledger verification failed: {0}")]
+    Verify(#[from] VerifyError),
+    /// The state proof did not verify (a bug worth reporting).
+    #[error("state proof failed: {0}")]
+    Proof(#[from] ProofError),
+    /// The ledger could not be reopened after the node stopped.
+    #[error("ledger: {0}")]
+    Ledger(#[from] trib_ledger::LedgerError),
+    /// Something ended differently from what the demo expects.
+    #[error("demo step {step:?}: {what}")]
+    Unexpected {
+        /// The step.
+        step: &'static str,
+        /// What happened.
+        what: String,
+    },
+}
+
+/// What the demo did, for `--json` and for tests.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoSummary {
+    /// The node home used.
+    pub home: PathBuf,
+    /// Whether the home was temporary (and is now deleted).
+    pub temporary_home: bool,
+    /// Chain id.
+    pub chain_id: String,
+    /// Final height.
+    pub height: u64,
+    /// Transactions the demo committed.
+    pub transactions: usize,
+    /// Each user's final account.
+    pub accounts: Vec<DemoAccount>,
+    /// The governance proposal's id.
+    pub proposal_id: u64,
+    /// The change it executed.
+    pub param_change: String,
+    /// The parameter's value before.
+    pub param_before: String,
+    /// The parameter's value after.
+    pub param_after: String,
+    /// Blocks replayed by the verification.
+    pub verified_blocks: u64,
+    /// Transactions replayed by the verification.
+    pub verified_txs: u64,
+    /// The verified head state root.
+    pub state_root: Hash,
+}
+
+/// One user's final state.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoAccount {
+    /// Key name.
+    pub name: String,
+    /// Address.
+    pub address: Address,
+    /// Spendable OPEN.
+    pub balance: Amount,
+    /// gOPEN.
+    pub staked: Amount,
+    /// Voting power (own plus delegated gOPEN).
+    pub voting_power: Amount,
+}
+
+/// The demo's state between steps.
+struct Demo {
+    client: NodeClient,
+    keystore: Keystore,
+    producer: SecretKey,
+    users: Vec<(String, SecretKey)>,
+    committed: usize,
+    step: usize,
+}
+
+/// Number of numbered steps printed.
+const STEPS: usize = 9;
+
+/// Runs the whole demo. With `home`, the node home is created there (it
+/// must not exist or be empty) and kept; otherwise a temporary one is used
+/// and removed at the end.
+pub async fn run(home: Option<PathBuf>) -> Result<DemoSummary, DemoError> {
+    let started = Instant::now();
+    let tmp;
+    let (root, temporary) = match home {
+        Some(h) => (h, false),
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("trib-demo-")
+                .tempdir()
+                .map_err(|source| HomeError::Io {
+                    path: std::env::temp_dir(),
+                    source,
+                })?;
+            (tmp.path().join("home"), true)
+        }
+    };
+
+    println!(
+        "Tributary demo: a node, four accounts, OPEN transfers, gOPEN staking and delegation,"
+    );
+    println!("a governance proposal executed by the ledger, and a full replay verification.\n");
+    step_header(1, "create a node home with a development genesis");
+    let config = NodeConfig {
+        listen: "127.0.0.1:0".parse().expect("valid"),
+        ..NodeConfig::default()
+    };
+    let report = NodeHome::init(
+        &root,
+        InitOptions {
+            dev: true,
+            config,
+            ..InitOptions::default()
+        },
+    )?;
+    let home = NodeHome::new(&root);
+    println!(
+        "      home {}  chain {}",
+        root.display(),
+        report.genesis.chain_id
+    );
+    println!(
+        "      producer {} holds {} at genesis",
+        report.producer.address,
+        fmt_open(report.genesis.allocations[0].1)
+    );
+
+    step_header(
+        2,
+        "start the node (HTTP API on a free loopback port, a block every 200 ms)",
+    );
+    let node = RunningNode::start(
+        &home,
+        NodeOverrides {
+            listen: None,
+            block_interval: Some(DEMO_BLOCK_INTERVAL),
+        },
+    )
+    .await?;
+    println!("      listening on {}", node.url());
+    let keystore = home.keystore()?;
+    let producer = keystore.load(&report.producer.name, None)?;
+    let mut demo = Demo {
+        client: NodeClient::new(&node.url())?,
+        keystore,
+        producer,
+        users: Vec::new(),
+        committed: 0,
+        step: 2,
+    };
+
+    let result = demo.steps().await;
+    // Stop the node whatever happened, so the ledger file is closed cleanly.
+    let stopped = node.shutdown().await;
+    let (proposal_id, change, before, after) = result?;
+    stopped?;
+
+    step_header(
+        9,
+        "stop the node, replay the ledger from genesis and check a state proof",
+    );
+    let ledger = home.open_ledger()?;
+    let verified = ledger.verify_chain(|_, _| {})?;
+    println!(
+        "      replayed {} blocks and {} transactions: every transactions root and state root matches",
+        verified.blocks, verified.txs
+    );
+    let alice = demo.users[0].1.address();
+    let proof = ledger.prove(StateKey::Account(alice), None)?;
+    verify_proof(verified.state_root, &proof)?;
+    println!(
+        "      proof of account/{alice} verifies against state root {}",
+        verified.state_root.short()
+    );
+
+    let mut accounts = Vec::new();
+    for (name, key) in &demo.users {
+        let a = ledger.account(&key.address())?;
+        let voting_power = ledger.voting_power(&key.address())?;
+        accounts.push(DemoAccount {
+            name: name.clone(),
+            address: key.address(),
+            balance: a.balance,
+            staked: a.staked,
+            voting_power,
+        });
+    }
+    let summary = DemoSummary {
+        home: root.clone(),
+        temporary_home: temporary,
+        chain_id: ledger.chain_id().to_string(),
+        height: ledger.height(),
+        transactions: demo.committed,
+        accounts,
+        proposal_id,
+        param_change: change.to_string(),
+        param_before: before,
+        param_after: after,
+        verified_blocks: verified.blocks,
+        verified_txs: verified.txs,
+        state_root: verified.state_root,
+    };
+    drop(ledger);
+    print_summary(&summary, started.elapsed());
+    Ok(summary)
+}
+
+fn step_header(n: usize, what: &str) {
+    println!("[{n}/{STEPS}] {what}");
+}
+
+fn fmt_open(a: Amount) -> String {
+    format!("{} OPEN", a.to_open_string())
+}
+
+fn print_summary(s: &DemoSummary, elapsed: Duration) {
+    println!("\nSummary");
+    println!(
+        "  chain {} at height {}, {} demo transactions committed",
+        s.chain_id, s.height, s.transactions
+    );
+    println!(
+        "  {:<6} {:<44} {:>14} {:>12} {:>14}",
+        "user", "address", "OPEN", "gOPEN", "voting power"
+    );
+    for a in &s.accounts {
+        println!(
+            "  {:<6} {:<44} {:>14} {:>12} {:>14}",
+            a.name,
+            a.address.to_string(),
+            a.balance.to_open_string(),
+            a.staked.to_open_string(),
+            a.voting_power.to_open_string()
+        );
+    }
+    println!(
+        "  governance: proposal {} executed {} ({} -> {})",
+        s.proposal_id, s.param_change, s.param_before, s.param_after
+    );
+    println!(
+        "  ledger verified: {} blocks, {} transactions, state root {}",
+        s.verified_blocks, s.verified_txs, s.state_root
+    );
+    if s.temporary_home {
+        println!("  (temporary home removed; keep one with --home DIR)");
+    } else {
+        println!(
+            "  node home kept at {} (inspect with: trib --home {} ledger verify)",
+            s.home.display(),
+            s.home.display()
+        );
+    }
+    println!("  done in {:.1?}", elapsed);
+}
+
+impl Demo {
+    /// Steps 3–8, against the running node.
+    async fn steps(&mut self) -> Result<(u64, ParamChange, String, String), DemoError> {
+        self.create_keys()?;
+        self.fund_users().await?;
+        self.transfer_between_users().await?;
+        self.stake_and_delegate().await?;
+        let (id, change, before, after) = self.govern().await?;
+        self.show_balances().await?;
+        Ok((id, change, before, after))
+    }
+
+    fn next_step(&mut self, what: &str) {
+        self.step += 1;
+        step_header(self.step, what);
+    }
+
+    fn user(&self, name: &str) -> &SecretKey {
+        &self
+            .users
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("demo user exists")
+            .1
+    }
+
+    /// Submits every `(signer, action)` and waits until all are committed.
+    async fn submit_all(
+        &mut self,
+        txs: Vec<(SecretKey, Action)>,
+    ) -> Result<Vec<TxHash>, DemoError> {
+        let mut hashes = Vec::new();
+        for (key, action) in txs {
+            let stx = self.client.sign_and_submit(&key, None, action).await?;
+            hashes.push(stx.hash());
+        }
+        for h in &hashes {
+            let v = self.client.wait_for_commit(h, COMMIT_TIMEOUT).await?;
+            self.committed += 1;
+            println!(
+                "      committed {} in block {}",
+                h.0.short(),
+                v.height.unwrap_or_default()
+            );
+        }
+        Ok(hashes)
+    }
+
+    fn create_keys(&mut self) -> Result<(), DemoError> {
+        self.next_step("create keys for alice, bob and carol in the node's keystore");
+        for name in USERS {
+            let info = self.keystore.generate(name, None)?;
+            println!("      {name:<6} {}", info.address);
+            self.users
+                .push((name.to_string(), self.keystore.load(name, None)?));
+        }
+        Ok(())
+    }
+
+    async fn fund_users(&mut self) -> Result<(), DemoError> {
+        self.next_step(
+            "the producer funds the users (three transfers from the genesis allocation)",
+        );
+        let p = self.producer.clone();
+        let txs = [("alice", 10_000), ("bob", 5_000), ("carol", 2_000)]
+            .into_iter()
+            .map(|(n, v)| {
+                (
+                    p.clone(),
+                    Action::Transfer {
+                        to: self.user(n).address(),
+                        amount: Amount::open(v),
+                    },
+                )
+            })
+            .collect();
+        self.submit_all(txs).await?;
+        Ok(())
+    }
+
+    async fn transfer_between_users(&mut self) -> Result<(), DemoError> {
+        self.next_step("alice sends 250.5 OPEN to bob; bob sends 0.25 OPEN to carol");
+        let amount = Amount::parse_open("250.5").expect("valid amount");
+        let txs = vec![
+            (
+                self.user("alice").clone(),
+                Action::Transfer {
+                    to: self.user("bob").address(),
+                    amount,
+                },
+            ),
+            (
+                self.user("bob").clone(),
+                Action::Transfer {
+                    to: self.user("carol").address(),
+                    amount: Amount::parse_open("0.25").expect("valid"),
+                },
+            ),
+        ];
+        self.submit_all(txs).await?;
+        Ok(())
+    }
+
+    async fn stake_and_delegate(&mut self) -> Result<(), DemoError> {
+        self.next_step("stake OPEN for gOPEN (alice 3000, bob 1000, carol 500); carol delegates her votes to alice");
+        let txs = vec![
+            (
+                self.user("alice").clone(),
+                Action::Stake {
+                    amount: Amount::open(3_000),
+                },
+            ),
+            (
+                self.user("bob").clone(),
+                Action::Stake {
+                    amount: Amount::open(1_000),
+                },
+            ),
+            (
+                self.user("carol").clone(),
+                Action::Stake {
+                    amount: Amount::open(500),
+                },
+            ),
+        ];
+        self.submit_all(txs).await?;
+        let carol = self.user("carol").clone();
+        self.submit_all(vec![(
+            carol,
+            Action::Delegate {
+                to: self.user("alice").address(),
+            },
+        )])
+        .await?;
+        let a = self.client.account(&self.user("alice").address()).await?;
+        println!(
+            "      alice now votes with {} gOPEN (3000 own + 500 delegated by carol)",
+            a.voting_power.to_open_string()
+        );
+        Ok(())
+    }
+
+    async fn govern(&mut self) -> Result<(u64, ParamChange, String, String), DemoError> {
+        self.next_step("governance: alice proposes min_fee=0.0005, alice votes yes, bob votes no");
+        let params = self.client.params().await?;
+        let before = fmt_open(params.min_fee);
+        let change = ParamChange::MinFee(Amount::parse_open("0.0005").expect("valid amount"));
+        let next_id = self
+            .client
+            .proposals()
+            .await?
+            .iter()
+            .map(|p| p.id + 1)
+            .max()
+            .unwrap_or(0);
+        let propose = Action::Propose {
+            title: "Raise the minimum fee".into(),
+            description: "Spam protection: raise min_fee from 0.000001 to 0.0005 OPEN.".into(),
+            change: change.clone(),
+            deposit: params.gov_min_deposit,
+        };
+        self.submit_all(vec![(self.user("alice").clone(), propose)])
+            .await?;
+        let id = next_id;
+        let p = self.client.proposal(id).await?;
+        println!(
+            "      proposal {id}: deposit {} reached, status {}",
+            fmt_open(p.total_deposit),
+            p.status
+        );
+        self.submit_all(vec![
+            (
+                self.user("alice").clone(),
+                Action::Vote {
+                    proposal: id,
+                    choice: VoteChoice::Yes,
+                },
+            ),
+            (
+                self.user("bob").clone(),
+                Action::Vote {
+                    proposal: id,
+                    choice: VoteChoice::No,
+                },
+            ),
+        ])
+        .await?;
+
+        // Watch the proposal through the end of voting and the timelock.
+        let start = Instant::now();
+        let mut last = p.status;
+        loop {
+            let p = self.client.proposal(id).await?;
+            if p.status != last {
+                let h = self.client.status().await?.height;
+                println!("      block {h}: proposal {id} is {}", p.status);
+                last = p.status;
+            }
+            match p.status {
+                ProposalStatus::Executed => break,
+                ProposalStatus::DepositPeriod | ProposalStatus::Voting | ProposalStatus::Passed => {
+                }
+                other => {
+                    return Err(DemoError::Unexpected {
+                        step: "govern",
+                        what: format!("proposal {id} ended {other}, expected executed"),
+                    })
+                }
+            }
+            if start.elapsed() > PROPOSAL_TIMEOUT {
+                return Err(DemoError::Unexpected {
+                    step: "govern",
+                    what: format!(
+                        "proposal {id} still {} after {PROPOSAL_TIMEOUT:?}",
+                        p.status
+                    ),
+                });
+            }
+            tokio::time::sleep(DEMO_BLOCK_INTERVAL / 2).await;
+        }
+        let after_params = self.client.params().await?;
+        let after = fmt_open(after_params.min_fee);
+        if after_params.min_fee != Amount::parse_open("0.0005").expect("valid") {
+            return Err(DemoError::Unexpected {
+                step: "govern",
+                what: format!("min_fee is {after} after execution"),
+            });
+        }
+        println!("      min_fee changed by the ledger itself: {before} -> {after}");
+        Ok((id, change, before, after))
+    }
+
+    async fn show_balances(&mut self) -> Result<(), DemoError> {
+        self.next_step("balances and supply, read over HTTP");
+        for (name, key) in &self.users {
+            let a = self.client.account(&key.address()).await?;
+            println!(
+                "      {name:<6} {:>14} OPEN  {:>8} gOPEN  voting power {}",
+                a.balance.to_open_string(),
+                a.staked.to_open_string(),
+                a.voting_power.to_open_string()
+            );
+        }
+        let s = self.client.supply().await?;
+        println!(
+            "      supply: {} OPEN in balances, {} gOPEN, {} in deposits, {} burned; total {} (conserved)",
+            s.supply.open.to_open_string(),
+            s.supply.gopen.to_open_string(),
+            s.supply.deposits.to_open_string(),
+            s.supply.burned.to_open_string(),
+            s.total.to_open_string()
+        );
+        Ok(())
+    }
+}
