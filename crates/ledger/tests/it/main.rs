@@ -4,6 +4,7 @@ mod chain;
 mod crash;
 mod decode;
 mod governance;
+mod mempool;
 mod proofs;
 mod properties;
 mod support;

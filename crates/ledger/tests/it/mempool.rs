@@ -1,0 +1,151 @@
+//! The mempool: admission against committed state plus pending nonces.
+
+use trib_ledger::{Action, Mempool, TxError};
+use trib_types::Amount;
+
+use crate::support::*;
+
+#[test]
+fn the_mempool_queues_consecutive_nonces_and_refuses_gaps_replays_and_duplicates() {
+    let mut chain = TestChain::new(&genesis(2));
+    let cid = chain.ledger.chain_id().to_string();
+    let (a, b) = (user(1), user(2));
+    let mut pool = Mempool::new(100);
+    let t0 = sign(&cid, &a, 0, transfer(b.address(), 1));
+    let t1 = sign(&cid, &a, 1, transfer(b.address(), 1));
+    pool.add(t0.clone(), &chain.ledger).unwrap();
+    assert!(matches!(
+        pool.add(t0.clone(), &chain.ledger),
+        Err(TxError::Duplicate { .. })
+    ));
+    let gap = sign(&cid, &a, 3, transfer(b.address(), 1));
+    assert!(matches!(
+        pool.add(gap, &chain.ledger),
+        Err(TxError::NonceGap {
+            expected: 1,
+            got: 3,
+            ..
+        })
+    ));
+    pool.add(t1.clone(), &chain.ledger).unwrap();
+    assert_eq!(pool.next_nonce(&a.address()), Some(2));
+    let other = sign(&cid, &b, 0, transfer(a.address(), 2));
+    pool.add(other.clone(), &chain.ledger).unwrap();
+    assert_eq!(pool.len(), 3);
+    let drained = pool.drain(10);
+    assert_eq!(drained, vec![t0.clone(), t1, other]);
+    assert!(pool.is_empty());
+    let out = chain.block(drained);
+    assert!(out.rejected.is_empty());
+    // Now nonce 0 is used on chain.
+    assert!(matches!(
+        pool.add(t0, &chain.ledger),
+        Err(TxError::NonceReplay {
+            expected: 2,
+            got: 0,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn pending_spends_count_against_the_balance() {
+    let chain = TestChain::new(&genesis(2));
+    let cid = chain.ledger.chain_id().to_string();
+    let (a, b) = (user(1), user(2));
+    let mut pool = Mempool::new(100);
+    pool.add(sign(&cid, &a, 0, transfer(b.address(), 600)), &chain.ledger)
+        .unwrap();
+    let err = pool
+        .add(sign(&cid, &a, 1, transfer(b.address(), 600)), &chain.ledger)
+        .unwrap_err();
+    match err {
+        TxError::InsufficientBalance { have, need, .. } => {
+            assert_eq!(have, Amount::open(1_000));
+            assert!(need > Amount::open(1_200));
+        }
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[test]
+fn stateless_failures_are_refused_before_anything_else() {
+    let chain = TestChain::new(&genesis(1));
+    let mut pool = Mempool::new(1);
+    let a = user(1);
+    let mut bad = sign(
+        chain.ledger.chain_id(),
+        &a,
+        0,
+        transfer(user(2).address(), 1),
+    );
+    bad.signature.0[0] ^= 1;
+    assert!(matches!(
+        pool.add(bad, &chain.ledger),
+        Err(TxError::BadSignature { .. })
+    ));
+    let zero = sign(
+        chain.ledger.chain_id(),
+        &a,
+        0,
+        Action::Stake {
+            amount: Amount::ZERO,
+        },
+    );
+    assert!(matches!(
+        pool.add(zero, &chain.ledger),
+        Err(TxError::ZeroAmount { .. })
+    ));
+    pool.add(
+        sign(
+            chain.ledger.chain_id(),
+            &a,
+            0,
+            transfer(user(2).address(), 1),
+        ),
+        &chain.ledger,
+    )
+    .unwrap();
+    assert!(pool.is_full());
+    let next = sign(
+        chain.ledger.chain_id(),
+        &a,
+        1,
+        transfer(user(2).address(), 1),
+    );
+    assert!(matches!(
+        pool.add(next, &chain.ledger),
+        Err(TxError::MempoolFull { capacity: 1 })
+    ));
+}
+
+#[test]
+fn add_batch_verifies_signatures_in_bulk_and_matches_add() {
+    let chain = TestChain::new(&genesis(30));
+    let cid = chain.ledger.chain_id().to_string();
+    let mut txs: Vec<_> = (1..=30u8)
+        .map(|i| sign(&cid, &user(i), 0, transfer(user(1).address(), 1)))
+        .collect();
+    txs[4].signature.0[9] ^= 4;
+    let mut pool = Mempool::new(100);
+    let results = pool.add_batch(txs, &chain.ledger);
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 29);
+    assert!(matches!(results[4], Err(TxError::BadSignature { .. })));
+}
+
+#[test]
+fn recheck_drops_transactions_a_block_made_invalid() {
+    let mut chain = TestChain::new(&genesis(2));
+    let cid = chain.ledger.chain_id().to_string();
+    let (a, b) = (user(1), user(2));
+    let mut pool = Mempool::new(100);
+    pool.add(sign(&cid, &a, 0, transfer(b.address(), 1)), &chain.ledger)
+        .unwrap();
+    // The same nonce gets committed through another path (another node, a
+    // direct block): the pending one is now a replay.
+    chain.block(vec![sign(&cid, &a, 0, transfer(b.address(), 2))]);
+    let dropped = pool.recheck(&chain.ledger);
+    assert_eq!(dropped.len(), 1);
+    assert!(matches!(dropped[0].error, TxError::NonceReplay { .. }));
+    assert!(pool.is_empty());
+}
