@@ -64,8 +64,11 @@ pub(crate) fn save(
         std::fs::remove_dir_all(&tmp).map_err(|e| FactoryError::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| FactoryError::io(&tmp, e))?;
-    let adapter: HashMap<String, Tensor> =
-        names.iter().cloned().zip(vars.iter().map(|v| v.as_tensor().clone())).collect();
+    let adapter: HashMap<String, Tensor> = names
+        .iter()
+        .cloned()
+        .zip(vars.iter().map(|v| v.as_tensor().clone()))
+        .collect();
     let p = tmp.join("adapter.safetensors");
     candle_core::safetensors::save(&adapter, &p).map_err(|e| FactoryError::format(&p, e))?;
     let mut moments = HashMap::new();
@@ -97,7 +100,10 @@ pub(crate) fn list(output: &Path) -> Result<Vec<(u64, PathBuf)>> {
     for entry in std::fs::read_dir(&dir).map_err(|e| FactoryError::io(&dir, e))? {
         let entry = entry.map_err(|e| FactoryError::io(&dir, e))?;
         let name = entry.file_name().to_string_lossy().to_string();
-        if let Some(step) = name.strip_prefix("step-").and_then(|s| s.parse::<u64>().ok()) {
+        if let Some(step) = name
+            .strip_prefix("step-")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             if entry.path().join("state.json").is_file() {
                 out.push((step, entry.path()));
             }
@@ -125,7 +131,10 @@ pub(crate) fn resolve(output: &Path, resume_from: &str) -> Result<Option<PathBuf
     }
     let p = PathBuf::from(resume_from);
     if !p.join("state.json").is_file() {
-        return Err(FactoryError::Checkpoint { path: p, message: "no state.json: not a checkpoint directory".into() });
+        return Err(FactoryError::Checkpoint {
+            path: p,
+            message: "no state.json: not a checkpoint directory".into(),
+        });
     }
     Ok(Some(p))
 }
@@ -138,12 +147,19 @@ pub(crate) fn load(
     opt: &mut AdamW,
     training_hash: Hash,
 ) -> Result<CheckpointState> {
-    let bad = |m: String| FactoryError::Checkpoint { path: dir.to_path_buf(), message: m };
+    let bad = |m: String| FactoryError::Checkpoint {
+        path: dir.to_path_buf(),
+        message: m,
+    };
     let p = dir.join("state.json");
     let text = std::fs::read(&p).map_err(|e| FactoryError::io(&p, e))?;
-    let state: CheckpointState = serde_json::from_slice(&text).map_err(|e| bad(format!("state.json: {e}")))?;
+    let state: CheckpointState =
+        serde_json::from_slice(&text).map_err(|e| bad(format!("state.json: {e}")))?;
     if state.format != FORMAT {
-        return Err(bad(format!("format {} (this build reads {FORMAT})", state.format)));
+        return Err(bad(format!(
+            "format {} (this build reads {FORMAT})",
+            state.format
+        )));
     }
     if state.training_hash != training_hash {
         return Err(bad(format!(
@@ -153,21 +169,33 @@ pub(crate) fn load(
         )));
     }
     let p = dir.join("adapter.safetensors");
-    let adapter = candle_core::safetensors::load(&p, &Device::Cpu).map_err(|e| FactoryError::format(&p, e))?;
+    let adapter = candle_core::safetensors::load(&p, &Device::Cpu)
+        .map_err(|e| FactoryError::format(&p, e))?;
     let p = dir.join("optimizer.safetensors");
-    let moments = candle_core::safetensors::load(&p, &Device::Cpu).map_err(|e| FactoryError::format(&p, e))?;
+    let moments = candle_core::safetensors::load(&p, &Device::Cpu)
+        .map_err(|e| FactoryError::format(&p, e))?;
     // Check everything before touching any variable: a bad checkpoint leaves
     // the adapter as it was.
     let mut staged = Vec::with_capacity(names.len());
     for (n, v) in names.iter().zip(vars) {
         let get = |map: &HashMap<String, Tensor>, k: &str| -> Result<Tensor> {
-            let t = map.get(k).ok_or_else(|| bad(format!("tensor {k} is missing")))?;
+            let t = map
+                .get(k)
+                .ok_or_else(|| bad(format!("tensor {k} is missing")))?;
             if t.dims() != v.dims() {
-                return Err(bad(format!("tensor {k} has shape {:?}, expected {:?}", t.dims(), v.dims())));
+                return Err(bad(format!(
+                    "tensor {k} has shape {:?}, expected {:?}",
+                    t.dims(),
+                    v.dims()
+                )));
             }
             Ok(t.clone())
         };
-        staged.push((get(&adapter, n)?, get(&moments, &format!("m.{n}"))?, get(&moments, &format!("v.{n}"))?));
+        staged.push((
+            get(&adapter, n)?,
+            get(&moments, &format!("m.{n}"))?,
+            get(&moments, &format!("v.{n}"))?,
+        ));
     }
     for (i, (w, m, v)) in staged.into_iter().enumerate() {
         vars[i].set(&w)?;
@@ -193,10 +221,19 @@ mod tests {
         opt.step(&vars, &[Tensor::new(&[0.1f32, -0.1], &dev)?], 0.1)?;
         let h = Hash::of(b"job");
         for step in 1..=3 {
-            let st = CheckpointState { format: FORMAT, step, total_steps: 9, adam_t: opt.t, training_hash: h };
+            let st = CheckpointState {
+                format: FORMAT,
+                step,
+                total_steps: 9,
+                adam_t: opt.t,
+                training_hash: h,
+            };
             save(dir.path(), &names, &vars, &opt, &st, 2)?;
         }
-        assert_eq!(list(dir.path())?.iter().map(|x| x.0).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            list(dir.path())?.iter().map(|x| x.0).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
         let latest = resolve(dir.path(), "latest")?.unwrap();
         let saved = vars[0].as_tensor().to_vec1::<f32>()?;
         let m = opt.m[0].to_vec1::<f32>()?;

@@ -350,13 +350,20 @@ impl Default for TrainSection {
 
 impl Default for CheckpointSection {
     fn default() -> Self {
-        CheckpointSection { every_steps: 0, keep_last: default_keep(), resume_from: None }
+        CheckpointSection {
+            every_steps: 0,
+            keep_last: default_keep(),
+            resume_from: None,
+        }
     }
 }
 
 impl Default for GradientCacheSection {
     fn default() -> Self {
-        GradientCacheSection { enabled: true, projection_dim: default_proj_dim() }
+        GradientCacheSection {
+            enabled: true,
+            projection_dim: default_proj_dim(),
+        }
     }
 }
 
@@ -364,20 +371,33 @@ impl Default for GradientCacheSection {
 mod open_amount {
     use super::*;
 
-    pub(super) fn serialize<S: Serializer>(a: &Amount, s: S) -> std::result::Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        a: &Amount,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_str(&a.to_open_string())
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Amount, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Amount, D::Error> {
         let s = String::deserialize(d)?;
-        Amount::parse_open(&s)
-            .map_err(|e| serde::de::Error::custom(format!("price {s:?} is not an OPEN amount: {e}")))
+        Amount::parse_open(&s).map_err(|e| {
+            serde::de::Error::custom(format!("price {s:?} is not an OPEN amount: {e}"))
+        })
     }
 }
 
 /// The projections a LoRA adapter may target, in the names PEFT uses.
-pub const KNOWN_TARGETS: [&str; 7] =
-    ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+pub const KNOWN_TARGETS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
 
 /// A parsed `[data].sources` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -400,28 +420,52 @@ pub enum SourceRef {
 impl SourceRef {
     /// Parses `name@version` or a local path ending in `.txt` / `.jsonl`.
     pub fn parse(s: &str, base_dir: &Path) -> Result<SourceRef> {
-        let bad = |m: &str| FactoryError::InvalidSource { source_ref: s.to_string(), message: m.to_string() };
+        let bad = |m: &str| FactoryError::InvalidSource {
+            source_ref: s.to_string(),
+            message: m.to_string(),
+        };
         let t = s.trim();
         if t.is_empty() {
             return Err(bad("empty source"));
         }
-        let looks_like_path = t.contains('/') || t.contains('\\') || t.ends_with(".txt") || t.ends_with(".jsonl");
+        let looks_like_path =
+            t.contains('/') || t.contains('\\') || t.ends_with(".txt") || t.ends_with(".jsonl");
         if let (Some((name, version)), false) = (t.split_once('@'), looks_like_path) {
-            let ok = |x: &str| !x.is_empty() && x.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            let ok = |x: &str| {
+                !x.is_empty()
+                    && x.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            };
             if !ok(name) {
-                return Err(bad("datanet name must be non-empty and use only letters, digits, '-', '_' or '.'"));
+                return Err(bad(
+                    "datanet name must be non-empty and use only letters, digits, '-', '_' or '.'",
+                ));
             }
             if !ok(version) {
-                return Err(bad("datanet version must be a number or a hash (letters, digits, '-', '_', '.')"));
+                return Err(bad(
+                    "datanet version must be a number or a hash (letters, digits, '-', '_', '.')",
+                ));
             }
-            return Ok(SourceRef::Datanet { name: name.into(), version: version.into() });
+            return Ok(SourceRef::Datanet {
+                name: name.into(),
+                version: version.into(),
+            });
         }
-        let ext = Path::new(t).extension().and_then(|e| e.to_str()).unwrap_or("");
+        let ext = Path::new(t)
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("");
         if ext != "txt" && ext != "jsonl" {
-            return Err(bad("expected `datanet@version` or a path to a .txt or .jsonl file"));
+            return Err(bad(
+                "expected `datanet@version` or a path to a .txt or .jsonl file",
+            ));
         }
         let p = Path::new(t);
-        let path = if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) };
+        let path = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base_dir.join(p)
+        };
         Ok(SourceRef::File { path })
     }
 
@@ -438,8 +482,10 @@ impl JobConfig {
     /// Parses and validates a job from TOML text. Relative paths (sources,
     /// output dir, base model) are resolved against `base_dir`.
     pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<JobConfig> {
-        let mut cfg: JobConfig = toml::from_str(text)
-            .map_err(|e| FactoryError::JobSyntax { path: "<string>".into(), message: e.to_string() })?;
+        let mut cfg: JobConfig = toml::from_str(text).map_err(|e| FactoryError::JobSyntax {
+            path: "<string>".into(),
+            message: e.to_string(),
+        })?;
         cfg.resolve_paths(base_dir);
         cfg.validate()?;
         Ok(cfg)
@@ -449,8 +495,10 @@ impl JobConfig {
     pub fn load(path: &Path) -> Result<JobConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| FactoryError::io(path, e))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut cfg: JobConfig = toml::from_str(&text)
-            .map_err(|e| FactoryError::JobSyntax { path: path.display().to_string(), message: e.to_string() })?;
+        let mut cfg: JobConfig = toml::from_str(&text).map_err(|e| FactoryError::JobSyntax {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         cfg.resolve_paths(base);
         cfg.validate()?;
         Ok(cfg)
@@ -478,18 +526,29 @@ impl JobConfig {
                 *s = base_dir.join(p).display().to_string();
             }
         }
-        self.lora.target_modules = self.lora.target_modules.iter().map(|t| normalise_target(t)).collect();
+        self.lora.target_modules = self
+            .lora
+            .target_modules
+            .iter()
+            .map(|t| normalise_target(t))
+            .collect();
     }
 
     /// Checks every key; the first problem found is returned.
     pub fn validate(&self) -> Result<()> {
         use FactoryError as E;
         if self.model.base.trim().is_empty() {
-            return Err(E::invalid("model.base", "must name a GGUF file or a model directory"));
+            return Err(E::invalid(
+                "model.base",
+                "must name a GGUF file or a model directory",
+            ));
         }
         let d = &self.data;
         if d.sources.is_empty() {
-            return Err(E::invalid("data.sources", "at least one source is required (`name@version` or a .txt/.jsonl path)"));
+            return Err(E::invalid(
+                "data.sources",
+                "at least one source is required (`name@version` or a .txt/.jsonl path)",
+            ));
         }
         for s in &d.sources {
             SourceRef::parse(s, Path::new(""))?;
@@ -498,23 +557,38 @@ impl JobConfig {
             return Err(E::invalid("data.text_field", "must not be empty"));
         }
         if d.max_length < 2 || d.max_length > 131_072 {
-            return Err(E::invalid("data.max_length", format!("{} is outside 2..=131072", d.max_length)));
+            return Err(E::invalid(
+                "data.max_length",
+                format!("{} is outside 2..=131072", d.max_length),
+            ));
         }
         if !(0.0..1.0).contains(&d.validation_fraction) || !d.validation_fraction.is_finite() {
-            return Err(E::invalid("data.validation_fraction", format!("{} is outside [0, 1)", d.validation_fraction)));
+            return Err(E::invalid(
+                "data.validation_fraction",
+                format!("{} is outside [0, 1)", d.validation_fraction),
+            ));
         }
         let l = &self.lora;
         if l.r == 0 || l.r > 1024 {
             return Err(E::invalid("lora.r", format!("{} is outside 1..=1024", l.r)));
         }
         if !(l.alpha.is_finite() && l.alpha > 0.0) {
-            return Err(E::invalid("lora.alpha", format!("{} must be a positive number", l.alpha)));
+            return Err(E::invalid(
+                "lora.alpha",
+                format!("{} must be a positive number", l.alpha),
+            ));
         }
         if !(0.0..1.0).contains(&l.dropout) {
-            return Err(E::invalid("lora.dropout", format!("{} is outside [0, 1)", l.dropout)));
+            return Err(E::invalid(
+                "lora.dropout",
+                format!("{} is outside [0, 1)", l.dropout),
+            ));
         }
         if l.target_modules.is_empty() {
-            return Err(E::invalid("lora.target_modules", "at least one module is required"));
+            return Err(E::invalid(
+                "lora.target_modules",
+                "at least one module is required",
+            ));
         }
         for (i, t) in l.target_modules.iter().enumerate() {
             if !KNOWN_TARGETS.contains(&t.as_str()) {
@@ -524,23 +598,38 @@ impl JobConfig {
                 ));
             }
             if l.target_modules[..i].contains(t) {
-                return Err(E::invalid("lora.target_modules", format!("{t:?} is listed twice")));
+                return Err(E::invalid(
+                    "lora.target_modules",
+                    format!("{t:?} is listed twice"),
+                ));
             }
         }
         let t = &self.train;
         if !(t.learning_rate.is_finite() && t.learning_rate > 0.0) {
-            return Err(E::invalid("train.learning_rate", format!("{} must be a positive number", t.learning_rate)));
+            return Err(E::invalid(
+                "train.learning_rate",
+                format!("{} must be a positive number", t.learning_rate),
+            ));
         }
         if let Some(r) = t.warmup_ratio {
             if !(0.0..1.0).contains(&r) {
-                return Err(E::invalid("train.warmup_ratio", format!("{r} is outside [0, 1)")));
+                return Err(E::invalid(
+                    "train.warmup_ratio",
+                    format!("{r} is outside [0, 1)"),
+                ));
             }
             if t.warmup_steps > 0 {
-                return Err(E::invalid("train.warmup_ratio", "set either warmup_steps or warmup_ratio, not both"));
+                return Err(E::invalid(
+                    "train.warmup_ratio",
+                    "set either warmup_steps or warmup_ratio, not both",
+                ));
             }
         }
         if !(0.0..=1.0).contains(&t.min_lr_ratio) {
-            return Err(E::invalid("train.min_lr_ratio", format!("{} is outside [0, 1]", t.min_lr_ratio)));
+            return Err(E::invalid(
+                "train.min_lr_ratio",
+                format!("{} is outside [0, 1]", t.min_lr_ratio),
+            ));
         }
         if t.epochs == 0 {
             return Err(E::invalid("train.epochs", "must be at least 1"));
@@ -552,43 +641,71 @@ impl JobConfig {
             return Err(E::invalid("train.batch_size", "must be at least 1"));
         }
         if t.gradient_accumulation == 0 {
-            return Err(E::invalid("train.gradient_accumulation", "must be at least 1"));
+            return Err(E::invalid(
+                "train.gradient_accumulation",
+                "must be at least 1",
+            ));
         }
         if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
-            return Err(E::invalid("train.weight_decay", format!("{} must be >= 0", t.weight_decay)));
+            return Err(E::invalid(
+                "train.weight_decay",
+                format!("{} must be >= 0", t.weight_decay),
+            ));
         }
         if !(0.0..1.0).contains(&t.adam_beta1) {
-            return Err(E::invalid("train.adam_beta1", format!("{} is outside [0, 1)", t.adam_beta1)));
+            return Err(E::invalid(
+                "train.adam_beta1",
+                format!("{} is outside [0, 1)", t.adam_beta1),
+            ));
         }
         if !(0.0..1.0).contains(&t.adam_beta2) {
-            return Err(E::invalid("train.adam_beta2", format!("{} is outside [0, 1)", t.adam_beta2)));
+            return Err(E::invalid(
+                "train.adam_beta2",
+                format!("{} is outside [0, 1)", t.adam_beta2),
+            ));
         }
         if !(t.adam_eps.is_finite() && t.adam_eps > 0.0) {
-            return Err(E::invalid("train.adam_eps", format!("{} must be positive", t.adam_eps)));
+            return Err(E::invalid(
+                "train.adam_eps",
+                format!("{} must be positive", t.adam_eps),
+            ));
         }
         if !(t.max_grad_norm.is_finite() && t.max_grad_norm >= 0.0) {
-            return Err(E::invalid("train.max_grad_norm", format!("{} must be >= 0 (0 disables clipping)", t.max_grad_norm)));
+            return Err(E::invalid(
+                "train.max_grad_norm",
+                format!("{} must be >= 0 (0 disables clipping)", t.max_grad_norm),
+            ));
         }
         if self.checkpoint.keep_last == 0 {
             return Err(E::invalid("checkpoint.keep_last", "must be at least 1"));
         }
         if let Some(r) = &self.checkpoint.resume_from {
             if r.trim().is_empty() {
-                return Err(E::invalid("checkpoint.resume_from", "must be \"latest\" or a checkpoint directory"));
+                return Err(E::invalid(
+                    "checkpoint.resume_from",
+                    "must be \"latest\" or a checkpoint directory",
+                ));
             }
         }
         if self.output.dir.as_os_str().is_empty() {
             return Err(E::invalid("output.dir", "must not be empty"));
         }
         if self.gradient_cache.projection_dim == 0 {
-            return Err(E::invalid("gradient_cache.projection_dim", "must be at least 1"));
+            return Err(E::invalid(
+                "gradient_cache.projection_dim",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
 
     /// The parsed sources, in job order.
     pub fn sources(&self) -> Result<Vec<SourceRef>> {
-        self.data.sources.iter().map(|s| SourceRef::parse(s, Path::new(""))).collect()
+        self.data
+            .sources
+            .iter()
+            .map(|s| SourceRef::parse(s, Path::new("")))
+            .collect()
     }
 
     /// The LoRA scaling factor: `alpha / r`, or `alpha / sqrt(r)` with rsLoRA.
@@ -655,14 +772,28 @@ dir = "out"
         assert_eq!(c.lora.target_modules, vec!["q_proj", "v_proj"]);
         assert_eq!(c.output.dir, PathBuf::from("/jobs/out"));
         let s = c.sources().unwrap();
-        assert_eq!(s[0], SourceRef::Datanet { name: "legal".into(), version: "3".into() });
-        assert_eq!(s[1], SourceRef::File { path: PathBuf::from("/jobs/data/a.jsonl") });
+        assert_eq!(
+            s[0],
+            SourceRef::Datanet {
+                name: "legal".into(),
+                version: "3".into()
+            }
+        );
+        assert_eq!(
+            s[1],
+            SourceRef::File {
+                path: PathBuf::from("/jobs/data/a.jsonl")
+            }
+        );
         assert_eq!(c.lora_scaling(), 2.0);
     }
 
     #[test]
     fn short_target_names_are_normalised() {
-        let t = MINIMAL.replace("[output]", "[lora]\ntarget_modules = [\"q\", \"gate\"]\n[output]");
+        let t = MINIMAL.replace(
+            "[output]",
+            "[lora]\ntarget_modules = [\"q\", \"gate\"]\n[output]",
+        );
         let c = JobConfig::from_toml_str(&t, Path::new("")).unwrap();
         assert_eq!(c.lora.target_modules, vec!["q_proj", "gate_proj"]);
     }
@@ -674,7 +805,9 @@ dir = "out"
         assert_eq!(c.pricing.input_per_1k, Amount::parse_open("0.5").unwrap());
         assert_eq!(c.pricing.output_per_1k, Amount::parse_open("2").unwrap());
         let bad = MINIMAL.to_string() + "[pricing]\ninput_per_1k = \"cheap\"\n";
-        let e = JobConfig::from_toml_str(&bad, Path::new("")).unwrap_err().to_string();
+        let e = JobConfig::from_toml_str(&bad, Path::new(""))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not an OPEN amount"), "{e}");
     }
 

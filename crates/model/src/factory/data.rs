@@ -101,12 +101,16 @@ pub(crate) fn read_sources(
         let label = src.label();
         match src {
             SourceRef::Datanet { name, version } => {
-                let r = resolver.ok_or_else(|| FactoryError::NoResolver { source_ref: label.clone() })?;
-                let resolved = r.resolve(name, version).map_err(|message| FactoryError::Resolve {
-                    datanet: name.clone(),
-                    version: version.clone(),
-                    message,
+                let r = resolver.ok_or_else(|| FactoryError::NoResolver {
+                    source_ref: label.clone(),
                 })?;
+                let resolved =
+                    r.resolve(name, version)
+                        .map_err(|message| FactoryError::Resolve {
+                            datanet: name.clone(),
+                            version: version.clone(),
+                            message,
+                        })?;
                 summaries.push(SourceSummary {
                     source: label.clone(),
                     content_hash: resolved.version_root,
@@ -181,7 +185,10 @@ fn read_local(path: &Path, label: &str, text: &str, rows: &mut Vec<RawRow>) -> R
                     message: format!("line {} is not a JSON object", line_no + 1),
                 });
             }
-            rows.push(RawRow { provenance: local_provenance(label, row, line), content: RowContent::Json(v) });
+            rows.push(RawRow {
+                provenance: local_provenance(label, row, line),
+                content: RowContent::Json(v),
+            });
             row += 1;
         }
     } else {
@@ -190,7 +197,10 @@ fn read_local(path: &Path, label: &str, text: &str, rows: &mut Vec<RawRow>) -> R
         let mut flush = |para: &mut String, rows: &mut Vec<RawRow>| {
             let p = para.trim();
             if !p.is_empty() {
-                rows.push(RawRow { provenance: local_provenance(label, row, p), content: RowContent::Text(p.to_string()) });
+                rows.push(RawRow {
+                    provenance: local_provenance(label, row, p),
+                    content: RowContent::Text(p.to_string()),
+                });
                 row += 1;
             }
             para.clear();
@@ -216,7 +226,11 @@ pub(crate) struct Segment {
 }
 
 fn bad_row(p: &Provenance, message: impl Into<String>) -> FactoryError {
-    FactoryError::BadRow { source_ref: p.source.clone(), row: p.row, message: message.into() }
+    FactoryError::BadRow {
+        source_ref: p.source.clone(),
+        row: p.row,
+        message: message.into(),
+    }
 }
 
 fn json_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -224,16 +238,25 @@ fn json_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 /// Turns a row into messages (alpaca / messages formats).
-pub(crate) fn row_messages(row: &RawRow, format: DataFormat, system: Option<&str>) -> Result<Vec<ChatMessage>> {
+pub(crate) fn row_messages(
+    row: &RawRow,
+    format: DataFormat,
+    system: Option<&str>,
+) -> Result<Vec<ChatMessage>> {
     let p = &row.provenance;
     let RowContent::Json(v) = &row.content else {
-        return Err(bad_row(p, format!("format {format:?} needs JSON rows (a .jsonl file or a JSON datanet)")));
+        return Err(bad_row(
+            p,
+            format!("format {format:?} needs JSON rows (a .jsonl file or a JSON datanet)"),
+        ));
     };
     let mut msgs = Vec::new();
     match format {
         DataFormat::Alpaca => {
-            let instruction = json_str(v, "instruction").ok_or_else(|| bad_row(p, "missing string field `instruction`"))?;
-            let output = json_str(v, "output").ok_or_else(|| bad_row(p, "missing string field `output`"))?;
+            let instruction = json_str(v, "instruction")
+                .ok_or_else(|| bad_row(p, "missing string field `instruction`"))?;
+            let output =
+                json_str(v, "output").ok_or_else(|| bad_row(p, "missing string field `output`"))?;
             if output.trim().is_empty() {
                 return Err(bad_row(p, "`output` is empty: nothing to learn"));
             }
@@ -241,7 +264,11 @@ pub(crate) fn row_messages(row: &RawRow, format: DataFormat, system: Option<&str
             if let Some(s) = system {
                 msgs.push(ChatMessage::new("system", s));
             }
-            let user = if input.trim().is_empty() { instruction.to_string() } else { format!("{instruction}\n\n{input}") };
+            let user = if input.trim().is_empty() {
+                instruction.to_string()
+            } else {
+                format!("{instruction}\n\n{input}")
+            };
             msgs.push(ChatMessage::new("user", user));
             msgs.push(ChatMessage::new("assistant", output));
         }
@@ -251,25 +278,43 @@ pub(crate) fn row_messages(row: &RawRow, format: DataFormat, system: Option<&str
             } else if let Some(Value::Array(a)) = v.get("conversations") {
                 (a, "from", "value")
             } else {
-                return Err(bad_row(p, "missing array `messages` (or ShareGPT `conversations`)"));
+                return Err(bad_row(
+                    p,
+                    "missing array `messages` (or ShareGPT `conversations`)",
+                ));
             };
             for (i, m) in list.iter().enumerate() {
-                let role = json_str(m, role_key).ok_or_else(|| bad_row(p, format!("message {i} has no string `{role_key}`")))?;
-                let content =
-                    json_str(m, content_key).ok_or_else(|| bad_row(p, format!("message {i} has no string `{content_key}`")))?;
+                let role = json_str(m, role_key)
+                    .ok_or_else(|| bad_row(p, format!("message {i} has no string `{role_key}`")))?;
+                let content = json_str(m, content_key).ok_or_else(|| {
+                    bad_row(p, format!("message {i} has no string `{content_key}`"))
+                })?;
                 let role = match role {
                     "system" => "system",
                     "user" | "human" => "user",
                     "assistant" | "gpt" => "assistant",
-                    other => return Err(bad_row(p, format!("message {i} has unknown role {other:?} (system, user, assistant)"))),
+                    other => {
+                        return Err(bad_row(
+                            p,
+                            format!(
+                                "message {i} has unknown role {other:?} (system, user, assistant)"
+                            ),
+                        ))
+                    }
                 };
                 msgs.push(ChatMessage::new(role, content));
             }
             if let (Some(s), false) = (system, msgs.first().is_some_and(|m| m.role == "system")) {
                 msgs.insert(0, ChatMessage::new("system", s));
             }
-            if !msgs.iter().any(|m| m.role == "assistant" && !m.content.trim().is_empty()) {
-                return Err(bad_row(p, "no non-empty assistant message: nothing to learn"));
+            if !msgs
+                .iter()
+                .any(|m| m.role == "assistant" && !m.content.trim().is_empty())
+            {
+                return Err(bad_row(
+                    p,
+                    "no non-empty assistant message: nothing to learn",
+                ));
             }
         }
         DataFormat::Text => unreachable!("text rows are not messages"),
@@ -280,7 +325,11 @@ pub(crate) fn row_messages(row: &RawRow, format: DataFormat, system: Option<&str
 /// Splits a conversation into prompt and answer segments by rendering
 /// growing prefixes: for each assistant turn, the text up to the generation
 /// prompt carries no loss and the turn itself (content + end-of-turn) does.
-pub(crate) fn chat_segments(template: &ChatTemplate, msgs: &[ChatMessage], p: &Provenance) -> Result<Vec<Segment>> {
+pub(crate) fn chat_segments(
+    template: &ChatTemplate,
+    msgs: &[ChatMessage],
+    p: &Provenance,
+) -> Result<Vec<Segment>> {
     let mut segs = Vec::new();
     let mut done = String::new();
     for (i, m) in msgs.iter().enumerate() {
@@ -290,15 +339,27 @@ pub(crate) fn chat_segments(template: &ChatTemplate, msgs: &[ChatMessage], p: &P
         let prompt = template.render(&msgs[..i], true);
         let full = template.render(&msgs[..=i], false);
         if !prompt.starts_with(&done) || !full.starts_with(&prompt) {
-            return Err(bad_row(p, "the chat template is not prefix-stable; cannot mask prompt tokens"));
+            return Err(bad_row(
+                p,
+                "the chat template is not prefix-stable; cannot mask prompt tokens",
+            ));
         }
-        segs.push(Segment { text: prompt[done.len()..].to_string(), trainable: false });
-        segs.push(Segment { text: full[prompt.len()..].to_string(), trainable: true });
+        segs.push(Segment {
+            text: prompt[done.len()..].to_string(),
+            trainable: false,
+        });
+        segs.push(Segment {
+            text: full[prompt.len()..].to_string(),
+            trainable: true,
+        });
         done = full;
     }
     let all = template.render(msgs, false);
     if all.len() > done.len() && all.starts_with(&done) {
-        segs.push(Segment { text: all[done.len()..].to_string(), trainable: false });
+        segs.push(Segment {
+            text: all[done.len()..].to_string(),
+            trainable: false,
+        });
     }
     segs.retain(|s| !s.text.is_empty());
     Ok(segs)
@@ -371,8 +432,9 @@ pub(crate) fn tokenize_row(
         DataFormat::Text => {
             let text = match &row.content {
                 RowContent::Text(t) => t.as_str(),
-                RowContent::Json(v) => json_str(v, &data.text_field)
-                    .ok_or_else(|| bad_row(p, format!("missing string field `{}`", data.text_field)))?,
+                RowContent::Json(v) => json_str(v, &data.text_field).ok_or_else(|| {
+                    bad_row(p, format!("missing string field `{}`", data.text_field))
+                })?,
             };
             let ids = encode(tok, text)?;
             targets.extend(ids.iter().map(|_| true));
@@ -399,7 +461,14 @@ pub(crate) fn tokenize_row(
     let truncated = tokens.len() > data.max_length;
     tokens.truncate(data.max_length);
     targets.truncate(data.max_length);
-    Ok((Example { tokens, targets, provenance: p.clone() }, truncated))
+    Ok((
+        Example {
+            tokens,
+            targets,
+            provenance: p.clone(),
+        },
+        truncated,
+    ))
 }
 
 /// Tokenizes every row; rows left without a target token are dropped and counted.
@@ -410,7 +479,10 @@ pub(crate) fn build_examples(
     tok: &Tokenizer,
     special: SpecialTokens,
 ) -> Result<(Vec<Example>, DataStats)> {
-    let mut stats = DataStats { rows: rows.len() as u64, ..DataStats::default() };
+    let mut stats = DataStats {
+        rows: rows.len() as u64,
+        ..DataStats::default()
+    };
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let (ex, truncated) = tokenize_row(row, data, template, tok, special)?;
@@ -440,7 +512,11 @@ pub(crate) fn build_examples(
 /// fraction is positive and there are two or more examples; never all). A
 /// row's side depends only on the seed and its own identity, so the split is
 /// reproducible and independent of the order of the sources.
-pub(crate) fn split(examples: Vec<Example>, fraction: f64, seed: u64) -> (Vec<Example>, Vec<Example>) {
+pub(crate) fn split(
+    examples: Vec<Example>,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<Example>, Vec<Example>) {
     let n = examples.len();
     let mut n_val = (n as f64 * fraction).round() as usize;
     if fraction > 0.0 && n_val == 0 && n >= 2 {
@@ -453,7 +529,12 @@ pub(crate) fn split(examples: Vec<Example>, fraction: f64, seed: u64) -> (Vec<Ex
             let p = &e.provenance;
             let k = Hash::domain(
                 "trib.factory.split.v1",
-                &[&seed.to_le_bytes(), p.source.as_bytes(), &p.row.to_le_bytes(), p.row_hash.0.as_bytes()],
+                &[
+                    &seed.to_le_bytes(),
+                    p.source.as_bytes(),
+                    &p.row.to_le_bytes(),
+                    p.row_hash.0.as_bytes(),
+                ],
             );
             (k, e)
         })
@@ -469,8 +550,12 @@ pub(crate) fn split(examples: Vec<Example>, fraction: f64, seed: u64) -> (Vec<Ex
         }
     }
     // Training order is re-shuffled per epoch; keep a canonical order here.
-    train.sort_by(|a, b| (&a.provenance.source, a.provenance.row).cmp(&(&b.provenance.source, b.provenance.row)));
-    val.sort_by(|a, b| (&a.provenance.source, a.provenance.row).cmp(&(&b.provenance.source, b.provenance.row)));
+    train.sort_by(|a, b| {
+        (&a.provenance.source, a.provenance.row).cmp(&(&b.provenance.source, b.provenance.row))
+    });
+    val.sort_by(|a, b| {
+        (&a.provenance.source, a.provenance.row).cmp(&(&b.provenance.source, b.provenance.row))
+    });
     (train, val)
 }
 
@@ -501,7 +586,12 @@ pub(crate) struct Sequence {
 /// Attention is causal over the whole packed sequence: a packed example sees
 /// the examples before it in the same sequence (as in GPT-style pre-training
 /// and TRL's default packing); see docs/factory.md.
-pub(crate) fn sequences(examples: &[Example], order: &[usize], max_length: usize, packing: bool) -> Vec<Sequence> {
+pub(crate) fn sequences(
+    examples: &[Example],
+    order: &[usize],
+    max_length: usize,
+    packing: bool,
+) -> Vec<Sequence> {
     let mut out: Vec<Sequence> = Vec::new();
     for &i in order {
         let e = &examples[i];
@@ -516,7 +606,11 @@ pub(crate) fn sequences(examples: &[Example], order: &[usize], max_length: usize
                 }
             }
         }
-        out.push(Sequence { tokens: e.tokens.clone(), targets: e.targets.clone(), examples: vec![i] });
+        out.push(Sequence {
+            tokens: e.tokens.clone(),
+            targets: e.targets.clone(),
+            examples: vec![i],
+        });
     }
     out
 }
@@ -547,9 +641,14 @@ impl Batch {
             tokens.extend(std::iter::repeat_n(pad, len - s.tokens.len()));
             targets.extend(std::iter::repeat_n(false, len - s.tokens.len()));
         }
-        Batch { rows: seqs.len(), len, tokens, targets, real_tokens: real }
+        Batch {
+            rows: seqs.len(),
+            len,
+            tokens,
+            targets,
+            real_tokens: real,
+        }
     }
-
 }
 
 #[cfg(test)]
@@ -563,28 +662,52 @@ mod tests {
     fn ex(row: u64, n: usize) -> Example {
         let mut targets = vec![true; n];
         targets[0] = false;
-        Example { tokens: (0..n as u32).map(|t| t + 10 * row as u32).collect(), targets, provenance: prov(row) }
+        Example {
+            tokens: (0..n as u32).map(|t| t + 10 * row as u32).collect(),
+            targets,
+            provenance: prov(row),
+        }
     }
 
     #[test]
     fn txt_rows_are_paragraphs_and_jsonl_rows_are_lines() {
         let mut rows = Vec::new();
-        read_local(Path::new("a.txt"), "a", "one\nline two\n\n\nthree\n", &mut rows).unwrap();
+        read_local(
+            Path::new("a.txt"),
+            "a",
+            "one\nline two\n\n\nthree\n",
+            &mut rows,
+        )
+        .unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].content, RowContent::Text("one\nline two".into()));
         assert_eq!(rows[1].provenance.row, 1);
         assert_eq!(rows[1].provenance.row_hash, RowHash(Hash::of(b"three")));
         let mut rows = Vec::new();
-        read_local(Path::new("b.jsonl"), "b", "{\"text\":\"x\"}\n\n{\"text\":\"y\"}\n", &mut rows).unwrap();
+        read_local(
+            Path::new("b.jsonl"),
+            "b",
+            "{\"text\":\"x\"}\n\n{\"text\":\"y\"}\n",
+            &mut rows,
+        )
+        .unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].provenance.row, 1);
-        let e = read_local(Path::new("b.jsonl"), "b", "{\"text\":1}\nnot json\n", &mut Vec::new()).unwrap_err();
+        let e = read_local(
+            Path::new("b.jsonl"),
+            "b",
+            "{\"text\":1}\nnot json\n",
+            &mut Vec::new(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("line 2 is not JSON"), "{e}");
     }
 
     #[test]
     fn chatml_segments_mask_everything_but_the_assistant_turns() {
-        let t = ChatTemplate::ChatMl { default_system: Some("sys".into()) };
+        let t = ChatTemplate::ChatMl {
+            default_system: Some("sys".into()),
+        };
         let msgs = vec![
             ChatMessage::new("user", "hi"),
             ChatMessage::new("assistant", "hello"),
@@ -592,7 +715,11 @@ mod tests {
             ChatMessage::new("assistant", "sure"),
         ];
         let segs = chat_segments(&t, &msgs, &prov(0)).unwrap();
-        let trained: Vec<&str> = segs.iter().filter(|s| s.trainable).map(|s| s.text.as_str()).collect();
+        let trained: Vec<&str> = segs
+            .iter()
+            .filter(|s| s.trainable)
+            .map(|s| s.text.as_str())
+            .collect();
         assert_eq!(trained, vec!["hello<|im_end|>\n", "sure<|im_end|>\n"]);
         let joined: String = segs.iter().map(|s| s.text.as_str()).collect();
         assert_eq!(joined, t.render(&msgs, false));
@@ -602,7 +729,10 @@ mod tests {
 
     #[test]
     fn alpaca_and_sharegpt_rows_become_messages() {
-        let row = |v: Value| RawRow { provenance: prov(0), content: RowContent::Json(v) };
+        let row = |v: Value| RawRow {
+            provenance: prov(0),
+            content: RowContent::Json(v),
+        };
         let m = row_messages(
             &row(serde_json::json!({"instruction": "Add", "input": "1+1", "output": "2"})),
             DataFormat::Alpaca,
@@ -618,7 +748,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m[1], ChatMessage::new("assistant", "a"));
-        let e = row_messages(&row(serde_json::json!({"instruction": "x"})), DataFormat::Alpaca, None).unwrap_err();
+        let e = row_messages(
+            &row(serde_json::json!({"instruction": "x"})),
+            DataFormat::Alpaca,
+            None,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("`output`"), "{e}");
         let e = row_messages(
             &row(serde_json::json!({"messages": [{"role": "user", "content": "q"}]})),
@@ -643,12 +778,18 @@ mod tests {
         assert_eq!(seqs.len(), 2);
         assert_eq!(seqs[0].examples, vec![0, 1]);
         assert_eq!(seqs[0].tokens.len(), 7);
-        assert_eq!(seqs[0].targets, vec![false, true, true, true, false, true, true]);
+        assert_eq!(
+            seqs[0].targets,
+            vec![false, true, true, true, false, true, true]
+        );
         assert_eq!(seqs[1].examples, vec![2, 3]);
         let unpacked = sequences(&exs, &[3, 2, 1, 0], 8, false);
         assert_eq!(unpacked.len(), 4);
         assert_eq!(unpacked[0].examples, vec![3]);
-        let total: usize = seqs.iter().map(|s| s.targets.iter().filter(|&&t| t).count()).sum();
+        let total: usize = seqs
+            .iter()
+            .map(|s| s.targets.iter().filter(|&&t| t).count())
+            .sum();
         let want: usize = exs.iter().map(|e| e.target_count()).sum::<usize>();
         assert_eq!(total, want, "packing keeps every target of every example");
     }
@@ -663,7 +804,8 @@ mod tests {
         assert_eq!(v1, v2);
         assert_eq!(t1, t2);
         assert_ne!(v1, v3);
-        let rows: std::collections::HashSet<u64> = t1.iter().chain(&v1).map(|e| e.provenance.row).collect();
+        let rows: std::collections::HashSet<u64> =
+            t1.iter().chain(&v1).map(|e| e.provenance.row).collect();
         assert_eq!(rows.len(), 50);
         let (t, v) = split(exs[..2].to_vec(), 0.01, 1);
         assert_eq!((t.len(), v.len()), (1, 1));
@@ -679,8 +821,16 @@ mod tests {
 
     #[test]
     fn padding_is_never_a_target() {
-        let a = Sequence { tokens: vec![1, 2, 3], targets: vec![false, true, true], examples: vec![0] };
-        let b = Sequence { tokens: vec![4], targets: vec![false], examples: vec![1] };
+        let a = Sequence {
+            tokens: vec![1, 2, 3],
+            targets: vec![false, true, true],
+            examples: vec![0],
+        };
+        let b = Sequence {
+            tokens: vec![4],
+            targets: vec![false],
+            examples: vec![1],
+        };
         let batch = Batch::pad(&[&a, &b], 0);
         assert_eq!(batch.len, 3);
         assert_eq!(batch.tokens, vec![1, 2, 3, 4, 0, 0]);

@@ -111,15 +111,24 @@ pub enum FactoryError {
 
 impl FactoryError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        FactoryError::Io { path: path.into(), source }
+        FactoryError::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn format(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
-        FactoryError::Format { path: path.into(), message: message.to_string() }
+        FactoryError::Format {
+            path: path.into(),
+            message: message.to_string(),
+        }
     }
 
     pub(crate) fn invalid(key: &'static str, message: impl Into<String>) -> Self {
-        FactoryError::InvalidJob { key, message: message.into() }
+        FactoryError::InvalidJob {
+            key,
+            message: message.into(),
+        }
     }
 }
 

@@ -38,9 +38,9 @@ use trib_types::Hash;
 
 use super::config::DataFormat;
 use super::data::Provenance;
-use crate::chat::ChatTemplate;
 use super::error::{FactoryError, Result};
 use super::rng::FactoryRng;
+use crate::chat::ChatTemplate;
 
 /// Current on-disk format version of the gradient cache.
 pub const GRADIENT_CACHE_FORMAT: u32 = 1;
@@ -136,7 +136,11 @@ pub struct LayerProjector {
 impl LayerProjector {
     /// Builds the sketches for layers of raw lengths `dims`.
     pub fn new(dims: &[usize], k: usize, seed: u64) -> Self {
-        let sketches = dims.iter().enumerate().map(|(l, &d)| (d > k).then(|| CountSketch::new(d, k, seed, l))).collect();
+        let sketches = dims
+            .iter()
+            .enumerate()
+            .map(|(l, &d)| (d > k).then(|| CountSketch::new(d, k, seed, l)))
+            .collect();
         LayerProjector { sketches }
     }
 
@@ -168,20 +172,35 @@ impl GradientCache {
     pub fn load(dir: &Path) -> Result<GradientCache> {
         let p = dir.join("index.json");
         let text = std::fs::read(&p).map_err(|e| FactoryError::io(&p, e))?;
-        let index: GradientCacheIndex = serde_json::from_slice(&text).map_err(|e| FactoryError::format(&p, e))?;
+        let index: GradientCacheIndex =
+            serde_json::from_slice(&text).map_err(|e| FactoryError::format(&p, e))?;
         if index.format != GRADIENT_CACHE_FORMAT {
-            return Err(FactoryError::format(&p, format!("format {} (this build reads {GRADIENT_CACHE_FORMAT})", index.format)));
+            return Err(FactoryError::format(
+                &p,
+                format!(
+                    "format {} (this build reads {GRADIENT_CACHE_FORMAT})",
+                    index.format
+                ),
+            ));
         }
         let p = dir.join("gradients.safetensors");
-        let mut map = candle_core::safetensors::load(&p, &Device::Cpu).map_err(|e| FactoryError::format(&p, e))?;
+        let mut map = candle_core::safetensors::load(&p, &Device::Cpu)
+            .map_err(|e| FactoryError::format(&p, e))?;
         let mut layers = Vec::with_capacity(index.layers.len());
         for e in &index.layers {
             let name = format!("layer.{}", e.layer);
-            let t = map.remove(&name).ok_or_else(|| FactoryError::format(&p, format!("tensor {name} is missing")))?;
+            let t = map
+                .remove(&name)
+                .ok_or_else(|| FactoryError::format(&p, format!("tensor {name} is missing")))?;
             if t.dims() != [index.examples.len(), e.stored_dim] {
                 return Err(FactoryError::format(
                     &p,
-                    format!("{name} has shape {:?}, expected [{}, {}]", t.dims(), index.examples.len(), e.stored_dim),
+                    format!(
+                        "{name} has shape {:?}, expected [{}, {}]",
+                        t.dims(),
+                        index.examples.len(),
+                        e.stored_dim
+                    ),
                 ));
             }
             layers.push(t);
@@ -210,12 +229,19 @@ pub(crate) fn write(dir: &Path, index: &GradientCacheIndex, rows: &[Vec<Vec<f32>
         for r in rows {
             flat.extend_from_slice(&r[li]);
         }
-        tensors.insert(format!("layer.{}", e.layer), Tensor::from_vec(flat, (n, e.stored_dim), &Device::Cpu)?);
+        tensors.insert(
+            format!("layer.{}", e.layer),
+            Tensor::from_vec(flat, (n, e.stored_dim), &Device::Cpu)?,
+        );
     }
     let p = tmp.join("gradients.safetensors");
     candle_core::safetensors::save(&tensors, &p).map_err(|e| FactoryError::format(&p, e))?;
     let p = tmp.join("index.json");
-    std::fs::write(&p, serde_json::to_vec_pretty(index).expect("index serialises")).map_err(|e| FactoryError::io(&p, e))?;
+    std::fs::write(
+        &p,
+        serde_json::to_vec_pretty(index).expect("index serialises"),
+    )
+    .map_err(|e| FactoryError::io(&p, e))?;
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| FactoryError::io(dir, e))?;
     }
@@ -238,8 +264,15 @@ mod tests {
         let p2 = LayerProjector::new(&[5000, 5000, 100], 256, 7);
         assert_eq!(p1.project(0, &x), p2.project(0, &x));
         assert_ne!(p1.project(0, &x), p1.project(1, &x));
-        assert_ne!(p1.project(0, &x), LayerProjector::new(&[5000], 256, 8).project(0, &x));
-        assert_eq!(p1.project(2, &x[..100]), x[..100].to_vec(), "short layers are stored raw");
+        assert_ne!(
+            p1.project(0, &x),
+            LayerProjector::new(&[5000], 256, 8).project(0, &x)
+        );
+        assert_eq!(
+            p1.project(2, &x[..100]),
+            x[..100].to_vec(),
+            "short layers are stored raw"
+        );
     }
 
     #[test]
@@ -258,9 +291,15 @@ mod tests {
         for seed in 0..20 {
             let s = CountSketch::new(d, k, seed, 0);
             let est = dot(&s.apply(&x), &s.apply(&y));
-            assert!((est - exact).abs() < 4.0 * sd, "seed {seed}: {est} vs {exact} (sd {sd})");
+            assert!(
+                (est - exact).abs() < 4.0 * sd,
+                "seed {seed}: {est} vs {exact} (sd {sd})"
+            );
             mean += est / 20.0;
         }
-        assert!((mean - exact).abs() < 2.0 * sd / (20f64).sqrt() + 1e-9, "unbiased: {mean} vs {exact}");
+        assert!(
+            (mean - exact).abs() < 2.0 * sd / (20f64).sqrt() + 1e-9,
+            "unbiased: {mean} vs {exact}"
+        );
     }
 }

@@ -45,7 +45,11 @@ pub(crate) fn masked_ce_sum(logits: &Tensor, batch: &Batch) -> Result<(Tensor, u
 
 /// The batch's token ids as a `[rows, len]` u32 tensor.
 pub(crate) fn token_tensor(batch: &Batch) -> Result<Tensor> {
-    Ok(Tensor::from_vec(batch.tokens.clone(), (batch.rows, batch.len), &Device::Cpu)?)
+    Ok(Tensor::from_vec(
+        batch.tokens.clone(),
+        (batch.rows, batch.len),
+        &Device::Cpu,
+    )?)
 }
 
 #[cfg(test)]
@@ -63,7 +67,10 @@ mod tests {
             targets: vec![false, false, true],
             real_tokens: 3,
         };
-        let logits = Tensor::new(&[[[5.0f32, -5.0], [0.0, 3f32.ln()], [9.0, 9.0]]], &Device::Cpu)?;
+        let logits = Tensor::new(
+            &[[[5.0f32, -5.0], [0.0, 3f32.ln()], [9.0, 9.0]]],
+            &Device::Cpu,
+        )?;
         let (sum, n) = masked_ce_sum(&logits, &batch)?;
         assert_eq!(n, 1);
         let want = -(0.75f32.ln());

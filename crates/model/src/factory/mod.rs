@@ -16,6 +16,7 @@ mod checkpoint;
 mod config;
 mod data;
 mod error;
+mod eval;
 mod gradcache;
 mod loss;
 mod optim;
@@ -24,17 +25,21 @@ mod rng;
 mod train;
 
 pub use config::{
-    ChatTemplateChoice, CheckpointSection, DataFormat, DataSection, GradientCacheSection, JobConfig,
-    LoraSection, ModelSection, OutputSection, PricingSection, ScheduleKind, SourceRef, TrainSection,
-    KNOWN_TARGETS,
+    ChatTemplateChoice, CheckpointSection, DataFormat, DataSection, GradientCacheSection,
+    JobConfig, LoraSection, ModelSection, OutputSection, PricingSection, ScheduleKind, SourceRef,
+    TrainSection, KNOWN_TARGETS,
 };
-pub use data::{DataStats, DatanetResolver, DatanetRow, Example, Provenance, ResolvedDatanet, SourceSummary};
+pub use data::{
+    DataStats, DatanetResolver, DatanetRow, Example, Provenance, ResolvedDatanet, SourceSummary,
+};
 pub use error::FactoryError;
+pub use eval::{eval_adapter, eval_with, export_merged, EvalReport};
 pub use gradcache::{
-    CachedExample, GradientCache, GradientCacheIndex, LayerEntry, LayerProjector, GRADIENT_CACHE_FORMAT,
+    CachedExample, GradientCache, GradientCacheIndex, LayerEntry, LayerProjector,
+    GRADIENT_CACHE_FORMAT,
 };
 pub use progress::{CancelFlag, EvalPhase, ProgressEvent, ProgressFn, StepMetrics};
 pub use train::{
-    encode_pair, evaluate, example_gradient, prepare_data, test_gradient, train, EvalResult, PreparedData,
-    TrainOptions, TrainOutcome, TrainingSummary,
+    encode_pair, evaluate, example_gradient, prepare_data, test_gradient, train, EvalResult,
+    PreparedData, TrainOptions, TrainOutcome, TrainingSummary,
 };

@@ -83,7 +83,9 @@ pub(crate) fn learning_rate(train: &TrainSection, step: u64, total: u64) -> f64 
     let factor = match train.schedule {
         ScheduleKind::Constant => 1.0,
         ScheduleKind::Linear => floor + (1.0 - floor) * (1.0 - p),
-        ScheduleKind::Cosine => floor + (1.0 - floor) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()),
+        ScheduleKind::Cosine => {
+            floor + (1.0 - floor) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+        }
     };
     peak * factor
 }
@@ -92,7 +94,11 @@ pub(crate) fn learning_rate(train: &TrainSection, step: u64, total: u64) -> f64 
 pub(crate) fn global_norm(grads: &[Tensor]) -> Result<f64> {
     let mut sq = 0f64;
     for g in grads {
-        sq += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        sq += g
+            .sqr()?
+            .sum_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
     }
     Ok(sq.sqrt())
 }
@@ -116,7 +122,12 @@ mod tests {
     use candle_core::Device;
 
     fn train(schedule: ScheduleKind, warmup: u64) -> TrainSection {
-        TrainSection { schedule, warmup_steps: warmup, learning_rate: 1.0, ..TrainSection::default() }
+        TrainSection {
+            schedule,
+            warmup_steps: warmup,
+            learning_rate: 1.0,
+            ..TrainSection::default()
+        }
     }
 
     #[test]
@@ -132,13 +143,19 @@ mod tests {
 
     #[test]
     fn linear_and_constant_schedules() {
-        let l = TrainSection { min_lr_ratio: 0.1, ..train(ScheduleKind::Linear, 0) };
+        let l = TrainSection {
+            min_lr_ratio: 0.1,
+            ..train(ScheduleKind::Linear, 0)
+        };
         assert!((learning_rate(&l, 0, 11) - 1.0).abs() < 1e-12);
         assert!((learning_rate(&l, 10, 11) - 0.1).abs() < 1e-12);
         assert!((learning_rate(&l, 5, 11) - 0.55).abs() < 1e-12);
         let c = train(ScheduleKind::Constant, 2);
         assert_eq!(learning_rate(&c, 7, 10), 1.0);
-        let r = TrainSection { warmup_ratio: Some(0.5), ..train(ScheduleKind::Constant, 0) };
+        let r = TrainSection {
+            warmup_ratio: Some(0.5),
+            ..train(ScheduleKind::Constant, 0)
+        };
         assert!((learning_rate(&r, 0, 10) - 0.2).abs() < 1e-12);
     }
 
@@ -148,7 +165,10 @@ mod tests {
         // lr · g / (|g| + ε) = lr · sign(g) (for |g| ≫ ε), plus decay.
         let dev = Device::Cpu;
         let var = Var::from_tensor(&Tensor::new(&[1.0f32, -2.0, 3.0], &dev)?)?;
-        let t = TrainSection { weight_decay: 0.1, ..TrainSection::default() };
+        let t = TrainSection {
+            weight_decay: 0.1,
+            ..TrainSection::default()
+        };
         let mut opt = AdamW::new(std::slice::from_ref(&var), &t)?;
         let g = Tensor::new(&[0.5f32, -4.0, 0.0], &dev)?;
         opt.step(std::slice::from_ref(&var), &[g], 0.01)?;

@@ -129,7 +129,11 @@ pub(crate) struct Reporter {
 
 impl Reporter {
     /// Opens (appending, so a resumed run continues the file) `metrics.jsonl`.
-    pub(crate) fn new(metrics_path: &Path, callback: Option<ProgressFn>, show_bar: bool) -> Result<Self> {
+    pub(crate) fn new(
+        metrics_path: &Path,
+        callback: Option<ProgressFn>,
+        show_bar: bool,
+    ) -> Result<Self> {
         let f = OpenOptions::new()
             .create(true)
             .append(true)
@@ -138,18 +142,29 @@ impl Reporter {
         let bar = (show_bar && std::io::stderr().is_terminal()).then(|| {
             let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             b.set_style(
-                ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]")
-                    .expect("static template")
-                    .progress_chars("█▉▊▋▌▍▎▏ "),
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+                )
+                .expect("static template")
+                .progress_chars("█▉▊▋▌▍▎▏ "),
             );
             b
         });
-        Ok(Reporter { callback, bar, metrics: BufWriter::new(f), metrics_path: metrics_path.to_path_buf() })
+        Ok(Reporter {
+            callback,
+            bar,
+            metrics: BufWriter::new(f),
+            metrics_path: metrics_path.to_path_buf(),
+        })
     }
 
     pub(crate) fn emit(&mut self, ev: ProgressEvent) -> Result<()> {
         match &ev {
-            ProgressEvent::Started { total_steps, start_step, .. } => {
+            ProgressEvent::Started {
+                total_steps,
+                start_step,
+                ..
+            } => {
                 if let Some(b) = &self.bar {
                     b.set_length(*total_steps);
                     b.set_position(*start_step);
@@ -158,16 +173,29 @@ impl Reporter {
             }
             ProgressEvent::Step(m) => {
                 let line = serde_json::to_string(m).expect("metrics serialise");
-                writeln!(self.metrics, "{line}").map_err(|e| FactoryError::io(&self.metrics_path, e))?;
-                self.metrics.flush().map_err(|e| FactoryError::io(&self.metrics_path, e))?;
+                writeln!(self.metrics, "{line}")
+                    .map_err(|e| FactoryError::io(&self.metrics_path, e))?;
+                self.metrics
+                    .flush()
+                    .map_err(|e| FactoryError::io(&self.metrics_path, e))?;
                 if let Some(b) = &self.bar {
                     b.set_position(m.step);
-                    b.set_message(format!("loss {:.4}  lr {:.2e}  {:.0} tok/s", m.loss, m.lr, m.tokens_per_s));
+                    b.set_message(format!(
+                        "loss {:.4}  lr {:.2e}  {:.0} tok/s",
+                        m.loss, m.lr, m.tokens_per_s
+                    ));
                 }
             }
-            ProgressEvent::Evaluated { phase, loss, perplexity, .. } => {
+            ProgressEvent::Evaluated {
+                phase,
+                loss,
+                perplexity,
+                ..
+            } => {
                 if let Some(b) = &self.bar {
-                    b.println(format!("validation ({phase:?}): loss {loss:.4}, perplexity {perplexity:.2}"));
+                    b.println(format!(
+                        "validation ({phase:?}): loss {loss:.4}, perplexity {perplexity:.2}"
+                    ));
                 }
             }
             ProgressEvent::Finished { .. } | ProgressEvent::Cancelled { .. } => {

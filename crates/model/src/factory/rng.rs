@@ -25,7 +25,12 @@ impl FactoryRng {
     /// A generator for `seed`, separated by `stream` (e.g. "shuffle", epoch).
     pub(crate) fn new(seed: u64, stream: u64) -> Self {
         let mut x = seed ^ stream.wrapping_mul(0xD134_2543_DE82_EF95);
-        let s = [splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x)];
+        let s = [
+            splitmix64(&mut x),
+            splitmix64(&mut x),
+            splitmix64(&mut x),
+            splitmix64(&mut x),
+        ];
         FactoryRng { s }
     }
 

@@ -13,7 +13,9 @@ use super::checkpoint::{self, CheckpointState};
 use super::config::{ChatTemplateChoice, DataFormat, JobConfig};
 use super::data::{self, Batch, DataStats, DatanetResolver, Example, SourceSummary, SpecialTokens};
 use super::error::{FactoryError, Result};
-use super::gradcache::{self, CachedExample, GradientCache, GradientCacheIndex, LayerEntry, LayerProjector};
+use super::gradcache::{
+    self, CachedExample, GradientCache, GradientCacheIndex, LayerEntry, LayerProjector,
+};
 use super::loss::{masked_ce_sum, token_tensor};
 use super::optim::{self, AdamW};
 use super::progress::{CancelFlag, EvalPhase, ProgressEvent, ProgressFn, Reporter, StepMetrics};
@@ -146,7 +148,9 @@ pub struct PreparedData {
 pub(crate) fn job_template(job: &JobConfig, model: &Model) -> ChatTemplate {
     match job.model.chat_template {
         ChatTemplateChoice::Auto => model.chat_template().clone(),
-        ChatTemplateChoice::Chatml => ChatTemplate::ChatMl { default_system: None },
+        ChatTemplateChoice::Chatml => ChatTemplate::ChatMl {
+            default_system: None,
+        },
         ChatTemplateChoice::Llama3 => ChatTemplate::Llama3 { bos: true },
         ChatTemplateChoice::Plain => ChatTemplate::Plain,
     }
@@ -160,15 +164,28 @@ pub(crate) fn special_tokens(model: &Model) -> SpecialTokens {
         ChatTemplate::Llama3 { bos: true } => cfg.bos_token_id,
         _ => None,
     };
-    SpecialTokens { bos, eos: cfg.eos_token_ids.first().copied() }
+    SpecialTokens {
+        bos,
+        eos: cfg.eos_token_ids.first().copied(),
+    }
 }
 
 /// Reads the sources and runs the data pipeline (no model forward needed).
-pub fn prepare_data(job: &JobConfig, model: &Model, resolver: Option<&dyn DatanetResolver>) -> Result<PreparedData> {
+pub fn prepare_data(
+    job: &JobConfig,
+    model: &Model,
+    resolver: Option<&dyn DatanetResolver>,
+) -> Result<PreparedData> {
     let sources = job.sources()?;
     let (rows, summaries) = data::read_sources(&sources, resolver)?;
     let template = job_template(job, model);
-    let (examples, stats) = data::build_examples(&rows, &job.data, &template, model.tokenizer(), special_tokens(model))?;
+    let (examples, stats) = data::build_examples(
+        &rows,
+        &job.data,
+        &template,
+        model.tokenizer(),
+        special_tokens(model),
+    )?;
     let (train, validation) = data::split(examples, job.data.validation_fraction, job.train.seed);
     tracing::info!(
         target: "trib::factory",
@@ -176,7 +193,12 @@ pub fn prepare_data(job: &JobConfig, model: &Model, resolver: Option<&dyn Datane
         dropped = stats.dropped_no_targets, train = train.len(), validation = validation.len(),
         "data prepared"
     );
-    Ok(PreparedData { train, validation, stats, sources: summaries })
+    Ok(PreparedData {
+        train,
+        validation,
+        stats,
+        sources: summaries,
+    })
 }
 
 /// One optimiser step: its epoch and micro-batches (sequence lists).
@@ -193,9 +215,13 @@ pub(crate) fn plan_steps(job: &JobConfig, train: &[Example]) -> Vec<StepPlan> {
     'epochs: for epoch in 0..t.epochs {
         let order = data::epoch_order(train.len(), t.seed, epoch);
         let seqs = data::sequences(train, &order, job.data.max_length, job.data.packing);
-        let micro: Vec<Vec<data::Sequence>> = seqs.chunks(t.batch_size).map(|c| c.to_vec()).collect();
+        let micro: Vec<Vec<data::Sequence>> =
+            seqs.chunks(t.batch_size).map(|c| c.to_vec()).collect();
         for group in micro.chunks(t.gradient_accumulation) {
-            steps.push(StepPlan { epoch, micro: group.to_vec() });
+            steps.push(StepPlan {
+                epoch,
+                micro: group.to_vec(),
+            });
             if t.max_steps.is_some_and(|m| steps.len() as u64 >= m) {
                 break 'epochs;
             }
@@ -210,12 +236,20 @@ fn pad_id(model: &Model) -> u32 {
 
 /// Mean loss over the target tokens of `examples` (one sequence at a time,
 /// no dropout, no packing).
-pub fn evaluate(model: &Model, adapter: Option<&LoraAdapter>, examples: &[Example]) -> Result<EvalResult> {
+pub fn evaluate(
+    model: &Model,
+    adapter: Option<&LoraAdapter>,
+    examples: &[Example],
+) -> Result<EvalResult> {
     let mut sum = 0f64;
     let mut n = 0u64;
     for e in examples {
         let batch = Batch::pad(
-            &[&data::Sequence { tokens: e.tokens.clone(), targets: e.targets.clone(), examples: vec![] }],
+            &[&data::Sequence {
+                tokens: e.tokens.clone(),
+                targets: e.targets.clone(),
+                examples: vec![],
+            }],
             pad_id(model),
         );
         let logits = model.forward_train(&token_tensor(&batch)?, adapter, None)?;
@@ -224,7 +258,12 @@ pub fn evaluate(model: &Model, adapter: Option<&LoraAdapter>, examples: &[Exampl
         n += k as u64;
     }
     let loss = if n == 0 { f64::NAN } else { sum / n as f64 };
-    Ok(EvalResult { loss, perplexity: loss.exp(), tokens: n, examples: examples.len() as u64 })
+    Ok(EvalResult {
+        loss,
+        perplexity: loss.exp(),
+        tokens: n,
+        examples: examples.len() as u64,
+    })
 }
 
 fn lora_config(job: &JobConfig) -> Result<LoraConfig> {
@@ -244,7 +283,14 @@ fn lora_config(job: &JobConfig) -> Result<LoraConfig> {
 }
 
 fn dropout_seed(seed: u64, step: u64, micro: usize) -> u64 {
-    let h = Hash::domain("trib.factory.dropout.v1", &[&seed.to_le_bytes(), &step.to_le_bytes(), &(micro as u64).to_le_bytes()]);
+    let h = Hash::domain(
+        "trib.factory.dropout.v1",
+        &[
+            &seed.to_le_bytes(),
+            &step.to_le_bytes(),
+            &(micro as u64).to_le_bytes(),
+        ],
+    );
     u64::from_le_bytes(h.0[..8].try_into().expect("8 bytes"))
 }
 
@@ -275,10 +321,35 @@ pub fn train(job: &JobConfig, opts: TrainOptions) -> Result<TrainOutcome> {
     std::fs::create_dir_all(&out).map_err(|e| FactoryError::io(&out, e))?;
     let model = load_model(job, &opts)?;
     let prepared = prepare_data(job, &model, opts.resolver.as_deref())?;
-    let adapter = LoraAdapter::init(lora_config(job)?, model.config(), job.model.base.clone(), job.train.seed)?;
-    let mut reporter = Reporter::new(&out.join("metrics.jsonl"), opts.progress.clone(), opts.progress_bar)?;
-    let result = run_loop(job, &opts, &model, &adapter, &prepared, &mut reporter, started)?;
-    finish(job, &model, &adapter, &prepared, &mut reporter, result, started)
+    let adapter = LoraAdapter::init(
+        lora_config(job)?,
+        model.config(),
+        job.model.base.clone(),
+        job.train.seed,
+    )?;
+    let mut reporter = Reporter::new(
+        &out.join("metrics.jsonl"),
+        opts.progress.clone(),
+        opts.progress_bar,
+    )?;
+    let result = run_loop(
+        job,
+        &opts,
+        &model,
+        &adapter,
+        &prepared,
+        &mut reporter,
+        started,
+    )?;
+    finish(
+        job,
+        &model,
+        &adapter,
+        &prepared,
+        &mut reporter,
+        result,
+        started,
+    )
 }
 
 struct LoopResult {
@@ -307,17 +378,25 @@ fn run_loop(
     let plan = plan_steps(job, &prepared.train);
     let total = plan.len() as u64;
     let vars: Vec<Var> = adapter.vars();
-    let names: Vec<String> = adapter.named_tensors().into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = adapter
+        .named_tensors()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     let mut opt = AdamW::new(&vars, &job.train)?;
     let training_hash = job.training_hash();
     let mut start = 0u64;
-    let mut run = RunState { eval_before: None, tokens: 0 };
+    let mut run = RunState {
+        eval_before: None,
+        tokens: 0,
+    };
     if let Some(r) = &job.checkpoint.resume_from {
         if let Some(dir) = checkpoint::resolve(out, r)? {
             let st = checkpoint::load(&dir, &names, &vars, &mut opt, training_hash)?;
             start = st.step;
             if let Ok(bytes) = std::fs::read(dir.join("run_state.json")) {
-                run = serde_json::from_slice(&bytes).map_err(|e| FactoryError::format(dir.join("run_state.json"), e))?;
+                run = serde_json::from_slice(&bytes)
+                    .map_err(|e| FactoryError::format(dir.join("run_state.json"), e))?;
             }
             tracing::info!(target: "trib::factory", step = start, dir = %dir.display(), "resumed from checkpoint");
         }
@@ -330,23 +409,40 @@ fn run_loop(
     })?;
     if start == 0 && !prepared.validation.is_empty() {
         let ev = evaluate(model, Some(adapter), &prepared.validation)?;
-        reporter.emit(ProgressEvent::Evaluated { phase: EvalPhase::Before, loss: ev.loss, perplexity: ev.perplexity, tokens: ev.tokens })?;
+        reporter.emit(ProgressEvent::Evaluated {
+            phase: EvalPhase::Before,
+            loss: ev.loss,
+            perplexity: ev.perplexity,
+            tokens: ev.tokens,
+        })?;
         run.eval_before = Some(ev);
     }
     let pad = pad_id(model);
     let mut final_loss = None;
     let mut last_ckpt = start;
     let save_ckpt = |step: u64, opt: &AdamW, run: &RunState| -> Result<PathBuf> {
-        let st = CheckpointState { format: 1, step, total_steps: total, adam_t: opt.t, training_hash };
+        let st = CheckpointState {
+            format: 1,
+            step,
+            total_steps: total,
+            adam_t: opt.t,
+            training_hash,
+        };
         let dir = checkpoint::save(out, &names, &vars, opt, &st, job.checkpoint.keep_last)?;
         let p = dir.join("run_state.json");
-        std::fs::write(&p, serde_json::to_vec(run).expect("run state serialises")).map_err(|e| FactoryError::io(&p, e))?;
+        std::fs::write(&p, serde_json::to_vec(run).expect("run state serialises"))
+            .map_err(|e| FactoryError::io(&p, e))?;
         Ok(dir)
     };
     for (si, sp) in plan.iter().enumerate().skip(start as usize) {
         let step_no = si as u64;
         let t0 = Instant::now();
-        let step_targets: usize = sp.micro.iter().flatten().map(|s| s.targets.iter().filter(|&&x| x).count()).sum();
+        let step_targets: usize = sp
+            .micro
+            .iter()
+            .flatten()
+            .map(|s| s.targets.iter().filter(|&&x| x).count())
+            .sum();
         let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
         let mut loss_sum = 0f64;
         let mut step_tokens = 0u64;
@@ -354,7 +450,10 @@ fn run_loop(
             if opts.cancel.is_cancelled() {
                 if job.checkpoint.every_steps > 0 && step_no > last_ckpt {
                     let dir = save_ckpt(step_no, &opt, &run)?;
-                    reporter.emit(ProgressEvent::Checkpoint { step: step_no, path: dir })?;
+                    reporter.emit(ProgressEvent::Checkpoint {
+                        step: step_no,
+                        path: dir,
+                    })?;
                 }
                 reporter.emit(ProgressEvent::Cancelled { step: step_no })?;
                 tracing::info!(target: "trib::factory", step = step_no, "training cancelled");
@@ -363,7 +462,8 @@ fn run_loop(
             let refs: Vec<&data::Sequence> = micro.iter().collect();
             let batch = Batch::pad(&refs, pad);
             step_tokens += batch.real_tokens as u64;
-            let mut dropout = LoraDropout::new(job.lora.dropout, dropout_seed(job.train.seed, step_no, mi));
+            let mut dropout =
+                LoraDropout::new(job.lora.dropout, dropout_seed(job.train.seed, step_no, mi));
             let drop = (job.lora.dropout > 0.0).then_some(&mut dropout);
             let logits = model.forward_train(&token_tensor(&batch)?, Some(adapter), drop)?;
             let (sum, n) = masked_ce_sum(&logits, &batch)?;
@@ -373,7 +473,10 @@ fn run_loop(
             let loss = (sum / step_targets as f64)?;
             let value = loss.to_scalar::<f32>()? as f64;
             if !value.is_finite() {
-                return Err(FactoryError::Diverged { step: step_no + 1, what: "loss" });
+                return Err(FactoryError::Diverged {
+                    step: step_no + 1,
+                    what: "loss",
+                });
             }
             loss_sum += value;
             let grads = loss.backward()?;
@@ -393,7 +496,10 @@ fn run_loop(
             .collect::<candle_core::Result<_>>()?;
         let norm = optim::clip(&mut grads, job.train.max_grad_norm)?;
         if !norm.is_finite() {
-            return Err(FactoryError::Diverged { step: step_no + 1, what: "gradient norm" });
+            return Err(FactoryError::Diverged {
+                step: step_no + 1,
+                what: "gradient norm",
+            });
         }
         let lr = optim::learning_rate(&job.train, step_no, total);
         opt.step(&vars, &grads, lr)?;
@@ -413,13 +519,22 @@ fn run_loop(
         tracing::debug!(target: "trib::factory", step = m.step, loss = m.loss, lr = m.lr, "step");
         reporter.emit(ProgressEvent::Step(m))?;
         let done = step_no + 1;
-        if job.checkpoint.every_steps > 0 && done % job.checkpoint.every_steps == 0 && done < total {
+        if job.checkpoint.every_steps > 0 && done % job.checkpoint.every_steps == 0 && done < total
+        {
             let dir = save_ckpt(done, &opt, &run)?;
             last_ckpt = done;
-            reporter.emit(ProgressEvent::Checkpoint { step: done, path: dir })?;
+            reporter.emit(ProgressEvent::Checkpoint {
+                step: done,
+                path: dir,
+            })?;
         }
     }
-    Ok(LoopResult { steps: total, tokens: run.tokens, final_loss, eval_before: run.eval_before })
+    Ok(LoopResult {
+        steps: total,
+        tokens: run.tokens,
+        final_loss,
+        eval_before: run.eval_before,
+    })
 }
 
 fn finish(
@@ -436,7 +551,12 @@ fn finish(
         None
     } else {
         let ev = evaluate(model, Some(adapter), &prepared.validation)?;
-        reporter.emit(ProgressEvent::Evaluated { phase: EvalPhase::After, loss: ev.loss, perplexity: ev.perplexity, tokens: ev.tokens })?;
+        reporter.emit(ProgressEvent::Evaluated {
+            phase: EvalPhase::After,
+            loss: ev.loss,
+            perplexity: ev.perplexity,
+            tokens: ev.tokens,
+        })?;
         Some(ev)
     };
     let adapter_dir = out.join("adapter");
@@ -456,7 +576,12 @@ fn finish(
             model,
             adapter,
             &prepared.train,
-            CacheSettings { k: job.gradient_cache.projection_dim, seed: job.train.seed, adapter_hash, formatting },
+            CacheSettings {
+                k: job.gradient_cache.projection_dim,
+                seed: job.train.seed,
+                adapter_hash,
+                formatting,
+            },
             &dir,
             &mut cb,
         )?;
@@ -491,24 +616,45 @@ fn finish(
     };
     let summary_path = out.join("training_summary.json");
     let tmp = out.join(".training_summary.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&summary).expect("summary serialises")).map_err(|e| FactoryError::io(&tmp, e))?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&summary).expect("summary serialises"),
+    )
+    .map_err(|e| FactoryError::io(&tmp, e))?;
     std::fs::rename(&tmp, &summary_path).map_err(|e| FactoryError::io(&summary_path, e))?;
-    reporter.emit(ProgressEvent::Finished { adapter_dir: adapter_dir.clone() })?;
+    reporter.emit(ProgressEvent::Finished {
+        adapter_dir: adapter_dir.clone(),
+    })?;
     tracing::info!(target: "trib::factory", adapter = %adapter_dir.display(), steps = summary.steps, "training finished");
-    Ok(TrainOutcome { adapter_dir, summary_path, summary })
+    Ok(TrainOutcome {
+        adapter_dir,
+        summary_path,
+        summary,
+    })
 }
 
 /// The raw per-layer gradient of one example's mean target loss: one vector
 /// per layer, flattened as documented in `docs/factory.md` (per module in
 /// q, k, v, o, gate, up, down order: ∂A row-major, then ∂B row-major).
 /// Returns the loss too.
-pub fn example_gradient(model: &Model, adapter: &LoraAdapter, tokens: &[u32], targets: &[bool]) -> Result<(f64, Vec<Vec<f32>>)> {
-    let seq = data::Sequence { tokens: tokens.to_vec(), targets: targets.to_vec(), examples: vec![] };
+pub fn example_gradient(
+    model: &Model,
+    adapter: &LoraAdapter,
+    tokens: &[u32],
+    targets: &[bool],
+) -> Result<(f64, Vec<Vec<f32>>)> {
+    let seq = data::Sequence {
+        tokens: tokens.to_vec(),
+        targets: targets.to_vec(),
+        examples: vec![],
+    };
     let batch = Batch::pad(&[&seq], pad_id(model));
     let logits = model.forward_train(&token_tensor(&batch)?, Some(adapter), None)?;
     let (sum, n) = masked_ce_sum(&logits, &batch)?;
     if n == 0 {
-        return Err(FactoryError::NoData("the example has no target token to take a gradient of".into()));
+        return Err(FactoryError::NoData(
+            "the example has no target token to take a gradient of".into(),
+        ));
     }
     let loss = (sum / n as f64)?;
     let grads = loss.backward()?;
@@ -534,7 +680,13 @@ fn layer_entries(adapter: &LoraAdapter, k: usize) -> Vec<LayerEntry> {
                 modules.push(t.name().to_string());
                 dim += p.a.elem_count() + p.b.elem_count();
             }
-            LayerEntry { layer: l, modules, dim, stored_dim: dim.min(k), projected: dim > k }
+            LayerEntry {
+                layer: l,
+                modules,
+                dim,
+                stored_dim: dim.min(k),
+                projected: dim > k,
+            }
         })
         .collect()
 }
@@ -565,7 +717,12 @@ pub(crate) fn build_gradient_cache(
     dir: &Path,
     progress: &mut dyn FnMut(u64) -> Result<()>,
 ) -> Result<GradientCacheIndex> {
-    let CacheSettings { k, seed, adapter_hash, formatting } = settings;
+    let CacheSettings {
+        k,
+        seed,
+        adapter_hash,
+        formatting,
+    } = settings;
     let layers = layer_entries(adapter, k);
     let dims: Vec<usize> = layers.iter().map(|e| e.dim).collect();
     let projector = LayerProjector::new(&dims, k, seed);
@@ -573,8 +730,17 @@ pub(crate) fn build_gradient_cache(
     let mut cached = Vec::with_capacity(examples.len());
     for (i, e) in examples.iter().enumerate() {
         let (loss, raw) = example_gradient(model, adapter, &e.tokens, &e.targets)?;
-        rows.push(raw.iter().enumerate().map(|(l, g)| projector.project(l, g)).collect::<Vec<_>>());
-        cached.push(CachedExample { provenance: e.provenance.clone(), loss, target_tokens: e.target_count() as u64 });
+        rows.push(
+            raw.iter()
+                .enumerate()
+                .map(|(l, g)| projector.project(l, g))
+                .collect::<Vec<_>>(),
+        );
+        cached.push(CachedExample {
+            provenance: e.provenance.clone(),
+            loss,
+            target_tokens: e.target_count() as u64,
+        });
         if (i + 1) % 16 == 0 || i + 1 == examples.len() {
             progress((i + 1) as u64)?;
         }
@@ -600,14 +766,28 @@ pub(crate) fn build_gradient_cache(
 /// training rows were: chat formats render `[system?, user: prompt,
 /// assistant: answer]` with the job's template; plain text concatenates
 /// prompt and answer. Only the answer's tokens are targets.
-pub fn encode_pair(model: &Model, index: &GradientCacheIndex, prompt: &str, answer: &str) -> Result<(Vec<u32>, Vec<bool>)> {
-    let enc = |t: &str| crate::tokenizer::encode(model.tokenizer(), t).map_err(|e| FactoryError::Tokenizer(e.to_string()));
+pub fn encode_pair(
+    model: &Model,
+    index: &GradientCacheIndex,
+    prompt: &str,
+    answer: &str,
+) -> Result<(Vec<u32>, Vec<bool>)> {
+    let enc = |t: &str| {
+        crate::tokenizer::encode(model.tokenizer(), t)
+            .map_err(|e| FactoryError::Tokenizer(e.to_string()))
+    };
     let mut tokens = Vec::new();
     let mut targets = Vec::new();
     let segments = match index.data_format {
         DataFormat::Text => vec![
-            data::Segment { text: prompt.to_string(), trainable: false },
-            data::Segment { text: answer.to_string(), trainable: true },
+            data::Segment {
+                text: prompt.to_string(),
+                trainable: false,
+            },
+            data::Segment {
+                text: answer.to_string(),
+                trainable: true,
+            },
         ],
         DataFormat::Alpaca | DataFormat::Messages => {
             let mut msgs = Vec::new();
@@ -667,5 +847,9 @@ pub fn test_gradient(
         }
     }
     let projector = cache.projector();
-    Ok(raw.iter().enumerate().map(|(l, g)| projector.project(l, g)).collect())
+    Ok(raw
+        .iter()
+        .enumerate()
+        .map(|(l, g)| projector.project(l, g))
+        .collect())
 }
