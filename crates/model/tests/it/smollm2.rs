@@ -1,1 +1,82 @@
-//! The real demo model.
+//! The real demo model, SmolLM2-135M-Instruct (GGUF Q4_1). CI fetches it with
+//! `scripts/fetch-model.sh`; when the file is absent these tests print why
+//! and return without checking anything.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use trib_model::{
+    generate, ChatMessage, FinishReason, GenerationConfig, Model, SamplingConfig, WeightFormat,
+    SMOLLM2_FILE,
+};
+
+fn model_path() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models")
+        .join(SMOLLM2_FILE);
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!(
+            "SKIPPED: {} is absent; run scripts/fetch-model.sh to run the SmolLM2 tests",
+            p.display()
+        );
+        None
+    }
+}
+
+fn smollm2() -> Option<&'static Model> {
+    static MODEL: OnceLock<Option<Model>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| model_path().map(|p| Model::load(&p, WeightFormat::Auto).unwrap()))
+        .as_ref()
+}
+
+#[test]
+fn smollm2_answers_that_the_capital_of_france_is_paris() {
+    let Some(m) = smollm2() else { return };
+    let prompt = m
+        .encode_chat(&[ChatMessage::new("user", "What is the capital of France?")])
+        .unwrap();
+    let cfg = GenerationConfig {
+        sampling: SamplingConfig::greedy(),
+        max_new_tokens: 24,
+        extra_stop_tokens: vec![],
+    };
+    let mut streamed = String::new();
+    let out = generate(m, None, &prompt, &cfg, |ev| {
+        streamed.push_str(ev.text);
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert!(out.text.contains("Paris"), "answer was {:?}", out.text);
+    assert_eq!(streamed, out.text, "streamed pieces add up to the answer");
+    assert!(matches!(
+        out.finish_reason,
+        FinishReason::Stop | FinishReason::Length
+    ));
+}
+
+#[test]
+fn smollm2_tokenizer_matches_the_hugging_face_vocabulary() {
+    let Some(m) = smollm2() else { return };
+    // Ids read from the GGUF vocabulary (tokenizer.ggml.tokens), which is
+    // the HF tokenizer.json vocabulary in order.
+    assert_eq!(m.encode("<|im_start|>").unwrap(), vec![1]);
+    assert_eq!(m.encode("<|im_end|>").unwrap(), vec![2]);
+    assert_eq!(m.encode("<|endoftext|>").unwrap(), vec![0]);
+    assert_eq!(m.encode(" Paris").unwrap(), vec![7042]);
+    assert_eq!(
+        m.encode(" capital of France").unwrap(),
+        vec![3575, 282, 4649]
+    );
+    // Digits are split one by one (SmolLM2's Digits pre-tokenizer).
+    assert_eq!(m.encode("2024").unwrap(), vec![34, 32, 34, 36]);
+    let text = "Hello, world! Ünïcödé 😀 12.5%\n\n  indented";
+    assert_eq!(m.decode(&m.encode(text).unwrap()).unwrap(), text);
+    assert_eq!(m.stop_tokens(), vec![0, 2]);
+    let info = m.info();
+    assert_eq!(info.parameters, 134_515_008);
+    assert_eq!(info.quantization, "Q4_1");
+    assert_eq!(info.license.as_deref(), Some("apache-2.0"));
+}
