@@ -1,5 +1,83 @@
-//! Datanets: community data repositories.
+//! Datanets: community data repositories, the data side.
 //!
-//! Owns the content store, file parsers, the row chunker, validation (format,
-//! quota, exact and near duplicates, quality score) and versions. Records itself
-//! on the ledger through `trib-ledger`.
+//! A contributor uploads a file; this crate turns it into validated,
+//! content-addressed rows and, once curated, into immutable versions that
+//! training can name (`NAME@VERSION`) and attribution can pay back. It owns
+//!
+//! - the content store ([`BlobStore`]: a local directory, or any
+//!   `object_store` backend such as S3),
+//! - the parsers (txt, md, jsonl, csv, pdf, docx) with hard limits against
+//!   hostile files, and the deterministic paragraph chunker,
+//! - validation, row by row, with reasons: sizes, quotas, exact duplicates,
+//!   MinHash/LSH near duplicates and a documented quality score,
+//! - versions (a Merkle root over accepted rows, inclusion proofs) and the
+//!   byte-stable JSONL export that reproduces the root,
+//! - the [`Datanet`] descriptor and [`Reputation`] records the ledger stores,
+//! - [`DatanetStore`], the node's embedded store for all of the above.
+//!
+//! The ledger (`trib-ledger`) owns what must be agreed on: descriptors,
+//! stakes, curation transactions, slashing and version roots. This crate
+//! has no dependency on it, so the ledger's datanet module and the node can
+//! both call in with a thin layer. Formulas and formats are in
+//! `docs/datanets.md`.
+#![deny(missing_docs)]
+
+mod blob;
+mod chunk;
+mod descriptor;
+mod error;
+mod export;
+mod minhash;
+mod parse;
+mod quality;
+mod reputation;
+mod row;
+mod store;
+mod validate;
+mod version;
+
+pub use blob::{BlobStore, LocalBlobStore, ObjectBlobStore};
+pub use chunk::{chunk_text, Chunk, ChunkerConfig};
+pub use descriptor::{
+    datanet_id, CurationMode, DataType, Datanet, Quotas, RowRules, Visibility, MAX_DESCRIPTOR_BYTES,
+};
+pub use error::{DatanetError, ParseFailure};
+pub use export::{verify_export, write_export, ExportCheck, EXPORT_FORMAT};
+pub use minhash::{LshIndex, MinHashParams, MinHashSignature, MinHasher};
+pub use parse::{detect_kind, FileKind, ParseLimits, SourceFile};
+pub use quality::{quality_score, QualityScore, QUALITY_WEIGHTS};
+pub use reputation::{compute_reputation, leaderboard, Reputation, ReputationEvent};
+pub use row::{ChatMessage, RowContent, StoredRow};
+pub use store::{
+    parse_version_ref, ContributionRecord, ContributionStatus, DatanetStore, Decision, Page,
+    PageRequest, VersionRow,
+};
+pub use validate::{
+    contribution_id, ContributionRejection, DedupIndex, MemoryDedupIndex, QuotaKind, QuotaUsage,
+    RowRejection, RowReport, ValidatedContribution, ValidatedRow, ValidationReport, Validator,
+};
+pub use version::{canonical_order, merkle_root, DatanetVersion, InclusionProof, VersionLeaf};
+
+/// Parses a file into rows without validating them against a datanet: the
+/// same parsing and chunking [`Validator::validate`] does. Used by fuzz
+/// targets and benchmarks.
+pub fn parse_rows(
+    file: &SourceFile<'_>,
+    limits: &ParseLimits,
+    chunker: &ChunkerConfig,
+) -> Result<Vec<(u64, RowContent)>, DatanetError> {
+    let kind = detect_kind(file)?;
+    let units = parse::parse_units(file, kind, limits)?;
+    let mut rows = Vec::new();
+    for unit in units {
+        match unit {
+            parse::Unit::Text { line, text } => rows.extend(
+                chunk_text(&text, line, chunker)
+                    .into_iter()
+                    .map(|c| (c.line, RowContent::Text { text: c.text })),
+            ),
+            parse::Unit::Record { line, content } => rows.push((line, content)),
+        }
+    }
+    Ok(rows)
+}

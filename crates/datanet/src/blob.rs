@@ -1,0 +1,348 @@
+//! The content store: raw contributed files, named by their blake3 hash.
+//!
+//! [`BlobStore`] is the seam; [`LocalBlobStore`] keeps blobs in a local
+//! directory (the default), [`ObjectBlobStore`] in any `object_store` backend
+//! (S3-compatible with the `s3` feature, in-memory, local files).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::{path::Path as ObjectPath, ObjectStore, PutPayload};
+use trib_types::Hash;
+
+use crate::error::DatanetError;
+
+/// A content-addressed blob store. Writes are atomic: a blob is either
+/// absent or complete under its name.
+pub trait BlobStore: Send + Sync {
+    /// Stores `bytes` and returns their blake3 hash (a no-op when present).
+    fn put(&self, bytes: &[u8]) -> Result<Hash, DatanetError>;
+    /// The bytes named `hash`, verified against it; `None` when absent.
+    fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>, DatanetError>;
+    /// Whether a blob named `hash` is stored.
+    fn has(&self, hash: &Hash) -> Result<bool, DatanetError>;
+    /// Every stored hash, ascending.
+    fn list(&self) -> Result<Vec<Hash>, DatanetError>;
+}
+
+fn verified(hash: &Hash, bytes: Vec<u8>) -> Result<Vec<u8>, DatanetError> {
+    let actual = Hash::of(&bytes);
+    if actual != *hash {
+        return Err(DatanetError::CorruptBlob {
+            hash: hash.to_hex(),
+            actual: actual.to_hex(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Blobs in a local directory, sharded as `ab/cd/abcd…` by hash prefix.
+/// A write goes to a temporary file in `tmp/`, is fsynced, renamed into
+/// place, and the shard directory is fsynced.
+#[derive(Debug, Clone)]
+pub struct LocalBlobStore {
+    root: PathBuf,
+}
+
+impl LocalBlobStore {
+    /// Opens (creating) a store rooted at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, DatanetError> {
+        let root = root.into();
+        let tmp = root.join("tmp");
+        fs::create_dir_all(&tmp).map_err(|e| DatanetError::io("creating", &tmp, e))?;
+        Ok(LocalBlobStore { root })
+    }
+
+    /// Where the blob `hash` lives.
+    pub fn path_of(&self, hash: &Hash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.root.join(&hex[..2]).join(&hex[2..4]).join(hex)
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), DatanetError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| DatanetError::io("fsyncing directory", dir, e))
+}
+
+impl BlobStore for LocalBlobStore {
+    fn put(&self, bytes: &[u8]) -> Result<Hash, DatanetError> {
+        let hash = Hash::of(bytes);
+        let path = self.path_of(&hash);
+        if path.exists() {
+            return Ok(hash);
+        }
+        let dir = path.parent().expect("blob path has a shard directory");
+        fs::create_dir_all(dir).map_err(|e| DatanetError::io("creating", dir, e))?;
+        let tmp_dir = self.root.join("tmp");
+        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
+            .map_err(|e| DatanetError::io("creating a temporary file in", &tmp_dir, e))?;
+        tmp.write_all(bytes)
+            .map_err(|e| DatanetError::io("writing", tmp.path(), e))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| DatanetError::io("fsyncing", tmp.path(), e))?;
+        tmp.persist(&path)
+            .map_err(|e| DatanetError::io("renaming into", &path, e.error))?;
+        sync_dir(dir)?;
+        tracing::trace!(target: "trib::datanet::blob", hash = %hash.short(), bytes = bytes.len(), "stored blob");
+        Ok(hash)
+    }
+
+    fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>, DatanetError> {
+        let path = self.path_of(hash);
+        match fs::read(&path) {
+            Ok(b) => verified(hash, b).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(DatanetError::io("reading", path, e)),
+        }
+    }
+
+    fn has(&self, hash: &Hash) -> Result<bool, DatanetError> {
+        Ok(self.path_of(hash).is_file())
+    }
+
+    fn list(&self) -> Result<Vec<Hash>, DatanetError> {
+        let mut out = Vec::new();
+        let read = |p: &Path| fs::read_dir(p).map_err(|e| DatanetError::io("listing", p, e));
+        for a in read(&self.root)? {
+            let a = a
+                .map_err(|e| DatanetError::io("listing", &self.root, e))?
+                .path();
+            if !a.is_dir() || a.file_name().is_some_and(|n| n == "tmp") {
+                continue;
+            }
+            for b in read(&a)? {
+                let b = b.map_err(|e| DatanetError::io("listing", &a, e))?.path();
+                for f in read(&b)? {
+                    let f = f.map_err(|e| DatanetError::io("listing", &b, e))?.path();
+                    if let Some(h) = f
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(|n| n.parse().ok())
+                    {
+                        out.push(h);
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Blobs in an `object_store` backend under a prefix, as `prefix/<hex>`.
+///
+/// The calls block: they run on a small runtime owned by the store (on a
+/// helper thread when called from inside another tokio runtime), so async
+/// callers should use `spawn_blocking`. A PUT is atomic in every
+/// `object_store` backend.
+pub struct ObjectBlobStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for ObjectBlobStore {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics inside another runtime.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for ObjectBlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectBlobStore")
+            .field("store", &self.store.to_string())
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+fn os_err(e: impl std::fmt::Display) -> DatanetError {
+    DatanetError::ObjectStore(e.to_string())
+}
+
+impl ObjectBlobStore {
+    /// Wraps a backend, keeping blobs under `prefix`.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Result<Self, DatanetError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("trib-blob-io")
+            .enable_all()
+            .build()
+            .map_err(|e| DatanetError::io("starting the object store runtime", "", e))?;
+        Ok(ObjectBlobStore {
+            store,
+            prefix: ObjectPath::from(prefix),
+            runtime: Some(runtime),
+        })
+    }
+
+    /// An in-memory store (tests, demos).
+    pub fn in_memory() -> Result<Self, DatanetError> {
+        Self::new(Arc::new(object_store::memory::InMemory::new()), "")
+    }
+
+    /// A store from a URL (`s3://bucket/prefix` with the `s3` feature,
+    /// `memory:///`, `file:///path`) and options such as
+    /// `aws_access_key_id`, `aws_secret_access_key`, `aws_endpoint`,
+    /// `aws_region`, `aws_allow_http` (for MinIO and other S3-compatible
+    /// servers).
+    pub fn from_url<I, K, V>(url: &str, options: I) -> Result<Self, DatanetError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: Into<String>,
+    {
+        let parsed =
+            url::Url::parse(url).map_err(|e| os_err(format!("bad store URL {url:?}: {e}")))?;
+        let (store, prefix) = object_store::parse_url_opts(&parsed, options).map_err(os_err)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("trib-blob-io")
+            .enable_all()
+            .build()
+            .map_err(|e| DatanetError::io("starting the object store runtime", "", e))?;
+        Ok(ObjectBlobStore {
+            store: Arc::from(store),
+            prefix,
+            runtime: Some(runtime),
+        })
+    }
+
+    fn path_of(&self, hash: &Hash) -> ObjectPath {
+        self.prefix.child(hash.to_hex())
+    }
+
+    /// Runs a future to completion on the store's runtime, from sync or
+    /// async callers alike.
+    fn block<F, T>(&self, fut: F) -> T
+    where
+        F: std::future::Future<Output = T> + Send,
+        T: Send,
+    {
+        let rt = self.runtime.as_ref().expect("the runtime lives until drop");
+        if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::scope(|s| {
+                s.spawn(|| rt.block_on(fut))
+                    .join()
+                    .expect("object store task panicked")
+            })
+        } else {
+            rt.block_on(fut)
+        }
+    }
+}
+
+impl BlobStore for ObjectBlobStore {
+    fn put(&self, bytes: &[u8]) -> Result<Hash, DatanetError> {
+        let hash = Hash::of(bytes);
+        if self.has(&hash)? {
+            return Ok(hash);
+        }
+        let path = self.path_of(&hash);
+        let payload = PutPayload::from(bytes.to_vec());
+        self.block(self.store.put(&path, payload)).map_err(os_err)?;
+        Ok(hash)
+    }
+
+    fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>, DatanetError> {
+        let path = self.path_of(hash);
+        let res = self.block(async {
+            match self.store.get(&path).await {
+                Ok(r) => r.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        match res.map_err(os_err)? {
+            Some(b) => verified(hash, b.to_vec()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn has(&self, hash: &Hash) -> Result<bool, DatanetError> {
+        let path = self.path_of(hash);
+        match self.block(self.store.head(&path)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(os_err(e)),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<Hash>, DatanetError> {
+        let metas: Vec<object_store::ObjectMeta> = self
+            .block(self.store.list(Some(&self.prefix)).try_collect())
+            .map_err(os_err)?;
+        let mut out: Vec<Hash> = metas
+            .iter()
+            .filter_map(|m| m.location.filename().and_then(|n| n.parse().ok()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exercise(store: &dyn BlobStore) {
+        let h = store.put(b"hello").unwrap();
+        assert_eq!(h, Hash::of(b"hello"));
+        assert_eq!(store.put(b"hello").unwrap(), h);
+        assert!(store.has(&h).unwrap());
+        assert_eq!(store.get(&h).unwrap().unwrap(), b"hello");
+        let missing = Hash::of(b"nope");
+        assert!(!store.has(&missing).unwrap());
+        assert_eq!(store.get(&missing).unwrap(), None);
+        let h2 = store.put(b"world").unwrap();
+        let mut want = vec![h, h2];
+        want.sort();
+        assert_eq!(store.list().unwrap(), want);
+    }
+
+    #[test]
+    fn local_store_round_trips_and_detects_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBlobStore::open(dir.path()).unwrap();
+        exercise(&store);
+        let h = Hash::of(b"hello");
+        fs::write(store.path_of(&h), b"tampered").unwrap();
+        assert!(matches!(
+            store.get(&h),
+            Err(DatanetError::CorruptBlob { .. })
+        ));
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0,
+            "no temporary files left"
+        );
+    }
+
+    #[test]
+    fn object_store_in_memory_round_trips() {
+        exercise(&ObjectBlobStore::in_memory().unwrap());
+        let s = ObjectBlobStore::from_url("memory:///", Vec::<(String, String)>::new()).unwrap();
+        exercise(&s);
+    }
+
+    #[test]
+    fn object_store_works_from_inside_a_tokio_runtime() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let s = ObjectBlobStore::in_memory().unwrap();
+            let h = s.put(b"async caller").unwrap();
+            assert!(s.has(&h).unwrap());
+        });
+    }
+}

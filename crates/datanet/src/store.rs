@@ -1,0 +1,955 @@
+//! The local datanet store: datanets, contributions, rows, the dedup index
+//! and versions in one embedded redb file.
+//!
+//! It is independent of the ledger: the ledger records what must be agreed
+//! on (descriptors, stakes, curation transactions, version roots), the node
+//! keeps the bulk data here and calls [`DatanetStore::decide`] and
+//! [`DatanetStore::publish`] when the ledger says so.
+//!
+//! Layout (all keys big-endian so that byte order is numeric order; values
+//! are borsh) is described in `docs/datanets.md`. Every operation is one
+//! redb transaction: it commits whole (durably) or not at all.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Mutex;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use trib_types::{Address, Canonical, ContributionId, DatanetId, Hash, RowHash};
+
+use crate::blob::BlobStore;
+use crate::descriptor::{Datanet, MAX_DESCRIPTOR_BYTES};
+use crate::error::DatanetError;
+use crate::export::write_export;
+use crate::minhash::MinHashSignature;
+use crate::parse::{FileKind, SourceFile};
+use crate::reputation::ReputationEvent;
+use crate::row::StoredRow;
+use crate::validate::{DedupIndex, QuotaUsage, ValidationReport, Validator};
+use crate::version::{canonical_order, merkle_root, DatanetVersion, InclusionProof, VersionLeaf};
+
+/// Raw key/value pairs of a scan.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+type Tbl = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+const DATANETS: Tbl = TableDefinition::new("datanets");
+const NAMES: Tbl = TableDefinition::new("datanet_names");
+const CONTRIBUTIONS: Tbl = TableDefinition::new("contributions");
+const CONTRIBUTION_IDS: Tbl = TableDefinition::new("contribution_ids");
+const ROWS: Tbl = TableDefinition::new("rows");
+const ROW_INDEX: Tbl = TableDefinition::new("row_index");
+const LSH: Tbl = TableDefinition::new("lsh");
+const SIGNATURES: Tbl = TableDefinition::new("signatures");
+const VERSIONS: Tbl = TableDefinition::new("versions");
+const VERSION_ROWS: Tbl = TableDefinition::new("version_rows");
+const HISTORY: Tbl = TableDefinition::new("contributor_history");
+const META: Tbl = TableDefinition::new("meta");
+
+const ALL_TABLES: [Tbl; 12] = [
+    DATANETS,
+    NAMES,
+    CONTRIBUTIONS,
+    CONTRIBUTION_IDS,
+    ROWS,
+    ROW_INDEX,
+    LSH,
+    SIGNATURES,
+    VERSIONS,
+    VERSION_ROWS,
+    HISTORY,
+    META,
+];
+
+/// Largest stored value we decode (a row is at most 64 KiB of text plus
+/// provenance; a record carries small fixed fields).
+const MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// Where a contribution stands in curation.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ContributionStatus {
+    /// Validated, waiting for the owner or validators.
+    Pending,
+    /// Accepted: its rows join the next version.
+    Accepted,
+    /// Rejected by curation, with the reason given.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for ContributionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ContributionStatus::Pending => f.write_str("pending"),
+            ContributionStatus::Accepted => f.write_str("accepted"),
+            ContributionStatus::Rejected { .. } => f.write_str("rejected"),
+        }
+    }
+}
+
+/// A curation decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    /// Accept the contribution.
+    Accept,
+    /// Reject it with a reason.
+    Reject {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A stored contribution.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct ContributionRecord {
+    /// Its id.
+    pub id: ContributionId,
+    /// The datanet.
+    pub datanet: DatanetId,
+    /// Who contributed.
+    pub contributor: Address,
+    /// The file name.
+    pub file_name: String,
+    /// The file's content-store hash.
+    pub file_hash: Hash,
+    /// File size.
+    pub file_bytes: u64,
+    /// File type.
+    pub kind: FileKind,
+    /// Store-wide sequence number (submission order).
+    pub seq: u64,
+    /// Rows accepted at validation.
+    pub rows_accepted: u32,
+    /// Rows in the file.
+    pub rows_total: u32,
+    /// Rows rejected as duplicates at validation.
+    pub duplicates_rejected: u32,
+    /// Curation status.
+    pub status: ContributionStatus,
+}
+
+impl Canonical for ContributionRecord {
+    const NAME: &'static str = "datanet contribution record";
+}
+
+/// A page request: items after the `after` cursor (from a previous page),
+/// at most `limit` (capped at 1,000).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRequest {
+    /// Cursor from [`Page::next`].
+    pub after: Option<String>,
+    /// Page size (0 means 100).
+    pub limit: usize,
+}
+
+impl PageRequest {
+    /// The first page of `limit` items.
+    pub fn first(limit: usize) -> Self {
+        PageRequest { after: None, limit }
+    }
+    fn limit(&self) -> usize {
+        match self.limit {
+            0 => 100,
+            n => n.min(1_000),
+        }
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Cursor of the next page, `None` at the end.
+    pub next: Option<String>,
+}
+
+/// A version row with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRow {
+    /// Position in the version (canonical order).
+    pub index: u64,
+    /// The row.
+    pub row: StoredRow,
+}
+
+fn get<T: Canonical>(r: &ReadTransaction, t: Tbl, key: &[u8]) -> Result<Option<T>, DatanetError> {
+    let table = r.open_table(t)?;
+    let value = table.get(key)?;
+    match value {
+        Some(v) => Ok(Some(T::decode(v.value(), MAX_VALUE_BYTES)?)),
+        None => Ok(None),
+    }
+}
+
+fn get_w<T: Canonical>(
+    w: &WriteTransaction,
+    t: Tbl,
+    key: &[u8],
+) -> Result<Option<T>, DatanetError> {
+    let table = w.open_table(t)?;
+    let value = table.get(key)?;
+    match value {
+        Some(v) => Ok(Some(T::decode(v.value(), MAX_VALUE_BYTES)?)),
+        None => Ok(None),
+    }
+}
+
+fn put<T: Canonical>(w: &WriteTransaction, t: Tbl, key: &[u8], v: &T) -> Result<(), DatanetError> {
+    w.open_table(t)?.insert(key, v.encode().as_slice())?;
+    Ok(())
+}
+
+fn cat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+/// The smallest key greater than every key with this prefix (`None` when
+/// the prefix is all 0xff).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Keys and values under `prefix`, after the cursor, at most `limit`.
+fn scan(
+    r: &ReadTransaction,
+    t: Tbl,
+    prefix: &[u8],
+    page: &PageRequest,
+) -> Result<(Entries, Option<String>), DatanetError> {
+    let table = r.open_table(t)?;
+    let start = match &page.after {
+        Some(c) => {
+            let suffix = hex::decode(c).map_err(|_| DatanetError::NotFound {
+                what: "page cursor",
+                id: c.clone(),
+            })?;
+            Bound::Excluded(cat(&[prefix, &suffix]))
+        }
+        None => Bound::Included(prefix.to_vec()),
+    };
+    let end = match prefix_end(prefix) {
+        Some(e) => Bound::Excluded(e),
+        None => Bound::Unbounded,
+    };
+    let bounds: (Bound<&[u8]>, Bound<&[u8]>) = (as_ref_bound(&start), as_ref_bound(&end));
+    let limit = page.limit();
+    let mut out: Entries = Vec::new();
+    for item in table.range::<&[u8]>(bounds)? {
+        let (k, v) = item?;
+        if out.len() == limit {
+            let next = hex::encode(&out[limit - 1].0[prefix.len()..]);
+            return Ok((out, Some(next)));
+        }
+        out.push((k.value().to_vec(), v.value().to_vec()));
+    }
+    Ok((out, None))
+}
+
+fn as_ref_bound(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(v) => Bound::Included(v.as_slice()),
+        Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// A row's signature and band keys, as stored.
+#[derive(BorshSerialize, BorshDeserialize)]
+struct StoredSignature {
+    signature: Vec<u64>,
+    band_keys: Vec<u64>,
+}
+
+impl Canonical for StoredSignature {
+    const NAME: &'static str = "datanet row signature";
+}
+
+#[derive(BorshSerialize, BorshDeserialize)]
+struct Counter(u64);
+
+impl Canonical for Counter {
+    const NAME: &'static str = "datanet counter";
+}
+
+/// The embedded store. Cheap to share behind an `Arc`; writes are serialised.
+pub struct DatanetStore {
+    db: Database,
+    write_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for DatanetStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatanetStore").finish_non_exhaustive()
+    }
+}
+
+/// The read-side dedup index of one datanet inside a read transaction.
+struct StoreIndex<'a> {
+    txn: &'a ReadTransaction,
+    datanet: DatanetId,
+}
+
+impl DedupIndex for StoreIndex<'_> {
+    fn contains_row(&self, row: &RowHash) -> Result<bool, DatanetError> {
+        let t = self.txn.open_table(ROW_INDEX)?;
+        Ok(
+            t.get(cat(&[self.datanet.0.as_bytes(), row.0.as_bytes()]).as_slice())?
+                .is_some(),
+        )
+    }
+
+    fn near_candidates(
+        &self,
+        band_keys: &[u64],
+    ) -> Result<Vec<(RowHash, MinHashSignature)>, DatanetError> {
+        let lsh = self.txn.open_table(LSH)?;
+        let mut rows: Vec<RowHash> = Vec::new();
+        for (band, key) in band_keys.iter().enumerate() {
+            let prefix = cat(&[
+                self.datanet.0.as_bytes(),
+                &(band as u16).to_be_bytes(),
+                &key.to_be_bytes(),
+            ]);
+            let end = prefix_end(&prefix).expect("prefix has non-0xff bytes");
+            for item in lsh.range::<&[u8]>(prefix.as_slice()..end.as_slice())? {
+                let (k, _) = item?;
+                let k = k.value();
+                let mut h = [0u8; 32];
+                h.copy_from_slice(&k[k.len() - 32..]);
+                rows.push(RowHash(Hash(h)));
+            }
+        }
+        rows.sort();
+        rows.dedup();
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let key = cat(&[self.datanet.0.as_bytes(), row.0.as_bytes()]);
+            if let Some(s) = get::<StoredSignature>(self.txn, SIGNATURES, &key)? {
+                out.push((row, MinHashSignature(s.signature)));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl DatanetStore {
+    /// Opens (creating) the store file at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, DatanetError> {
+        let db = Database::create(path.as_ref())?;
+        let w = db.begin_write()?;
+        for t in ALL_TABLES {
+            w.open_table(t)?;
+        }
+        w.commit()?;
+        Ok(DatanetStore {
+            db,
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    fn write(&self) -> Result<(std::sync::MutexGuard<'_, ()>, WriteTransaction), DatanetError> {
+        let guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        Ok((guard, self.db.begin_write()?))
+    }
+
+    /// Registers a datanet (after validating its descriptor). Names are
+    /// unique within a store.
+    pub fn create_datanet(&self, datanet: &Datanet) -> Result<DatanetId, DatanetError> {
+        datanet.validate()?;
+        let id = datanet.id();
+        let (_g, w) = self.write()?;
+        if w.open_table(NAMES)?.get(datanet.name.as_bytes())?.is_some() {
+            return Err(DatanetError::DatanetExists(datanet.name.clone()));
+        }
+        w.open_table(NAMES)?
+            .insert(datanet.name.as_bytes(), id.0.as_bytes().as_slice())?;
+        put(&w, DATANETS, id.0.as_bytes(), datanet)?;
+        w.commit()?;
+        tracing::info!(target: "trib::datanet", name = %datanet.name, id = %id, "created datanet");
+        Ok(id)
+    }
+
+    /// A datanet by id.
+    pub fn datanet(&self, id: &DatanetId) -> Result<Datanet, DatanetError> {
+        let r = self.db.begin_read()?;
+        let d: Option<Datanet> = get(&r, DATANETS, id.0.as_bytes())?;
+        d.ok_or_else(|| DatanetError::NotFound {
+            what: "datanet",
+            id: id.to_string(),
+        })
+    }
+
+    /// A datanet's id by name.
+    pub fn resolve(&self, name: &str) -> Result<DatanetId, DatanetError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(NAMES)?;
+        let v = t.get(name.as_bytes())?;
+        let v = v.ok_or_else(|| DatanetError::NotFound {
+            what: "datanet",
+            id: name.to_string(),
+        })?;
+        let mut h = [0u8; 32];
+        h.copy_from_slice(v.value());
+        Ok(DatanetId(Hash(h)))
+    }
+
+    /// Datanets by name.
+    pub fn list_datanets(&self, page: &PageRequest) -> Result<Page<Datanet>, DatanetError> {
+        let r = self.db.begin_read()?;
+        let (items, next) = scan(&r, NAMES, &[], page)?;
+        let mut out = Vec::with_capacity(items.len());
+        for (_, id) in items {
+            let d: Option<Datanet> = get(&r, DATANETS, &id)?;
+            out.extend(d);
+        }
+        Ok(Page { items: out, next })
+    }
+
+    /// Validates `file` and, when accepted, stores the raw file in `blobs`
+    /// and the contribution as pending with its accepted rows (indexed for
+    /// dedup). A rejected contribution writes nothing. The report is
+    /// returned either way.
+    pub fn submit(
+        &self,
+        datanet_id: &DatanetId,
+        contributor: Address,
+        file: &SourceFile<'_>,
+        quota: &QuotaUsage,
+        validator: &Validator,
+        blobs: &dyn BlobStore,
+    ) -> Result<ValidationReport, DatanetError> {
+        let datanet = self.datanet(datanet_id)?;
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let validated = {
+            let r = self.db.begin_read()?;
+            let index = StoreIndex {
+                txn: &r,
+                datanet: *datanet_id,
+            };
+            validator.validate(&datanet, contributor, file, quota, &index)?
+        };
+        let report = validated.report;
+        if !report.is_accepted() {
+            return Ok(report);
+        }
+        let kind = report
+            .kind
+            .expect("an accepted contribution has a detected kind");
+        blobs.put(file.bytes)?;
+        let w = self.db.begin_write()?;
+        if w.open_table(CONTRIBUTION_IDS)?
+            .get(report.contribution.0.as_bytes().as_slice())?
+            .is_some()
+        {
+            return Err(DatanetError::ContributionExists(
+                report.contribution.to_string(),
+            ));
+        }
+        let seq = get_w::<Counter>(&w, META, b"seq")?.map_or(1, |c| c.0 + 1);
+        put(&w, META, b"seq", &Counter(seq))?;
+        let d = datanet_id.0.as_bytes();
+        let contrib_key = cat(&[d, &seq.to_be_bytes()]);
+        let record = ContributionRecord {
+            id: report.contribution,
+            datanet: *datanet_id,
+            contributor,
+            file_name: report.file_name.clone(),
+            file_hash: report.file_hash,
+            file_bytes: report.file_bytes,
+            kind,
+            seq,
+            rows_accepted: report.rows_accepted,
+            rows_total: report.rows.len() as u32,
+            duplicates_rejected: report.duplicates_rejected,
+            status: ContributionStatus::Pending,
+        };
+        put(&w, CONTRIBUTIONS, &contrib_key, &record)?;
+        w.open_table(CONTRIBUTION_IDS)?.insert(
+            report.contribution.0.as_bytes().as_slice(),
+            contrib_key.as_slice(),
+        )?;
+        w.open_table(HISTORY)?.insert(
+            cat(&[&contributor.0, &seq.to_be_bytes()]).as_slice(),
+            report.contribution.0.as_bytes().as_slice(),
+        )?;
+        {
+            let mut rows = w.open_table(ROWS)?;
+            let mut index = w.open_table(ROW_INDEX)?;
+            let mut lsh = w.open_table(LSH)?;
+            let mut sigs = w.open_table(SIGNATURES)?;
+            for row in validated.rows {
+                let row_key = cat(&[&contrib_key, &row.index.to_be_bytes()]);
+                let stored = StoredRow {
+                    row_hash: row.row_hash,
+                    contributor,
+                    contribution: report.contribution,
+                    index: row.index,
+                    content: row.content,
+                };
+                rows.insert(row_key.as_slice(), stored.encode().as_slice())?;
+                let dk = cat(&[d, row.row_hash.0.as_bytes()]);
+                index.insert(dk.as_slice(), row_key.as_slice())?;
+                if let Some(sig) = row.signature {
+                    for (band, key) in row.band_keys.iter().enumerate() {
+                        let lk = cat(&[
+                            d,
+                            &(band as u16).to_be_bytes(),
+                            &key.to_be_bytes(),
+                            row.row_hash.0.as_bytes(),
+                        ]);
+                        lsh.insert(lk.as_slice(), [].as_slice())?;
+                    }
+                    let s = StoredSignature {
+                        signature: sig.0,
+                        band_keys: row.band_keys,
+                    };
+                    sigs.insert(dk.as_slice(), s.encode().as_slice())?;
+                }
+            }
+        }
+        w.commit()?;
+        tracing::info!(
+            target: "trib::datanet",
+            contribution = %report.contribution,
+            rows = report.rows_accepted,
+            "stored pending contribution"
+        );
+        Ok(report)
+    }
+
+    fn contribution_key(r: &ReadTransaction, id: &ContributionId) -> Result<Vec<u8>, DatanetError> {
+        let t = r.open_table(CONTRIBUTION_IDS)?;
+        let v = t.get(id.0.as_bytes().as_slice())?;
+        v.map(|v| v.value().to_vec())
+            .ok_or_else(|| DatanetError::NotFound {
+                what: "contribution",
+                id: id.to_string(),
+            })
+    }
+
+    /// A contribution by id.
+    pub fn contribution(&self, id: &ContributionId) -> Result<ContributionRecord, DatanetError> {
+        let r = self.db.begin_read()?;
+        let key = Self::contribution_key(&r, id)?;
+        let rec: Option<ContributionRecord> = get(&r, CONTRIBUTIONS, &key)?;
+        rec.ok_or_else(|| DatanetError::NotFound {
+            what: "contribution",
+            id: id.to_string(),
+        })
+    }
+
+    /// Applies a curation decision to a pending contribution. Rejection takes
+    /// its rows out of the dedup index (they may be contributed again) but
+    /// keeps them stored as evidence.
+    pub fn decide(
+        &self,
+        id: &ContributionId,
+        decision: &Decision,
+    ) -> Result<ContributionRecord, DatanetError> {
+        let (_g, w) = self.write()?;
+        let key = {
+            let t = w.open_table(CONTRIBUTION_IDS)?;
+            let v = t.get(id.0.as_bytes().as_slice())?;
+            v.map(|v| v.value().to_vec())
+                .ok_or_else(|| DatanetError::NotFound {
+                    what: "contribution",
+                    id: id.to_string(),
+                })?
+        };
+        let mut rec: ContributionRecord =
+            get_w(&w, CONTRIBUTIONS, &key)?.ok_or_else(|| DatanetError::NotFound {
+                what: "contribution",
+                id: id.to_string(),
+            })?;
+        if rec.status != ContributionStatus::Pending {
+            return Err(DatanetError::NotPending {
+                id: id.to_string(),
+                status: rec.status.to_string(),
+            });
+        }
+        match decision {
+            Decision::Accept => rec.status = ContributionStatus::Accepted,
+            Decision::Reject { reason } => {
+                rec.status = ContributionStatus::Rejected {
+                    reason: reason.clone(),
+                };
+                let d = rec.datanet.0;
+                let rows: Vec<StoredRow> = {
+                    let t = w.open_table(ROWS)?;
+                    let end = prefix_end(&key).expect("key has non-0xff bytes");
+                    let mut v = Vec::new();
+                    for item in t.range::<&[u8]>(key.as_slice()..end.as_slice())? {
+                        let (_, val) = item?;
+                        v.push(StoredRow::decode(val.value(), MAX_VALUE_BYTES)?);
+                    }
+                    v
+                };
+                let mut index = w.open_table(ROW_INDEX)?;
+                let mut lsh = w.open_table(LSH)?;
+                let mut sigs = w.open_table(SIGNATURES)?;
+                for row in rows {
+                    let dk = cat(&[d.as_bytes(), row.row_hash.0.as_bytes()]);
+                    index.remove(dk.as_slice())?;
+                    let removed = sigs.remove(dk.as_slice())?.map(|v| v.value().to_vec());
+                    if let Some(bytes) = removed {
+                        let s = StoredSignature::decode(&bytes, MAX_VALUE_BYTES)?;
+                        for (band, k) in s.band_keys.iter().enumerate() {
+                            let lk = cat(&[
+                                d.as_bytes(),
+                                &(band as u16).to_be_bytes(),
+                                &k.to_be_bytes(),
+                                row.row_hash.0.as_bytes(),
+                            ]);
+                            lsh.remove(lk.as_slice())?;
+                        }
+                    }
+                }
+            }
+        }
+        put(&w, CONTRIBUTIONS, &key, &rec)?;
+        w.commit()?;
+        tracing::info!(target: "trib::datanet", contribution = %id, status = %rec.status, "curation decision");
+        Ok(rec)
+    }
+
+    /// A datanet's contributions in submission order.
+    pub fn list_contributions(
+        &self,
+        datanet: &DatanetId,
+        page: &PageRequest,
+    ) -> Result<Page<ContributionRecord>, DatanetError> {
+        let r = self.db.begin_read()?;
+        let (items, next) = scan(&r, CONTRIBUTIONS, datanet.0.as_bytes(), page)?;
+        let items = items
+            .into_iter()
+            .map(|(_, v)| ContributionRecord::decode(&v, MAX_VALUE_BYTES).map_err(Into::into))
+            .collect::<Result<_, DatanetError>>()?;
+        Ok(Page { items, next })
+    }
+
+    /// A contribution's stored rows in order.
+    pub fn list_rows(
+        &self,
+        id: &ContributionId,
+        page: &PageRequest,
+    ) -> Result<Page<StoredRow>, DatanetError> {
+        let r = self.db.begin_read()?;
+        let key = Self::contribution_key(&r, id)?;
+        let (items, next) = scan(&r, ROWS, &key, page)?;
+        let items = items
+            .into_iter()
+            .map(|(_, v)| StoredRow::decode(&v, MAX_VALUE_BYTES).map_err(Into::into))
+            .collect::<Result<_, DatanetError>>()?;
+        Ok(Page { items, next })
+    }
+
+    /// A contributor's contributions (all datanets), oldest first.
+    pub fn contributor_history(
+        &self,
+        contributor: &Address,
+        page: &PageRequest,
+    ) -> Result<Page<ContributionRecord>, DatanetError> {
+        let r = self.db.begin_read()?;
+        let (items, next) = scan(&r, HISTORY, &contributor.0, page)?;
+        let mut out = Vec::with_capacity(items.len());
+        for (_, id) in items {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(&id);
+            let key = Self::contribution_key(&r, &ContributionId(Hash(h)))?;
+            out.extend(get::<ContributionRecord>(&r, CONTRIBUTIONS, &key)?);
+        }
+        Ok(Page { items: out, next })
+    }
+
+    /// Publishes the next version: every accepted row of the datanet in
+    /// canonical order, its Merkle root, the previous root. Fails when no row
+    /// was accepted since the last version.
+    pub fn publish(&self, datanet: &DatanetId) -> Result<DatanetVersion, DatanetError> {
+        let (_g, w) = self.write()?;
+        if get_w::<Datanet>(&w, DATANETS, datanet.0.as_bytes())?.is_none() {
+            return Err(DatanetError::NotFound {
+                what: "datanet",
+                id: datanet.to_string(),
+            });
+        }
+        let d = datanet.0.as_bytes();
+        let previous: Option<DatanetVersion> = {
+            let t = w.open_table(VERSIONS)?;
+            let end = prefix_end(d).expect("id has non-0xff bytes");
+            let last = t
+                .range::<&[u8]>(d.as_slice()..end.as_slice())?
+                .next_back()
+                .transpose()?;
+            match last {
+                Some((_, v)) => Some(DatanetVersion::decode(v.value(), MAX_VALUE_BYTES)?),
+                None => None,
+            }
+        };
+        // Every accepted row with its key.
+        let mut rows: Vec<(VersionLeaf, Vec<u8>)> = Vec::new();
+        {
+            let contributions = w.open_table(CONTRIBUTIONS)?;
+            let row_table = w.open_table(ROWS)?;
+            let end = prefix_end(d).expect("id has non-0xff bytes");
+            for item in contributions.range::<&[u8]>(d.as_slice()..end.as_slice())? {
+                let (k, v) = item?;
+                let rec = ContributionRecord::decode(v.value(), MAX_VALUE_BYTES)?;
+                if rec.status != ContributionStatus::Accepted {
+                    continue;
+                }
+                let ck = k.value().to_vec();
+                let cend = prefix_end(&ck).expect("key has non-0xff bytes");
+                for ritem in row_table.range::<&[u8]>(ck.as_slice()..cend.as_slice())? {
+                    let (rk, rv) = ritem?;
+                    let row = StoredRow::decode(rv.value(), MAX_VALUE_BYTES)?;
+                    rows.push((
+                        VersionLeaf {
+                            row_hash: row.row_hash,
+                            contributor: row.contributor,
+                            contribution: row.contribution,
+                        },
+                        rk.value().to_vec(),
+                    ));
+                }
+            }
+        }
+        rows.sort_by_key(|r| r.0.row_hash);
+        rows.dedup_by(|a, b| a.0.row_hash == b.0.row_hash);
+        let previous_count = previous.as_ref().map_or(0, |p| p.row_count);
+        if rows.len() as u64 <= previous_count {
+            return Err(DatanetError::NothingToPublish(datanet.to_string()));
+        }
+        let leaves: Vec<Hash> = rows.iter().map(|(l, _)| l.hash()).collect();
+        let version = DatanetVersion {
+            datanet: *datanet,
+            number: previous.as_ref().map_or(1, |p| p.number + 1),
+            root: merkle_root(&leaves),
+            row_count: rows.len() as u64,
+            previous_root: previous.as_ref().map_or(Hash::ZERO, |p| p.root),
+        };
+        let vkey = cat(&[d, &version.number.to_be_bytes()]);
+        put(&w, VERSIONS, &vkey, &version)?;
+        {
+            let mut vr = w.open_table(VERSION_ROWS)?;
+            for (i, (_, rk)) in rows.iter().enumerate() {
+                vr.insert(
+                    cat(&[&vkey, &(i as u64).to_be_bytes()]).as_slice(),
+                    rk.as_slice(),
+                )?;
+            }
+        }
+        w.commit()?;
+        tracing::info!(target: "trib::datanet", datanet = %datanet, version = version.number, rows = version.row_count, root = %version.root, "published version");
+        Ok(version)
+    }
+
+    /// One version.
+    pub fn version(
+        &self,
+        datanet: &DatanetId,
+        number: u64,
+    ) -> Result<DatanetVersion, DatanetError> {
+        let r = self.db.begin_read()?;
+        let v: Option<DatanetVersion> = get(
+            &r,
+            VERSIONS,
+            &cat(&[datanet.0.as_bytes(), &number.to_be_bytes()]),
+        )?;
+        v.ok_or_else(|| DatanetError::NotFound {
+            what: "version",
+            id: format!("{datanet}@{number}"),
+        })
+    }
+
+    /// A datanet's versions, oldest first.
+    pub fn list_versions(
+        &self,
+        datanet: &DatanetId,
+        page: &PageRequest,
+    ) -> Result<Page<DatanetVersion>, DatanetError> {
+        let r = self.db.begin_read()?;
+        let (items, next) = scan(&r, VERSIONS, datanet.0.as_bytes(), page)?;
+        let items = items
+            .into_iter()
+            .map(|(_, v)| DatanetVersion::decode(&v, MAX_VALUE_BYTES).map_err(Into::into))
+            .collect::<Result<_, DatanetError>>()?;
+        Ok(Page { items, next })
+    }
+
+    /// A version's rows in canonical order.
+    pub fn version_rows(
+        &self,
+        datanet: &DatanetId,
+        number: u64,
+        page: &PageRequest,
+    ) -> Result<Page<VersionRow>, DatanetError> {
+        self.version(datanet, number)?;
+        let r = self.db.begin_read()?;
+        let vkey = cat(&[datanet.0.as_bytes(), &number.to_be_bytes()]);
+        let (items, next) = scan(&r, VERSION_ROWS, &vkey, page)?;
+        let mut out = Vec::with_capacity(items.len());
+        for (k, rk) in items {
+            let mut idx = [0u8; 8];
+            idx.copy_from_slice(&k[k.len() - 8..]);
+            let row: StoredRow = get(&r, ROWS, &rk)?.ok_or_else(|| {
+                DatanetError::Store(format!("version row {} missing", hex::encode(&rk)))
+            })?;
+            out.push(VersionRow {
+                index: u64::from_be_bytes(idx),
+                row,
+            });
+        }
+        Ok(Page { items: out, next })
+    }
+
+    fn all_version_rows(
+        &self,
+        datanet: &DatanetId,
+        number: u64,
+    ) -> Result<Vec<StoredRow>, DatanetError> {
+        let mut out = Vec::new();
+        let mut page = PageRequest::first(1_000);
+        loop {
+            let p = self.version_rows(datanet, number, &page)?;
+            out.extend(p.items.into_iter().map(|v| v.row));
+            match p.next {
+                Some(n) => page.after = Some(n),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Writes `NAME@VERSION` as JSONL (see [`crate::write_export`]).
+    pub fn export<W: std::io::Write>(
+        &self,
+        name: &str,
+        number: u64,
+        out: &mut W,
+    ) -> Result<u64, DatanetError> {
+        let id = self.resolve(name)?;
+        let version = self.version(&id, number)?;
+        let rows = self.all_version_rows(&id, number)?;
+        write_export(out, name, &version, rows)
+    }
+
+    /// The inclusion proof of `row` in a version, with its leaf.
+    pub fn prove_row(
+        &self,
+        datanet: &DatanetId,
+        number: u64,
+        row: &RowHash,
+    ) -> Result<(VersionLeaf, InclusionProof), DatanetError> {
+        let rows = self.all_version_rows(datanet, number)?;
+        let leaves: Vec<VersionLeaf> = canonical_order(
+            rows.iter()
+                .map(|r| VersionLeaf {
+                    row_hash: r.row_hash,
+                    contributor: r.contributor,
+                    contribution: r.contribution,
+                })
+                .collect(),
+        );
+        let i = leaves
+            .iter()
+            .position(|l| l.row_hash == *row)
+            .ok_or_else(|| DatanetError::NotFound {
+                what: "row in version",
+                id: format!("{row}@{number}"),
+            })?;
+        let hashes: Vec<Hash> = leaves.iter().map(VersionLeaf::hash).collect();
+        let proof = InclusionProof::build(&hashes, i).expect("index is in range");
+        Ok((leaves[i], proof))
+    }
+
+    /// Reputation events known locally (submissions and curation) for a
+    /// datanet; the node adds the ledger's slashes and earnings.
+    pub fn reputation_events(
+        &self,
+        datanet: &DatanetId,
+    ) -> Result<Vec<ReputationEvent>, DatanetError> {
+        let mut events = Vec::new();
+        let mut page = PageRequest::first(1_000);
+        loop {
+            let p = self.list_contributions(datanet, &page)?;
+            for c in p.items {
+                events.push(ReputationEvent::Submitted {
+                    datanet: c.datanet,
+                    contributor: c.contributor,
+                    contribution: c.id,
+                    rows: c.rows_accepted,
+                    duplicates_rejected: c.duplicates_rejected,
+                });
+                match c.status {
+                    ContributionStatus::Pending => {}
+                    ContributionStatus::Accepted => events.push(ReputationEvent::Accepted {
+                        datanet: c.datanet,
+                        contributor: c.contributor,
+                        contribution: c.id,
+                        rows: c.rows_accepted,
+                    }),
+                    ContributionStatus::Rejected { .. } => events.push(ReputationEvent::Rejected {
+                        datanet: c.datanet,
+                        contributor: c.contributor,
+                        contribution: c.id,
+                    }),
+                }
+            }
+            match p.next {
+                Some(n) => page.after = Some(n),
+                None => return Ok(events),
+            }
+        }
+    }
+
+    /// Counts of stored rows and index entries for a datanet (for tests and
+    /// the status page): (rows stored, rows in the dedup index).
+    pub fn row_counts(&self, datanet: &DatanetId) -> Result<(u64, u64), DatanetError> {
+        let r = self.db.begin_read()?;
+        let count = |t: Tbl| -> Result<u64, DatanetError> {
+            let table = r.open_table(t)?;
+            let d = datanet.0.as_bytes();
+            let end = prefix_end(d).expect("id has non-0xff bytes");
+            let mut n = 0;
+            for item in table.range::<&[u8]>(d.as_slice()..end.as_slice())? {
+                item?;
+                n += 1;
+            }
+            Ok(n)
+        };
+        Ok((count(ROWS)?, count(ROW_INDEX)?))
+    }
+}
+
+/// Splits `NAME@VERSION` (the version is optional: `NAME` alone is `None`).
+pub fn parse_version_ref(s: &str) -> Result<(&str, Option<u64>), DatanetError> {
+    match s.rsplit_once('@') {
+        None => Ok((s, None)),
+        Some((name, v)) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|&n| n > 0)
+            .map(|n| (name, Some(n)))
+            .ok_or_else(|| DatanetError::NotFound {
+                what: "version",
+                id: s.to_string(),
+            }),
+    }
+}
+
+const _: () = assert!(MAX_DESCRIPTOR_BYTES <= MAX_VALUE_BYTES);

@@ -1,0 +1,279 @@
+//! Parsers on committed fixtures and on hostile files built in the test.
+
+use trib_datanet::{
+    parse_rows, ChunkerConfig, ContributionRejection, DatanetError, FileKind, ParseFailure,
+    ParseLimits, RowContent, SourceFile,
+};
+
+use crate::common::*;
+
+fn rows(name: &str, bytes: &[u8]) -> Result<Vec<(u64, RowContent)>, DatanetError> {
+    parse_rows(
+        &src(name, bytes),
+        &ParseLimits::default(),
+        &ChunkerConfig::default(),
+    )
+}
+
+fn failure(name: &str, bytes: &[u8]) -> (Option<u64>, ParseFailure) {
+    match rows(name, bytes) {
+        Err(DatanetError::Parse { file, line, reason }) => {
+            assert_eq!(file, name);
+            (line, reason)
+        }
+        other => panic!("{name}: expected a parse error, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_fixture_parses_into_rows() {
+    let txt = rows("constitution.txt", &fixture("constitution.txt")).unwrap();
+    assert!(txt.len() >= 5);
+    assert!(
+        matches!(&txt[0].1, RowContent::Text { text } if text.starts_with("The Constitution of the United States"))
+    );
+    let md = rows("declaration.md", &fixture("declaration.md")).unwrap();
+    assert!(md
+        .iter()
+        .any(|(_, r)| r.plain_text().contains("self-evident")));
+    let jsonl = rows("instructions.jsonl", &fixture("instructions.jsonl")).unwrap();
+    assert_eq!(
+        jsonl.iter().map(|(_, r)| r.shape()).collect::<Vec<_>>(),
+        [
+            "alpaca",
+            "alpaca",
+            "prompt_response",
+            "messages",
+            "prompt_response"
+        ]
+    );
+    let csv = parse_rows(
+        &SourceFile {
+            name: "icd10.csv",
+            declared: Some(FileKind::Csv),
+            csv_column: Some("text"),
+            bytes: &fixture("icd10.csv"),
+        },
+        &ParseLimits::default(),
+        &ChunkerConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(csv.len(), 39);
+    assert_eq!(
+        csv[0],
+        (
+            2,
+            RowContent::Text {
+                text: "ICD-10-CM A00: Cholera".into()
+            }
+        )
+    );
+    let pdf = rows("sample.pdf", &fixture("sample.pdf")).unwrap();
+    assert!(
+        pdf.iter()
+            .any(|(_, r)| r.plain_text().contains("We the People")),
+        "{pdf:?}"
+    );
+    let docx = rows("sample.docx", &fixture("sample.docx")).unwrap();
+    assert_eq!(
+        docx.len(),
+        1,
+        "short paragraphs merge into one row: {docx:?}"
+    );
+    assert!(docx[0]
+        .1
+        .plain_text()
+        .contains("Congress shall make no law"));
+}
+
+#[test]
+fn pdf_pages_and_docx_paragraphs_built_in_the_test_are_read() {
+    let pdf = pdf_of(&["First page text.", "Second page text."]);
+    let r = rows("x.pdf", &pdf).unwrap();
+    let all: String = r
+        .iter()
+        .map(|(_, c)| c.plain_text())
+        .collect::<Vec<_>>()
+        .join("|");
+    assert!(
+        all.contains("First page text.") && all.contains("Second page text."),
+        "{all}"
+    );
+    let docx = docx_of(&["Alpha &amp; beta.", "Gamma."]);
+    let r = parse_rows(
+        &src("x.docx", &docx),
+        &ParseLimits::default(),
+        &ChunkerConfig {
+            max_row_bytes: 4096,
+            min_row_bytes: 0,
+        },
+    )
+    .unwrap();
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].1.plain_text(), "Alpha & beta.");
+}
+
+#[test]
+fn a_zip_bomb_docx_is_refused() {
+    let zeros = vec![0u8; 80 << 20];
+    let bomb = zip_of(&[("word/document.xml", &zeros)]);
+    assert!(
+        bomb.len() < 1 << 20,
+        "the bomb is small compressed: {}",
+        bomb.len()
+    );
+    let (_, reason) = failure("bomb.docx", &bomb);
+    assert_eq!(reason, ParseFailure::ZipTooLarge { max: 64 << 20 });
+}
+
+#[test]
+fn a_docx_with_too_many_entries_is_refused() {
+    let names: Vec<String> = (0..1_001).map(|i| format!("junk/{i}.xml")).collect();
+    let entries: Vec<(&str, &[u8])> = names
+        .iter()
+        .map(|n| (n.as_str(), b"x".as_slice()))
+        .collect();
+    let (_, reason) = failure("many.docx", &zip_of(&entries));
+    assert_eq!(
+        reason,
+        ParseFailure::ZipTooManyEntries {
+            entries: 1_001,
+            max: 1_000
+        }
+    );
+}
+
+#[test]
+fn path_traversal_names_in_a_docx_are_refused() {
+    for evil in ["../../etc/passwd", "/abs/path.xml", "word/../../x.xml"] {
+        let z = zip_of(&[("word/document.xml", b"<w:document/>"), (evil, b"x")]);
+        let (_, reason) = failure("evil.docx", &z);
+        assert_eq!(
+            reason,
+            ParseFailure::ZipPathTraversal(evil.to_string()),
+            "{evil}"
+        );
+    }
+}
+
+#[test]
+fn a_ten_megabyte_single_line_is_refused_with_its_line_number() {
+    let mut big = b"short first line\n".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 10 << 20));
+    let (line, reason) = failure("huge.txt", &big);
+    assert_eq!(line, Some(2));
+    assert_eq!(
+        reason,
+        ParseFailure::LineTooLong {
+            len: 10 << 20,
+            max: 1 << 20
+        }
+    );
+}
+
+#[test]
+fn binary_garbage_and_invalid_utf8_are_refused() {
+    let mut state = 0x1234_5678u32;
+    let garbage: Vec<u8> = (0..4096)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect();
+    let (_, reason) = failure("garbage.txt", &garbage);
+    assert!(
+        matches!(
+            reason,
+            ParseFailure::NotUtf8 { .. } | ParseFailure::Binary { .. }
+        ),
+        "{reason:?}"
+    );
+    let (line, reason) = failure("latin1.txt", b"caf\xe9 au lait\n");
+    assert_eq!(
+        (line, reason),
+        (Some(1), ParseFailure::NotUtf8 { byte_offset: 3 })
+    );
+    let ctrl: Vec<u8> = (0..200u8)
+        .map(|i| if i % 10 == 0 { 0x07 } else { b'a' })
+        .collect();
+    assert!(matches!(
+        failure("bell.txt", &ctrl).1,
+        ParseFailure::Binary {
+            control_chars: 20,
+            ..
+        }
+    ));
+    assert!(matches!(
+        failure("x.pdf", b"%PDF-1.7 garbage garbage").1,
+        ParseFailure::BadPdf(_)
+    ));
+    assert!(matches!(
+        failure("x.docx", b"PK\x03\x04garbage").1,
+        ParseFailure::BadDocx(_)
+    ));
+}
+
+#[test]
+fn bad_jsonl_and_csv_name_the_line() {
+    let (line, reason) = failure(
+        "bad.jsonl",
+        b"{\"text\":\"ok\"}\n{\"text\":\"ok too\"}\n{oops}\n",
+    );
+    assert_eq!(line, Some(3));
+    assert!(matches!(reason, ParseFailure::BadJson(_)));
+    let (line, reason) = failure("bad.csv", b"text,n\n\"a\",1\nb,2,3\n");
+    assert_eq!(line, Some(3));
+    assert!(matches!(reason, ParseFailure::BadCsv(_)), "{reason:?}");
+}
+
+#[test]
+fn parse_errors_surface_in_the_validation_report() {
+    use trib_datanet::{MemoryDedupIndex, QuotaUsage, Validator};
+    let r = Validator::default()
+        .validate(
+            &text_datanet(),
+            alice(),
+            &src("bad.jsonl", b"{}\n"),
+            &QuotaUsage::default(),
+            &MemoryDedupIndex::new(),
+        )
+        .unwrap();
+    let rejection = r.report.rejection.unwrap();
+    assert!(matches!(
+        &rejection,
+        ContributionRejection::Unparseable { line: Some(1), .. }
+    ));
+    assert!(
+        rejection
+            .to_string()
+            .starts_with("bad.jsonl:1: unrecognised record"),
+        "{rejection}"
+    );
+}
+
+/// Writes the binary fixtures (`sample.pdf`, `sample.docx`). Run with
+/// `cargo test -p trib-datanet --test it -- --ignored regenerate` after a
+/// deliberate format change; the committed files keep old formats loading.
+#[test]
+#[ignore]
+fn regenerate_binary_fixtures() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    std::fs::write(
+        dir.join("sample.pdf"),
+        pdf_of(&[
+            "We the People of the United States, in Order to form a more perfect Union.",
+            "Article I. Section 1.",
+        ]),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sample.docx"),
+        docx_of(&[
+            "Amendment I",
+            "Congress shall make no law respecting an establishment of religion, or prohibiting the free exercise thereof.",
+        ]),
+    )
+    .unwrap();
+}
