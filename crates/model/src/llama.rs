@@ -30,6 +30,13 @@ use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
 use crate::lora::{LoraAdapter, LoraDropout, LoraTarget};
 
+/// Up to this many rows, a [`Weight::Hybrid`] multiplies with the quantized
+/// blocks (a memory-bound matrix-vector product, where reading 4.5 bits per
+/// weight instead of 32 wins); above it, with the dense copy (a compute-bound
+/// matrix product, where candle's f32 gemm with runtime-detected SIMD wins).
+/// Measured in docs/model.md.
+pub(crate) const QUANTIZED_MAX_ROWS: usize = 1;
+
 /// A projection matrix `[out, in]`, dense f32 or ggml-quantized.
 #[derive(Clone, Debug)]
 pub(crate) enum Weight {
@@ -37,6 +44,8 @@ pub(crate) enum Weight {
     Quantized(Arc<QTensor>),
     /// Dense f32.
     Dense(Tensor),
+    /// Both: quantized for single-row decode, dense for everything else.
+    Hybrid(Arc<QTensor>, Tensor),
 }
 
 impl Weight {
@@ -45,6 +54,13 @@ impl Weight {
         Ok(match self {
             Weight::Quantized(q) => QMatMul::QTensor(q.clone()).forward(x)?,
             Weight::Dense(w) => x.matmul(&w.t()?)?,
+            Weight::Hybrid(q, w) => {
+                if x.dim(0)? <= QUANTIZED_MAX_ROWS {
+                    QMatMul::QTensor(q.clone()).forward(x)?
+                } else {
+                    x.matmul(&w.t()?)?
+                }
+            }
         })
     }
 
@@ -52,13 +68,13 @@ impl Weight {
     pub(crate) fn to_dense(&self) -> Result<Tensor> {
         Ok(match self {
             Weight::Quantized(q) => q.dequantize(&Device::Cpu)?,
-            Weight::Dense(t) => t.clone(),
+            Weight::Dense(t) | Weight::Hybrid(_, t) => t.clone(),
         })
     }
 
     fn dense_ref(&self) -> Result<&Tensor> {
         match self {
-            Weight::Dense(t) => Ok(t),
+            Weight::Dense(t) | Weight::Hybrid(_, t) => Ok(t),
             Weight::Quantized(_) => Err(ModelError::NeedsDenseWeights),
         }
     }
@@ -67,7 +83,7 @@ impl Weight {
     fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Weight::Quantized(q) => q.embedding(ids)?,
-            Weight::Dense(w) => w.index_select(ids, 0)?,
+            Weight::Dense(w) | Weight::Hybrid(_, w) => w.index_select(ids, 0)?,
         })
     }
 
@@ -76,6 +92,7 @@ impl Weight {
         match self {
             Weight::Quantized(q) => format!("{:?}", q.dtype()),
             Weight::Dense(_) => "F32".to_string(),
+            Weight::Hybrid(q, _) => format!("{:?}+F32", q.dtype()),
         }
     }
 }
@@ -210,7 +227,8 @@ impl Llama {
             .unwrap_or_else(|| "F32".into())
     }
 
-    /// Whether any projection is quantized.
+    /// Whether any weight is held only in quantized form (no dense copy, so
+    /// the training forward is refused).
     pub(crate) fn is_quantized(&self) -> bool {
         matches!(self.embed, Weight::Quantized(_))
             || self
@@ -383,7 +401,14 @@ impl Llama {
             }
         };
         let x = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
-        self.head().forward(&x)
+        match self.head() {
+            // Logits stay exact f32 even in single-row decode: the q8
+            // activations of a quantized head flip near-ties (SmolLM2's
+            // first answer token to "What is the capital of France?" is one,
+            // see docs/model.md).
+            Weight::Hybrid(_, w) => Ok(x.matmul(&w.t()?)?),
+            head => head.forward(&x),
+        }
     }
 
     fn adapter_groups<'a>(chunks: &[SeqChunk<'a>], n_rows: usize) -> Result<Vec<AdapterGroup<'a>>> {
@@ -486,7 +511,7 @@ impl Llama {
                 .reshape((kvh, groups * n, t))?;
         }
         let p = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = p.matmul(&v_all.contiguous()?)?;
+        let out = p.matmul(&v_all)?;
         Ok(out
             .reshape((h, n, hd))?
             .transpose(0, 1)?

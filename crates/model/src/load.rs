@@ -31,13 +31,15 @@ use crate::tokenizer::{tokenizer_from_file, tokenizer_from_gguf};
 /// How projection weights are held in memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WeightFormat {
-    /// The measured best for inference on CPU: quantized GGUF weights stay
-    /// quantized, safetensors stay f32 (see docs/model.md).
+    /// The measured best on CPU (docs/model.md): quantized GGUF projections
+    /// are kept both as ggml blocks (single-row decode) and dequantized f32
+    /// (prefill, batched decode, training); safetensors stay f32.
     #[default]
     Auto,
-    /// Keep ggml-quantized blocks (GGUF only; safetensors are dense anyway).
+    /// Keep only ggml-quantized blocks: least memory, slow prefill, no
+    /// training (GGUF only; safetensors are dense anyway).
     Quantized,
-    /// Dequantize everything to dense f32 (required for training).
+    /// Dequantize everything to dense f32.
     F32,
 }
 
@@ -103,7 +105,7 @@ struct GgufSource<'a> {
     path: &'a Path,
     reader: BufReader<File>,
     content: &'a gguf_file::Content,
-    keep_quantized: bool,
+    format: WeightFormat,
     num_heads: usize,
     num_kv_heads: usize,
 }
@@ -141,10 +143,16 @@ impl TensorSource for GgufSource<'_> {
         if let Some(heads) = self.heads_for(hf_name) {
             q = permute_qtensor(&q, heads, false)?;
         }
-        Ok(if self.keep_quantized && is_quantized_dtype(q.dtype()) {
-            Weight::Quantized(Arc::new(q))
-        } else {
-            Weight::Dense(q.dequantize(&Device::Cpu)?)
+        if !is_quantized_dtype(q.dtype()) {
+            return Ok(Weight::Dense(q.dequantize(&Device::Cpu)?));
+        }
+        Ok(match self.format {
+            WeightFormat::Quantized => Weight::Quantized(Arc::new(q)),
+            WeightFormat::F32 => Weight::Dense(q.dequantize(&Device::Cpu)?),
+            WeightFormat::Auto => {
+                let dense = q.dequantize(&Device::Cpu)?;
+                Weight::Hybrid(Arc::new(q), dense)
+            }
         })
     }
 
@@ -260,7 +268,7 @@ pub(crate) fn load_gguf(path: &Path, format: WeightFormat) -> Result<Loaded> {
         path,
         reader,
         content: &content,
-        keep_quantized: format != WeightFormat::F32,
+        format,
         num_heads: cfg.num_heads,
         num_kv_heads: cfg.num_kv_heads,
     };

@@ -106,7 +106,8 @@ impl Model {
         self.template = template;
     }
 
-    /// Whether projections are held quantized (then training is refused).
+    /// Whether some weights are held only quantized (then training is
+    /// refused; [`WeightFormat::Auto`] keeps a dense copy and trains).
     pub fn is_quantized(&self) -> bool {
         self.llama.is_quantized()
     }

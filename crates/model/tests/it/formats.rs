@@ -53,6 +53,19 @@ fn quantized_gguf_stays_quantized_and_stays_close_to_f32() {
     assert_eq!(q.info().quantization, "Q8_0");
     let f = Model::load(&path, WeightFormat::F32).unwrap();
     assert!(!f.is_quantized());
+    // Auto keeps both: quantized blocks for one-row decode, f32 otherwise.
+    let auto = Model::load(&path, WeightFormat::Auto).unwrap();
+    assert!(!auto.is_quantized());
+    assert_eq!(auto.info().weights_in_memory, "Q8_0+F32");
+    let toks = prompt(&hf);
+    let mut c1 = auto.new_cache();
+    auto.prefill(&toks[..toks.len() - 1], &mut c1, None)
+        .unwrap();
+    let one_row = auto
+        .prefill(&toks[toks.len() - 1..], &mut c1, None)
+        .unwrap();
+    let dense_row = f.prefill(&toks, &mut f.new_cache(), None).unwrap();
+    assert!(max_abs_diff(&one_row, &dense_row) < 0.5);
     let toks = prompt(&hf);
     let a = hf.forward_all(&toks, &mut hf.new_cache(), None).unwrap();
     let b = q.forward_all(&toks, &mut q.new_cache(), None).unwrap();
