@@ -199,6 +199,9 @@ pub enum LedgerError {
     /// `Ledger::open` found no file.
     #[error("no ledger at {0} (run `trib init` first)")]
     NotFound(String),
+    /// Another process (or another `Ledger` in this one) has the file open.
+    #[error("ledger {0} is in use by another process (is `trib node` running? stop it or use its HTTP API)")]
+    Locked(String),
     /// The genesis is invalid.
     #[error(transparent)]
     Genesis(#[from] GenesisError),

@@ -164,7 +164,12 @@ impl Ledger {
         if !path.exists() {
             return Err(LedgerError::NotFound(path.display().to_string()));
         }
-        let db = Database::open(path)?;
+        let db = Database::open(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                LedgerError::Locked(path.display().to_string())
+            }
+            other => other.into(),
+        })?;
         let (genesis, head) = {
             let txn = db.begin_read()?;
             let meta = txn.open_table(META)?;

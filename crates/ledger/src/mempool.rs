@@ -22,6 +22,7 @@ use crate::error::TxError;
 use crate::exec::check_stateless;
 use crate::ledger::Ledger;
 use crate::modules::{action_spend, route};
+use crate::state::TxBatch;
 use crate::tx::SignedTransaction;
 
 /// Pending totals of one sender.
@@ -100,59 +101,56 @@ impl Mempool {
     /// Admits one transaction. Returns its hash, or the precise reason it was
     /// refused (the pool is then unchanged).
     pub fn add(&mut self, stx: SignedTransaction, ledger: &Ledger) -> Result<TxHash, TxError> {
-        self.precheck(&stx, ledger)?;
-        stx.verify_signature()?;
-        self.admit_checked(stx, ledger)
+        ledger.with_state(|state| Ok(self.admit(stx, None, ledger.chain_id(), state)))?
     }
 
     /// Admits many transactions, verifying their signatures in parallel
-    /// batches first. Returns one result per transaction, in order.
+    /// batches first (ZIP-215 batch verification, so the verdicts are those
+    /// of single verification). Returns one result per transaction, in order.
     pub fn add_batch(
         &mut self,
         txs: Vec<SignedTransaction>,
         ledger: &Ledger,
     ) -> Vec<Result<TxHash, TxError>> {
-        let sig_ok: Vec<Result<(), TxError>> = {
-            let chunk = txs
-                .len()
-                .div_ceil(rayon::current_num_threads().max(1))
-                .max(64);
-            txs.par_chunks(chunk)
-                .flat_map_iter(|c| {
-                    let hashes: Vec<_> = c.iter().map(|t| t.tx.signing_hash()).collect();
-                    let items: Vec<_> = c
-                        .iter()
-                        .zip(&hashes)
-                        .map(|(t, h)| (t.tx.sender, h.as_bytes().as_slice(), t.signature))
-                        .collect();
-                    let ok = trib_types::verify_batch(&items);
-                    c.iter()
-                        .zip(ok)
-                        .map(|(t, good)| {
-                            if good {
-                                Ok(())
-                            } else {
-                                Err(TxError::BadSignature {
-                                    sender: t.tx.sender_address(),
-                                })
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .collect()
-        };
-        txs.into_iter()
-            .zip(sig_ok)
-            .map(|(stx, sig)| {
-                self.precheck(&stx, ledger)?;
-                sig?;
-                self.admit_checked(stx, ledger)
+        let chunk = txs
+            .len()
+            .div_ceil(rayon::current_num_threads().max(1))
+            .max(64);
+        let sig_ok: Vec<bool> = txs
+            .par_chunks(chunk)
+            .flat_map_iter(|c| {
+                let hashes: Vec<_> = c.iter().map(|t| t.tx.signing_hash()).collect();
+                let items: Vec<_> = c
+                    .iter()
+                    .zip(&hashes)
+                    .map(|(t, h)| (t.tx.sender, h.as_bytes().as_slice(), t.signature))
+                    .collect();
+                trib_types::verify_batch(&items)
             })
-            .collect()
+            .collect();
+        let n = txs.len();
+        let results = ledger.with_state(|state| {
+            Ok(txs
+                .into_iter()
+                .zip(sig_ok)
+                .map(|(stx, good)| self.admit(stx, Some(good), ledger.chain_id(), state))
+                .collect::<Vec<_>>())
+        });
+        match results {
+            Ok(r) => r,
+            Err(e) => vec![Err(e); n],
+        }
     }
 
-    /// Capacity, duplicate and stateless checks.
-    fn precheck(&self, stx: &SignedTransaction, ledger: &Ledger) -> Result<(), TxError> {
+    /// All admission checks against one snapshot of committed state, then
+    /// insertion. `sig_ok` is the batch verdict, or `None` to verify here.
+    fn admit(
+        &mut self,
+        stx: SignedTransaction,
+        sig_ok: Option<bool>,
+        chain_id: &str,
+        state: &TxBatch<'_, '_>,
+    ) -> Result<TxHash, TxError> {
         if self.is_full() {
             return Err(TxError::MempoolFull {
                 capacity: self.capacity,
@@ -162,66 +160,63 @@ impl Mempool {
         if self.by_hash.contains_key(&hash) {
             return Err(TxError::Duplicate { hash });
         }
-        let params = ledger
-            .params()
-            .map_err(|e| TxError::Storage(e.to_string()))?;
-        check_stateless(stx, ledger.chain_id(), &params)
-    }
-
-    /// Nonce, balance and module checks against committed state plus pending,
-    /// then insertion. The signature has been verified.
-    fn admit_checked(
-        &mut self,
-        stx: SignedTransaction,
-        ledger: &Ledger,
-    ) -> Result<TxHash, TxError> {
+        check_stateless(&stx, chain_id, state.params())?;
+        match sig_ok {
+            Some(true) => {}
+            Some(false) => {
+                return Err(TxError::BadSignature {
+                    sender: stx.tx.sender_address(),
+                })
+            }
+            None => stx.verify_signature()?,
+        }
         let sender = stx.tx.sender_address();
         let pending = self.senders.get(&sender).copied();
         let spend = cost(&stx)?;
-        ledger.with_state(|state| {
-            let acc = state.account(&sender)?;
-            let expected = match pending {
-                Some(p) => p.next_nonce,
-                None => acc.nonce,
-            };
-            if stx.tx.nonce < expected {
-                return Err(TxError::NonceReplay {
-                    sender,
-                    expected,
-                    got: stx.tx.nonce,
-                });
-            }
-            if stx.tx.nonce > expected {
-                return Err(TxError::NonceGap {
-                    sender,
-                    expected,
-                    got: stx.tx.nonce,
-                });
-            }
-            let already = pending.map(|p| p.spend).unwrap_or_default();
-            let need = already.checked_add(spend).ok_or(TxError::Overflow {
-                what: "pending spend",
-            })?;
-            if acc.balance < need {
-                return Err(TxError::InsufficientBalance {
-                    address: sender,
-                    have: acc.balance,
-                    need,
-                });
-            }
-            route(&stx.tx.action)?.check_stateful(&stx.tx, state)
+        let acc = state.account(&sender)?;
+        let expected = match pending {
+            Some(p) => p.next_nonce,
+            None => acc.nonce,
+        };
+        if stx.tx.nonce < expected {
+            return Err(TxError::NonceReplay {
+                sender,
+                expected,
+                got: stx.tx.nonce,
+            });
+        }
+        if stx.tx.nonce > expected {
+            return Err(TxError::NonceGap {
+                sender,
+                expected,
+                got: stx.tx.nonce,
+            });
+        }
+        let already = pending.map(|p| p.spend).unwrap_or_default();
+        let need = already.checked_add(spend).ok_or(TxError::Overflow {
+            what: "pending spend",
         })?;
-        let hash = stx.hash();
+        if acc.balance < need {
+            return Err(TxError::InsufficientBalance {
+                address: sender,
+                have: acc.balance,
+                need,
+            });
+        }
+        route(&stx.tx.action)?.check_stateful(&stx.tx, state)?;
+        let next_nonce = stx
+            .tx
+            .nonce
+            .checked_add(1)
+            .ok_or(TxError::Overflow { what: "nonce" })?;
         let entry = self.senders.entry(sender).or_insert(Pending {
-            next_nonce: stx.tx.nonce,
+            next_nonce,
             count: 0,
             spend: Amount::ZERO,
         });
-        entry.next_nonce = stx.tx.nonce + 1;
+        entry.next_nonce = next_nonce;
         entry.count += 1;
-        entry.spend = entry.spend.checked_add(spend).ok_or(TxError::Overflow {
-            what: "pending spend",
-        })?;
+        entry.spend = need;
         self.seq += 1;
         self.queue.insert(self.seq, stx);
         self.by_hash.insert(hash, self.seq);
@@ -265,15 +260,19 @@ impl Mempool {
         self.by_hash.clear();
         self.senders.clear();
         let mut dropped = Vec::new();
-        for (_, stx) in old {
-            let hash = stx.hash();
-            if let Err(error) = self
-                .precheck(&stx, ledger)
-                .and_then(|()| self.admit_checked(stx, ledger))
-            {
-                tracing::debug!(target: "trib::mempool", %hash, %error, "pending transaction dropped");
-                dropped.push(RejectedTx { hash, error });
+        let result = ledger.with_state(|state| {
+            for (_, stx) in old {
+                let hash = stx.hash();
+                // Signatures were verified at admission and do not depend on state.
+                if let Err(error) = self.admit(stx, Some(true), ledger.chain_id(), state) {
+                    tracing::debug!(target: "trib::mempool", %hash, %error, "pending transaction dropped");
+                    dropped.push(RejectedTx { hash, error });
+                }
             }
+            Ok(())
+        });
+        if let Err(e) = result {
+            tracing::warn!(target: "trib::mempool", error = %e, "recheck could not read the ledger; pending transactions dropped");
         }
         dropped
     }

@@ -20,8 +20,8 @@ pub enum StateValue {
     Params(Params),
     /// For `supply`.
     Supply(Supply),
-    /// For `proposal/<id>`.
-    Proposal(Proposal),
+    /// For `proposal/<id>` (boxed: much larger than the other values).
+    Proposal(Box<Proposal>),
     /// For `next_proposal_id`.
     NextProposalId(u64),
     /// For `active_proposals`.

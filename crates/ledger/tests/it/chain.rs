@@ -263,3 +263,11 @@ fn only_the_genesis_producer_can_produce_blocks() {
     );
     assert_eq!(chain.ledger.height(), 0);
 }
+
+#[test]
+fn a_ledger_open_elsewhere_is_reported_as_locked() {
+    let chain = TestChain::new(&genesis(1));
+    let path = chain.ledger.path().to_path_buf();
+    let err = trib_ledger::Ledger::open(&path).unwrap_err();
+    assert!(matches!(err, trib_ledger::LedgerError::Locked(_)), "{err}");
+}

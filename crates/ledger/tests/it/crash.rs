@@ -87,7 +87,7 @@ fn a_ledger_killed_with_sigkill_reopens_complete_and_verifies() {
         if let Some(h) = out
             .lines()
             .filter_map(|l| l.strip_prefix("committed ")?.trim().parse::<u64>().ok())
-            .last()
+            .next_back()
         {
             reported = reported.max(h);
         }
