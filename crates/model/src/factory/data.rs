@@ -819,6 +819,40 @@ mod tests {
         assert_ne!(epoch_order(20, 1, 0), epoch_order(20, 1, 1));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn packing_respects_max_length_and_keeps_every_example_and_target(
+            lens in proptest::collection::vec(2usize..40, 1..40),
+            max_length in 40usize..100,
+            seed in 0u64..1000,
+        ) {
+            let exs: Vec<Example> = lens.iter().enumerate().map(|(i, &n)| ex(i as u64, n)).collect();
+            let order = epoch_order(exs.len(), seed, 0);
+            let seqs = sequences(&exs, &order, max_length, true);
+            let mut seen: Vec<usize> = seqs.iter().flat_map(|s| s.examples.clone()).collect();
+            proptest::prop_assert_eq!(seen.clone(), order.clone());
+            seen.sort();
+            proptest::prop_assert_eq!(seen, (0..exs.len()).collect::<Vec<_>>());
+            for s in &seqs {
+                proptest::prop_assert!(s.tokens.len() <= max_length);
+                proptest::prop_assert_eq!(s.tokens.len(), s.targets.len());
+                let want: usize = s.examples.iter().map(|&i| exs[i].target_count()).sum();
+                proptest::prop_assert_eq!(s.targets.iter().filter(|&&t| t).count(), want);
+            }
+        }
+
+        #[test]
+        fn the_split_partitions_the_examples(n in 1usize..60, fraction in 0.0f64..0.95, seed in 0u64..1000) {
+            let exs: Vec<Example> = (0..n as u64).map(|i| ex(i, 3)).collect();
+            let (t, v) = split(exs, fraction, seed);
+            proptest::prop_assert_eq!(t.len() + v.len(), n);
+            proptest::prop_assert!(!t.is_empty());
+            let mut rows: Vec<u64> = t.iter().chain(&v).map(|e| e.provenance.row).collect();
+            rows.sort();
+            proptest::prop_assert_eq!(rows, (0..n as u64).collect::<Vec<_>>());
+        }
+    }
+
     #[test]
     fn padding_is_never_a_target() {
         let a = Sequence {

@@ -128,15 +128,18 @@ pub(crate) struct Reporter {
 }
 
 impl Reporter {
-    /// Opens (appending, so a resumed run continues the file) `metrics.jsonl`.
+    /// Opens `metrics.jsonl`: appending when resuming, truncated otherwise.
     pub(crate) fn new(
         metrics_path: &Path,
+        append: bool,
         callback: Option<ProgressFn>,
         show_bar: bool,
     ) -> Result<Self> {
         let f = OpenOptions::new()
             .create(true)
-            .append(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
             .open(metrics_path)
             .map_err(|e| FactoryError::io(metrics_path, e))?;
         let bar = (show_bar && std::io::stderr().is_terminal()).then(|| {

@@ -318,28 +318,39 @@ fn hash_file(p: &Path) -> Result<Hash> {
 pub fn train(job: &JobConfig, opts: TrainOptions) -> Result<TrainOutcome> {
     let started = Instant::now();
     let out = job.output.dir.clone();
-    std::fs::create_dir_all(&out).map_err(|e| FactoryError::io(&out, e))?;
+    // Everything that can be refused (model, data, resume target) is checked
+    // before the output directory is touched.
     let model = load_model(job, &opts)?;
     let prepared = prepare_data(job, &model, opts.resolver.as_deref())?;
+    let resume = match &job.checkpoint.resume_from {
+        Some(r) => checkpoint::resolve(&out, r)?,
+        None => None,
+    };
+    std::fs::create_dir_all(&out).map_err(|e| FactoryError::io(&out, e))?;
     let adapter = LoraAdapter::init(
         lora_config(job)?,
         model.config(),
         job.model.base.clone(),
         job.train.seed,
     )?;
+    // A fresh run starts a new metrics file; a resumed run continues it.
     let mut reporter = Reporter::new(
         &out.join("metrics.jsonl"),
+        resume.is_some(),
         opts.progress.clone(),
         opts.progress_bar,
     )?;
     let result = run_loop(
-        job,
-        &opts,
-        &model,
-        &adapter,
-        &prepared,
+        LoopInputs {
+            job,
+            opts: &opts,
+            model: &model,
+            adapter: &adapter,
+            prepared: &prepared,
+            resume,
+            started,
+        },
         &mut reporter,
-        started,
     )?;
     finish(
         job,
@@ -365,15 +376,26 @@ struct RunState {
     tokens: u64,
 }
 
-fn run_loop(
-    job: &JobConfig,
-    opts: &TrainOptions,
-    model: &Model,
-    adapter: &LoraAdapter,
-    prepared: &PreparedData,
-    reporter: &mut Reporter,
+struct LoopInputs<'a> {
+    job: &'a JobConfig,
+    opts: &'a TrainOptions,
+    model: &'a Model,
+    adapter: &'a LoraAdapter,
+    prepared: &'a PreparedData,
+    resume: Option<PathBuf>,
     started: Instant,
-) -> Result<LoopResult> {
+}
+
+fn run_loop(inputs: LoopInputs<'_>, reporter: &mut Reporter) -> Result<LoopResult> {
+    let LoopInputs {
+        job,
+        opts,
+        model,
+        adapter,
+        prepared,
+        resume,
+        started,
+    } = inputs;
     let out = &job.output.dir;
     let plan = plan_steps(job, &prepared.train);
     let total = plan.len() as u64;
@@ -390,8 +412,8 @@ fn run_loop(
         eval_before: None,
         tokens: 0,
     };
-    if let Some(r) = &job.checkpoint.resume_from {
-        if let Some(dir) = checkpoint::resolve(out, r)? {
+    {
+        if let Some(dir) = resume {
             let st = checkpoint::load(&dir, &names, &vars, &mut opt, training_hash)?;
             start = st.step;
             if let Ok(bytes) = std::fs::read(dir.join("run_state.json")) {
