@@ -18,7 +18,7 @@
 //!   prompt does not stall the decodes. Limits and back-pressure come back as
 //!   typed [`ServeError`]s that name their HTTP status.
 //! - [`BatchModel`]: the small surface the engine needs from a model;
-//!   implemented for trib-model's transformer.
+//!   implemented for trib-model's transformer by [`ServedModel`].
 //!
 //! `trib-node` maps the OpenAI-compatible routes onto [`EngineHandle`];
 //! `trib-model` owns the transformer, tokenizer, PEFT parsing and validation.
@@ -27,10 +27,12 @@
 mod cache;
 mod engine;
 mod error;
+mod fixtures;
 mod limits;
 mod model;
 mod name;
 mod sampling;
+mod served_model;
 mod store;
 
 pub use cache::{
@@ -42,10 +44,12 @@ pub use engine::{
     FinishReason, GenerateRequest, ModelInfo, Output, Prompt, StreamEvent, Submission, Usage,
 };
 pub use error::ServeError;
+pub use fixtures::RandomAdapter;
 pub use limits::EngineLimits;
 pub use model::{BatchModel, ChatMessage, DecodeSlot, ModelError};
 pub use name::{AdapterName, AdapterNameError, MAX_ADAPTER_NAME_LEN};
 pub use sampling::SamplingParams;
+pub use served_model::{ServedModel, DEFAULT_MAX_SERVED_RANK};
 pub use store::{
     AdapterFiles, AdapterStore, LocalDirStore, ObjectAdapterStore, StoreError, ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE, DEFAULT_MAX_ADAPTER_FILE_BYTES,

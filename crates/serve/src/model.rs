@@ -24,24 +24,8 @@ impl ModelError {
     }
 }
 
-/// One chat message (OpenAI `messages[i]`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ChatMessage {
-    /// `system`, `user` or `assistant`.
-    pub role: String,
-    /// The message text.
-    pub content: String,
-}
-
-impl ChatMessage {
-    /// A message with `role` and `content`.
-    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-        }
-    }
-}
+/// One chat message (OpenAI `messages[i]`): trib-model's type, re-exported.
+pub use trib_model::ChatMessage;
 
 /// One running sequence's input to a batched decode step.
 pub struct DecodeSlot<'a, C, A> {
