@@ -539,7 +539,7 @@ pub(crate) fn split(
             (k, e)
         })
         .collect();
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed.sort_by_key(|a| a.0);
     let mut val = Vec::with_capacity(n_val);
     let mut train = Vec::with_capacity(n - n_val);
     for (i, (_, e)) in keyed.into_iter().enumerate() {

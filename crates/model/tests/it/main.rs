@@ -2,6 +2,8 @@
 //! and (when the file is present) the SmolLM2 demo model.
 
 mod batching;
+mod factory;
+mod factory_smollm2;
 mod formats;
 mod forwards;
 mod peft_files;
