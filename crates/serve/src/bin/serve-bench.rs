@@ -18,6 +18,10 @@
 //! cargo run --release -p trib-serve --bin serve-bench -- \
 //!     --threads 2 --concurrency 32 --new-tokens 32 --adapters 1,8,64,256
 //! ```
+//!
+//! `--adapter-dir DIR` keeps the generated adapters (`DIR/bench-r8-NNN/`)
+//! for the peer scripts `scripts/bench/serve_peft.py` and
+//! `scripts/bench/serve_llamacpp.py`.
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -42,6 +46,8 @@ struct Args {
     adapters: Vec<usize>,
     requests: usize,
     naive: bool,
+    /// Keep the generated adapters here (for the peer scripts) instead of a temporary directory.
+    adapter_dir: Option<PathBuf>,
 }
 
 fn parse_args() -> Res<Args> {
@@ -56,6 +62,7 @@ fn parse_args() -> Res<Args> {
         adapters: vec![1, 8, 64, 256],
         requests: 0,
         naive: true,
+        adapter_dir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -73,10 +80,11 @@ fn parse_args() -> Res<Args> {
                     .collect::<Result<_, _>>()?
             }
             "--no-naive" => a.naive = false,
+            "--adapter-dir" => a.adapter_dir = Some(PathBuf::from(val()?)),
             "-h" | "--help" => {
                 println!(
                     "serve-bench [--model GGUF] [--threads N] [--concurrency C] [--new-tokens N] \
-                     [--requests R] [--adapters 1,8,64,256] [--no-naive]"
+                     [--requests R] [--adapters 1,8,64,256] [--no-naive] [--adapter-dir DIR]"
                 );
                 std::process::exit(0);
             }
@@ -316,14 +324,21 @@ fn main() -> Res<()> {
     let params = model.model().info().parameters;
     let rss_base = peak_rss_mb();
     let max_d = args.adapters.iter().copied().max().unwrap_or(1);
-    let store = std::env::temp_dir().join(format!("trib-serve-bench-{}", std::process::id()));
-    struct Rm(PathBuf);
+    struct Rm(Option<PathBuf>);
     impl Drop for Rm {
         fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            if let Some(p) = &self.0 {
+                let _ = std::fs::remove_dir_all(p);
+            }
         }
     }
-    let _rm = Rm(store.clone());
+    let (store, _rm) = match &args.adapter_dir {
+        Some(d) => (d.clone(), Rm(None)),
+        None => {
+            let d = std::env::temp_dir().join(format!("trib-serve-bench-{}", std::process::id()));
+            (d.clone(), Rm(Some(d)))
+        }
+    };
     let t = Instant::now();
     let names: Vec<AdapterName> = (0..max_d)
         .map(|i| {
@@ -493,9 +508,9 @@ fn main() -> Res<()> {
         println!("| memory per merged copy (f32) | {merged_mib:.0} MiB |");
         for d in &args.adapters {
             println!(
-                "| memory for {d} resident merged copies vs OpenLoRA (base + {d} adapters) | {:.0} MiB vs {:.0} MiB |",
+                "| {d} adapters: resident merged f32 copies vs OpenLoRA (base in memory + {d} cached adapters) | {:.0} MiB vs {:.0} MiB |",
                 merged_mib * *d as f64,
-                std::fs::metadata(&args.model)?.len() as f64 / (1 << 20) as f64 + (*d * per_adapter) as f64 / (1 << 20) as f64
+                rss_base + (*d * per_adapter) as f64 / (1 << 20) as f64
             );
         }
         println!();
