@@ -25,7 +25,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-VENV = os.path.join(HERE, ".venv-serve-llamacpp")
+# under the repository's git-ignored .venv/
+VENV = os.path.join(HERE, "..", "..", ".venv", "serve-llamacpp")
 DEPS = ["llama-cpp-python", "gguf>=0.10", "safetensors", "numpy"]
 
 
@@ -34,6 +35,7 @@ def ensure_deps():
         return
     py = os.path.join(VENV, "bin", "python")
     if not os.path.exists(py):
+        os.makedirs(os.path.dirname(VENV), exist_ok=True)
         subprocess.check_call([sys.executable, "-m", "venv", VENV])
         subprocess.check_call([py, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
         env = dict(os.environ, CMAKE_ARGS="-DGGML_NATIVE=ON")

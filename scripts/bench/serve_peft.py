@@ -12,7 +12,7 @@ greedy, NEW_TOKENS new tokens each, and prints output tokens/s.
     python3 scripts/bench/serve_peft.py --adapters-dir /tmp/bench-adapters --threads 2
 
 Installs its own dependencies (CPU torch, transformers, peft, gguf) into a
-virtual environment next to this script on first run.
+virtual environment under the repository's .venv/ on first run.
 """
 import argparse
 import os
@@ -21,7 +21,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-VENV = os.path.join(HERE, ".venv-serve-peft")
+# under the repository's git-ignored .venv/
+VENV = os.path.join(HERE, "..", "..", ".venv", "serve-peft")
 DEPS = ["torch", "transformers>=4.45", "peft>=0.12", "gguf>=0.10", "safetensors", "numpy"]
 
 
@@ -31,6 +32,7 @@ def ensure_deps():
         return
     py = os.path.join(VENV, "bin", "python")
     if not os.path.exists(py):
+        os.makedirs(os.path.dirname(VENV), exist_ok=True)
         subprocess.check_call([sys.executable, "-m", "venv", VENV])
         subprocess.check_call([py, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
         subprocess.check_call(
