@@ -12,14 +12,15 @@ use trib_types::{Address, Amount, BlockHash, Hash, SecretKey, Signature, TxHash}
 
 use crate::block::{tx_root, Block, BlockHeader, BlockOutcome, PhaseTimings, TxRecord};
 use crate::error::{LedgerError, TxError, VerifyError};
-use crate::exec::{check_stateless, execute_block, genesis_writes, read_params};
+use crate::exec::{check_stateless, execute_block, genesis_writes, read_params, Signatures};
 use crate::genesis::{Genesis, Params};
+use crate::mempool::Mempool;
 use crate::modules::route;
 use crate::proof::{StateProof, StateValue};
 use crate::state::{Account, BlockState, Proposal, StateKey, Supply};
 use crate::store::{
-    write_tree_batch, MemoryTree, RedbState, RedbTree, BLOCKS, JMT_NODES, JMT_VALUES, META,
-    META_GENESIS, META_HEAD, STATE, TXS,
+    tree_update, write_tree_batch, MemoryTree, RedbState, RedbTree, BLOCKS, JMT_NODES, JMT_VALUES,
+    META, META_GENESIS, META_HEAD, STATE, TXS,
 };
 use crate::tx::SignedTransaction;
 
@@ -91,9 +92,7 @@ fn commit_state(
             nodes: &nodes,
             values: &values,
         };
-        Sha256Jmt::new(&reader)
-            .put_value_set(value_set, version)
-            .map_err(tree_err)?
+        tree_update(&reader, &value_set, version).map_err(tree_err)?
     };
     write_tree_batch(&mut nodes, &mut values, &batch.node_batch)?;
     for (k, v) in writes {
@@ -379,6 +378,43 @@ impl Ledger {
         time_ms: u64,
         producer: &SecretKey,
     ) -> Result<BlockOutcome, LedgerError> {
+        self.produce(txs, Signatures::Verify, time_ms, producer)
+    }
+
+    /// Drains up to `max_block_txs` transactions from `mempool` into the next
+    /// block, commits it like [`Ledger::produce_block`], then
+    /// [`Mempool::recheck`]s the pool. The mempool verified every signature
+    /// at admission, so they are not verified a second time here (replay
+    /// still verifies all). If the block cannot be committed, the drained
+    /// transactions go back into the pool.
+    pub fn produce_block_from(
+        &self,
+        mempool: &mut Mempool,
+        time_ms: u64,
+        producer: &SecretKey,
+    ) -> Result<BlockOutcome, LedgerError> {
+        let max = self.params()?.max_block_txs as usize;
+        let txs = mempool.drain(max);
+        let kept = txs.clone();
+        match self.produce(txs, Signatures::AlreadyVerified, time_ms, producer) {
+            Ok(outcome) => {
+                mempool.recheck(self);
+                Ok(outcome)
+            }
+            Err(e) => {
+                mempool.restore(kept, self);
+                Err(e)
+            }
+        }
+    }
+
+    fn produce(
+        &self,
+        txs: Vec<SignedTransaction>,
+        signatures: Signatures,
+        time_ms: u64,
+        producer: &SecretKey,
+    ) -> Result<BlockOutcome, LedgerError> {
         if producer.public_key() != self.genesis.producer {
             return Err(LedgerError::WrongProducer {
                 expected: self.genesis.producer.to_hex(),
@@ -391,7 +427,7 @@ impl Ledger {
         let txn = self.db.begin_write()?;
         let executed = {
             let table = txn.open_table(STATE)?;
-            execute_block(&RedbState(&table), height, self.chain_id(), txs)?
+            execute_block(&RedbState(&table), height, self.chain_id(), txs, signatures)?
         };
         let t_tree = Instant::now();
         let state_root = commit_state(&txn, height, executed.writes)?;
@@ -584,13 +620,17 @@ impl Ledger {
                 });
             }
             let txs_in: Vec<SignedTransaction> = records.iter().map(|r| r.tx.clone()).collect();
-            let executed =
-                execute_block(&state, height, &genesis.chain_id, txs_in).map_err(|e| {
-                    VerifyError::CorruptBlock {
-                        height,
-                        what: e.to_string(),
-                    }
-                })?;
+            let executed = execute_block(
+                &state,
+                height,
+                &genesis.chain_id,
+                txs_in,
+                Signatures::Verify,
+            )
+            .map_err(|e| VerifyError::CorruptBlock {
+                height,
+                what: e.to_string(),
+            })?;
             if let Some(rej) = executed.rejected.first() {
                 let index = recomputed.iter().position(|x| *x == rej.hash).unwrap_or(0) as u32;
                 return Err(VerifyError::TxRejected {
@@ -740,8 +780,7 @@ fn apply_memory(
         .iter()
         .map(|(k, v)| (k.key_hash(), v.clone()))
         .collect();
-    let (root, update) = Sha256Jmt::new(&*tree)
-        .put_value_set(value_set, version)
+    let (root, update) = tree_update(&*tree, &value_set, version)
         .map_err(|e| VerifyError::Storage(format!("replay state tree at {version}: {e:#}")))?;
     tree.apply(update);
     for (k, v) in writes {

@@ -252,6 +252,19 @@ impl Mempool {
         }
     }
 
+    /// Puts back transactions drained for a block that could not be
+    /// committed, ahead of everything still pending, and rechecks the pool.
+    pub(crate) fn restore(&mut self, txs: Vec<SignedTransaction>, ledger: &Ledger) {
+        let rest = std::mem::take(&mut self.queue);
+        let mut seq = 0;
+        for stx in txs.into_iter().chain(rest.into_values()) {
+            seq += 1;
+            self.queue.insert(seq, stx);
+        }
+        self.seq = seq;
+        self.recheck(ledger);
+    }
+
     /// Re-checks every pending transaction against the committed state (call
     /// after each block) and drops the ones that can no longer execute,
     /// returning them with the reason.

@@ -120,6 +120,34 @@ pub(crate) fn write_tree_batch(
     Ok(())
 }
 
+/// Applies one block's writes to the tree as `version`.
+///
+/// Blocks without deletions (the common case: transfers) use jmt's batch
+/// insertion, which builds and hashes each touched internal node once;
+/// blocks with deletions (and empty blocks) use the per-key path. Both give
+/// the same root for the same contents (a JMT root depends only on its
+/// key/value set), which `tests::batch_and_per_key_updates_agree` checks.
+pub(crate) fn tree_update<R: TreeReader>(
+    reader: &R,
+    writes: &[(KeyHash, Option<OwnedValue>)],
+    version: Version,
+) -> anyhow::Result<(jmt::RootHash, TreeUpdateBatch)> {
+    let tree = jmt::Sha256Jmt::new(reader);
+    if !writes.is_empty() && writes.iter().all(|(_, v)| v.is_some()) {
+        let set: Vec<(KeyHash, OwnedValue)> = writes
+            .iter()
+            .map(|(k, v)| (*k, v.clone().expect("checked: no deletions")))
+            .collect();
+        let (roots, batch) = tree.batch_put_value_sets(vec![set], None, version)?;
+        let root = *roots
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("jmt returned no root for version {version}"))?;
+        Ok((root, batch))
+    } else {
+        tree.put_value_set(writes.to_vec(), version)
+    }
+}
+
 /// A JMT in memory that keeps only the latest version (stale nodes are
 /// dropped after each update): the replay verifier's tree.
 #[derive(Default)]
@@ -171,5 +199,38 @@ impl TreeReader for MemoryTree {
         anyhow::bail!(
             "get_rightmost_leaf is only used by JMT restore, which this ledger does not use"
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key(i: u8) -> KeyHash {
+        KeyHash(trib_types::Hash::of(&[i]).0)
+    }
+
+    proptest! {
+        #[test]
+        fn batch_and_per_key_updates_agree(
+            blocks in proptest::collection::vec(
+                proptest::collection::vec((0u8..40, proptest::option::weighted(0.85, any::<u16>())), 0..30),
+                1..12,
+            )
+        ) {
+            let (mut a, mut b) = (MemoryTree::default(), MemoryTree::default());
+            for (version, writes) in blocks.into_iter().enumerate() {
+                // Deduplicate keys (a block's writes are a map).
+                let map: BTreeMap<u8, Option<u16>> = writes.into_iter().collect();
+                let set: Vec<(KeyHash, Option<OwnedValue>)> =
+                    map.into_iter().map(|(k, v)| (key(k), v.map(|v| v.to_le_bytes().to_vec()))).collect();
+                let (ra, ua) = jmt::Sha256Jmt::new(&a).put_value_set(set.clone(), version as u64).unwrap();
+                let (rb, ub) = tree_update(&b, &set, version as u64).unwrap();
+                prop_assert_eq!(ra, rb, "roots differ at version {}", version);
+                a.apply(ua);
+                b.apply(ub);
+            }
+        }
     }
 }

@@ -8,8 +8,9 @@
 //! - submitted → committed: pre-signed transfers go through
 //!   `Mempool::add_batch` (parallel batch signature checks, nonce and balance
 //!   checks against committed state plus pending), are drained into blocks and
-//!   committed durably by `Ledger::produce_block` (one fsynced redb
-//!   transaction per block);
+//!   committed durably by `Ledger::produce_block_from` (one fsynced redb
+//!   transaction per block; signatures are not re-verified there since the
+//!   mempool admitted only verified ones);
 //! - the cost split per transaction (mempool admission, block signature
 //!   checks, execution, state-tree update, storage commit);
 //! - replay verification (`Ledger::verify_chain`);
@@ -170,9 +171,8 @@ fn run(
             if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
                 return Err(format!("mempool refused a benchmark transaction: {e}"));
             }
-            let batch = mempool.drain(args.block);
             let out = ledger
-                .produce_block(batch, 1_000 * (i as u64 + 1), producer)
+                .produce_block_from(&mut mempool, 1_000 * (i as u64 + 1), producer)
                 .map_err(|e| e.to_string())?;
             if let Some(r) = out.rejected.first() {
                 return Err(format!(
@@ -299,7 +299,7 @@ fn main() {
     println!("| anchor: Cosmos SDK chains (published, not measured here) | ~1,800 TPS | | | | |");
     println!("| anchor: OP Stack, ~27 Mgas/s (published, not measured here) | ~1,300 transfers/s | | | | |");
     println!("\n### Cost split per transaction (µs)\n");
-    println!("| threads | mempool admission (batch sig + checks) | block signature checks | execution | state tree (JMT) | storage commit (fsync) | total |");
+    println!("| threads | mempool admission (batch sig + checks) | block stateless checks | execution | state tree (JMT) | storage commit (fsync) | total |");
     println!("|---|---|---|---|---|---|---|");
     for r in &runs {
         let s = &r.split;

@@ -149,3 +149,33 @@ fn recheck_drops_transactions_a_block_made_invalid() {
     assert!(matches!(dropped[0].error, TxError::NonceReplay { .. }));
     assert!(pool.is_empty());
 }
+
+#[test]
+fn producing_from_the_mempool_commits_its_transactions_and_empties_it() {
+    let chain = TestChain::new(&genesis(3));
+    let cid = chain.ledger.chain_id().to_string();
+    let mut pool = Mempool::new(100);
+    let mut hashes = Vec::new();
+    for i in 1..=3u8 {
+        for n in 0..2 {
+            hashes.push(
+                pool.add(
+                    sign(&cid, &user(i), n, transfer(user(1).address(), 1)),
+                    &chain.ledger,
+                )
+                .unwrap(),
+            );
+        }
+    }
+    let out = chain
+        .ledger
+        .produce_block_from(&mut pool, 10, &producer())
+        .unwrap();
+    assert_eq!(out.included, hashes);
+    assert!(pool.is_empty());
+    for h in &hashes {
+        assert!(chain.ledger.tx(h).unwrap().is_some());
+    }
+    // Replay re-verifies the signatures the producer skipped.
+    chain.ledger.verify_chain(|_, _| {}).unwrap();
+}
