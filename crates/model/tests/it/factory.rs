@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use trib_model::factory::{
     encode_pair, eval_with, evaluate, example_gradient, export_merged, prepare_data, test_gradient,
-    train, CancelFlag, DataFormat, FactoryError, GradientCache, JobConfig, ProgressEvent,
-    SourceRef, StepMetrics, TrainOptions,
+    train, CancelFlag, DataFormat, DatanetResolver, DatanetRow, FactoryError, GradientCache,
+    JobConfig, ProgressEvent, ResolvedDatanet, SourceRef, StepMetrics, TrainOptions,
 };
 use trib_model::{
     decode, load_peft, write_tiny_hf_dir, AdapterLimits, LoraTarget, Model, TinySpec, WeightFormat,
@@ -690,5 +690,97 @@ fn eval_compares_base_and_adapter_and_export_merges_them() {
         "merged {} vs adapter {}",
         m.loss,
         report.adapter.loss
+    );
+}
+
+/// A datanet with two contributors, and a permissioned one this job may not read.
+struct TestResolver;
+
+impl DatanetResolver for TestResolver {
+    fn resolve(&self, name: &str, version: &str) -> Result<ResolvedDatanet, String> {
+        match (name, version) {
+            ("legal", "1") => {
+                let alice = trib_types::SecretKey::from_seed([1; 32]).address();
+                let bob = trib_types::SecretKey::from_seed([2; 32]).address();
+                let text = std::fs::read_to_string(fixture("qa.alpaca.jsonl")).unwrap();
+                let rows = text
+                    .lines()
+                    .enumerate()
+                    .map(|(i, l)| DatanetRow {
+                        content: l.to_string(),
+                        row_hash: trib_types::RowHash(trib_types::Hash::of(l.as_bytes())),
+                        contribution: Some(trib_types::ContributionId(trib_types::Hash::of(&[i
+                            as u8
+                            % 2]))),
+                        contributor: Some(if i % 2 == 0 { alice } else { bob }),
+                    })
+                    .collect();
+                Ok(ResolvedDatanet {
+                    version_root: trib_types::Hash::of(b"legal v1"),
+                    rows,
+                })
+            }
+            ("secret", _) => Err("permissioned datanet: the job owner has no access".into()),
+            _ => Err(format!("unknown datanet {name}@{version}")),
+        }
+    }
+}
+
+#[test]
+fn datanet_rows_keep_their_contributors_through_training_into_the_gradient_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = job(
+        dir.path(),
+        "alpaca",
+        &fixture("qa.alpaca.jsonl"),
+        "max_steps = 2",
+    );
+    j.data.sources = vec!["legal@1".into()];
+    j.data.validation_fraction = 0.25;
+    let opts = TrainOptions {
+        resolver: Some(Arc::new(TestResolver)),
+        ..TrainOptions::default()
+    };
+    let out = train(&j, opts).unwrap();
+    assert_eq!(out.summary.sources[0].source, "legal@1");
+    assert_eq!(
+        out.summary.sources[0].content_hash,
+        trib_types::Hash::of(b"legal v1")
+    );
+    assert_eq!(out.summary.train_examples, 6);
+    let cache = GradientCache::load(out.summary.gradient_cache.as_ref().unwrap()).unwrap();
+    let alice = trib_types::SecretKey::from_seed([1; 32]).address();
+    for e in &cache.index.examples {
+        let p = &e.provenance;
+        assert_eq!(p.source, "legal@1");
+        assert_eq!(
+            p.contributor.unwrap() == alice,
+            p.row % 2 == 0,
+            "row {}",
+            p.row
+        );
+        assert!(p.contribution.is_some());
+        assert!(e.loss.is_finite() && e.target_tokens > 0);
+    }
+}
+
+#[test]
+fn a_permissioned_datanet_without_access_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = job(dir.path(), "alpaca", &fixture("qa.alpaca.jsonl"), "");
+    j.data.sources = vec!["secret@4".into()];
+    let opts = TrainOptions {
+        resolver: Some(Arc::new(TestResolver)),
+        ..TrainOptions::default()
+    };
+    let err = train(&j, opts).unwrap_err();
+    assert!(matches!(err, FactoryError::Resolve { .. }), "{err}");
+    assert!(
+        err.to_string().contains("secret@4") && err.to_string().contains("no access"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("run").exists(),
+        "nothing is written for a refused job"
     );
 }
