@@ -9,7 +9,8 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use trib_model::{
-    generate, ChatMessage, GenerationConfig, Model, SamplingConfig, WeightFormat, SMOLLM2_FILE,
+    generate, ChatMessage, DecodeSlot, GenerationConfig, Model, SamplingConfig, WeightFormat,
+    SMOLLM2_FILE,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -27,6 +28,7 @@ fn main() -> anyhow::Result<()> {
     for (name, fmt) in [
         ("Q4_1 quantized", WeightFormat::Quantized),
         ("f32 dequantized", WeightFormat::F32),
+        ("hybrid (Q4_1 decode, f32 prefill)", WeightFormat::Hybrid),
     ] {
         let m = Model::load(&path, fmt)?;
         let prompt = m.encode_chat(&[ChatMessage::new(
@@ -67,6 +69,48 @@ fn main() -> anyhow::Result<()> {
             g.prompt_tokens as f64 / g.prefill_secs,
             g.tokens.len(),
             g.decode_tokens_per_sec()
+        );
+    }
+    // Batched decode (the serving path): 8 sequences, one decode step for
+    // all of them at a time, f32 weights.
+    let m = Model::load(&path, WeightFormat::F32)?;
+    let prompt = m.encode_chat(&[ChatMessage::new("user", "Tell me about rivers.")])?;
+    for batch in [1usize, 8] {
+        let mut caches: Vec<_> = (0..batch).map(|_| m.new_cache()).collect();
+        for c in caches.iter_mut() {
+            m.prefill(&prompt, c, None)?;
+        }
+        let steps = 32;
+        let start = std::time::Instant::now();
+        let mut tok = vec![198u32; batch];
+        for _ in 0..steps {
+            let mut slots: Vec<DecodeSlot<'_>> = caches
+                .iter_mut()
+                .zip(tok.iter())
+                .map(|(cache, &token)| DecodeSlot {
+                    token,
+                    cache,
+                    adapter: None,
+                })
+                .collect();
+            let logits = m.decode_batch(&mut slots)?;
+            let v: Vec<Vec<f32>> = logits.to_vec2()?;
+            tok = v
+                .iter()
+                .map(|row| {
+                    row.iter()
+                        .enumerate()
+                        .fold(0, |b, (i, x)| if *x > row[b] { i } else { b })
+                        as u32
+                })
+                .collect();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "| f32 decode_batch, {batch} sequences | {threads} | {} | - | {} | {:.1} (aggregate) |",
+            prompt.len(),
+            steps * batch,
+            (steps * batch) as f64 / secs
         );
     }
     Ok(())
