@@ -239,6 +239,15 @@ impl<'a> SpanTracer<'a> {
             || self.text.is_delimiter(answer[e - 1])
     }
 
+    /// Steps 1–4 only: the maximal spans passing the length and count
+    /// filters, as `(start, end, count)` by start (before rarity ranking).
+    pub fn maximal_spans(&self, answer: &[u32]) -> Vec<(usize, usize, u64)> {
+        self.candidates(answer)
+            .into_iter()
+            .map(|c| (c.start, c.end, c.count))
+            .collect()
+    }
+
     /// Traces `answer` (token ids).
     pub fn trace(&self, answer: &[u32]) -> Result<Trace> {
         let n = answer.len();
