@@ -18,7 +18,7 @@ pub struct PassphraseArgs {
 }
 
 impl PassphraseArgs {
-    fn from_env(&self) -> anyhow::Result<Option<Zeroizing<String>>> {
+    fn env_passphrase(&self) -> anyhow::Result<Option<Zeroizing<String>>> {
         match &self.passphrase_env {
             None => Ok(None),
             Some(var) => {
@@ -32,7 +32,7 @@ impl PassphraseArgs {
 
     /// A passphrase for a new key: the env var, or a prompt asked twice.
     pub fn for_new_key(&self, name: &str) -> anyhow::Result<Zeroizing<String>> {
-        if let Some(p) = self.from_env()? {
+        if let Some(p) = self.env_passphrase()? {
             return Ok(p);
         }
         if !std::io::stdin().is_terminal() {
@@ -50,7 +50,7 @@ impl PassphraseArgs {
 
     /// A passphrase to unlock an existing encrypted key.
     pub fn for_existing_key(&self, name: &str) -> anyhow::Result<Zeroizing<String>> {
-        if let Some(p) = self.from_env()? {
+        if let Some(p) = self.env_passphrase()? {
             return Ok(p);
         }
         if !std::io::stdin().is_terminal() {

@@ -38,6 +38,19 @@ const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(60);
 /// The users the demo creates.
 const USERS: [&str; 3] = ["alice", "bob", "carol"];
 
+/// Where progress goes: stdout, or stderr when stdout carries `--json`.
+static TO_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if TO_STDERR.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!($($arg)*)
+        } else {
+            println!($($arg)*)
+        }
+    };
+}
+
 /// Why the demo stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -133,8 +146,13 @@ const STEPS: usize = 9;
 
 /// Runs the whole demo. With `home`, the node home is created there (it
 /// must not exist or be empty) and kept; otherwise a temporary one is used
-/// and removed at the end.
-pub async fn run(home: Option<PathBuf>) -> Result<DemoSummary, DemoError> {
+/// and removed at the end. Progress is printed on stdout, or on stderr with
+/// `progress_to_stderr` (when stdout is reserved for the JSON summary).
+pub async fn run(
+    home: Option<PathBuf>,
+    progress_to_stderr: bool,
+) -> Result<DemoSummary, DemoError> {
+    TO_STDERR.store(progress_to_stderr, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
     let tmp;
     let (root, temporary) = match home {
@@ -151,10 +169,8 @@ pub async fn run(home: Option<PathBuf>) -> Result<DemoSummary, DemoError> {
         }
     };
 
-    println!(
-        "Tributary demo: a node, four accounts, OPEN transfers, gOPEN staking and delegation,"
-    );
-    println!("a governance proposal executed by the ledger, and a full replay verification.\n");
+    say!("Tributary demo: a node, four accounts, OPEN transfers, gOPEN staking and delegation,");
+    say!("a governance proposal executed by the ledger, and a full replay verification.\n");
     step_header(1, "create a node home with a development genesis");
     let config = NodeConfig {
         listen: "127.0.0.1:0".parse().expect("valid"),
@@ -169,12 +185,12 @@ pub async fn run(home: Option<PathBuf>) -> Result<DemoSummary, DemoError> {
         },
     )?;
     let home = NodeHome::new(&root);
-    println!(
+    say!(
         "      home {}  chain {}",
         root.display(),
         report.genesis.chain_id
     );
-    println!(
+    say!(
         "      producer {} holds {} at genesis",
         report.producer.address,
         fmt_open(report.genesis.allocations[0].1)
@@ -192,7 +208,7 @@ pub async fn run(home: Option<PathBuf>) -> Result<DemoSummary, DemoError> {
         },
     )
     .await?;
-    println!("      listening on {}", node.url());
+    say!("      listening on {}", node.url());
     let keystore = home.keystore()?;
     let producer = keystore.load(&report.producer.name, None)?;
     let mut demo = Demo {
@@ -216,14 +232,14 @@ pub async fn run(home: Option<PathBuf>) -> Result<DemoSummary, DemoError> {
     );
     let ledger = home.open_ledger()?;
     let verified = ledger.verify_chain(|_, _| {})?;
-    println!(
+    say!(
         "      replayed {} blocks and {} transactions: every transactions root and state root matches",
         verified.blocks, verified.txs
     );
     let alice = demo.users[0].1.address();
     let proof = ledger.prove(StateKey::Account(alice), None)?;
     verify_proof(verified.state_root, &proof)?;
-    println!(
+    say!(
         "      proof of account/{alice} verifies against state root {}",
         verified.state_root.short()
     );
@@ -261,7 +277,7 @@ pub async fn run(home: Option<PathBuf>) -> Result<DemoSummary, DemoError> {
 }
 
 fn step_header(n: usize, what: &str) {
-    println!("[{n}/{STEPS}] {what}");
+    say!("[{n}/{STEPS}] {what}");
 }
 
 fn fmt_open(a: Amount) -> String {
@@ -269,17 +285,23 @@ fn fmt_open(a: Amount) -> String {
 }
 
 fn print_summary(s: &DemoSummary, elapsed: Duration) {
-    println!("\nSummary");
-    println!(
+    say!("\nSummary");
+    say!(
         "  chain {} at height {}, {} demo transactions committed",
-        s.chain_id, s.height, s.transactions
+        s.chain_id,
+        s.height,
+        s.transactions
     );
-    println!(
+    say!(
         "  {:<6} {:<44} {:>14} {:>12} {:>14}",
-        "user", "address", "OPEN", "gOPEN", "voting power"
+        "user",
+        "address",
+        "OPEN",
+        "gOPEN",
+        "voting power"
     );
     for a in &s.accounts {
-        println!(
+        say!(
             "  {:<6} {:<44} {:>14} {:>12} {:>14}",
             a.name,
             a.address.to_string(),
@@ -288,24 +310,29 @@ fn print_summary(s: &DemoSummary, elapsed: Duration) {
             a.voting_power.to_open_string()
         );
     }
-    println!(
+    say!(
         "  governance: proposal {} executed {} ({} -> {})",
-        s.proposal_id, s.param_change, s.param_before, s.param_after
+        s.proposal_id,
+        s.param_change,
+        s.param_before,
+        s.param_after
     );
-    println!(
+    say!(
         "  ledger verified: {} blocks, {} transactions, state root {}",
-        s.verified_blocks, s.verified_txs, s.state_root
+        s.verified_blocks,
+        s.verified_txs,
+        s.state_root
     );
     if s.temporary_home {
-        println!("  (temporary home removed; keep one with --home DIR)");
+        say!("  (temporary home removed; keep one with --home DIR)");
     } else {
-        println!(
+        say!(
             "  node home kept at {} (inspect with: trib --home {} ledger verify)",
             s.home.display(),
             s.home.display()
         );
     }
-    println!("  done in {:.1?}", elapsed);
+    say!("  done in {:.1?}", elapsed);
 }
 
 impl Demo {
@@ -347,7 +374,7 @@ impl Demo {
         for h in &hashes {
             let v = self.client.wait_for_commit(h, COMMIT_TIMEOUT).await?;
             self.committed += 1;
-            println!(
+            say!(
                 "      committed {} in block {}",
                 h.0.short(),
                 v.height.unwrap_or_default()
@@ -360,7 +387,7 @@ impl Demo {
         self.next_step("create keys for alice, bob and carol in the node's keystore");
         for name in USERS {
             let info = self.keystore.generate(name, None)?;
-            println!("      {name:<6} {}", info.address);
+            say!("      {name:<6} {}", info.address);
             self.users
                 .push((name.to_string(), self.keystore.load(name, None)?));
         }
@@ -443,7 +470,7 @@ impl Demo {
         )])
         .await?;
         let a = self.client.account(&self.user("alice").address()).await?;
-        println!(
+        say!(
             "      alice now votes with {} gOPEN (3000 own + 500 delegated by carol)",
             a.voting_power.to_open_string()
         );
@@ -473,7 +500,7 @@ impl Demo {
             .await?;
         let id = next_id;
         let p = self.client.proposal(id).await?;
-        println!(
+        say!(
             "      proposal {id}: deposit {} reached, status {}",
             fmt_open(p.total_deposit),
             p.status
@@ -503,7 +530,7 @@ impl Demo {
             let p = self.client.proposal(id).await?;
             if p.status != last {
                 let h = self.client.status().await?.height;
-                println!("      block {h}: proposal {id} is {}", p.status);
+                say!("      block {h}: proposal {id} is {}", p.status);
                 last = p.status;
             }
             match p.status {
@@ -536,7 +563,7 @@ impl Demo {
                 what: format!("min_fee is {after} after execution"),
             });
         }
-        println!("      min_fee changed by the ledger itself: {before} -> {after}");
+        say!("      min_fee changed by the ledger itself: {before} -> {after}");
         Ok((id, change, before, after))
     }
 
@@ -544,7 +571,7 @@ impl Demo {
         self.next_step("balances and supply, read over HTTP");
         for (name, key) in &self.users {
             let a = self.client.account(&key.address()).await?;
-            println!(
+            say!(
                 "      {name:<6} {:>14} OPEN  {:>8} gOPEN  voting power {}",
                 a.balance.to_open_string(),
                 a.staked.to_open_string(),
@@ -552,7 +579,7 @@ impl Demo {
             );
         }
         let s = self.client.supply().await?;
-        println!(
+        say!(
             "      supply: {} OPEN in balances, {} gOPEN, {} in deposits, {} burned; total {} (conserved)",
             s.supply.open.to_open_string(),
             s.supply.gopen.to_open_string(),

@@ -264,7 +264,7 @@ impl NodeHome {
 
         write_synced(&stage.genesis_path(), genesis.to_json().as_bytes())?;
         write_synced(&stage.config_path(), opts.config.to_toml().as_bytes())?;
-        drop(Ledger::create(&stage.ledger_path(), &genesis)?);
+        drop(Ledger::create(stage.ledger_path(), &genesis)?);
 
         // Move into place. rename(2) replaces an empty directory and fails on
         // a non-empty one, so a home created meanwhile is not clobbered.

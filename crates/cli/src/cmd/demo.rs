@@ -12,7 +12,7 @@ pub struct DemoArgs {}
 
 /// Runs the demo.
 pub fn run(g: &Global, _a: DemoArgs) -> anyhow::Result<()> {
-    let summary = super::runtime()?.block_on(trib_node::demo::run(g.home.clone()))?;
+    let summary = super::runtime()?.block_on(trib_node::demo::run(g.home.clone(), g.json))?;
     if g.json {
         crate::output::json(&summary)?;
     }

@@ -16,6 +16,9 @@ mod error;
 mod ledger;
 pub(crate) mod wire;
 
+#[cfg(test)]
+mod tests;
+
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 
 /// What every handler can reach.

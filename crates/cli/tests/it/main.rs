@@ -1,0 +1,8 @@
+//! End-to-end tests of the `trib` binary against real nodes on free
+//! loopback ports (one integration binary; see STYLE.md).
+
+mod crash;
+mod harness;
+mod ledger;
+mod rejections;
+mod scenarios;
