@@ -45,7 +45,7 @@ fn parse_args() -> Result<Config, Box<dyn Error>> {
         tune_subsets: 30,
         hidden: 16,
         data: "target/attr-data/digits.csv".into(),
-        reg: 1e-2,
+        reg: 1e-3,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -235,7 +235,7 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
-const GRID: [f64; 6] = [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0];
+const GRID: [f64; 8] = [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4];
 
 fn lds_section(
     model: &dyn Classifier,
