@@ -271,3 +271,49 @@ fn a_ledger_open_elsewhere_is_reported_as_locked() {
     let err = trib_ledger::Ledger::open(&path).unwrap_err();
     assert!(matches!(err, trib_ledger::LedgerError::Locked(_)), "{err}");
 }
+
+/// ZIP-215 edge case inside a block: a small-order sender key (the identity
+/// point) with a degenerate signature. Whatever single verification decides,
+/// the block's batch verification must decide the same.
+#[test]
+fn block_batch_verification_agrees_with_single_verification_on_small_order_keys() {
+    let mut chain = TestChain::new(&genesis(40));
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let mut sig = [0u8; 64];
+    sig[0] = 1; // R = identity, s = 0
+    let odd = trib_ledger::SignedTransaction {
+        tx: trib_ledger::Transaction {
+            chain_id: chain.ledger.chain_id().to_string(),
+            sender: trib_types::PublicKey(identity),
+            nonce: 0,
+            fee: trib_ledger::Params::dev().min_fee,
+            action: transfer(user(1).address(), 1),
+        },
+        signature: trib_types::Signature(sig),
+    };
+    let single_accepts = odd.verify_signature().is_ok();
+    // Enough transactions to take the parallel batch path.
+    let mut txs: Vec<_> = (1..=40u8)
+        .flat_map(|i| (0..8).map(move |n| (i, n)))
+        .map(|(i, n)| {
+            sign(
+                chain.ledger.chain_id(),
+                &user(i),
+                n,
+                transfer(user(2).address(), 1),
+            )
+        })
+        .collect();
+    txs.insert(100, odd.clone());
+    let out = chain.block(txs);
+    let rejected_for_signature = out
+        .rejected
+        .iter()
+        .any(|r| r.hash == odd.hash() && matches!(r.error, TxError::BadSignature { .. }));
+    assert_eq!(
+        !rejected_for_signature, single_accepts,
+        "batch and single verification disagree"
+    );
+    assert_eq!(out.included.len(), 320);
+}
