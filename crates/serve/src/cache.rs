@@ -361,10 +361,13 @@ struct Shared<A> {
 
 type Waker = Arc<dyn Fn() + Send + Sync>;
 
+/// A queued load: the adapter and the ticket its waiters hold.
+type LoadJob = (AdapterName, Arc<LoadTicket>);
+
 /// The adapter cache (see the module docs for the policy). Cheap to clone.
 pub struct AdapterCache<A: Send + Sync + 'static> {
     shared: Arc<Shared<A>>,
-    jobs: Mutex<Option<mpsc::Sender<(AdapterName, Arc<LoadTicket>)>>>,
+    jobs: Mutex<Option<mpsc::Sender<LoadJob>>>,
     store: Arc<dyn AdapterStore>,
     waker: Arc<Mutex<Option<Waker>>>,
 }
@@ -395,7 +398,7 @@ impl<A: Send + Sync + 'static> AdapterCache<A> {
             }),
             capacity: config.capacity_bytes,
         });
-        let (tx, rx) = mpsc::channel::<(AdapterName, Arc<LoadTicket>)>();
+        let (tx, rx) = mpsc::channel::<LoadJob>();
         let rx = Arc::new(Mutex::new(rx));
         let waker: Arc<Mutex<Option<Waker>>> = Arc::new(Mutex::new(None));
         for i in 0..config.loader_threads.max(1) {

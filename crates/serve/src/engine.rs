@@ -934,6 +934,7 @@ impl<M: BatchModel> Scheduler<M> {
         // Prefill: the rest of the budget, oldest sequence first.
         let budget = self.inner.limits.step_token_budget;
         let mut left = budget.saturating_sub(decoding.len()).max(MIN_PREFILL_CHUNK);
+        #[allow(clippy::needless_range_loop)] // `emit` needs `&mut self` with the index
         for i in 0..self.running.len() {
             if left == 0 {
                 break;

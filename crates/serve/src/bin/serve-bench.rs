@@ -46,6 +46,8 @@ struct Args {
     adapters: Vec<usize>,
     requests: usize,
     naive: bool,
+    /// Largest number of distinct adapters the per-adapter-batches baseline runs.
+    naive_max: usize,
     /// Keep the generated adapters here (for the peer scripts) instead of a temporary directory.
     adapter_dir: Option<PathBuf>,
 }
@@ -62,6 +64,7 @@ fn parse_args() -> Res<Args> {
         adapters: vec![1, 8, 64, 256],
         requests: 0,
         naive: true,
+        naive_max: 64,
         adapter_dir: None,
     };
     let mut it = std::env::args().skip(1);
@@ -80,11 +83,12 @@ fn parse_args() -> Res<Args> {
                     .collect::<Result<_, _>>()?
             }
             "--no-naive" => a.naive = false,
+            "--naive-max" => a.naive_max = val()?.parse()?,
             "--adapter-dir" => a.adapter_dir = Some(PathBuf::from(val()?)),
             "-h" | "--help" => {
                 println!(
                     "serve-bench [--model GGUF] [--threads N] [--concurrency C] [--new-tokens N] \
-                     [--requests R] [--adapters 1,8,64,256] [--no-naive] [--adapter-dir DIR]"
+                     [--requests R] [--adapters 1,8,64,256] [--no-naive] [--naive-max D] [--adapter-dir DIR]"
                 );
                 std::process::exit(0);
             }
@@ -145,8 +149,8 @@ impl BatchModel for PerAdapterCopies {
     ) -> Result<Vec<Vec<f32>>, ModelError> {
         let key = |a: Option<&LoraAdapter>| a.map_or(0usize, |a| a as *const LoraAdapter as usize);
         let n = slots.len();
-        let mut groups: Vec<(usize, Vec<usize>, Vec<DecodeSlot<'_, KvCache, LoraAdapter>>)> =
-            Vec::new();
+        type Group<'s> = (usize, Vec<usize>, Vec<DecodeSlot<'s, KvCache, LoraAdapter>>);
+        let mut groups: Vec<Group<'_>> = Vec::new();
         for (i, s) in slots.iter_mut().enumerate() {
             let k = key(s.adapter);
             let slot = DecodeSlot {
@@ -424,6 +428,9 @@ fn main() -> Res<()> {
         }
         let mut single = None;
         for &d in &args.adapters {
+            if naive && d > args.naive_max {
+                continue;
+            }
             let requests = if args.requests > 0 {
                 args.requests
             } else {
