@@ -93,7 +93,7 @@ def medicine(cache, out):
     w.writerow(["code", "billable", "text"])
     for code in sorted(codes):
         billable, desc = codes[code]
-        w.writerow([code, "yes" if billable else "no", f"ICD-10-CM {code}: {desc}"])
+        w.writerow([code, "yes" if billable else "no", desc])
     write(os.path.join(d, "icd10-cm.csv"), buf.getvalue())
     descriptor(d, "medicine", "Medical, anatomical and physiological definitions (GCIDE) and ICD-10-CM code descriptions.",
                ["medicine", "anatomy", "physiology", "icd-10"])

@@ -23,8 +23,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use trib_datanet::{
-    parse_rows, Datanet, FileKind, LshIndex, MemoryDedupIndex, MinHashParams, MinHasher, QuotaUsage, SourceFile,
-    Validator,
+    parse_rows, Datanet, FileKind, LshIndex, MemoryDedupIndex, MinHashParams, MinHasher,
+    QuotaUsage, SourceFile, Validator,
 };
 use trib_types::Address;
 
@@ -49,7 +49,10 @@ fn corpus(root: &Path) -> Result<Corpus> {
             }
         }
     }
-    let bytes = files.iter().map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
+    let bytes = files
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
     Ok(Corpus { files, bytes })
 }
 
@@ -68,13 +71,21 @@ fn mbps(bytes: u64, secs: f64) -> f64 {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let root = PathBuf::from(args.get(1).map(String::as_str).unwrap_or("target/demo-data"));
+    let root = PathBuf::from(
+        args.get(1)
+            .map(String::as_str)
+            .unwrap_or("target/demo-data"),
+    );
     let python = args.get(2).cloned().unwrap_or_else(|| "python3".into());
     let c = corpus(&root)?;
     if c.files.is_empty() {
         bail!("no files under {}", root.display());
     }
-    println!("corpus: {} files, {:.1} MB, 1 thread", c.files.len(), c.bytes as f64 / 1e6);
+    println!(
+        "corpus: {} files, {:.1} MB, 1 thread",
+        c.files.len(),
+        c.bytes as f64 / 1e6
+    );
 
     // 1. Full ingest: file → validated rows (quality, exact + near dup), per datanet.
     let validator = Validator::default();
@@ -91,7 +102,12 @@ fn main() -> Result<()> {
         }
         let bytes = std::fs::read(path)?;
         let name = path.file_name().unwrap().to_string_lossy();
-        let file = SourceFile { name: &name, declared: None, csv_column: None, bytes: &bytes };
+        let file = SourceFile {
+            name: &name,
+            declared: None,
+            csv_column: None,
+            bytes: &bytes,
+        };
         let v = validator.validate(&d, Address([2; 20]), &file, &QuotaUsage::default(), &index)?;
         rows += v.report.rows.len() as u64;
         accepted += v.report.rows_accepted as u64;
@@ -109,7 +125,12 @@ fn main() -> Result<()> {
         let d = datanet(dn);
         let bytes = std::fs::read(path)?;
         let name = path.file_name().unwrap().to_string_lossy();
-        let file = SourceFile { name: &name, declared: None, csv_column: None, bytes: &bytes };
+        let file = SourceFile {
+            name: &name,
+            declared: None,
+            csv_column: None,
+            bytes: &bytes,
+        };
         for (_, row) in parse_rows(&file, &d.parse_limits(), &d.chunker())? {
             if seen.insert(row.row_hash()) {
                 hashed += 1;
@@ -127,10 +148,18 @@ fn main() -> Result<()> {
     for (i, text) in all_rows.iter().enumerate() {
         if let Some(sig) = hasher.signature(text) {
             let keys = hasher.band_keys(&sig);
-            if lsh.candidates(&keys).iter().any(|(_, s)| hasher.is_near_duplicate(s, &sig)) {
+            if lsh
+                .candidates(&keys)
+                .iter()
+                .any(|(_, s)| hasher.is_near_duplicate(s, &sig))
+            {
                 near += 1;
             }
-            lsh.insert(trib_types::RowHash(trib_types::Hash::of(&(i as u64).to_le_bytes())), sig, &keys);
+            lsh.insert(
+                trib_types::RowHash(trib_types::Hash::of(&(i as u64).to_le_bytes())),
+                sig,
+                &keys,
+            );
         }
     }
     let ours_minhash = t.elapsed().as_secs_f64();
@@ -144,7 +173,8 @@ fn main() -> Result<()> {
             f.write_all(b"\n")?;
         }
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench/datasketch_minhash.py");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench/datasketch_minhash.py");
     let peer = std::process::Command::new(&python)
         .arg(&script)
         .arg(&rows_file)
@@ -155,7 +185,10 @@ fn main() -> Result<()> {
     let peer: Option<serde_json::Value> = match peer {
         Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout).ok(),
         Ok(out) => {
-            eprintln!("datasketch peer failed: {}", String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "datasketch peer failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             None
         }
         Err(e) => {
@@ -177,7 +210,11 @@ fn main() -> Result<()> {
         mbps(c.bytes, hash_only)
     );
     println!();
-    println!("MinHash + LSH only, same {} rows ({:.1} MB of row text):", all_rows.len(), row_bytes as f64 / 1e6);
+    println!(
+        "MinHash + LSH only, same {} rows ({:.1} MB of row text):",
+        all_rows.len(),
+        row_bytes as f64 / 1e6
+    );
     println!("| implementation | seconds | rows/s | MB/s | near dups flagged |");
     println!("|---|---:|---:|---:|---:|");
     println!(

@@ -2,9 +2,12 @@
 //!
 //! Broder's MinHash ("On the resemblance and containment of documents", 1997)
 //! over word shingles, with the banding scheme of Leskovec, Rajaraman and
-//! Ullman (*Mining of Massive Datasets*, ch. 3). The same construction as
-//! `datasketch`: permutations `h_i(x) = (a_i·x + b_i) mod (2^61 − 1)` with
-//! seeded `a_i, b_i`. Everything is integer arithmetic so that two machines
+//! Ullman (*Mining of Massive Datasets*, ch. 3). The hash family is
+//! multiply-shift (Dietzfelbinger et al., "A reliable randomized algorithm
+//! for the closest-pair problem", 1997): `h_i(x) = (a_i·x + b_i mod 2^64) >> 32`
+//! with seeded odd `a_i`, which is 2-universal and, unlike `datasketch`'s
+//! `(a·x + b) mod (2^61 − 1)`, needs no 128-bit products, so the 128 slots of
+//! a shingle vectorise. Everything is integer arithmetic so that two machines
 //! always compute the same signature, band keys and verdict.
 //!
 //! Parameters and the false-positive/negative curve are in `docs/datanets.md`.
@@ -14,9 +17,6 @@ use std::collections::HashMap;
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 use trib_types::RowHash;
-
-/// The Mersenne prime 2^61 − 1.
-const MERSENNE_61: u64 = (1 << 61) - 1;
 
 /// MinHash/LSH parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,9 +49,9 @@ impl Default for MinHashParams {
     }
 }
 
-/// A MinHash signature: for each permutation, the minimum over shingles.
+/// A MinHash signature: for each hash function, the minimum over shingles.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize)]
-pub struct MinHashSignature(pub Vec<u64>);
+pub struct MinHashSignature(pub Vec<u32>);
 
 /// Computes signatures and band keys for one parameter set.
 #[derive(Debug, Clone)]
@@ -74,19 +74,6 @@ fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// `v mod (2^61 − 1)` for `v < 2^122 + 2^62`.
-fn mod_mersenne(v: u128) -> u64 {
-    let p = MERSENNE_61 as u128;
-    let r = (v & p) + (v >> 61);
-    let r = (r & p) + (r >> 61);
-    let r = r as u64;
-    if r >= MERSENNE_61 {
-        r - MERSENNE_61
-    } else {
-        r
-    }
-}
-
 impl MinHasher {
     /// Draws the permutations for `params`. Panics if `bands × rows_per_band`
     /// differs from `num_perm` (a programming error: parameters are constants).
@@ -101,8 +88,8 @@ impl MinHasher {
         let mut a = Vec::with_capacity(params.num_perm);
         let mut b = Vec::with_capacity(params.num_perm);
         for _ in 0..params.num_perm {
-            a.push(1 + splitmix64(&mut state) % (MERSENNE_61 - 1));
-            b.push(splitmix64(&mut state) % MERSENNE_61);
+            a.push(splitmix64(&mut state) | 1);
+            b.push(splitmix64(&mut state));
         }
         MinHasher { params, a, b }
     }
@@ -147,14 +134,11 @@ impl MinHasher {
         if shingles.is_empty() {
             return None;
         }
-        let mut sig = vec![u64::MAX; self.params.num_perm];
-        for s in shingles {
-            let x = (s % MERSENNE_61) as u128;
+        let mut sig = vec![u32::MAX; self.params.num_perm];
+        for x in shingles {
             for (slot, (a, b)) in sig.iter_mut().zip(self.a.iter().zip(&self.b)) {
-                let h = mod_mersenne(*a as u128 * x + *b as u128);
-                if h < *slot {
-                    *slot = h;
-                }
+                let h = (a.wrapping_mul(x).wrapping_add(*b) >> 32) as u32;
+                *slot = (*slot).min(h);
             }
         }
         Some(MinHashSignature(sig))
@@ -168,7 +152,7 @@ impl MinHasher {
             .map(|(band, rows)| {
                 let mut h = mix64(band as u64 ^ 0x006c_7368);
                 for r in rows {
-                    h = mix64(h ^ r);
+                    h = mix64(h ^ *r as u64);
                 }
                 h
             })
@@ -228,7 +212,17 @@ impl LshIndex {
 
     /// Rows sharing at least one band with `band_keys`, each once, in
     /// insertion order.
-    pub fn candidates(&self, band_keys: &[u64]) -> Vec<(RowHash, MinHashSignature)> {
+    pub fn candidates(&self, band_keys: &[u64]) -> Vec<(RowHash, &MinHashSignature)> {
+        self.candidate_ids(band_keys)
+            .into_iter()
+            .map(|i| {
+                let (row, sig) = &self.rows[i as usize];
+                (*row, sig)
+            })
+            .collect()
+    }
+
+    fn candidate_ids(&self, band_keys: &[u64]) -> Vec<u32> {
         let mut ids: Vec<u32> = band_keys
             .iter()
             .enumerate()
@@ -238,9 +232,28 @@ impl LshIndex {
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        ids.into_iter()
-            .map(|i| self.rows[i as usize].clone())
-            .collect()
+        ids
+    }
+
+    /// The most similar candidate whose estimated similarity to `sig` is at
+    /// least `threshold_bp` (ties: the earliest inserted), with the
+    /// similarity.
+    pub fn nearest(
+        &self,
+        hasher: &MinHasher,
+        sig: &MinHashSignature,
+        band_keys: &[u64],
+        threshold_bp: u16,
+    ) -> Option<(RowHash, u16)> {
+        let mut best: Option<(RowHash, u16)> = None;
+        for i in self.candidate_ids(band_keys) {
+            let (row, other) = &self.rows[i as usize];
+            let s = hasher.similarity_bp(sig, other);
+            if s >= threshold_bp && best.is_none_or(|(_, b)| s > b) {
+                best = Some((*row, s));
+            }
+        }
+        best
     }
 
     /// Rows in the index.
@@ -279,19 +292,6 @@ mod tests {
         assert!(m.signature(" ,;. ").is_none());
     }
 
-    #[test]
-    fn mod_mersenne_agrees_with_the_definition() {
-        for v in [
-            0u128,
-            1,
-            MERSENNE_61 as u128,
-            (MERSENNE_61 as u128) * 7 + 3,
-            (1u128 << 122) + 12345,
-        ] {
-            assert_eq!(mod_mersenne(v) as u128, v % MERSENNE_61 as u128);
-        }
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
         #[test]
@@ -327,7 +327,7 @@ mod tests {
         let se = m.signature(&edited).unwrap();
         let c = idx.candidates(&m.band_keys(&se));
         assert_eq!(c.len(), 1);
-        assert!(m.is_near_duplicate(&c[0].1, &se));
+        assert!(m.is_near_duplicate(c[0].1, &se));
         let sx = m.signature(&other).unwrap();
         assert!(idx.candidates(&m.band_keys(&sx)).is_empty());
     }

@@ -25,7 +25,7 @@ use crate::blob::BlobStore;
 use crate::descriptor::{Datanet, MAX_DESCRIPTOR_BYTES};
 use crate::error::DatanetError;
 use crate::export::write_export;
-use crate::minhash::MinHashSignature;
+use crate::minhash::{MinHashSignature, MinHasher};
 use crate::parse::{FileKind, SourceFile};
 use crate::reputation::ReputationEvent;
 use crate::row::StoredRow;
@@ -272,7 +272,7 @@ fn as_ref_bound(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
 /// A row's signature and band keys, as stored.
 #[derive(BorshSerialize, BorshDeserialize)]
 struct StoredSignature {
-    signature: Vec<u64>,
+    signature: Vec<u32>,
     band_keys: Vec<u64>,
 }
 
@@ -314,10 +314,13 @@ impl DedupIndex for StoreIndex<'_> {
         )
     }
 
-    fn near_candidates(
+    fn nearest(
         &self,
+        hasher: &MinHasher,
+        sig: &MinHashSignature,
         band_keys: &[u64],
-    ) -> Result<Vec<(RowHash, MinHashSignature)>, DatanetError> {
+        threshold_bp: u16,
+    ) -> Result<Option<(RowHash, u16)>, DatanetError> {
         let lsh = self.txn.open_table(LSH)?;
         let mut rows: Vec<RowHash> = Vec::new();
         for (band, key) in band_keys.iter().enumerate() {
@@ -337,14 +340,17 @@ impl DedupIndex for StoreIndex<'_> {
         }
         rows.sort();
         rows.dedup();
-        let mut out = Vec::with_capacity(rows.len());
+        let mut best: Option<(RowHash, u16)> = None;
         for row in rows {
             let key = cat(&[self.datanet.0.as_bytes(), row.0.as_bytes()]);
             if let Some(s) = get::<StoredSignature>(self.txn, SIGNATURES, &key)? {
-                out.push((row, MinHashSignature(s.signature)));
+                let similarity = hasher.similarity_bp(sig, &MinHashSignature(s.signature));
+                if similarity >= threshold_bp && best.is_none_or(|(_, b)| similarity > b) {
+                    best = Some((row, similarity));
+                }
             }
         }
-        Ok(out)
+        Ok(best)
     }
 }
 

@@ -52,12 +52,16 @@ pub struct QuotaUsage {
 pub trait DedupIndex {
     /// Whether a row with this hash is pending or published in the datanet.
     fn contains_row(&self, row: &RowHash) -> Result<bool, DatanetError>;
-    /// Rows sharing at least one LSH band key with `band_keys`, with their
-    /// signatures.
-    fn near_candidates(
+    /// Among the rows sharing at least one LSH band key with `band_keys`,
+    /// the most similar to `sig` whose estimated similarity (basis points,
+    /// [`MinHasher::similarity_bp`]) is at least `threshold_bp`.
+    fn nearest(
         &self,
+        hasher: &MinHasher,
+        sig: &MinHashSignature,
         band_keys: &[u64],
-    ) -> Result<Vec<(RowHash, MinHashSignature)>, DatanetError>;
+        threshold_bp: u16,
+    ) -> Result<Option<(RowHash, u16)>, DatanetError>;
 }
 
 /// An in-memory [`DedupIndex`].
@@ -98,11 +102,14 @@ impl DedupIndex for MemoryDedupIndex {
     fn contains_row(&self, row: &RowHash) -> Result<bool, DatanetError> {
         Ok(self.rows.contains(row))
     }
-    fn near_candidates(
+    fn nearest(
         &self,
+        hasher: &MinHasher,
+        sig: &MinHashSignature,
         band_keys: &[u64],
-    ) -> Result<Vec<(RowHash, MinHashSignature)>, DatanetError> {
-        Ok(self.lsh.candidates(band_keys))
+        threshold_bp: u16,
+    ) -> Result<Option<(RowHash, u16)>, DatanetError> {
+        Ok(self.lsh.nearest(hasher, sig, band_keys, threshold_bp))
     }
 }
 
@@ -508,9 +515,18 @@ impl Validator {
                 match &signature {
                     Some(sig) => {
                         band_keys = self.hasher.band_keys(sig);
-                        let mut candidates = local.candidates(&band_keys);
-                        candidates.extend(index.near_candidates(&band_keys)?);
-                        self.nearest(sig, &candidates, datanet.rules.near_duplicate_bp)
+                        let threshold = datanet.rules.near_duplicate_bp;
+                        let in_datanet = index.nearest(&self.hasher, sig, &band_keys, threshold)?;
+                        let in_file = local.nearest(&self.hasher, sig, &band_keys, threshold);
+                        // The most similar wins; on a tie, the datanet's row.
+                        match (in_datanet, in_file) {
+                            (Some(d), Some(f)) if f.1 > d.1 => Some(f),
+                            (Some(d), _) => Some(d),
+                            (None, f) => f,
+                        }
+                        .map(|(of, similarity_bp)| {
+                            RowRejection::NearDuplicate { of, similarity_bp }
+                        })
                     }
                     None => None,
                 }
@@ -551,21 +567,6 @@ impl Validator {
             });
         }
         Ok(accepted)
-    }
-
-    /// The most similar candidate at or above the threshold.
-    fn nearest(
-        &self,
-        sig: &MinHashSignature,
-        candidates: &[(RowHash, MinHashSignature)],
-        threshold_bp: u16,
-    ) -> Option<RowRejection> {
-        candidates
-            .iter()
-            .map(|(row, other)| (self.hasher.similarity_bp(sig, other), *row))
-            .filter(|(s, _)| *s >= threshold_bp)
-            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
-            .map(|(similarity_bp, of)| RowRejection::NearDuplicate { of, similarity_bp })
     }
 
     /// Step 5: the contribution's verdict.
