@@ -235,7 +235,9 @@ fn pad_id(model: &Model) -> u32 {
 }
 
 /// Mean loss over the target tokens of `examples` (one sequence at a time,
-/// no dropout, no packing).
+/// no dropout, no packing). Runs the inference forward (`Model::forward_all`:
+/// fused kernels, no autograd graph), which agrees with the training forward
+/// to float rounding.
 pub fn evaluate(
     model: &Model,
     adapter: Option<&LoraAdapter>,
@@ -252,8 +254,10 @@ pub fn evaluate(
             }],
             pad_id(model),
         );
-        let logits = model.forward_train(&token_tensor(&batch)?, adapter, None)?;
-        let (s, k) = masked_ce_sum(&logits.detach(), &batch)?;
+        let mut cache = model.new_cache();
+        let logits = model.forward_all(&e.tokens, &mut cache, adapter)?;
+        let logits = logits.reshape((1, e.tokens.len(), model.config().vocab_size))?;
+        let (s, k) = masked_ce_sum(&logits, &batch)?;
         sum += s.to_scalar::<f32>()? as f64;
         n += k as u64;
     }
