@@ -80,7 +80,7 @@ def peer(work: Path, threads: int):
                max_rel_diff=float(np.max(np.abs(theirs - mine)) / np.max(np.abs(mine))))
     (work / "peer.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
-    print(f"\n| DataInf, n = {n}, d = {d}, {t} test gradients, {threads} threads | trib-attribution | dattri {__import__('dattri').__version__ if hasattr(__import__('dattri'), '__version__') else ''} (torch {torch.__version__}) | ratio |")
+    print(f"\n| DataInf, n = {n}, d = {d}, {t} test gradients, {threads} threads | trib-attribution | dattri {__import__('importlib.metadata').metadata.version('dattri')} (torch {torch.__version__}) | ratio |")
     print("|---|---|---|---|")
     print(f"| time | {ours['seconds']:.3f} s | {best:.3f} s | {best/ours['seconds']:.1f}× |")
     print(f"| influence pairs / s | {ours['pairs_per_s']:,.0f} | {res['dattri_pairs_per_s']:,.0f} | |")

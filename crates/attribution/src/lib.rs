@@ -48,7 +48,7 @@ pub use influence::{
     datainf_scores, exact_influence_scores, tracin_scores, Damping, LayerGradients, ScoreMatrix,
 };
 pub use trace::{
-    ContributionWeight, SpanRow, SpanTracer, TokenText, Trace, TraceParams, TracedSpan,
+    ContributionWeight, PieceTable, SpanRow, SpanTracer, TokenText, Trace, TraceParams, TracedSpan,
 };
 pub use weights::{
     combine_weights, contribution_weights, normalise_weights, split_by_weight,

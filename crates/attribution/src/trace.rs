@@ -33,6 +33,43 @@ pub trait TokenText {
     fn is_delimiter(&self, token: u32) -> bool;
 }
 
+/// A [`TokenText`] over the decoded piece of every token id, for tokenizers
+/// that mark a leading space in the piece: `' '`, GPT-2 byte-level `'Ġ'`,
+/// SentencePiece `'▁'`. A piece starts a word when it starts with one of
+/// those, with a newline (`'\n'`, `'Ċ'`), or is punctuation only; it is a
+/// delimiter when it contains a newline or a `'.'`.
+#[derive(Clone, Debug, Default)]
+pub struct PieceTable {
+    word_start: Vec<bool>,
+    delimiter: Vec<bool>,
+}
+
+impl PieceTable {
+    /// Builds the table from the piece of each token id (index = id).
+    pub fn new<S: AsRef<str>>(pieces: &[S]) -> Self {
+        let mut word_start = Vec::with_capacity(pieces.len());
+        let mut delimiter = Vec::with_capacity(pieces.len());
+        for p in pieces {
+            let p = p.as_ref();
+            let first = p.chars().next();
+            let starts = matches!(first, Some(' ' | '\u{120}' | '\u{2581}' | '\n' | '\u{10A}'))
+                || (!p.is_empty() && p.chars().all(|c| !c.is_alphanumeric()));
+            word_start.push(starts);
+            delimiter.push(p.contains('\n') || p.contains('\u{10A}') || p.contains('.'));
+        }
+        PieceTable { word_start, delimiter }
+    }
+}
+
+impl TokenText for PieceTable {
+    fn is_word_start(&self, token: u32) -> bool {
+        self.word_start.get(token as usize).copied().unwrap_or(true)
+    }
+    fn is_delimiter(&self, token: u32) -> bool {
+        self.delimiter.get(token as usize).copied().unwrap_or(false)
+    }
+}
+
 /// Thresholds of the span tracer. Every value is recorded in the receipt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -416,6 +453,15 @@ fn merge_intervals(iv: impl Iterator<Item = (usize, usize)>) -> Vec<(usize, usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn piece_table_reads_common_space_markers() {
+        let t = PieceTable::new(&["\u{120}the", "cat", "\u{2581}dog", ".", "\u{10A}", " a", "ing", "!"]);
+        let starts: Vec<bool> = (0..8).map(|i| t.is_word_start(i)).collect();
+        assert_eq!(starts, vec![true, false, true, true, true, true, false, true]);
+        let delims: Vec<bool> = (0..8).map(|i| t.is_delimiter(i)).collect();
+        assert_eq!(delims, vec![false, false, false, true, true, false, false, false]);
+    }
 
     #[test]
     fn overlapping_intervals_merge() {

@@ -257,6 +257,19 @@ mod tests {
     }
 
     #[test]
+    fn multi_threaded_construction_matches_single_threaded() {
+        let mut x = 12345u32;
+        let stream: Vec<u32> = (0..5000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) % 300 + 0xF0
+            })
+            .collect();
+        assert_eq!(suffix_array(&stream, 2, 2).unwrap(), suffix_array(&stream, 2, 1).unwrap());
+        assert_eq!(suffix_array(&stream, 2, 1).unwrap(), naive(&stream, 2));
+    }
+
+    #[test]
     fn entry_width_matches_infini_gram_formula() {
         assert_eq!(sa_entry_bytes(2), 1);
         assert_eq!(sa_entry_bytes(256), 1);
