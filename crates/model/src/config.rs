@@ -93,7 +93,8 @@ impl LlamaConfig {
         if self.max_seq_len == 0 {
             return fail("max_seq_len must be positive".into());
         }
-        if !(self.rms_norm_eps > 0.0) || !(self.rope_theta > 0.0) {
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if !positive(self.rms_norm_eps) || !positive(self.rope_theta) {
             return fail("rms_norm_eps and rope_theta must be positive".into());
         }
         Ok(())
@@ -181,11 +182,7 @@ impl LlamaConfig {
         let hidden_size = as_usize("embedding_length")?;
         let num_heads = as_usize("attention.head_count")?;
         let num_kv_heads = as_usize("attention.head_count_kv").unwrap_or(num_heads);
-        let head_dim = if num_heads > 0 {
-            hidden_size / num_heads
-        } else {
-            0
-        };
+        let head_dim = hidden_size.checked_div(num_heads).unwrap_or(0);
         let vocab_size = match as_usize("vocab_size") {
             Ok(v) => v,
             Err(_) => md
@@ -368,11 +365,9 @@ impl HfConfig {
             num_layers: self.num_hidden_layers,
             num_heads: heads,
             num_kv_heads: self.num_key_value_heads.unwrap_or(heads),
-            head_dim: self.head_dim.unwrap_or(if heads > 0 {
-                self.hidden_size / heads
-            } else {
-                0
-            }),
+            head_dim: self
+                .head_dim
+                .unwrap_or(self.hidden_size.checked_div(heads).unwrap_or(0)),
             rms_norm_eps: self.rms_norm_eps,
             rope_theta: self.rope_theta,
             max_seq_len,

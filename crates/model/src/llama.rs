@@ -745,4 +745,14 @@ mod tests {
             .unwrap();
         assert!(diff < 1e-5);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn unpermuting_undoes_the_llama_cpp_permutation(heads in 1usize..5, half in 1usize..5, row in 1usize..4, seed in 0u8..255) {
+            let rows = heads * half * 2;
+            let data: Vec<u8> = (0..rows * row).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+            let g = permute_rows(&data, rows, heads, true);
+            proptest::prop_assert_eq!(permute_rows(&g, rows, heads, false), data);
+        }
+    }
 }

@@ -277,3 +277,18 @@ impl Model {
         Device::Cpu
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared_across_threads<T: Send + Sync>() {}
+    fn moved_across_threads<T: Send>() {}
+
+    #[test]
+    fn the_serving_engine_can_share_models_and_adapters_across_threads() {
+        shared_across_threads::<Model>();
+        shared_across_threads::<LoraAdapter>();
+        moved_across_threads::<KvCache>();
+    }
+}

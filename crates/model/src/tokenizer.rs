@@ -251,4 +251,13 @@ mod tests {
         let ids = encode(&tok, "123").unwrap();
         assert_eq!(ids.len(), 3);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_round_trips_through_the_tiny_bpe(text in "\\PC{0,40}") {
+            let tok = tiny_bpe().build().unwrap();
+            let ids = encode(&tok, &text).unwrap();
+            proptest::prop_assert_eq!(decode(&tok, &ids, false).unwrap(), text);
+        }
+    }
 }
