@@ -3,7 +3,8 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 use trib_types::{
-    Address, Amount, BlockHash, Canonical, Hash, PublicKey, SecretKey, Signature, TxHash,
+    AdapterId, Address, Amount, BlockHash, Canonical, ContributionId, DatanetId, Hash, ModelId,
+    PublicKey, ReceiptId, SecretKey, Signature, TxHash,
 };
 
 use crate::error::TxError;
@@ -190,6 +191,150 @@ pub enum Event {
         /// Proposal.
         id: u64,
         /// Total burned.
+        amount: Amount,
+    },
+    /// A datanet was created.
+    DatanetCreated {
+        /// Id.
+        id: DatanetId,
+        /// Name.
+        name: String,
+        /// Owner.
+        owner: Address,
+    },
+    /// A contribution was submitted and its stake escrowed.
+    ContributionSubmitted {
+        /// Datanet.
+        datanet: DatanetId,
+        /// Contribution.
+        contribution: ContributionId,
+        /// Contributor.
+        contributor: Address,
+        /// Escrowed stake.
+        stake: Amount,
+    },
+    /// A validator voted on a contribution.
+    CurationVoted {
+        /// Contribution.
+        contribution: ContributionId,
+        /// Voter.
+        voter: Address,
+        /// Accept or reject.
+        accept: bool,
+        /// The voter's power at the vote.
+        power: Amount,
+    },
+    /// A contribution was accepted; its stake returns at `release_height`.
+    ContributionAccepted {
+        /// Contribution.
+        contribution: ContributionId,
+        /// End of the challenge window.
+        release_height: u64,
+    },
+    /// A contribution was rejected and its stake slashed.
+    ContributionRejected {
+        /// Contribution.
+        contribution: ContributionId,
+        /// Slashed to the treasury.
+        slashed: Amount,
+        /// Returned to the contributor.
+        returned: Amount,
+        /// Why.
+        reason: String,
+    },
+    /// A contribution's curation period ended undecided; its stake returned.
+    ContributionExpired {
+        /// Contribution.
+        contribution: ContributionId,
+        /// Returned to the contributor.
+        returned: Amount,
+    },
+    /// An accepted contribution's stake returned after the challenge window.
+    StakeReleased {
+        /// Contribution.
+        contribution: ContributionId,
+        /// Contributor.
+        contributor: Address,
+        /// Amount.
+        amount: Amount,
+    },
+    /// A datanet version was published.
+    VersionPublished {
+        /// Datanet.
+        datanet: DatanetId,
+        /// Version number (from 1).
+        version: u32,
+        /// Merkle root of its rows.
+        root: Hash,
+        /// Rows.
+        rows: u64,
+    },
+    /// Training access granted.
+    AccessGranted {
+        /// Datanet.
+        datanet: DatanetId,
+        /// Grantee.
+        to: Address,
+    },
+    /// Training access revoked.
+    AccessRevoked {
+        /// Datanet.
+        datanet: DatanetId,
+        /// Former grantee.
+        to: Address,
+    },
+    /// A base model was registered.
+    BaseModelRegistered {
+        /// Model.
+        model: ModelId,
+        /// Owner.
+        owner: Address,
+    },
+    /// An adapter was registered.
+    AdapterRegistered {
+        /// Adapter.
+        adapter: AdapterId,
+        /// Base model.
+        base: ModelId,
+        /// Owner.
+        owner: Address,
+    },
+    /// An adapter's prices changed.
+    AdapterPriceSet {
+        /// Adapter.
+        adapter: AdapterId,
+        /// Per 1k prompt tokens.
+        price_in_per_1k: Amount,
+        /// Per 1k completion tokens.
+        price_out_per_1k: Amount,
+    },
+    /// A payer set an operator's allowance.
+    OperatorApproved {
+        /// Payer.
+        payer: Address,
+        /// Operator.
+        operator: Address,
+        /// New allowance.
+        allowance: Amount,
+    },
+    /// An inference was settled and its fee paid out (lines in the receipt).
+    InferenceSettled {
+        /// Receipt.
+        receipt: ReceiptId,
+        /// Payer.
+        payer: Address,
+        /// Operator.
+        operator: Address,
+        /// Fee.
+        fee: Amount,
+        /// Whether the contributors' share used the fallback rule.
+        fallback: bool,
+    },
+    /// Staking rewards moved to a balance.
+    StakingRewardsClaimed {
+        /// Account.
+        account: Address,
+        /// Amount.
         amount: Amount,
     },
 }

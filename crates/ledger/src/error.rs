@@ -1,6 +1,8 @@
 //! The ledger's error enums.
 
-use trib_types::{Address, Amount, Hash, TxHash};
+use trib_types::{
+    AdapterId, Address, Amount, ContributionId, DatanetId, Hash, ModelId, ReceiptId, TxHash,
+};
 
 /// Why a transaction was refused (by the mempool or by block execution).
 ///
@@ -163,6 +165,220 @@ pub enum TxError {
     /// State could not be read while checking the transaction.
     #[error("storage error while checking the transaction: {0}")]
     Storage(String),
+    /// A field of a datanet, model or settlement action is out of range.
+    #[error("invalid {field}: {reason}")]
+    InvalidField {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A datanet with this name exists already.
+    #[error("a datanet named {name:?} already exists ({id})")]
+    DatanetExists {
+        /// The name.
+        name: String,
+        /// Its id.
+        id: DatanetId,
+    },
+    /// No datanet has this id.
+    #[error("unknown datanet {id}")]
+    UnknownDatanet {
+        /// The id.
+        id: DatanetId,
+    },
+    /// Only the datanet's owner may do this.
+    #[error("{action} on datanet {datanet} is reserved to its owner {owner}, not {sender}")]
+    NotDatanetOwner {
+        /// The action.
+        action: &'static str,
+        /// The datanet.
+        datanet: DatanetId,
+        /// Its owner.
+        owner: Address,
+        /// The sender.
+        sender: Address,
+    },
+    /// A contribution with this id exists already.
+    #[error("contribution {id} already exists")]
+    ContributionExists {
+        /// The id.
+        id: ContributionId,
+    },
+    /// No contribution has this id.
+    #[error("unknown contribution {id}")]
+    UnknownContribution {
+        /// The id.
+        id: ContributionId,
+    },
+    /// The contribution was already decided.
+    #[error("contribution {id} is {status}, not pending")]
+    NotPending {
+        /// The contribution.
+        id: ContributionId,
+        /// Its status.
+        status: String,
+    },
+    /// In validator-vote curation, the voter holds no voting power.
+    #[error(
+        "{address} has no gOPEN voting power, so it cannot vote on contribution {contribution}"
+    )]
+    NoVotingPower {
+        /// The voter.
+        address: Address,
+        /// The contribution.
+        contribution: ContributionId,
+    },
+    /// The voter already voted on this contribution.
+    #[error("{voter} already voted on contribution {contribution}")]
+    AlreadyVoted {
+        /// The voter.
+        voter: Address,
+        /// The contribution.
+        contribution: ContributionId,
+    },
+    /// The contribution is not accepted, so it cannot be published or paid.
+    #[error("contribution {id} is {status}, not accepted")]
+    NotAccepted {
+        /// The contribution.
+        id: ContributionId,
+        /// Its status.
+        status: String,
+    },
+    /// The contribution belongs to another datanet.
+    #[error("contribution {contribution} belongs to datanet {actual}, not {expected}")]
+    WrongDatanet {
+        /// The contribution.
+        contribution: ContributionId,
+        /// The datanet named in the action.
+        expected: DatanetId,
+        /// The contribution's datanet.
+        actual: DatanetId,
+    },
+    /// The same contribution is listed twice.
+    #[error("contribution {id} is listed twice")]
+    DuplicateContribution {
+        /// The contribution.
+        id: ContributionId,
+    },
+    /// The datanet is public: there is no access to grant or revoke.
+    #[error("datanet {datanet} is public: training access needs no grant")]
+    NotPermissioned {
+        /// The datanet.
+        datanet: DatanetId,
+    },
+    /// No such version of the datanet.
+    #[error("datanet {datanet} has no version {version} (latest is {latest})")]
+    UnknownDatanetVersion {
+        /// The datanet.
+        datanet: DatanetId,
+        /// Requested version.
+        version: u32,
+        /// Latest published version (0: none).
+        latest: u32,
+    },
+    /// Training on a permissioned datanet needs the owner's grant.
+    #[error("{address} has no training access to permissioned datanet {name:?} ({datanet}): ask its owner {owner} for a GrantAccess")]
+    NoDatanetAccess {
+        /// The datanet.
+        datanet: DatanetId,
+        /// Its name.
+        name: String,
+        /// Its owner.
+        owner: Address,
+        /// Who lacks access.
+        address: Address,
+    },
+    /// A base model with this id is already registered.
+    #[error("base model {id} is already registered")]
+    BaseModelExists {
+        /// The id.
+        id: ModelId,
+    },
+    /// No base model has this id.
+    #[error("unknown base model {id}")]
+    UnknownBaseModel {
+        /// The id.
+        id: ModelId,
+    },
+    /// An adapter with this id is already registered.
+    #[error("adapter {id} is already registered")]
+    AdapterExists {
+        /// The id.
+        id: AdapterId,
+    },
+    /// No adapter has this id.
+    #[error("unknown adapter {id}")]
+    UnknownAdapter {
+        /// The id.
+        id: AdapterId,
+    },
+    /// Only the adapter's owner may do this.
+    #[error("adapter {adapter} belongs to {owner}, not {sender}")]
+    NotAdapterOwner {
+        /// The adapter.
+        adapter: AdapterId,
+        /// Its owner.
+        owner: Address,
+        /// The sender.
+        sender: Address,
+    },
+    /// The settlement names a base model other than the adapter's.
+    #[error("adapter {adapter} is built on base model {expected}, not {got}")]
+    AdapterBaseMismatch {
+        /// The adapter.
+        adapter: AdapterId,
+        /// Its base.
+        expected: ModelId,
+        /// The base named.
+        got: ModelId,
+    },
+    /// A price is outside the governed bounds.
+    #[error("{which} {price} is outside the governed bounds [{min}, {max}] per 1k tokens")]
+    PriceOutOfBounds {
+        /// Which price.
+        which: &'static str,
+        /// The price.
+        price: Amount,
+        /// `model_min_price_per_1k`.
+        min: Amount,
+        /// `model_max_price_per_1k`.
+        max: Amount,
+    },
+    /// A receipt with this id was already settled.
+    #[error("receipt {id} was already settled (replay)")]
+    ReceiptExists {
+        /// The id.
+        id: ReceiptId,
+    },
+    /// The fee exceeds what the payer allowed the operator to charge.
+    #[error(
+        "fee {fee} exceeds the allowance of {allowance} that {payer} gave operator {operator}"
+    )]
+    AllowanceExceeded {
+        /// Payer.
+        payer: Address,
+        /// Operator (the sender).
+        operator: Address,
+        /// Remaining allowance.
+        allowance: Amount,
+        /// The fee.
+        fee: Amount,
+    },
+    /// A weighted contribution is not part of what the adapter was trained on.
+    #[error("contribution {contribution} is not in any datanet version adapter {adapter} was trained on")]
+    NotInAdapterData {
+        /// The contribution.
+        contribution: ContributionId,
+        /// The adapter.
+        adapter: AdapterId,
+    },
+    /// Nothing to claim.
+    #[error("{address} has no staking rewards to claim")]
+    NothingToClaim {
+        /// The account.
+        address: Address,
+    },
 }
 
 /// Why a genesis file (or parameter set) is invalid.

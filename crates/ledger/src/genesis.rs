@@ -114,6 +114,23 @@ pub struct Params {
     pub gov_deposit_burn_on_fail: bool,
     /// Split of settled inference fees.
     pub fee_split: FeeSplit,
+    /// Share of a rejected contribution's stake that is slashed (to the
+    /// treasury); the rest returns to the contributor. See docs/ledger.md.
+    pub datanet_slash_bps: u16,
+    /// Blocks between a contribution's acceptance and the release of its
+    /// stake (the challenge window).
+    pub datanet_challenge_window_blocks: u64,
+    /// Blocks a contribution may stay pending; at the end a validator vote is
+    /// decided by the power cast, and an undecided one expires (stake returned).
+    pub datanet_curation_period_blocks: u64,
+    /// Lowest price per 1,000 tokens an adapter may set (input and output).
+    pub model_min_price_per_1k: Amount,
+    /// Highest price per 1,000 tokens an adapter may set (input and output).
+    pub model_max_price_per_1k: Amount,
+    /// Price per 1,000 prompt tokens of a base model served without adapter.
+    pub base_price_in_per_1k: Amount,
+    /// Price per 1,000 completion tokens of a base model served without adapter.
+    pub base_price_out_per_1k: Amount,
 }
 
 impl Default for Params {
@@ -134,13 +151,21 @@ impl Default for Params {
             gov_timelock_blocks: 86_400,
             gov_deposit_burn_on_fail: true,
             fee_split: FeeSplit::default(),
+            datanet_slash_bps: 1_000,
+            datanet_challenge_window_blocks: 17_280,
+            datanet_curation_period_blocks: 172_800,
+            model_min_price_per_1k: Amount::ZERO,
+            model_max_price_per_1k: Amount::open(1_000),
+            base_price_in_per_1k: Amount(trib_types::ONE_OPEN / 1_000),
+            base_price_out_per_1k: Amount(trib_types::ONE_OPEN / 1_000),
         }
     }
 }
 
 impl Params {
     /// Short periods for demos and tests: unbonding 5 blocks, deposit period
-    /// 10, voting 5, timelock 2, minimum deposit 10 OPEN.
+    /// 10, voting 5, timelock 2, minimum deposit 10 OPEN, challenge window 3,
+    /// curation period 10.
     pub fn dev() -> Self {
         Params {
             unbonding_period_blocks: 5,
@@ -148,6 +173,8 @@ impl Params {
             gov_deposit_period_blocks: 10,
             gov_voting_period_blocks: 5,
             gov_timelock_blocks: 2,
+            datanet_challenge_window_blocks: 3,
+            datanet_curation_period_blocks: 10,
             ..Params::default()
         }
     }
@@ -190,6 +217,24 @@ impl Params {
                 "must be above 0 (a proposal with no Yes votes would pass)",
             );
         }
+        if self.datanet_slash_bps > BPS_DENOMINATOR {
+            return bad("datanet_slash_bps", "must be at most 10000 basis points");
+        }
+        if self.datanet_challenge_window_blocks == 0 {
+            return bad(
+                "datanet_challenge_window_blocks",
+                "must be at least 1 block",
+            );
+        }
+        if self.datanet_curation_period_blocks == 0 {
+            return bad("datanet_curation_period_blocks", "must be at least 1 block");
+        }
+        if self.model_min_price_per_1k > self.model_max_price_per_1k {
+            return bad(
+                "model_min_price_per_1k",
+                "must not exceed model_max_price_per_1k",
+            );
+        }
         self.fee_split.validate()
     }
 
@@ -210,6 +255,13 @@ impl Params {
             ParamChange::GovTimelockBlocks(v) => p.gov_timelock_blocks = *v,
             ParamChange::GovDepositBurnOnFail(v) => p.gov_deposit_burn_on_fail = *v,
             ParamChange::FeeSplit(v) => p.fee_split = *v,
+            ParamChange::DatanetSlashBps(v) => p.datanet_slash_bps = *v,
+            ParamChange::DatanetChallengeWindowBlocks(v) => p.datanet_challenge_window_blocks = *v,
+            ParamChange::DatanetCurationPeriodBlocks(v) => p.datanet_curation_period_blocks = *v,
+            ParamChange::ModelMinPricePer1k(v) => p.model_min_price_per_1k = *v,
+            ParamChange::ModelMaxPricePer1k(v) => p.model_max_price_per_1k = *v,
+            ParamChange::BasePriceInPer1k(v) => p.base_price_in_per_1k = *v,
+            ParamChange::BasePriceOutPer1k(v) => p.base_price_out_per_1k = *v,
         }
         p
     }
@@ -249,6 +301,20 @@ pub enum ParamChange {
     GovDepositBurnOnFail(bool),
     /// Sets [`Params::fee_split`].
     FeeSplit(FeeSplit),
+    /// Sets [`Params::datanet_slash_bps`].
+    DatanetSlashBps(u16),
+    /// Sets [`Params::datanet_challenge_window_blocks`].
+    DatanetChallengeWindowBlocks(u64),
+    /// Sets [`Params::datanet_curation_period_blocks`].
+    DatanetCurationPeriodBlocks(u64),
+    /// Sets [`Params::model_min_price_per_1k`].
+    ModelMinPricePer1k(Amount),
+    /// Sets [`Params::model_max_price_per_1k`].
+    ModelMaxPricePer1k(Amount),
+    /// Sets [`Params::base_price_in_per_1k`].
+    BasePriceInPer1k(Amount),
+    /// Sets [`Params::base_price_out_per_1k`].
+    BasePriceOutPer1k(Amount),
 }
 
 /// Text that is not a `name=value` parameter change.
@@ -310,6 +376,17 @@ impl FromStr for ParamChange {
                     _ => Err("fee_split takes five comma-separated basis points: contributors,adapter_owner,base_model_owner,stakers,treasury".to_string()),
                 }
             }
+            "datanet_slash_bps" => num(value).map(ParamChange::DatanetSlashBps),
+            "datanet_challenge_window_blocks" => {
+                num(value).map(ParamChange::DatanetChallengeWindowBlocks)
+            }
+            "datanet_curation_period_blocks" => {
+                num(value).map(ParamChange::DatanetCurationPeriodBlocks)
+            }
+            "model_min_price_per_1k" => amount(value).map(ParamChange::ModelMinPricePer1k),
+            "model_max_price_per_1k" => amount(value).map(ParamChange::ModelMaxPricePer1k),
+            "base_price_in_per_1k" => amount(value).map(ParamChange::BasePriceInPer1k),
+            "base_price_out_per_1k" => amount(value).map(ParamChange::BasePriceOutPer1k),
             other => Err(format!("unknown parameter {other:?}")),
         };
         change.map_err(err)
@@ -340,6 +417,25 @@ impl fmt::Display for ParamChange {
                 s.stakers_bps,
                 s.treasury_bps
             ),
+            ParamChange::DatanetSlashBps(v) => write!(f, "datanet_slash_bps={v}"),
+            ParamChange::DatanetChallengeWindowBlocks(v) => {
+                write!(f, "datanet_challenge_window_blocks={v}")
+            }
+            ParamChange::DatanetCurationPeriodBlocks(v) => {
+                write!(f, "datanet_curation_period_blocks={v}")
+            }
+            ParamChange::ModelMinPricePer1k(v) => {
+                write!(f, "model_min_price_per_1k={}", v.to_open_string())
+            }
+            ParamChange::ModelMaxPricePer1k(v) => {
+                write!(f, "model_max_price_per_1k={}", v.to_open_string())
+            }
+            ParamChange::BasePriceInPer1k(v) => {
+                write!(f, "base_price_in_per_1k={}", v.to_open_string())
+            }
+            ParamChange::BasePriceOutPer1k(v) => {
+                write!(f, "base_price_out_per_1k={}", v.to_open_string())
+            }
         }
     }
 }
@@ -428,6 +524,10 @@ mod tests {
             "gov_quorum_bps=2500",
             "gov_deposit_burn_on_fail=false",
             "fee_split=4000,2000,2000,1000,1000",
+            "datanet_slash_bps=2500",
+            "datanet_challenge_window_blocks=7",
+            "model_max_price_per_1k=2.5",
+            "base_price_out_per_1k=0.001",
         ] {
             let c: ParamChange = text.parse().unwrap();
             assert_eq!(c.to_string(), text);

@@ -204,6 +204,11 @@ impl Ledger {
         })
     }
 
+    /// The database (for the registry queries in `views`).
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
     /// The genesis this ledger started from.
     pub fn genesis(&self) -> &Genesis {
         &self.genesis
@@ -249,7 +254,7 @@ impl Ledger {
         }
     }
 
-    fn read_state<T: borsh::BorshDeserialize>(
+    pub(crate) fn read_state<T: borsh::BorshDeserialize>(
         &self,
         key: &StateKey,
     ) -> Result<Option<T>, LedgerError> {

@@ -10,9 +10,9 @@
 //! where anything differs.
 //!
 //! It owns transactions ([`Transaction`], [`SignedTransaction`]), blocks
-//! ([`BlockHeader`]), execution by modules (bank, staking/gOPEN, governance;
-//! the datanet and model registries and settlement arrive as further
-//! modules, see `modules`), storage, the [`Mempool`], state proofs and
+//! ([`BlockHeader`]), execution by modules (bank, staking/gOPEN, governance,
+//! the datanet registry, the model registry and inference settlement with
+//! its stakers' reward accumulator), storage, the [`Mempool`], state proofs and
 //! replay. It depends only on `trib-types` (hashes, amounts, ZIP-215 keys,
 //! canonical encoding); `trib-node` wires it to HTTP and a block-production
 //! loop, and `trib-cli` exposes it as `trib tx`, `trib query` and
@@ -44,6 +44,7 @@ mod proof;
 mod state;
 mod store;
 mod tx;
+mod views;
 
 pub use block::{
     tx_root, Block, BlockHeader, BlockOutcome, Event, PhaseTimings, Receipt, RejectedTx, TxRecord,
@@ -60,3 +61,14 @@ pub use state::{
     Account, Proposal, ProposalStatus, StateKey, StateKeyParseError, Supply, Tally, Unbonding,
 };
 pub use tx::{Action, SignedTransaction, Transaction, VoteChoice};
+
+pub use modules::datanet::{
+    datanet_id, AccessGrant, Contribution, ContributionStatus, CurationMode, CurationVote,
+    DataType, Datanet, DatanetVersion, Reputation, Visibility,
+};
+pub use modules::registry::{Adapter, BaseModel};
+pub use modules::settlement::{
+    inference_fee, staking_pool_address, InferenceReceipt, PayoutLine, PayoutRef, PayoutRole,
+    RewardPool, StakerRewards, REWARD_SCALE,
+};
+pub use views::{DatanetRef, Page, Payout, PayoutPage, MAX_PAGE_LIMIT};

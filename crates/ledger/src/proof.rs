@@ -7,7 +7,11 @@ use trib_types::{Address, Amount, Hash};
 
 use crate::error::ProofError;
 use crate::genesis::Params;
+use crate::modules::datanet::{AccessGrant, Contribution, Datanet, DatanetVersion, Reputation};
+use crate::modules::registry::{Adapter, BaseModel};
+use crate::modules::settlement::{InferenceReceipt, PayoutRef, RewardPool, StakerRewards};
 use crate::state::{Account, Proposal, StateKey, Supply};
+use trib_types::ContributionId;
 
 /// A decoded state value. Its canonical bytes (borsh of the inner value) are
 /// what the JMT leaf commits to.
@@ -30,6 +34,38 @@ pub enum StateValue {
     VotingPower(Amount),
     /// For `unbonding_queue/<height>`.
     UnbondingQueue(Vec<Address>),
+    /// For `datanet/<id>`.
+    Datanet(Box<Datanet>),
+    /// For `contribution/<id>`.
+    Contribution(Box<Contribution>),
+    /// For `datanet_version/<id>/<n>`.
+    DatanetVersion(Box<DatanetVersion>),
+    /// For `datanet_access/<id>/<address>`.
+    DatanetAccess(AccessGrant),
+    /// For `reputation/<id>/<address>`.
+    Reputation(Reputation),
+    /// For `datanet_contributors/<id>`.
+    DatanetContributors(Vec<Address>),
+    /// For `curation_deadlines/<height>`.
+    CurationDeadlines(Vec<ContributionId>),
+    /// For `stake_releases/<height>`.
+    StakeReleases(Vec<ContributionId>),
+    /// For `base_model/<id>`.
+    BaseModel(Box<BaseModel>),
+    /// For `adapter/<id>`.
+    Adapter(Box<Adapter>),
+    /// For `allowance/<payer>/<operator>`.
+    Allowance(Amount),
+    /// For `receipt/<id>`.
+    Receipt(Box<InferenceReceipt>),
+    /// For `payout_count/<address>`.
+    PayoutCount(u64),
+    /// For `payout_index/<address>/<n>`.
+    PayoutIndex(PayoutRef),
+    /// For `staking_reward_pool`.
+    StakingRewardPool(RewardPool),
+    /// For `staker_rewards/<address>`.
+    StakerRewards(StakerRewards),
 }
 
 impl StateValue {
@@ -47,6 +83,22 @@ impl StateValue {
             StateKey::ActiveProposals => StateValue::ActiveProposals(d(bytes)?),
             StateKey::VotingPower(_) => StateValue::VotingPower(d(bytes)?),
             StateKey::UnbondingQueue(_) => StateValue::UnbondingQueue(d(bytes)?),
+            StateKey::Datanet(..) => StateValue::Datanet(d(bytes)?),
+            StateKey::Contribution(..) => StateValue::Contribution(d(bytes)?),
+            StateKey::DatanetVersion(..) => StateValue::DatanetVersion(d(bytes)?),
+            StateKey::DatanetAccess(..) => StateValue::DatanetAccess(d(bytes)?),
+            StateKey::Reputation(..) => StateValue::Reputation(d(bytes)?),
+            StateKey::DatanetContributors(..) => StateValue::DatanetContributors(d(bytes)?),
+            StateKey::CurationDeadlines(..) => StateValue::CurationDeadlines(d(bytes)?),
+            StateKey::StakeReleases(..) => StateValue::StakeReleases(d(bytes)?),
+            StateKey::BaseModel(..) => StateValue::BaseModel(d(bytes)?),
+            StateKey::Adapter(..) => StateValue::Adapter(d(bytes)?),
+            StateKey::Allowance(..) => StateValue::Allowance(d(bytes)?),
+            StateKey::Receipt(..) => StateValue::Receipt(d(bytes)?),
+            StateKey::PayoutCount(..) => StateValue::PayoutCount(d(bytes)?),
+            StateKey::PayoutIndex(..) => StateValue::PayoutIndex(d(bytes)?),
+            StateKey::StakingRewardPool => StateValue::StakingRewardPool(d(bytes)?),
+            StateKey::StakerRewards(..) => StateValue::StakerRewards(d(bytes)?),
         })
     }
 
@@ -64,6 +116,22 @@ impl StateValue {
             StateValue::ActiveProposals(v) => e(v),
             StateValue::VotingPower(v) => e(v),
             StateValue::UnbondingQueue(v) => e(v),
+            StateValue::Datanet(v) => e(v),
+            StateValue::Contribution(v) => e(v),
+            StateValue::DatanetVersion(v) => e(v),
+            StateValue::DatanetAccess(v) => e(v),
+            StateValue::Reputation(v) => e(v),
+            StateValue::DatanetContributors(v) => e(v),
+            StateValue::CurationDeadlines(v) => e(v),
+            StateValue::StakeReleases(v) => e(v),
+            StateValue::BaseModel(v) => e(v),
+            StateValue::Adapter(v) => e(v),
+            StateValue::Allowance(v) => e(v),
+            StateValue::Receipt(v) => e(v),
+            StateValue::PayoutCount(v) => e(v),
+            StateValue::PayoutIndex(v) => e(v),
+            StateValue::StakingRewardPool(v) => e(v),
+            StateValue::StakerRewards(v) => e(v),
         }
     }
 
@@ -77,6 +145,22 @@ impl StateValue {
             StateValue::ActiveProposals(_) => "active_proposals",
             StateValue::VotingPower(_) => "voting_power",
             StateValue::UnbondingQueue(_) => "unbonding_queue",
+            StateValue::Datanet(_) => "datanet",
+            StateValue::Contribution(_) => "contribution",
+            StateValue::DatanetVersion(_) => "datanet_version",
+            StateValue::DatanetAccess(_) => "datanet_access",
+            StateValue::Reputation(_) => "reputation",
+            StateValue::DatanetContributors(_) => "datanet_contributors",
+            StateValue::CurationDeadlines(_) => "curation_deadlines",
+            StateValue::StakeReleases(_) => "stake_releases",
+            StateValue::BaseModel(_) => "base_model",
+            StateValue::Adapter(_) => "adapter",
+            StateValue::Allowance(_) => "allowance",
+            StateValue::Receipt(_) => "receipt",
+            StateValue::PayoutCount(_) => "payout_count",
+            StateValue::PayoutIndex(_) => "payout_index",
+            StateValue::StakingRewardPool(_) => "staking_reward_pool",
+            StateValue::StakerRewards(_) => "staker_rewards",
         }
     }
 
@@ -91,6 +175,31 @@ impl StateValue {
                 | (StateKey::ActiveProposals, StateValue::ActiveProposals(_))
                 | (StateKey::VotingPower(_), StateValue::VotingPower(_))
                 | (StateKey::UnbondingQueue(_), StateValue::UnbondingQueue(_))
+                | (StateKey::Datanet(..), StateValue::Datanet(_))
+                | (StateKey::Contribution(..), StateValue::Contribution(_))
+                | (StateKey::DatanetVersion(..), StateValue::DatanetVersion(_))
+                | (StateKey::DatanetAccess(..), StateValue::DatanetAccess(_))
+                | (StateKey::Reputation(..), StateValue::Reputation(_))
+                | (
+                    StateKey::DatanetContributors(..),
+                    StateValue::DatanetContributors(_)
+                )
+                | (
+                    StateKey::CurationDeadlines(..),
+                    StateValue::CurationDeadlines(_)
+                )
+                | (StateKey::StakeReleases(..), StateValue::StakeReleases(_))
+                | (StateKey::BaseModel(..), StateValue::BaseModel(_))
+                | (StateKey::Adapter(..), StateValue::Adapter(_))
+                | (StateKey::Allowance(..), StateValue::Allowance(_))
+                | (StateKey::Receipt(..), StateValue::Receipt(_))
+                | (StateKey::PayoutCount(..), StateValue::PayoutCount(_))
+                | (StateKey::PayoutIndex(..), StateValue::PayoutIndex(_))
+                | (
+                    StateKey::StakingRewardPool,
+                    StateValue::StakingRewardPool(_)
+                )
+                | (StateKey::StakerRewards(..), StateValue::StakerRewards(_))
         )
     }
 }

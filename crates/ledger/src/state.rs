@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
-use trib_types::{Address, Amount, Hash};
+use trib_types::{AdapterId, Address, Amount, ContributionId, DatanetId, Hash, ModelId, ReceiptId};
 
 use crate::block::Event;
 use crate::error::TxError;
@@ -50,6 +50,46 @@ pub enum StateKey {
     /// `unbonding_queue/<height>` → `Vec<Address>`: accounts with an
     /// unbonding entry released at that height.
     UnbondingQueue(u64),
+    /// `datanet/<id>` → [`crate::Datanet`].
+    Datanet(DatanetId),
+    /// `contribution/<id>` → [`crate::Contribution`].
+    Contribution(ContributionId),
+    /// `datanet_version/<datanet>/<n>` → [`crate::DatanetVersion`] (n from 1).
+    DatanetVersion(DatanetId, u32),
+    /// `datanet_access/<datanet>/<address>` → [`crate::AccessGrant`]: training
+    /// access to a permissioned datanet. Absent means no access.
+    DatanetAccess(DatanetId, Address),
+    /// `reputation/<datanet>/<address>` → [`crate::Reputation`].
+    Reputation(DatanetId, Address),
+    /// `datanet_contributors/<datanet>` → `Vec<Address>` (sorted): everyone
+    /// who ever contributed (the leaderboard's population).
+    DatanetContributors(DatanetId),
+    /// `curation_deadlines/<height>` → `Vec<ContributionId>`: contributions
+    /// whose curation period ends at that height (end-block work list).
+    CurationDeadlines(u64),
+    /// `stake_releases/<height>` → `Vec<ContributionId>`: accepted
+    /// contributions whose challenge window ends at that height.
+    StakeReleases(u64),
+    /// `base_model/<id>` → [`crate::BaseModel`].
+    BaseModel(ModelId),
+    /// `adapter/<id>` → [`crate::Adapter`].
+    Adapter(AdapterId),
+    /// `allowance/<payer>/<operator>` → [`Amount`]: what the operator may
+    /// still charge the payer for inference. Absent means zero.
+    Allowance(Address, Address),
+    /// `receipt/<id>` → [`crate::InferenceReceipt`].
+    Receipt(ReceiptId),
+    /// `payout_count/<address>` → `u64`: payout lines indexed for the address.
+    PayoutCount(Address),
+    /// `payout_index/<address>/<n>` → [`crate::PayoutRef`]: the address's
+    /// n-th payout line (from 0), pointing into a receipt.
+    PayoutIndex(Address, u64),
+    /// `staking_reward_pool` → [`crate::RewardPool`]: the stakers'
+    /// reward-per-share accumulator.
+    StakingRewardPool,
+    /// `staker_rewards/<address>` → [`crate::StakerRewards`]: a staker's
+    /// accumulator checkpoint and unclaimed rewards.
+    StakerRewards(Address),
 }
 
 impl StateKey {
@@ -75,13 +115,29 @@ impl fmt::Display for StateKey {
             StateKey::ActiveProposals => f.write_str("active_proposals"),
             StateKey::VotingPower(a) => write!(f, "voting_power/{a}"),
             StateKey::UnbondingQueue(h) => write!(f, "unbonding_queue/{h}"),
+            StateKey::Datanet(id) => write!(f, "datanet/{id}"),
+            StateKey::Contribution(id) => write!(f, "contribution/{id}"),
+            StateKey::DatanetVersion(id, n) => write!(f, "datanet_version/{id}/{n}"),
+            StateKey::DatanetAccess(id, a) => write!(f, "datanet_access/{id}/{a}"),
+            StateKey::Reputation(id, a) => write!(f, "reputation/{id}/{a}"),
+            StateKey::DatanetContributors(id) => write!(f, "datanet_contributors/{id}"),
+            StateKey::CurationDeadlines(h) => write!(f, "curation_deadlines/{h}"),
+            StateKey::StakeReleases(h) => write!(f, "stake_releases/{h}"),
+            StateKey::BaseModel(id) => write!(f, "base_model/{id}"),
+            StateKey::Adapter(id) => write!(f, "adapter/{id}"),
+            StateKey::Allowance(p, o) => write!(f, "allowance/{p}/{o}"),
+            StateKey::Receipt(id) => write!(f, "receipt/{id}"),
+            StateKey::PayoutCount(a) => write!(f, "payout_count/{a}"),
+            StateKey::PayoutIndex(a, n) => write!(f, "payout_index/{a}/{n}"),
+            StateKey::StakingRewardPool => f.write_str("staking_reward_pool"),
+            StateKey::StakerRewards(a) => write!(f, "staker_rewards/{a}"),
         }
     }
 }
 
 /// Text that is not a state key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid state key {0:?}: expected account/<address>, voting_power/<address>, proposal/<id>, unbonding_queue/<height>, params, supply, next_proposal_id or active_proposals")]
+#[error("invalid state key {0:?}: expected account/<address>, voting_power/<address>, proposal/<id>, unbonding_queue/<height>, params, supply, next_proposal_id, active_proposals, datanet/<id>, contribution/<id>, datanet_version/<id>/<n>, datanet_access/<id>/<address>, reputation/<id>/<address>, datanet_contributors/<id>, curation_deadlines/<height>, stake_releases/<height>, base_model/<id>, adapter/<id>, allowance/<payer>/<operator>, receipt/<id>, payout_count/<address>, payout_index/<address>/<n>, staking_reward_pool or staker_rewards/<address>")]
 pub struct StateKeyParseError(pub String);
 
 impl FromStr for StateKey {
@@ -103,9 +159,53 @@ impl FromStr for StateKey {
             ("supply", None) => Ok(StateKey::Supply),
             ("next_proposal_id", None) => Ok(StateKey::NextProposalId),
             ("active_proposals", None) => Ok(StateKey::ActiveProposals),
+            ("staking_reward_pool", None) => Ok(StateKey::StakingRewardPool),
+            (kind, Some(arg)) => parse_registry_key(kind, arg).ok_or_else(err),
             _ => Err(err()),
         }
     }
+}
+
+/// Parses the `kind/arg[/arg2]` text of the datanet, model-registry and
+/// settlement keys.
+fn parse_registry_key(kind: &str, arg: &str) -> Option<StateKey> {
+    fn two<A: FromStr, B: FromStr>(arg: &str) -> Option<(A, B)> {
+        let (a, b) = arg.split_once('/')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    }
+    Some(match kind {
+        "datanet" => StateKey::Datanet(arg.parse().ok()?),
+        "contribution" => StateKey::Contribution(arg.parse().ok()?),
+        "datanet_version" => {
+            let (d, n) = two(arg)?;
+            StateKey::DatanetVersion(d, n)
+        }
+        "datanet_access" => {
+            let (d, a) = two(arg)?;
+            StateKey::DatanetAccess(d, a)
+        }
+        "reputation" => {
+            let (d, a) = two(arg)?;
+            StateKey::Reputation(d, a)
+        }
+        "datanet_contributors" => StateKey::DatanetContributors(arg.parse().ok()?),
+        "curation_deadlines" => StateKey::CurationDeadlines(arg.parse().ok()?),
+        "stake_releases" => StateKey::StakeReleases(arg.parse().ok()?),
+        "base_model" => StateKey::BaseModel(arg.parse().ok()?),
+        "adapter" => StateKey::Adapter(arg.parse().ok()?),
+        "allowance" => {
+            let (p, o) = two(arg)?;
+            StateKey::Allowance(p, o)
+        }
+        "receipt" => StateKey::Receipt(arg.parse().ok()?),
+        "payout_count" => StateKey::PayoutCount(arg.parse().ok()?),
+        "payout_index" => {
+            let (a, n) = two(arg)?;
+            StateKey::PayoutIndex(a, n)
+        }
+        "staker_rewards" => StateKey::StakerRewards(arg.parse().ok()?),
+        _ => return None,
+    })
 }
 
 /// A pending release of unstaked OPEN.
@@ -155,8 +255,8 @@ impl Account {
     }
 }
 
-/// Where OPEN is. The sum of the five parts is constant (genesis total) until
-/// a governed mint exists; burns move OPEN into `burned` explicitly.
+/// Where OPEN is. The sum of the seven parts is constant (genesis total)
+/// until a governed mint exists; burns move OPEN into `burned` explicitly.
 #[derive(
     Clone,
     Copy,
@@ -180,16 +280,25 @@ pub struct Supply {
     pub deposits: Amount,
     /// OPEN burned (failed-proposal deposits).
     pub burned: Amount,
+    /// OPEN escrowed as datanet contribution stakes (pending or in their
+    /// challenge window).
+    pub escrowed: Amount,
+    /// OPEN paid to gOPEN stakers by settlement and not yet claimed
+    /// (including the sub-unit dust the accumulator cannot attribute).
+    pub staking_rewards: Amount,
 }
 
 impl Supply {
-    /// `open + gopen + unbonding + deposits + burned`, or `None` on overflow.
+    /// `open + gopen + unbonding + deposits + burned + escrowed +
+    /// staking_rewards`, or `None` on overflow.
     pub fn total(&self) -> Option<Amount> {
         self.open
             .checked_add(self.gopen)?
             .checked_add(self.unbonding)?
             .checked_add(self.deposits)?
-            .checked_add(self.burned)
+            .checked_add(self.burned)?
+            .checked_add(self.escrowed)?
+            .checked_add(self.staking_rewards)
     }
 }
 
@@ -473,6 +582,22 @@ mod tests {
             StateKey::Supply,
             StateKey::NextProposalId,
             StateKey::ActiveProposals,
+            StateKey::Datanet(DatanetId(Hash::of(b"d"))),
+            StateKey::Contribution(ContributionId(Hash::of(b"c"))),
+            StateKey::DatanetVersion(DatanetId(Hash::of(b"d")), 3),
+            StateKey::DatanetAccess(DatanetId(Hash::of(b"d")), a),
+            StateKey::Reputation(DatanetId(Hash::of(b"d")), a),
+            StateKey::DatanetContributors(DatanetId(Hash::of(b"d"))),
+            StateKey::CurationDeadlines(4),
+            StateKey::StakeReleases(5),
+            StateKey::BaseModel(ModelId(Hash::of(b"m"))),
+            StateKey::Adapter(AdapterId(Hash::of(b"a"))),
+            StateKey::Allowance(a, Address([7; 20])),
+            StateKey::Receipt(ReceiptId(Hash::of(b"r"))),
+            StateKey::PayoutCount(a),
+            StateKey::PayoutIndex(a, 12),
+            StateKey::StakingRewardPool,
+            StateKey::StakerRewards(a),
         ] {
             assert_eq!(k.to_string().parse::<StateKey>().unwrap(), k);
         }

@@ -3,11 +3,13 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 use trib_types::{
-    Address, Amount, Canonical, DecodeError, Hash, PublicKey, SecretKey, Signature, TxHash,
+    AdapterId, Address, Amount, Canonical, ContributionId, DatanetId, DecodeError, Hash, ModelId,
+    PublicKey, ReceiptId, SecretKey, Signature, TxHash,
 };
 
 use crate::error::TxError;
 use crate::genesis::ParamChange;
+use crate::modules::datanet::{CurationMode, DataType, Visibility};
 
 /// Domain of the hash a sender signs (and the transaction's id).
 const TX_DOMAIN: &str = "tributary transaction v1";
@@ -124,10 +126,147 @@ pub enum Action {
         /// The choice.
         choice: VoteChoice,
     },
+    /// Datanet: create a datanet owned by the sender. Its id is
+    /// [`crate::datanet_id`]`(name)`, so names are unique.
+    CreateDatanet {
+        /// Unique name: 1 to 64 bytes of `[a-z0-9-]`, not starting or ending with `-`.
+        name: String,
+        /// blake3 of the off-chain descriptor (description markdown, tags).
+        metadata_hash: Hash,
+        /// Kind of rows, fixed at creation.
+        data_type: DataType,
+        /// Who decides on contributions.
+        curation: CurationMode,
+        /// OPEN each contribution locks until it is decided.
+        stake_per_contribution: Amount,
+        /// Who may train on it.
+        visibility: Visibility,
+    },
+    /// Datanet: submit a contribution, escrowing the datanet's stake.
+    Contribute {
+        /// The datanet.
+        datanet: DatanetId,
+        /// The contribution's id (content hash computed off-chain; unique).
+        contribution: ContributionId,
+        /// Merkle root over its rows.
+        rows_root: Hash,
+        /// Rows it holds (> 0).
+        rows: u32,
+        /// Bytes it holds (> 0).
+        bytes: u64,
+    },
+    /// Datanet: accept or reject a pending contribution (the owner, or a
+    /// vote by a gOPEN holder, per the datanet's curation mode).
+    Curate {
+        /// The contribution.
+        contribution: ContributionId,
+        /// Accept (true) or reject (false).
+        accept: bool,
+        /// Why (≤ 256 bytes; required to reject).
+        reason: String,
+    },
+    /// Datanet: publish the next immutable version (owner only).
+    PublishVersion {
+        /// The datanet.
+        datanet: DatanetId,
+        /// Merkle root over the version's rows.
+        root: Hash,
+        /// Rows in the version (1 ..= the listed contributions' rows).
+        rows: u64,
+        /// The accepted contributions it holds (no duplicates).
+        contributions: Vec<ContributionId>,
+    },
+    /// Datanet: grant training access to a permissioned datanet (owner only).
+    GrantAccess {
+        /// The datanet.
+        datanet: DatanetId,
+        /// Who gets access.
+        to: Address,
+    },
+    /// Datanet: revoke a training-access grant (owner only).
+    RevokeAccess {
+        /// The datanet.
+        datanet: DatanetId,
+        /// Whose access ends.
+        to: Address,
+    },
+    /// Model registry: register a base model owned by the sender.
+    RegisterBaseModel {
+        /// Content hash of the weights.
+        model: ModelId,
+        /// Display name (1 to 128 bytes).
+        name: String,
+        /// Architecture (`llama`, …; 1 to 64 bytes).
+        architecture: String,
+        /// Licence (SPDX id or text, 1 to 128 bytes).
+        licence: String,
+    },
+    /// Model registry: register a LoRA adapter owned by the sender.
+    RegisterAdapter {
+        /// Hash of the PEFT files.
+        adapter: AdapterId,
+        /// Its base model (must be registered).
+        base: ModelId,
+        /// Display name (1 to 128 bytes).
+        name: String,
+        /// Datanet versions it was trained on (must exist; permissioned ones
+        /// need the sender's access grant).
+        datanets: Vec<(DatanetId, u32)>,
+        /// Hash of the training configuration.
+        config_hash: Hash,
+        /// Hash of the evaluation metrics.
+        metrics_hash: Hash,
+        /// Price per 1,000 prompt tokens (within the governed bounds).
+        price_in_per_1k: Amount,
+        /// Price per 1,000 completion tokens (within the governed bounds).
+        price_out_per_1k: Amount,
+    },
+    /// Model registry: change an adapter's prices (owner only).
+    SetAdapterPrice {
+        /// The adapter.
+        adapter: AdapterId,
+        /// New price per 1,000 prompt tokens.
+        price_in_per_1k: Amount,
+        /// New price per 1,000 completion tokens.
+        price_out_per_1k: Amount,
+    },
+    /// Settlement: let `operator` charge the sender up to `allowance` for
+    /// inference (replaces any previous allowance; zero revokes).
+    ApproveOperator {
+        /// The serving operator.
+        operator: Address,
+        /// The most it may charge in total from now on.
+        allowance: Amount,
+    },
+    /// Settlement: the operator (sender) charges `payer` for one inference
+    /// and pays the fee out (see docs/ledger.md, Settlement).
+    SettleInference {
+        /// Unique receipt id.
+        receipt: ReceiptId,
+        /// Who pays (must have approved the sender).
+        payer: Address,
+        /// The adapter served, or `None` for the base model alone.
+        adapter: Option<AdapterId>,
+        /// The base model (the adapter's base when there is an adapter).
+        base: ModelId,
+        /// Prompt tokens.
+        prompt_tokens: u32,
+        /// Completion tokens.
+        completion_tokens: u32,
+        /// Attribution weights over accepted contributions; empty or all
+        /// zero falls back to the adapter's datanets pro rata by rows.
+        weights: Vec<(ContributionId, u64)>,
+        /// Attribution method (`token`, `datainf`, …; ≤ 64 bytes).
+        method: String,
+        /// Hash of the attribution evidence.
+        evidence_hash: Hash,
+    },
+    /// Settlement: move the sender's accrued staking rewards to its balance.
+    ClaimStakingRewards,
 }
 
 /// Number of [`Action`] variants (their borsh tags are `0..ACTION_VARIANTS`).
-pub(crate) const ACTION_VARIANTS: u8 = 7;
+pub(crate) const ACTION_VARIANTS: u8 = 19;
 
 impl Action {
     /// The module that executes this action.
@@ -136,6 +275,18 @@ impl Action {
             Action::Transfer { .. } => "bank",
             Action::Stake { .. } | Action::Unstake { .. } | Action::Delegate { .. } => "staking",
             Action::Propose { .. } | Action::Deposit { .. } | Action::Vote { .. } => "governance",
+            Action::CreateDatanet { .. }
+            | Action::Contribute { .. }
+            | Action::Curate { .. }
+            | Action::PublishVersion { .. }
+            | Action::GrantAccess { .. }
+            | Action::RevokeAccess { .. } => "datanet",
+            Action::RegisterBaseModel { .. }
+            | Action::RegisterAdapter { .. }
+            | Action::SetAdapterPrice { .. } => "model_registry",
+            Action::ApproveOperator { .. }
+            | Action::SettleInference { .. }
+            | Action::ClaimStakingRewards => "settlement",
         }
     }
 
@@ -149,6 +300,18 @@ impl Action {
             Action::Propose { .. } => "propose",
             Action::Deposit { .. } => "deposit",
             Action::Vote { .. } => "vote",
+            Action::CreateDatanet { .. } => "create_datanet",
+            Action::Contribute { .. } => "contribute",
+            Action::Curate { .. } => "curate",
+            Action::PublishVersion { .. } => "publish_version",
+            Action::GrantAccess { .. } => "grant_access",
+            Action::RevokeAccess { .. } => "revoke_access",
+            Action::RegisterBaseModel { .. } => "register_base_model",
+            Action::RegisterAdapter { .. } => "register_adapter",
+            Action::SetAdapterPrice { .. } => "set_adapter_price",
+            Action::ApproveOperator { .. } => "approve_operator",
+            Action::SettleInference { .. } => "settle_inference",
+            Action::ClaimStakingRewards => "claim_staking_rewards",
         }
     }
 }
@@ -297,11 +460,14 @@ mod tests {
 
     #[test]
     fn action_variant_count_matches_the_enum() {
-        // The last variant's tag must be ACTION_VARIANTS - 1.
-        let last = Action::Vote {
+        // The last variant's tag must be ACTION_VARIANTS - 1, and the
+        // original seven keep their tags (old encodings stay valid).
+        let vote = Action::Vote {
             proposal: 0,
             choice: VoteChoice::Yes,
         };
+        assert_eq!(borsh::to_vec(&vote).unwrap()[0], 6);
+        let last = Action::ClaimStakingRewards;
         assert_eq!(borsh::to_vec(&last).unwrap()[0], ACTION_VARIANTS - 1);
     }
 }

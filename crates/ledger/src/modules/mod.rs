@@ -8,12 +8,15 @@
 //! transactions, every module's `end_block` hook runs in registration order
 //! (staking releases unbonded OPEN, governance tallies and executes).
 //!
-//! Later issues add the datanet registry, the model registry and settlement
-//! as further modules: a new `Action` variant (appended, so old encodings stay
-//! valid), a `Module` implementation, and one line in [`MODULES`].
+//! The datanet registry, the model registry and settlement were added that
+//! way: new `Action` variants (appended, so old encodings stay valid), a
+//! `Module` implementation each, and one line each in [`MODULES`].
 
 mod bank;
+pub(crate) mod datanet;
 mod governance;
+pub(crate) mod registry;
+pub(crate) mod settlement;
 mod staking;
 
 use trib_types::{Address, Amount};
@@ -50,8 +53,14 @@ pub(crate) trait Module: Sync {
 }
 
 /// The registered modules, in end-block order.
-pub(crate) static MODULES: &[&dyn Module] =
-    &[&bank::Bank, &staking::Staking, &governance::Governance];
+pub(crate) static MODULES: &[&dyn Module] = &[
+    &bank::Bank,
+    &staking::Staking,
+    &governance::Governance,
+    &datanet::DatanetModule,
+    &registry::ModelRegistry,
+    &settlement::Settlement,
+];
 
 /// The module that handles `action`.
 pub(crate) fn route(action: &Action) -> Result<&'static dyn Module, TxError> {
@@ -74,6 +83,21 @@ pub(crate) fn action_spend(action: &Action) -> Amount {
         | Action::Deposit { amount, .. } => *amount,
         Action::Propose { deposit, .. } => *deposit,
         Action::Unstake { .. } | Action::Delegate { .. } | Action::Vote { .. } => Amount::ZERO,
+        // A contribution's stake depends on the datanet (state): the
+        // datanet module checks it; the operator of a settlement pays only
+        // the transaction fee (the payer pays the inference fee).
+        Action::CreateDatanet { .. }
+        | Action::Contribute { .. }
+        | Action::Curate { .. }
+        | Action::PublishVersion { .. }
+        | Action::GrantAccess { .. }
+        | Action::RevokeAccess { .. }
+        | Action::RegisterBaseModel { .. }
+        | Action::RegisterAdapter { .. }
+        | Action::SetAdapterPrice { .. }
+        | Action::ApproveOperator { .. }
+        | Action::SettleInference { .. }
+        | Action::ClaimStakingRewards => Amount::ZERO,
     }
 }
 

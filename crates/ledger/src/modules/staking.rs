@@ -52,6 +52,10 @@ impl Module for Staking {
         action: &Action,
         state: &mut TxBatch<'_, '_>,
     ) -> Result<(), TxError> {
+        if matches!(action, Action::Stake { .. } | Action::Unstake { .. }) {
+            // Rewards accrue per gOPEN held: settle them before it changes.
+            super::settlement::settle_staker(state, sender)?;
+        }
         let mut acc = state.account(&sender)?;
         let mut supply = state.supply()?;
         let voter = acc.voter(sender);

@@ -1,0 +1,746 @@
+//! Settlement: paying for inference, and the stakers' reward accumulator.
+//!
+//! A payer approves a serving operator for an allowance
+//! ([`Action::ApproveOperator`]); the operator then settles each paid
+//! inference ([`Action::SettleInference`]). The fee is
+//!
+//! ```text
+//! fee = ceil((prompt_tokens × price_in_per_1k + completion_tokens × price_out_per_1k) / 1000)
+//! ```
+//!
+//! (one rounding, up, over the exact sum), taken from the payer (checked
+//! against the allowance and the balance) and paid out in lines: the
+//! governed [`crate::FeeSplit`] by basis points with
+//! [`trib_types::split_by_bps`] (contributors, adapter owner, base-model
+//! owner, stakers, treasury, in that order), then the contributors' part by
+//! attribution weight with [`trib_types::split_by_weight`]. Both are
+//! largest-remainder splits, so every line is a whole number of base units
+//! and the lines sum to the fee exactly.
+//!
+//! The stakers' part goes into a reward-per-share accumulator (Synthetix /
+//! Cosmos F1 style): `acc += (part × SCALE + carry) / gOPEN`, keeping the
+//! division remainder in `carry` for the next distribution; a staker's
+//! rewards are `staked × (acc − checkpoint) / SCALE`, settled whenever its
+//! stake changes and on [`Action::ClaimStakingRewards`]. Rules in
+//! docs/ledger.md, "Settlement".
+
+use std::collections::BTreeSet;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+use trib_types::{
+    split_by_bps, split_by_weight, AdapterId, Address, Amount, ContributionId, Hash, ModelId,
+    ReceiptId,
+};
+
+use super::datanet::{load_contribution, load_datanet, load_version, reputation};
+use super::registry::{load_adapter, load_base_model, Adapter};
+use super::{require_balance, Module};
+use crate::block::Event;
+use crate::error::TxError;
+use crate::genesis::{treasury_address, Params};
+use crate::state::{add, sub, StateKey, TxBatch};
+use crate::tx::{Action, Transaction};
+
+/// Fixed-point scale of the reward-per-share accumulator.
+pub const REWARD_SCALE: u128 = 1_000_000_000_000;
+/// Longest attribution method name, in bytes.
+const MAX_METHOD_LEN: usize = 64;
+/// Most attribution weights one settlement may carry.
+const MAX_WEIGHTS: usize = 1_024;
+
+/// The pseudo-address that stands for "all gOPEN stakers" in payout lines.
+/// Like the treasury, nobody holds a key for it: the OPEN of a `Stakers`
+/// line is not in any balance but in `Supply::staking_rewards`, claimable
+/// through the accumulator.
+pub fn staking_pool_address() -> Address {
+    let h = Hash::domain("tributary staking reward pool v1", &[]);
+    let mut a = [0u8; 20];
+    a.copy_from_slice(&h.0[..20]);
+    Address(a)
+}
+
+/// Why a payout line was paid.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize,
+)]
+#[serde(rename_all = "snake_case", tag = "role")]
+pub enum PayoutRole {
+    /// A data contributor, for one contribution.
+    Contributor {
+        /// The contribution.
+        contribution: ContributionId,
+    },
+    /// The adapter's owner.
+    AdapterOwner,
+    /// The base model's owner.
+    BaseModelOwner,
+    /// All gOPEN stakers (recipient: [`staking_pool_address`]).
+    Stakers,
+    /// The treasury.
+    Treasury,
+}
+
+/// One payout of a settled fee.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize,
+)]
+pub struct PayoutLine {
+    /// Who was paid.
+    pub recipient: Address,
+    /// Why.
+    pub role: PayoutRole,
+    /// How much.
+    pub amount: Amount,
+}
+
+/// The on-chain record of one settled inference.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize)]
+pub struct InferenceReceipt {
+    /// Id.
+    pub id: ReceiptId,
+    /// The operator that settled it.
+    pub operator: Address,
+    /// Who paid.
+    pub payer: Address,
+    /// The adapter served (`None`: base model only).
+    pub adapter: Option<AdapterId>,
+    /// The base model.
+    pub base: ModelId,
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Completion tokens.
+    pub completion_tokens: u32,
+    /// Price per 1k prompt tokens applied.
+    pub price_in_per_1k: Amount,
+    /// Price per 1k completion tokens applied.
+    pub price_out_per_1k: Amount,
+    /// The fee.
+    pub fee: Amount,
+    /// Attribution method.
+    pub method: String,
+    /// Hash of the attribution evidence.
+    pub evidence_hash: Hash,
+    /// The attribution weights as submitted.
+    pub weights: Vec<(ContributionId, u64)>,
+    /// Whether the contributors' share used the fallback rule.
+    pub fallback: bool,
+    /// Payout lines (zero-amount lines are left out); they sum to `fee`.
+    pub lines: Vec<PayoutLine>,
+    /// Block of settlement.
+    pub height: u64,
+}
+
+/// Points at one payout line: `receipt.lines[line]`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize,
+)]
+pub struct PayoutRef {
+    /// The receipt.
+    pub receipt: ReceiptId,
+    /// Index into its lines.
+    pub line: u32,
+}
+
+/// The stakers' reward-per-share accumulator.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    BorshSerialize,
+    BorshDeserialize,
+)]
+pub struct RewardPool {
+    /// Rewards per gOPEN base unit, times [`REWARD_SCALE`], since genesis.
+    pub acc_per_share: u128,
+    /// Division remainder carried to the next distribution, in units of
+    /// base units × [`REWARD_SCALE`] (always below the gOPEN at that time).
+    pub carry: u128,
+    /// OPEN distributed to stakers since genesis.
+    pub distributed: Amount,
+}
+
+/// A staker's checkpoint in the accumulator.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    BorshSerialize,
+    BorshDeserialize,
+)]
+pub struct StakerRewards {
+    /// `acc_per_share` when the rewards were last settled.
+    pub checkpoint: u128,
+    /// Settled, unclaimed rewards.
+    pub accrued: Amount,
+}
+
+pub(crate) struct Settlement;
+
+/// `ceil((prompt × price_in + completion × price_out) / 1000)`.
+pub fn inference_fee(
+    prompt_tokens: u32,
+    completion_tokens: u32,
+    price_in_per_1k: Amount,
+    price_out_per_1k: Amount,
+) -> Option<Amount> {
+    let a = u128::from(prompt_tokens).checked_mul(price_in_per_1k.0)?;
+    let b = u128::from(completion_tokens).checked_mul(price_out_per_1k.0)?;
+    let sum = a.checked_add(b)?;
+    Some(Amount(sum.div_ceil(1_000)))
+}
+
+/// The staker's rewards up to now, without writing.
+pub(crate) fn pending_rewards(
+    state: &TxBatch<'_, '_>,
+    addr: &Address,
+) -> Result<StakerRewards, TxError> {
+    let pool: RewardPool = state.get(&StateKey::StakingRewardPool)?.unwrap_or_default();
+    let mut r: StakerRewards = state
+        .get(&StateKey::StakerRewards(*addr))?
+        .unwrap_or_default();
+    let staked = state.account(addr)?.staked;
+    let delta = pool
+        .acc_per_share
+        .checked_sub(r.checkpoint)
+        .ok_or(TxError::Overflow {
+            what: "staking reward checkpoint",
+        })?;
+    let earned = staked
+        .mul_div_floor(delta, REWARD_SCALE)
+        .ok_or(TxError::Overflow {
+            what: "staking rewards",
+        })?;
+    r.accrued = add(r.accrued, earned, "staking rewards")?;
+    r.checkpoint = pool.acc_per_share;
+    Ok(r)
+}
+
+/// Settles the staker's rewards at the current accumulator. Must run before
+/// its gOPEN changes (the staking module calls it on Stake and Unstake).
+pub(crate) fn settle_staker(state: &mut TxBatch<'_, '_>, addr: Address) -> Result<(), TxError> {
+    let r = pending_rewards(state, &addr)?;
+    if r == StakerRewards::default() {
+        state.delete(StateKey::StakerRewards(addr));
+    } else {
+        state.put(StateKey::StakerRewards(addr), &r);
+    }
+    Ok(())
+}
+
+/// Adds `amount` to the accumulator. The caller moves the OPEN into
+/// `Supply::staking_rewards`. Requires gOPEN > 0.
+fn distribute(state: &mut TxBatch<'_, '_>, amount: Amount, gopen: Amount) -> Result<(), TxError> {
+    let overflow = TxError::Overflow {
+        what: "staking reward accumulator",
+    };
+    let mut pool: RewardPool = state.get(&StateKey::StakingRewardPool)?.unwrap_or_default();
+    let numer = amount
+        .0
+        .checked_mul(REWARD_SCALE)
+        .and_then(|v| v.checked_add(pool.carry))
+        .ok_or(overflow.clone())?;
+    pool.acc_per_share = pool
+        .acc_per_share
+        .checked_add(numer / gopen.0)
+        .ok_or(overflow)?;
+    pool.carry = numer % gopen.0;
+    pool.distributed = add(pool.distributed, amount, "distributed staking rewards")?;
+    state.put(StateKey::StakingRewardPool, &pool);
+    Ok(())
+}
+
+/// Everything a settlement will do, computed without writing.
+struct Plan {
+    fee: Amount,
+    price_in: Amount,
+    price_out: Amount,
+    fallback: bool,
+    lines: Vec<PayoutLine>,
+}
+
+/// The accepted contributions an adapter was trained on, in version order
+/// (first occurrence kept), with their rows.
+fn adapter_contributions(
+    state: &TxBatch<'_, '_>,
+    adapter: &Adapter,
+) -> Result<Vec<(ContributionId, u32, Address)>, TxError> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for (id, version) in &adapter.datanets {
+        let d = load_datanet(state, id)?;
+        let v = load_version(state, &d, *version)?;
+        for c in v.contributions {
+            if seen.insert(c) {
+                let rec = load_contribution(state, &c)?;
+                out.push((c, rec.rows, rec.contributor));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan(
+    state: &TxBatch<'_, '_>,
+    operator: Address,
+    reserved: Amount,
+    receipt: &ReceiptId,
+    payer: &Address,
+    adapter: &Option<AdapterId>,
+    base: &ModelId,
+    prompt_tokens: u32,
+    completion_tokens: u32,
+    weights: &[(ContributionId, u64)],
+) -> Result<Plan, TxError> {
+    if state
+        .get::<InferenceReceipt>(&StateKey::Receipt(*receipt))?
+        .is_some()
+    {
+        return Err(TxError::ReceiptExists { id: *receipt });
+    }
+    let params: &Params = state.params();
+    let base_model = load_base_model(state, base)?;
+    let adapter = match adapter {
+        Some(id) => {
+            let a = load_adapter(state, id)?;
+            if a.base != *base {
+                return Err(TxError::AdapterBaseMismatch {
+                    adapter: a.id,
+                    expected: a.base,
+                    got: *base,
+                });
+            }
+            Some(a)
+        }
+        None => None,
+    };
+    let (price_in, price_out) = match &adapter {
+        Some(a) => (a.price_in_per_1k, a.price_out_per_1k),
+        None => (params.base_price_in_per_1k, params.base_price_out_per_1k),
+    };
+    let fee = inference_fee(prompt_tokens, completion_tokens, price_in, price_out).ok_or(
+        TxError::Overflow {
+            what: "inference fee",
+        },
+    )?;
+    let allowance: Amount = state
+        .get(&StateKey::Allowance(*payer, operator))?
+        .unwrap_or_default();
+    if fee > allowance {
+        return Err(TxError::AllowanceExceeded {
+            payer: *payer,
+            operator,
+            allowance,
+            fee,
+        });
+    }
+    let have = state.account(payer)?.balance;
+    let need = add(fee, reserved, "fee plus transaction fee")?;
+    if have < need {
+        return Err(TxError::InsufficientBalance {
+            address: *payer,
+            have,
+            need,
+        });
+    }
+
+    // Validate every weighted contribution, zero weights included.
+    let trained_on = match &adapter {
+        Some(a) => Some(adapter_contributions(state, a)?),
+        None => None,
+    };
+    let mut contributors = Vec::with_capacity(weights.len());
+    for (id, _) in weights {
+        let c = load_contribution(state, id)?;
+        if !c.status.is_accepted() {
+            return Err(TxError::NotAccepted {
+                id: c.id,
+                status: c.status.label(),
+            });
+        }
+        if let (Some(a), Some(set)) = (&adapter, &trained_on) {
+            if !set.iter().any(|(x, ..)| x == id) {
+                return Err(TxError::NotInAdapterData {
+                    contribution: *id,
+                    adapter: a.id,
+                });
+            }
+        }
+        contributors.push(c.contributor);
+    }
+
+    let s = params.fee_split;
+    let parts = split_by_bps(
+        fee,
+        &[
+            s.contributors_bps,
+            s.adapter_owner_bps,
+            s.base_model_owner_bps,
+            s.stakers_bps,
+            s.treasury_bps,
+        ],
+    )
+    .map_err(|_| TxError::Overflow { what: "fee split" })?;
+    let (contrib, adapter_part, base_part, stakers, treasury) =
+        (parts[0], parts[1], parts[2], parts[3], parts[4]);
+    let treasury_addr = treasury_address();
+    let mut lines = Vec::new();
+    let mut push = |recipient: Address, role: PayoutRole, amount: Amount| {
+        if !amount.is_zero() {
+            lines.push(PayoutLine {
+                recipient,
+                role,
+                amount,
+            });
+        }
+    };
+
+    let w: Vec<u128> = weights.iter().map(|(_, w)| u128::from(*w)).collect();
+    let fallback = w.iter().all(|x| *x == 0);
+    if !fallback {
+        let amounts = split_by_weight(contrib, &w).map_err(|_| TxError::Overflow {
+            what: "weight split",
+        })?;
+        for (((id, _), who), amount) in weights.iter().zip(&contributors).zip(amounts) {
+            push(*who, PayoutRole::Contributor { contribution: *id }, amount);
+        }
+    } else {
+        let pool = trained_on.unwrap_or_default();
+        let rows: Vec<u128> = pool.iter().map(|(_, r, _)| u128::from(*r)).collect();
+        if rows.iter().any(|r| *r > 0) {
+            let amounts = split_by_weight(contrib, &rows)
+                .map_err(|_| TxError::Overflow { what: "row split" })?;
+            for ((id, _, who), amount) in pool.iter().zip(amounts) {
+                push(*who, PayoutRole::Contributor { contribution: *id }, amount);
+            }
+        } else {
+            push(treasury_addr, PayoutRole::Treasury, contrib);
+        }
+    }
+    match &adapter {
+        Some(a) => {
+            push(a.owner, PayoutRole::AdapterOwner, adapter_part);
+            push(base_model.owner, PayoutRole::BaseModelOwner, base_part);
+        }
+        None => {
+            let both = add(adapter_part, base_part, "base-model owner share")?;
+            push(base_model.owner, PayoutRole::BaseModelOwner, both);
+        }
+    }
+    if state.supply()?.gopen.is_zero() {
+        push(treasury_addr, PayoutRole::Treasury, stakers);
+    } else {
+        push(staking_pool_address(), PayoutRole::Stakers, stakers);
+    }
+    push(treasury_addr, PayoutRole::Treasury, treasury);
+    Ok(Plan {
+        fee,
+        price_in,
+        price_out,
+        fallback,
+        lines,
+    })
+}
+
+impl Module for Settlement {
+    fn name(&self) -> &'static str {
+        "settlement"
+    }
+
+    fn check_stateless(&self, action: &Action, _params: &Params) -> Result<(), TxError> {
+        if let Action::SettleInference {
+            prompt_tokens,
+            completion_tokens,
+            weights,
+            method,
+            ..
+        } = action
+        {
+            if *prompt_tokens == 0 && *completion_tokens == 0 {
+                return Err(TxError::InvalidField {
+                    field: "tokens",
+                    reason:
+                        "an inference with no prompt and no completion tokens has nothing to charge"
+                            .into(),
+                });
+            }
+            if method.len() > MAX_METHOD_LEN {
+                return Err(TxError::FieldTooLong {
+                    field: "method",
+                    len: method.len(),
+                    max: MAX_METHOD_LEN,
+                });
+            }
+            if weights.len() > MAX_WEIGHTS {
+                return Err(TxError::InvalidField {
+                    field: "weights",
+                    reason: format!("{} entries, at most {MAX_WEIGHTS}", weights.len()),
+                });
+            }
+            let mut ids: Vec<ContributionId> = weights.iter().map(|(c, _)| *c).collect();
+            ids.sort();
+            if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+                return Err(TxError::DuplicateContribution { id: w[0] });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_stateful(&self, tx: &Transaction, state: &TxBatch<'_, '_>) -> Result<(), TxError> {
+        require_balance(tx, state)?;
+        let sender = tx.sender_address();
+        match &tx.action {
+            Action::SettleInference {
+                receipt,
+                payer,
+                adapter,
+                base,
+                prompt_tokens,
+                completion_tokens,
+                weights,
+                ..
+            } => {
+                let reserved = if *payer == sender {
+                    tx.fee
+                } else {
+                    Amount::ZERO
+                };
+                plan(
+                    state,
+                    sender,
+                    reserved,
+                    receipt,
+                    payer,
+                    adapter,
+                    base,
+                    *prompt_tokens,
+                    *completion_tokens,
+                    weights,
+                )?;
+            }
+            Action::ClaimStakingRewards => {
+                if pending_rewards(state, &sender)?.accrued.is_zero() {
+                    return Err(TxError::NothingToClaim { address: sender });
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn execute(
+        &self,
+        sender: Address,
+        action: &Action,
+        state: &mut TxBatch<'_, '_>,
+    ) -> Result<(), TxError> {
+        match action {
+            Action::ApproveOperator {
+                operator,
+                allowance,
+            } => {
+                let key = StateKey::Allowance(sender, *operator);
+                if allowance.is_zero() {
+                    state.delete(key);
+                } else {
+                    state.put(key, allowance);
+                }
+                state.emit(Event::OperatorApproved {
+                    payer: sender,
+                    operator: *operator,
+                    allowance: *allowance,
+                });
+            }
+            Action::SettleInference {
+                receipt,
+                payer,
+                adapter,
+                base,
+                prompt_tokens,
+                completion_tokens,
+                weights,
+                method,
+                evidence_hash,
+            } => {
+                // The transaction fee is already paid: nothing to reserve.
+                let p = plan(
+                    state,
+                    sender,
+                    Amount::ZERO,
+                    receipt,
+                    payer,
+                    adapter,
+                    base,
+                    *prompt_tokens,
+                    *completion_tokens,
+                    weights,
+                )?;
+                apply(state, sender, *payer, *receipt, &p)?;
+                let r = InferenceReceipt {
+                    id: *receipt,
+                    operator: sender,
+                    payer: *payer,
+                    adapter: *adapter,
+                    base: *base,
+                    prompt_tokens: *prompt_tokens,
+                    completion_tokens: *completion_tokens,
+                    price_in_per_1k: p.price_in,
+                    price_out_per_1k: p.price_out,
+                    fee: p.fee,
+                    method: method.clone(),
+                    evidence_hash: *evidence_hash,
+                    weights: weights.clone(),
+                    fallback: p.fallback,
+                    lines: p.lines,
+                    height: state.height(),
+                };
+                state.put(StateKey::Receipt(*receipt), &r);
+                state.emit(Event::InferenceSettled {
+                    receipt: *receipt,
+                    payer: *payer,
+                    operator: sender,
+                    fee: p.fee,
+                    fallback: p.fallback,
+                });
+                tracing::debug!(target: "trib::ledger::settlement", receipt = %receipt, fee = %p.fee, fallback = p.fallback, "inference settled");
+            }
+            Action::ClaimStakingRewards => {
+                let mut r = pending_rewards(state, &sender)?;
+                let amount = r.accrued;
+                if amount.is_zero() {
+                    return Err(TxError::NothingToClaim { address: sender });
+                }
+                r.accrued = Amount::ZERO;
+                state.put(StateKey::StakerRewards(sender), &r);
+                let mut acc = state.account(&sender)?;
+                acc.balance = add(acc.balance, amount, "balance")?;
+                state.put_account(sender, &acc);
+                let mut supply = state.supply()?;
+                supply.staking_rewards =
+                    sub(supply.staking_rewards, amount, "staking rewards supply")?;
+                supply.open = add(supply.open, amount, "OPEN supply")?;
+                state.put_supply(&supply);
+                state.emit(Event::StakingRewardsClaimed {
+                    account: sender,
+                    amount,
+                });
+            }
+            other => {
+                return Err(TxError::UnknownModule {
+                    module: "settlement",
+                    action: other.name(),
+                })
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Moves the fee from the payer to the payout lines and indexes them.
+fn apply(
+    state: &mut TxBatch<'_, '_>,
+    operator: Address,
+    payer: Address,
+    receipt: ReceiptId,
+    p: &Plan,
+) -> Result<(), TxError> {
+    let mut acc = state.account(&payer)?;
+    if acc.balance < p.fee {
+        return Err(TxError::InsufficientBalance {
+            address: payer,
+            have: acc.balance,
+            need: p.fee,
+        });
+    }
+    acc.balance = sub(acc.balance, p.fee, "payer balance")?;
+    state.put_account(payer, &acc);
+    let akey = StateKey::Allowance(payer, operator);
+    let allowance: Amount = state.get(&akey)?.unwrap_or_default();
+    let left = sub(allowance, p.fee, "allowance")?;
+    if left.is_zero() {
+        state.delete(akey);
+    } else {
+        state.put(akey, &left);
+    }
+    for (i, line) in p.lines.iter().enumerate() {
+        match line.role {
+            PayoutRole::Stakers => {
+                let mut supply = state.supply()?;
+                distribute(state, line.amount, supply.gopen)?;
+                supply.open = sub(supply.open, line.amount, "OPEN supply")?;
+                supply.staking_rewards = add(
+                    supply.staking_rewards,
+                    line.amount,
+                    "staking rewards supply",
+                )?;
+                state.put_supply(&supply);
+                continue;
+            }
+            PayoutRole::Treasury => {}
+            PayoutRole::Contributor { contribution } => {
+                let c = load_contribution(state, &contribution)?;
+                let mut r = reputation(state, &c.datanet, &c.contributor)?;
+                r.earnings = add(r.earnings, line.amount, "earnings")?;
+                state.put(StateKey::Reputation(c.datanet, c.contributor), &r);
+            }
+            PayoutRole::AdapterOwner | PayoutRole::BaseModelOwner => {}
+        }
+        let mut to = state.account(&line.recipient)?;
+        to.balance = add(to.balance, line.amount, "recipient balance")?;
+        state.put_account(line.recipient, &to);
+        if line.role != PayoutRole::Treasury {
+            let ckey = StateKey::PayoutCount(line.recipient);
+            let n: u64 = state.get(&ckey)?.unwrap_or(0);
+            state.put(
+                StateKey::PayoutIndex(line.recipient, n),
+                &PayoutRef {
+                    receipt,
+                    line: i as u32,
+                },
+            );
+            state.put(ckey, &(n + 1));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fee_rounds_up_once_over_the_exact_sum() {
+        // 1 token at 1 base unit per 1k: 0.001 → 1.
+        assert_eq!(inference_fee(1, 0, Amount(1), Amount(0)), Some(Amount(1)));
+        // 500 × 1 + 500 × 1 = 1000 → exactly 1 (not 1 + 1 by rounding each).
+        assert_eq!(
+            inference_fee(500, 500, Amount(1), Amount(1)),
+            Some(Amount(1))
+        );
+        assert_eq!(
+            inference_fee(1000, 2000, Amount(3), Amount(5)),
+            Some(Amount(13))
+        );
+        assert_eq!(inference_fee(0, 0, Amount(3), Amount(5)), Some(Amount(0)));
+        assert_eq!(
+            inference_fee(u32::MAX, 0, Amount(u128::MAX), Amount(0)),
+            None
+        );
+    }
+
+    #[test]
+    fn the_staking_pool_is_not_the_treasury() {
+        assert_ne!(staking_pool_address(), treasury_address());
+    }
+}
