@@ -4,10 +4,16 @@
 use serde::Serialize;
 use trib_node::types::Amount;
 
-/// Prints `value` as pretty JSON.
+/// Prints `value` as pretty JSON. A reader that stops early (`| head`,
+/// `| grep -q`) is not an error.
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(value)?;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
 
 /// `1.5 OPEN`.
