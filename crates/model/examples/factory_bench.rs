@@ -22,6 +22,17 @@ fn vm_hwm_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// User + system CPU seconds of this process so far (all threads), from
+/// /proc/self/stat (clock ticks, assumed 100 per second as on Linux x86-64).
+fn cpu_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    (tick(11) + tick(12)) / 100.0
+}
+
 fn main() -> anyhow::Result<()> {
     let steps: u32 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(6);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -67,14 +78,19 @@ dir = "{out}"
     let opts = TrainOptions {
         progress: Some(Arc::new(move |e: &ProgressEvent| {
             if let ProgressEvent::Step(m) = e {
-                sink.lock().unwrap().push(m.clone());
+                sink.lock().unwrap().push((m.clone(), cpu_seconds()));
             }
         })),
         ..TrainOptions::default()
     };
     train(&job, opts)?;
-    let m = metrics.lock().unwrap().clone();
-    anyhow::ensure!(m.len() >= 2, "need at least 2 steps");
+    let with_cpu = metrics.lock().unwrap().clone();
+    anyhow::ensure!(with_cpu.len() >= 2, "need at least 2 steps");
+    let m: Vec<_> = with_cpu.iter().map(|x| x.0.clone()).collect();
+    // CPU seconds per step (all threads): on a loaded machine this is the
+    // load-independent measure; at one thread it approximates the wall time
+    // a quiet machine would show.
+    let cpu_per_step = (with_cpu.last().unwrap().1 - with_cpu[0].1) / (with_cpu.len() - 1) as f64;
     // The first step includes one-off allocations; report the rest.
     let rest = &m[1..];
     let secs: Vec<f64> = rest.iter().map(|s| s.tokens as f64 / s.tokens_per_s).collect();
@@ -82,10 +98,10 @@ dir = "{out}"
     let min = secs.iter().cloned().fold(f64::INFINITY, f64::min);
     let tokens = rest[0].tokens;
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
-    println!("| engine | threads | tokens/step | s/step (mean) | s/step (min) | tokens/s | peak RSS (VmHWM) |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| engine | threads | tokens/step | s/step (mean) | s/step (min) | tokens/s | CPU s/step | peak RSS (VmHWM) |");
+    println!("|---|---|---|---|---|---|---|---|");
     println!(
-        "| trib ModelFactory (candle) | {threads} | {tokens} | {mean:.3} | {min:.3} | {:.0} | {:.0} MiB |",
+        "| trib ModelFactory (candle) | {threads} | {tokens} | {mean:.3} | {min:.3} | {:.0} | {cpu_per_step:.2} | {:.0} MiB |",
         tokens as f64 / mean,
         vm_hwm_mib().unwrap_or(f64::NAN)
     );
