@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The README's main job: build the `trib` binary in release mode and run the
-# end-to-end demo (a fresh node in a temporary home unless --home DIR is
-# given; extra arguments are passed to `trib demo`).
+# The README's main job: fetch (and verify) the demo base model, build the
+# `trib` binary in release mode and run the end-to-end demo (a fresh node in a
+# temporary home unless --home DIR is given; extra arguments go to `trib demo`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/fetch-model.sh >/dev/null
 cargo build --release -p trib-cli
 exec target/release/trib demo "$@"

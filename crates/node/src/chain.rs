@@ -80,11 +80,12 @@ impl Chain {
         let mut pool = self.mempool();
         let hash = pool.txs.add(stx.clone(), ledger)?;
         pool.bodies.insert(hash, stx);
+        // "Full" is a block's worth, or the whole pool if that is smaller.
         let max_block = ledger
             .params()
             .map(|p| p.max_block_txs as usize)
             .unwrap_or(usize::MAX);
-        if pool.txs.len() >= max_block {
+        if pool.txs.len() >= max_block.min(pool.txs.capacity()) {
             self.full.notify_one();
         }
         tracing::debug!(target: "trib::mempool", %hash, pending = pool.txs.len(), "transaction accepted");

@@ -216,3 +216,75 @@ async fn produce_blocks(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::NodeClient;
+    use crate::config::NodeConfig;
+    use crate::home::InitOptions;
+    use trib_ledger::Action;
+    use trib_types::{Amount, SecretKey};
+
+    async fn dev_node(dir: &std::path::Path, config: NodeConfig, interval: Duration) -> (RunningNode, SecretKey) {
+        let root = dir.join("home");
+        NodeHome::init(&root, InitOptions { dev: true, config, ..Default::default() }).unwrap();
+        let home = NodeHome::new(&root);
+        let producer = home.keystore().unwrap().load("producer", None).unwrap();
+        let overrides = NodeOverrides { listen: Some("127.0.0.1:0".parse().unwrap()), block_interval: Some(interval) };
+        (RunningNode::start(&home, overrides).await.unwrap(), producer)
+    }
+
+    #[tokio::test]
+    async fn a_full_mempool_triggers_a_block_before_the_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig { mempool_max_txs: 3, ..NodeConfig::default() };
+        // An hour-long interval: only the full mempool can produce the block.
+        let (node, key) = dev_node(dir.path(), config, Duration::from_secs(3600)).await;
+        let client = NodeClient::new(&node.url()).unwrap();
+        let to = SecretKey::from_seed([5; 32]).address();
+        let mut hashes = Vec::new();
+        for _ in 0..3 {
+            let stx = client.sign_and_submit(&key, None, Action::Transfer { to, amount: Amount::open(1) }).await.unwrap();
+            hashes.push(stx.hash());
+        }
+        for h in &hashes {
+            let v = client.wait_for_commit(h, Duration::from_secs(30)).await.unwrap();
+            assert_eq!(v.height, Some(1));
+        }
+        assert_eq!(client.status().await.unwrap().mempool_size, 0);
+        node.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn blocks_are_produced_at_the_interval_even_when_empty_and_shutdown_is_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, _) = dev_node(dir.path(), NodeConfig::default(), Duration::from_millis(10)).await;
+        let client = NodeClient::new(&node.url()).unwrap();
+        let mut height = 0;
+        for _ in 0..500 {
+            height = client.status().await.unwrap().height;
+            if height >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(height >= 3, "only {height} blocks");
+        node.shutdown().await.unwrap();
+        // The ledger file is closed: it can be opened and verified.
+        let ledger = NodeHome::new(dir.path().join("home")).open_ledger().unwrap();
+        assert!(ledger.verify_chain(|_, _| {}).unwrap().blocks >= 4);
+    }
+
+    #[tokio::test]
+    async fn a_busy_port_is_a_clear_bind_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let root = dir.path().join("home");
+        NodeHome::init(&root, InitOptions { dev: true, ..Default::default() }).unwrap();
+        let overrides = NodeOverrides { listen: Some(taken.local_addr().unwrap()), block_interval: None };
+        let err = RunningNode::start(&NodeHome::new(&root), overrides).await.err().unwrap();
+        assert!(matches!(err, NodeError::Bind { .. }), "{err}");
+        assert!(err.to_string().contains("cannot listen on"));
+    }
+}
