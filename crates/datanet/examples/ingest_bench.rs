@@ -65,6 +65,35 @@ fn datanet(name: &str) -> Datanet {
     d
 }
 
+/// CPU seconds (user + system) of this process, from `/proc/self/stat`:
+/// the benchmark is single-threaded, and on a shared machine CPU time is far
+/// steadier than wall time.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // Fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the
+    // command name; clock ticks are 100 per second on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+struct Timer(Instant, f64);
+
+impl Timer {
+    fn start() -> Self {
+        Timer(Instant::now(), cpu_seconds())
+    }
+    /// (wall, cpu) seconds since start.
+    fn stop(&self) -> (f64, f64) {
+        (self.0.elapsed().as_secs_f64(), cpu_seconds() - self.1)
+    }
+}
+
 fn mbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / 1e6 / secs
 }
@@ -89,18 +118,30 @@ fn main() -> Result<()> {
 
     // 1. Full ingest: file → validated rows (quality, exact + near dup), per datanet.
     let validator = Validator::default();
-    let t = Instant::now();
+    let t = Timer::start();
+    let mut per_datanet: Vec<(String, u64, u64, f64)> = Vec::new();
+    let mut dn_start = (0u64, 0u64, cpu_seconds());
     let (mut rows, mut accepted, mut dups) = (0u64, 0u64, 0u64);
     let mut current = String::new();
     let mut index = MemoryDedupIndex::new();
     let mut d = datanet("legal");
     for (dn, path) in &c.files {
         if *dn != current {
+            if !current.is_empty() {
+                per_datanet.push((
+                    current.clone(),
+                    dn_start.0,
+                    rows - dn_start.1,
+                    cpu_seconds() - dn_start.2,
+                ));
+            }
+            dn_start = (0, rows, cpu_seconds());
             current = dn.clone();
             index = MemoryDedupIndex::new();
             d = datanet(dn);
         }
         let bytes = std::fs::read(path)?;
+        dn_start.0 += bytes.len() as u64;
         let name = path.file_name().unwrap().to_string_lossy();
         let file = SourceFile {
             name: &name,
@@ -114,10 +155,16 @@ fn main() -> Result<()> {
         dups += v.report.duplicates_rejected as u64;
         index.add(&v);
     }
-    let full = t.elapsed().as_secs_f64();
+    per_datanet.push((
+        current.clone(),
+        dn_start.0,
+        rows - dn_start.1,
+        cpu_seconds() - dn_start.2,
+    ));
+    let full = t.stop();
 
     // 2. Hash-only ingest: same parse + chunk, blake3 row hash, exact dedup.
-    let t = Instant::now();
+    let t = Timer::start();
     let mut seen = HashSet::new();
     let mut all_rows: Vec<String> = Vec::new();
     let mut hashed = 0u64;
@@ -138,11 +185,11 @@ fn main() -> Result<()> {
             all_rows.push(row.plain_text());
         }
     }
-    let hash_only = t.elapsed().as_secs_f64();
+    let hash_only = t.stop();
 
     // 3. MinHash + LSH alone on the rows, ours vs datasketch.
     let hasher = MinHasher::new(MinHashParams::default());
-    let t = Instant::now();
+    let t = Timer::start();
     let mut lsh = LshIndex::new();
     let mut near = 0u64;
     for (i, text) in all_rows.iter().enumerate() {
@@ -162,7 +209,7 @@ fn main() -> Result<()> {
             );
         }
     }
-    let ours_minhash = t.elapsed().as_secs_f64();
+    let ours_minhash = t.stop();
     let row_bytes: u64 = all_rows.iter().map(|r| r.len() as u64).sum();
 
     let rows_file = std::env::temp_dir().join("trib-datanet-bench-rows.jsonl");
@@ -198,45 +245,61 @@ fn main() -> Result<()> {
     };
 
     println!();
-    println!("| path | what | rows | seconds | MB/s (input) |");
-    println!("|---|---|---:|---:|---:|");
+    println!("| path | what | rows | wall s | CPU s | MB/s (input, CPU) |");
+    println!("|---|---|---:|---:|---:|---:|");
     println!(
-        "| trib-datanet full ingest | parse, chunk, quality, exact + MinHash/LSH near dup | {rows} ({accepted} accepted, {dups} dup) | {full:.2} | {:.1} |",
-        mbps(c.bytes, full)
+        "| trib-datanet full ingest | parse, chunk, quality, exact + MinHash/LSH near dup | {rows} ({accepted} accepted, {dups} dup) | {:.2} | {:.2} | {:.1} |",
+        full.0, full.1, mbps(c.bytes, full.1)
     );
     println!(
-        "| hash-only ingest (peer) | parse, chunk, blake3, exact dedup | {} ({hashed} unique) | {hash_only:.2} | {:.1} |",
-        all_rows.len(),
-        mbps(c.bytes, hash_only)
+        "| hash-only ingest (peer) | parse, chunk, blake3, exact dedup | {} ({hashed} unique) | {:.2} | {:.2} | {:.1} |",
+        all_rows.len(), hash_only.0, hash_only.1, mbps(c.bytes, hash_only.1)
     );
+    println!();
+    println!("full ingest per datanet:");
+    println!("| datanet | MB | rows | CPU s | MB/s |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, bytes, n, cpu) in &per_datanet {
+        println!(
+            "| {name} | {:.1} | {n} | {cpu:.2} | {:.1} |",
+            *bytes as f64 / 1e6,
+            mbps(*bytes, *cpu)
+        );
+    }
     println!();
     println!(
         "MinHash + LSH only, same {} rows ({:.1} MB of row text):",
         all_rows.len(),
         row_bytes as f64 / 1e6
     );
-    println!("| implementation | seconds | rows/s | MB/s | near dups flagged |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| implementation | wall s | CPU s | rows/s (CPU) | MB/s (CPU) | near dups flagged |");
+    println!("|---|---:|---:|---:|---:|---:|");
     println!(
-        "| trib-datanet MinHasher + LshIndex | {ours_minhash:.2} | {:.0} | {:.1} | {near} |",
-        all_rows.len() as f64 / ours_minhash,
-        mbps(row_bytes, ours_minhash)
+        "| trib-datanet MinHasher + LshIndex | {:.2} | {:.2} | {:.0} | {:.1} | {near} |",
+        ours_minhash.0,
+        ours_minhash.1,
+        all_rows.len() as f64 / ours_minhash.1,
+        mbps(row_bytes, ours_minhash.1)
     );
     match peer {
         Some(p) => {
-            let secs = p["seconds"].as_f64().unwrap_or(f64::NAN);
+            let wall = p["seconds"].as_f64().unwrap_or(f64::NAN);
+            let cpu = p["cpu_seconds"].as_f64().unwrap_or(f64::NAN);
             println!(
-                "| datasketch {} MinHash.update_batch + MinHashLSH (Python {}) | {secs:.2} | {:.0} | {:.1} | {} |",
+                "| datasketch {} MinHash.update_batch + MinHashLSH (Python {}) | {wall:.2} | {cpu:.2} | {:.0} | {:.1} | {} |",
                 p["datasketch"].as_str().unwrap_or("?"),
                 p["python"].as_str().unwrap_or("?"),
-                all_rows.len() as f64 / secs,
-                mbps(row_bytes, secs),
+                all_rows.len() as f64 / cpu,
+                mbps(row_bytes, cpu),
                 p["near_duplicates"]
             );
             println!();
-            println!("speed-up over datasketch: {:.1}x", secs / ours_minhash);
+            println!(
+                "speed-up over datasketch (CPU time): {:.1}x",
+                cpu / ours_minhash.1
+            );
         }
-        None => println!("| datasketch | (not run) | | | |"),
+        None => println!("| datasketch | (not run) | | | | |"),
     }
     Ok(())
 }
