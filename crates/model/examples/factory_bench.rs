@@ -29,19 +29,32 @@ fn cpu_seconds() -> f64 {
     // Fields after the parenthesised command name; utime and stime are 14 and 15.
     let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let tick = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
     (tick(11) + tick(12)) / 100.0
 }
 
 fn main() -> anyhow::Result<()> {
-    let steps: u32 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(6);
+    let steps: u32 = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(6);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let base = root.join("models").join(trib_model::SMOLLM2_FILE);
-    anyhow::ensure!(base.is_file(), "{} is absent: run scripts/fetch-model.sh", base.display());
+    anyhow::ensure!(
+        base.is_file(),
+        "{} is absent: run scripts/fetch-model.sh",
+        base.display()
+    );
     let dir = tempfile::tempdir()?;
     // One document longer than 128 tokens, truncated to exactly 128.
-    let text = std::fs::read_to_string(root.join("crates/model/tests/fixtures/factory/constitution.txt"))?
-        .replace("\n\n", " ");
+    let text =
+        std::fs::read_to_string(root.join("crates/model/tests/fixtures/factory/constitution.txt"))?
+            .replace("\n\n", " ");
     let src: PathBuf = dir.path().join("doc.txt");
     std::fs::write(&src, text)?;
     let job = format!(
@@ -93,7 +106,10 @@ dir = "{out}"
     let cpu_per_step = (with_cpu.last().unwrap().1 - with_cpu[0].1) / (with_cpu.len() - 1) as f64;
     // The first step includes one-off allocations; report the rest.
     let rest = &m[1..];
-    let secs: Vec<f64> = rest.iter().map(|s| s.tokens as f64 / s.tokens_per_s).collect();
+    let secs: Vec<f64> = rest
+        .iter()
+        .map(|s| s.tokens as f64 / s.tokens_per_s)
+        .collect();
     let mean = secs.iter().sum::<f64>() / secs.len() as f64;
     let min = secs.iter().cloned().fold(f64::INFINITY, f64::min);
     let tokens = rest[0].tokens;
@@ -105,6 +121,11 @@ dir = "{out}"
         tokens as f64 / mean,
         vm_hwm_mib().unwrap_or(f64::NAN)
     );
-    println!("losses: {:?}", m.iter().map(|s| (s.loss * 1e4).round() / 1e4).collect::<Vec<_>>());
+    println!(
+        "losses: {:?}",
+        m.iter()
+            .map(|s| (s.loss * 1e4).round() / 1e4)
+            .collect::<Vec<_>>()
+    );
     Ok(())
 }

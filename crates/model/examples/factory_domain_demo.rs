@@ -16,10 +16,18 @@ fn main() -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let fixtures = root.join("crates/model/tests/fixtures/factory");
     let base = root.join("models").join(trib_model::SMOLLM2_FILE);
-    anyhow::ensure!(base.is_file(), "{} is absent: run scripts/fetch-model.sh", base.display());
+    anyhow::ensure!(
+        base.is_file(),
+        "{} is absent: run scripts/fetch-model.sh",
+        base.display()
+    );
     let dir = tempfile::tempdir()?;
     let text = std::fs::read_to_string(fixtures.join("constitution.txt"))?;
-    let paras: Vec<&str> = text.split("\n\n").map(str::trim).filter(|p| !p.is_empty()).collect();
+    let paras: Vec<&str> = text
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
     let (train_paras, held) = paras.split_at(12);
     std::fs::write(dir.path().join("legal-train.txt"), train_paras.join("\n\n"))?;
     std::fs::write(dir.path().join("legal-heldout.txt"), held.join("\n\n"))?;
@@ -52,12 +60,21 @@ dir = "{out}"
     );
     let job = JobConfig::from_toml_str(&job, Path::new(""))?;
     let model = Arc::new(Model::load(&base, WeightFormat::F32)?);
-    let out = train(&job, TrainOptions { model: Some(model.clone()), ..TrainOptions::default() })?;
+    let out = train(
+        &job,
+        TrainOptions {
+            model: Some(model.clone()),
+            ..TrainOptions::default()
+        },
+    )?;
     let adapter = load_peft(&out.adapter_dir, model.config(), &AdapterLimits::default())?;
     println!("| held-out set | examples | target tokens | base loss | adapter loss | Δ loss | base ppl | adapter ppl |");
     println!("|---|---|---|---|---|---|---|---|");
     for (name, path) in [
-        ("legal (4 unseen Constitution paragraphs)", dir.path().join("legal-heldout.txt")),
+        (
+            "legal (4 unseen Constitution paragraphs)",
+            dir.path().join("legal-heldout.txt"),
+        ),
         ("computing (4 paragraphs)", fixtures.join("computing.txt")),
     ] {
         let r = eval_with(&job, &model, &adapter, &[SourceRef::File { path }], None)?;
