@@ -31,10 +31,10 @@ use crate::kv_cache::KvCache;
 use crate::lora::{LoraAdapter, LoraDropout, LoraTarget};
 
 /// Up to this many rows, a [`Weight::Hybrid`] multiplies with the quantized
-/// blocks (a memory-bound matrix-vector product, where reading 4.5 bits per
-/// weight instead of 32 wins); above it, with the dense copy (a compute-bound
-/// matrix product, where candle's f32 gemm with runtime-detected SIMD wins).
-/// Measured in docs/model.md.
+/// blocks (a memory-bound matrix-vector product, where reading 5 bits per
+/// weight for Q4_1 instead of 32 can win when the kernels are SIMD); above
+/// it, with the dense copy (a compute-bound matrix product, where candle's
+/// f32 gemm with runtime-detected SIMD wins). Measured in docs/model.md.
 pub(crate) const QUANTIZED_MAX_ROWS: usize = 1;
 
 /// A projection matrix `[out, in]`, dense f32 or ggml-quantized.
