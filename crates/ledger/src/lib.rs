@@ -69,6 +69,6 @@ pub use modules::datanet::{
 pub use modules::registry::{Adapter, BaseModel};
 pub use modules::settlement::{
     inference_fee, staking_pool_address, InferenceReceipt, PayoutLine, PayoutRef, PayoutRole,
-    RewardPool, StakerRewards, REWARD_SCALE,
+    RewardPool, StakerRewards, MIN_REWARD_GOPEN, REWARD_SCALE,
 };
 pub use views::{DatanetRef, Page, Payout, PayoutPage, MAX_PAGE_LIMIT};

@@ -42,8 +42,14 @@ use crate::genesis::{treasury_address, Params};
 use crate::state::{add, sub, StateKey, TxBatch};
 use crate::tx::{Action, Transaction};
 
-/// Fixed-point scale of the reward-per-share accumulator.
-pub const REWARD_SCALE: u128 = 1_000_000_000_000;
+/// Fixed-point scale of the reward-per-share accumulator (10^24): a
+/// staker's per-distribution rounding loss is below one base unit for any
+/// stake under 10^6 OPEN, and the accumulator holds up to ~3.4·10^14 OPEN
+/// of cumulative rewards per whole staked OPEN.
+pub const REWARD_SCALE: u128 = 1_000_000_000_000_000_000_000_000;
+/// Below this much gOPEN in total the stakers' share goes to the treasury:
+/// a near-empty stake set would make the reward per share overflow.
+pub const MIN_REWARD_GOPEN: Amount = Amount(trib_types::ONE_OPEN);
 /// Longest attribution method name, in bytes.
 const MAX_METHOD_LEN: usize = 64;
 /// Most attribution weights one settlement may carry.
@@ -238,26 +244,60 @@ pub(crate) fn settle_staker(state: &mut TxBatch<'_, '_>, addr: Address) -> Resul
     Ok(())
 }
 
-/// Adds `amount` to the accumulator. The caller moves the OPEN into
-/// `Supply::staking_rewards`. Requires gOPEN > 0.
+/// Adds `amount` to the accumulator: `acc += (amount·SCALE + carry) / gopen`
+/// and `carry = (amount·SCALE + carry) mod gopen`, in 256-bit arithmetic.
+/// The caller moves the OPEN into `Supply::staking_rewards`. Requires
+/// `gopen ≥ MIN_REWARD_GOPEN`.
 fn distribute(state: &mut TxBatch<'_, '_>, amount: Amount, gopen: Amount) -> Result<(), TxError> {
     let overflow = TxError::Overflow {
         what: "staking reward accumulator",
     };
     let mut pool: RewardPool = state.get(&StateKey::StakingRewardPool)?.unwrap_or_default();
-    let numer = amount
-        .0
-        .checked_mul(REWARD_SCALE)
-        .and_then(|v| v.checked_add(pool.carry))
-        .ok_or(overflow.clone())?;
-    pool.acc_per_share = pool
-        .acc_per_share
-        .checked_add(numer / gopen.0)
-        .ok_or(overflow)?;
-    pool.carry = numer % gopen.0;
+    let (delta, carry) =
+        mul_add_divrem(amount.0, REWARD_SCALE, pool.carry, gopen.0).ok_or(overflow.clone())?;
+    pool.acc_per_share = pool.acc_per_share.checked_add(delta).ok_or(overflow)?;
+    pool.carry = carry;
     pool.distributed = add(pool.distributed, amount, "distributed staking rewards")?;
     state.put(StateKey::StakingRewardPool, &pool);
     Ok(())
+}
+
+/// `(floor((a·b + c) / d), (a·b + c) mod d)` computed in 256 bits; `None`
+/// if `d == 0`, `c ≥ d` or the quotient does not fit in 128 bits.
+fn mul_add_divrem(a: u128, b: u128, c: u128, d: u128) -> Option<(u128, u128)> {
+    if d == 0 || c >= d {
+        return None;
+    }
+    const LO: u128 = u64::MAX as u128;
+    let (a_hi, a_lo) = (a >> 64, a & LO);
+    let (b_hi, b_lo) = (b >> 64, b & LO);
+    let ll = a_lo * b_lo;
+    let lh = a_lo * b_hi;
+    let hl = a_hi * b_lo;
+    let hh = a_hi * b_hi;
+    let mid = (ll >> 64) + (lh & LO) + (hl & LO);
+    let lo = (ll & LO) | (mid << 64);
+    let mut hi = hh + (lh >> 64) + (hl >> 64) + (mid >> 64);
+    let (lo, carried) = lo.overflowing_add(c);
+    if carried {
+        hi = hi.checked_add(1)?;
+    }
+    if hi >= d {
+        return None;
+    }
+    // Long division of (hi, lo) by d, one bit at a time; rem < d throughout.
+    let mut rem = hi;
+    let mut q: u128 = 0;
+    for i in (0..128).rev() {
+        let top = rem >> 127;
+        rem = (rem << 1) | ((lo >> i) & 1);
+        q <<= 1;
+        if top == 1 || rem >= d {
+            rem = rem.wrapping_sub(d);
+            q |= 1;
+        }
+    }
+    Some((q, rem))
 }
 
 /// Everything a settlement will do, computed without writing.
@@ -438,7 +478,7 @@ fn plan(
             push(base_model.owner, PayoutRole::BaseModelOwner, both);
         }
     }
-    if state.supply()?.gopen.is_zero() {
+    if state.supply()?.gopen < MIN_REWARD_GOPEN {
         push(treasury_addr, PayoutRole::Treasury, stakers);
     } else {
         push(staking_pool_address(), PayoutRole::Stakers, stakers);
@@ -737,6 +777,33 @@ mod tests {
             inference_fee(u32::MAX, 0, Amount(u128::MAX), Amount(0)),
             None
         );
+    }
+
+    #[test]
+    fn wide_division_matches_narrow_arithmetic_and_refuses_overflow() {
+        assert_eq!(mul_add_divrem(7, 3, 2, 5), Some((4, 3)));
+        assert_eq!(
+            mul_add_divrem(15_000, REWARD_SCALE, 0, 400 * trib_types::ONE_OPEN),
+            Some((37_500_000, 0))
+        );
+        // (2^127)·4 + 1 = 2^129 + 1 over 2^2 → 2^127, remainder 1.
+        assert_eq!(mul_add_divrem(1 << 127, 4, 1, 4), Some((1 << 127, 1)));
+        assert_eq!(
+            mul_add_divrem(u128::MAX, u128::MAX, 0, u128::MAX),
+            Some((u128::MAX, 0))
+        );
+        assert_eq!(mul_add_divrem(u128::MAX, 2, 0, 1), None);
+        assert_eq!(mul_add_divrem(1, 1, 5, 5), None);
+        assert_eq!(mul_add_divrem(1, 1, 0, 0), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn wide_division_matches_a_u128_reference(a in 0u128..(1 << 64), b in 0u128..(1 << 63), d in 1u128.., c in 0u128..) {
+            let c = c % d;
+            let n = a * b + c;
+            proptest::prop_assert_eq!(mul_add_divrem(a, b, c, d), Some((n / d, n % d)));
+        }
     }
 
     #[test]

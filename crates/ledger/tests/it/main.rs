@@ -2,10 +2,14 @@
 
 mod chain;
 mod crash;
+mod datanets;
 mod decode;
+mod economy;
 mod governance;
 mod mempool;
+mod models;
 mod proofs;
 mod properties;
+mod settlement;
 mod support;
 mod tamper;
