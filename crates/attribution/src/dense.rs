@@ -8,6 +8,7 @@ pub struct Cholesky {
 }
 
 impl Cholesky {
+    #[allow(clippy::needless_range_loop)] // index arithmetic mirrors the textbook algorithm
     /// Factors `a`; `None` if it is not (numerically) positive definite.
     pub fn factor(mut a: Vec<f64>, dim: usize) -> Option<Self> {
         assert_eq!(a.len(), dim * dim, "matrix is dim × dim");
@@ -16,7 +17,7 @@ impl Cholesky {
             for k in 0..j {
                 diag -= a[j * dim + k] * a[j * dim + k];
             }
-            if !(diag > 0.0) || !diag.is_finite() {
+            if !diag.is_finite() || diag <= 0.0 {
                 return None;
             }
             let djj = diag.sqrt();
@@ -40,6 +41,7 @@ impl Cholesky {
         Some(Cholesky { l: a, dim })
     }
 
+    #[allow(clippy::needless_range_loop)]
     /// Solves `A x = b` in place for every row `b` of the row-major `rhs`
     /// (`rhs.len()` a multiple of `dim`).
     pub fn solve_rows(&self, rhs: &mut [f64]) {

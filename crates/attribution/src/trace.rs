@@ -57,7 +57,10 @@ impl PieceTable {
             word_start.push(starts);
             delimiter.push(p.contains('\n') || p.contains('\u{10A}') || p.contains('.'));
         }
-        PieceTable { word_start, delimiter }
+        PieceTable {
+            word_start,
+            delimiter,
+        }
     }
 }
 
@@ -302,8 +305,8 @@ impl<'a> SpanTracer<'a> {
         // Information of each covered answer token, shared among the spans covering it.
         let mut cover = vec![0u32; n];
         for c in &cands {
-            for p in c.start..c.end {
-                cover[p] += 1;
+            for x in &mut cover[c.start..c.end] {
+                *x += 1;
             }
         }
         let mut spans = Vec::with_capacity(cands.len());
@@ -390,11 +393,11 @@ impl<'a> SpanTracer<'a> {
         }
         let owner_key = |p: &RowProvenance| (p.first_seen, p.row);
         let mut owner: BTreeMap<usize, RowProvenance> = BTreeMap::new();
-        for i in 0..m {
+        for (i, p) in provs.iter().enumerate() {
             let r = find(&mut parent, i);
-            let e = owner.entry(r).or_insert(provs[i]);
-            if owner_key(&provs[i]) < owner_key(e) {
-                *e = provs[i];
+            let e = owner.entry(r).or_insert(*p);
+            if owner_key(p) < owner_key(e) {
+                *e = *p;
             }
         }
         let groups = owner.len().max(1) as f64;
@@ -456,11 +459,26 @@ mod tests {
 
     #[test]
     fn piece_table_reads_common_space_markers() {
-        let t = PieceTable::new(&["\u{120}the", "cat", "\u{2581}dog", ".", "\u{10A}", " a", "ing", "!"]);
+        let t = PieceTable::new(&[
+            "\u{120}the",
+            "cat",
+            "\u{2581}dog",
+            ".",
+            "\u{10A}",
+            " a",
+            "ing",
+            "!",
+        ]);
         let starts: Vec<bool> = (0..8).map(|i| t.is_word_start(i)).collect();
-        assert_eq!(starts, vec![true, false, true, true, true, true, false, true]);
+        assert_eq!(
+            starts,
+            vec![true, false, true, true, true, true, false, true]
+        );
         let delims: Vec<bool> = (0..8).map(|i| t.is_delimiter(i)).collect();
-        assert_eq!(delims, vec![false, false, false, true, true, false, false, false]);
+        assert_eq!(
+            delims,
+            vec![false, false, false, true, true, false, false, false]
+        );
     }
 
     #[test]

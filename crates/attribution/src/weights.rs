@@ -71,7 +71,7 @@ pub(crate) fn normalise(
     raw: &[(ContributionId, trib_types::Address, f64)],
 ) -> Vec<ContributionWeight> {
     let total: f64 = raw.iter().map(|r| r.2.max(0.0)).sum();
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return Vec::new();
     }
     raw.iter()

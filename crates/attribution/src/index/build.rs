@@ -265,7 +265,10 @@ mod tests {
                 (x >> 16) % 300 + 0xF0
             })
             .collect();
-        assert_eq!(suffix_array(&stream, 2, 2).unwrap(), suffix_array(&stream, 2, 1).unwrap());
+        assert_eq!(
+            suffix_array(&stream, 2, 2).unwrap(),
+            suffix_array(&stream, 2, 1).unwrap()
+        );
         assert_eq!(suffix_array(&stream, 2, 1).unwrap(), naive(&stream, 2));
     }
 

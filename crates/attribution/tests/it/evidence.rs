@@ -39,14 +39,10 @@ fn re_running_the_trace_reproduces_weights_and_hash() {
     .unwrap();
     assert!(!a.fallback_to_datanets);
     assert_eq!(a.methods, vec![AttributionMethod::TokenSpans]);
-    assert_eq!(
-        a.weights
-            .iter()
-            .map(|w| w.weight)
-            .sum::<u64>()
-            .abs_diff(WEIGHT_SCALE)
-            < 10,
-        true
+    let total: u64 = a.weights.iter().map(|w| w.weight).sum();
+    assert!(
+        total.abs_diff(WEIGHT_SCALE) < 10,
+        "weights sum to {total} ppb"
     );
     // Re-open the index from disk, as an auditor would.
     let reopened = IndexSet::open(&[&path]).unwrap();

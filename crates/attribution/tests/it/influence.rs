@@ -9,6 +9,7 @@ fn random_layer(name: &str, n: usize, d: usize, rng: &mut SplitMix64) -> LayerGr
 }
 
 /// Solves `A x = b` by Gaussian elimination with partial pivoting (test oracle).
+#[allow(clippy::needless_range_loop)]
 fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
     let n = b.len();
     for c in 0..n {

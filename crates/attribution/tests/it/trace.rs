@@ -25,7 +25,7 @@ fn spans_of(docs: &[Vec<u32>], answer: &[u32], p: TraceParams) -> Vec<(usize, us
 fn spans_are_cut_after_a_delimiter() {
     let doc = vec![10, 11, 0, 12, 13, 14, 15];
     assert_eq!(
-        spans_of(&[doc.clone()], &doc, params(2, 1.0)),
+        spans_of(std::slice::from_ref(&doc), &doc, params(2, 1.0)),
         vec![(0, 3), (3, 7)]
     );
 }
@@ -56,7 +56,7 @@ fn only_maximal_spans_are_kept() {
 fn short_spans_and_boilerplate_earn_nothing() {
     let boiler: Vec<Vec<u32>> = (0..20).map(|i| vec![50, 51, 52, 53, 100 + i]).collect();
     let dir = tempfile::tempdir().unwrap();
-    let set = set_of(dir.path(), &boiler, &vec![1; 20]);
+    let set = set_of(dir.path(), &boiler, &[1; 20]);
     let t = SpanTracer::new(&set, &ToyText, params(2, 1.0))
         .unwrap()
         .trace(&[50, 51, 52, 53, 7])

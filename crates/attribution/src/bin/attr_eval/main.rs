@@ -132,7 +132,8 @@ fn gradients(
     let n = y.len();
     let mut probs = model.logits(theta, x.view());
     softmax_rows(&mut probs);
-    let per: Vec<(Vec<f64>, Option<(Array2<f64>, Vec<f64>)>)> = (0..n)
+    type PerExample = (Vec<f64>, Option<(Array2<f64>, Vec<f64>)>);
+    let per: Vec<PerExample> = (0..n)
         .into_par_iter()
         .map(|i| {
             let j = model.jacobian(theta, x.row(i).as_slice().unwrap());
