@@ -335,6 +335,28 @@ mod tests {
     }
 
     #[test]
+    fn s3_urls_need_the_s3_feature_and_build_offline_with_it() {
+        let opts = [
+            ("aws_endpoint", "http://127.0.0.1:9"),
+            ("aws_region", "us-east-1"),
+            ("aws_access_key_id", "test"),
+            ("aws_secret_access_key", "test"),
+            ("aws_allow_http", "true"),
+        ];
+        let r = ObjectBlobStore::from_url("s3://bucket/blobs", opts);
+        if cfg!(feature = "s3") {
+            let store = r.unwrap();
+            assert_eq!(
+                store.path_of(&Hash::ZERO).to_string(),
+                format!("blobs/{}", Hash::ZERO)
+            );
+        } else {
+            assert!(matches!(r, Err(DatanetError::ObjectStore(_))));
+        }
+        assert!(ObjectBlobStore::from_url("not a url", opts).is_err());
+    }
+
+    #[test]
     fn object_store_works_from_inside_a_tokio_runtime() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
