@@ -5,6 +5,7 @@ mod crash;
 mod datanets;
 mod decode;
 mod economy;
+mod economy_properties;
 mod governance;
 mod mempool;
 mod models;
