@@ -139,47 +139,18 @@ pub fn combine_weights(
         .collect())
 }
 
-/// Splits `total` by integer weights exactly: each key gets
+/// Splits `total` by integer weights exactly, keyed: each key gets
 /// `floor(total · w / W)`, and the units left over go one each to the largest
-/// remainders (ties to the earlier entry). The parts sum to `total`.
+/// remainders (ties to the earlier entry). The parts sum to `total`. The
+/// arithmetic is `trib_types::split_by_weight`, the same rule the ledger's
+/// settlement uses, so a receipt's preview and its payout lines agree.
 ///
-/// Errors when `weights` is empty, all weights are zero, or the weights sum
-/// past `u64::MAX`.
+/// Errors when `weights` is empty or all weights are zero.
 pub fn split_by_weight<K: Copy>(total: Amount, weights: &[(K, u64)]) -> Result<Vec<(K, Amount)>> {
-    let sum: u128 = weights.iter().map(|(_, w)| *w as u128).sum();
-    if sum == 0 {
-        return Err(AttributionError::Split(
-            "no positive weight to split by".into(),
-        ));
-    }
-    if sum > u64::MAX as u128 {
-        return Err(AttributionError::Split(format!(
-            "weights sum to {sum}, over u64::MAX"
-        )));
-    }
-    let t = total.base_units();
-    let (q, r0) = (t / sum, t % sum);
-    let mut parts: Vec<(K, u128, u128)> = weights
-        .iter()
-        .map(|&(k, w)| {
-            let w = w as u128;
-            // t·w/sum = q·w + r0·w/sum, and r0·w < 2^128 because both are < 2^64.
-            let prod = r0 * w;
-            (k, q * w + prod / sum, prod % sum)
-        })
-        .collect();
-    let given: u128 = parts.iter().map(|p| p.1).sum();
-    let mut left = t - given;
-    let mut order: Vec<usize> = (0..parts.len()).collect();
-    order.sort_by(|&a, &b| parts[b].2.cmp(&parts[a].2).then(a.cmp(&b)));
-    for &i in &order {
-        if left == 0 {
-            break;
-        }
-        parts[i].1 += 1;
-        left -= 1;
-    }
-    Ok(parts.into_iter().map(|(k, a, _)| (k, Amount(a))).collect())
+    let raw: Vec<u128> = weights.iter().map(|(_, w)| *w as u128).collect();
+    let parts = trib_types::split_by_weight(total, &raw)
+        .map_err(|e| AttributionError::Split(e.to_string()))?;
+    Ok(weights.iter().map(|(k, _)| *k).zip(parts).collect())
 }
 
 /// Who receives the contributors' share of a fee.
