@@ -1,8 +1,12 @@
 //! Decoding hostile bytes as transactions: errors, never panics.
 
 use proptest::prelude::*;
-use trib_ledger::{Action, SignedTransaction, TxError, VoteChoice};
-use trib_types::{Amount, Canonical};
+use trib_ledger::{
+    Action, CurationMode, DataType, SignedTransaction, TxError, Visibility, VoteChoice,
+};
+use trib_types::{
+    AdapterId, Amount, Canonical, ContributionId, DatanetId, Hash, ModelId, ReceiptId,
+};
 
 use crate::support::*;
 
@@ -31,6 +35,77 @@ fn samples() -> Vec<Vec<u8>> {
             proposal: 3,
             choice: VoteChoice::Veto,
         },
+        Action::CreateDatanet {
+            name: "legal".into(),
+            metadata_hash: Hash::of(b"m"),
+            data_type: DataType::Instruction,
+            curation: CurationMode::ValidatorVote { quorum_bps: 3_000 },
+            stake_per_contribution: Amount(7),
+            visibility: Visibility::Permissioned,
+        },
+        Action::Contribute {
+            datanet: DatanetId(Hash::of(b"d")),
+            contribution: ContributionId(Hash::of(b"c")),
+            rows_root: Hash::of(b"r"),
+            rows: 3,
+            bytes: 300,
+        },
+        Action::Curate {
+            contribution: ContributionId(Hash::of(b"c")),
+            accept: false,
+            reason: "dup".into(),
+        },
+        Action::PublishVersion {
+            datanet: DatanetId(Hash::of(b"d")),
+            root: Hash::of(b"v"),
+            rows: 3,
+            contributions: vec![ContributionId(Hash::of(b"c"))],
+        },
+        Action::GrantAccess {
+            datanet: DatanetId(Hash::of(b"d")),
+            to: user(2).address(),
+        },
+        Action::RevokeAccess {
+            datanet: DatanetId(Hash::of(b"d")),
+            to: user(2).address(),
+        },
+        Action::RegisterBaseModel {
+            model: ModelId(Hash::of(b"m")),
+            name: "n".into(),
+            architecture: "llama".into(),
+            licence: "MIT".into(),
+        },
+        Action::RegisterAdapter {
+            adapter: AdapterId(Hash::of(b"a")),
+            base: ModelId(Hash::of(b"m")),
+            name: "n".into(),
+            datanets: vec![(DatanetId(Hash::of(b"d")), 1)],
+            config_hash: Hash::ZERO,
+            metrics_hash: Hash::ZERO,
+            price_in_per_1k: Amount(1),
+            price_out_per_1k: Amount(2),
+        },
+        Action::SetAdapterPrice {
+            adapter: AdapterId(Hash::of(b"a")),
+            price_in_per_1k: Amount(1),
+            price_out_per_1k: Amount(2),
+        },
+        Action::ApproveOperator {
+            operator: user(3).address(),
+            allowance: Amount(9),
+        },
+        Action::SettleInference {
+            receipt: ReceiptId(Hash::of(b"r")),
+            payer: user(2).address(),
+            adapter: Some(AdapterId(Hash::of(b"a"))),
+            base: ModelId(Hash::of(b"m")),
+            prompt_tokens: 10,
+            completion_tokens: 20,
+            weights: vec![(ContributionId(Hash::of(b"c")), 5)],
+            method: "token".into(),
+            evidence_hash: Hash::ZERO,
+        },
+        Action::ClaimStakingRewards,
     ];
     actions
         .into_iter()
@@ -52,7 +127,9 @@ fn decode_round_trip(bytes: &[u8]) -> Result<(), TxError> {
 
 #[test]
 fn valid_encodings_of_every_action_round_trip() {
-    for s in samples() {
+    let all = samples();
+    assert_eq!(all.len(), 19, "one sample per action variant");
+    for s in all {
         decode_round_trip(&s).unwrap();
     }
 }
@@ -97,7 +174,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_transactions_never_panic(which in 0usize..7, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6)) {
+    fn mutated_transactions_never_panic(which in 0usize..19, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6)) {
         let mut s = samples()[which].clone();
         for (pos, x) in flips {
             let n = s.len();
