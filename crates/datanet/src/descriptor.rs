@@ -130,7 +130,8 @@ impl Default for RowRules {
 pub struct Datanet {
     /// The creator, who owns it.
     pub owner: Address,
-    /// Unique per owner: 3–64 of `a-z`, `0-9`, `-`, starting with a letter.
+    /// Unique: 3–64 of `a-z`, `0-9`, `-`, starting with a letter and not
+    /// ending with `-`.
     pub name: String,
     /// Markdown description (at most 16 KiB).
     pub description: String,
@@ -181,15 +182,15 @@ impl Datanet {
         }
     }
 
-    /// The id: a domain-separated hash of the owner and the name.
+    /// The id: a domain-separated hash of the name (see [`datanet_id`]).
     pub fn id(&self) -> DatanetId {
-        datanet_id(&self.owner, &self.name)
+        datanet_id(&self.name)
     }
 
     /// Checks every field; the first broken rule is the error.
     pub fn validate(&self) -> Result<(), DatanetError> {
         let bad = |field, reason: String| Err(DatanetError::InvalidDescriptor { field, reason });
-        if !valid_slug(&self.name, 3, 64, true) {
+        if !valid_slug(&self.name, 3, 64, true) || self.name.ends_with('-') {
             return bad(
                 "name",
                 format!(
@@ -277,12 +278,12 @@ impl Datanet {
     }
 }
 
-/// The id of the datanet `name` owned by `owner`.
-pub fn datanet_id(owner: &Address, name: &str) -> DatanetId {
-    DatanetId(Hash::domain(
-        "tributary datanet id v1",
-        &[&owner.0, name.as_bytes()],
-    ))
+/// The id of the datanet `name`: blake3 under the domain
+/// `"tributary datanet id v1"` over the name's bytes. The same derivation as
+/// `trib_ledger`'s datanet registry (names are unique ledger-wide), so an id
+/// computed here matches the one recorded on chain.
+pub fn datanet_id(name: &str) -> DatanetId {
+    DatanetId(Hash::domain("tributary datanet id v1", &[name.as_bytes()]))
 }
 
 #[cfg(test)]
@@ -306,7 +307,12 @@ mod tests {
         );
         let j = serde_json::to_string(&d).unwrap();
         assert_eq!(serde_json::from_str::<Datanet>(&j).unwrap(), d);
-        assert_eq!(d.id(), datanet_id(&Address([7; 20]), "us-law"));
+        assert_eq!(d.id(), datanet_id("us-law"));
+        // Pinned: the ledger derives the same id from the name.
+        assert_eq!(
+            d.id().0,
+            Hash::domain("tributary datanet id v1", &[b"us-law"])
+        );
     }
 
     #[test]
@@ -315,6 +321,7 @@ mod tests {
         let cases: Vec<(&str, Breaker)> = vec![
             ("name", Box::new(|d| d.name = "US Law".into())),
             ("name", Box::new(|d| d.name = "9lives".into())),
+            ("name", Box::new(|d| d.name = "trailing-".into())),
             (
                 "description",
                 Box::new(|d| d.description = "x".repeat(20_000)),

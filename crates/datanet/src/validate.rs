@@ -33,6 +33,7 @@ use crate::minhash::{LshIndex, MinHashParams, MinHashSignature, MinHasher};
 use crate::parse::{detect_kind, parse_units, FileKind, SourceFile, Unit};
 use crate::quality::{quality_score, QualityScore};
 use crate::row::RowContent;
+use crate::version::{canonical_order, merkle_root, VersionLeaf};
 
 /// What the contributor (and the datanet) already used today. The caller
 /// (ledger or node) owns the counters and the day boundary.
@@ -310,6 +311,26 @@ pub struct ValidatedContribution {
     pub report: ValidationReport,
     /// The accepted rows (empty when rejected).
     pub rows: Vec<ValidatedRow>,
+}
+
+impl ValidatedContribution {
+    /// The Merkle root over this contribution's accepted rows, in the
+    /// version format (leaves of row hash, contributor and contribution, in
+    /// ascending row hash): the `rows_root` the ledger's `Contribute` action
+    /// records. `Hash::ZERO` when no row was accepted.
+    pub fn rows_root(&self) -> Hash {
+        let leaves = canonical_order(
+            self.rows
+                .iter()
+                .map(|r| VersionLeaf {
+                    row_hash: r.row_hash,
+                    contributor: self.report.contributor,
+                    contribution: self.report.contribution,
+                })
+                .collect(),
+        );
+        merkle_root(&leaves.iter().map(VersionLeaf::hash).collect::<Vec<_>>())
+    }
 }
 
 /// The id of a contribution: a hash of the datanet, contributor and file.

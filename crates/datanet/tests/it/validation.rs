@@ -40,6 +40,7 @@ fn a_clean_text_file_is_accepted_row_by_row_with_quality_components() {
         assert!(r.quality.score_bp > 8_000, "{:?}", r.quality);
         assert_eq!(r.row_hash, v.rows[i].content.row_hash());
     }
+    assert_ne!(v.rows_root(), trib_types::Hash::ZERO);
     // The report is what users see: it serialises to JSON with the reasons.
     let json = serde_json::to_string(&v.report).unwrap();
     assert!(json.contains("\"quality\":{\"score_bp\":"));
