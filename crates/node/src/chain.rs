@@ -56,7 +56,7 @@ impl Chain {
         }
     }
 
-    fn ledger(&self) -> &Ledger {
+    pub(crate) fn ledger(&self) -> &Ledger {
         &self.ledger
     }
 

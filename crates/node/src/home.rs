@@ -158,6 +158,21 @@ impl NodeHome {
         self.root.join(KEYS_DIR)
     }
 
+    /// `<home>/models`: base-model weights (`trib models pull`).
+    pub fn models_dir(&self) -> PathBuf {
+        self.root.join("models")
+    }
+
+    /// `<home>/datanets`: the datanet store and its content-addressed blobs.
+    pub fn datanets_dir(&self) -> PathBuf {
+        self.root.join("datanets")
+    }
+
+    /// `<home>/jobs`: ModelFactory job outputs, one directory per job.
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.root.join("jobs")
+    }
+
     /// The keystore (created if absent).
     pub fn keystore(&self) -> Result<Keystore, HomeError> {
         Ok(Keystore::open(self.keys_dir())?)

@@ -12,22 +12,39 @@ mod api;
 mod chain;
 mod client;
 mod config;
+mod datanets;
 pub mod demo;
 mod home;
+mod jobs;
 mod keystore;
+mod models;
 mod node;
+mod service_client;
 
 pub use api::wire::{
     AccountView, BlockView, StatusView, SubmitResponse, SupplyView, TxStatus, TxView,
 };
-pub use api::{ApiError, AppState, ErrorBody, ErrorDetail};
+pub use api::{ApiError, AppState, ErrorBody, ErrorDetail, PageView};
 pub use client::{ClientError, NodeClient};
 pub use config::NodeConfig;
+pub use datanets::{
+    ContributionResponse, ContributionView, CreateDatanetRequest, CreateDatanetResponse,
+    DatanetView, LeaderboardEntry, PublishPlan, RowView, VersionView,
+};
 pub use home::{HomeError, InitOptions, InitReport, NodeHome, DEFAULT_PRODUCER_ALLOCATION};
+pub use jobs::{JobStatus, JobView};
 pub use keystore::{KeyInfo, Keystore, KeystoreError};
+pub use models::{describe_model, BaseModelView};
 pub use node::{NodeError, NodeOverrides, RunningNode};
+pub use service_client::{ServiceClient, Upload};
 
+/// The datanet library (parsers, export verification), re-exported for the
+/// `trib` binary.
+pub use trib_datanet as datanet;
 /// The ledger library, re-exported so the `trib` binary depends on this crate only.
 pub use trib_ledger as ledger;
+/// The model library (generation, ModelFactory), re-exported for the `trib`
+/// binary.
+pub use trib_model as model;
 /// The shared types, re-exported for the same reason.
 pub use trib_types as types;

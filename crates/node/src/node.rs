@@ -41,6 +41,9 @@ pub enum NodeError {
     /// run on with a ledger it cannot write.
     #[error("block production failed: {0}")]
     Produce(#[from] LedgerError),
+    /// The datanet store could not be opened.
+    #[error("cannot open the node's datanet store: {0}")]
+    Services(String),
     /// A node task panicked.
     #[error("node task failed: {0}")]
     Task(String),
@@ -99,12 +102,19 @@ impl RunningNode {
         })?;
         let (stop, stop_rx) = watch::channel(false);
 
-        let app = api::router(
+        let services = start_services(home, chain.clone())?;
+        let app = api::router_with(
             AppState {
                 chain: chain.clone(),
             },
+            Some(services),
             config.max_request_bytes,
         );
+        // The OpenAI-compatible routes, when a base model is configured.
+        let app = match crate::serving::Serving::start(home, &config, chain.clone())? {
+            Some(serving) => app.merge(api::openai::routes(serving)),
+            None => app,
+        };
         let mut server_stop = stop_rx.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -178,6 +188,21 @@ impl RunningNode {
     }
 }
 
+/// The datanet store, the model catalogue and the job queue of a node.
+fn start_services(home: &NodeHome, chain: Arc<Chain>) -> Result<api::Services, NodeError> {
+    let datanets = Arc::new(
+        crate::datanets::DatanetService::open(&home.datanets_dir(), chain.clone())
+            .map_err(|e| NodeError::Services(e.to_string()))?,
+    );
+    let models = Arc::new(crate::models::ModelService::new(home.models_dir(), chain));
+    let jobs = crate::jobs::JobQueue::start(&home.jobs_dir(), models.dir(), datanets.clone());
+    Ok(api::Services {
+        datanets,
+        models,
+        jobs,
+    })
+}
+
 fn flatten(r: Result<Result<(), NodeError>, tokio::task::JoinError>) -> Result<(), NodeError> {
     r.map_err(|e| NodeError::Task(e.to_string()))?
 }
@@ -226,30 +251,64 @@ mod tests {
     use trib_ledger::Action;
     use trib_types::{Amount, SecretKey};
 
-    async fn dev_node(dir: &std::path::Path, config: NodeConfig, interval: Duration) -> (RunningNode, SecretKey) {
+    async fn dev_node(
+        dir: &std::path::Path,
+        config: NodeConfig,
+        interval: Duration,
+    ) -> (RunningNode, SecretKey) {
         let root = dir.join("home");
-        NodeHome::init(&root, InitOptions { dev: true, config, ..Default::default() }).unwrap();
+        NodeHome::init(
+            &root,
+            InitOptions {
+                dev: true,
+                config,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let home = NodeHome::new(&root);
         let producer = home.keystore().unwrap().load("producer", None).unwrap();
-        let overrides = NodeOverrides { listen: Some("127.0.0.1:0".parse().unwrap()), block_interval: Some(interval) };
-        (RunningNode::start(&home, overrides).await.unwrap(), producer)
+        let overrides = NodeOverrides {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            block_interval: Some(interval),
+        };
+        (
+            RunningNode::start(&home, overrides).await.unwrap(),
+            producer,
+        )
     }
 
     #[tokio::test]
     async fn a_full_mempool_triggers_a_block_before_the_interval() {
         let dir = tempfile::tempdir().unwrap();
-        let config = NodeConfig { mempool_max_txs: 3, ..NodeConfig::default() };
+        let config = NodeConfig {
+            mempool_max_txs: 3,
+            ..NodeConfig::default()
+        };
         // An hour-long interval: only the full mempool can produce the block.
         let (node, key) = dev_node(dir.path(), config, Duration::from_secs(3600)).await;
         let client = NodeClient::new(&node.url()).unwrap();
         let to = SecretKey::from_seed([5; 32]).address();
         let mut hashes = Vec::new();
         for _ in 0..3 {
-            let stx = client.sign_and_submit(&key, None, Action::Transfer { to, amount: Amount::open(1) }).await.unwrap();
+            let stx = client
+                .sign_and_submit(
+                    &key,
+                    None,
+                    Action::Transfer {
+                        to,
+                        amount: Amount::open(1),
+                    },
+                )
+                .await
+                .unwrap();
             hashes.push(stx.hash());
         }
         for h in &hashes {
-            let v = client.wait_for_commit(h, Duration::from_secs(30)).await.unwrap();
+            let v = client
+                .wait_for_commit(h, Duration::from_secs(30))
+                .await
+                .unwrap();
             assert_eq!(v.height, Some(1));
         }
         assert_eq!(client.status().await.unwrap().mempool_size, 0);
@@ -259,7 +318,8 @@ mod tests {
     #[tokio::test]
     async fn blocks_are_produced_at_the_interval_even_when_empty_and_shutdown_is_clean() {
         let dir = tempfile::tempdir().unwrap();
-        let (node, _) = dev_node(dir.path(), NodeConfig::default(), Duration::from_millis(10)).await;
+        let (node, _) =
+            dev_node(dir.path(), NodeConfig::default(), Duration::from_millis(10)).await;
         let client = NodeClient::new(&node.url()).unwrap();
         let mut height = 0;
         for _ in 0..500 {
@@ -272,7 +332,9 @@ mod tests {
         assert!(height >= 3, "only {height} blocks");
         node.shutdown().await.unwrap();
         // The ledger file is closed: it can be opened and verified.
-        let ledger = NodeHome::new(dir.path().join("home")).open_ledger().unwrap();
+        let ledger = NodeHome::new(dir.path().join("home"))
+            .open_ledger()
+            .unwrap();
         assert!(ledger.verify_chain(|_, _| {}).unwrap().blocks >= 4);
     }
 
@@ -281,9 +343,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let root = dir.path().join("home");
-        NodeHome::init(&root, InitOptions { dev: true, ..Default::default() }).unwrap();
-        let overrides = NodeOverrides { listen: Some(taken.local_addr().unwrap()), block_interval: None };
-        let err = RunningNode::start(&NodeHome::new(&root), overrides).await.err().unwrap();
+        NodeHome::init(
+            &root,
+            InitOptions {
+                dev: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let overrides = NodeOverrides {
+            listen: Some(taken.local_addr().unwrap()),
+            block_interval: None,
+        };
+        let err = RunningNode::start(&NodeHome::new(&root), overrides)
+            .await
+            .err()
+            .unwrap();
         assert!(matches!(err, NodeError::Bind { .. }), "{err}");
         assert!(err.to_string().contains("cannot listen on"));
     }

@@ -1,9 +1,13 @@
 //! One module per command group.
 
+pub mod datanet;
 pub mod demo;
+pub mod factory;
+pub mod generate;
 pub mod init;
 pub mod keys;
 pub mod ledger;
+pub mod models;
 pub mod node;
 pub mod query;
 pub mod tx;

@@ -12,13 +12,17 @@ use tower_http::trace::TraceLayer;
 
 use crate::chain::Chain;
 
+mod datanets;
 mod error;
+mod jobs;
 mod ledger;
+mod models;
 pub(crate) mod wire;
 
 #[cfg(test)]
 mod tests;
 
+pub use datanets::PageView;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 
 /// What every handler can reach.
@@ -27,12 +31,36 @@ pub struct AppState {
     pub(crate) chain: Arc<Chain>,
 }
 
+/// The datanet, model and job services (each route module carries its own
+/// state, so [`AppState`] stays as the ledger routes know it).
+#[derive(Clone)]
+pub(crate) struct Services {
+    pub(crate) datanets: Arc<crate::datanets::DatanetService>,
+    pub(crate) models: Arc<crate::models::ModelService>,
+    pub(crate) jobs: crate::jobs::JobQueue,
+}
+
 /// The whole API: every area's routes, a typed 404 and 405, a request-body
 /// limit that answers 413, and a tracing span per request.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn router(state: AppState, max_request_bytes: usize) -> Router {
-    Router::new()
-        .merge(ledger::routes())
-        .fallback(|| async { ApiError::not_found("no such route: see docs/node.md for the API") })
+    router_with(state, None, max_request_bytes)
+}
+
+/// [`router`] with the datanet, model and job routes when `services` is set.
+pub(crate) fn router_with(
+    state: AppState,
+    services: Option<Services>,
+    max_request_bytes: usize,
+) -> Router {
+    let mut r = Router::new().merge(ledger::routes());
+    if let Some(s) = services {
+        r = r
+            .merge(datanets::routes(s.datanets))
+            .merge(models::routes(s.models))
+            .merge(jobs::routes(s.jobs));
+    }
+    r.fallback(|| async { ApiError::not_found("no such route: see docs/node.md for the API") })
         .method_not_allowed_fallback(|| async {
             ApiError {
                 status: StatusCode::METHOD_NOT_ALLOWED,

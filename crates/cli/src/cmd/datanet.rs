@@ -1,0 +1,749 @@
+//! `trib datanet …`: create, contribute, curate, publish, export, grant and
+//! browse datanets. The node validates and stores the bytes; every change of
+//! status is a ledger transaction signed here with a keystore key.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use trib_node::ledger::{Action, CurationMode, DataType, Visibility};
+use trib_node::types::{Address, Amount, ContributionId, SecretKey};
+use trib_node::{CreateDatanetRequest, Keystore, NodeClient, ServiceClient, TxView, Upload};
+
+use crate::passphrase::PassphraseArgs;
+use crate::{output, Global};
+
+/// The signing key of a datanet command.
+#[derive(Args, Debug, Clone)]
+pub struct KeyOpts {
+    /// Keystore key that signs (and pays the fee and stake).
+    #[arg(long, value_name = "KEY")]
+    key: String,
+    /// Seconds to wait for the transaction to be committed.
+    #[arg(long, default_value_t = 60)]
+    wait_timeout: u64,
+    #[command(flatten)]
+    pass: PassphraseArgs,
+}
+
+impl KeyOpts {
+    /// Loads the key from the home's keystore; returns it with the wait limit.
+    pub fn load(&self, g: &Global) -> anyhow::Result<(SecretKey, Duration)> {
+        let ks = g.home().keystore()?;
+        Ok((
+            self.pass.load_key(&ks, &self.key)?,
+            Duration::from_secs(self.wait_timeout),
+        ))
+    }
+}
+
+/// Curation modes on the command line.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum CurationArg {
+    /// The owner accepts or rejects.
+    Owner,
+    /// gOPEN-weighted validator vote with `--quorum-bps`.
+    Validators,
+}
+
+/// Visibility on the command line.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum VisibilityArg {
+    /// Anyone may train on it.
+    Public,
+    /// Only the owner and granted addresses.
+    Permissioned,
+}
+
+/// Row kinds on the command line.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum TypeArg {
+    /// Plain text rows.
+    Text,
+    /// Instruction/response records (JSONL).
+    Instruction,
+    /// Chat `messages` records (JSONL).
+    Chat,
+}
+
+/// Accept or reject.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecisionArg {
+    /// Accept the contribution (stake returns after the challenge window).
+    Accept,
+    /// Reject it (part of the stake is slashed).
+    Reject,
+}
+
+/// `trib datanet` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum DatanetCommand {
+    /// Create a datanet: the node stores the descriptor, you sign CreateDatanet.
+    Create {
+        /// Unique name (a-z, 0-9, '-').
+        name: String,
+        /// Markdown file with the description.
+        #[arg(long, value_name = "FILE.md")]
+        description: Option<PathBuf>,
+        /// Comma-separated tags.
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+        /// Row type, fixed at creation.
+        #[arg(long = "type", value_enum, default_value = "text")]
+        data_type: TypeArg,
+        /// Who curates.
+        #[arg(long, value_enum, default_value = "owner")]
+        curation: CurationArg,
+        /// Quorum for validator curation, basis points of all gOPEN.
+        #[arg(long, default_value_t = 3_000)]
+        quorum_bps: u16,
+        /// OPEN each contribution stakes.
+        #[arg(long, default_value = "0", value_parser = parse_amount)]
+        stake: Amount,
+        /// Who may train on it.
+        #[arg(long, value_enum, default_value = "public")]
+        visibility: VisibilityArg,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// Contribute files: validated row by row on the node, then Contribute is signed.
+    Contribute {
+        /// The datanet.
+        name: String,
+        /// Files (.txt, .md, .jsonl, .csv, .pdf, .docx).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// For CSV files: the text column.
+        #[arg(long)]
+        csv_column: Option<String>,
+        /// Declared type, when the extension does not say.
+        #[arg(long = "type")]
+        kind: Option<String>,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// Accept or reject a pending contribution (owner, or a validator's vote).
+    Curate {
+        /// The datanet.
+        name: String,
+        /// The contribution id.
+        contribution: String,
+        /// The decision.
+        #[arg(value_enum)]
+        decision: DecisionArg,
+        /// Why (required to reject).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// Publish the next version (the node computes the root; you sign it).
+    Publish {
+        /// The datanet.
+        name: String,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// Export NAME@VERSION as JSONL, verified against the ledger's root.
+    Export {
+        /// `NAME@VERSION`.
+        version: String,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Read as this keystore key (needed for a permissioned datanet).
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
+    /// Grant training access to a permissioned datanet.
+    Grant {
+        /// The datanet.
+        name: String,
+        /// Address or keystore key name.
+        address: String,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// List datanets.
+    List,
+    /// Show one datanet.
+    Show {
+        /// The datanet.
+        name: String,
+    },
+    /// A datanet's versions (drafts not yet on the ledger are marked).
+    Versions {
+        /// The datanet.
+        name: String,
+    },
+    /// A datanet's contributions with their ledger status.
+    Contributions {
+        /// The datanet.
+        name: String,
+        /// Page (from 1, 50 per page).
+        #[arg(long, default_value_t = 1)]
+        page: usize,
+    },
+    /// Rows of a published version.
+    Rows {
+        /// `NAME@VERSION`.
+        version: String,
+        /// Page (from 1, 50 per page).
+        #[arg(long, default_value_t = 1)]
+        page: usize,
+    },
+    /// A contributor's contributions across datanets.
+    History {
+        /// Address or keystore key name.
+        #[arg(long)]
+        contributor: String,
+    },
+    /// Contributors ranked by reputation.
+    Leaderboard {
+        /// The datanet.
+        name: String,
+    },
+}
+
+const PAGE: usize = 50;
+
+fn parse_amount(s: &str) -> Result<Amount, String> {
+    Amount::parse_open(s).map_err(|e| e.to_string())
+}
+
+fn resolve(ks: &Keystore, who: &str) -> anyhow::Result<Address> {
+    if let Ok(a) = who.parse::<Address>() {
+        return Ok(a);
+    }
+    Ok(ks
+        .info(who)
+        .with_context(|| format!("{who:?} is neither an address nor a keystore key"))?
+        .address)
+}
+
+fn split_version(s: &str) -> anyhow::Result<(String, u32)> {
+    let (name, v) = s
+        .rsplit_once('@')
+        .with_context(|| format!("{s:?} is not NAME@VERSION"))?;
+    let v: u32 = v
+        .parse()
+        .ok()
+        .filter(|v| *v > 0)
+        .with_context(|| format!("version in {s:?} is not a positive number"))?;
+    Ok((name.to_string(), v))
+}
+
+/// Signs `action`, submits it and waits for its block.
+pub async fn sign_submit_wait(
+    client: &NodeClient,
+    key: &SecretKey,
+    action: Action,
+    wait: Duration,
+) -> anyhow::Result<TxView> {
+    let name = action.name();
+    let stx = client
+        .sign_and_submit(key, None, action)
+        .await
+        .with_context(|| format!("{name} transaction refused"))?;
+    Ok(client.wait_for_commit(&stx.hash(), wait).await?)
+}
+
+/// Paginates with 1-based page numbers over cursor pages.
+async fn nth_page<T, F, Fut>(page: usize, mut fetch: F) -> anyhow::Result<trib_node::PageView<T>>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<trib_node::PageView<T>, trib_node::ClientError>>,
+{
+    let mut after = None;
+    for _ in 1..page.max(1) {
+        let p = fetch(after).await?;
+        match p.next {
+            Some(n) => after = Some(n),
+            None => {
+                return Ok(trib_node::PageView {
+                    items: Vec::new(),
+                    next: None,
+                })
+            }
+        }
+    }
+    Ok(fetch(after).await?)
+}
+
+/// Prints a validation report as a table.
+pub fn print_report(file: &str, r: &serde_json::Value) {
+    let report = &r["report"];
+    println!(
+        "{file}: contribution {} ({} rows, {} accepted, {} duplicates)",
+        report["contribution"].as_str().unwrap_or("?"),
+        report["rows"].as_array().map_or(0, |a| a.len()),
+        report["rows_accepted"],
+        report["duplicates_rejected"]
+    );
+    println!(
+        "  {:>4} {:>5} {:>6} {:>7} {:>5} {:>5} {:>5} {:>5}  result",
+        "row", "line", "bytes", "quality", "len", "chars", "rep", "words"
+    );
+    for row in report["rows"].as_array().into_iter().flatten() {
+        let q = &row["quality"];
+        let result = match &row["rejection"] {
+            serde_json::Value::Null => "accepted".to_string(),
+            rej => format!("REJECTED {}", describe_rejection(rej)),
+        };
+        println!(
+            "  {:>4} {:>5} {:>6} {:>7} {:>5} {:>5} {:>5} {:>5}  {result}",
+            row["index"],
+            row["line"],
+            row["bytes"],
+            q["score_bp"],
+            q["length_bp"],
+            q["charset_bp"],
+            q["repetition_bp"],
+            q["wordlike_bp"]
+        );
+    }
+    if !report["rejection"].is_null() {
+        println!(
+            "  contribution REJECTED: {}",
+            describe_rejection(&report["rejection"])
+        );
+    }
+}
+
+fn describe_rejection(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.replace('_', " "),
+        serde_json::Value::Object(m) => {
+            let kind = m
+                .get("reason")
+                .or_else(|| m.get("kind"))
+                .and_then(|k| k.as_str())
+                .map(|s| s.replace('_', " "));
+            let rest: Vec<String> = m
+                .iter()
+                .filter(|(k, _)| *k != "reason" && *k != "kind")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            match kind {
+                Some(k) if rest.is_empty() => k,
+                Some(k) => format!("{k} ({})", rest.join(", ")),
+                None => v.to_string(),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Runs `trib datanet …`.
+pub fn run(g: &Global, cmd: DatanetCommand) -> anyhow::Result<()> {
+    let client = g.client()?;
+    let svc = ServiceClient::new(&client)?;
+    let home = g.home();
+    let rt = super::runtime()?;
+    let load = |k: &KeyOpts| -> anyhow::Result<(SecretKey, Duration)> {
+        let ks = home.keystore()?;
+        Ok((
+            k.pass.load_key(&ks, &k.key)?,
+            Duration::from_secs(k.wait_timeout),
+        ))
+    };
+    match cmd {
+        DatanetCommand::Create {
+            name,
+            description,
+            tags,
+            data_type,
+            curation,
+            quorum_bps,
+            stake,
+            visibility,
+            key,
+        } => {
+            let (sk, wait) = load(&key)?;
+            let description = match description {
+                Some(p) => std::fs::read_to_string(&p)
+                    .with_context(|| format!("cannot read {}", p.display()))?,
+                None => String::new(),
+            };
+            let req = CreateDatanetRequest {
+                owner: sk.address(),
+                name: name.clone(),
+                description,
+                tags: tags.into_iter().filter(|t| !t.is_empty()).collect(),
+                data_type: match data_type {
+                    TypeArg::Text => DataType::Text,
+                    TypeArg::Instruction => DataType::Instruction,
+                    TypeArg::Chat => DataType::Chat,
+                },
+                curation: match curation {
+                    CurationArg::Owner => CurationMode::OwnerApproval,
+                    CurationArg::Validators => CurationMode::ValidatorVote { quorum_bps },
+                },
+                stake_per_contribution: stake,
+                visibility: match visibility {
+                    VisibilityArg::Public => Visibility::Public,
+                    VisibilityArg::Permissioned => Visibility::Permissioned,
+                },
+            };
+            rt.block_on(async {
+                let plan = svc.create_datanet(&req).await?;
+                let view = sign_submit_wait(&client, &sk, plan.action, wait).await?;
+                if g.json {
+                    return output::json(&serde_json::json!({"id": plan.id, "metadata_hash": plan.metadata_hash, "tx": view.hash, "height": view.height}));
+                }
+                println!("created datanet {name} (id {}) in block {}", plan.id, view.height.unwrap_or(0));
+                println!("  descriptor hash {}", plan.metadata_hash);
+                Ok(())
+            })
+        }
+        DatanetCommand::Contribute {
+            name,
+            files,
+            csv_column,
+            kind,
+            key,
+        } => {
+            let (sk, wait) = load(&key)?;
+            rt.block_on(async {
+                let mut all = Vec::new();
+                let mut any_rejected = false;
+                for path in &files {
+                    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+                    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("upload").to_string();
+                    let upload = Upload {
+                        contributor: Some(sk.address()),
+                        file_name: &file_name,
+                        kind: kind.as_deref(),
+                        csv_column: csv_column.as_deref(),
+                    };
+                    let mut r = svc.contribute(&name, &upload, bytes).await?;
+                    if !g.json {
+                        print_report(&file_name, &r);
+                    }
+                    match serde_json::from_value::<Option<Action>>(r["action"].clone())? {
+                        Some(action) => {
+                            let view = sign_submit_wait(&client, &sk, action, wait).await?;
+                            if !g.json {
+                                println!("  submitted Contribute {} in block {}", view.hash, view.height.unwrap_or(0));
+                            }
+                            r["tx"] = serde_json::json!(view.hash);
+                        }
+                        None => {
+                            any_rejected = true;
+                            if !g.json {
+                                println!("  no transaction: the contribution was rejected before staking");
+                            }
+                        }
+                    }
+                    all.push(r);
+                }
+                if g.json {
+                    output::json(&all)?;
+                }
+                if any_rejected {
+                    bail!("{} of {} files were rejected at validation", all.iter().filter(|r| r["action"].is_null()).count(), files.len());
+                }
+                Ok(())
+            })
+        }
+        DatanetCommand::Curate {
+            name,
+            contribution,
+            decision,
+            reason,
+            key,
+        } => {
+            let (sk, wait) = load(&key)?;
+            let id: ContributionId = contribution
+                .parse()
+                .map_err(|e| anyhow::anyhow!("contribution id {contribution:?}: {e}"))?;
+            if decision == DecisionArg::Reject && reason.trim().is_empty() {
+                bail!("a rejection needs --reason");
+            }
+            rt.block_on(async {
+                let view = sign_submit_wait(
+                    &client,
+                    &sk,
+                    Action::Curate {
+                        contribution: id,
+                        accept: decision == DecisionArg::Accept,
+                        reason,
+                    },
+                    wait,
+                )
+                .await?;
+                if g.json {
+                    return output::json(&view);
+                }
+                println!(
+                    "{name}: contribution {id} {} in block {}",
+                    if decision == DecisionArg::Accept {
+                        "accepted"
+                    } else {
+                        "rejected"
+                    },
+                    view.height.unwrap_or(0)
+                );
+                Ok(())
+            })
+        }
+        DatanetCommand::Publish { name, key } => {
+            let (sk, wait) = load(&key)?;
+            rt.block_on(async {
+                let plan = svc.publish_plan(&name).await?;
+                let view = sign_submit_wait(&client, &sk, plan.action.clone(), wait).await?;
+                if g.json {
+                    return output::json(&serde_json::json!({"version": plan.version, "root": plan.root, "rows": plan.rows, "contributions": plan.contributions, "tx": view.hash}));
+                }
+                println!("published {name}@{} in block {}: {} rows from {} contributions, root {}", plan.version, view.height.unwrap_or(0), plan.rows, plan.contributions.len(), plan.root);
+                Ok(())
+            })
+        }
+        DatanetCommand::Export { version, out, key } => {
+            let (name, v) = split_version(&version)?;
+            let reader = match &key {
+                Some(k) => Some(resolve(&home.keystore()?, k)?),
+                None => None,
+            };
+            rt.block_on(async {
+                let bytes = svc.export(&name, v, reader.as_ref()).await?;
+                let (root, rows) = verify_against_ledger(&client, &name, v, &bytes).await?;
+                write_atomically(&out, &bytes)?;
+                if g.json {
+                    return output::json(&serde_json::json!({"file": out, "rows": rows, "root": root, "verified": true}));
+                }
+                println!("wrote {}: {rows} rows of {name}@{v}, root {root} (equals the ledger's)", out.display());
+                Ok(())
+            })
+        }
+        DatanetCommand::Grant { name, address, key } => {
+            let (sk, wait) = load(&key)?;
+            let to = resolve(&home.keystore()?, &address)?;
+            rt.block_on(async {
+                let datanet = trib_node::ledger::datanet_id(&name);
+                let view =
+                    sign_submit_wait(&client, &sk, Action::GrantAccess { datanet, to }, wait)
+                        .await?;
+                if g.json {
+                    return output::json(&view);
+                }
+                println!(
+                    "{to} may now train on {name} (block {})",
+                    view.height.unwrap_or(0)
+                );
+                Ok(())
+            })
+        }
+        DatanetCommand::List => rt.block_on(async {
+            let list = svc.datanets().await?;
+            if g.json {
+                return output::json(&list);
+            }
+            println!(
+                "{:<24} {:<13} {:>6} {:>9} {:>8} {:>7}  owner",
+                "name", "visibility", "latest", "contribs", "accepted", "rows"
+            );
+            for d in list {
+                let l = &d.ledger;
+                println!(
+                    "{:<24} {:<13} {:>6} {:>9} {:>8} {:>7}  {}",
+                    l.name,
+                    format!("{:?}", l.visibility).to_lowercase(),
+                    l.latest_version,
+                    l.contributions,
+                    l.accepted,
+                    l.rows_accepted,
+                    l.owner
+                );
+            }
+            Ok(())
+        }),
+        DatanetCommand::Show { name } => rt.block_on(async {
+            let d = svc.datanet(&name).await?;
+            if g.json {
+                return output::json(&d);
+            }
+            let l = &d.ledger;
+            println!("datanet {} ({})", l.name, l.id);
+            println!("  owner       {}", l.owner);
+            println!("  type        {:?}", l.data_type);
+            println!("  curation    {:?}", l.curation);
+            println!("  visibility  {:?}", l.visibility);
+            println!("  stake       {}", output::open(l.stake_per_contribution));
+            println!("  tags        {}", d.tags.join(", "));
+            println!(
+                "  contributions {} (accepted {}, rows {})",
+                l.contributions, l.accepted, l.rows_accepted
+            );
+            println!("  latest version {}", l.latest_version);
+            if !d.description.is_empty() {
+                println!("\n{}", d.description);
+            }
+            Ok(())
+        }),
+        DatanetCommand::Versions { name } => rt.block_on(async {
+            let vs = svc.versions(&name).await?;
+            if g.json {
+                return output::json(&vs);
+            }
+            for v in vs {
+                println!(
+                    "{name}@{:<4} {:>7} rows  root {}  {}",
+                    v.version,
+                    v.rows,
+                    v.root,
+                    match v.height {
+                        Some(h) => format!("block {h}"),
+                        None => "draft (PublishVersion not committed)".into(),
+                    }
+                );
+            }
+            Ok(())
+        }),
+        DatanetCommand::Contributions { name, page } => rt.block_on(async {
+            let p = nth_page(page, |after| {
+                let svc = &svc;
+                let name = &name;
+                async move { svc.contributions(name, after.as_deref(), PAGE).await }
+            })
+            .await?;
+            if g.json {
+                return output::json(&p);
+            }
+            for c in p.items {
+                println!(
+                    "{}  {:>5} rows {:>4} dup  {}  {}  {}",
+                    c.id, c.rows, c.duplicates_rejected, c.contributor, c.file_name, c.status
+                );
+            }
+            if p.next.is_some() {
+                println!("(more: --page {})", page + 1);
+            }
+            Ok(())
+        }),
+        DatanetCommand::Rows { version, page } => {
+            let (name, v) = split_version(&version)?;
+            rt.block_on(async {
+                let p = nth_page(page, |after| {
+                    let svc = &svc;
+                    let name = &name;
+                    async move { svc.rows(name, v, after.as_deref(), PAGE).await }
+                })
+                .await?;
+                if g.json {
+                    return output::json(&p);
+                }
+                for r in p.items {
+                    let text: String = r
+                        .text
+                        .chars()
+                        .take(100)
+                        .collect::<String>()
+                        .replace('\n', " ");
+                    println!(
+                        "{:>5} {} {}  {text}",
+                        r.index,
+                        r.row_hash.short(),
+                        r.contributor
+                    );
+                }
+                if p.next.is_some() {
+                    println!("(more: --page {})", page + 1);
+                }
+                Ok(())
+            })
+        }
+        DatanetCommand::History { contributor } => {
+            let who = resolve(&home.keystore()?, &contributor)?;
+            rt.block_on(async {
+                let p = svc.history(&who, None, 1_000).await?;
+                if g.json {
+                    return output::json(&p);
+                }
+                for c in p.items {
+                    println!(
+                        "{}  {:>5} rows  {}  {}",
+                        c.id, c.rows, c.file_name, c.status
+                    );
+                }
+                Ok(())
+            })
+        }
+        DatanetCommand::Leaderboard { name } => rt.block_on(async {
+            let board = svc.leaderboard(&name).await?;
+            if g.json {
+                return output::json(&board);
+            }
+            println!(
+                "{:<4} {:<46} {:>7} {:>8} {:>8} {:>6} {:>5} {:>12} {:>12}",
+                "rank",
+                "contributor",
+                "contribs",
+                "accepted",
+                "rows",
+                "rate%",
+                "dups",
+                "slashed",
+                "earned"
+            );
+            for (i, e) in board.iter().enumerate() {
+                println!(
+                    "{:<4} {:<46} {:>7} {:>8} {:>8} {:>6.1} {:>5} {:>12} {:>12}",
+                    i + 1,
+                    e.contributor.to_string(),
+                    e.contributions,
+                    e.accepted,
+                    e.rows_accepted,
+                    e.acceptance_bps as f64 / 100.0,
+                    e.duplicates_rejected,
+                    output::open(e.slashed),
+                    output::open(e.earnings)
+                );
+            }
+            Ok(())
+        }),
+    }
+}
+
+/// Recomputes the export's root from its rows and checks it against the
+/// ledger's record of that version. Returns the root and row count.
+pub async fn verify_against_ledger(
+    client: &NodeClient,
+    name: &str,
+    version: u32,
+    bytes: &[u8],
+) -> anyhow::Result<(trib_node::types::Hash, u64)> {
+    let check = trib_node::datanet::verify_export(bytes)
+        .with_context(|| format!("export of {name}@{version} does not parse"))?;
+    if !check.is_consistent() {
+        bail!(
+            "export of {name}@{version}: rows give root {} but the header says {}",
+            check.computed_root,
+            check.declared_root
+        );
+    }
+    let svc = ServiceClient::new(client)?;
+    let on_chain = svc
+        .versions(name)
+        .await?
+        .into_iter()
+        .find(|v| v.version == version && v.height.is_some())
+        .with_context(|| format!("{name}@{version} is not published on the ledger"))?;
+    if on_chain.root != check.computed_root {
+        bail!(
+            "export of {name}@{version} has root {} but the ledger records {}",
+            check.computed_root,
+            on_chain.root
+        );
+    }
+    Ok((check.computed_root, check.rows))
+}
+
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("part");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}

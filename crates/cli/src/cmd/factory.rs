@@ -1,0 +1,402 @@
+//! `trib factory train|eval|export|submit|jobs|cancel`: ModelFactory LoRA
+//! jobs, locally (in this process, with a progress bar) or queued on a node.
+//!
+//! Local jobs resolve `datanet@version` sources through the node: the
+//! version's export is fetched (as the signing key's address, so a
+//! permissioned datanet refuses readers without access), its Merkle root is
+//! recomputed from the rows and compared with the ledger's record.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde::Deserialize;
+use trib_node::ledger::{datanet_id, Action};
+use trib_node::model::factory::{
+    eval_adapter, export_merged, train, DatanetResolver, DatanetRow, JobConfig, ResolvedDatanet,
+    SourceRef, TrainOptions, TrainingSummary,
+};
+use trib_node::types::{AdapterId, Address, ContributionId, Hash, ModelId, RowHash};
+use trib_node::{NodeClient, ServiceClient};
+
+use super::datanet::{sign_submit_wait, verify_against_ledger};
+use crate::{output, Global};
+
+/// `trib factory` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum FactoryCommand {
+    /// Train a LoRA adapter locally from a job file.
+    Train(TrainArgs),
+    /// Held-out loss/perplexity of the base model vs the adapter.
+    Eval {
+        /// The job file (base model, data format, template).
+        job: PathBuf,
+        /// The adapter directory [default: <job output>/adapter].
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        /// Held-out sources (`name@version` or files).
+        #[arg(long = "data", required = true)]
+        data: Vec<String>,
+        /// Reader key for datanet sources.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
+    /// Merge an adapter into the base weights (safetensors directory).
+    Export {
+        /// Base model path.
+        #[arg(long)]
+        base: PathBuf,
+        /// Adapter directory.
+        #[arg(long)]
+        adapter: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Queue a job on the node and follow its progress.
+    Submit {
+        /// The job file.
+        job: PathBuf,
+        /// Owner key (its datanet access is checked).
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+        /// Return at once instead of following the events.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// List the node's jobs.
+    Jobs,
+    /// Cancel a node job.
+    Cancel {
+        /// Job id.
+        id: u64,
+    },
+}
+
+/// `trib factory train` options.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// The job file (TOML; see docs/factory.md).
+    job: PathBuf,
+    /// Register the adapter on the ledger when training ends (needs --key).
+    #[arg(long)]
+    register: bool,
+    /// Keystore key: reads permissioned datanets and owns the registered adapter.
+    #[arg(long, value_name = "KEY")]
+    key: Option<String>,
+    /// Seconds to wait for the registration to be committed.
+    #[arg(long, default_value_t = 60)]
+    wait_timeout: u64,
+    #[command(flatten)]
+    pass: crate::passphrase::PassphraseArgs,
+}
+
+/// One exported row (the fields training needs).
+#[derive(Deserialize)]
+struct ExportLine {
+    row_hash: RowHash,
+    contributor: Address,
+    contribution: ContributionId,
+    text: Option<String>,
+    record: Option<serde_json::Value>,
+}
+
+/// Datanet versions fetched and verified before training starts.
+struct Prefetched(HashMap<(String, String), ResolvedDatanet>);
+
+impl DatanetResolver for Prefetched {
+    fn resolve(&self, name: &str, version: &str) -> Result<ResolvedDatanet, String> {
+        self.0
+            .get(&(name.to_string(), version.to_string()))
+            .cloned()
+            .ok_or_else(|| format!("{name}@{version} was not fetched"))
+    }
+}
+
+/// Fetches every `datanet@version` of `sources` from the node, verified
+/// against the ledger; `reader` is the address whose access is checked.
+async fn prefetch(
+    client: &NodeClient,
+    sources: &[String],
+    base_dir: &std::path::Path,
+    reader: Option<&Address>,
+) -> anyhow::Result<(Prefetched, Vec<(String, u32)>)> {
+    let svc = ServiceClient::new(client)?;
+    let mut map = HashMap::new();
+    let mut used = Vec::new();
+    for s in sources {
+        let SourceRef::Datanet { name, version } = SourceRef::parse(s, base_dir)? else {
+            continue;
+        };
+        let v: u32 = version.parse().with_context(|| {
+            format!("{name}@{version}: only numbered versions resolve through the node")
+        })?;
+        let bytes = svc
+            .export(&name, v, reader)
+            .await
+            .with_context(|| format!("cannot read {name}@{v} for training"))?;
+        let (root, _) = verify_against_ledger(client, &name, v, &bytes).await?;
+        let mut rows = Vec::new();
+        for line in bytes
+            .split(|b| *b == b'\n')
+            .skip(1)
+            .filter(|l| !l.is_empty())
+        {
+            let l: ExportLine =
+                serde_json::from_slice(line).context("export row does not parse")?;
+            rows.push(DatanetRow {
+                content: l
+                    .text
+                    .unwrap_or_else(|| l.record.map(|r| r.to_string()).unwrap_or_default()),
+                row_hash: l.row_hash,
+                contribution: Some(l.contribution),
+                contributor: Some(l.contributor),
+            });
+        }
+        eprintln!(
+            "{name}@{v}: {} rows, root {root} (equals the ledger's)",
+            rows.len()
+        );
+        map.insert(
+            (name.clone(), version.clone()),
+            ResolvedDatanet {
+                version_root: root,
+                rows,
+            },
+        );
+        used.push((name, v));
+    }
+    Ok((Prefetched(map), used))
+}
+
+/// The `RegisterAdapter` action for a finished job.
+pub fn register_action(
+    job: &JobConfig,
+    summary: &TrainingSummary,
+    datanets: &[(String, u32)],
+) -> Action {
+    let metrics = serde_json::json!({
+        "eval_before": summary.eval_before,
+        "eval_after": summary.eval_after,
+        "final_train_loss": summary.final_train_loss,
+    });
+    Action::RegisterAdapter {
+        adapter: summary.adapter_id,
+        base: ModelId(summary.base_model_hash),
+        name: job.name.clone().unwrap_or_else(|| "adapter".into()),
+        datanets: datanets.iter().map(|(n, v)| (datanet_id(n), *v)).collect(),
+        config_hash: summary.config_hash,
+        metrics_hash: Hash::of(metrics.to_string().as_bytes()),
+        price_in_per_1k: job.pricing.input_per_1k,
+        price_out_per_1k: job.pricing.output_per_1k,
+    }
+}
+
+fn print_summary(s: &TrainingSummary) {
+    println!("adapter {} in {}", s.adapter_id, s.adapter_dir.display());
+    println!(
+        "  steps {}  tokens {}  final train loss {}",
+        s.steps,
+        s.tokens_trained,
+        s.final_train_loss.map_or("-".into(), |l| format!("{l:.4}"))
+    );
+    if let (Some(b), Some(a)) = (&s.eval_before, &s.eval_after) {
+        println!(
+            "  validation loss {:.4} -> {:.4} (perplexity {:.2} -> {:.2})",
+            b.loss, a.loss, b.perplexity, a.perplexity
+        );
+    }
+    for src in &s.sources {
+        println!(
+            "  source {} ({} rows, {})",
+            src.source,
+            src.rows,
+            src.content_hash.short()
+        );
+    }
+}
+
+/// Runs `trib factory …`.
+pub fn run(g: &Global, cmd: FactoryCommand) -> anyhow::Result<()> {
+    let rt = super::runtime()?;
+    match cmd {
+        FactoryCommand::Train(a) => {
+            let job = JobConfig::load(&a.job)?;
+            let key = match &a.key {
+                Some(k) => Some((
+                    a.pass.load_key(&g.home().keystore()?, k)?,
+                    std::time::Duration::from_secs(a.wait_timeout),
+                )),
+                None => None,
+            };
+            if a.register && key.is_none() {
+                bail!("--register needs --key (the adapter's owner)");
+            }
+            let base_dir = a.job.parent().map(PathBuf::from).unwrap_or_default();
+            let has_datanets = job.data.sources.iter().any(|s| {
+                matches!(
+                    SourceRef::parse(s, &base_dir),
+                    Ok(SourceRef::Datanet { .. })
+                )
+            });
+            let client = g.client()?;
+            let reader = key.as_ref().map(|(k, _)| k.address());
+            let (resolver, used) = if has_datanets {
+                rt.block_on(prefetch(
+                    &client,
+                    &job.data.sources,
+                    &base_dir,
+                    reader.as_ref(),
+                ))?
+            } else {
+                (Prefetched(HashMap::new()), Vec::new())
+            };
+            let opts = TrainOptions {
+                resolver: Some(Arc::new(resolver)),
+                progress: None,
+                cancel: Default::default(),
+                progress_bar: !g.json,
+                model: None,
+            };
+            let outcome = train(&job, opts)?;
+            let mut registered: Option<AdapterId> = None;
+            if a.register {
+                let (sk, wait) = key.expect("checked above");
+                let action = register_action(&job, &outcome.summary, &used);
+                let view = rt.block_on(sign_submit_wait(&client, &sk, action, wait))?;
+                registered = Some(outcome.summary.adapter_id);
+                if !g.json {
+                    eprintln!(
+                        "registered adapter {} in block {}",
+                        outcome.summary.adapter_id,
+                        view.height.unwrap_or(0)
+                    );
+                }
+            }
+            if g.json {
+                return output::json(
+                    &serde_json::json!({"summary": outcome.summary, "registered": registered}),
+                );
+            }
+            print_summary(&outcome.summary);
+            Ok(())
+        }
+        FactoryCommand::Eval {
+            job,
+            adapter,
+            data,
+            key,
+        } => {
+            let cfg = JobConfig::load(&job)?;
+            let base_dir = job.parent().map(PathBuf::from).unwrap_or_default();
+            let adapter = adapter.unwrap_or_else(|| cfg.output.dir.join("adapter"));
+            let heldout = data
+                .iter()
+                .map(|s| SourceRef::parse(s, &base_dir))
+                .collect::<Result<Vec<_>, _>>()?;
+            let reader = match &key {
+                Some(k) => Some(g.home().keystore()?.info(k)?.address),
+                None => None,
+            };
+            let (resolver, _) = if heldout
+                .iter()
+                .any(|s| matches!(s, SourceRef::Datanet { .. }))
+            {
+                rt.block_on(prefetch(&g.client()?, &data, &base_dir, reader.as_ref()))?
+            } else {
+                (Prefetched(HashMap::new()), Vec::new())
+            };
+            let r = eval_adapter(&cfg, &adapter, &heldout, Some(&resolver))?;
+            if g.json {
+                return output::json(&r);
+            }
+            println!("held-out {}: base loss {:.4} (ppl {:.2}), adapter loss {:.4} (ppl {:.2}), delta {:+.4}", r.sources.join(", "), r.base.loss, r.base.perplexity, r.adapter.loss, r.adapter.perplexity, r.loss_delta());
+            Ok(())
+        }
+        FactoryCommand::Export { base, adapter, out } => {
+            export_merged(&base, &adapter, &out)?;
+            if g.json {
+                return output::json(&serde_json::json!({"out": out}));
+            }
+            println!(
+                "merged {} into {} -> {}",
+                adapter.display(),
+                base.display(),
+                out.display()
+            );
+            Ok(())
+        }
+        FactoryCommand::Submit { job, key, detach } => {
+            let toml = std::fs::read_to_string(&job)
+                .with_context(|| format!("cannot read {}", job.display()))?;
+            let owner = match &key {
+                Some(k) => Some(g.home().keystore()?.info(k)?.address),
+                None => None,
+            };
+            let svc = ServiceClient::new(&g.client()?)?;
+            rt.block_on(async {
+                let v = svc.submit_job(&toml, owner.as_ref()).await?;
+                eprintln!("job {} queued (output {})", v.id, v.output_dir.display());
+                if detach {
+                    return if g.json { output::json(&v) } else { Ok(()) };
+                }
+                let last = svc
+                    .follow_job(v.id, |e| {
+                        if g.json {
+                            println!("{e}");
+                        } else if e["event"] == "step" {
+                            eprintln!(
+                                "step {} loss {:.4} {:.0} tok/s eta {:.0}s",
+                                e["step"],
+                                e["loss"].as_f64().unwrap_or(f64::NAN),
+                                e["tokens_per_s"].as_f64().unwrap_or(0.0),
+                                e["eta_s"].as_f64().unwrap_or(0.0)
+                            );
+                        } else {
+                            eprintln!("{e}");
+                        }
+                    })
+                    .await?;
+                match last.as_ref().and_then(|e| e["event"].as_str()) {
+                    Some("done") => Ok(()),
+                    Some(other) => bail!("job {} ended: {other}", v.id),
+                    None => bail!("job {} event stream ended without a final event", v.id),
+                }
+            })
+        }
+        FactoryCommand::Jobs => {
+            let svc = ServiceClient::new(&g.client()?)?;
+            rt.block_on(async {
+                let jobs = svc.jobs().await?;
+                if g.json {
+                    return output::json(&jobs);
+                }
+                for j in jobs {
+                    println!(
+                        "{:>4} {:<10} step {}/{} loss {}  {}",
+                        j.id,
+                        format!("{:?}", j.status).to_lowercase(),
+                        j.step,
+                        j.total_steps,
+                        j.loss.map_or("-".into(), |l| format!("{l:.4}")),
+                        j.name.unwrap_or_default()
+                    );
+                }
+                Ok(())
+            })
+        }
+        FactoryCommand::Cancel { id } => {
+            let svc = ServiceClient::new(&g.client()?)?;
+            rt.block_on(async {
+                let v = svc.cancel_job(id).await?;
+                if g.json {
+                    return output::json(&v);
+                }
+                println!("job {id}: {:?}", v.status);
+                Ok(())
+            })
+        }
+    }
+}

@@ -1,0 +1,811 @@
+//! The node's datanet service: the bridge between the ledger (status,
+//! stakes, versions, access: the source of truth) and `trib-datanet`'s
+//! [`DatanetStore`] (descriptors, row bytes, dedup indexes).
+//!
+//! Flow (docs/node.md, "Datanets"): the node stores the descriptor and
+//! answers with its hash, which the owner signs into `CreateDatanet`; a
+//! contribution is parsed, chunked and validated here, stored as pending and
+//! answered with the values the contributor signs into `Contribute`; curation
+//! happens on the ledger only, and the node mirrors the ledger's decisions
+//! into the store ([`DatanetService::sync`]) before it computes a version
+//! root for `PublishVersion`. A store version beyond the ledger's latest is a
+//! draft until its `PublishVersion` is committed.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use trib_datanet::{
+    canonical_order, merkle_root, Datanet as Descriptor, DatanetError, DatanetStore, Decision,
+    FileKind, LocalBlobStore, PageRequest, QuotaUsage, SourceFile, ValidationReport, Validator,
+    VersionLeaf,
+};
+use trib_ledger::{
+    Action, ContributionStatus as LedgerStatus, CurationMode, DataType, Datanet, DatanetRef,
+    Visibility,
+};
+use trib_types::{Address, Amount, Canonical, ContributionId, DatanetId, Hash};
+
+use crate::api::ApiError;
+use crate::chain::Chain;
+
+/// The body of `POST /v1/datanets`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateDatanetRequest {
+    /// The owner (who will sign `CreateDatanet`).
+    pub owner: Address,
+    /// Unique name.
+    pub name: String,
+    /// Markdown description.
+    #[serde(default)]
+    pub description: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Row kind (`text`, `instruction`, `chat`).
+    pub data_type: DataType,
+    /// Curation mode.
+    pub curation: CurationMode,
+    /// OPEN escrowed by each contribution.
+    pub stake_per_contribution: Amount,
+    /// Visibility.
+    pub visibility: Visibility,
+}
+
+/// The answer to `POST /v1/datanets`: what the owner signs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateDatanetResponse {
+    /// The ledger id (from the name).
+    pub id: DatanetId,
+    /// blake3 of the stored descriptor (the `metadata_hash` to sign).
+    pub metadata_hash: Hash,
+    /// The action to sign, ready to submit.
+    pub action: Action,
+}
+
+/// The answer to a contribution upload: the row-by-row validation report and,
+/// when accepted, the `Contribute` action to sign.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContributionResponse {
+    /// The validation report (every row, with quality components and
+    /// rejection reasons).
+    pub report: ValidationReport,
+    /// The action to sign; `None` when the contribution was rejected.
+    pub action: Option<Action>,
+}
+
+/// The answer to `POST /v1/datanets/{name}/publish`: the version to sign.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublishPlan {
+    /// Version number.
+    pub version: u32,
+    /// Merkle root over its rows.
+    pub root: Hash,
+    /// Rows.
+    pub rows: u64,
+    /// Its accepted contributions.
+    pub contributions: Vec<ContributionId>,
+    /// The action to sign.
+    pub action: Action,
+}
+
+/// A datanet as the API shows it: the ledger record and the descriptor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatanetView {
+    /// On-chain record.
+    pub ledger: Datanet,
+    /// Off-chain descriptor text.
+    pub description: String,
+    /// Tags.
+    pub tags: Vec<String>,
+}
+
+/// A contribution as the API shows it: the store's record and the
+/// ledger's status (the truth), with `on_ledger` false when its
+/// `Contribute` transaction was never committed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContributionView {
+    /// Id.
+    pub id: ContributionId,
+    /// Contributor.
+    pub contributor: Address,
+    /// File name.
+    pub file_name: String,
+    /// Rows accepted at validation.
+    pub rows: u32,
+    /// Rows rejected as duplicates at validation.
+    pub duplicates_rejected: u32,
+    /// `pending`, `accepted`, `rejected (...)`, `unsubmitted`…
+    pub status: String,
+    /// Whether the ledger knows it.
+    pub on_ledger: bool,
+    /// Stake escrowed, slashed.
+    pub stake: Amount,
+    /// Slashed on rejection.
+    pub slashed: Amount,
+}
+
+/// A version as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionView {
+    /// Number.
+    pub version: u32,
+    /// Root.
+    pub root: Hash,
+    /// Rows.
+    pub rows: u64,
+    /// Whether the ledger recorded it (else it is a draft awaiting its
+    /// `PublishVersion`).
+    pub on_ledger: bool,
+    /// Ledger height of publication.
+    pub height: Option<u64>,
+}
+
+/// One leaderboard line: the ledger's reputation plus the store's
+/// duplicate count.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaderboardEntry {
+    /// Contributor.
+    pub contributor: Address,
+    /// Contributions submitted on the ledger.
+    pub contributions: u64,
+    /// Accepted.
+    pub accepted: u64,
+    /// Rejected.
+    pub rejected: u64,
+    /// Rows accepted.
+    pub rows_accepted: u64,
+    /// Acceptance rate, basis points.
+    pub acceptance_bps: u64,
+    /// Rows rejected as duplicates at validation (store).
+    pub duplicates_rejected: u64,
+    /// Slashed stake.
+    pub slashed: Amount,
+    /// Attribution earnings.
+    pub earnings: Amount,
+}
+
+/// One row of a version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RowView {
+    /// Position in the version.
+    pub index: u64,
+    /// Content hash.
+    pub row_hash: Hash,
+    /// Contributor.
+    pub contributor: Address,
+    /// Contribution.
+    pub contribution: ContributionId,
+    /// The row as text (JSON for structured rows).
+    pub text: String,
+}
+
+/// Today's upload counters (UTC day), per contributor and per datanet.
+#[derive(Default)]
+struct Usage {
+    day: u64,
+    contributor: HashMap<(DatanetId, Address), (u64, u32)>,
+    datanet: HashMap<DatanetId, u64>,
+}
+
+/// The datanet service (one per node).
+pub(crate) struct DatanetService {
+    store: DatanetStore,
+    blobs: LocalBlobStore,
+    validator: Validator,
+    chain: Arc<Chain>,
+    usage: Mutex<Usage>,
+}
+
+pub(crate) fn store_err(e: DatanetError) -> ApiError {
+    use axum::http::StatusCode as S;
+    let (status, code) = match &e {
+        DatanetError::NotFound { .. } => (S::NOT_FOUND, "not_found"),
+        DatanetError::DatanetExists(_) => (S::CONFLICT, "datanet_exists"),
+        DatanetError::ContributionExists(_) => (S::CONFLICT, "contribution_exists"),
+        DatanetError::NotPending { .. } => (S::CONFLICT, "not_pending"),
+        DatanetError::NothingToPublish(_) => (S::CONFLICT, "nothing_to_publish"),
+        DatanetError::InvalidDescriptor { .. } => (S::UNPROCESSABLE_ENTITY, "invalid_descriptor"),
+        DatanetError::Parse { .. } => (S::UNPROCESSABLE_ENTITY, "unparsable_file"),
+        DatanetError::Io { .. }
+        | DatanetError::ObjectStore(_)
+        | DatanetError::Store(_)
+        | DatanetError::Decode(_)
+        | DatanetError::CorruptBlob { .. } => (S::INTERNAL_SERVER_ERROR, "internal"),
+        _ => (S::UNPROCESSABLE_ENTITY, "invalid_datanet_input"),
+    };
+    ApiError {
+        status,
+        code,
+        message: e.to_string(),
+    }
+}
+
+fn today() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400)
+}
+
+fn to_store_curation(c: CurationMode) -> trib_datanet::CurationMode {
+    match c {
+        CurationMode::OwnerApproval => trib_datanet::CurationMode::OwnerApproval,
+        CurationMode::ValidatorVote { quorum_bps } => trib_datanet::CurationMode::ValidatorVote {
+            quorum_bp: quorum_bps,
+        },
+    }
+}
+
+fn ledger_status_label(s: &LedgerStatus) -> String {
+    match s {
+        LedgerStatus::Pending => "pending".into(),
+        LedgerStatus::Accepted => "accepted".into(),
+        LedgerStatus::Released => "accepted (stake released)".into(),
+        LedgerStatus::Rejected { reason } => format!("rejected: {reason}"),
+        LedgerStatus::Expired => "expired".into(),
+    }
+}
+
+impl DatanetService {
+    /// Opens (or creates) the store under `dir`.
+    pub(crate) fn open(dir: &Path, chain: Arc<Chain>) -> Result<Self, DatanetError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| DatanetError::Store(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(DatanetService {
+            store: DatanetStore::open(dir.join("datanets.redb"))?,
+            blobs: LocalBlobStore::open(dir.join("blobs"))?,
+            validator: Validator::default(),
+            chain,
+            usage: Mutex::new(Usage::default()),
+        })
+    }
+
+    fn ledger_datanet(&self, name: &str) -> Result<Datanet, ApiError> {
+        self.chain
+            .ledger()
+            .datanet(DatanetRef::Name(name))?
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "no datanet {name:?} on the ledger (create it first: `trib datanet create`)"
+                ))
+            })
+    }
+
+    /// The store id of a datanet created on the ledger.
+    fn store_id(&self, name: &str) -> Result<(Datanet, DatanetId), ApiError> {
+        let d = self.ledger_datanet(name)?;
+        let id = self.store.resolve(name).map_err(|_| {
+            ApiError::not_found(format!(
+                "datanet {name:?} is on the ledger but this node holds no descriptor for it"
+            ))
+        })?;
+        Ok((d, id))
+    }
+
+    /// Stores the descriptor; returns the action the owner signs.
+    pub(crate) fn create(
+        &self,
+        req: CreateDatanetRequest,
+    ) -> Result<CreateDatanetResponse, ApiError> {
+        if let Some(existing) = self.chain.ledger().datanet(DatanetRef::Name(&req.name))? {
+            return Err(ApiError {
+                status: axum::http::StatusCode::CONFLICT,
+                code: "datanet_exists",
+                message: format!(
+                    "datanet {:?} already exists on the ledger (owner {})",
+                    req.name, existing.owner
+                ),
+            });
+        }
+        let data_type = match req.data_type {
+            DataType::Text => trib_datanet::DataType::Text,
+            // Chat transcripts are JSONL records, like instruction pairs.
+            DataType::Instruction | DataType::Chat => trib_datanet::DataType::Instruction,
+        };
+        let mut d = Descriptor::new(req.owner, req.name.clone(), req.description);
+        d.tags = req.tags;
+        d.data_type = data_type;
+        d.curation = to_store_curation(req.curation);
+        d.stake_per_contribution = req.stake_per_contribution;
+        d.visibility = match req.visibility {
+            Visibility::Public => trib_datanet::Visibility::Public,
+            Visibility::Permissioned => trib_datanet::Visibility::Permissioned,
+        };
+        d.validate().map_err(store_err)?;
+        match self.store.resolve(&d.name) {
+            // A descriptor stored earlier whose CreateDatanet never landed is
+            // reused when identical (a retried create), refused otherwise.
+            Ok(id) => {
+                let old = self.store.datanet(&id).map_err(store_err)?;
+                if old != d {
+                    return Err(ApiError {
+                        status: axum::http::StatusCode::CONFLICT,
+                        code: "datanet_exists",
+                        message: format!(
+                            "this node already holds a different descriptor named {:?}",
+                            d.name
+                        ),
+                    });
+                }
+            }
+            Err(_) => {
+                self.store.create_datanet(&d).map_err(store_err)?;
+            }
+        }
+        let metadata_hash = Hash::of(&d.encode());
+        tracing::info!(target: "trib::node::datanets", name = %d.name, %metadata_hash, "descriptor stored");
+        Ok(CreateDatanetResponse {
+            id: trib_ledger::datanet_id(&d.name),
+            metadata_hash,
+            action: Action::CreateDatanet {
+                name: d.name,
+                metadata_hash,
+                data_type: req.data_type,
+                curation: req.curation,
+                stake_per_contribution: req.stake_per_contribution,
+                visibility: req.visibility,
+            },
+        })
+    }
+
+    /// Parses, validates and stores a contribution as pending.
+    pub(crate) fn contribute(
+        &self,
+        name: &str,
+        contributor: Address,
+        file_name: &str,
+        declared: Option<FileKind>,
+        csv_column: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<ContributionResponse, ApiError> {
+        let (ledger_d, id) = self.store_id(name)?;
+        let quota = {
+            let mut u = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+            if u.day != today() {
+                *u = Usage {
+                    day: today(),
+                    ..Usage::default()
+                };
+            }
+            let (b, f) = u
+                .contributor
+                .get(&(id, contributor))
+                .copied()
+                .unwrap_or((0, 0));
+            QuotaUsage {
+                contributor_bytes_today: b,
+                contributor_files_today: f,
+                datanet_bytes_today: u.datanet.get(&id).copied().unwrap_or(0),
+            }
+        };
+        let file = SourceFile {
+            name: file_name,
+            declared,
+            csv_column,
+            bytes,
+        };
+        let report = self
+            .store
+            .submit(
+                &id,
+                contributor,
+                &file,
+                &quota,
+                &self.validator,
+                &self.blobs,
+            )
+            .map_err(store_err)?;
+        if !report.is_accepted() {
+            tracing::info!(target: "trib::node::datanets", datanet = name, file = file_name,
+                reason = ?report.rejection, "contribution rejected at validation");
+            return Ok(ContributionResponse {
+                report,
+                action: None,
+            });
+        }
+        {
+            let mut u = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+            let e = u.contributor.entry((id, contributor)).or_default();
+            e.0 += bytes.len() as u64;
+            e.1 += 1;
+            *u.datanet.entry(id).or_default() += bytes.len() as u64;
+        }
+        let leaves: Vec<VersionLeaf> = report
+            .rows
+            .iter()
+            .filter(|r| r.rejection.is_none())
+            .map(|r| VersionLeaf {
+                row_hash: r.row_hash,
+                contributor,
+                contribution: report.contribution,
+            })
+            .collect();
+        let hashes: Vec<Hash> = canonical_order(leaves)
+            .iter()
+            .map(VersionLeaf::hash)
+            .collect();
+        let row_bytes: u64 = report
+            .rows
+            .iter()
+            .filter(|r| r.rejection.is_none())
+            .map(|r| r.bytes)
+            .sum();
+        let action = Action::Contribute {
+            datanet: ledger_d.id,
+            contribution: report.contribution,
+            rows_root: merkle_root(&hashes),
+            rows: report.rows_accepted,
+            bytes: row_bytes.max(1),
+        };
+        Ok(ContributionResponse {
+            report,
+            action: Some(action),
+        })
+    }
+
+    /// Mirrors the ledger's curation decisions into the store; returns how
+    /// many contributions changed.
+    pub(crate) fn sync(&self, name: &str) -> Result<usize, ApiError> {
+        let (_, id) = self.store_id(name)?;
+        let mut changed = 0;
+        let mut page = PageRequest::first(1_000);
+        loop {
+            let p = self
+                .store
+                .list_contributions(&id, &page)
+                .map_err(store_err)?;
+            for c in p.items {
+                if c.status != trib_datanet::ContributionStatus::Pending {
+                    continue;
+                }
+                let Some(on_chain) = self.chain.ledger().contribution(&c.id)? else {
+                    continue;
+                };
+                let decision = match on_chain.status {
+                    s if s.is_accepted() => Decision::Accept,
+                    LedgerStatus::Rejected { reason } => Decision::Reject { reason },
+                    LedgerStatus::Expired => Decision::Reject {
+                        reason: "curation period expired".into(),
+                    },
+                    _ => continue,
+                };
+                self.store.decide(&c.id, &decision).map_err(store_err)?;
+                changed += 1;
+            }
+            match p.next {
+                Some(n) => page.after = Some(n),
+                None => break,
+            }
+        }
+        if changed > 0 {
+            tracing::info!(target: "trib::node::datanets", datanet = name, changed, "mirrored ledger curation into the store");
+        }
+        Ok(changed)
+    }
+
+    /// The next version to publish: the store's draft after the ledger's
+    /// latest version (computed now if there is none yet).
+    pub(crate) fn plan_publish(&self, name: &str) -> Result<PublishPlan, ApiError> {
+        self.sync(name)?;
+        let (d, id) = self.store_id(name)?;
+        let latest = d.latest_version as u64;
+        let next = match self.store.version(&id, latest + 1) {
+            Ok(v) => v,
+            Err(DatanetError::NotFound { .. }) => {
+                let v = self.store.publish(&id).map_err(store_err)?;
+                if v.number != latest + 1 {
+                    return Err(ApiError::internal(format!(
+                        "store version {} does not follow the ledger's latest version {latest}",
+                        v.number
+                    )));
+                }
+                v
+            }
+            Err(e) => return Err(store_err(e)),
+        };
+        let mut contributions = Vec::new();
+        let mut page = PageRequest::first(1_000);
+        loop {
+            let p = self
+                .store
+                .list_contributions(&id, &page)
+                .map_err(store_err)?;
+            contributions.extend(
+                p.items
+                    .into_iter()
+                    .filter(|c| c.status == trib_datanet::ContributionStatus::Accepted)
+                    .map(|c| c.id),
+            );
+            match p.next {
+                Some(n) => page.after = Some(n),
+                None => break,
+            }
+        }
+        let version = next.number as u32;
+        Ok(PublishPlan {
+            version,
+            root: next.root,
+            rows: next.row_count,
+            contributions: contributions.clone(),
+            action: Action::PublishVersion {
+                datanet: d.id,
+                root: next.root,
+                rows: next.row_count,
+                contributions,
+            },
+        })
+    }
+
+    /// `NAME@VERSION` as JSONL, after checking the store's root against the
+    /// ledger's version record.
+    pub(crate) fn export(&self, name: &str, version: u32) -> Result<Vec<u8>, ApiError> {
+        let (d, id) = self.store_id(name)?;
+        let on_chain = self
+            .chain
+            .ledger()
+            .versions(&d.id)?
+            .into_iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| {
+                ApiError::not_found(format!("{name}@{version} is not published on the ledger"))
+            })?;
+        let local = self.store.version(&id, version as u64).map_err(store_err)?;
+        if local.root != on_chain.root {
+            return Err(ApiError::internal(format!(
+                "{name}@{version}: this node's rows have root {} but the ledger records {}",
+                local.root, on_chain.root
+            )));
+        }
+        let mut out = Vec::new();
+        self.store
+            .export(name, version as u64, &mut out)
+            .map_err(store_err)?;
+        Ok(out)
+    }
+
+    /// Refuses `reader` on a permissioned datanet it has no access to.
+    pub(crate) fn check_read_access(
+        &self,
+        name: &str,
+        reader: Option<&Address>,
+    ) -> Result<(), ApiError> {
+        let d = self.ledger_datanet(name)?;
+        if d.visibility == Visibility::Permissioned {
+            let allowed = match reader {
+                Some(a) => self.chain.ledger().has_access(&d.id, a)?,
+                None => false,
+            };
+            if !allowed {
+                return Err(ApiError {
+                    status: axum::http::StatusCode::FORBIDDEN,
+                    code: "no_access",
+                    message: format!(
+                        "datanet {name:?} is permissioned and {} has no training access (the owner grants it with `trib datanet grant`)",
+                        reader.map_or("an anonymous reader".to_string(), |a| a.to_string())
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows of a published version (for training): refused when
+    /// `reader` has no access to a permissioned datanet.
+    pub(crate) fn resolve_rows(
+        &self,
+        name: &str,
+        version: u32,
+        reader: Option<&Address>,
+    ) -> Result<trib_model::factory::ResolvedDatanet, ApiError> {
+        self.check_read_access(name, reader)?;
+        let (_, id) = self.store_id(name)?;
+        // Checks the root against the ledger.
+        self.export(name, version)?;
+        let v = self.store.version(&id, version as u64).map_err(store_err)?;
+        let mut rows = Vec::new();
+        let mut page = PageRequest::first(1_000);
+        loop {
+            let p = self
+                .store
+                .version_rows(&id, version as u64, &page)
+                .map_err(store_err)?;
+            for r in p.items {
+                rows.push(trib_model::factory::DatanetRow {
+                    content: r.row.content.plain_text(),
+                    row_hash: r.row.row_hash,
+                    contribution: Some(r.row.contribution),
+                    contributor: Some(r.row.contributor),
+                });
+            }
+            match p.next {
+                Some(n) => page.after = Some(n),
+                None => break,
+            }
+        }
+        Ok(trib_model::factory::ResolvedDatanet {
+            version_root: v.root,
+            rows,
+        })
+    }
+
+    pub(crate) fn list(&self) -> Result<Vec<DatanetView>, ApiError> {
+        let mut out = Vec::new();
+        for d in self.chain.ledger().datanets()? {
+            out.push(self.view(d)?);
+        }
+        Ok(out)
+    }
+
+    fn view(&self, d: Datanet) -> Result<DatanetView, ApiError> {
+        let desc = self
+            .store
+            .resolve(&d.name)
+            .and_then(|id| self.store.datanet(&id))
+            .ok();
+        Ok(DatanetView {
+            description: desc
+                .as_ref()
+                .map(|x| x.description.clone())
+                .unwrap_or_default(),
+            tags: desc.map(|x| x.tags).unwrap_or_default(),
+            ledger: d,
+        })
+    }
+
+    pub(crate) fn show(&self, name: &str) -> Result<DatanetView, ApiError> {
+        let d = self.ledger_datanet(name)?;
+        self.view(d)
+    }
+
+    pub(crate) fn contributions(
+        &self,
+        name: &str,
+        page: &PageRequest,
+    ) -> Result<(Vec<ContributionView>, Option<String>), ApiError> {
+        let (_, id) = self.store_id(name)?;
+        let p = self
+            .store
+            .list_contributions(&id, page)
+            .map_err(store_err)?;
+        let mut out = Vec::with_capacity(p.items.len());
+        for c in p.items {
+            out.push(self.contribution_view(c)?);
+        }
+        Ok((out, p.next))
+    }
+
+    fn contribution_view(
+        &self,
+        c: trib_datanet::ContributionRecord,
+    ) -> Result<ContributionView, ApiError> {
+        let on_chain = self.chain.ledger().contribution(&c.id)?;
+        Ok(ContributionView {
+            id: c.id,
+            contributor: c.contributor,
+            file_name: c.file_name,
+            rows: c.rows_accepted,
+            duplicates_rejected: c.duplicates_rejected,
+            status: on_chain
+                .as_ref()
+                .map_or("unsubmitted (no Contribute transaction)".into(), |x| {
+                    ledger_status_label(&x.status)
+                }),
+            on_ledger: on_chain.is_some(),
+            stake: on_chain.as_ref().map_or(Amount::ZERO, |x| x.stake),
+            slashed: on_chain.as_ref().map_or(Amount::ZERO, |x| x.slashed),
+        })
+    }
+
+    pub(crate) fn history(
+        &self,
+        who: &Address,
+        page: &PageRequest,
+    ) -> Result<(Vec<ContributionView>, Option<String>), ApiError> {
+        let p = self
+            .store
+            .contributor_history(who, page)
+            .map_err(store_err)?;
+        let mut out = Vec::with_capacity(p.items.len());
+        for c in p.items {
+            out.push(self.contribution_view(c)?);
+        }
+        Ok((out, p.next))
+    }
+
+    pub(crate) fn versions(&self, name: &str) -> Result<Vec<VersionView>, ApiError> {
+        let (d, id) = self.store_id(name)?;
+        let on_chain = self.chain.ledger().versions(&d.id)?;
+        let mut out: Vec<VersionView> = on_chain
+            .iter()
+            .map(|v| VersionView {
+                version: v.version,
+                root: v.root,
+                rows: v.rows,
+                on_ledger: true,
+                height: Some(v.height),
+            })
+            .collect();
+        if let Ok(draft) = self.store.version(&id, d.latest_version as u64 + 1) {
+            out.push(VersionView {
+                version: draft.number as u32,
+                root: draft.root,
+                rows: draft.row_count,
+                on_ledger: false,
+                height: None,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn rows(
+        &self,
+        name: &str,
+        version: u32,
+        page: &PageRequest,
+    ) -> Result<(Vec<RowView>, Option<String>), ApiError> {
+        let (d, id) = self.store_id(name)?;
+        if version == 0 || version > d.latest_version {
+            return Err(ApiError::not_found(format!(
+                "{name}@{version} is not published on the ledger (latest: {})",
+                d.latest_version
+            )));
+        }
+        let p = self
+            .store
+            .version_rows(&id, version as u64, page)
+            .map_err(store_err)?;
+        let rows = p
+            .items
+            .into_iter()
+            .map(|r| RowView {
+                index: r.index,
+                row_hash: r.row.row_hash.0,
+                contributor: r.row.contributor,
+                contribution: r.row.contribution,
+                text: r.row.content.plain_text(),
+            })
+            .collect();
+        Ok((rows, p.next))
+    }
+
+    pub(crate) fn leaderboard(&self, name: &str) -> Result<Vec<LeaderboardEntry>, ApiError> {
+        let (d, id) = self.store_id(name)?;
+        let mut dups: HashMap<Address, u64> = HashMap::new();
+        let mut page = PageRequest::first(1_000);
+        loop {
+            let p = self
+                .store
+                .list_contributions(&id, &page)
+                .map_err(store_err)?;
+            for c in p.items {
+                *dups.entry(c.contributor).or_default() += c.duplicates_rejected as u64;
+            }
+            match p.next {
+                Some(n) => page.after = Some(n),
+                None => break,
+            }
+        }
+        Ok(self
+            .chain
+            .ledger()
+            .leaderboard(&d.id)?
+            .into_iter()
+            .map(|(a, r)| LeaderboardEntry {
+                contributor: a,
+                contributions: r.contributions,
+                accepted: r.accepted,
+                rejected: r.rejected,
+                rows_accepted: r.rows_accepted,
+                acceptance_bps: if r.contributions == 0 {
+                    0
+                } else {
+                    r.accepted * 10_000 / r.contributions
+                },
+                duplicates_rejected: dups.get(&a).copied().unwrap_or(0),
+                slashed: r.slashed,
+                earnings: r.earnings,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,358 @@
+//! The node's training-job queue: ModelFactory jobs submitted over HTTP run
+//! one at a time on a dedicated thread (training saturates the CPU; two at
+//! once would only slow both), report progress as events that clients
+//! replay and follow (server-sent events), and can be cancelled queued or
+//! running.
+//!
+//! `datanet@version` sources resolve through the node's
+//! [`DatanetService`](crate::datanets::DatanetService): the version root is
+//! checked against the ledger and a permissioned datanet is refused unless
+//! the job's owner has access.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use trib_model::factory::{
+    train, CancelFlag, DatanetResolver, JobConfig, ProgressEvent, ResolvedDatanet, TrainOptions,
+    TrainingSummary,
+};
+use trib_types::Address;
+
+use crate::api::ApiError;
+use crate::datanets::DatanetService;
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for the worker.
+    Queued,
+    /// Training.
+    Running,
+    /// Finished; the adapter is written.
+    Done,
+    /// Stopped with an error.
+    Failed,
+    /// Cancelled (queued or running).
+    Cancelled,
+}
+
+impl JobStatus {
+    fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Done | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobView {
+    /// Id (from 1, per node run).
+    pub id: u64,
+    /// The job's name.
+    pub name: Option<String>,
+    /// Who submitted it (its datanet access is checked).
+    pub owner: Option<Address>,
+    /// Status.
+    pub status: JobStatus,
+    /// Output directory.
+    pub output_dir: PathBuf,
+    /// Last step done and total steps.
+    pub step: u64,
+    /// Total optimiser steps (once known).
+    pub total_steps: u64,
+    /// Last training loss.
+    pub loss: Option<f64>,
+    /// Error message when failed.
+    pub error: Option<String>,
+    /// The training summary when done.
+    pub summary: Option<TrainingSummary>,
+}
+
+struct Job {
+    view: JobView,
+    config: JobConfig,
+    cancel: CancelFlag,
+    events: Vec<serde_json::Value>,
+    notify: broadcast::Sender<serde_json::Value>,
+}
+
+struct Inner {
+    jobs: Mutex<BTreeMap<u64, Job>>,
+    next_id: AtomicU64,
+    dir: PathBuf,
+    models_dir: PathBuf,
+    datanets: Arc<DatanetService>,
+}
+
+/// The queue (one per node); cheap to clone.
+#[derive(Clone)]
+pub(crate) struct JobQueue {
+    inner: Arc<Inner>,
+    submit: mpsc::Sender<u64>,
+}
+
+struct NodeResolver {
+    datanets: Arc<DatanetService>,
+    owner: Option<Address>,
+}
+
+impl DatanetResolver for NodeResolver {
+    fn resolve(&self, name: &str, version: &str) -> Result<ResolvedDatanet, String> {
+        let v: u32 = version
+            .parse()
+            .map_err(|_| format!("{name}@{version}: the node resolves numbered versions only"))?;
+        self.datanets
+            .resolve_rows(name, v, self.owner.as_ref())
+            .map_err(|e| e.message)
+    }
+}
+
+/// A terminal event ends every stream.
+fn is_terminal(e: &serde_json::Value) -> bool {
+    matches!(
+        e.get("event").and_then(|v| v.as_str()),
+        Some("done" | "failed" | "cancelled")
+    )
+}
+
+impl JobQueue {
+    /// Starts the worker thread. Job outputs go under `dir/<id>`.
+    pub(crate) fn start(dir: &Path, models_dir: &Path, datanets: Arc<DatanetService>) -> Self {
+        let (submit, rx) = mpsc::channel::<u64>();
+        let inner = Arc::new(Inner {
+            jobs: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(1),
+            dir: dir.to_path_buf(),
+            models_dir: models_dir.to_path_buf(),
+            datanets,
+        });
+        let worker = inner.clone();
+        // The worker ends when the queue (every sender) is dropped.
+        let spawned = std::thread::Builder::new()
+            .name("trib-jobs".into())
+            .spawn(move || {
+                while let Ok(id) = rx.recv() {
+                    run_job(&worker, id);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(target: "trib::node::jobs", error = %e, "cannot start the job thread; jobs will stay queued");
+        }
+        JobQueue { inner, submit }
+    }
+
+    /// Parses and queues a job (TOML text); `owner` is checked against
+    /// permissioned datanets.
+    pub(crate) fn submit(&self, toml: &str, owner: Option<Address>) -> Result<JobView, ApiError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
+        let out = self.inner.dir.join(id.to_string());
+        let mut config = JobConfig::from_toml_str(toml, &self.inner.dir)
+            .map_err(|e| ApiError::bad_request("bad_job", e.to_string()))?;
+        // A base model named without a path is looked up in the node's models
+        // directory.
+        if !Path::new(&config.model.base).exists() {
+            let candidate = self.inner.models_dir.join(&config.model.base);
+            if candidate.exists() {
+                config.model.base = candidate.display().to_string();
+            } else {
+                return Err(ApiError::bad_request(
+                    "bad_job",
+                    format!(
+                        "base model {:?} is neither a path nor a file in {}",
+                        config.model.base,
+                        self.inner.models_dir.display()
+                    ),
+                ));
+            }
+        }
+        config.output.dir = out.clone();
+        config
+            .validate()
+            .map_err(|e| ApiError::bad_request("bad_job", e.to_string()))?;
+        let view = JobView {
+            id,
+            name: config.name.clone(),
+            owner,
+            status: JobStatus::Queued,
+            output_dir: out,
+            step: 0,
+            total_steps: 0,
+            loss: None,
+            error: None,
+            summary: None,
+        };
+        let (notify, _) = broadcast::channel(256);
+        self.inner
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id,
+                Job {
+                    view: view.clone(),
+                    config,
+                    cancel: CancelFlag::new(),
+                    events: Vec::new(),
+                    notify,
+                },
+            );
+        self.submit
+            .send(id)
+            .map_err(|_| ApiError::internal("the job thread has stopped"))?;
+        tracing::info!(target: "trib::node::jobs", id, name = ?view.name, "job queued");
+        Ok(view)
+    }
+
+    pub(crate) fn list(&self) -> Vec<JobView> {
+        let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.values().map(|j| j.view.clone()).collect()
+    }
+
+    pub(crate) fn get(&self, id: u64) -> Result<JobView, ApiError> {
+        let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.get(&id)
+            .map(|j| j.view.clone())
+            .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+    }
+
+    /// Asks a job to stop: a queued job is cancelled at once, a running one
+    /// at its next micro-batch.
+    pub(crate) fn cancel(&self, id: u64) -> Result<JobView, ApiError> {
+        let mut jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let job = jobs
+            .get_mut(&id)
+            .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+        if job.view.status.is_final() {
+            return Err(ApiError {
+                status: axum::http::StatusCode::CONFLICT,
+                code: "job_finished",
+                message: format!("job {id} already ended ({:?})", job.view.status),
+            });
+        }
+        job.cancel.cancel();
+        if job.view.status == JobStatus::Queued {
+            job.view.status = JobStatus::Cancelled;
+            push(job, serde_json::json!({"event": "cancelled", "step": 0}));
+        }
+        tracing::info!(target: "trib::node::jobs", id, "cancellation requested");
+        Ok(job.view.clone())
+    }
+
+    /// Every event so far and a receiver of the following ones (`None`
+    /// once the job has ended).
+    pub(crate) fn follow(
+        &self,
+        id: u64,
+    ) -> Result<
+        (
+            Vec<serde_json::Value>,
+            Option<broadcast::Receiver<serde_json::Value>>,
+        ),
+        ApiError,
+    > {
+        let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let job = jobs
+            .get(&id)
+            .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+        let rx = (!job.view.status.is_final()).then(|| job.notify.subscribe());
+        Ok((job.events.clone(), rx))
+    }
+
+    /// Whether `e` ends a stream.
+    pub(crate) fn is_terminal(e: &serde_json::Value) -> bool {
+        is_terminal(e)
+    }
+}
+
+fn push(job: &mut Job, event: serde_json::Value) {
+    let _ = job.notify.send(event.clone());
+    job.events.push(event);
+}
+
+fn with_job(inner: &Inner, id: u64, f: impl FnOnce(&mut Job)) {
+    let mut jobs = inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(j) = jobs.get_mut(&id) {
+        f(j);
+    }
+}
+
+fn run_job(inner: &Arc<Inner>, id: u64) {
+    let (config, cancel, owner) = {
+        let mut jobs = inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(job) = jobs.get_mut(&id) else { return };
+        if job.view.status != JobStatus::Queued {
+            return;
+        }
+        job.view.status = JobStatus::Running;
+        (job.config.clone(), job.cancel.clone(), job.view.owner)
+    };
+    tracing::info!(target: "trib::node::jobs", id, "job started");
+    let progress_inner = inner.clone();
+    let progress = Arc::new(move |e: &ProgressEvent| {
+        let mut v = serde_json::to_value(e).unwrap_or(serde_json::Value::Null);
+        with_job(&progress_inner, id, |job| {
+            match e {
+                ProgressEvent::Started { total_steps, .. } => job.view.total_steps = *total_steps,
+                ProgressEvent::Step(m) => {
+                    job.view.step = m.step;
+                    job.view.loss = Some(m.loss);
+                    if m.step > 0 && job.view.total_steps >= m.step {
+                        let eta =
+                            m.elapsed_s / m.step as f64 * (job.view.total_steps - m.step) as f64;
+                        v["eta_s"] = serde_json::json!(eta);
+                    }
+                }
+                // Terminal events are the node's own (done/cancelled below).
+                ProgressEvent::Cancelled { .. } | ProgressEvent::Finished { .. } => return,
+                _ => {}
+            }
+            push(job, v);
+        });
+    });
+    let opts = TrainOptions {
+        resolver: Some(Arc::new(NodeResolver {
+            datanets: inner.datanets.clone(),
+            owner,
+        })),
+        progress: Some(progress),
+        cancel: cancel.clone(),
+        progress_bar: false,
+        model: None,
+    };
+    let result = train(&config, opts);
+    with_job(inner, id, |job| match result {
+        Ok(_) if cancel.is_cancelled() => {
+            job.view.status = JobStatus::Cancelled;
+            let step = job.view.step;
+            push(job, serde_json::json!({"event": "cancelled", "step": step}));
+        }
+        Ok(outcome) => {
+            job.view.status = JobStatus::Done;
+            push(
+                job,
+                serde_json::json!({
+                    "event": "done",
+                    "adapter_dir": outcome.adapter_dir,
+                    "adapter_id": outcome.summary.adapter_id,
+                }),
+            );
+            job.view.summary = Some(outcome.summary);
+        }
+        Err(e) => {
+            job.view.status = JobStatus::Failed;
+            job.view.error = Some(e.to_string());
+            push(
+                job,
+                serde_json::json!({"event": "failed", "error": e.to_string()}),
+            );
+        }
+    });
+    tracing::info!(target: "trib::node::jobs", id, "job ended");
+}
