@@ -81,6 +81,17 @@ enum Command {
     Ledger(cmd::ledger::LedgerCommand),
     /// Run the end-to-end demo on a fresh node.
     Demo(cmd::demo::DemoArgs),
+    /// Datanets: create, contribute, curate, publish, export, browse.
+    #[command(subcommand)]
+    Datanet(cmd::datanet::DatanetCommand),
+    /// Base models: pull, list, show, register.
+    #[command(subcommand)]
+    Models(cmd::models::ModelsCommand),
+    /// Generate text with a local model (and adapter), streamed.
+    Generate(cmd::generate::GenerateArgs),
+    /// ModelFactory: LoRA training, evaluation, merge; node jobs.
+    #[command(subcommand)]
+    Factory(cmd::factory::FactoryCommand),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -93,6 +104,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(c) => cmd::query::run(g, c),
         Command::Ledger(c) => cmd::ledger::run(g, c),
         Command::Demo(a) => cmd::demo::run(g, a),
+        Command::Datanet(c) => cmd::datanet::run(g, c),
+        Command::Models(c) => cmd::models::run(g, c),
+        Command::Generate(a) => cmd::generate::run(g, a),
+        Command::Factory(c) => cmd::factory::run(g, c),
     }
 }
 
