@@ -280,6 +280,10 @@ pub struct ValidationReport {
     pub duplicates_rejected: u32,
     /// `None` when the contribution is accepted (with `rows_accepted` rows).
     pub rejection: Option<ContributionRejection>,
+    /// Merkle root over the accepted rows (version format, ascending row
+    /// hash): the `rows_root` of the ledger's `Contribute` action;
+    /// `Hash::ZERO` when rejected.
+    pub rows_root: Hash,
 }
 
 impl ValidationReport {
@@ -314,23 +318,27 @@ pub struct ValidatedContribution {
 }
 
 impl ValidatedContribution {
-    /// The Merkle root over this contribution's accepted rows, in the
-    /// version format (leaves of row hash, contributor and contribution, in
-    /// ascending row hash): the `rows_root` the ledger's `Contribute` action
-    /// records. `Hash::ZERO` when no row was accepted.
+    /// The Merkle root over this contribution's accepted rows (also in
+    /// [`ValidationReport::rows_root`]).
     pub fn rows_root(&self) -> Hash {
-        let leaves = canonical_order(
-            self.rows
-                .iter()
-                .map(|r| VersionLeaf {
-                    row_hash: r.row_hash,
-                    contributor: self.report.contributor,
-                    contribution: self.report.contribution,
-                })
-                .collect(),
-        );
-        merkle_root(&leaves.iter().map(VersionLeaf::hash).collect::<Vec<_>>())
+        self.report.rows_root
     }
+}
+
+/// The Merkle root over a contribution's accepted rows, in the version
+/// format: leaves of (row hash, contributor, contribution) in ascending row
+/// hash.
+fn rows_root(report: &ValidationReport, rows: &[ValidatedRow]) -> Hash {
+    let leaves = canonical_order(
+        rows.iter()
+            .map(|r| VersionLeaf {
+                row_hash: r.row_hash,
+                contributor: report.contributor,
+                contribution: report.contribution,
+            })
+            .collect(),
+    );
+    merkle_root(&leaves.iter().map(VersionLeaf::hash).collect::<Vec<_>>())
 }
 
 /// The id of a contribution: a hash of the datanet, contributor and file.
@@ -412,6 +420,7 @@ impl Validator {
             rows_accepted: 0,
             duplicates_rejected: 0,
             rejection: None,
+            rows_root: Hash::ZERO,
         };
         let rows = match self.check_file(datanet, file, quota, &mut report) {
             Ok(rows) => rows,
@@ -609,6 +618,7 @@ impl Validator {
         } else {
             rows
         };
+        report.rows_root = rows_root(&report, &rows);
         tracing::debug!(
             target: "trib::datanet",
             contribution = %report.contribution,

@@ -119,6 +119,7 @@ fn instruction_records_keep_their_structure_through_export() {
         &fixture("instructions.jsonl"),
     );
     assert_eq!(r.rows_accepted, 5, "{:?}", r.rows);
+    let rows_root = r.rows_root;
     e.store.decide(&r.contribution, &Decision::Accept).unwrap();
     let v = e.store.publish(&id).unwrap();
     let mut out = Vec::new();
@@ -127,6 +128,8 @@ fn instruction_records_keep_their_structure_through_export() {
     assert!(text.contains("\"record\":{\"instruction\":"));
     assert!(text.contains("\"record\":{\"messages\":[{\"role\":\"user\",\"content\":"));
     assert_eq!(verify_export(out.as_slice()).unwrap().computed_root, v.root);
+    // A version of exactly one contribution has that contribution's rows_root.
+    assert_eq!(rows_root, v.root);
 }
 
 #[test]
