@@ -328,7 +328,9 @@ fn run_job(inner: &Arc<Inner>, id: u64) {
     };
     let result = train(&config, opts);
     with_job(inner, id, |job| match result {
-        Ok(_) if cancel.is_cancelled() => {
+        // Cancellation may surface as an early return or as an error from
+        // the interrupted step; either way the job was cancelled.
+        _ if cancel.is_cancelled() => {
             job.view.status = JobStatus::Cancelled;
             let step = job.view.step;
             push(job, serde_json::json!({"event": "cancelled", "step": step}));

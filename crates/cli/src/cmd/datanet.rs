@@ -148,7 +148,8 @@ pub enum DatanetCommand {
     /// Export NAME@VERSION as JSONL, verified against the ledger's root.
     Export {
         /// `NAME@VERSION`.
-        version: String,
+        #[arg(value_name = "NAME@VERSION")]
+        target: String,
         /// Output file.
         #[arg(long)]
         out: PathBuf,
@@ -188,7 +189,8 @@ pub enum DatanetCommand {
     /// Rows of a published version.
     Rows {
         /// `NAME@VERSION`.
-        version: String,
+        #[arg(value_name = "NAME@VERSION")]
+        target: String,
         /// Page (from 1, 50 per page).
         #[arg(long, default_value_t = 1)]
         page: usize,
@@ -500,8 +502,8 @@ pub fn run(g: &Global, cmd: DatanetCommand) -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        DatanetCommand::Export { version, out, key } => {
-            let (name, v) = split_version(&version)?;
+        DatanetCommand::Export { target, out, key } => {
+            let (name, v) = split_version(&target)?;
             let reader = match &key {
                 Some(k) => Some(resolve(&home.keystore()?, k)?),
                 None => None,
@@ -622,8 +624,8 @@ pub fn run(g: &Global, cmd: DatanetCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }),
-        DatanetCommand::Rows { version, page } => {
-            let (name, v) = split_version(&version)?;
+        DatanetCommand::Rows { target, page } => {
+            let (name, v) = split_version(&target)?;
             rt.block_on(async {
                 let p = nth_page(page, |after| {
                     let svc = &svc;

@@ -2,6 +2,8 @@
 //! loopback ports (one integration binary; see STYLE.md).
 
 mod crash;
+mod datanets;
+mod factory;
 mod harness;
 mod ledger;
 mod rejections;

@@ -1,0 +1,187 @@
+//! ModelFactory through the binary and the node: local training (see
+//! `datanets.rs` for the access refusal), and node jobs over HTTP with
+//! server-sent progress events, to completion and cancelled.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use trib_node::model::{write_tiny_gguf, GgmlDType, TinySpec};
+
+use crate::harness::{NodeProc, TestHome};
+
+/// A tiny random Llama-family GGUF with a tokenizer (trib-model's fixture).
+pub fn tiny_model(path: &Path) {
+    write_tiny_gguf(path, &TinySpec::default(), 7, GgmlDType::F32).unwrap();
+}
+
+/// A small text LoRA job over `sources` (a TOML array body).
+pub fn job_toml(model: &Path, sources: &str, out: &Path, epochs: u32) -> String {
+    format!(
+        r#"name = "tiny-job"
+[model]
+base = "{}"
+[data]
+sources = [{sources}]
+format = "text"
+max_length = 32
+packing = true
+validation_fraction = 0.2
+[lora]
+r = 4
+alpha = 8
+dropout = 0.0
+target_modules = ["q_proj", "v_proj"]
+[train]
+learning_rate = 1e-3
+schedule = "constant"
+warmup_steps = 0
+epochs = {epochs}
+batch_size = 2
+gradient_accumulation = 1
+seed = 1
+[output]
+dir = "{}"
+[pricing]
+input_per_1k = "0.001"
+output_per_1k = "0.002"
+"#,
+        model.display(),
+        out.display()
+    )
+}
+
+/// Reads a job's whole SSE stream (it ends after the final event) and
+/// returns the event names in order.
+fn event_names(url: &str, id: u64) -> Vec<String> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let mut body = String::new();
+    client
+        .get(format!("{url}/v1/jobs/{id}/events"))
+        .send()
+        .unwrap()
+        .read_to_string(&mut body)
+        .unwrap();
+    body.lines()
+        .filter_map(|l| l.strip_prefix("event:"))
+        .map(|e| e.trim().to_string())
+        .collect()
+}
+
+fn submit(url: &str, toml: String) -> u64 {
+    let r = crate::harness::http()
+        .post(format!("{url}/v1/jobs"))
+        .body(toml)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let v: serde_json::Value = r.json().unwrap();
+    v["id"].as_u64().unwrap()
+}
+
+#[test]
+fn a_node_job_streams_progress_to_completion_and_another_is_cancelled() {
+    let h = TestHome::init_dev();
+    let node = NodeProc::start(&h, 200);
+    let url = node.node_args()[1].to_string();
+    let model = h.root.join("tiny.gguf");
+    tiny_model(&model);
+    let data = crate::datanets::fixture("constitution.txt");
+    let sources = format!("\"{}\"", data.display());
+
+    let id = submit(&url, job_toml(&model, &sources, Path::new("ignored"), 1));
+    let events = event_names(&url, id);
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some("started"),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| e == "step"), "{events:?}");
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("done"),
+        "{events:?}"
+    );
+    let (status, job) = crate::harness::get_json(&format!("{url}/v1/jobs/{id}"));
+    assert_eq!(status, 200);
+    assert_eq!(job["status"], "done");
+    let adapter = Path::new(job["summary"]["adapter_dir"].as_str().unwrap());
+    assert!(adapter.join("adapter_model.safetensors").is_file());
+    // The output lives under the node's jobs directory, whatever the TOML said.
+    assert!(
+        adapter.starts_with(h.root.join("jobs")),
+        "{}",
+        adapter.display()
+    );
+
+    // A long job, cancelled: its stream ends with `cancelled`.
+    let id = submit(&url, job_toml(&model, &sources, Path::new("ignored"), 200));
+    let r = crate::harness::http()
+        .delete(format!("{url}/v1/jobs/{id}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let events = event_names(&url, id);
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("cancelled"),
+        "{events:?}"
+    );
+    let (_, job) = crate::harness::get_json(&format!("{url}/v1/jobs/{id}"));
+    assert_eq!(job["status"], "cancelled");
+    // Cancelling again is a typed conflict.
+    let r = crate::harness::http()
+        .delete(format!("{url}/v1/jobs/{id}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+    // A job that does not parse is a typed 400.
+    let r = crate::harness::http()
+        .post(format!("{url}/v1/jobs"))
+        .body("this is not toml [")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+}
+
+#[test]
+fn generate_streams_text_from_a_local_tiny_model() {
+    let h = TestHome::new();
+    let model = h.root.join("tiny.gguf");
+    std::fs::create_dir_all(&h.root).unwrap();
+    tiny_model(&model);
+    let v = h.json(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "hello",
+        "--max-tokens",
+        "5",
+        "--temperature",
+        "0",
+    ]);
+    assert_eq!(v["completion_tokens"].as_u64().unwrap() <= 5, true, "{v}");
+    assert!(v["prompt_tokens"].as_u64().unwrap() > 0, "{v}");
+    // Greedy decoding is deterministic.
+    let again = h.json(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "hello",
+        "--max-tokens",
+        "5",
+        "--temperature",
+        "0",
+    ]);
+    assert_eq!(v["text"], again["text"]);
+    let err = h.fails(&["generate", "--model", "no-such-model", "--prompt", "x"]);
+    assert!(
+        err.contains("no model") && err.contains("trib models pull"),
+        "{err}"
+    );
+}
