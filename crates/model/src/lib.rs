@@ -21,6 +21,7 @@ mod chat;
 mod config;
 mod error;
 pub mod factory;
+mod frozen;
 mod generate;
 mod info;
 mod kv_cache;

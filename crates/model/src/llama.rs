@@ -17,7 +17,9 @@
 //! - **training** ([`Llama::forward_train`]): only ops with a backward pass.
 //!   The fused kernels above have none in candle 0.11 and silently drop
 //!   gradients, and a quantized matmul has none either, so RMSNorm, softmax
-//!   and rope are written from primitive ops over dense f32 weights.
+//!   and rope are written from primitive ops over dense f32 weights. Base
+//!   projections and the LM head go through [`frozen_linear`], whose
+//!   backward skips the (discarded) weight gradient.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
+use crate::frozen::frozen_linear;
 use crate::kv_cache::KvCache;
 use crate::lora::{LoraAdapter, LoraDropout, LoraTarget};
 
@@ -576,7 +579,8 @@ impl Llama {
             x = (x + lin(LoraTarget::DownProj, &m)?)?;
         }
         let x = rms_norm_diff(&x, &self.norm, eps)?;
-        let logits = x.matmul(&self.head().dense_ref()?.t()?)?;
+        // The head is frozen: no weight gradient (see crate::frozen).
+        let logits = frozen_linear(&x, self.head().dense_ref()?)?;
         Ok(logits.reshape((b, t, cfg.vocab_size))?)
     }
 
@@ -590,7 +594,7 @@ impl Llama {
         dropout: Option<&mut LoraDropout>,
     ) -> Result<Tensor> {
         let lin = block.lin(target);
-        let mut y = x.matmul(&lin.weight.dense_ref()?.t()?)?;
+        let mut y = frozen_linear(x, lin.weight.dense_ref()?)?;
         if let Some(b) = &lin.bias {
             y = y.broadcast_add(b)?;
         }
