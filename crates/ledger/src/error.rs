@@ -188,7 +188,7 @@ pub enum TxError {
         id: DatanetId,
     },
     /// Only the datanet's owner may do this.
-    #[error("{action} on datanet {datanet} is reserved to its owner {owner}, not {sender}")]
+    #[error("{action} on datanet {datanet} is reserved to its owner {owner}")]
     NotDatanetOwner {
         /// The action.
         action: &'static str,
@@ -196,8 +196,6 @@ pub enum TxError {
         datanet: DatanetId,
         /// Its owner.
         owner: Address,
-        /// The sender.
-        sender: Address,
     },
     /// A contribution with this id exists already.
     #[error("contribution {id} already exists")]
@@ -246,12 +244,10 @@ pub enum TxError {
         status: String,
     },
     /// The contribution belongs to another datanet.
-    #[error("contribution {contribution} belongs to datanet {actual}, not {expected}")]
+    #[error("contribution {contribution} belongs to datanet {actual}, not to the datanet named")]
     WrongDatanet {
         /// The contribution.
         contribution: ContributionId,
-        /// The datanet named in the action.
-        expected: DatanetId,
         /// The contribution's datanet.
         actual: DatanetId,
     },
@@ -278,14 +274,12 @@ pub enum TxError {
         latest: u32,
     },
     /// Training on a permissioned datanet needs the owner's grant.
-    #[error("{address} has no training access to permissioned datanet {name:?} ({datanet}): ask its owner {owner} for a GrantAccess")]
+    #[error("{address} has no training access to permissioned datanet {name:?} ({datanet}): ask its owner for a GrantAccess")]
     NoDatanetAccess {
         /// The datanet.
         datanet: DatanetId,
         /// Its name.
         name: String,
-        /// Its owner.
-        owner: Address,
         /// Who lacks access.
         address: Address,
     },
@@ -314,24 +308,20 @@ pub enum TxError {
         id: AdapterId,
     },
     /// Only the adapter's owner may do this.
-    #[error("adapter {adapter} belongs to {owner}, not {sender}")]
+    #[error("adapter {adapter} belongs to {owner}: only its owner may change it")]
     NotAdapterOwner {
         /// The adapter.
         adapter: AdapterId,
         /// Its owner.
         owner: Address,
-        /// The sender.
-        sender: Address,
     },
     /// The settlement names a base model other than the adapter's.
-    #[error("adapter {adapter} is built on base model {expected}, not {got}")]
+    #[error("adapter {adapter} is built on base model {expected}, not on the base model named")]
     AdapterBaseMismatch {
         /// The adapter.
         adapter: AdapterId,
         /// Its base.
         expected: ModelId,
-        /// The base named.
-        got: ModelId,
     },
     /// A price is outside the governed bounds.
     #[error("{which} {price} is outside the governed bounds [{min}, {max}] per 1k tokens")]

@@ -355,7 +355,6 @@ fn require_owner(action: &'static str, d: &Datanet, sender: &Address) -> Result<
             action,
             datanet: d.id,
             owner: d.owner,
-            sender: *sender,
         });
     }
     Ok(())
@@ -619,7 +618,6 @@ impl Module for DatanetModule {
                     if c.datanet != d.id {
                         return Err(TxError::WrongDatanet {
                             contribution: c.id,
-                            expected: d.id,
                             actual: c.datanet,
                         });
                     }

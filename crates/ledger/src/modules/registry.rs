@@ -163,13 +163,12 @@ impl Module for ModelRegistry {
         let sender = tx.sender_address();
         let params = state.params();
         match &tx.action {
-            Action::RegisterBaseModel { model, .. } => {
+            Action::RegisterBaseModel { model, .. }
                 if state
                     .get::<BaseModel>(&StateKey::BaseModel(*model))?
-                    .is_some()
-                {
-                    return Err(TxError::BaseModelExists { id: *model });
-                }
+                    .is_some() =>
+            {
+                return Err(TxError::BaseModelExists { id: *model });
             }
             Action::RegisterAdapter {
                 adapter,
@@ -193,7 +192,6 @@ impl Module for ModelRegistry {
                         return Err(TxError::NoDatanetAccess {
                             datanet: d.id,
                             name: d.name,
-                            owner: d.owner,
                             address: sender,
                         });
                     }
@@ -210,7 +208,6 @@ impl Module for ModelRegistry {
                     return Err(TxError::NotAdapterOwner {
                         adapter: a.id,
                         owner: a.owner,
-                        sender,
                     });
                 }
                 check_prices(params, *price_in_per_1k, *price_out_per_1k)?;

@@ -358,7 +358,6 @@ fn plan(
                 return Err(TxError::AdapterBaseMismatch {
                     adapter: a.id,
                     expected: a.base,
-                    got: *base,
                 });
             }
             Some(a)
@@ -569,10 +568,8 @@ impl Module for Settlement {
                     weights,
                 )?;
             }
-            Action::ClaimStakingRewards => {
-                if pending_rewards(state, &sender)?.accrued.is_zero() {
-                    return Err(TxError::NothingToClaim { address: sender });
-                }
+            Action::ClaimStakingRewards if pending_rewards(state, &sender)?.accrued.is_zero() => {
+                return Err(TxError::NothingToClaim { address: sender });
             }
             _ => {}
         }
