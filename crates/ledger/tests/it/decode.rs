@@ -135,6 +135,17 @@ fn valid_encodings_of_every_action_round_trip() {
 }
 
 #[test]
+fn every_action_round_trips_through_json() {
+    // The node and CLI move actions as JSON (`{"type": "settle_inference", ...}`).
+    for bytes in samples() {
+        let tx = SignedTransaction::decode_checked(&bytes, MAX).unwrap();
+        let json = serde_json::to_string(&tx).unwrap();
+        let back: SignedTransaction = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, tx, "{json}");
+    }
+}
+
+#[test]
 fn garbage_and_truncations_error_cleanly() {
     assert!(matches!(
         decode_round_trip(&[]),
