@@ -455,3 +455,54 @@ fn stakers_earn_in_proportion_to_their_gopen_and_claim_it_exactly() {
     assert!(b2.0 - b.0 == a2.0 || b2.0 - b.0 == a2.0 + 1 || b2.0 - b.0 + 1 == a2.0);
     w.chain.ledger.verify_chain(|_, _| {}).unwrap();
 }
+
+#[test]
+fn an_operator_settling_its_own_usage_needs_its_own_approval_and_pays_both_fees() {
+    let mut w = world();
+    let mut own = settle(&w, "self", 1_000, 1_000, vec![]);
+    if let Action::SettleInference { payer, .. } = &mut own {
+        *payer = addr(OPERATOR);
+    }
+    assert!(matches!(
+        refused(&mut w.chain, &user(OPERATOR), own.clone()),
+        TxError::AllowanceExceeded { .. }
+    ));
+    ok(
+        &mut w.chain,
+        &user(OPERATOR),
+        Action::ApproveOperator {
+            operator: addr(OPERATOR),
+            allowance: Amount::open(1),
+        },
+    );
+    let before = w.chain.ledger.account(&addr(OPERATOR)).unwrap().balance;
+    ok(&mut w.chain, &user(OPERATOR), own);
+    let r = w.chain.ledger.receipt(&rid("self")).unwrap().unwrap();
+    assert_eq!(
+        w.chain.ledger.account(&addr(OPERATOR)).unwrap().balance,
+        Amount(before.0 - r.fee.0 - crate::economy::fee().0)
+    );
+}
+
+#[test]
+fn a_new_adapter_price_applies_to_the_next_settlement() {
+    let mut w = world();
+    ok(
+        &mut w.chain,
+        &user(OWNER),
+        Action::SetAdapterPrice {
+            adapter: w.adapter,
+            price_in_per_1k: Amount(3_000),
+            price_out_per_1k: Amount(7_000),
+        },
+    );
+    let action = settle(&w, "repriced", 1_500, 500, vec![]);
+    ok(&mut w.chain, &user(OPERATOR), action);
+    let r = w.chain.ledger.receipt(&rid("repriced")).unwrap().unwrap();
+    // (1,500 × 3,000 + 500 × 7,000) / 1,000 = 8,000 exactly.
+    assert_eq!(r.fee, Amount(8_000));
+    assert_eq!(
+        (r.price_in_per_1k, r.price_out_per_1k),
+        (Amount(3_000), Amount(7_000))
+    );
+}
