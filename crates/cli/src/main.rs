@@ -92,6 +92,9 @@ enum Command {
     /// ModelFactory: LoRA training, evaluation, merge; node jobs.
     #[command(subcommand)]
     Factory(cmd::factory::FactoryCommand),
+    /// API keys for the OpenAI-compatible endpoints, bound to ledger accounts.
+    #[command(subcommand)]
+    Apikey(cmd::apikey::ApikeyCommand),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -108,6 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models(c) => cmd::models::run(g, c),
         Command::Generate(a) => cmd::generate::run(g, a),
         Command::Factory(c) => cmd::factory::run(g, c),
+        Command::Apikey(c) => cmd::apikey::run(g, c),
     }
 }
 

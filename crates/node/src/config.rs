@@ -32,6 +32,11 @@ pub struct NodeConfig {
     /// Name of the keystore key that signs blocks (it must be the genesis
     /// producer; it is stored unencrypted so the node can start unattended).
     pub producer_key: String,
+    /// Base model the OpenAI-compatible endpoints serve (a GGUF file or a
+    /// Hugging Face directory). Unset: the node serves no inference.
+    /// Adapters are read from `<home>/adapters/<ADAPTER_ID>/`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_model: Option<std::path::PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -42,6 +47,7 @@ impl Default for NodeConfig {
             mempool_max_txs: 20_000,
             max_request_bytes: 256 * 1024,
             producer_key: "producer".to_string(),
+            base_model: None,
         }
     }
 }
@@ -90,8 +96,14 @@ impl NodeConfig {
              # Largest HTTP request body in bytes (413 past it).\n\
              max_request_bytes = {}\n\
              # Keystore key that signs blocks (must be the genesis producer).\n\
-             producer_key = \"{}\"\n",
-            self.listen, self.block_interval_ms, self.mempool_max_txs, self.max_request_bytes, self.producer_key
+             producer_key = \"{}\"\n\
+             # Base model served on /v1/completions and /v1/chat/completions (unset: no serving).\n\
+             {}\n",
+            self.listen, self.block_interval_ms, self.mempool_max_txs, self.max_request_bytes, self.producer_key,
+            match &self.base_model {
+                Some(p) => format!("base_model = {}", toml::Value::String(p.display().to_string())),
+                None => "# base_model = \"models/SmolLM2-135M-Instruct.Q4_1.gguf\"".to_string(),
+            }
         )
     }
 }

@@ -9,6 +9,7 @@
 //! ledger routes. See `docs/node.md`.
 
 mod api;
+mod billing;
 mod chain;
 mod client;
 mod config;
@@ -20,11 +21,13 @@ mod keystore;
 mod models;
 mod node;
 mod service_client;
+mod serving;
 
 pub use api::wire::{
     AccountView, BlockView, StatusView, SubmitResponse, SupplyView, TxStatus, TxView,
 };
 pub use api::{ApiError, AppState, ErrorBody, ErrorDetail, PageView};
+pub use billing::{ApiKeyError, ApiKeys, API_KEY_PREFIX};
 pub use client::{ClientError, NodeClient};
 pub use config::NodeConfig;
 pub use datanets::{
@@ -37,6 +40,7 @@ pub use keystore::{KeyInfo, Keystore, KeystoreError};
 pub use models::{describe_model, BaseModelView};
 pub use node::{NodeError, NodeOverrides, RunningNode};
 pub use service_client::{ServiceClient, Upload};
+pub use serving::StoredAnswer;
 
 /// The datanet library (parsers, export verification), re-exported for the
 /// `trib` binary.

@@ -110,7 +110,12 @@ impl RunningNode {
             Some(services),
             config.max_request_bytes,
         );
-        // The OpenAI-compatible routes, when a base model is configured.
+        // Receipt and payout queries, and the OpenAI-compatible routes when a
+        // base model is configured.
+        let app = app.merge(api::attribution::routes(api::attribution::ReceiptState {
+            chain: chain.clone(),
+            receipts_dir: crate::serving::receipts_dir(home),
+        }));
         let app = match crate::serving::Serving::start(home, &config, chain.clone())? {
             Some(serving) => app.merge(api::openai::routes(serving)),
             None => app,

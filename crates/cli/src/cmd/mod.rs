@@ -1,5 +1,6 @@
 //! One module per command group.
 
+pub mod apikey;
 pub mod datanet;
 pub mod demo;
 pub mod factory;

@@ -12,11 +12,13 @@ use tower_http::trace::TraceLayer;
 
 use crate::chain::Chain;
 
+pub(crate) mod attribution;
 mod datanets;
 mod error;
 mod jobs;
 mod ledger;
 mod models;
+pub(crate) mod openai;
 pub(crate) mod wire;
 
 #[cfg(test)]

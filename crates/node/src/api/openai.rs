@@ -1,0 +1,588 @@
+//! OpenAI-compatible routes: `GET /v1/models`, `POST /v1/completions`,
+//! `POST /v1/chat/completions` (with `stream: true` as server-sent events
+//! ending in `data: [DONE]`), and the adapter cache, `GET`/`POST
+//! /v1/adapters`.
+//!
+//! Every generation route needs `Authorization: Bearer <API key>` (401
+//! otherwise). The fee check runs inside the engine's admission, before any
+//! compute (402). The handler waits for the first engine event before
+//! answering, so an error that happens before any token (unknown adapter,
+//! rejected adapter) is a plain HTTP error and nothing is charged. After the
+//! answer, the node settles it on the ledger and adds `receipt_id`, `fee`
+//! and `attribution` to the response (the last SSE chunk when streaming).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+use trib_serve::{
+    ChatMessage, Completion, GenerateRequest, Prompt, SamplingParams, ServeError, StreamEvent,
+};
+use trib_types::{Address, Hash};
+
+use super::ApiError;
+use crate::billing::Charge;
+use crate::serving::{Serving, StoredAnswer, Target};
+
+/// The attribution method recorded while no token index is wired in: the
+/// ledger pays the contributors' share to the adapter's datanets pro rata by
+/// rows (its documented fallback rule).
+const FALLBACK_METHOD: &str = "datanet-fallback";
+
+type S = Arc<Serving>;
+
+pub(crate) fn routes(s: S) -> Router {
+    Router::new()
+        .route("/v1/models", get(list_models))
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/adapters", get(list_adapters).post(manage_adapters))
+        .with_state(s)
+}
+
+fn serve_error(e: ServeError) -> ApiError {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let code = match &e {
+        ServeError::InvalidRequest { .. } | ServeError::InvalidAdapterName(_) => "invalid_request",
+        ServeError::ContextOverflow { .. } => "context_length_exceeded",
+        ServeError::QueueFull { .. } => "server_busy",
+        ServeError::RateLimited { .. } => "rate_limited",
+        ServeError::PaymentRequired { .. } => "payment_required",
+        ServeError::UnknownAdapter { .. } | ServeError::AdapterNotLoaded { .. } => {
+            "model_not_found"
+        }
+        ServeError::AdapterInUse { .. } => "adapter_in_use",
+        ServeError::AdapterRejected { .. } => "adapter_rejected",
+        ServeError::Model { .. } => "model_error",
+        ServeError::StoreUnavailable { .. } | ServeError::ShuttingDown => "unavailable",
+    };
+    ApiError {
+        status,
+        code,
+        message: e.to_string(),
+    }
+}
+
+fn error_response(e: ServeError) -> Response {
+    let retry = match &e {
+        ServeError::RateLimited { retry_after } => Some(retry_after.as_secs().max(1)),
+        _ => None,
+    };
+    let mut r = serve_error(e).into_response();
+    if let Some(secs) = retry {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        code: "invalid_api_key",
+        message: message.into(),
+    }
+}
+
+/// The account behind `Authorization: Bearer <key>`.
+fn authenticate(s: &Serving, headers: &HeaderMap) -> Result<Address, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing API key: send `Authorization: Bearer <key>` (create one with `trib apikey new`)"))?
+        .to_str()
+        .map_err(|_| unauthorized("the Authorization header is not text"))?;
+    let key = value
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <key>`"))?
+        .trim();
+    s.keys
+        .account(key)
+        .ok_or_else(|| unauthorized("unknown API key"))
+}
+
+fn now_secs() -> u64 {
+    crate::chain::now_ms() / 1000
+}
+
+async fn list_models(State(s): State<S>) -> Result<Json<Value>, ApiError> {
+    let created = now_secs();
+    let mut data = vec![json!({
+        "id": s.base_name, "object": "model", "created": created, "owned_by": "tributary",
+        "base_model_id": s.base_id,
+    })];
+    let adapters = s.chain.ledger().adapters().map_err(ApiError::from)?;
+    for a in adapters.into_iter().filter(|a| a.base == s.base_id) {
+        data.push(json!({
+            "id": a.id, "object": "model", "created": created, "owned_by": a.owner,
+            "name": a.name, "parent": s.base_name,
+            "price_in_per_1k": a.price_in_per_1k.to_open_string(),
+            "price_out_per_1k": a.price_out_per_1k.to_open_string(),
+        }));
+    }
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+/// `stop` may be a string or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `prompt` may be a string or a list holding one string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PromptField {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+struct CommonFields {
+    model: String,
+    #[serde(default)]
+    max_tokens: Option<usize>,
+    #[serde(default)]
+    max_completion_tokens: Option<usize>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    top_p: Option<f32>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    stop: Option<Stop>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    n: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CompletionBody {
+    prompt: PromptField,
+    #[serde(flatten)]
+    common: CommonFields,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatBody {
+    messages: Vec<ChatMessage>,
+    #[serde(flatten)]
+    common: CommonFields,
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("malformed request body: {}", e.body_text()),
+        )
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Chat,
+}
+
+async fn completions(
+    State(s): State<S>,
+    headers: HeaderMap,
+    body: Result<Json<CompletionBody>, JsonRejection>,
+) -> Response {
+    let run = async {
+        let payer = authenticate(&s, &headers)?;
+        let b = json_body(body)?;
+        let text = match b.prompt {
+            PromptField::One(t) => t,
+            PromptField::Many(mut v) if v.len() == 1 => v.remove(0),
+            PromptField::Many(v) => {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    format!("prompt must be one string (got a list of {})", v.len()),
+                ))
+            }
+        };
+        Ok((payer, text.clone(), Prompt::Text(text), b.common))
+    };
+    match run.await {
+        Ok((payer, shown, prompt, common)) => {
+            generate(s, payer, Kind::Text, shown, prompt, common).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn chat_completions(
+    State(s): State<S>,
+    headers: HeaderMap,
+    body: Result<Json<ChatBody>, JsonRejection>,
+) -> Response {
+    let run = async {
+        let payer = authenticate(&s, &headers)?;
+        let b = json_body(body)?;
+        let shown = serde_json::to_string(&b.messages).expect("messages serialise");
+        Ok::<_, ApiError>((payer, shown, Prompt::Chat(b.messages), b.common))
+    };
+    match run.await {
+        Ok((payer, shown, prompt, common)) => {
+            generate(s, payer, Kind::Chat, shown, prompt, common).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Everything that is known once the request is admitted.
+struct Accepted {
+    s: S,
+    payer: Address,
+    kind: Kind,
+    model: String,
+    prompt_text: String,
+    target: Target,
+    id: String,
+    created: u64,
+}
+
+impl Accepted {
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.kind, chunk) {
+            (Kind::Text, _) => "text_completion",
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat, true) => "chat.completion.chunk",
+        }
+    }
+
+    /// Settles the answer and returns the extra response fields.
+    fn settle(&self, answer: &str, done: &Completion) -> Result<Value, ApiError> {
+        let evidence_hash: Hash = StoredAnswer::hash_of(&self.prompt_text, answer);
+        let u = done.usage;
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let settled = self
+            .s
+            .billing
+            .settle(Charge {
+                payer: self.payer,
+                adapter: self.target.adapter.as_ref().map(|(id, _)| *id),
+                base: self.s.base_id,
+                prompt_tokens: clamp(u.prompt_tokens),
+                completion_tokens: clamp(u.completion_tokens),
+                weights: Vec::new(),
+                method: FALLBACK_METHOD,
+                evidence_hash,
+            })
+            .map_err(|e| ApiError::internal(format!("the answer could not be settled: {e}")))?;
+        let stored = StoredAnswer {
+            receipt: settled.receipt,
+            model: self.model.clone(),
+            prompt: self.prompt_text.clone(),
+            answer: answer.to_string(),
+            evidence_hash,
+        };
+        if let Err(e) = self.s.store_answer(&stored) {
+            tracing::warn!(target: "trib::serving", receipt = %settled.receipt, error = %e, "answer not stored");
+        }
+        Ok(json!({
+            "receipt_id": settled.receipt,
+            "settlement_tx": settled.tx,
+            "fee": { "base_units": settled.fee.0.to_string(), "open": settled.fee.to_open_string() },
+            "attribution": {
+                "method": FALLBACK_METHOD,
+                "fallback": true,
+                "contributions": [],
+                "evidence_hash": evidence_hash,
+            },
+        }))
+    }
+
+    fn usage(done: &Completion) -> Value {
+        json!({
+            "prompt_tokens": done.usage.prompt_tokens,
+            "completion_tokens": done.usage.completion_tokens,
+            "total_tokens": done.usage.total_tokens(),
+        })
+    }
+
+    fn full_response(&self, answer: &str, done: &Completion) -> Result<Value, ApiError> {
+        let choice = match self.kind {
+            Kind::Text => {
+                json!({ "index": 0, "text": answer, "logprobs": null, "finish_reason": done.finish_reason })
+            }
+            Kind::Chat => {
+                json!({ "index": 0, "message": { "role": "assistant", "content": answer },
+                "logprobs": null, "finish_reason": done.finish_reason })
+            }
+        };
+        let mut v = json!({
+            "id": self.id, "object": self.object(false), "created": self.created, "model": self.model,
+            "choices": [choice], "usage": Self::usage(done),
+        });
+        merge(&mut v, self.settle(answer, done)?);
+        Ok(v)
+    }
+
+    fn delta_chunk(&self, text: &str, first: bool) -> Value {
+        let choice = match self.kind {
+            Kind::Text => {
+                json!({ "index": 0, "text": text, "logprobs": null, "finish_reason": null })
+            }
+            Kind::Chat => {
+                let delta = if first {
+                    json!({ "role": "assistant", "content": text })
+                } else {
+                    json!({ "content": text })
+                };
+                json!({ "index": 0, "delta": delta, "logprobs": null, "finish_reason": null })
+            }
+        };
+        json!({ "id": self.id, "object": self.object(true), "created": self.created,
+            "model": self.model, "choices": [choice] })
+    }
+
+    fn final_chunk(&self, answer: &str, done: &Completion) -> Value {
+        let choice = match self.kind {
+            Kind::Text => {
+                json!({ "index": 0, "text": "", "logprobs": null, "finish_reason": done.finish_reason })
+            }
+            Kind::Chat => {
+                json!({ "index": 0, "delta": {}, "logprobs": null, "finish_reason": done.finish_reason })
+            }
+        };
+        let mut v = json!({ "id": self.id, "object": self.object(true), "created": self.created,
+            "model": self.model, "choices": [choice], "usage": Self::usage(done) });
+        match self.settle(answer, done) {
+            Ok(extra) => merge(&mut v, extra),
+            Err(e) => merge(&mut v, json!({ "settlement_error": e.message })),
+        }
+        v
+    }
+}
+
+fn merge(v: &mut Value, extra: Value) {
+    if let (Value::Object(a), Value::Object(b)) = (v, extra) {
+        a.extend(b);
+    }
+}
+
+async fn generate(
+    s: S,
+    payer: Address,
+    kind: Kind,
+    prompt_text: String,
+    prompt: Prompt,
+    c: CommonFields,
+) -> Response {
+    if c.n.is_some_and(|n| n != 1) {
+        return ApiError::bad_request("invalid_request", "only n = 1 is supported").into_response();
+    }
+    let target = match s.resolve(&c.model) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return ApiError {
+                status: StatusCode::NOT_FOUND,
+                code: "model_not_found",
+                message: format!(
+                    "the model `{}` does not exist: use the base model `{}` or a registered adapter's id or name (GET /v1/models)",
+                    c.model, s.base_name
+                ),
+            }
+            .into_response()
+        }
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    let mut sampling = SamplingParams::default();
+    if let Some(t) = c.temperature {
+        sampling.temperature = t;
+    }
+    if let Some(p) = c.top_p {
+        sampling.top_p = p;
+    }
+    sampling.seed = c.seed;
+    let req = GenerateRequest {
+        prompt,
+        adapter: target.adapter.as_ref().map(|(_, n)| n.clone()),
+        sampling,
+        max_tokens: c.max_completion_tokens.or(c.max_tokens),
+        stop: match c.stop {
+            None => Vec::new(),
+            Some(Stop::One(x)) => vec![x],
+            Some(Stop::Many(v)) => v,
+        },
+        rate_key: Some(payer.to_string()),
+    };
+    let mut sub = match s.engine.submit(req) {
+        Ok(sub) => sub,
+        Err(e) => return error_response(e),
+    };
+    // Wait for the first event: an error before any token is a plain HTTP
+    // error and nothing is charged.
+    let first = match sub.events.recv().await {
+        Some(StreamEvent::Error(e)) => return error_response(e),
+        Some(ev) => ev,
+        None => return error_response(ServeError::ShuttingDown),
+    };
+    let acc = Accepted {
+        s,
+        payer,
+        kind,
+        model: c.model,
+        prompt_text,
+        target,
+        id: format!("cmpl-{}", sub.id),
+        created: now_secs(),
+    };
+    if c.stream {
+        stream_response(acc, first, sub.events).into_response()
+    } else {
+        let mut answer = String::new();
+        let mut ev = Some(first);
+        loop {
+            match ev {
+                Some(StreamEvent::Delta { text, .. }) => answer.push_str(&text),
+                Some(StreamEvent::Done(done)) => {
+                    return match acc.full_response(&answer, &done) {
+                        Ok(v) => Json(v).into_response(),
+                        Err(e) => e.into_response(),
+                    }
+                }
+                Some(StreamEvent::Error(e)) => return error_response(e),
+                None => return error_response(ServeError::ShuttingDown),
+            }
+            ev = sub.events.recv().await;
+        }
+    }
+}
+
+fn stream_response(
+    acc: Accepted,
+    first: StreamEvent,
+    events: UnboundedReceiver<StreamEvent>,
+) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+    /// Where the stream is: relaying engine events, or past the final chunk
+    /// (`[DONE]` next), or closed.
+    enum Phase {
+        Relay,
+        Terminator,
+        Closed,
+    }
+    struct St {
+        acc: Accepted,
+        pending: Option<StreamEvent>,
+        events: UnboundedReceiver<StreamEvent>,
+        answer: String,
+        first: bool,
+        phase: Phase,
+    }
+    let st = St {
+        acc,
+        pending: Some(first),
+        events,
+        answer: String::new(),
+        first: true,
+        phase: Phase::Relay,
+    };
+    let stream = futures::stream::unfold(st, |mut st| async move {
+        match st.phase {
+            Phase::Closed => return None,
+            Phase::Terminator => {
+                st.phase = Phase::Closed;
+                return Some((Ok(Event::default().data("[DONE]")), st));
+            }
+            Phase::Relay => {}
+        }
+        let ev = match st.pending.take() {
+            Some(ev) => Some(ev),
+            None => st.events.recv().await,
+        };
+        let event = match ev {
+            Some(StreamEvent::Delta { text, .. }) => {
+                st.answer.push_str(&text);
+                let chunk = st.acc.delta_chunk(&text, st.first);
+                st.first = false;
+                Event::default().data(chunk.to_string())
+            }
+            Some(StreamEvent::Done(done)) => {
+                st.phase = Phase::Terminator;
+                Event::default().data(st.acc.final_chunk(&st.answer, &done).to_string())
+            }
+            Some(StreamEvent::Error(e)) => {
+                st.phase = Phase::Terminator;
+                let err = serve_error(e);
+                Event::default().data(
+                    json!({ "error": { "code": err.code, "message": err.message } }).to_string(),
+                )
+            }
+            None => {
+                st.phase = Phase::Closed;
+                Event::default().data("[DONE]")
+            }
+        };
+        Some((Ok(event), st))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn list_adapters(State(s): State<S>) -> Result<Json<Value>, ApiError> {
+    let cache = s.engine.adapters();
+    let store: Vec<String> = s
+        .engine
+        .store_adapters()
+        .map_err(serve_error)?
+        .iter()
+        .map(|n| n.as_str().to_string())
+        .collect();
+    Ok(Json(json!({ "cache": cache, "store": store })))
+}
+
+#[derive(Debug, Deserialize)]
+struct ManageBody {
+    /// `load` or `unload`.
+    action: String,
+    /// Adapter id or name.
+    model: String,
+}
+
+async fn manage_adapters(
+    State(s): State<S>,
+    body: Result<Json<ManageBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let b = json_body(body)?;
+    let target = s
+        .resolve(&b.model)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("no registered adapter `{}`", b.model)))?;
+    let Some((id, name)) = target.adapter else {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "the base model is always loaded",
+        ));
+    };
+    match b.action.as_str() {
+        "load" => {
+            s.engine.load_adapter(&name).await.map_err(serve_error)?;
+            Ok(Json(json!({ "adapter": id, "loaded": true })))
+        }
+        "unload" => {
+            let freed = s.engine.unload_adapter(&name).map_err(serve_error)?;
+            Ok(Json(
+                json!({ "adapter": id, "loaded": false, "freed_bytes": freed }),
+            ))
+        }
+        other => Err(ApiError::bad_request(
+            "invalid_request",
+            format!("action must be `load` or `unload`, not `{other}`"),
+        )),
+    }
+}

@@ -1,0 +1,311 @@
+//! Paying for inference: API keys bound to ledger accounts, the pre-compute
+//! fee check (HTTP 402) and the settlement transaction after each answer.
+//!
+//! An API key is `trib-sk-` followed by 32 random bytes in hex. The node
+//! keeps only its blake3 hash, with the account address it charges, in
+//! `<home>/apikeys.json`; a leaked home therefore leaks no usable key. The
+//! account approves the node's operator address once (`ApproveOperator`);
+//! every request is then checked before any compute: the largest fee it can
+//! cost, `ceil((prompt_tokens × price_in + max_tokens × price_out) / 1000)`
+//! (the ledger's `inference_fee`), must be covered by both the account's
+//! balance and its remaining allowance for the operator.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+use trib_ledger::{inference_fee, Action, Transaction};
+use trib_types::{
+    AdapterId, Address, Amount, ContributionId, Hash, ModelId, ReceiptId, SecretKey, TxHash,
+};
+
+use crate::chain::Chain;
+
+/// The prefix of every API key.
+pub const API_KEY_PREFIX: &str = "trib-sk-";
+
+/// Why an API key could not be created or the key file read.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiKeyError {
+    /// The key file could not be read or written.
+    #[error("API key file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The key file is not valid JSON of the expected shape.
+    #[error("API key file {path} is corrupt: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One stored key: its hash and the account it charges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredKey {
+    /// blake3 of the key text, hex.
+    key_hash: Hash,
+    /// The ledger account the key charges.
+    account: Address,
+    /// Creation time, milliseconds since the Unix epoch.
+    created_ms: u64,
+}
+
+/// The node's API keys (`<home>/apikeys.json`), hashed.
+#[derive(Debug)]
+pub struct ApiKeys {
+    path: PathBuf,
+    keys: RwLock<HashMap<Hash, Address>>,
+}
+
+fn hash_key(key: &str) -> Hash {
+    Hash::domain("tributary api key v1", &[key.as_bytes()])
+}
+
+fn read_file(path: &Path) -> Result<Vec<StoredKey>, ApiKeyError> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| ApiKeyError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(ApiKeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+impl ApiKeys {
+    /// The key file of a node home.
+    pub fn path_in(home_root: &Path) -> PathBuf {
+        home_root.join("apikeys.json")
+    }
+
+    /// Opens (or starts empty) the key file.
+    pub fn open(path: PathBuf) -> Result<Self, ApiKeyError> {
+        let keys = read_file(&path)?
+            .into_iter()
+            .map(|k| (k.key_hash, k.account))
+            .collect();
+        Ok(ApiKeys {
+            path,
+            keys: RwLock::new(keys),
+        })
+    }
+
+    /// Creates a random key for `account`, appends its hash to the file
+    /// (written to a temporary file and renamed, so a crash leaves the old
+    /// file whole) and returns the key text: the only time it is seen.
+    pub fn create(path: &Path, account: Address) -> Result<String, ApiKeyError> {
+        let mut bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut bytes);
+        let key = format!("{API_KEY_PREFIX}{}", hex::encode(bytes));
+        let mut all = read_file(path)?;
+        all.push(StoredKey {
+            key_hash: hash_key(&key),
+            account,
+            created_ms: crate::chain::now_ms(),
+        });
+        let io = |source| ApiKeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(&all).expect("keys serialise");
+        std::fs::write(&tmp, text).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        tracing::info!(target: "trib::billing", %account, "API key created");
+        Ok(key)
+    }
+
+    /// The account a presented key charges, re-reading the file when the key
+    /// is unknown (keys created by `trib apikey new` while the node runs).
+    pub fn account(&self, key: &str) -> Option<Address> {
+        let h = hash_key(key);
+        if let Some(a) = self.keys.read().expect("keys lock").get(&h) {
+            return Some(*a);
+        }
+        let fresh = read_file(&self.path).ok()?;
+        let mut map = self.keys.write().expect("keys lock");
+        for k in fresh {
+            map.insert(k.key_hash, k.account);
+        }
+        map.get(&h).copied()
+    }
+}
+
+/// The prices that apply to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Prices {
+    pub(crate) price_in_per_1k: Amount,
+    pub(crate) price_out_per_1k: Amount,
+}
+
+/// Charges accounts through the ledger: the 402 pre-check and settlement.
+pub(crate) struct Billing {
+    chain: Arc<Chain>,
+    operator: SecretKey,
+    chain_id: String,
+    /// Serialises nonce assignment of the operator's settlement transactions.
+    nonce: Mutex<()>,
+}
+
+/// What one settlement submitted.
+#[derive(Debug, Clone)]
+pub(crate) struct Settled {
+    pub(crate) receipt: ReceiptId,
+    pub(crate) tx: TxHash,
+    pub(crate) fee: Amount,
+}
+
+/// What [`Billing::settle`] charges for.
+pub(crate) struct Charge<'a> {
+    pub(crate) payer: Address,
+    pub(crate) adapter: Option<AdapterId>,
+    pub(crate) base: ModelId,
+    pub(crate) prompt_tokens: u32,
+    pub(crate) completion_tokens: u32,
+    pub(crate) weights: Vec<(ContributionId, u64)>,
+    pub(crate) method: &'a str,
+    pub(crate) evidence_hash: Hash,
+}
+
+impl Billing {
+    pub(crate) fn new(chain: Arc<Chain>, operator: SecretKey, chain_id: String) -> Self {
+        Billing {
+            chain,
+            operator,
+            chain_id,
+            nonce: Mutex::new(()),
+        }
+    }
+
+    /// The operator address accounts approve.
+    pub(crate) fn operator(&self) -> Address {
+        self.operator.address()
+    }
+
+    /// The prices of the adapter (or the base model's governed prices).
+    pub(crate) fn prices(&self, adapter: Option<&AdapterId>) -> Result<Prices, String> {
+        let ledger = self.chain.ledger();
+        match adapter {
+            Some(id) => {
+                let a = ledger
+                    .adapter(id)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("adapter {id} is not registered on the ledger"))?;
+                Ok(Prices {
+                    price_in_per_1k: a.price_in_per_1k,
+                    price_out_per_1k: a.price_out_per_1k,
+                })
+            }
+            None => {
+                let p = ledger.params().map_err(|e| e.to_string())?;
+                Ok(Prices {
+                    price_in_per_1k: p.base_price_in_per_1k,
+                    price_out_per_1k: p.base_price_out_per_1k,
+                })
+            }
+        }
+    }
+
+    /// The 402 check: `Err` names what the account has and what the request
+    /// may cost.
+    pub(crate) fn precheck(
+        &self,
+        payer: &Address,
+        prices: Prices,
+        prompt_tokens: usize,
+        max_tokens: usize,
+    ) -> Result<Amount, String> {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let need = inference_fee(
+            clamp(prompt_tokens),
+            clamp(max_tokens),
+            prices.price_in_per_1k,
+            prices.price_out_per_1k,
+        )
+        .ok_or_else(|| "the maximum fee overflows".to_string())?;
+        let ledger = self.chain.ledger();
+        let balance = ledger.account(payer).map_err(|e| e.to_string())?.balance;
+        let allowance = ledger
+            .allowance(payer, &self.operator())
+            .map_err(|e| e.to_string())?;
+        let have = balance.min(allowance);
+        if have < need {
+            return Err(format!(
+                "account {payer} can pay at most {} OPEN (balance {} OPEN, allowance {} OPEN for operator {}) \
+                 but this request may cost up to {} OPEN ({prompt_tokens} prompt tokens at {} OPEN/1k + \
+                 {max_tokens} max completion tokens at {} OPEN/1k); fund the account or approve the operator \
+                 with `trib apikey new --allowance`",
+                have.to_open_string(),
+                balance.to_open_string(),
+                allowance.to_open_string(),
+                self.operator(),
+                need.to_open_string(),
+                prices.price_in_per_1k.to_open_string(),
+                prices.price_out_per_1k.to_open_string(),
+            ));
+        }
+        Ok(need)
+    }
+
+    /// Signs and submits the `SettleInference` transaction for one answer
+    /// (the receipt is on the ledger once the next block commits).
+    pub(crate) fn settle(&self, c: Charge<'_>) -> Result<Settled, String> {
+        let prices = self.prices(c.adapter.as_ref())?;
+        let fee = inference_fee(
+            c.prompt_tokens,
+            c.completion_tokens,
+            prices.price_in_per_1k,
+            prices.price_out_per_1k,
+        )
+        .ok_or_else(|| "fee overflows".to_string())?;
+        let mut id = [0u8; 32];
+        OsRng.fill_bytes(&mut id);
+        let receipt = ReceiptId(Hash(id));
+        let min_fee = self
+            .chain
+            .ledger()
+            .params()
+            .map_err(|e| e.to_string())?
+            .min_fee;
+        let _guard = self.nonce.lock().unwrap_or_else(|p| p.into_inner());
+        let acc = self
+            .chain
+            .account(&self.operator())
+            .map_err(|e| e.message)?;
+        let stx = Transaction {
+            chain_id: self.chain_id.clone(),
+            sender: self.operator.public_key(),
+            nonce: acc.next_nonce,
+            fee: min_fee,
+            action: Action::SettleInference {
+                receipt,
+                payer: c.payer,
+                adapter: c.adapter,
+                base: c.base,
+                prompt_tokens: c.prompt_tokens,
+                completion_tokens: c.completion_tokens,
+                weights: c.weights,
+                method: c.method.to_string(),
+                evidence_hash: c.evidence_hash,
+            },
+        }
+        .sign(&self.operator);
+        let tx = self.chain.submit(stx).map_err(|e| e.to_string())?;
+        tracing::info!(target: "trib::billing", %receipt, %tx, fee = %fee, payer = %c.payer, "settlement submitted");
+        Ok(Settled { receipt, tx, fee })
+    }
+}
