@@ -51,6 +51,9 @@ macro_rules! say {
     };
 }
 
+mod datanets_steps;
+pub use datanets_steps::DemoArtifacts;
+
 /// Why the demo stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -139,10 +142,14 @@ struct Demo {
     users: Vec<(String, SecretKey)>,
     committed: usize,
     step: usize,
+    /// Where node jobs write (the node home's jobs directory).
+    jobs_root: PathBuf,
+    /// What the datanet and factory steps produced, for the steps after them.
+    artifacts: Option<DemoArtifacts>,
 }
 
 /// Number of numbered steps printed.
-const STEPS: usize = 9;
+const STEPS: usize = 13;
 
 /// Runs the whole demo. With `home`, the node home is created there (it
 /// must not exist or be empty) and kept; otherwise a temporary one is used
@@ -218,6 +225,8 @@ pub async fn run(
         users: Vec::new(),
         committed: 0,
         step: 2,
+        jobs_root: home.jobs_dir(),
+        artifacts: None,
     };
 
     let result = demo.steps().await;
@@ -227,7 +236,7 @@ pub async fn run(
     stopped?;
 
     step_header(
-        9,
+        STEPS,
         "stop the node, replay the ledger from genesis and check a state proof",
     );
     let ledger = home.open_ledger()?;
@@ -343,6 +352,8 @@ impl Demo {
         self.transfer_between_users().await?;
         self.stake_and_delegate().await?;
         let (id, change, before, after) = self.govern().await?;
+        let jobs_root = self.jobs_root.clone();
+        self.artifacts = Some(self.datanets_and_factory(&jobs_root).await?);
         self.show_balances().await?;
         Ok((id, change, before, after))
     }

@@ -133,13 +133,16 @@ impl JobQueue {
             models_dir: models_dir.to_path_buf(),
             datanets,
         });
-        let worker = inner.clone();
-        // The worker ends when the queue (every sender) is dropped.
+        // The worker holds the queue weakly: when the node drops its router
+        // the services (and the ledger they reach) close at once, and the
+        // thread ends with the channel.
+        let worker = Arc::downgrade(&inner);
         let spawned = std::thread::Builder::new()
             .name("trib-jobs".into())
             .spawn(move || {
                 while let Ok(id) = rx.recv() {
-                    run_job(&worker, id);
+                    let Some(inner) = worker.upgrade() else { return };
+                    run_job(&inner, id);
                 }
             });
         if let Err(e) = spawned {
