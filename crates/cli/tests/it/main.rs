@@ -6,5 +6,6 @@ mod datanets;
 mod factory;
 mod harness;
 mod ledger;
+mod models;
 mod rejections;
 mod scenarios;
