@@ -312,3 +312,35 @@ async fn streaming_answers_end_with_usage_receipt_and_done() {
     assert!(last["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
     f.node.shutdown().await.unwrap();
 }
+
+/// Runs `scripts/tests/openai_client.py` (the official `openai` package,
+/// unchanged) against the node; skips with a message when the package is
+/// not installed (`.ci/run` installs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_python_client_works_unchanged() {
+    let f = Fixture::start().await;
+    let (_, key) = f.user(8, 10, 5).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts/tests/openai_client.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(f.node.url())
+        .arg(&key)
+        .arg(&f.base_name)
+        .output()
+        .await
+        .expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(3) {
+        eprintln!("SKIPPED: {stderr}");
+        f.node.shutdown().await.unwrap();
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "openai client failed:\n{}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    f.node.shutdown().await.unwrap();
+}
