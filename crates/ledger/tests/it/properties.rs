@@ -193,11 +193,15 @@ fn run(ops: Vec<Op>) {
             time += 1_000;
             let txs = std::mem::take(&mut block);
             pending = [0; USERS as usize + 1];
-            let out_a = a.produce_block(txs.clone(), time, &producer()).unwrap();
+            let out_a = a.produce_block(txs, time, &producer()).unwrap();
             // B executes only what A committed: no rejections, same root.
-            let kept: Vec<SignedTransaction> = txs
-                .into_iter()
-                .filter(|t| out_a.included.contains(&t.hash()))
+            // Read the committed transactions back from A's store rather than
+            // matching by hash: the tx hash does not cover the signature, so a
+            // bad-signature copy of a committed transaction shares its hash.
+            let kept: Vec<SignedTransaction> = out_a
+                .included
+                .iter()
+                .map(|h| a.tx(h).unwrap().expect("committed tx is stored").tx)
                 .collect();
             let out_b = b.produce_block(kept, time, &producer()).unwrap();
             assert!(
