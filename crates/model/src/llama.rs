@@ -157,6 +157,21 @@ pub struct SeqChunk<'a> {
     pub adapter: Option<&'a LoraAdapter>,
 }
 
+/// Up to this many rows per adapter (on average over the adapters in a
+/// step), the LoRA term runs per row (BGMV, [`add_lora_per_row`]); above
+/// it, per adapter group with candle matmuls (SGMV, [`add_lora_grouped`]).
+/// Decode steps with many distinct adapters have 1–4 rows per adapter;
+/// prefill chunks and single-adapter batches have many. See docs/model.md.
+pub(crate) const BGMV_MAX_ROWS_PER_ADAPTER: usize = 4;
+
+/// How the LoRA terms of one inference step are computed.
+enum LoraPlan<'a> {
+    /// SGMV: per adapter, gather its rows, two matmuls, scatter-add.
+    Grouped(Vec<AdapterGroup<'a>>),
+    /// BGMV: one pass over the rows, each with its own adapter (or none).
+    PerRow(Vec<Option<&'a LoraAdapter>>),
+}
+
 /// Rows of a stacked batch that share one adapter.
 struct AdapterGroup<'a> {
     adapter: &'a LoraAdapter,
@@ -351,14 +366,14 @@ impl Llama {
             .collect();
         let n_rows = ids.len();
         let ids = Tensor::from_vec(ids, n_rows, &Device::Cpu)?;
-        let groups = Self::adapter_groups(chunks, n_rows)?;
+        let plan = Self::lora_plan(chunks, n_rows)?;
         let eps = self.cfg.rms_norm_eps as f32;
         let mut x = self.embed.embed(&ids)?;
         for (li, block) in self.blocks.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, eps)?;
-            let q = self.project(li, block, LoraTarget::QProj, &h, &groups)?;
-            let k = self.project(li, block, LoraTarget::KProj, &h, &groups)?;
-            let v = self.project(li, block, LoraTarget::VProj, &h, &groups)?;
+            let q = self.project(li, block, LoraTarget::QProj, &h, &plan)?;
+            let k = self.project(li, block, LoraTarget::KProj, &h, &plan)?;
+            let v = self.project(li, block, LoraTarget::VProj, &h, &plan)?;
             let mut outs = Vec::with_capacity(chunks.len());
             let mut row = 0;
             for c in chunks.iter_mut() {
@@ -377,12 +392,12 @@ impl Llama {
             } else {
                 Tensor::cat(&outs, 0)?
             };
-            x = (x + self.project(li, block, LoraTarget::OProj, &attn, &groups)?)?;
+            x = (x + self.project(li, block, LoraTarget::OProj, &attn, &plan)?)?;
             let h = candle_nn::ops::rms_norm(&x, &block.mlp_norm, eps)?;
-            let g = self.project(li, block, LoraTarget::GateProj, &h, &groups)?;
-            let u = self.project(li, block, LoraTarget::UpProj, &h, &groups)?;
+            let g = self.project(li, block, LoraTarget::GateProj, &h, &plan)?;
+            let u = self.project(li, block, LoraTarget::UpProj, &h, &plan)?;
             let m = (g.silu()? * u)?;
-            x = (x + self.project(li, block, LoraTarget::DownProj, &m, &groups)?)?;
+            x = (x + self.project(li, block, LoraTarget::DownProj, &m, &plan)?)?;
         }
         for c in chunks.iter_mut() {
             c.cache.advance(c.tokens.len());
@@ -412,6 +427,28 @@ impl Llama {
             Weight::Hybrid(_, w) => Ok(x.matmul(&w.t()?)?),
             head => head.forward(&x),
         }
+    }
+
+    /// Picks BGMV or SGMV for a step by rows per adapter.
+    fn lora_plan<'a>(chunks: &[SeqChunk<'a>], n_rows: usize) -> Result<LoraPlan<'a>> {
+        let mut distinct: Vec<&LoraAdapter> = Vec::new();
+        let mut adapted_rows = 0;
+        for c in chunks {
+            if let Some(a) = c.adapter {
+                adapted_rows += c.tokens.len();
+                if !distinct.iter().any(|d| std::ptr::eq(*d, a)) {
+                    distinct.push(a);
+                }
+            }
+        }
+        if distinct.len() >= 2 && adapted_rows <= BGMV_MAX_ROWS_PER_ADAPTER * distinct.len() {
+            let rows = chunks
+                .iter()
+                .flat_map(|c| std::iter::repeat_n(c.adapter, c.tokens.len()))
+                .collect();
+            return Ok(LoraPlan::PerRow(rows));
+        }
+        Ok(LoraPlan::Grouped(Self::adapter_groups(chunks, n_rows)?))
     }
 
     fn adapter_groups<'a>(chunks: &[SeqChunk<'a>], n_rows: usize) -> Result<Vec<AdapterGroup<'a>>> {
@@ -448,27 +485,13 @@ impl Llama {
         block: &Block,
         target: LoraTarget,
         x: &Tensor,
-        groups: &[AdapterGroup<'_>],
+        plan: &LoraPlan<'_>,
     ) -> Result<Tensor> {
-        let mut y = block.lin(target).forward(x)?;
-        for g in groups {
-            let Some(pair) = g.adapter.pair(layer, target) else {
-                continue;
-            };
-            let s = g.adapter.scaling();
-            match &g.rows {
-                None => {
-                    let d = x.matmul(&pair.a.t()?)?.matmul(&pair.b.t()?)?;
-                    y = (y + (d * s)?)?;
-                }
-                Some(rows) => {
-                    let xs = x.index_select(rows, 0)?;
-                    let d = (xs.matmul(&pair.a.t()?)?.matmul(&pair.b.t()?)? * s)?;
-                    y = y.index_add(rows, &d, 0)?;
-                }
-            }
+        let y = block.lin(target).forward(x)?;
+        match plan {
+            LoraPlan::Grouped(groups) => add_lora_grouped(layer, target, x, y, groups),
+            LoraPlan::PerRow(rows) => add_lora_per_row(layer, target, x, y, rows),
         }
-        Ok(y)
     }
 
     /// Attention of one sequence's new rows against its cache.
@@ -611,6 +634,123 @@ impl Llama {
     }
 }
 
+/// SGMV: `y + s·(x_g·Aᵀ)·Bᵀ` per adapter group `g` (gather, two matmuls,
+/// scatter-add), about five candle ops per group.
+fn add_lora_grouped(
+    layer: usize,
+    target: LoraTarget,
+    x: &Tensor,
+    mut y: Tensor,
+    groups: &[AdapterGroup<'_>],
+) -> Result<Tensor> {
+    for g in groups {
+        let Some(pair) = g.adapter.pair(layer, target) else {
+            continue;
+        };
+        let s = g.adapter.scaling();
+        match &g.rows {
+            None => {
+                let d = x.matmul(&pair.a.t()?)?.matmul(&pair.b.t()?)?;
+                y = (y + (d * s)?)?;
+            }
+            Some(rows) => {
+                let xs = x.index_select(rows, 0)?;
+                let d = (xs.matmul(&pair.a.t()?)?.matmul(&pair.b.t()?)? * s)?;
+                y = y.index_add(rows, &d, 0)?;
+            }
+        }
+    }
+    Ok(y)
+}
+
+/// The contiguous f32 elements of a CPU tensor, without copying.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Err(ModelError::Generation(
+            "the per-row LoRA kernel needs tensors in CPU memory".into(),
+        ));
+    };
+    let all = cpu.as_slice::<f32>()?;
+    let (start, end) = layout
+        .contiguous_offsets()
+        .expect("contiguous() gives a contiguous layout");
+    Ok(f(&all[start..end]))
+}
+
+/// `Σ a[i]·b[i]` in eight independent lanes, so the loop vectorizes.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, ra) = a.split_at(a.len() - a.len() % 8);
+    let (cb, rb) = b.split_at(ca.len());
+    for (x, y) in ca.chunks_exact(8).zip(cb.chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// BGMV: `y_i + s_a·B_a·(A_a·x_i)` for each row `i` with adapter `a`, in one
+/// pass over the rows: `O(rows·r·(in + out))` flops, one tensor built for
+/// the whole delta, no per-adapter gathers or scatters.
+fn add_lora_per_row(
+    layer: usize,
+    target: LoraTarget,
+    x: &Tensor,
+    y: Tensor,
+    rows: &[Option<&LoraAdapter>],
+) -> Result<Tensor> {
+    let (n, k) = x.dims2()?;
+    let out = y.dim(1)?;
+    if rows.len() != n {
+        return Err(ModelError::Generation(format!(
+            "per-row LoRA: {} row adapters for {n} rows",
+            rows.len()
+        )));
+    }
+    let mut delta = vec![0f32; n * out];
+    let mut any = false;
+    with_f32(x, |xs| -> Result<()> {
+        let mut tmp = Vec::new();
+        for (i, a) in rows.iter().enumerate() {
+            let Some(adapter) = a else { continue };
+            let Some(pair) = adapter.pair(layer, target) else {
+                continue;
+            };
+            any = true;
+            let s = adapter.scaling() as f32;
+            let r = pair.a.dim(0)?;
+            if pair.a.dims() != [r, k] || pair.b.dims() != [out, r] {
+                return Err(ModelError::AdapterMismatch(format!(
+                    "layer {layer} {}: A {:?} and B {:?} do not fit a [{out}, {k}] projection",
+                    target.name(),
+                    pair.a.dims(),
+                    pair.b.dims()
+                )));
+            }
+            let xi = &xs[i * k..(i + 1) * k];
+            with_f32(&pair.a, |a| {
+                tmp.clear();
+                tmp.extend(a.chunks_exact(k).map(|ar| dot(ar, xi) * s));
+            })?;
+            let di = &mut delta[i * out..(i + 1) * out];
+            with_f32(&pair.b, |b| {
+                for (d, br) in di.iter_mut().zip(b.chunks_exact(r)) {
+                    *d = dot(br, &tmp);
+                }
+            })?;
+        }
+        Ok(())
+    })??;
+    if !any {
+        return Ok(y);
+    }
+    Ok((y + Tensor::from_vec(delta, (n, out), &Device::Cpu)?)?)
+}
+
 /// RMSNorm from primitive ops (differentiable): `x / √(mean(x²) + ε) · w`.
 fn rms_norm_diff(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
@@ -748,6 +888,63 @@ mod tests {
             .to_scalar()
             .unwrap();
         assert!(diff < 1e-5);
+    }
+
+    #[test]
+    fn per_row_lora_matches_grouped_lora_on_random_adapters() -> Result<()> {
+        use crate::lora::LoraConfig;
+        use crate::tiny::TinySpec;
+        let cfg = TinySpec::default().config();
+        let lora = LoraConfig {
+            r: 4,
+            alpha: 8.0,
+            dropout: 0.0,
+            targets: vec![LoraTarget::QProj, LoraTarget::DownProj],
+            use_rslora: false,
+        };
+        let adapters: Vec<LoraAdapter> = (0..3u64)
+            .map(|seed| {
+                let a = LoraAdapter::init(lora.clone(), &cfg, "tiny", seed)?;
+                for (_, _, p) in a.iter_pairs() {
+                    p.b.set(&Tensor::randn(0f32, 0.5, p.b.dims(), &Device::Cpu)?)?;
+                }
+                Ok(a)
+            })
+            .collect::<Result<_>>()?;
+        // Seven rows: adapters 0, none, 1, 0, 2, 2, none.
+        let rows: Vec<Option<&LoraAdapter>> =
+            [Some(0), None, Some(1), Some(0), Some(2), Some(2), None]
+                .iter()
+                .map(|i| i.map(|i| &adapters[i]))
+                .collect();
+        let mut groups = Vec::new();
+        for a in &adapters {
+            let idx: Vec<u32> = (0..rows.len() as u32)
+                .filter(|&i| rows[i as usize].is_some_and(|r| std::ptr::eq(r, a)))
+                .collect();
+            let len = idx.len();
+            groups.push(AdapterGroup {
+                adapter: a,
+                rows: Some(Tensor::from_vec(idx, len, &Device::Cpu)?),
+            });
+        }
+        for target in [LoraTarget::QProj, LoraTarget::DownProj, LoraTarget::UpProj] {
+            let (inp, out) = target.dims(&cfg);
+            let x = Tensor::randn(0f32, 1.0, (rows.len(), inp), &Device::Cpu)?;
+            let y = Tensor::randn(0f32, 1.0, (rows.len(), out), &Device::Cpu)?;
+            let sgmv = add_lora_grouped(1, target, &x, y.clone(), &groups)?;
+            let bgmv = add_lora_per_row(1, target, &x, y.clone(), &rows)?;
+            let diff: f32 = (&sgmv - &bgmv)?.abs()?.flatten_all()?.max(0)?.to_scalar()?;
+            assert!(diff < 1e-4, "{target:?}: max diff {diff}");
+            // Rows without an adapter are untouched.
+            let untouched: f32 = (bgmv.get(1)? - y.get(1)?)?.abs()?.max(0)?.to_scalar()?;
+            assert_eq!(untouched, 0.0);
+            if target != LoraTarget::UpProj {
+                let moved: f32 = (bgmv.get(0)? - y.get(0)?)?.abs()?.max(0)?.to_scalar()?;
+                assert!(moved > 1e-3, "{target:?}: the adapter changed nothing");
+            }
+        }
+        Ok(())
     }
 
     proptest::proptest! {
