@@ -40,7 +40,7 @@ pub use keystore::{KeyInfo, Keystore, KeystoreError};
 pub use models::{describe_model, BaseModelView};
 pub use node::{NodeError, NodeOverrides, RunningNode};
 pub use service_client::{ServiceClient, Upload};
-pub use serving::StoredAnswer;
+pub use serving::{verify_stored_answer, StoredAnswer};
 
 /// The datanet library (parsers, export verification), re-exported for the
 /// `trib` binary.

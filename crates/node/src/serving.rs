@@ -184,3 +184,53 @@ pub(crate) fn receipts_dir(home: &NodeHome) -> PathBuf {
 #[cfg(test)]
 #[path = "serving_tests.rs"]
 mod tests;
+
+/// Checks a stored prompt and answer against its on-chain receipt: the
+/// answer hashes to the stored and the on-chain evidence hash, the receipt
+/// is the one stored, its weights and method are what this node submits, and
+/// its payout lines sum to its fee. `Err` lists every mismatch.
+pub fn verify_stored_answer(
+    stored: &StoredAnswer,
+    receipt: &trib_ledger::InferenceReceipt,
+) -> Result<(), Vec<String>> {
+    let mut bad = Vec::new();
+    let again = StoredAnswer::hash_of(&stored.prompt, &stored.answer);
+    if again != stored.evidence_hash {
+        bad.push(format!(
+            "the stored answer hashes to {again}, not the stored evidence hash {}",
+            stored.evidence_hash
+        ));
+    }
+    if again != receipt.evidence_hash {
+        bad.push(format!(
+            "the stored answer hashes to {again}, not the receipt's evidence hash {}",
+            receipt.evidence_hash
+        ));
+    }
+    if receipt.id != stored.receipt {
+        bad.push(format!(
+            "receipt id {} != stored {}",
+            receipt.id, stored.receipt
+        ));
+    }
+    if receipt.method != crate::api::openai::FALLBACK_METHOD || !receipt.weights.is_empty() {
+        bad.push(format!(
+            "receipt method {:?} with {} weights is not what this node settles ({:?}, no weights)",
+            receipt.method,
+            receipt.weights.len(),
+            crate::api::openai::FALLBACK_METHOD
+        ));
+    }
+    let sum: u128 = receipt.lines.iter().map(|l| l.amount.0).sum();
+    if sum != receipt.fee.0 {
+        bad.push(format!(
+            "payout lines sum to {sum}, fee is {}",
+            receipt.fee.0
+        ));
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(bad)
+    }
+}

@@ -256,6 +256,15 @@ async fn a_paid_answer_is_settled_into_a_receipt_whose_payouts_sum_to_the_fee() 
     assert_eq!(lines.iter().map(|l| l.amount.0).sum::<u128>(), fee);
     assert_eq!(r["answer"]["answer"], v["choices"][0]["message"]["content"]);
 
+    // The stored answer verifies against the receipt; a tampered one does not.
+    let on_chain: trib_ledger::InferenceReceipt = serde_json::from_value(rec.clone()).unwrap();
+    let mut stored: crate::serving::StoredAnswer =
+        serde_json::from_value(r["answer"].clone()).unwrap();
+    crate::serving::verify_stored_answer(&stored, &on_chain).unwrap();
+    stored.answer.push_str(" (edited)");
+    let errs = crate::serving::verify_stored_answer(&stored, &on_chain).unwrap_err();
+    assert!(errs.iter().any(|e| e.contains("evidence hash")), "{errs:?}");
+
     // The base-model owner's line is queryable by address.
     let page: Value = f
         .http

@@ -36,7 +36,7 @@ use crate::serving::{Serving, StoredAnswer, Target};
 /// The attribution method recorded while no token index is wired in: the
 /// ledger pays the contributors' share to the adapter's datanets pro rata by
 /// rows (its documented fallback rule).
-const FALLBACK_METHOD: &str = "datanet-fallback";
+pub(crate) const FALLBACK_METHOD: &str = "datanet-fallback";
 
 type S = Arc<Serving>;
 
