@@ -599,29 +599,37 @@ impl DatanetService {
         reader: Option<&Address>,
     ) -> Result<trib_model::factory::ResolvedDatanet, ApiError> {
         self.check_read_access(name, reader)?;
+        // The export is root-checked against the ledger; training reads the
+        // same rows a `trib datanet export` shows (text rows as text,
+        // structured rows as their JSON record).
+        let bytes = self.export(name, version)?;
         let (_, id) = self.store_id(name)?;
-        // Checks the root against the ledger.
-        self.export(name, version)?;
         let v = self.store.version(&id, version as u64).map_err(store_err)?;
+        #[derive(Deserialize)]
+        struct Line {
+            row_hash: trib_types::RowHash,
+            contributor: Address,
+            contribution: ContributionId,
+            text: Option<String>,
+            record: Option<serde_json::Value>,
+        }
         let mut rows = Vec::new();
-        let mut page = PageRequest::first(1_000);
-        loop {
-            let p = self
-                .store
-                .version_rows(&id, version as u64, &page)
-                .map_err(store_err)?;
-            for r in p.items {
-                rows.push(trib_model::factory::DatanetRow {
-                    content: r.row.content.plain_text(),
-                    row_hash: r.row.row_hash,
-                    contribution: Some(r.row.contribution),
-                    contributor: Some(r.row.contributor),
-                });
-            }
-            match p.next {
-                Some(n) => page.after = Some(n),
-                None => break,
-            }
+        for line in bytes
+            .split(|b| *b == b'\n')
+            .skip(1)
+            .filter(|l| !l.is_empty())
+        {
+            let l: Line = serde_json::from_slice(line).map_err(|e| {
+                ApiError::internal(format!("{name}@{version}: export row does not parse: {e}"))
+            })?;
+            rows.push(trib_model::factory::DatanetRow {
+                content: l
+                    .text
+                    .unwrap_or_else(|| l.record.map(|r| r.to_string()).unwrap_or_default()),
+                row_hash: l.row_hash,
+                contribution: Some(l.contribution),
+                contributor: Some(l.contributor),
+            });
         }
         Ok(trib_model::factory::ResolvedDatanet {
             version_root: v.root,
@@ -797,11 +805,9 @@ impl DatanetService {
                 accepted: r.accepted,
                 rejected: r.rejected,
                 rows_accepted: r.rows_accepted,
-                acceptance_bps: if r.contributions == 0 {
-                    0
-                } else {
-                    r.accepted * 10_000 / r.contributions
-                },
+                acceptance_bps: (r.accepted * 10_000)
+                    .checked_div(r.contributions)
+                    .unwrap_or(0),
                 duplicates_rejected: dups.get(&a).copied().unwrap_or(0),
                 slashed: r.slashed,
                 earnings: r.earnings,

@@ -141,7 +141,9 @@ impl JobQueue {
             .name("trib-jobs".into())
             .spawn(move || {
                 while let Ok(id) = rx.recv() {
-                    let Some(inner) = worker.upgrade() else { return };
+                    let Some(inner) = worker.upgrade() else {
+                        return;
+                    };
                     run_job(&inner, id);
                 }
             });

@@ -63,8 +63,18 @@ impl Demo {
 
         self.next_step("datanets: alice creates us-constitution, carol creates us-declaration (stake 1 OPEN per contribution)");
         for (owner, name, desc, tags) in [
-            (&alice, "us-constitution", "The US Constitution, paragraph by paragraph.", vec!["legal".to_string(), "us".into()]),
-            (&carol, "us-declaration", "The Declaration of Independence.", vec!["legal".to_string(), "history".into()]),
+            (
+                &alice,
+                "us-constitution",
+                "The US Constitution, paragraph by paragraph.",
+                vec!["legal".to_string(), "us".into()],
+            ),
+            (
+                &carol,
+                "us-declaration",
+                "The Declaration of Independence.",
+                vec!["legal".to_string(), "history".into()],
+            ),
         ] {
             let plan = svc
                 .create_datanet(&CreateDatanetRequest {
@@ -79,11 +89,19 @@ impl Demo {
                 })
                 .await?;
             self.submit_all(vec![(owner.clone(), plan.action)]).await?;
-            say!("      {name}: descriptor hash {} on the ledger", plan.metadata_hash.short());
+            say!(
+                "      {name}: descriptor hash {} on the ledger",
+                plan.metadata_hash.short()
+            );
         }
 
-        self.next_step("contributions: validated row by row on the node, then staked on the ledger");
-        let paragraphs: Vec<&str> = CONSTITUTION.split("\n\n").filter(|p| p.trim().len() > 120).collect();
+        self.next_step(
+            "contributions: validated row by row on the node, then staked on the ledger",
+        );
+        let paragraphs: Vec<&str> = CONSTITUTION
+            .split("\n\n")
+            .filter(|p| p.trim().len() > 120)
+            .collect();
         let half = CONSTITUTION.len() / 2;
         let cut = CONSTITUTION[..half].rfind("\n\n").unwrap_or(half);
         let (first, second) = CONSTITUTION.split_at(cut);
@@ -108,16 +126,28 @@ impl Demo {
             let r = svc
                 .contribute(
                     datanet,
-                    &Upload { contributor: Some(key.address()), file_name: &file, kind: Some("txt"), csv_column: None },
+                    &Upload {
+                        contributor: Some(key.address()),
+                        file_name: &file,
+                        kind: Some("txt"),
+                        csv_column: None,
+                    },
                     text.into_bytes(),
                 )
                 .await?;
             let rows = r["report"]["rows"].as_array().map_or(0, |a| a.len());
             let ok = r["report"]["rows_accepted"].as_u64().unwrap_or(0);
-            say!("      {who:<6} -> {datanet}: {rows} rows, {ok} accepted, {} duplicates", r["report"]["duplicates_rejected"]);
+            say!(
+                "      {who:<6} -> {datanet}: {rows} rows, {ok} accepted, {} duplicates",
+                r["report"]["duplicates_rejected"]
+            );
             for row in r["report"]["rows"].as_array().into_iter().flatten() {
                 if !row["rejection"].is_null() {
-                    say!("        row {} rejected: {}", row["index"], row["rejection"]);
+                    say!(
+                        "        row {} rejected: {}",
+                        row["index"],
+                        row["rejection"]
+                    );
                 }
             }
             match serde_json::from_value::<Option<Action>>(r["action"].clone())
@@ -129,11 +159,17 @@ impl Demo {
                     }
                     self.submit_all(vec![(key.clone(), action)]).await?;
                 }
-                None => say!("        contribution rejected ({}); no stake locked", r["report"]["rejection"]),
+                None => say!(
+                    "        contribution rejected ({}); no stake locked",
+                    r["report"]["rejection"]
+                ),
             }
         }
         if accepted.len() != 3 {
-            return Err(unexpected("contribute", format!("expected 3 staked contributions, got {}", accepted.len())));
+            return Err(unexpected(
+                "contribute",
+                format!("expected 3 staked contributions, got {}", accepted.len()),
+            ));
         }
 
         self.next_step("curation and versions: the owners accept, the node computes each version root, the owners publish");
@@ -142,12 +178,26 @@ impl Demo {
             let txs: Vec<(SecretKey, Action)> = accepted
                 .iter()
                 .filter(|(d, _)| d == datanet)
-                .map(|(_, c)| (owner.clone(), Action::Curate { contribution: *c, accept: true, reason: "on topic".into() }))
+                .map(|(_, c)| {
+                    (
+                        owner.clone(),
+                        Action::Curate {
+                            contribution: *c,
+                            accept: true,
+                            reason: "on topic".into(),
+                        },
+                    )
+                })
                 .collect();
             self.submit_all(txs).await?;
             let plan = svc.publish_plan(datanet).await?;
             self.submit_all(vec![(owner.clone(), plan.action)]).await?;
-            say!("      {datanet}@{}: {} rows, root {}", plan.version, plan.rows, plan.root.short());
+            say!(
+                "      {datanet}@{}: {} rows, root {}",
+                plan.version,
+                plan.rows,
+                plan.root.short()
+            );
             versions.push((datanet.to_string(), plan.version));
         }
 
@@ -172,10 +222,20 @@ impl Demo {
         .map_err(|e| unexpected("register model", e.to_string()))?;
         self.submit_all(vec![(
             self.producer.clone(),
-            Action::RegisterBaseModel { model: info.id, name: "SmolLM2-135M-Instruct".into(), architecture: info.architecture.clone(), licence: trib_model::SMOLLM2_LICENSE.into() },
+            Action::RegisterBaseModel {
+                model: info.id,
+                name: "SmolLM2-135M-Instruct".into(),
+                architecture: info.architecture.clone(),
+                licence: trib_model::SMOLLM2_LICENSE.into(),
+            },
         )])
         .await?;
-        say!("      base model {} ({} parameters, {}) registered", info.id.0.short(), info.parameters, info.quantization);
+        say!(
+            "      base model {} ({} parameters, {}) registered",
+            info.id.0.short(),
+            info.parameters,
+            info.quantization
+        );
         artifacts.base_model = Some((info.id, model.clone()));
 
         let job = format!(
@@ -187,16 +247,38 @@ impl Demo {
         say!("      job {} queued by alice", submitted.id);
         let last = svc
             .follow_job(submitted.id, |e| match e["event"].as_str() {
-                Some("step") => say!("        step {} loss {:.3} {:.0} tokens/s eta {:.0}s", e["step"], e["loss"].as_f64().unwrap_or(f64::NAN), e["tokens_per_s"].as_f64().unwrap_or(0.0), e["eta_s"].as_f64().unwrap_or(0.0)),
-                Some("evaluated") => say!("        validation ({}) loss {:.3}", e["phase"].as_str().unwrap_or("?"), e["loss"].as_f64().unwrap_or(f64::NAN)),
+                Some("step") => say!(
+                    "        step {} loss {:.3} {:.0} tokens/s eta {:.0}s",
+                    e["step"],
+                    e["loss"].as_f64().unwrap_or(f64::NAN),
+                    e["tokens_per_s"].as_f64().unwrap_or(0.0),
+                    e["eta_s"].as_f64().unwrap_or(0.0)
+                ),
+                Some("evaluated") => say!(
+                    "        validation ({}) loss {:.3}",
+                    e["phase"].as_str().unwrap_or("?"),
+                    e["loss"].as_f64().unwrap_or(f64::NAN)
+                ),
                 Some(other) => say!("        {other}"),
                 None => {}
             })
             .await?;
         let done = svc.job(submitted.id).await?;
-        let summary = match (last.as_ref().and_then(|e| e["event"].as_str()), done.summary) {
+        let summary = match (
+            last.as_ref().and_then(|e| e["event"].as_str()),
+            done.summary,
+        ) {
             (Some("done"), Some(s)) => s,
-            _ => return Err(unexpected("train", format!("job ended as {:?}: {}", done.status, done.error.unwrap_or_default()))),
+            _ => {
+                return Err(unexpected(
+                    "train",
+                    format!(
+                        "job ended as {:?}: {}",
+                        done.status,
+                        done.error.unwrap_or_default()
+                    ),
+                ))
+            }
         };
         let metrics = serde_json::json!({"eval_before": summary.eval_before, "eval_after": summary.eval_after, "final_train_loss": summary.final_train_loss});
         let action = Action::RegisterAdapter {
@@ -206,8 +288,10 @@ impl Demo {
             datanets: vec![(datanet_id("us-constitution"), 1)],
             config_hash: summary.config_hash,
             metrics_hash: trib_types::Hash::of(metrics.to_string().as_bytes()),
-            price_in_per_1k: Amount::parse_open("0.002").map_err(|e| unexpected("register adapter", e.to_string()))?,
-            price_out_per_1k: Amount::parse_open("0.004").map_err(|e| unexpected("register adapter", e.to_string()))?,
+            price_in_per_1k: Amount::parse_open("0.002")
+                .map_err(|e| unexpected("register adapter", e.to_string()))?,
+            price_out_per_1k: Amount::parse_open("0.004")
+                .map_err(|e| unexpected("register adapter", e.to_string()))?,
         };
         self.submit_all(vec![(alice.clone(), action)]).await?;
         say!("      adapter {} registered by alice (0.002 / 0.004 OPEN per 1k tokens in / out), files in {}", summary.adapter_id, summary.adapter_dir.display());
