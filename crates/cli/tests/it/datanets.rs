@@ -314,6 +314,26 @@ fn a_permissioned_datanet_is_refused_to_readers_and_trainers_without_access() {
     );
     assert!(!h.root.join("run").exists());
 
+    // The node's job queue refuses it too: the job fails naming the reason.
+    let toml = crate::factory::job_toml(&model, "\"private-law@1\"", &h.root.join("run2"), 1);
+    let r = crate::harness::http()
+        .post(format!("{}/v1/jobs?owner={}", n[1], h.address("alice")))
+        .body(toml)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let id = r.json::<serde_json::Value>().unwrap()["id"].as_u64().unwrap();
+    let mut job = serde_json::Value::Null;
+    for _ in 0..300 {
+        job = crate::harness::get_json(&format!("{}/v1/jobs/{id}", n[1])).1;
+        if job["status"] != "queued" && job["status"] != "running" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(job["status"], "failed", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("no training access"), "{job}");
+
     // Once granted, the same reader exports it.
     h.ok(&[
         "datanet",
