@@ -95,6 +95,9 @@ enum Command {
     /// API keys for the OpenAI-compatible endpoints, bound to ledger accounts.
     #[command(subcommand)]
     Apikey(cmd::apikey::ApikeyCommand),
+    /// Inference receipts, payout lines, and verifying a served answer.
+    #[command(subcommand)]
+    Attribution(cmd::attribution::AttributionCommand),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -112,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(a) => cmd::generate::run(g, a),
         Command::Factory(c) => cmd::factory::run(g, c),
         Command::Apikey(c) => cmd::apikey::run(g, c),
+        Command::Attribution(c) => cmd::attribution::run(g, c),
     }
 }
 

@@ -1,6 +1,7 @@
 //! One module per command group.
 
 pub mod apikey;
+pub mod attribution;
 pub mod datanet;
 pub mod demo;
 pub mod factory;
