@@ -9,3 +9,4 @@ mod ledger;
 mod models;
 mod rejections;
 mod scenarios;
+mod serving;
