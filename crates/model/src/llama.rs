@@ -11,7 +11,8 @@
 //! - **inference** ([`Llama::forward_chunks`]): rows of many sequences are
 //!   stacked so every projection runs once for the whole batch, attention runs
 //!   per sequence against its own [`KvCache`], LoRA runs per adapter group
-//!   (gather rows, `x·Aᵀ·Bᵀ·s`, scatter-add: a CPU form of Punica's SGMV).
+//!   (gather rows, `x·Aᵀ·Bᵀ·s`, scatter-add: a CPU form of Punica's SGMV),
+//!   or per row (BGMV) when a step has many adapters with few rows each.
 //!   Uses candle's fused `rms_norm`, `softmax_last_dim` and `rope`, and may
 //!   keep GGUF weights quantized.
 //! - **training** ([`Llama::forward_train`]): only ops with a backward pass.
