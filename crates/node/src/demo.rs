@@ -52,7 +52,9 @@ macro_rules! say {
 }
 
 mod datanets_steps;
+mod serving_steps;
 pub use datanets_steps::DemoArtifacts;
+pub use serving_steps::DemoInference;
 
 /// Why the demo stopped.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +119,9 @@ pub struct DemoSummary {
     pub verified_txs: u64,
     /// The verified head state root.
     pub state_root: Hash,
+    /// The paid inference request and its receipt (absent when the demo
+    /// model is not in `models/`).
+    pub inference: Option<DemoInference>,
 }
 
 /// One user's final state.
@@ -146,10 +151,16 @@ struct Demo {
     jobs_root: PathBuf,
     /// What the datanet and factory steps produced, for the steps after them.
     artifacts: Option<DemoArtifacts>,
+    /// The node home's root (adapters and API keys live there).
+    home_root: PathBuf,
+    /// Whether the node serves a base model (the demo model was found).
+    serving: bool,
+    /// What the paid-inference steps did.
+    inference: Option<DemoInference>,
 }
 
 /// Number of numbered steps printed.
-const STEPS: usize = 13;
+const STEPS: usize = 16;
 
 /// Runs the whole demo. With `home`, the node home is created there (it
 /// must not exist or be empty) and kept; otherwise a temporary one is used
@@ -179,8 +190,12 @@ pub async fn run(
     say!("Tributary demo: a node, four accounts, OPEN transfers, gOPEN staking and delegation,");
     say!("a governance proposal executed by the ledger, and a full replay verification.\n");
     step_header(1, "create a node home with a development genesis");
+    // The node serves the demo model (OpenAI-compatible API) when it is
+    // present, so the paid-inference steps can query the trained adapter.
+    let served = serving_steps::served_model();
     let config = NodeConfig {
         listen: "127.0.0.1:0".parse().expect("valid"),
+        base_model: served.clone(),
         ..NodeConfig::default()
     };
     let report = NodeHome::init(
@@ -227,6 +242,9 @@ pub async fn run(
         step: 2,
         jobs_root: home.jobs_dir(),
         artifacts: None,
+        home_root: root.clone(),
+        serving: served.is_some(),
+        inference: None,
     };
 
     let result = demo.steps().await;
@@ -279,6 +297,7 @@ pub async fn run(
         verified_blocks: verified.blocks,
         verified_txs: verified.txs,
         state_root: verified.state_root,
+        inference: demo.inference.take(),
     };
     drop(ledger);
     print_summary(&summary, started.elapsed());
@@ -332,6 +351,16 @@ fn print_summary(s: &DemoSummary, elapsed: Duration) {
         s.verified_txs,
         s.state_root
     );
+    if let Some(i) = &s.inference {
+        say!(
+            "  paid inference: receipt {} fee {} OPEN in {} payout lines ({}), verified {}",
+            i.receipt,
+            i.fee.to_open_string(),
+            i.lines.len(),
+            i.method,
+            i.verified
+        );
+    }
     if s.temporary_home {
         say!("  (temporary home removed; keep one with --home DIR)");
     } else {
@@ -355,6 +384,8 @@ impl Demo {
         let jobs_root = self.jobs_root.clone();
         self.artifacts = Some(self.datanets_and_factory(&jobs_root).await?);
         self.show_balances().await?;
+        let home_root = self.home_root.clone();
+        self.inference = self.paid_inference(&home_root, self.serving).await?;
         Ok((id, change, before, after))
     }
 

@@ -83,7 +83,11 @@ impl Serving {
         let model = ServedModel::load(base)
             .map_err(|e| bad(e.to_string()))?
             .accept_base_name(&info.name)
-            .accept_base_name(&info.id.to_string());
+            .accept_base_name(&info.id.to_string())
+            // Adapters trained by this node's ModelFactory name the weights
+            // file they were trained from as their PEFT base model
+            // (compared by file name).
+            .accept_base_name(&base.display().to_string());
         let adapters = home.root().join("adapters");
         std::fs::create_dir_all(&adapters).map_err(|e| bad(e.to_string()))?;
         let genesis = home.load_genesis()?;

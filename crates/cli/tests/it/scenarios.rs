@@ -247,6 +247,50 @@ fn the_demo_runs_to_completion() {
         h.root.join("ledger.redb").is_file(),
         "--home keeps the demo's home"
     );
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !model.is_file() {
+        assert!(s["inference"].is_null(), "no model, no paid inference: {s}");
+        eprintln!("paid inference skipped: models/ has no demo model (scripts/fetch-model.sh)");
+        return;
+    }
+    // The paid request: a receipt settled on the ledger whose payout lines
+    // sum to a non-zero fee, pay both datanet contributors, and verify.
+    let inf = &s["inference"];
+    let receipt = inf["receipt"].as_str().expect("a receipt id");
+    assert_eq!(receipt.len(), 64, "{inf}");
+    let fee: u128 = serde_json::from_value::<trib_node::types::Amount>(inf["fee"].clone())
+        .expect("fee is an amount")
+        .0;
+    assert!(fee > 0, "{inf}");
+    let lines = inf["lines"].as_array().expect("payout lines");
+    let sum: u128 = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_value::<trib_node::types::Amount>(l["amount"].clone())
+                .unwrap()
+                .0
+        })
+        .sum();
+    assert_eq!(sum, fee, "{inf}");
+    assert!(!inf["answer"].as_str().unwrap().trim().is_empty(), "{inf}");
+    let gains = inf["contributor_gains"].as_array().unwrap();
+    assert_eq!(gains.len(), 2, "bob and carol: {inf}");
+    for g in gains {
+        let gained: u128 = serde_json::from_value(g[2].clone()).unwrap();
+        let paid: u128 = lines
+            .iter()
+            .filter(|l| l["recipient"] == g[1] && l["role"]["role"] == "contributor")
+            .map(|l| {
+                serde_json::from_value::<trib_node::types::Amount>(l["amount"].clone())
+                    .unwrap()
+                    .0
+            })
+            .sum();
+        assert!(paid > 0, "{g} has a contributor line: {inf}");
+        assert_eq!(gained, paid, "{g}'s balance grew by its payout: {inf}");
+    }
+    assert_eq!(inf["verified"], true);
 }
 
 #[test]
