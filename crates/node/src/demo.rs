@@ -192,7 +192,7 @@ pub async fn run(
     step_header(1, "create a node home with a development genesis");
     // The node serves the demo model (OpenAI-compatible API) when it is
     // present, so the paid-inference steps can query the trained adapter.
-    let served = serving_steps::served_model();
+    let served = demo_model();
     let config = NodeConfig {
         listen: "127.0.0.1:0".parse().expect("valid"),
         base_model: served.clone(),
@@ -630,5 +630,22 @@ impl Demo {
             s.total.to_open_string()
         );
         Ok(())
+    }
+}
+
+/// The demo base model: `<repo>/models` (where scripts/fetch-model.sh puts it)
+/// or `./models`, sha256-verified. `None` when absent: the model steps skip.
+fn demo_model() -> Option<PathBuf> {
+    let repo_models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    [repo_models, PathBuf::from("models")]
+        .into_iter()
+        .find_map(|d| trib_model::locate_smollm2(&d).ok())
+}
+
+/// A demo step saw something it did not expect.
+fn unexpected(step: &'static str, what: impl Into<String>) -> DemoError {
+    DemoError::Unexpected {
+        step,
+        what: what.into(),
     }
 }

@@ -322,7 +322,9 @@ fn a_permissioned_datanet_is_refused_to_readers_and_trainers_without_access() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 202);
-    let id = r.json::<serde_json::Value>().unwrap()["id"].as_u64().unwrap();
+    let id = r.json::<serde_json::Value>().unwrap()["id"]
+        .as_u64()
+        .unwrap();
     let mut job = serde_json::Value::Null;
     for _ in 0..300 {
         job = crate::harness::get_json(&format!("{}/v1/jobs/{id}", n[1])).1;
@@ -332,7 +334,13 @@ fn a_permissioned_datanet_is_refused_to_readers_and_trainers_without_access() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert_eq!(job["status"], "failed", "{job}");
-    assert!(job["error"].as_str().unwrap().contains("no training access"), "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("no training access"),
+        "{job}"
+    );
 
     // Once granted, the same reader exports it.
     h.ok(&[

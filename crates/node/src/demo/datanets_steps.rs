@@ -36,20 +36,6 @@ pub struct DemoArtifacts {
 
 /// The demo base model: `<repo>/models` (where scripts/fetch-model.sh puts
 /// it) or `./models`, sha256-verified.
-fn demo_model() -> Option<PathBuf> {
-    let repo_models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
-    [repo_models, PathBuf::from("models")]
-        .into_iter()
-        .find_map(|d| trib_model::locate_smollm2(&d).ok())
-}
-
-fn unexpected(step: &'static str, what: impl Into<String>) -> DemoError {
-    DemoError::Unexpected {
-        step,
-        what: what.into(),
-    }
-}
-
 impl Demo {
     /// The datanet and ModelFactory steps (4 numbered steps).
     pub(super) async fn datanets_and_factory(
@@ -151,7 +137,7 @@ impl Demo {
                 }
             }
             match serde_json::from_value::<Option<Action>>(r["action"].clone())
-                .map_err(|e| unexpected("contribute", e.to_string()))?
+                .map_err(|e| super::unexpected("contribute", e.to_string()))?
             {
                 Some(action) => {
                     if let Action::Contribute { contribution, .. } = &action {
@@ -166,7 +152,7 @@ impl Demo {
             }
         }
         if accepted.len() != 3 {
-            return Err(unexpected(
+            return Err(super::unexpected(
                 "contribute",
                 format!("expected 3 staked contributions, got {}", accepted.len()),
             ));
@@ -209,7 +195,7 @@ impl Demo {
             base_model: None,
             contributors: vec![("bob".into(), bob.clone()), ("carol".into(), carol.clone())],
         };
-        let Some(model) = demo_model() else {
+        let Some(model) = super::demo_model() else {
             say!("      the demo model is not in models/: run scripts/fetch-model.sh (or `trib models pull smollm2-135m --dir models`); skipping training");
             return Ok(artifacts);
         };
@@ -218,8 +204,8 @@ impl Demo {
             move || crate::models::describe_model(&m)
         })
         .await
-        .map_err(|e| unexpected("register model", e.to_string()))?
-        .map_err(|e| unexpected("register model", e.to_string()))?;
+        .map_err(|e| super::unexpected("register model", e.to_string()))?
+        .map_err(|e| super::unexpected("register model", e.to_string()))?;
         self.submit_all(vec![(
             self.producer.clone(),
             Action::RegisterBaseModel {
@@ -270,7 +256,7 @@ impl Demo {
         ) {
             (Some("done"), Some(s)) => s,
             _ => {
-                return Err(unexpected(
+                return Err(super::unexpected(
                     "train",
                     format!(
                         "job ended as {:?}: {}",
@@ -289,9 +275,9 @@ impl Demo {
             config_hash: summary.config_hash,
             metrics_hash: trib_types::Hash::of(metrics.to_string().as_bytes()),
             price_in_per_1k: Amount::parse_open("0.002")
-                .map_err(|e| unexpected("register adapter", e.to_string()))?,
+                .map_err(|e| super::unexpected("register adapter", e.to_string()))?,
             price_out_per_1k: Amount::parse_open("0.004")
-                .map_err(|e| unexpected("register adapter", e.to_string()))?,
+                .map_err(|e| super::unexpected("register adapter", e.to_string()))?,
         };
         self.submit_all(vec![(alice.clone(), action)]).await?;
         say!("      adapter {} registered by alice (0.002 / 0.004 OPEN per 1k tokens in / out), files in {}", summary.adapter_id, summary.adapter_dir.display());

@@ -5,7 +5,7 @@
 //! receipt's payout lines and each contributor's balance change are shown,
 //! and the stored answer is verified against the on-chain receipt.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -45,22 +45,6 @@ pub struct DemoInference {
     pub contributor_gains: Vec<(String, Address, u128)>,
     /// Whether the stored answer verified against the on-chain receipt.
     pub verified: bool,
-}
-
-/// The demo base model to serve: `<repo>/models` (where
-/// scripts/fetch-model.sh puts it) or `./models`, sha256-verified.
-pub(super) fn served_model() -> Option<PathBuf> {
-    let repo_models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
-    [repo_models, PathBuf::from("models")]
-        .into_iter()
-        .find_map(|d| trib_model::locate_smollm2(&d).ok())
-}
-
-fn unexpected(step: &'static str, what: impl Into<String>) -> DemoError {
-    DemoError::Unexpected {
-        step,
-        what: what.into(),
-    }
 }
 
 /// Copies the PEFT files of `from` (files only, no sub-folders) into `to`.
@@ -111,8 +95,9 @@ impl Demo {
         };
         let contributors = artifacts.map(|a| a.contributors).unwrap_or_default();
         let target = home_root.join("adapters").join(adapter.to_string());
-        let copied = copy_adapter(&adapter_dir, &target)
-            .map_err(|e| unexpected("serve adapter", format!("{}: {e}", target.display())))?;
+        let copied = copy_adapter(&adapter_dir, &target).map_err(|e| {
+            super::unexpected("serve adapter", format!("{}: {e}", target.display()))
+        })?;
         say!(
             "      {copied} adapter files copied to {}",
             target.display()
@@ -137,7 +122,7 @@ impl Demo {
         )])
         .await?;
         let api_key = ApiKeys::create(&ApiKeys::path_in(home_root), dave.address)
-            .map_err(|e| unexpected("api key", e.to_string()))?;
+            .map_err(|e| super::unexpected("api key", e.to_string()))?;
         say!(
             "      dave {} holds 100 OPEN, allows operator {operator} up to 10 OPEN, API key {}…",
             dave.address,
@@ -155,7 +140,7 @@ impl Demo {
         let http = reqwest::Client::builder()
             .timeout(ANSWER_TIMEOUT)
             .build()
-            .map_err(|e| unexpected("inference", e.to_string()))?;
+            .map_err(|e| super::unexpected("inference", e.to_string()))?;
         let base = self.client.base_url().trim_end_matches('/').to_string();
         say!("      POST {base}/v1/chat/completions  model {adapter}");
         say!("      question: {QUESTION}");
@@ -171,14 +156,17 @@ impl Demo {
             }))
             .send()
             .await
-            .map_err(|e| unexpected("inference", e.to_string()))?;
+            .map_err(|e| super::unexpected("inference", e.to_string()))?;
         let status = resp.status();
         let v: Value = resp
             .json()
             .await
-            .map_err(|e| unexpected("inference", e.to_string()))?;
+            .map_err(|e| super::unexpected("inference", e.to_string()))?;
         if !status.is_success() {
-            return Err(unexpected("inference", format!("HTTP {status}: {v}")));
+            return Err(super::unexpected(
+                "inference",
+                format!("HTTP {status}: {v}"),
+            ));
         }
         let answer = v["choices"][0]["message"]["content"]
             .as_str()
@@ -188,11 +176,11 @@ impl Demo {
             .as_str()
             .and_then(|s| s.parse::<u128>().ok())
             .map(Amount)
-            .ok_or_else(|| unexpected("inference", format!("no fee in {v}")))?;
+            .ok_or_else(|| super::unexpected("inference", format!("no fee in {v}")))?;
         let receipt: ReceiptId = v["receipt_id"]
             .as_str()
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| unexpected("inference", format!("no receipt id in {v}")))?;
+            .ok_or_else(|| super::unexpected("inference", format!("no receipt id in {v}")))?;
         say!(
             "      answer ({} prompt + {} completion tokens, {:.1?}): {}",
             v["usage"]["prompt_tokens"],
@@ -218,15 +206,15 @@ impl Demo {
                 .get(&url)
                 .send()
                 .await
-                .map_err(|e| unexpected("receipt", e.to_string()))?;
+                .map_err(|e| super::unexpected("receipt", e.to_string()))?;
             if resp.status().is_success() {
                 break resp
                     .json()
                     .await
-                    .map_err(|e| unexpected("receipt", e.to_string()))?;
+                    .map_err(|e| super::unexpected("receipt", e.to_string()))?;
             }
             if waited.elapsed() > RECEIPT_TIMEOUT {
-                return Err(unexpected(
+                return Err(super::unexpected(
                     "receipt",
                     format!("receipt {receipt} not on the ledger after {RECEIPT_TIMEOUT:?}"),
                 ));
@@ -235,7 +223,7 @@ impl Demo {
         };
         self.committed += 1;
         let on_chain: InferenceReceipt = serde_json::from_value(r["receipt"].clone())
-            .map_err(|e| unexpected("receipt", format!("{e}: {r}")))?;
+            .map_err(|e| super::unexpected("receipt", format!("{e}: {r}")))?;
         say!(
             "      receipt on the ledger: method {:?}, {} payout lines",
             on_chain.method,
@@ -245,14 +233,14 @@ impl Demo {
             .get(format!("{base}/v1/payouts?receipt={receipt}"))
             .send()
             .await
-            .map_err(|e| unexpected("payouts", e.to_string()))?
+            .map_err(|e| super::unexpected("payouts", e.to_string()))?
             .json()
             .await
-            .map_err(|e| unexpected("payouts", e.to_string()))?;
+            .map_err(|e| super::unexpected("payouts", e.to_string()))?;
         let lines: Vec<PayoutLine> = serde_json::from_value(page["items"].clone())
-            .map_err(|e| unexpected("payouts", format!("{e}: {page}")))?;
+            .map_err(|e| super::unexpected("payouts", format!("{e}: {page}")))?;
         if lines != on_chain.lines {
-            return Err(unexpected(
+            return Err(super::unexpected(
                 "payouts",
                 "GET /v1/payouts?receipt= disagrees with the receipt's lines",
             ));
@@ -291,7 +279,7 @@ impl Demo {
 
         self.next_step("verify the receipt: the stored answer hashes to the on-chain evidence and the payouts sum to the fee");
         let stored: StoredAnswer = serde_json::from_value(r["answer"].clone())
-            .map_err(|e| unexpected("verify receipt", format!("no stored answer: {e}")))?;
+            .map_err(|e| super::unexpected("verify receipt", format!("no stored answer: {e}")))?;
         let verified = match verify_stored_answer(&stored, &on_chain) {
             Ok(()) => {
                 say!(
@@ -302,7 +290,7 @@ impl Demo {
                 true
             }
             Err(problems) => {
-                return Err(unexpected("verify receipt", problems.join("; ")));
+                return Err(super::unexpected("verify receipt", problems.join("; ")));
             }
         };
         Ok(Some(DemoInference {
