@@ -49,8 +49,8 @@ pub use quality::{quality_score, QualityScore, QUALITY_WEIGHTS};
 pub use reputation::{compute_reputation, leaderboard, Reputation, ReputationEvent};
 pub use row::{ChatMessage, RowContent, StoredRow};
 pub use store::{
-    parse_version_ref, ContributionRecord, ContributionStatus, DatanetStore, Decision, Page,
-    PageRequest, VersionRow,
+    parse_version_ref, utc_day, ContributionRecord, ContributionStatus, DatanetStore, Decision,
+    Page, PageRequest, RejectedSubmission, VersionRow,
 };
 pub use validate::{
     contribution_id, ContributionRejection, DedupIndex, MemoryDedupIndex, QuotaKind, QuotaUsage,

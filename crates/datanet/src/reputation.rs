@@ -47,6 +47,18 @@ pub enum ReputationEvent {
         /// Contribution.
         contribution: ContributionId,
     },
+    /// Validation rejected the whole submission (all duplicates, bad
+    /// format, quota, …): it never reached curation or the ledger.
+    RejectedAtValidation {
+        /// Datanet.
+        datanet: DatanetId,
+        /// Contributor.
+        contributor: Address,
+        /// The id its report carried.
+        contribution: ContributionId,
+        /// Rows rejected as exact or near duplicates.
+        duplicates_rejected: u32,
+    },
     /// Stake was slashed (from the ledger).
     Slashed {
         /// Datanet.
@@ -89,6 +101,11 @@ impl ReputationEvent {
                 contributor,
                 ..
             }
+            | ReputationEvent::RejectedAtValidation {
+                datanet,
+                contributor,
+                ..
+            }
             | ReputationEvent::Slashed {
                 datanet,
                 contributor,
@@ -118,6 +135,8 @@ pub struct Reputation {
     pub contributions_accepted: u64,
     /// Contributions rejected by curation.
     pub contributions_rejected: u64,
+    /// Submissions rejected at validation (never curated).
+    pub rejected_at_validation: u64,
     /// Rows accepted.
     pub rows_accepted: u64,
     /// Rows rejected as duplicates at validation.
@@ -131,10 +150,11 @@ pub struct Reputation {
 }
 
 impl Reputation {
-    /// Accepted / (accepted + rejected) contributions, in basis points; 0
-    /// before any decision.
+    /// Accepted / (accepted + rejected by curation + rejected at
+    /// validation), in basis points; 0 before any decision.
     pub fn acceptance_rate_bp(&self) -> u16 {
-        let decided = self.contributions_accepted + self.contributions_rejected;
+        let decided =
+            self.contributions_accepted + self.contributions_rejected + self.rejected_at_validation;
         (self.contributions_accepted * 10_000)
             .checked_div(decided)
             .unwrap_or(0) as u16
@@ -156,6 +176,13 @@ impl Reputation {
                 self.rows_accepted += *rows as u64;
             }
             ReputationEvent::Rejected { .. } => self.contributions_rejected += 1,
+            ReputationEvent::RejectedAtValidation {
+                duplicates_rejected,
+                ..
+            } => {
+                self.rejected_at_validation += 1;
+                self.duplicates_rejected += *duplicates_rejected as u64;
+            }
             ReputationEvent::Slashed { amount, .. } => {
                 self.slashes += 1;
                 self.slashed = add(self.slashed, *amount);
@@ -255,13 +282,21 @@ mod tests {
                 contribution: c,
                 rows: 20,
             },
+            ReputationEvent::RejectedAtValidation {
+                datanet: d,
+                contributor: alice,
+                contribution: c,
+                duplicates_rejected: 4,
+            },
         ];
         let reps = compute_reputation(&events);
         let a = reps.iter().find(|r| r.contributor == alice).unwrap();
-        assert_eq!(a.acceptance_rate_bp(), 5_000);
+        // 1 accepted of 3 decided (one curation rejection, one at validation).
+        assert_eq!(a.acceptance_rate_bp(), 3_333);
+        assert_eq!(a.rejected_at_validation, 1);
         assert_eq!(
             (a.rows_accepted, a.duplicates_rejected, a.slashes),
-            (10, 2, 1)
+            (10, 6, 1)
         );
         assert_eq!((a.slashed, a.earnings), (Amount::open(2), Amount::open(5)));
         let board = leaderboard(&reps, &d);

@@ -49,8 +49,18 @@ const VERSIONS: Tbl = TableDefinition::new("versions");
 const VERSION_ROWS: Tbl = TableDefinition::new("version_rows");
 const HISTORY: Tbl = TableDefinition::new("contributor_history");
 const META: Tbl = TableDefinition::new("meta");
+/// (UTC day, datanet, contributor) → bytes (u64 BE) ++ files (u32 BE)
+/// accepted that day.
+const QUOTA_CONTRIBUTOR: Tbl = TableDefinition::new("quota_contributor");
+/// (UTC day, datanet) → bytes (u64 BE) accepted that day.
+const QUOTA_DATANET: Tbl = TableDefinition::new("quota_datanet");
+/// (datanet, contributor) → submissions so far (u64 BE), rejected ones
+/// included: the `attempt` of the next contribution id.
+const SUBMISSIONS: Tbl = TableDefinition::new("submission_counts");
+/// (datanet, seq) → [`RejectedSubmission`].
+const VALIDATION_REJECTIONS: Tbl = TableDefinition::new("validation_rejections");
 
-const ALL_TABLES: [Tbl; 12] = [
+const ALL_TABLES: [Tbl; 16] = [
     DATANETS,
     NAMES,
     CONTRIBUTIONS,
@@ -63,6 +73,10 @@ const ALL_TABLES: [Tbl; 12] = [
     VERSION_ROWS,
     HISTORY,
     META,
+    QUOTA_CONTRIBUTOR,
+    QUOTA_DATANET,
+    SUBMISSIONS,
+    VALIDATION_REJECTIONS,
 ];
 
 /// Largest stored value we decode (a row is at most 64 KiB of text plus
@@ -138,6 +152,48 @@ pub struct ContributionRecord {
 
 impl Canonical for ContributionRecord {
     const NAME: &'static str = "datanet contribution record";
+}
+
+/// A submission that validation rejected as a whole (all duplicates, bad
+/// format, quota, …). Nothing of it is stored but this record, which feeds
+/// the contributor's reputation (docs/datanets.md, "Reputation").
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct RejectedSubmission {
+    /// The id the report carried.
+    pub id: ContributionId,
+    /// The datanet.
+    pub datanet: DatanetId,
+    /// Who submitted.
+    pub contributor: Address,
+    /// The file name.
+    pub file_name: String,
+    /// blake3 of the file.
+    pub file_hash: Hash,
+    /// File size.
+    pub file_bytes: u64,
+    /// Store-wide sequence number (shared with stored contributions).
+    pub seq: u64,
+    /// UTC day of the submission (days since 1970-01-01).
+    pub day: u64,
+    /// Rows in the file (0 when it did not parse).
+    pub rows_total: u32,
+    /// Rows rejected as exact or near duplicates.
+    pub duplicates_rejected: u32,
+    /// Machine-readable reason (`all_duplicates`, `quota_exceeded`, …).
+    pub reason_code: String,
+    /// The reason as shown to the contributor.
+    pub reason: String,
+}
+
+impl Canonical for RejectedSubmission {
+    const NAME: &'static str = "datanet rejected submission";
+}
+
+/// The UTC day of `t`: whole days since 1970-01-01T00:00:00Z. Quota
+/// counters roll over at 00:00 UTC.
+pub fn utc_day(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400)
 }
 
 /// A page request: items after the `after` cursor (from a previous page),
@@ -287,6 +343,109 @@ impl Canonical for Counter {
     const NAME: &'static str = "datanet counter";
 }
 
+/// A big-endian u64 value (0 when absent).
+fn read_u64(
+    t: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+) -> Result<u64, DatanetError> {
+    Ok(match t.get(key)? {
+        Some(v) => be_u64(v.value(), 0)?,
+        None => 0,
+    })
+}
+
+fn be_u64(bytes: &[u8], at: usize) -> Result<u64, DatanetError> {
+    bytes
+        .get(at..at + 8)
+        .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+        .ok_or_else(|| DatanetError::Store(format!("counter value of {} bytes", bytes.len())))
+}
+
+/// Adds `by` to the u64 counter at `key`.
+fn bump_u64(
+    t: &mut redb::Table<&'static [u8], &'static [u8]>,
+    key: &[u8],
+    by: u64,
+) -> Result<u64, DatanetError> {
+    let n = read_u64(t, key)?.saturating_add(by);
+    t.insert(key, n.to_be_bytes().as_slice())?;
+    Ok(n)
+}
+
+/// Today's counters of one contributor in one datanet.
+fn read_quota(
+    r: &ReadTransaction,
+    datanet: &DatanetId,
+    contributor: &Address,
+    day: u64,
+) -> Result<QuotaUsage, DatanetError> {
+    let day_b = day.to_be_bytes();
+    let d = datanet.0.as_bytes();
+    let (bytes, files) = match r
+        .open_table(QUOTA_CONTRIBUTOR)?
+        .get(cat(&[&day_b, d, &contributor.0]).as_slice())?
+    {
+        Some(v) => {
+            let v = v.value();
+            let files = v
+                .get(8..12)
+                .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+                .ok_or_else(|| DatanetError::Store(format!("quota value of {} bytes", v.len())))?;
+            (be_u64(v, 0)?, files)
+        }
+        None => (0, 0),
+    };
+    let datanet_bytes = read_u64(&r.open_table(QUOTA_DATANET)?, &cat(&[&day_b, d]))?;
+    Ok(QuotaUsage {
+        contributor_bytes_today: bytes,
+        contributor_files_today: files,
+        datanet_bytes_today: datanet_bytes,
+    })
+}
+
+/// Counts one accepted file of `bytes` on `day`, and drops the counters of
+/// earlier days (they can no longer limit anything).
+fn add_quota(
+    w: &WriteTransaction,
+    datanet: &DatanetId,
+    contributor: &Address,
+    day: u64,
+    bytes: u64,
+) -> Result<(), DatanetError> {
+    let day_b = day.to_be_bytes();
+    let d = datanet.0.as_bytes();
+    for t in [QUOTA_CONTRIBUTOR, QUOTA_DATANET] {
+        let mut table = w.open_table(t)?;
+        let stale: Vec<Vec<u8>> = table
+            .range::<&[u8]>(..day_b.as_slice())?
+            .map(|item| item.map(|(k, _)| k.value().to_vec()))
+            .collect::<Result<_, _>>()?;
+        for k in stale {
+            table.remove(k.as_slice())?;
+        }
+    }
+    let key = cat(&[&day_b, d, &contributor.0]);
+    let mut t = w.open_table(QUOTA_CONTRIBUTOR)?;
+    let (old_bytes, old_files) = match t.get(key.as_slice())? {
+        Some(v) => {
+            let v = v.value();
+            let files = v
+                .get(8..12)
+                .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+                .unwrap_or(0);
+            (be_u64(v, 0)?, files)
+        }
+        None => (0, 0),
+    };
+    let value = cat(&[
+        &old_bytes.saturating_add(bytes).to_be_bytes(),
+        &old_files.saturating_add(1).to_be_bytes(),
+    ]);
+    t.insert(key.as_slice(), value.as_slice())?;
+    bump_u64(&mut w.open_table(QUOTA_DATANET)?, &cat(&[&day_b, d]), bytes)?;
+    Ok(())
+}
+
 /// The embedded store. Cheap to share behind an `Arc`; writes are serialised.
 pub struct DatanetStore {
     db: Database,
@@ -427,31 +586,75 @@ impl DatanetStore {
         Ok(Page { items: out, next })
     }
 
-    /// Validates `file` and, when accepted, stores the raw file in `blobs`
-    /// and the contribution as pending with its accepted rows (indexed for
-    /// dedup). A rejected contribution writes nothing. The report is
-    /// returned either way.
+    /// Validates `file`, submitted on UTC day `day` (see [`utc_day`]),
+    /// against the datanet's rows and the day's quota counters kept here.
+    /// When accepted, stores the raw file in `blobs`, the contribution as
+    /// pending with its accepted rows (indexed for dedup), and adds the
+    /// file to the day's counters, all in one transaction. When rejected,
+    /// only a [`RejectedSubmission`] record is written (for reputation).
+    /// Either way the contributor's submission count goes up, so the next
+    /// submission of the same file gets a new id. The report is returned
+    /// either way.
     pub fn submit(
         &self,
         datanet_id: &DatanetId,
         contributor: Address,
         file: &SourceFile<'_>,
-        quota: &QuotaUsage,
+        day: u64,
         validator: &Validator,
         blobs: &dyn BlobStore,
     ) -> Result<ValidationReport, DatanetError> {
         let datanet = self.datanet(datanet_id)?;
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let d = datanet_id.0.as_bytes();
+        let sub_key = cat(&[d, &contributor.0]);
         let validated = {
             let r = self.db.begin_read()?;
+            let quota = read_quota(&r, datanet_id, &contributor, day)?;
+            let attempt = read_u64(&r.open_table(SUBMISSIONS)?, &sub_key)?;
             let index = StoreIndex {
                 txn: &r,
                 datanet: *datanet_id,
             };
-            validator.validate(&datanet, contributor, file, quota, &index)?
+            validator.validate_nth(&datanet, contributor, attempt, file, &quota, &index)?
         };
         let report = validated.report;
         if !report.is_accepted() {
+            let w = self.db.begin_write()?;
+            bump_u64(&mut w.open_table(SUBMISSIONS)?, &sub_key, 1)?;
+            let seq = get_w::<Counter>(&w, META, b"seq")?.map_or(1, |c| c.0 + 1);
+            put(&w, META, b"seq", &Counter(seq))?;
+            let rejection = report
+                .rejection
+                .as_ref()
+                .expect("a rejected report has a rejection");
+            let record = RejectedSubmission {
+                id: report.contribution,
+                datanet: *datanet_id,
+                contributor,
+                file_name: report.file_name.clone(),
+                file_hash: report.file_hash,
+                file_bytes: report.file_bytes,
+                seq,
+                day,
+                rows_total: report.rows.len() as u32,
+                duplicates_rejected: report.duplicates_rejected,
+                reason_code: rejection.code().to_string(),
+                reason: rejection.to_string(),
+            };
+            put(
+                &w,
+                VALIDATION_REJECTIONS,
+                &cat(&[d, &seq.to_be_bytes()]),
+                &record,
+            )?;
+            w.commit()?;
+            tracing::info!(
+                target: "trib::datanet",
+                contribution = %report.contribution,
+                reason = record.reason_code,
+                "recorded a submission rejected at validation"
+            );
             return Ok(report);
         }
         let kind = report
@@ -469,7 +672,8 @@ impl DatanetStore {
         }
         let seq = get_w::<Counter>(&w, META, b"seq")?.map_or(1, |c| c.0 + 1);
         put(&w, META, b"seq", &Counter(seq))?;
-        let d = datanet_id.0.as_bytes();
+        bump_u64(&mut w.open_table(SUBMISSIONS)?, &sub_key, 1)?;
+        add_quota(&w, datanet_id, &contributor, day, report.file_bytes)?;
         let contrib_key = cat(&[d, &seq.to_be_bytes()]);
         let record = ContributionRecord {
             id: report.contribution,
@@ -918,9 +1122,53 @@ impl DatanetStore {
             }
             match p.next {
                 Some(n) => page.after = Some(n),
+                None => break,
+            }
+        }
+        let mut page = PageRequest::first(1_000);
+        loop {
+            let p = self.validation_rejections(datanet, &page)?;
+            events.extend(
+                p.items
+                    .into_iter()
+                    .map(|r| ReputationEvent::RejectedAtValidation {
+                        datanet: r.datanet,
+                        contributor: r.contributor,
+                        contribution: r.id,
+                        duplicates_rejected: r.duplicates_rejected,
+                    }),
+            );
+            match p.next {
+                Some(n) => page.after = Some(n),
                 None => return Ok(events),
             }
         }
+    }
+
+    /// The quota counters of `contributor` in `datanet` on UTC `day`: what
+    /// [`DatanetStore::submit`] checks the datanet's quotas against.
+    pub fn quota_usage(
+        &self,
+        datanet: &DatanetId,
+        contributor: &Address,
+        day: u64,
+    ) -> Result<QuotaUsage, DatanetError> {
+        read_quota(&self.db.begin_read()?, datanet, contributor, day)
+    }
+
+    /// A datanet's submissions rejected at validation, oldest first.
+    pub fn validation_rejections(
+        &self,
+        datanet: &DatanetId,
+        page: &PageRequest,
+    ) -> Result<Page<RejectedSubmission>, DatanetError> {
+        let r = self.db.begin_read()?;
+        let (items, next) = scan(&r, VALIDATION_REJECTIONS, datanet.0.as_bytes(), page)?;
+        let items = items
+            .into_iter()
+            .map(|(_, v)| RejectedSubmission::decode(&v, MAX_VALUE_BYTES).map_err(Into::into))
+            .collect::<Result<_, DatanetError>>()?;
+        Ok(Page { items, next })
     }
 
     /// Counts of stored rows and index entries for a datanet (for tests and

@@ -185,6 +185,21 @@ pub enum ContributionRejection {
     },
 }
 
+impl ContributionRejection {
+    /// The machine-readable reason, as the JSON `reason` tag spells it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ContributionRejection::FileTooLarge { .. } => "file_too_large",
+            ContributionRejection::QuotaExceeded { .. } => "quota_exceeded",
+            ContributionRejection::Unparseable { .. } => "unparseable",
+            ContributionRejection::WrongDataType { .. } => "wrong_data_type",
+            ContributionRejection::NoRows => "no_rows",
+            ContributionRejection::AllDuplicates { .. } => "all_duplicates",
+            ContributionRejection::NoAcceptedRows { .. } => "no_accepted_rows",
+        }
+    }
+}
+
 /// Why one row was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
@@ -341,15 +356,26 @@ fn rows_root(report: &ValidationReport, rows: &[ValidatedRow]) -> Hash {
     merkle_root(&leaves.iter().map(VersionLeaf::hash).collect::<Vec<_>>())
 }
 
-/// The id of a contribution: a hash of the datanet, contributor and file.
+/// The id of a contribution: a hash of the datanet, the contributor, the
+/// file and the contributor's submission sequence in that datanet
+/// (`attempt`: how many files this contributor submitted to this datanet
+/// before, rejected ones included). The sequence makes a re-submission of
+/// the same file after a rejection a new contribution; exact-duplicate rows
+/// are still caught by the duplicate check, not by the id.
 pub fn contribution_id(
     datanet: &DatanetId,
     contributor: &Address,
     file_hash: &Hash,
+    attempt: u64,
 ) -> ContributionId {
     ContributionId(Hash::domain(
-        "tributary contribution id v1",
-        &[datanet.0.as_bytes(), &contributor.0, file_hash.as_bytes()],
+        "tributary contribution id v2",
+        &[
+            datanet.0.as_bytes(),
+            &contributor.0,
+            file_hash.as_bytes(),
+            &attempt.to_be_bytes(),
+        ],
     ))
 }
 
@@ -396,8 +422,8 @@ impl Validator {
         &self.hasher
     }
 
-    /// Validates `file` contributed by `contributor` to `datanet`. Returns an
-    /// error only when the dedup index fails; every rejection is in the report.
+    /// Validates `file` contributed by `contributor` to `datanet` as the
+    /// contributor's first submission there (see [`Validator::validate_nth`]).
     pub fn validate(
         &self,
         datanet: &Datanet,
@@ -406,11 +432,27 @@ impl Validator {
         quota: &QuotaUsage,
         index: &dyn DedupIndex,
     ) -> Result<ValidatedContribution, DatanetError> {
+        self.validate_nth(datanet, contributor, 0, file, quota, index)
+    }
+
+    /// Validates `file`, the contributor's submission number `attempt`
+    /// (from 0) to `datanet`, which enters its [`contribution_id`]. Returns
+    /// an error only when the dedup index fails; every rejection is in the
+    /// report.
+    pub fn validate_nth(
+        &self,
+        datanet: &Datanet,
+        contributor: Address,
+        attempt: u64,
+        file: &SourceFile<'_>,
+        quota: &QuotaUsage,
+        index: &dyn DedupIndex,
+    ) -> Result<ValidatedContribution, DatanetError> {
         let datanet_id = datanet.id();
         let file_hash = Hash::of(file.bytes);
         let mut report = ValidationReport {
             datanet: datanet_id,
-            contribution: contribution_id(&datanet_id, &contributor, &file_hash),
+            contribution: contribution_id(&datanet_id, &contributor, &file_hash, attempt),
             contributor,
             file_name: file.name.to_string(),
             file_hash,

@@ -4,11 +4,14 @@
 use trib_datanet::{
     verify_export, BlobStore, ContributionRejection, ContributionStatus, DatanetError,
     DatanetStore, Decision, InclusionProof, LocalBlobStore, ObjectBlobStore, PageRequest,
-    QuotaUsage, Validator, VersionLeaf,
+    Validator, VersionLeaf,
 };
 use trib_types::Hash;
 
 use crate::common::*;
+
+/// The UTC day the tests submit on (days since 1970-01-01).
+pub const DAY: u64 = 20_416;
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -42,7 +45,7 @@ impl Env {
                 &id,
                 who,
                 &src(name, bytes),
-                &QuotaUsage::default(),
+                DAY,
                 &self.validator,
                 &self.blobs,
             )
@@ -201,7 +204,10 @@ fn curation_moves_rows_between_pending_accepted_and_rejected() {
     let reps = trib_datanet::compute_reputation(&e.store.reputation_events(&id).unwrap());
     let board = trib_datanet::leaderboard(&reps, &id);
     let alice_rep = board.iter().find(|r| r.contributor == alice()).unwrap();
-    assert_eq!(alice_rep.acceptance_rate_bp(), 5_000);
+    // Accepted: d.md; rejected by curation: c.txt; rejected at validation:
+    // c2.txt (all duplicates). 1 of 3.
+    assert_eq!(alice_rep.rejected_at_validation, 1);
+    assert_eq!(alice_rep.acceptance_rate_bp(), 3_333);
     assert_eq!(alice_rep.rows_accepted, decl.rows_accepted as u64);
 }
 
@@ -327,6 +333,14 @@ fn hostile_files_leave_no_partial_state_in_the_store_or_content_store() {
         e.blobs.list().unwrap().is_empty(),
         "no blob written for a rejected file"
     );
+    // Only the rejection records (for reputation) were written.
+    let rejected = e
+        .store
+        .validation_rejections(&id, &PageRequest::default())
+        .unwrap()
+        .items;
+    assert_eq!(rejected.len(), hostile.len());
+    assert!(rejected.iter().all(|r| r.reason_code == "unparseable"));
 }
 
 #[test]
@@ -346,7 +360,7 @@ fn the_raw_file_lands_in_the_content_store_under_its_hash() {
             &id,
             bob(),
             &src("d.md", &fixture("declaration.md")),
-            &QuotaUsage::default(),
+            DAY,
             &e.validator,
             &mem,
         )
@@ -366,4 +380,169 @@ fn version_refs_parse() {
     );
     assert!(trib_datanet::parse_version_ref("us-law@zero").is_err());
     assert!(trib_datanet::parse_version_ref("us-law@0").is_err());
+}
+
+#[test]
+fn quota_counters_survive_reopening_the_store_and_roll_over_at_the_utc_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("datanets.redb");
+    let blobs = LocalBlobStore::open(dir.path().join("blobs")).unwrap();
+    let v = Validator::default();
+    let mut d = text_datanet();
+    d.quotas.files_per_contributor_per_day = 2;
+    let (f0, f1, f2) = (
+        distinct_paragraphs(3, 1),
+        distinct_paragraphs(3, 2),
+        distinct_paragraphs(3, 3),
+    );
+    let id = {
+        let store = DatanetStore::open(&path).unwrap();
+        let id = store.create_datanet(&d).unwrap();
+        let r = store
+            .submit(&id, alice(), &src("a.txt", f0.as_bytes()), DAY, &v, &blobs)
+            .unwrap();
+        assert!(r.is_accepted(), "{:?}", r.rejection);
+        id
+    };
+    // "Restart": a new handle on the same file sees the same counters.
+    let store = DatanetStore::open(&path).unwrap();
+    let used = store.quota_usage(&id, &alice(), DAY).unwrap();
+    assert_eq!(used.contributor_files_today, 1);
+    assert_eq!(used.contributor_bytes_today, f0.len() as u64);
+    assert_eq!(used.datanet_bytes_today, f0.len() as u64);
+    assert_eq!(
+        store
+            .quota_usage(&id, &bob(), DAY)
+            .unwrap()
+            .contributor_files_today,
+        0
+    );
+    // The second file of the day is the last one allowed (inclusive limit).
+    let r = store
+        .submit(&id, alice(), &src("b.txt", f1.as_bytes()), DAY, &v, &blobs)
+        .unwrap();
+    assert!(r.is_accepted(), "{:?}", r.rejection);
+    let r = store
+        .submit(&id, alice(), &src("c.txt", f2.as_bytes()), DAY, &v, &blobs)
+        .unwrap();
+    assert!(
+        matches!(
+            r.rejection,
+            Some(ContributionRejection::QuotaExceeded {
+                quota: trib_datanet::QuotaKind::ContributorFilesPerDay,
+                used: 2,
+                adding: 1,
+                limit: 2
+            })
+        ),
+        "{:?}",
+        r.rejection
+    );
+    // A rejected file does not count against the quota.
+    assert_eq!(
+        store
+            .quota_usage(&id, &alice(), DAY)
+            .unwrap()
+            .contributor_files_today,
+        2
+    );
+    drop(store);
+    let store = DatanetStore::open(&path).unwrap();
+    // Next UTC day: the counters start again and yesterday's are dropped.
+    let r = store
+        .submit(
+            &id,
+            alice(),
+            &src("c.txt", f2.as_bytes()),
+            DAY + 1,
+            &v,
+            &blobs,
+        )
+        .unwrap();
+    assert!(r.is_accepted(), "{:?}", r.rejection);
+    let today = store.quota_usage(&id, &alice(), DAY + 1).unwrap();
+    assert_eq!(today.contributor_files_today, 1);
+    assert_eq!(today.datanet_bytes_today, f2.len() as u64);
+    assert_eq!(
+        store.quota_usage(&id, &alice(), DAY).unwrap(),
+        trib_datanet::QuotaUsage::default(),
+        "yesterday's counters were pruned"
+    );
+}
+
+#[test]
+fn the_same_file_resubmitted_after_a_curation_rejection_gets_a_new_contribution_id() {
+    let e = env();
+    let id = e.store.create_datanet(&text_datanet()).unwrap();
+    let bytes = fixture("declaration.md");
+    let first = e.submit(alice(), "d.md", &bytes);
+    assert!(first.is_accepted());
+    // While the first is pending, the same file is all duplicates, and its
+    // report carries yet another id.
+    let dup = e.submit(alice(), "d.md", &bytes);
+    assert!(matches!(
+        dup.rejection,
+        Some(ContributionRejection::AllDuplicates { .. })
+    ));
+    assert_ne!(dup.contribution, first.contribution);
+    e.store
+        .decide(
+            &first.contribution,
+            &Decision::Reject {
+                reason: "needs a source".into(),
+            },
+        )
+        .unwrap();
+    let again = e.submit(alice(), "d.md", &bytes);
+    assert!(again.is_accepted(), "{:?}", again.rejection);
+    assert_ne!(again.contribution, first.contribution);
+    assert_ne!(again.contribution, dup.contribution);
+    assert_eq!(again.rows_accepted, first.rows_accepted);
+    // Both stored contributions are listed; the old one keeps its verdict.
+    let listed = e
+        .store
+        .list_contributions(&id, &PageRequest::default())
+        .unwrap()
+        .items;
+    assert_eq!(listed.len(), 2);
+    assert!(matches!(
+        listed[0].status,
+        ContributionStatus::Rejected { .. }
+    ));
+    assert_eq!(listed[1].status, ContributionStatus::Pending);
+    // Another contributor's same file has another id too (ids are per
+    // contributor), and is a duplicate of the pending rows.
+    let bob_copy = e.submit(bob(), "d.md", &bytes);
+    assert_ne!(bob_copy.contribution, again.contribution);
+    assert!(!bob_copy.is_accepted());
+}
+
+#[test]
+fn submissions_rejected_at_validation_are_recorded_with_their_reason_for_reputation() {
+    let e = env();
+    let id = e.store.create_datanet(&text_datanet()).unwrap();
+    let a = e.submit(alice(), "c.txt", &fixture("constitution.txt"));
+    let dup = e.submit(bob(), "copy.txt", &fixture("constitution.txt"));
+    let bad = e.submit(bob(), "bad.jsonl", b"{\"text\":1}");
+    assert!(a.is_accepted() && !dup.is_accepted() && !bad.is_accepted());
+    let recs = e
+        .store
+        .validation_rejections(&id, &PageRequest::default())
+        .unwrap()
+        .items;
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0].id, dup.contribution);
+    assert_eq!(recs[0].contributor, bob());
+    assert_eq!(recs[0].reason_code, "all_duplicates");
+    assert_eq!(recs[0].duplicates_rejected, dup.duplicates_rejected);
+    assert_eq!(recs[0].day, DAY);
+    assert_eq!(recs[1].reason_code, "unparseable");
+    assert!(recs[1].reason.contains("bad.jsonl"), "{}", recs[1].reason);
+    assert!(recs[0].seq < recs[1].seq);
+    let reps = trib_datanet::compute_reputation(&e.store.reputation_events(&id).unwrap());
+    let b = reps.iter().find(|r| r.contributor == bob()).unwrap();
+    assert_eq!(b.rejected_at_validation, 2);
+    assert_eq!(b.contributions_submitted, 0);
+    assert_eq!(b.duplicates_rejected, dup.duplicates_rejected as u64);
+    assert_eq!(b.acceptance_rate_bp(), 0);
 }
