@@ -368,6 +368,8 @@ type LoadJob = (AdapterName, Arc<LoadTicket>);
 pub struct AdapterCache<A: Send + Sync + 'static> {
     shared: Arc<Shared<A>>,
     jobs: Mutex<Option<mpsc::Sender<LoadJob>>>,
+    /// The loader threads, until [`close`](AdapterCache::close) joins them.
+    loaders: Mutex<Vec<std::thread::JoinHandle<()>>>,
     store: Arc<dyn AdapterStore>,
     waker: Arc<Mutex<Option<Waker>>>,
 }
@@ -401,13 +403,14 @@ impl<A: Send + Sync + 'static> AdapterCache<A> {
         let (tx, rx) = mpsc::channel::<LoadJob>();
         let rx = Arc::new(Mutex::new(rx));
         let waker: Arc<Mutex<Option<Waker>>> = Arc::new(Mutex::new(None));
+        let mut loaders = Vec::new();
         for i in 0..config.loader_threads.max(1) {
             let rx = rx.clone();
             let shared = shared.clone();
             let store = store.clone();
             let loader = loader.clone();
             let waker = waker.clone();
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name(format!("trib-adapter-loader-{i}"))
                 .spawn(move || loop {
                     let job = rx.lock().expect("loader queue").recv();
@@ -418,13 +421,28 @@ impl<A: Send + Sync + 'static> AdapterCache<A> {
                     }
                 })
                 .expect("spawn adapter loader thread");
+            loaders.push(handle);
         }
         Arc::new(Self {
             shared,
             jobs: Mutex::new(Some(tx)),
+            loaders: Mutex::new(loaders),
             store,
             waker,
         })
+    }
+
+    /// Stops the loader threads and waits for them: they finish the loads
+    /// already queued (their waiters get the results), then exit; later
+    /// loads are refused with [`CacheError::Shutdown`]. Idempotent.
+    pub fn close(&self) {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let loaders = std::mem::take(&mut *self.loaders.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in loaders {
+            if t.join().is_err() {
+                tracing::error!(target: "trib::serve::cache", "an adapter loader thread panicked");
+            }
+        }
     }
 
     /// Registers a callback run after every finished load (the engine uses it

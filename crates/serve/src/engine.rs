@@ -150,11 +150,25 @@ pub struct AdmissionInfo<'a> {
     pub max_tokens: usize,
 }
 
+/// Whatever an [`AdmissionCheck`] wants to keep for as long as the request
+/// lives (the node's fee reservation). The engine hands it back in
+/// [`Submission::admission`]; the caller drops it when it is done with the
+/// request, and the engine drops it itself when the request is refused after
+/// the check (queue full, engine stopped).
+pub type AdmissionToken = Box<dyn std::any::Any + Send + Sync>;
+
 /// A check run before a request is queued; an `Err` refuses it with HTTP 402
 /// before any compute is spent.
 pub trait AdmissionCheck: Send + Sync + 'static {
     /// `Ok` to admit, `Err(reason)` to refuse.
     fn check(&self, info: &AdmissionInfo<'_>) -> Result<(), String>;
+
+    /// Like [`check`](Self::check), returning a token the request carries
+    /// (for example a reservation released when the token drops). The
+    /// engine calls this one; the default runs `check` and keeps nothing.
+    fn admit(&self, info: &AdmissionInfo<'_>) -> Result<Option<AdmissionToken>, String> {
+        self.check(info).map(|()| None)
+    }
 }
 
 impl<F> AdmissionCheck for F
@@ -187,6 +201,9 @@ pub struct Submission {
     pub max_tokens: usize,
     /// The output stream; dropping it cancels the request.
     pub events: UnboundedReceiver<StreamEvent>,
+    /// What the admission check kept for this request (see
+    /// [`AdmissionToken`]); hold it until the request is paid for.
+    pub admission: Option<AdmissionToken>,
 }
 
 /// A finished request, collected.
@@ -356,13 +373,16 @@ impl Engine {
             counters: Counters::default(),
         });
         let thread_inner = inner.clone();
-        std::thread::Builder::new()
+        let scheduler = std::thread::Builder::new()
             .name("trib-engine".into())
             .spawn(move || Scheduler::new(thread_inner).run(rx))
             .expect("spawn engine thread");
         tracing::info!(target: "trib::serve", limits = ?config.limits, cache = ?config.cache, "engine started");
         EngineHandle {
-            core: Arc::new(HandleCore { frontend: inner }),
+            core: Arc::new(HandleCore {
+                frontend: inner,
+                scheduler: Mutex::new(Some(scheduler)),
+            }),
         }
     }
 }
@@ -375,6 +395,8 @@ pub struct EngineHandle {
 
 struct HandleCore {
     frontend: Arc<dyn Frontend>,
+    /// The scheduler thread, until [`EngineHandle::shutdown`] joins it.
+    scheduler: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for HandleCore {
@@ -439,6 +461,32 @@ impl EngineHandle {
     pub fn stats(&self) -> EngineStats {
         self.core.frontend.stats()
     }
+
+    /// Stops the engine and waits for its threads: the scheduler finishes
+    /// its current step, fails every waiting and running request with
+    /// [`ServeError::ShuttingDown`] and exits; the adapter loader threads
+    /// finish their current load and exit. When this returns no engine
+    /// thread runs and none holds the model, the store or the admission
+    /// check (what they reach, such as a ledger, can be closed). Later
+    /// submissions get `ShuttingDown`. Blocking: call it off async workers.
+    /// Idempotent; dropping the last handle also stops the engine, without
+    /// waiting.
+    pub fn shutdown(&self) {
+        self.core.frontend.shutdown();
+        let scheduler = self
+            .core
+            .scheduler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(t) = scheduler {
+            if t.join().is_err() {
+                tracing::error!(target: "trib::serve", "the scheduler thread panicked");
+            }
+        }
+        self.core.frontend.close_loaders();
+        tracing::info!(target: "trib::serve", "engine threads joined");
+    }
 }
 
 /// The type-erased face of `Inner<M>`, so the handle is not generic.
@@ -451,6 +499,7 @@ trait Frontend: Send + Sync {
     fn info(&self) -> ModelInfo;
     fn stats(&self) -> EngineStats;
     fn shutdown(&self);
+    fn close_loaders(&self);
 }
 
 enum Command<M: BatchModel> {
@@ -546,17 +595,21 @@ impl<M: BatchModel> Frontend for Inner<M> {
                 context_len,
             });
         }
-        if let Some(check) = &self.check {
-            let info = AdmissionInfo {
-                rate_key: req.rate_key.as_deref(),
-                adapter: req.adapter.as_ref(),
-                prompt_tokens: prompt.len(),
-                max_tokens,
-            };
-            check
-                .check(&info)
-                .map_err(|reason| ServeError::PaymentRequired { reason })?;
-        }
+        // Held from here on: dropped (released) on any refusal below.
+        let admission = match &self.check {
+            Some(check) => {
+                let info = AdmissionInfo {
+                    rate_key: req.rate_key.as_deref(),
+                    adapter: req.adapter.as_ref(),
+                    prompt_tokens: prompt.len(),
+                    max_tokens,
+                };
+                check
+                    .admit(&info)
+                    .map_err(|reason| ServeError::PaymentRequired { reason })?
+            }
+            None => None,
+        };
         let queued = self.queued.fetch_add(1, Ordering::SeqCst);
         if queued >= self.limits.max_queued {
             self.queued.fetch_sub(1, Ordering::SeqCst);
@@ -585,6 +638,7 @@ impl<M: BatchModel> Frontend for Inner<M> {
             prompt_tokens,
             max_tokens,
             events,
+            admission,
         })
     }
 
@@ -641,6 +695,10 @@ impl<M: BatchModel> Frontend for Inner<M> {
             .lock()
             .expect("engine channel")
             .send(Command::Shutdown);
+    }
+
+    fn close_loaders(&self) {
+        self.cache.close();
     }
 }
 

@@ -40,8 +40,9 @@ pub use cache::{
     PinnedAdapter,
 };
 pub use engine::{
-    AdmissionCheck, AdmissionInfo, Completion, Engine, EngineConfig, EngineHandle, EngineStats,
-    FinishReason, GenerateRequest, ModelInfo, Output, Prompt, StreamEvent, Submission, Usage,
+    AdmissionCheck, AdmissionInfo, AdmissionToken, Completion, Engine, EngineConfig, EngineHandle,
+    EngineStats, FinishReason, GenerateRequest, ModelInfo, Output, Prompt, StreamEvent, Submission,
+    Usage,
 };
 pub use error::ServeError;
 pub use fixtures::RandomAdapter;

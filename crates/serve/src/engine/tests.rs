@@ -636,3 +636,109 @@ fn held_back_text_is_the_longest_stop_prefix_at_the_end() {
     assert_eq!(held_back("abcEN", &stops), 2);
     assert_eq!(held_back("abc", &stops), 0);
 }
+
+/// An admission check that counts the tokens it hands out and that are
+/// still alive (each token decrements the count when dropped).
+struct CountingCheck {
+    live: Arc<AtomicUsize>,
+}
+
+struct CountedToken(Arc<AtomicUsize>);
+
+impl Drop for CountedToken {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl AdmissionCheck for CountingCheck {
+    fn check(&self, _: &AdmissionInfo<'_>) -> Result<(), String> {
+        Ok(())
+    }
+    fn admit(&self, _: &AdmissionInfo<'_>) -> Result<Option<AdmissionToken>, String> {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        Ok(Some(Box::new(CountedToken(self.live.clone()))))
+    }
+}
+
+#[test]
+fn the_admission_token_is_handed_to_the_caller_and_dropped_when_the_queue_refuses() {
+    let live = Arc::new(AtomicUsize::new(0));
+    let store = GateStore::new(false);
+    let h = Engine::start_with_check(
+        FakeModel::new(1000),
+        store.clone(),
+        EngineConfig {
+            limits: EngineLimits {
+                max_running: 1,
+                max_queued: 1,
+                ..EngineLimits::default()
+            },
+            ..EngineConfig::default()
+        },
+        Some(Arc::new(CountingCheck { live: live.clone() })),
+    );
+    let mut a = h.submit(req("a", Some("s1"), 3)).unwrap();
+    let token = a.admission.take().expect("the check's token comes back");
+    assert!(token.downcast_ref::<CountedToken>().is_some());
+    assert_eq!(live.load(Ordering::SeqCst), 1);
+    // The queue is full: the second request's token is released at once.
+    let e = h.submit(req("b", None, 3)).unwrap_err();
+    assert_eq!(e.http_status(), 429);
+    assert_eq!(live.load(Ordering::SeqCst), 1);
+    store.open();
+    a.collect_blocking().unwrap();
+    // The engine never drops the caller's token: the caller decides when
+    // the request is paid for.
+    assert_eq!(live.load(Ordering::SeqCst), 1);
+    drop(token);
+    assert_eq!(live.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn shutdown_joins_the_engine_threads_and_releases_the_model_and_the_check() {
+    let model = FakeModel::endless(100_000);
+    let store = GateStore::new(true);
+    let check: Arc<dyn AdmissionCheck> =
+        Arc::new(|_: &AdmissionInfo<'_>| -> Result<(), String> { Ok(()) });
+    let weak_check = Arc::downgrade(&check);
+    let h = Engine::start_with_check(
+        model.clone(),
+        store.clone(),
+        EngineConfig::default(),
+        Some(check),
+    );
+    // One sequence running on an adapter (a loader thread ran), one queued
+    // on a load that fails.
+    let mut running = h.submit(req("go on", Some("s3"), 50_000)).unwrap();
+    assert!(matches!(
+        running.events.blocking_recv(),
+        Some(StreamEvent::Delta { .. })
+    ));
+    h.shutdown();
+    // The running request ends with ShuttingDown, not silently.
+    let mut last = None;
+    while let Some(ev) = running.events.blocking_recv() {
+        last = Some(ev);
+    }
+    assert!(
+        matches!(last, Some(StreamEvent::Error(ServeError::ShuttingDown))),
+        "{last:?}"
+    );
+    // No engine thread holds the model or the store any more: only this
+    // test and the handle's frontend (model) remain.
+    assert_eq!(Arc::strong_count(&store), 2, "test + the handle's cache");
+    assert_eq!(
+        h.submit(req("late", None, 3)).unwrap_err(),
+        ServeError::ShuttingDown
+    );
+    assert!(matches!(
+        h.start_adapter_load(&AdapterName::parse("s4").unwrap()),
+        Err(ServeError::ShuttingDown) | Err(ServeError::StoreUnavailable { .. })
+    ));
+    h.shutdown(); // idempotent
+    drop(h);
+    assert!(weak_check.upgrade().is_none(), "the check is released");
+    assert_eq!(Arc::strong_count(&model), 1);
+    assert_eq!(Arc::strong_count(&store), 1);
+}
