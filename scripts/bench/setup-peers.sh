@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One Python environment for every peer benchmark in scripts/bench/ and for
+# scripts/peft_logits_check.py: PyTorch, transformers, PEFT, accelerate, gguf,
+# numpy, safetensors, and llama-cpp-python built from the PyPI sdist with
+# -DGGML_NATIVE=ON (about 7 minutes on a quiet 2-core machine, 15+ under load).
+#
+# Usage: scripts/bench/setup-peers.sh        (idempotent; re-run to repair)
+# Where: $TRIB_PEER_VENV, default target/peer-venv (git-ignored, next to the
+#        cargo build outputs). Logs go to target/peer-logs/.
+#
+# torch comes from PyPI, whose Linux wheel depends on the CUDA runtime wheels
+# (nvidia-*, about 3 GB on disk). A CPU-only install from PyPI alone was tried
+# (`pip install --no-deps torch` plus its pure-Python dependencies): `import
+# torch` then fails with "libcudart.so.13: cannot open shared object file",
+# because libtorch_global_deps links the CUDA libraries even on CPU. The
+# CPU-only wheels live on download.pytorch.org, which is not reachable here,
+# so the full PyPI install is what works. The peers run on CPU regardless.
+#
+# Versions are pinned to the ones measured in docs/benchmarks.md ("Peers (same
+# run)"); change them there and here together.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+venv=${TRIB_PEER_VENV:-"$root/target/peer-venv"}
+logs="$root/target/peer-logs"
+mkdir -p "$logs"
+py=python3.11
+command -v "$py" >/dev/null || py=python3
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "creating $venv"
+  "$py" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip install --disable-pip-version-check)
+
+# Pure-Python and wheel packages first (minutes, mostly the CUDA wheels).
+"${pip[@]}" \
+  "torch==2.15.0" "transformers==5.24.0" "peft==0.21.2" "accelerate==1.15.0" \
+  "gguf==0.19.0" "safetensors==0.8.0" "numpy==2.4.6" "sentencepiece==0.2.3" \
+  "setuptools>=77" >"$logs/pydeps.log" 2>&1 \
+  || { echo "pip install failed; see $logs/pydeps.log" >&2; exit 1; }
+
+# llama-cpp-python from source, tuned for this CPU (AVX2/AVX-512 as present).
+if ! "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
+  echo "building llama-cpp-python from the PyPI sdist (log: $logs/llama-cpp-python.log)"
+  CMAKE_ARGS="-DGGML_NATIVE=ON" "${pip[@]}" --no-binary llama-cpp-python \
+    "llama-cpp-python==0.3.36" >"$logs/llama-cpp-python.log" 2>&1 \
+    || { echo "llama-cpp-python build failed; see $logs/llama-cpp-python.log" >&2; exit 1; }
+fi
+
+"$venv/bin/python" - <<'PY'
+import llama_cpp, peft, torch, transformers
+print(f"peer environment ready: torch {torch.__version__}, transformers {transformers.__version__}, "
+      f"peft {peft.__version__}, llama-cpp-python {llama_cpp.__version__}")
+PY
