@@ -106,6 +106,77 @@ impl LayerGradients {
     }
 }
 
+/// How per-example gradients are rescaled before scoring (an option of the
+/// planted-recall and LDS experiments; the reference forms use `None`).
+///
+/// Short or badly-fit examples have much larger LoRA gradients than the rest,
+/// so raw dot products rank rows by gradient norm as much as by direction.
+/// Unit normalisation turns TracIn into cosine similarity (as in LESS, Xia et
+/// al., ICML 2024) and makes DataInf compare directions only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum GradientNormalisation {
+    /// Gradients as produced.
+    #[default]
+    None,
+    /// Every row of every layer scaled to unit length: each layer votes
+    /// equally in the sum over layers.
+    PerLayer,
+    /// Every row scaled so that its concatenation over all layers has unit
+    /// length: layers keep their relative weight.
+    Whole,
+}
+
+/// Rescales every example's gradient as `how` says. All-zero rows stay zero.
+pub fn normalise_gradients(
+    layers: &[LayerGradients],
+    how: GradientNormalisation,
+) -> Vec<LayerGradients> {
+    let norm = |x: &[f32]| x.iter().map(|&v| v as f64 * v as f64).sum::<f64>();
+    let scale = |n2: f64| if n2 > 0.0 { 1.0 / n2.sqrt() } else { 0.0 };
+    match how {
+        GradientNormalisation::None => layers.to_vec(),
+        GradientNormalisation::PerLayer => layers
+            .iter()
+            .map(|l| {
+                let mut out = l.clone();
+                if l.cols > 0 {
+                    for row in out.data.chunks_mut(l.cols) {
+                        let s = scale(norm(row));
+                        row.iter_mut().for_each(|v| *v = (*v as f64 * s) as f32);
+                    }
+                }
+                out
+            })
+            .collect(),
+        GradientNormalisation::Whole => {
+            let rows = layers.first().map_or(0, |l| l.rows);
+            let scales: Vec<f64> = (0..rows)
+                .map(|i| {
+                    scale(
+                        layers
+                            .iter()
+                            .filter(|l| l.rows == rows)
+                            .map(|l| norm(l.row(i)))
+                            .sum(),
+                    )
+                })
+                .collect();
+            layers
+                .iter()
+                .map(|l| {
+                    let mut out = l.clone();
+                    if l.cols > 0 && l.rows == rows {
+                        for (row, s) in out.data.chunks_mut(l.cols).zip(&scales) {
+                            row.iter_mut().for_each(|v| *v = (*v as f64 * s) as f32);
+                        }
+                    }
+                    out
+                })
+                .collect()
+        }
+    }
+}
+
 /// How the per-layer damping λ_l is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Damping {
@@ -405,4 +476,45 @@ pub fn exact_influence_scores(
         rows: n,
         data: out,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(name: &str, rows: usize, cols: usize, data: &[f32]) -> LayerGradients {
+        LayerGradients::new(name, rows, cols, data.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn per_layer_normalisation_gives_unit_rows_and_keeps_zero_rows() {
+        let l = [layer("a", 2, 2, &[3.0, 4.0, 0.0, 0.0])];
+        let n = normalise_gradients(&l, GradientNormalisation::PerLayer);
+        assert_eq!(n[0].data, vec![0.6, 0.8, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn whole_normalisation_keeps_the_ratio_between_layers() {
+        let l = [layer("a", 1, 1, &[3.0]), layer("b", 1, 1, &[4.0])];
+        let n = normalise_gradients(&l, GradientNormalisation::Whole);
+        assert!((n[0].data[0] - 0.6).abs() < 1e-7);
+        assert!((n[1].data[0] - 0.8).abs() < 1e-7);
+        assert_eq!(normalise_gradients(&l, GradientNormalisation::None), l);
+    }
+
+    #[test]
+    fn cosine_tracin_ignores_gradient_norms() {
+        // Row 1 points the same way as the test but is tiny; row 0 is long and
+        // off-axis. The plain dot product prefers row 0, cosine prefers row 1.
+        let train = [layer("a", 2, 2, &[10.0, 10.0, 0.1, 0.0])];
+        let test = [layer("a", 1, 2, &[1.0, 0.0])];
+        let raw = tracin_scores(&train, &test).unwrap();
+        assert!(raw.data[0] > raw.data[1]);
+        let cos = tracin_scores(
+            &normalise_gradients(&train, GradientNormalisation::Whole),
+            &test,
+        )
+        .unwrap();
+        assert!(cos.data[1] > cos.data[0]);
+    }
 }

@@ -45,7 +45,8 @@ pub use index::{
     RowProvenance, ShardId, SuffixIndex,
 };
 pub use influence::{
-    datainf_scores, exact_influence_scores, tracin_scores, Damping, LayerGradients, ScoreMatrix,
+    datainf_scores, exact_influence_scores, normalise_gradients, tracin_scores, Damping,
+    GradientNormalisation, LayerGradients, ScoreMatrix,
 };
 pub use trace::{
     ContributionWeight, PieceTable, SpanRow, SpanTracer, TokenText, Trace, TraceParams, TracedSpan,

@@ -5,7 +5,8 @@
 
 use crate::error::{AttributionError, Result};
 use crate::influence::{
-    datainf_scores, exact_influence_scores, tracin_scores, Damping, LayerGradients, ScoreMatrix,
+    datainf_scores, exact_influence_scores, normalise_gradients, tracin_scores, Damping,
+    GradientNormalisation, LayerGradients, ScoreMatrix,
 };
 
 /// A small deterministic generator (SplitMix64), so every experiment is
@@ -166,7 +167,7 @@ pub fn bootstrap_mean_ci(values: &[f64], resamples: usize, seed: u64) -> (f64, f
 }
 
 /// A gradient attribution method.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum GradientMethod {
     /// [`datainf_scores`].
     DataInf(Damping),
@@ -185,22 +186,116 @@ impl GradientMethod {
             GradientMethod::Exact(d) => exact_influence_scores(train, test, d),
         }
     }
+
+    /// Scores after rescaling both the training and the test gradients with
+    /// `how` ([`normalise_gradients`]); `GradientNormalisation::None` is
+    /// [`GradientMethod::scores`].
+    pub fn scores_normalised(
+        &self,
+        train: &[LayerGradients],
+        test: &[LayerGradients],
+        how: GradientNormalisation,
+    ) -> Result<ScoreMatrix> {
+        if how == GradientNormalisation::None {
+            return self.scores(train, test);
+        }
+        self.scores(
+            &normalise_gradients(train, how),
+            &normalise_gradients(test, how),
+        )
+    }
 }
 
 /// Recall of planted contributions.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PlantedRecall {
     /// Fraction of questions whose planted contribution is ranked first.
     pub at1: f64,
     /// Fraction ranked in the top five.
     pub at5: f64,
+    /// Questions the fractions are over.
+    pub questions: usize,
 }
 
-/// Planted-contribution recall: `row_contribution[i]` is the contribution
-/// (any integer id) of training row `i`, `truth[t]` the contribution that
-/// answer `t` depends on. Row scores are summed per contribution after
-/// clamping negatives to zero (the payout rule), contributions ranked by
-/// score (ties by id), and the planted one looked up.
+/// Per-contribution credit of one answer under the payout rule: row scores
+/// clamped at zero and summed per contribution. `row_contribution[i]` is the
+/// contribution (`0..contributions`) of row `i`.
+pub fn contribution_credit(
+    row_scores: &[f64],
+    row_contribution: &[usize],
+    contributions: usize,
+) -> Result<Vec<f64>> {
+    if row_scores.len() != row_contribution.len() {
+        return Err(AttributionError::Shape(format!(
+            "{} row scores for {} row labels",
+            row_scores.len(),
+            row_contribution.len()
+        )));
+    }
+    let mut per = vec![0f64; contributions];
+    for (&s, &c) in row_scores.iter().zip(row_contribution) {
+        let slot = per.get_mut(c).ok_or_else(|| {
+            AttributionError::Shape(format!(
+                "row labelled contribution {c}, only {contributions} contributions"
+            ))
+        })?;
+        *slot += s.max(0.0);
+    }
+    Ok(per)
+}
+
+/// The 0-based rank of contribution `want` when contributions are ordered by
+/// credit (largest first, ties by index), or `None` when its credit is not
+/// positive (a method that credits nothing has not found it).
+pub fn planted_rank(credit: &[f64], want: usize) -> Option<usize> {
+    let mine = *credit.get(want)?;
+    if !(mine > 0.0) {
+        return None;
+    }
+    Some(
+        credit
+            .iter()
+            .enumerate()
+            .filter(|&(c, &x)| x > mine || (x == mine && c < want))
+            .count(),
+    )
+}
+
+/// recall@1 and recall@5 from per-answer contribution credits: `credits[t]`
+/// holds one credit per contribution for answer `t`, `truth[t]` the
+/// contribution the answer depends on.
+pub fn recall_from_credits(credits: &[Vec<f64>], truth: &[usize]) -> Result<PlantedRecall> {
+    if credits.len() != truth.len() {
+        return Err(AttributionError::Shape(format!(
+            "{} credit vectors for {} answers",
+            credits.len(),
+            truth.len()
+        )));
+    }
+    let (mut hit1, mut hit5) = (0usize, 0usize);
+    for (c, &want) in credits.iter().zip(truth) {
+        match planted_rank(c, want) {
+            Some(0) => {
+                hit1 += 1;
+                hit5 += 1;
+            }
+            Some(r) if r < 5 => hit5 += 1,
+            _ => {}
+        }
+    }
+    let n = truth.len().max(1) as f64;
+    Ok(PlantedRecall {
+        at1: hit1 as f64 / n,
+        at5: hit5 as f64 / n,
+        questions: truth.len(),
+    })
+}
+
+/// Planted-contribution recall of a gradient method: `row_contribution[i]`
+/// is the contribution (any integer id) of training row `i`, `truth[t]` the
+/// contribution that answer `t` depends on. Row scores are summed per
+/// contribution after clamping negatives to zero (the payout rule),
+/// contributions ranked by score (ties by id), and the planted one looked up.
 pub fn planted_recall(
     method: GradientMethod,
     train: &[LayerGradients],
@@ -209,6 +304,15 @@ pub fn planted_recall(
     truth: &[usize],
 ) -> Result<PlantedRecall> {
     let s = method.scores(train, test)?;
+    recall_of_scores(&s, row_contribution, truth)
+}
+
+/// [`planted_recall`] over an already computed score matrix.
+pub fn recall_of_scores(
+    s: &ScoreMatrix,
+    row_contribution: &[usize],
+    truth: &[usize],
+) -> Result<PlantedRecall> {
     if row_contribution.len() != s.rows || truth.len() != s.tests {
         return Err(AttributionError::Shape(format!(
             "{} row labels for {} rows, {} truths for {} answers",
@@ -224,23 +328,10 @@ pub fn planted_recall(
         .max()
         .map_or(0, |m| m + 1)
         .max(truth.iter().copied().max().map_or(0, |m| m + 1));
-    let (mut hit1, mut hit5) = (0usize, 0usize);
-    for (t, &want) in truth.iter().enumerate() {
-        let mut per = vec![0f64; nc];
-        for (i, &c) in row_contribution.iter().enumerate() {
-            per[c] += s.test(t)[i].max(0.0);
-        }
-        let mut order: Vec<usize> = (0..nc).collect();
-        order.sort_by(|&a, &b| per[b].total_cmp(&per[a]).then(a.cmp(&b)));
-        let pos = order.iter().position(|&c| c == want).unwrap_or(nc);
-        hit1 += (pos < 1 && per[want] > 0.0) as usize;
-        hit5 += (pos < 5 && per[want] > 0.0) as usize;
-    }
-    let n = truth.len().max(1) as f64;
-    Ok(PlantedRecall {
-        at1: hit1 as f64 / n,
-        at5: hit5 as f64 / n,
-    })
+    let credits = (0..s.tests)
+        .map(|t| contribution_credit(s.test(t), row_contribution, nc))
+        .collect::<Result<Vec<_>>>()?;
+    recall_from_credits(&credits, truth)
 }
 
 #[cfg(test)]
@@ -262,6 +353,39 @@ mod tests {
         assert_eq!(auroc(&[0.1, 0.2, 0.8, 0.9], &pos), 1.0);
         assert_eq!(auroc(&[0.9, 0.8, 0.2, 0.1], &pos), 0.0);
         assert_eq!(auroc(&[1.0, 1.0, 1.0, 1.0], &pos), 0.5);
+    }
+
+    #[test]
+    fn planted_rank_counts_strictly_better_and_earlier_ties() {
+        let credit = [0.5, 2.0, 0.5, 0.0];
+        assert_eq!(planted_rank(&credit, 1), Some(0));
+        assert_eq!(planted_rank(&credit, 0), Some(1));
+        assert_eq!(planted_rank(&credit, 2), Some(2));
+        assert_eq!(planted_rank(&credit, 3), None, "zero credit is not found");
+        assert_eq!(planted_rank(&credit, 9), None);
+    }
+
+    #[test]
+    fn recall_from_credits_counts_hits_at_one_and_five() {
+        let credits = vec![
+            vec![3.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            vec![7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0],
+            vec![7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0],
+            vec![0.0; 7],
+        ];
+        let r = recall_from_credits(&credits, &[0, 4, 6, 0]).unwrap();
+        assert_eq!(r.questions, 4);
+        assert_eq!(r.at1, 0.25);
+        assert_eq!(r.at5, 0.5);
+        assert!(recall_from_credits(&credits, &[0]).is_err());
+    }
+
+    #[test]
+    fn contribution_credit_clamps_negatives_and_rejects_unknown_labels() {
+        let c = contribution_credit(&[1.0, -5.0, 2.0], &[0, 0, 1], 2).unwrap();
+        assert_eq!(c, vec![1.0, 2.0]);
+        assert!(contribution_credit(&[1.0], &[3], 2).is_err());
+        assert!(contribution_credit(&[1.0, 2.0], &[0], 2).is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod evidence;
 mod index;
 mod influence;
+mod planted;
 mod trace;
 
 use trib_attribution::{

@@ -19,10 +19,12 @@ use std::time::Instant;
 
 use ndarray::{s, Array2, Axis};
 use rayon::prelude::*;
-use trib_attribution::quality::{auroc, bootstrap_mean_ci, lds_per_test, SplitMix64};
+use trib_attribution::quality::{
+    auroc, bootstrap_mean_ci, lds_per_test, GradientMethod, SplitMix64,
+};
 use trib_attribution::{
-    datainf_scores, exact_influence_scores, tracin_scores, Cholesky, Damping, LayerGradients,
-    ScoreMatrix,
+    datainf_scores, exact_influence_scores, tracin_scores, Cholesky, Damping,
+    GradientNormalisation, LayerGradients, ScoreMatrix,
 };
 
 use models::{lbfgs, select_rows, softmax_rows, Classifier, Logistic, Mlp, CLASSES};
@@ -307,6 +309,24 @@ fn lds_section(
         s,
         ts.elapsed().as_secs_f64(),
     ));
+    // Normalised variants (an option, not the reference forms): the
+    // planted-recall experiment on LoRA adapters tries them too.
+    for (label, how) in [
+        ("unit gradients", GradientNormalisation::Whole),
+        ("unit per layer", GradientNormalisation::PerLayer),
+    ] {
+        for (name, m) in [
+            (
+                "DataInf (c = 0.1)",
+                GradientMethod::DataInf(Damping::Relative(0.1)),
+            ),
+            ("TracIn", GradientMethod::TracIn),
+        ] {
+            let ts = Instant::now();
+            let s = m.scores_normalised(&gl, &vl, how).unwrap();
+            rows.push((format!("{name}, {label}"), s, ts.elapsed().as_secs_f64()));
+        }
+    }
 
     println!(
         "\n### LDS, {} ({} parameters)\n",

@@ -1,0 +1,101 @@
+//! The planted-recall harness of `examples/planted_recall` end to end on a
+//! tiny random model (ModelFactory training, gradient cache, generation,
+//! token index, span tracing, every gradient method and the combined rule),
+//! so the experiment cannot rot between SmolLM2 runs. The tiny model learns
+//! nothing, so the attributed answers are the planted reference answers.
+
+#[path = "../../examples/planted_recall/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+use harness::{synthesise, Settings};
+use trib_model::{write_tiny_hf_dir, TinySpec};
+
+const FILLER: &str = "We the People of the United States, in Order to form a more perfect Union, establish Justice.\n\n\
+All legislative Powers herein granted shall be vested in a Congress of the United States.\n\n\
+The Senate of the United States shall be composed of two Senators from each State.";
+
+fn tiny_settings() -> Settings {
+    Settings {
+        contributors: 3,
+        filler_rows: 3,
+        epochs: 1,
+        batch_size: 4,
+        learning_rate: 1e-2,
+        lora_r: 4,
+        lora_alpha: 8.0,
+        targets: vec!["q".into(), "v".into(), "down".into()],
+        projection_dim: 64,
+        max_new_tokens: 6,
+        max_length: 96,
+        seed: 3,
+        attribute_reference: true,
+    }
+}
+
+#[test]
+fn every_island_has_two_rows_two_questions_and_words_no_other_island_uses() {
+    let s = Settings {
+        contributors: 20,
+        ..tiny_settings()
+    };
+    let d = synthesise(&s, FILLER);
+    assert_eq!(d.rows.len(), 2 * 20 + 3);
+    assert_eq!(d.questions.len(), 40);
+    assert_eq!(d.contributions.len(), 22);
+    for q in &d.questions {
+        let own: Vec<_> = d
+            .rows
+            .iter()
+            .filter(|r| r.output.contains(&q.expect))
+            .collect();
+        assert_eq!(own.len(), 1, "{} is planted once", q.expect);
+        assert!(
+            own.iter().all(|r| r.contribution == q.contribution),
+            "{} appears only in its own contribution",
+            q.expect
+        );
+        assert!(d.rows.iter().any(|r| r.output == q.reference));
+    }
+    // Deterministic from the seed.
+    let again = synthesise(&s, FILLER);
+    assert_eq!(again.rows[5].output, d.rows[5].output);
+}
+
+#[test]
+fn the_planted_recall_harness_runs_end_to_end_on_a_tiny_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("tiny");
+    write_tiny_hf_dir(&base, &TinySpec::default(), 11).unwrap();
+    let s = tiny_settings();
+    let r = harness::run(&base, FILLER, &s, &dir.path().join("work")).unwrap();
+    assert_eq!(r.rows, 9);
+    assert_eq!(r.contributions, 5);
+    assert_eq!(r.answers.len(), 6);
+    assert!(r.steps >= 1);
+    assert!(r.adapter_correct <= 6 && r.base_correct <= 6);
+    // 1 span row + 1 control + 2 test-token choices × 3 normalisations × 3
+    // methods × (alone, combined).
+    assert_eq!(r.methods.len(), 2 + 2 * 3 * 3 * 2);
+    for m in &r.methods {
+        assert_eq!(m.all.questions, 6, "{}", m.method);
+        assert!((0.0..=1.0).contains(&m.all.at1) && m.all.at1 <= m.all.at5);
+    }
+    // The reference answers are rows of their own contribution, verbatim:
+    // span tracing must credit the planted contribution first every time,
+    // and the combined rule (70% spans) must keep it first.
+    let spans = &r.methods[0];
+    assert_eq!(spans.method, "token spans (OLMoTrace)");
+    assert_eq!((spans.all.at1, spans.all.at5), (1.0, 1.0));
+    for m in r
+        .methods
+        .iter()
+        .filter(|m| m.method.starts_with("combined"))
+    {
+        assert_eq!(m.all.at1, 1.0, "{}", m.method);
+    }
+    // The report serialises (the example writes it as JSON).
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["answers"].as_array().unwrap().len(), 6);
+    assert!(harness::table(&r).contains("| token spans (OLMoTrace) | 1.000 | 1.000 |"));
+}
