@@ -67,6 +67,29 @@ def emit(record, as_json):
         print("RESULT " + json.dumps(record), flush=True)
 
 
+def llama_cpp_without_extra_buffers():
+    """Makes llama-cpp-python load models with `use_extra_bufts = false`.
+
+    Built with GGML_NATIVE=ON on this Xeon, ggml compiles its AMX path, and
+    on this machine the first matmul then crashes the process (SIGSEGV in
+    `ggml_backend_amx_mul_mat`, seen in gdb). AMX is reached only through
+    ggml's "extra" buffer types (AMX and the CPU repack, which does not
+    handle Q4_1), so turning them off gives the plain AVX-512/AVX2 CPU path:
+    what llama.cpp runs on any x86 without AMX. Call before `Llama(...)`."""
+    import llama_cpp
+    import llama_cpp.llama as llama_module
+
+    default = llama_cpp.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    llama_cpp.llama_model_default_params = params
+    llama_module.llama_cpp.llama_model_default_params = params
+
+
 # --- serving: what serve-bench does, so the peers serve the same work ---------
 
 # The prompts of crates/serve/src/bin/serve-bench.rs (`PROMPTS`), in order.

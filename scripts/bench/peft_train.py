@@ -1,108 +1,152 @@
 #!/usr/bin/env python3
-"""Peer benchmark for ModelFactory: PyTorch + PEFT LoRA training on CPU.
+"""Training peer for ModelFactory (issue 4): PyTorch + PEFT LoRA steps on CPU,
+interleaved in one run with ours (`factory_bench`).
 
-Same model (SmolLM2-135M-Instruct, the same Q4_1 GGUF file, dequantized to
-f32 by transformers' GGUF loader), same LoRA (r=8, alpha=16, dropout 0, q_proj
-and v_proj), same data (the first 128 tokens of the US Constitution fixture),
-one 128-token sequence per optimiser step, AdamW at lr 1e-4. Prints one
-Markdown table row per thread count in the format of
-`cargo run --release -p trib-model --example factory_bench`.
+Both sides: SmolLM2-135M-Instruct from the same Q4_1 GGUF, dequantized to f32
+(transformers' GGUF loader on the peer side), LoRA r=8, alpha=16, dropout 0 on
+q_proj and v_proj, the same 128 tokens (the start of the US Constitution
+fixture), one 128-token sequence per optimiser step, AdamW at lr 1e-4,
+STEPS steps of which the first (one-off allocations) is left out of the means.
 
-Usage:
-    python3 scripts/bench/peft_train.py [--threads 1 2] [--steps 6]
+For each round and each thread count T it runs, one after the other,
+  ours: target/release/examples/factory_bench STEPS  (RAYON_NUM_THREADS=T)
+  peer: this script --inner (torch.set_num_threads(T), OMP_NUM_THREADS=T)
+each in a fresh process, so the peak RSS (VmHWM / ru_maxrss, whole process,
+model loading included) is per engine. Prints every sample, then medians and
+the ratio (PEFT s/step / ours s/step: above 1 means ours is faster), by wall
+time and by CPU time per step (user+system, all threads: the figure the
+machine's load disturbs least).
 
-On first run it creates a virtual environment in $PEFT_BENCH_VENV
-(default /tmp/trib-peft-venv) and pip-installs torch, transformers, peft,
-gguf, accelerate and numpy from PyPI. torch's Linux wheel from PyPI pulls the
-CUDA runtime packages too: expect a download of several GB. Each thread count
-runs in a fresh process so that torch's thread pool is set before first use.
+    scripts/bench/setup-peers.sh     # once
+    python3 scripts/bench/peft_train.py [--threads 1 2] [--rounds 3] [--steps 6] [--no-build]
 """
 
 import argparse
+import json
 import os
+import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-TEXT = ROOT / "crates" / "model" / "tests" / "fixtures" / "factory" / "constitution.txt"
-VENV = Path(os.environ.get("PEFT_BENCH_VENV", "/tmp/trib-peft-venv"))
-PACKAGES = ["torch", "transformers", "peft", "gguf", "accelerate", "numpy", "sentencepiece", "protobuf"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peercommon as pc  # noqa: E402
 
-
-def ensure_venv() -> Path:
-    py = VENV / "bin" / "python"
-    if not py.exists():
-        subprocess.check_call([sys.executable, "-m", "venv", str(VENV)])
-        subprocess.check_call([str(py), "-m", "pip", "install", "--upgrade", "pip"])
-        subprocess.check_call([str(py), "-m", "pip", "install", *PACKAGES])
-    return py
+TEXT = os.path.join(pc.ROOT, "crates", "model", "tests", "fixtures", "factory", "constitution.txt")
+OURS = os.path.join(pc.ROOT, "target", "release", "examples", "factory_bench")
 
 
-def run_one(threads: int, steps: int) -> None:
-    import resource
-
+def run_inner(threads, steps):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(str(MODEL.parent), gguf_file=MODEL.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(MODEL.parent), gguf_file=MODEL.name, torch_dtype=torch.float32
-    )
-    model = get_peft_model(
-        model,
-        LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
-    )
+    gdir, gfile = os.path.split(pc.MODEL)
+    tok = AutoTokenizer.from_pretrained(gdir, gguf_file=gfile)
+    model = AutoModelForCausalLM.from_pretrained(gdir, gguf_file=gfile, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
+                                             target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
     model.train()
-    text = TEXT.read_text().replace("\n\n", " ")
+    text = open(TEXT).read().replace("\n\n", " ")
     ids = tok(text, return_tensors="pt").input_ids[:, :128]
     assert ids.shape[1] == 128, ids.shape
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     times, cpu, losses = [], [], []
     for _ in range(steps):
-        t0 = time.perf_counter()
-        c0 = time.process_time()
+        t0, c0 = time.perf_counter(), pc.cpu_seconds()
         out = model(input_ids=ids, labels=ids)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
+        cpu.append(pc.cpu_seconds() - c0)
         losses.append(round(out.loss.item(), 4))
     rest = times[1:]
-    mean = sum(rest) / len(rest)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        f"| PyTorch {torch.__version__} + PEFT | {threads} | 128 | {mean:.3f} | {min(rest):.3f} | "
-        f"{128 / mean:.0f} | {sum(cpu[1:]) / len(cpu[1:]):.2f} | {peak_mib:.0f} MiB |"
-    )
-    print(f"losses: {losses}", file=sys.stderr)
+    print("RESULT " + json.dumps({
+        "engine": f"PyTorch {torch.__version__.split('+')[0]} + PEFT {__import__('peft').__version__}",
+        "threads": threads, "mean": sum(rest) / len(rest), "min": min(rest),
+        "cpu": sum(cpu[1:]) / len(cpu[1:]), "rss": pc.peak_rss_mib(), "losses": losses}), flush=True)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+ROW = re.compile(r"^\| trib ModelFactory[^|]*\| *(\S+) *\| *(\d+) *\| *([\d.]+) *\| *([\d.]+) *\| *\d+ *\| *([\d.]+) *\| *([\d.]+) MiB")
+
+
+def ours(threads, steps):
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    out = subprocess.run([OURS, str(steps)], env=env, capture_output=True, text=True, check=True).stdout
+    m = next((ROW.match(line) for line in out.splitlines() if ROW.match(line)), None)
+    if not m:
+        sys.exit(f"could not read factory_bench's row:\n{out}")
+    losses = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("losses:")), "")
+    return {"engine": "trib ModelFactory (candle)", "threads": threads, "mean": float(m.group(3)),
+            "min": float(m.group(4)), "cpu": float(m.group(5)), "rss": float(m.group(6)), "losses": losses}
+
+
+def peer(threads, steps):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--inner", "--threads", str(threads),
+                          "--steps", str(steps)], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"the PEFT run failed:\n{out.stderr[-3000:]}")
+    line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if not MODEL.is_file():
-        sys.exit(f"{MODEL} is absent: run scripts/fetch-model.sh")
+    pc.use_peer_venv()
+    pc.require_model()
     if args.inner:
-        run_one(args.threads[0], args.steps)
+        run_inner(args.threads[0], args.steps)
         return
-    py = ensure_venv()
-    print("| engine | threads | tokens/step | s/step (mean) | s/step (min) | tokens/s | CPU s/step | peak RSS (VmHWM) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for n in args.threads:
-        env = dict(os.environ, OMP_NUM_THREADS=str(n), MKL_NUM_THREADS=str(n))
-        subprocess.check_call(
-            [str(py), __file__, "--inner", "--threads", str(n), "--steps", str(args.steps)], env=env
-        )
+    if not args.no_build:
+        subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "trib-model", "--example",
+                               "factory_bench"], cwd=pc.ROOT)
+    commit = subprocess.run(["git", "log", "-1", "--format=%h", "--", "crates/model"], cwd=pc.ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    print(f"# training peers, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: LoRA r8 q,v, "
+          f"128-token sequence per step, {args.steps} steps (first left out), {args.rounds} rounds; "
+          f"ours at crates/model {commit} (plus any uncommitted edits)")
+    print("| round | engine | threads | s/step (mean) | s/step (min) | tokens/s | CPU s/step | peak RSS | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    samples = {}
+    losses = {}
+    for r in range(args.rounds):
+        for t in args.threads:
+            for run in (ours, peer):
+                load0 = pc.load_average()
+                s = run(t, args.steps)
+                s["load"] = (load0 + pc.load_average()) / 2
+                samples.setdefault((s["engine"], t), []).append(s)
+                losses[s["engine"]] = s["losses"]
+                print(f"| {r + 1} | {s['engine']} | {t} | {s['mean']:.3f} | {s['min']:.3f} | "
+                      f"{128 / s['mean']:.0f} | {s['cpu']:.2f} | {s['rss']:.0f} MiB | {s['load']:.1f} |",
+                      flush=True)
+    print()
+    print("| engine | threads | s/step (median) | tokens/s | CPU s/step (median) | peak RSS (max) | "
+          "PEFT ÷ ours, wall | PEFT ÷ ours, CPU | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for t in args.threads:
+        rows = {e: v for (e, tt), v in samples.items() if tt == t}
+        med = {e: (pc.median([s["mean"] for s in v]), pc.median([s["cpu"] for s in v])) for e, v in rows.items()}
+        ours_key = next(e for e in rows if e.startswith("trib"))
+        peer_key = next(e for e in rows if not e.startswith("trib"))
+        for e, v in rows.items():
+            wall, cpu = med[e]
+            ratio = (f"{med[peer_key][0] / med[ours_key][0]:.2f}", f"{med[peer_key][1] / med[ours_key][1]:.2f}") \
+                if e == ours_key else ("", "")
+            print(f"| {e} | {t} | {wall:.3f} | {128 / wall:.0f} | {cpu:.2f} | {max(s['rss'] for s in v):.0f} MiB | "
+                  f"{ratio[0]} | {ratio[1]} | {min(s['load'] for s in v):.1f}–{max(s['load'] for s in v):.1f} |")
+    for e, l in losses.items():
+        print(f"# losses ({e}): {l}")
 
 
 if __name__ == "__main__":

@@ -40,11 +40,29 @@ pip=("$venv/bin/python" -m pip install --disable-pip-version-check)
   || { echo "pip install failed; see $logs/pydeps.log" >&2; exit 1; }
 
 # llama-cpp-python from source, tuned for this CPU (AVX2/AVX-512 as present).
+# The sdist vendors llama.cpp; its LoRA converter (convert_lora_to_gguf.py with
+# the `conversion` package and gguf-py) is extracted next to the environment
+# for serve_llamacpp.py.
+sdist_dir="$root/target/peer-sdist"
+sdist="$sdist_dir/llama_cpp_python-0.3.36.tar.gz"
+if [ ! -f "$sdist" ]; then
+  mkdir -p "$sdist_dir"
+  "$venv/bin/python" -m pip download --disable-pip-version-check --no-deps --no-binary llama-cpp-python \
+    -d "$sdist_dir" "llama-cpp-python==0.3.36" >"$logs/llama-cpp-sdist.log" 2>&1
+fi
 if ! "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
   echo "building llama-cpp-python from the PyPI sdist (log: $logs/llama-cpp-python.log)"
-  CMAKE_ARGS="-DGGML_NATIVE=ON" "${pip[@]}" --no-binary llama-cpp-python \
-    "llama-cpp-python==0.3.36" >"$logs/llama-cpp-python.log" 2>&1 \
+  CMAKE_ARGS="-DGGML_NATIVE=ON" "${pip[@]}" "$sdist" >"$logs/llama-cpp-python.log" 2>&1 \
     || { echo "llama-cpp-python build failed; see $logs/llama-cpp-python.log" >&2; exit 1; }
+fi
+tools="$venv/llama.cpp-tools"
+if [ ! -f "$tools/convert_lora_to_gguf.py" ]; then
+  tmp=$(mktemp -d)
+  tar -xzf "$sdist" -C "$tmp"
+  src="$tmp/llama_cpp_python-0.3.36/vendor/llama.cpp"
+  mkdir -p "$tools"
+  cp -r "$src/convert_lora_to_gguf.py" "$src/convert_hf_to_gguf.py" "$src/conversion" "$src/gguf-py" "$tools/"
+  rm -rf "$tmp"
 fi
 
 "$venv/bin/python" - <<'PY'

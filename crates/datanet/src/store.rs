@@ -363,7 +363,7 @@ fn be_u64(bytes: &[u8], at: usize) -> Result<u64, DatanetError> {
 
 /// Adds `by` to the u64 counter at `key`.
 fn bump_u64(
-    t: &mut redb::Table<&'static [u8], &'static [u8]>,
+    t: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
     key: &[u8],
     by: u64,
 ) -> Result<u64, DatanetError> {

@@ -103,6 +103,10 @@ pub enum ModelError {
     /// Invalid generation parameters (top_p outside (0, 1], …).
     #[error("invalid generation parameters: {0}")]
     Generation(String),
+    /// A weight matrix or activation does not fit the decode kernels'
+    /// block layout (byte count, block size or shape named).
+    #[error("decode kernel layout: {0}")]
+    Packing(String),
     /// A tensor operation failed inside candle.
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),

@@ -19,6 +19,7 @@
 
 mod chat;
 mod config;
+mod decode;
 mod error;
 pub mod factory;
 mod frozen;
@@ -30,6 +31,7 @@ mod load;
 mod lora;
 mod model;
 mod peft;
+mod qkernel;
 mod tiny;
 mod tokenizer;
 

@@ -23,12 +23,13 @@
 //!   backward skips the (discarded) weight gradient.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 
 use crate::config::LlamaConfig;
+use crate::decode::{LeanWeights, LEAN_MAX_ROWS};
 use crate::error::{ModelError, Result};
 use crate::frozen::frozen_linear;
 use crate::kv_cache::KvCache;
@@ -142,8 +143,14 @@ pub(crate) struct Llama {
     pub(crate) norm: Tensor,
     /// `None` when tied to the embedding.
     pub(crate) lm_head: Option<Weight>,
-    cos: Tensor,
-    sin: Tensor,
+    pub(crate) cos: Tensor,
+    pub(crate) sin: Tensor,
+    /// The weights in the decode kernels' layout, packed on first use
+    /// (eagerly when loaded, see [`Llama::new`]).
+    lean: Arc<OnceLock<Arc<LeanWeights>>>,
+    /// Whether decode steps take the lean path (default); off only for
+    /// A/B measurements ([`crate::Model::set_lean_decode`]).
+    pub(crate) lean_decode: bool,
 }
 
 /// One sequence's share of an inference step: new tokens, its cache and its
@@ -223,7 +230,7 @@ impl Llama {
         lm_head: Option<Weight>,
     ) -> Result<Self> {
         let (cos, sin) = rope_tables(&cfg)?;
-        Ok(Self {
+        let llama = Self {
             cfg,
             embed,
             blocks,
@@ -231,7 +238,21 @@ impl Llama {
             lm_head,
             cos,
             sin,
-        })
+            lean: Arc::default(),
+            lean_decode: true,
+        };
+        // Packed at load, so the first request does not pay for it.
+        llama.lean()?;
+        Ok(llama)
+    }
+
+    /// The decode kernels' layout of the weights (packed on first use).
+    pub(crate) fn lean(&self) -> Result<&LeanWeights> {
+        if let Some(l) = self.lean.get() {
+            return Ok(l);
+        }
+        let built = Arc::new(LeanWeights::build(self)?);
+        Ok(self.lean.get_or_init(|| built))
     }
 
     fn head(&self) -> &Weight {
@@ -280,6 +301,10 @@ impl Llama {
             lm_head: self.lm_head.as_ref().map(dense).transpose()?,
             cos: self.cos.clone(),
             sin: self.sin.clone(),
+            // Packed lazily: a training copy never decodes, and `merged`
+            // changes the weights after this.
+            lean: Arc::default(),
+            lean_decode: self.lean_decode,
         })
     }
 
@@ -340,13 +365,28 @@ impl Llama {
     /// One inference step over several sequences. Returns logits `[rows,
     /// vocab]`: the last position of each chunk, or every position when
     /// `all_positions`. Caches advance only when the whole step succeeds.
+    ///
+    /// Steps where every sequence brings exactly one token (decode) and
+    /// there are at most [`LEAN_MAX_ROWS`] of them take the lean path
+    /// (`crate::decode`); prefill chunks, mixed steps and `all_positions`
+    /// take the candle path.
     pub(crate) fn forward_chunks(
         &self,
         chunks: &mut [SeqChunk<'_>],
         all_positions: bool,
     ) -> Result<Tensor> {
-        let _span =
-            tracing::trace_span!(target: "trib::model", "forward", chunks = chunks.len()).entered();
+        self.validate(chunks)?;
+        if self.lean_decode
+            && !all_positions
+            && chunks.len() <= LEAN_MAX_ROWS
+            && chunks.iter().all(|c| c.tokens.len() == 1)
+        {
+            return self.lean()?.forward(self, chunks);
+        }
+        self.forward_candle(chunks, all_positions)
+    }
+
+    fn validate(&self, chunks: &[SeqChunk<'_>]) -> Result<()> {
         if chunks.is_empty() || chunks.iter().any(|c| c.tokens.is_empty()) {
             return Err(ModelError::Generation(
                 "a forward step needs at least one token per sequence".into(),
@@ -361,6 +401,18 @@ impl Llama {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// [`Llama::forward_chunks`] in candle ops (fused kernels, gemm),
+    /// for inputs already validated.
+    pub(crate) fn forward_candle(
+        &self,
+        chunks: &mut [SeqChunk<'_>],
+        all_positions: bool,
+    ) -> Result<Tensor> {
+        let _span =
+            tracing::trace_span!(target: "trib::model", "forward", chunks = chunks.len()).entered();
         let ids: Vec<u32> = chunks
             .iter()
             .flat_map(|c| c.tokens.iter().copied())
@@ -665,12 +717,12 @@ fn add_lora_grouped(
 }
 
 /// The contiguous f32 elements of a CPU tensor, without copying.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     let candle_core::Storage::Cpu(cpu) = &*storage else {
         return Err(ModelError::Generation(
-            "the per-row LoRA kernel needs tensors in CPU memory".into(),
+            "the per-row LoRA and decode kernels need tensors in CPU memory".into(),
         ));
     };
     let all = cpu.as_slice::<f32>()?;
@@ -681,7 +733,7 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
 }
 
 /// `Σ a[i]·b[i]` in eight independent lanes, so the loop vectorizes.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, ra) = a.split_at(a.len() - a.len() % 8);
     let (cb, rb) = b.split_at(ca.len());

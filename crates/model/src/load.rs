@@ -31,12 +31,11 @@ use crate::tokenizer::{tokenizer_from_file, tokenizer_from_gguf};
 /// How projection weights are held in memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WeightFormat {
-    /// The measured best on this build (docs/model.md). When candle's
-    /// quantized dot products are compiled with SIMD (AVX2 or NEON target
-    /// features), quantized GGUF projections are kept both as ggml blocks
-    /// (single-row decode) and dequantized f32 (prefill, batches, training);
-    /// otherwise (a portable x86-64 build, where those kernels are scalar and
-    /// 2x slower than f32 gemv) everything is dense f32. Safetensors stay f32.
+    /// The measured best (docs/model.md): quantized GGUF projections are
+    /// kept both as ggml blocks, which the decode kernels (`qkernel`, SIMD
+    /// chosen at run time) read for decode steps, and dequantized f32 for
+    /// prefill, large batches and training, where f32 gemm is faster. The
+    /// same as [`WeightFormat::Hybrid`]. Safetensors stay f32.
     #[default]
     Auto,
     /// Keep only ggml-quantized blocks: least memory, slow prefill, no
@@ -44,14 +43,10 @@ pub enum WeightFormat {
     Quantized,
     /// Dequantize everything to dense f32.
     F32,
-    /// Both: ggml blocks for single-row decode, dequantized f32 for
-    /// everything else (prefill, batched decode, training, logits).
+    /// Both: ggml blocks for decode steps, dequantized f32 for everything
+    /// else (prefill, batches above the lean path's limit, training).
     Hybrid,
 }
-
-/// Whether candle's quantized matrix-vector kernels are SIMD in this build.
-pub(crate) const QUANTIZED_KERNELS_ARE_SIMD: bool =
-    cfg!(any(target_feature = "avx2", target_feature = "neon"));
 
 /// What a loader hands back besides the weights.
 pub(crate) struct Loaded {
@@ -159,15 +154,10 @@ impl TensorSource for GgufSource<'_> {
         Ok(match self.format {
             WeightFormat::Quantized => Weight::Quantized(Arc::new(q)),
             WeightFormat::F32 => Weight::Dense(q.dequantize(&Device::Cpu)?),
-            WeightFormat::Hybrid => {
+            WeightFormat::Hybrid | WeightFormat::Auto => {
                 let dense = q.dequantize(&Device::Cpu)?;
                 Weight::Hybrid(Arc::new(q), dense)
             }
-            WeightFormat::Auto if QUANTIZED_KERNELS_ARE_SIMD => {
-                let dense = q.dequantize(&Device::Cpu)?;
-                Weight::Hybrid(Arc::new(q), dense)
-            }
-            WeightFormat::Auto => Weight::Dense(q.dequantize(&Device::Cpu)?),
         })
     }
 

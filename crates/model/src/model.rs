@@ -272,6 +272,26 @@ impl Model {
         Ok(())
     }
 
+    /// The instruction set of the decode kernels on this CPU (`avx2+fma` or
+    /// `scalar`), detected at run time; for logs and benchmark lines.
+    pub fn decode_kernel(&self) -> Result<&'static str> {
+        Ok(self.llama.lean()?.kernel_name())
+    }
+
+    /// Turns the lean decode path on (the default) or off. Off, decode
+    /// steps run as candle ops like prefill; for A/B benchmarks and checks
+    /// (`examples/bench_generate.rs`), results agree within the tolerance
+    /// in docs/model.md.
+    pub fn set_lean_decode(&mut self, enabled: bool) {
+        self.llama.lean_decode = enabled;
+    }
+
+    /// The decoder itself, for unit tests that compare its two paths.
+    #[cfg(test)]
+    pub(crate) fn llama_for_tests(&self) -> &Llama {
+        &self.llama
+    }
+
     /// Device all tensors live on (CPU).
     pub fn device(&self) -> Device {
         Device::Cpu

@@ -9,14 +9,25 @@
 //! cost, `ceil((prompt_tokens × price_in + max_tokens × price_out) / 1000)`
 //! (the ledger's `inference_fee`), must be covered by both the account's
 //! balance and its remaining allowance for the operator.
+//!
+//! Requests run concurrently, and neither a request being generated nor a
+//! settlement waiting in the mempool shows in the ledger's balance yet. So
+//! the check also **reserves** that largest fee (a [`Reservation`], held by
+//! the request from admission until its settlement is submitted, and
+//! released on drop: cancelled, failed, refused), and a submitted settlement
+//! stays held until its block commits (or the mempool drops it). A request
+//! is admitted only if
+//! `min(balance, allowance) − reserved(payer) − pending settlements(payer) ≥ max fee`;
+//! every admitted request can then be settled, whatever the interleaving.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use trib_ledger::{inference_fee, Action, Transaction};
+use trib_serve::{AdmissionCheck, AdmissionInfo, AdmissionToken};
 use trib_types::{
     AdapterId, Address, Amount, ContributionId, Hash, ModelId, ReceiptId, SecretKey, TxHash,
 };
@@ -159,6 +170,103 @@ pub(crate) struct Billing {
     chain_id: String,
     /// Serialises nonce assignment of the operator's settlement transactions.
     nonce: Mutex<()>,
+    /// Fees held for requests in flight and for uncommitted settlements.
+    holds: Arc<Mutex<Holds>>,
+}
+
+/// What is held against accounts beyond their ledger balance.
+#[derive(Debug, Default)]
+struct Holds {
+    /// Sum of the maximum fees of the requests in flight, per payer.
+    reserved: HashMap<Address, u128>,
+    /// Submitted settlements not yet seen committed: tx, payer, fee.
+    pending: Vec<(TxHash, Address, Amount)>,
+}
+
+impl Holds {
+    fn held(&self, payer: &Address) -> u128 {
+        let pending: u128 = self
+            .pending
+            .iter()
+            .filter(|(_, p, _)| p == payer)
+            .map(|(_, _, f)| f.0)
+            .sum();
+        self.reserved.get(payer).copied().unwrap_or(0) + pending
+    }
+}
+
+fn lock(holds: &Mutex<Holds>) -> MutexGuard<'_, Holds> {
+    // Every update keeps the sums consistent before it can panic.
+    holds.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The largest fee of one admitted request, held against its payer until
+/// dropped. Holds no ledger handle.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    holds: Arc<Mutex<Holds>>,
+    payer: Address,
+    amount: Amount,
+}
+
+impl Reservation {
+    /// The amount held.
+    #[cfg(test)]
+    pub(crate) fn amount(&self) -> Amount {
+        self.amount
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut h = lock(&self.holds);
+        if let Some(r) = h.reserved.get_mut(&self.payer) {
+            *r = r.saturating_sub(self.amount.0);
+            if *r == 0 {
+                h.reserved.remove(&self.payer);
+            }
+        }
+        tracing::trace!(target: "trib::billing", payer = %self.payer, amount = %self.amount, "reservation released");
+    }
+}
+
+/// The engine's admission check: resolves the payer and the prices, and
+/// reserves the request's largest fee (HTTP 402 when it cannot).
+pub(crate) struct FeeCheck {
+    billing: Arc<Billing>,
+}
+
+impl FeeCheck {
+    pub(crate) fn new(billing: Arc<Billing>) -> Self {
+        FeeCheck { billing }
+    }
+}
+
+impl AdmissionCheck for FeeCheck {
+    fn check(&self, info: &AdmissionInfo<'_>) -> Result<(), String> {
+        self.admit(info).map(drop)
+    }
+
+    fn admit(&self, i: &AdmissionInfo<'_>) -> Result<Option<AdmissionToken>, String> {
+        let payer: Address = i
+            .rate_key
+            .ok_or("no account for this request")?
+            .parse()
+            .map_err(|e| format!("bad account: {e}"))?;
+        let adapter = match i.adapter {
+            Some(n) => Some(
+                n.as_str()
+                    .parse::<AdapterId>()
+                    .map_err(|e| format!("adapter {n} is not a ledger id: {e}"))?,
+            ),
+            None => None,
+        };
+        let prices = self.billing.prices(adapter.as_ref())?;
+        let r = self
+            .billing
+            .reserve(&payer, prices, i.prompt_tokens, i.max_tokens)?;
+        Ok(Some(Box::new(r)))
+    }
 }
 
 /// What one settlement submitted.
@@ -188,6 +296,7 @@ impl Billing {
             operator,
             chain_id,
             nonce: Mutex::new(()),
+            holds: Arc::new(Mutex::new(Holds::default())),
         }
     }
 
@@ -220,15 +329,16 @@ impl Billing {
         }
     }
 
-    /// The 402 check: `Err` names what the account has and what the request
-    /// may cost.
-    pub(crate) fn precheck(
+    /// The 402 check and reservation: `Err` names what the account has,
+    /// what is held for its other requests and what this one may cost;
+    /// `Ok` holds the largest fee until the reservation drops.
+    pub(crate) fn reserve(
         &self,
         payer: &Address,
         prices: Prices,
         prompt_tokens: usize,
         max_tokens: usize,
-    ) -> Result<Amount, String> {
+    ) -> Result<Reservation, String> {
         let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let need = inference_fee(
             clamp(prompt_tokens),
@@ -237,15 +347,22 @@ impl Billing {
             prices.price_out_per_1k,
         )
         .ok_or_else(|| "the maximum fee overflows".to_string())?;
+        let mut holds = lock(&self.holds);
+        // Forget settlements that left the mempool *before* reading the
+        // ledger: one committed in between is then counted twice (refusing
+        // early), never zero times.
+        self.prune_pending(&mut holds);
         let ledger = self.chain.ledger();
         let balance = ledger.account(payer).map_err(|e| e.to_string())?.balance;
         let allowance = ledger
             .allowance(payer, &self.operator())
             .map_err(|e| e.to_string())?;
-        let have = balance.min(allowance);
+        let held = Amount(0);
+        let have = Amount(balance.min(allowance).0.saturating_sub(held.0));
         if have < need {
             return Err(format!(
-                "account {payer} can pay at most {} OPEN (balance {} OPEN, allowance {} OPEN for operator {}) \
+                "account {payer} can pay at most {} OPEN (balance {} OPEN, allowance {} OPEN for operator {}, \
+                 {} OPEN held for its requests in flight and unconfirmed settlements) \
                  but this request may cost up to {} OPEN ({prompt_tokens} prompt tokens at {} OPEN/1k + \
                  {max_tokens} max completion tokens at {} OPEN/1k); fund the account or approve the operator \
                  with `trib apikey new --allowance`",
@@ -253,12 +370,38 @@ impl Billing {
                 balance.to_open_string(),
                 allowance.to_open_string(),
                 self.operator(),
+                held.to_open_string(),
                 need.to_open_string(),
                 prices.price_in_per_1k.to_open_string(),
                 prices.price_out_per_1k.to_open_string(),
             ));
         }
-        Ok(need)
+        *holds.reserved.entry(*payer).or_insert(0) += need.0;
+        tracing::debug!(target: "trib::billing", %payer, reserved = %need, held = %held, "fee reserved");
+        Ok(Reservation {
+            holds: self.holds.clone(),
+            payer: *payer,
+            amount: need,
+        })
+    }
+
+    /// Drops pending settlements that are no longer in the mempool
+    /// (committed, or dropped by the producer).
+    fn prune_pending(&self, holds: &mut Holds) {
+        holds.pending.retain(|(tx, _, _)| match self.chain.tx(tx) {
+            Ok(Some(v)) => v.status == crate::api::wire::TxStatus::Pending,
+            Ok(None) => false,
+            // Cannot tell: keep holding (refusing early is safe).
+            Err(_) => true,
+        });
+    }
+
+    /// Total held against `payer` (reservations and uncommitted settlements).
+    #[cfg(test)]
+    pub(crate) fn held(&self, payer: &Address) -> Amount {
+        let mut holds = lock(&self.holds);
+        self.prune_pending(&mut holds);
+        Amount(holds.held(payer))
     }
 
     /// Signs and submits the `SettleInference` transaction for one answer
@@ -305,7 +448,14 @@ impl Billing {
         }
         .sign(&self.operator);
         let tx = self.chain.submit(stx).map_err(|e| e.to_string())?;
+        // Held until its block commits; the request's reservation is
+        // released only after this (when the caller drops it).
+        lock(&self.holds).pending.push((tx, c.payer, fee));
         tracing::info!(target: "trib::billing", %receipt, %tx, fee = %fee, payer = %c.payer, "settlement submitted");
         Ok(Settled { receipt, tx, fee })
     }
 }
+
+#[cfg(test)]
+#[path = "billing_tests.rs"]
+pub(crate) mod tests;

@@ -13,13 +13,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use trib_datanet::{
     canonical_order, merkle_root, Datanet as Descriptor, DatanetError, DatanetStore, Decision,
-    FileKind, LocalBlobStore, PageRequest, QuotaUsage, SourceFile, ValidationReport, Validator,
-    VersionLeaf,
+    FileKind, LocalBlobStore, PageRequest, SourceFile, ValidationReport, Validator, VersionLeaf,
 };
 use trib_ledger::{
     Action, ContributionStatus as LedgerStatus, CurationMode, DataType, Datanet, DatanetRef,
@@ -51,6 +50,19 @@ pub struct CreateDatanetRequest {
     pub stake_per_contribution: Amount,
     /// Visibility.
     pub visibility: Visibility,
+}
+
+/// The body of `POST /v1/datanets`: the request and, optionally, its upload
+/// quotas (the defaults of [`trib_datanet::Quotas`] when absent).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CreateDatanetBody {
+    /// The request.
+    #[serde(flatten)]
+    pub(crate) request: CreateDatanetRequest,
+    /// Upload quotas (per file, per contributor per UTC day, per datanet
+    /// per UTC day).
+    #[serde(default)]
+    pub(crate) quotas: Option<trib_datanet::Quotas>,
 }
 
 /// The answer to `POST /v1/datanets`: what the owner signs.
@@ -99,6 +111,9 @@ pub struct DatanetView {
     pub description: String,
     /// Tags.
     pub tags: Vec<String>,
+    /// Upload quotas (UTC days), when this node holds the descriptor.
+    #[serde(default)]
+    pub quotas: Option<trib_datanet::Quotas>,
 }
 
 /// A contribution as the API shows it: the store's record and the
@@ -142,8 +157,9 @@ pub struct VersionView {
     pub height: Option<u64>,
 }
 
-/// One leaderboard line: the ledger's reputation plus the store's
-/// duplicate count.
+/// One leaderboard line: the ledger's reputation merged with the node's
+/// record of validation (duplicates, submissions rejected before any
+/// transaction); see docs/datanets.md, "Reputation".
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeaderboardEntry {
     /// Contributor.
@@ -152,13 +168,18 @@ pub struct LeaderboardEntry {
     pub contributions: u64,
     /// Accepted.
     pub accepted: u64,
-    /// Rejected.
+    /// Rejected by curation (on the ledger).
     pub rejected: u64,
+    /// Submissions rejected at validation (all duplicates, bad format,
+    /// quota, …), which never reached the ledger.
+    #[serde(default)]
+    pub rejected_at_validation: u64,
     /// Rows accepted.
     pub rows_accepted: u64,
-    /// Acceptance rate, basis points.
+    /// accepted / (contributions + rejected_at_validation), basis points.
     pub acceptance_bps: u64,
-    /// Rows rejected as duplicates at validation (store).
+    /// Rows rejected as exact or near duplicates at validation, in stored
+    /// contributions and in rejected submissions alike.
     pub duplicates_rejected: u64,
     /// Slashed stake.
     pub slashed: Amount,
@@ -181,12 +202,19 @@ pub struct RowView {
     pub text: String,
 }
 
-/// Today's upload counters (UTC day), per contributor and per datanet.
-#[derive(Default)]
-struct Usage {
-    day: u64,
-    contributor: HashMap<(DatanetId, Address), (u64, u32)>,
-    datanet: HashMap<DatanetId, u64>,
+/// One row of a published version, as the token-attribution index needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexRow {
+    /// Content hash.
+    pub(crate) row: trib_types::RowHash,
+    /// The contribution it came from.
+    pub(crate) contribution: ContributionId,
+    /// Who contributed it.
+    pub(crate) contributor: Address,
+    /// Acceptance order (see [`DatanetService::index_rows`]).
+    pub(crate) first_seen: u64,
+    /// The row's plain text.
+    pub(crate) text: String,
 }
 
 /// The datanet service (one per node).
@@ -195,7 +223,8 @@ pub(crate) struct DatanetService {
     blobs: LocalBlobStore,
     validator: Validator,
     chain: Arc<Chain>,
-    usage: Mutex<Usage>,
+    /// Signed reads accepted within the window.
+    pub(crate) replays: signed_read::ReplayGuard,
 }
 
 pub(crate) fn store_err(e: DatanetError) -> ApiError {
@@ -222,10 +251,9 @@ pub(crate) fn store_err(e: DatanetError) -> ApiError {
     }
 }
 
+/// Today's UTC day number: the quota counters roll over at 00:00 UTC.
 fn today() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 86_400)
+    trib_datanet::utc_day(std::time::SystemTime::now())
 }
 
 fn to_store_curation(c: CurationMode) -> trib_datanet::CurationMode {
@@ -257,7 +285,7 @@ impl DatanetService {
             blobs: LocalBlobStore::open(dir.join("blobs"))?,
             validator: Validator::default(),
             chain,
-            usage: Mutex::new(Usage::default()),
+            replays: signed_read::ReplayGuard::default(),
         })
     }
 
@@ -283,10 +311,22 @@ impl DatanetService {
         Ok((d, id))
     }
 
-    /// Stores the descriptor; returns the action the owner signs.
+    /// Stores the descriptor (default quotas); returns the action the
+    /// owner signs.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn create(
         &self,
         req: CreateDatanetRequest,
+    ) -> Result<CreateDatanetResponse, ApiError> {
+        self.create_with_quotas(req, None)
+    }
+
+    /// Stores the descriptor with these quotas; returns the action the
+    /// owner signs.
+    pub(crate) fn create_with_quotas(
+        &self,
+        req: CreateDatanetRequest,
+        quotas: Option<trib_datanet::Quotas>,
     ) -> Result<CreateDatanetResponse, ApiError> {
         if let Some(existing) = self.chain.ledger().datanet(DatanetRef::Name(&req.name))? {
             return Err(ApiError {
@@ -305,6 +345,9 @@ impl DatanetService {
         };
         let mut d = Descriptor::new(req.owner, req.name.clone(), req.description);
         d.tags = req.tags;
+        if let Some(q) = quotas {
+            d.quotas = q;
+        }
         d.data_type = data_type;
         d.curation = to_store_curation(req.curation);
         d.stake_per_contribution = req.stake_per_contribution;
@@ -360,25 +403,6 @@ impl DatanetService {
         bytes: &[u8],
     ) -> Result<ContributionResponse, ApiError> {
         let (ledger_d, id) = self.store_id(name)?;
-        let quota = {
-            let mut u = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-            if u.day != today() {
-                *u = Usage {
-                    day: today(),
-                    ..Usage::default()
-                };
-            }
-            let (b, f) = u
-                .contributor
-                .get(&(id, contributor))
-                .copied()
-                .unwrap_or((0, 0));
-            QuotaUsage {
-                contributor_bytes_today: b,
-                contributor_files_today: f,
-                datanet_bytes_today: u.datanet.get(&id).copied().unwrap_or(0),
-            }
-        };
         let file = SourceFile {
             name: file_name,
             declared,
@@ -391,7 +415,7 @@ impl DatanetService {
                 &id,
                 contributor,
                 &file,
-                &quota,
+                today(),
                 &self.validator,
                 &self.blobs,
             )
@@ -403,13 +427,6 @@ impl DatanetService {
                 report,
                 action: None,
             });
-        }
-        {
-            let mut u = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-            let e = u.contributor.entry((id, contributor)).or_default();
-            e.0 += bytes.len() as u64;
-            e.1 += 1;
-            *u.datanet.entry(id).or_default() += bytes.len() as u64;
         }
         let leaves: Vec<VersionLeaf> = report
             .rows
@@ -564,6 +581,28 @@ impl DatanetService {
         Ok(out)
     }
 
+    /// The HTTP read check of a datanet's rows: a permissioned datanet
+    /// needs a signed request (401 `missing_signature` without one) from
+    /// its owner or a granted address (403 `no_access` otherwise); a public
+    /// one is open to anonymous readers. `reader` is the verified signer.
+    pub(crate) fn authorize_read(
+        &self,
+        name: &str,
+        reader: Option<&Address>,
+    ) -> Result<(), ApiError> {
+        let d = self.ledger_datanet(name)?;
+        if d.visibility == Visibility::Permissioned && reader.is_none() {
+            return Err(ApiError {
+                status: axum::http::StatusCode::UNAUTHORIZED,
+                code: "missing_signature",
+                message: format!(
+                    "datanet {name:?} is permissioned: its rows are served only to a signed request from the owner or a granted address (x-trib-* headers; `trib datanet rows|export --key KEY` signs)"
+                ),
+            });
+        }
+        self.check_read_access(name, reader)
+    }
+
     /// Refuses `reader` on a permissioned datanet it has no access to.
     pub(crate) fn check_read_access(
         &self,
@@ -656,6 +695,7 @@ impl DatanetService {
                 .as_ref()
                 .map(|x| x.description.clone())
                 .unwrap_or_default(),
+            quotas: desc.as_ref().map(|x| x.quotas),
             tags: desc.map(|x| x.tags).unwrap_or_default(),
             ledger: d,
         })
@@ -705,18 +745,41 @@ impl DatanetService {
         })
     }
 
+    /// A contributor's contributions. Those in permissioned datanets are
+    /// shown only to a signed `reader` that is the contributor or has
+    /// access to that datanet; the others are left out of the page.
     pub(crate) fn history(
         &self,
         who: &Address,
         page: &PageRequest,
+        reader: Option<&Address>,
     ) -> Result<(Vec<ContributionView>, Option<String>), ApiError> {
         let p = self
             .store
             .contributor_history(who, page)
             .map_err(store_err)?;
         let mut out = Vec::with_capacity(p.items.len());
+        let mut visible: HashMap<DatanetId, bool> = HashMap::new();
         for c in p.items {
-            out.push(self.contribution_view(c)?);
+            let shown = match visible.get(&c.datanet) {
+                Some(v) => *v,
+                None => {
+                    let v = match reader {
+                        Some(r) if r == who => true,
+                        Some(r) => self.chain.ledger().has_access(&c.datanet, r)?,
+                        None => self
+                            .chain
+                            .ledger()
+                            .datanet(DatanetRef::Id(c.datanet))?
+                            .is_none_or(|d| d.visibility == Visibility::Public),
+                    };
+                    visible.insert(c.datanet, v);
+                    v
+                }
+            };
+            if shown {
+                out.push(self.contribution_view(c)?);
+            }
         }
         Ok((out, p.next))
     }
@@ -777,9 +840,87 @@ impl DatanetService {
         Ok((rows, p.next))
     }
 
+    /// Every row of a published version for the token-attribution index,
+    /// in acceptance order: `first_seen` = the contribution's store-wide
+    /// submission sequence × 2³² + the row's position in its contribution,
+    /// so the first contributor of a duplicated row sorts first. The
+    /// store's version root is checked against the ledger's record first.
+    pub(crate) fn index_rows(
+        &self,
+        datanet: &DatanetId,
+        version: u32,
+    ) -> Result<Vec<IndexRow>, ApiError> {
+        let d = self
+            .chain
+            .ledger()
+            .datanet(DatanetRef::Id(*datanet))?
+            .ok_or_else(|| ApiError::not_found(format!("no datanet {datanet} on the ledger")))?;
+        let (_, id) = self.store_id(&d.name)?;
+        let on_chain = self
+            .chain
+            .ledger()
+            .versions(&d.id)?
+            .into_iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "{}@{version} is not published on the ledger",
+                    d.name
+                ))
+            })?;
+        let local = self.store.version(&id, version as u64).map_err(store_err)?;
+        if local.root != on_chain.root {
+            return Err(ApiError::internal(format!(
+                "{}@{version}: this node's rows have root {} but the ledger records {}",
+                d.name, local.root, on_chain.root
+            )));
+        }
+        let mut seq: HashMap<ContributionId, u64> = HashMap::new();
+        let mut page = PageRequest::first(1_000);
+        loop {
+            let p = self
+                .store
+                .list_contributions(&id, &page)
+                .map_err(store_err)?;
+            seq.extend(p.items.into_iter().map(|c| (c.id, c.seq)));
+            match p.next {
+                Some(n) => page.after = Some(n),
+                None => break,
+            }
+        }
+        let mut out = Vec::new();
+        let mut page = PageRequest::first(1_000);
+        loop {
+            let p = self
+                .store
+                .version_rows(&id, version as u64, &page)
+                .map_err(store_err)?;
+            for r in p.items {
+                let s = seq
+                    .get(&r.row.contribution)
+                    .copied()
+                    .unwrap_or(u64::MAX >> 32);
+                out.push(IndexRow {
+                    row: r.row.row_hash,
+                    contribution: r.row.contribution,
+                    contributor: r.row.contributor,
+                    first_seen: (s << 32) | u64::from(r.row.index),
+                    text: r.row.content.plain_text(),
+                });
+            }
+            match p.next {
+                Some(n) => page.after = Some(n),
+                None => break,
+            }
+        }
+        out.sort_by_key(|r| (r.first_seen, r.row));
+        Ok(out)
+    }
+
     pub(crate) fn leaderboard(&self, name: &str) -> Result<Vec<LeaderboardEntry>, ApiError> {
         let (d, id) = self.store_id(name)?;
         let mut dups: HashMap<Address, u64> = HashMap::new();
+        let mut at_validation: HashMap<Address, u64> = HashMap::new();
         let mut page = PageRequest::first(1_000);
         loop {
             let p = self
@@ -794,24 +935,390 @@ impl DatanetService {
                 None => break,
             }
         }
-        Ok(self
-            .chain
-            .ledger()
-            .leaderboard(&d.id)?
+        let mut page = PageRequest::first(1_000);
+        loop {
+            let p = self
+                .store
+                .validation_rejections(&id, &page)
+                .map_err(store_err)?;
+            for r in p.items {
+                *dups.entry(r.contributor).or_default() += r.duplicates_rejected as u64;
+                *at_validation.entry(r.contributor).or_default() += 1;
+            }
+            match p.next {
+                Some(n) => page.after = Some(n),
+                None => break,
+            }
+        }
+        let mut board: Vec<(Address, trib_ledger::Reputation)> =
+            self.chain.ledger().leaderboard(&d.id)?;
+        for who in at_validation.keys() {
+            if !board.iter().any(|(a, _)| a == who) {
+                board.push((*who, trib_ledger::Reputation::default()));
+            }
+        }
+        let mut out: Vec<LeaderboardEntry> = board
             .into_iter()
-            .map(|(a, r)| LeaderboardEntry {
-                contributor: a,
-                contributions: r.contributions,
-                accepted: r.accepted,
-                rejected: r.rejected,
-                rows_accepted: r.rows_accepted,
-                acceptance_bps: (r.accepted * 10_000)
-                    .checked_div(r.contributions)
-                    .unwrap_or(0),
-                duplicates_rejected: dups.get(&a).copied().unwrap_or(0),
-                slashed: r.slashed,
-                earnings: r.earnings,
+            .map(|(a, r)| {
+                let rejected_at_validation = at_validation.get(&a).copied().unwrap_or(0);
+                LeaderboardEntry {
+                    contributor: a,
+                    contributions: r.contributions,
+                    accepted: r.accepted,
+                    rejected: r.rejected,
+                    rejected_at_validation,
+                    rows_accepted: r.rows_accepted,
+                    acceptance_bps: (r.accepted * 10_000)
+                        .checked_div(r.contributions + rejected_at_validation)
+                        .unwrap_or(0),
+                    duplicates_rejected: dups.get(&a).copied().unwrap_or(0),
+                    slashed: r.slashed,
+                    earnings: r.earnings,
+                }
             })
-            .collect())
+            .collect();
+        // The ledger's order (earnings, rows, accepted, fewest rejections,
+        // address), with rejections at validation counted as rejections.
+        out.sort_by(|a, b| {
+            b.earnings
+                .cmp(&a.earnings)
+                .then(b.rows_accepted.cmp(&a.rows_accepted))
+                .then(b.accepted.cmp(&a.accepted))
+                .then(
+                    (a.rejected + a.rejected_at_validation)
+                        .cmp(&(b.rejected + b.rejected_at_validation)),
+                )
+                .then(a.contributor.cmp(&b.contributor))
+        });
+        Ok(out)
+    }
+}
+
+/// Signed reads: how a client proves which address reads a permissioned
+/// datanet (docs/datanets.md, "Authenticated reads").
+///
+/// The client signs, with its ed25519 key, the text
+/// `tributary signed read v1\n{METHOD}\n{path?query}\n{timestamp}\n{nonce}\n{blake3(body) hex}`
+/// and sends the public key, its address, the timestamp (Unix seconds),
+/// the nonce (random hex) and the signature in the `x-trib-*` headers.
+/// The node recomputes the address from the public key, refuses
+/// timestamps more than [`READ_SIGNATURE_WINDOW_SECS`] away from its
+/// clock, and remembers every signature it accepted until its timestamp
+/// leaves the window, so a captured request cannot be replayed.
+pub mod signed_read {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use axum::http::{HeaderMap, StatusCode};
+    use trib_types::{Address, Hash, PublicKey, SecretKey, Signature};
+
+    use crate::api::ApiError;
+
+    /// The reader's public key (hex).
+    pub const HEADER_PUBLIC_KEY: &str = "x-trib-public-key";
+    /// The reader's address (must be the public key's).
+    pub const HEADER_ADDRESS: &str = "x-trib-address";
+    /// Unix seconds at signing.
+    pub const HEADER_TIMESTAMP: &str = "x-trib-timestamp";
+    /// A random hex string, unique per request.
+    pub const HEADER_NONCE: &str = "x-trib-nonce";
+    /// The ed25519 signature (hex) over [`message`].
+    pub const HEADER_SIGNATURE: &str = "x-trib-signature";
+    /// How far (seconds, either way) a timestamp may be from the node's clock.
+    pub const READ_SIGNATURE_WINDOW_SECS: u64 = 300;
+    /// Signatures remembered at once (beyond it, signed reads get 429 until
+    /// old ones leave the window).
+    const MAX_REMEMBERED: usize = 200_000;
+
+    /// The bytes a reader signs.
+    pub fn message(
+        method: &str,
+        path_and_query: &str,
+        timestamp: u64,
+        nonce: &str,
+        body: &[u8],
+    ) -> Vec<u8> {
+        format!(
+            "tributary signed read v1\n{}\n{path_and_query}\n{timestamp}\n{nonce}\n{}",
+            method.to_ascii_uppercase(),
+            Hash::of(body).to_hex()
+        )
+        .into_bytes()
+    }
+
+    /// The headers of a request signed by `key` at `timestamp` (Unix
+    /// seconds), with a fresh random nonce.
+    pub fn sign(
+        key: &SecretKey,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+        timestamp: u64,
+    ) -> Vec<(&'static str, String)> {
+        let mut nonce = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+        let nonce = hex::encode(nonce);
+        let sig = key.sign(&message(method, path_and_query, timestamp, &nonce, body));
+        vec![
+            (HEADER_PUBLIC_KEY, key.public_key().to_hex()),
+            (HEADER_ADDRESS, key.address().to_string()),
+            (HEADER_TIMESTAMP, timestamp.to_string()),
+            (HEADER_NONCE, nonce),
+            (HEADER_SIGNATURE, hex::encode(sig.0)),
+        ]
+    }
+
+    /// Unix seconds now.
+    pub fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
+    fn unauthorized(code: &'static str, message: String) -> ApiError {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code,
+            message,
+        }
+    }
+
+    /// Signatures accepted within the window (replay protection).
+    #[derive(Default)]
+    pub(crate) struct ReplayGuard {
+        seen: Mutex<HashMap<[u8; 64], u64>>,
+    }
+
+    impl ReplayGuard {
+        /// Records `sig` (valid until `expires`, Unix seconds); refuses one
+        /// seen before.
+        fn admit(&self, sig: &Signature, expires: u64, now: u64) -> Result<(), ApiError> {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.contains_key(&sig.0) {
+                return Err(unauthorized(
+                    "replayed_signature",
+                    "this signed request was already used: sign every request anew (fresh nonce and timestamp)".into(),
+                ));
+            }
+            if seen.len() >= MAX_REMEMBERED {
+                seen.retain(|_, e| *e >= now);
+            }
+            if seen.len() >= MAX_REMEMBERED {
+                return Err(ApiError {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    code: "too_many_signed_reads",
+                    message: format!(
+                        "over {MAX_REMEMBERED} signed reads in the last {READ_SIGNATURE_WINDOW_SECS} s; retry later"
+                    ),
+                });
+            }
+            seen.insert(sig.0, expires);
+            Ok(())
+        }
+    }
+
+    /// The address that signed this request; `None` when it carries no
+    /// `x-trib-*` header at all (an anonymous read). A partial, malformed,
+    /// stale, replayed or wrong signature is a 401 naming the problem.
+    pub(crate) fn verify(
+        headers: &HeaderMap,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+        now: u64,
+        replays: &ReplayGuard,
+    ) -> Result<Option<Address>, ApiError> {
+        let names = [
+            HEADER_PUBLIC_KEY,
+            HEADER_TIMESTAMP,
+            HEADER_NONCE,
+            HEADER_SIGNATURE,
+        ];
+        let values: Vec<Option<&str>> = names
+            .iter()
+            .map(|n| headers.get(*n).and_then(|v| v.to_str().ok()))
+            .collect();
+        if values.iter().all(Option::is_none) && headers.get(HEADER_ADDRESS).is_none() {
+            return Ok(None);
+        }
+        let missing: Vec<&str> = names
+            .iter()
+            .zip(&values)
+            .filter(|(_, v)| v.is_none())
+            .map(|(n, _)| *n)
+            .collect();
+        if !missing.is_empty() {
+            return Err(unauthorized(
+                "missing_signature",
+                format!(
+                    "signed read is missing the header(s) {}",
+                    missing.join(", ")
+                ),
+            ));
+        }
+        let [pk, ts, nonce, sig] =
+            [values[0], values[1], values[2], values[3]].map(|v| v.expect("checked above"));
+        let pk: PublicKey = pk.parse().map_err(|_| {
+            unauthorized(
+                "bad_signature",
+                format!("{HEADER_PUBLIC_KEY} is not a 32-byte hex public key"),
+            )
+        })?;
+        let address = pk.address();
+        if let Some(claimed) = headers.get(HEADER_ADDRESS) {
+            let claimed = claimed.to_str().unwrap_or_default();
+            if claimed != address.to_string() {
+                return Err(unauthorized(
+                    "bad_signature",
+                    format!("{HEADER_ADDRESS} {claimed} is not the address of the public key ({address})"),
+                ));
+            }
+        }
+        let ts: u64 = ts.parse().map_err(|_| {
+            unauthorized(
+                "bad_signature",
+                format!("{HEADER_TIMESTAMP} {ts:?} is not Unix seconds"),
+            )
+        })?;
+        if ts.abs_diff(now) > READ_SIGNATURE_WINDOW_SECS {
+            return Err(unauthorized(
+                "expired_signature",
+                format!(
+                    "signed read timestamp {ts} is {} s from the node's clock ({now}); the window is ±{READ_SIGNATURE_WINDOW_SECS} s",
+                    ts.abs_diff(now)
+                ),
+            ));
+        }
+        if nonce.is_empty() || nonce.len() > 128 {
+            return Err(unauthorized(
+                "bad_signature",
+                format!("{HEADER_NONCE} must be 1 to 128 characters"),
+            ));
+        }
+        let sig: Signature = sig.parse().map_err(|_| {
+            unauthorized(
+                "bad_signature",
+                format!("{HEADER_SIGNATURE} is not a 64-byte hex signature"),
+            )
+        })?;
+        pk.verify(&message(method, path_and_query, ts, nonce, body), &sig)
+            .map_err(|_| {
+                unauthorized(
+                    "bad_signature",
+                    format!(
+                        "the signature does not verify for {address} over {method} {path_and_query} (signed another request, or with another key)"
+                    ),
+                )
+            })?;
+        replays.admit(&sig, ts + READ_SIGNATURE_WINDOW_SECS, now)?;
+        Ok(Some(address))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn headers(h: &[(&'static str, String)]) -> HeaderMap {
+            let mut m = HeaderMap::new();
+            for (k, v) in h {
+                m.insert(*k, v.parse().unwrap());
+            }
+            m
+        }
+
+        const PATH: &str = "/v1/datanets/law/versions/1/rows?limit=5";
+
+        #[test]
+        fn a_signed_read_names_its_signer_once() {
+            let key = SecretKey::from_seed([7; 32]);
+            let g = ReplayGuard::default();
+            let h = headers(&sign(&key, "GET", PATH, b"", 1_000));
+            assert_eq!(
+                verify(&h, "GET", PATH, b"", 1_000, &g).unwrap(),
+                Some(key.address())
+            );
+            let again = verify(&h, "GET", PATH, b"", 1_001, &g).unwrap_err();
+            assert_eq!(again.code, "replayed_signature");
+            assert_eq!(
+                verify(&HeaderMap::new(), "GET", PATH, b"", 1_000, &g).unwrap(),
+                None
+            );
+        }
+
+        #[test]
+        fn tampered_stale_partial_and_foreign_signatures_are_refused_by_name() {
+            let key = SecretKey::from_seed([7; 32]);
+            let other = SecretKey::from_seed([8; 32]);
+            let g = ReplayGuard::default();
+            let signed = sign(&key, "GET", PATH, b"", 1_000);
+            // Another path (e.g. another datanet) with the same headers.
+            let e = verify(
+                &headers(&signed),
+                "GET",
+                "/v1/datanets/x/versions/1/rows",
+                b"",
+                1_000,
+                &g,
+            )
+            .unwrap_err();
+            assert_eq!(
+                (e.status, e.code),
+                (StatusCode::UNAUTHORIZED, "bad_signature")
+            );
+            // Stale, both ways, just past the window; inside it at the edge.
+            for now in [
+                1_000 + READ_SIGNATURE_WINDOW_SECS + 1,
+                1_000 - READ_SIGNATURE_WINDOW_SECS - 1,
+            ] {
+                let e = verify(&headers(&signed), "GET", PATH, b"", now, &g).unwrap_err();
+                assert_eq!(e.code, "expired_signature", "{}", e.message);
+            }
+            assert!(verify(
+                &headers(&signed),
+                "GET",
+                PATH,
+                b"",
+                1_000 + READ_SIGNATURE_WINDOW_SECS,
+                &g
+            )
+            .is_ok());
+            // A header missing.
+            let partial: Vec<_> = signed
+                .iter()
+                .filter(|(k, _)| *k != HEADER_NONCE)
+                .cloned()
+                .collect();
+            let e = verify(&headers(&partial), "GET", PATH, b"", 1_000, &g).unwrap_err();
+            assert_eq!(e.code, "missing_signature");
+            assert!(e.message.contains(HEADER_NONCE), "{}", e.message);
+            // Someone else's address claimed with my key.
+            let mut claimed = sign(&key, "GET", PATH, b"", 1_000);
+            for (k, v) in claimed.iter_mut() {
+                if *k == HEADER_ADDRESS {
+                    *v = other.address().to_string();
+                }
+            }
+            let e = verify(&headers(&claimed), "GET", PATH, b"", 1_000, &g).unwrap_err();
+            assert_eq!(e.code, "bad_signature");
+            // Another key's signature under my public key.
+            let mut swapped = sign(&key, "GET", PATH, b"", 1_000);
+            let theirs = sign(&other, "GET", PATH, b"", 1_000);
+            for (k, v) in swapped.iter_mut() {
+                if *k == HEADER_SIGNATURE {
+                    *v = theirs
+                        .iter()
+                        .find(|(k, _)| *k == HEADER_SIGNATURE)
+                        .unwrap()
+                        .1
+                        .clone();
+                }
+            }
+            let e = verify(&headers(&swapped), "GET", PATH, b"", 1_000, &g).unwrap_err();
+            assert_eq!(e.code, "bad_signature");
+            // The body is covered.
+            let posted = sign(&key, "POST", PATH, b"abc", 1_000);
+            let e = verify(&headers(&posted), "POST", PATH, b"abd", 1_000, &g).unwrap_err();
+            assert_eq!(e.code, "bad_signature");
+        }
     }
 }

@@ -91,11 +91,21 @@ struct Inner {
     datanets: Arc<DatanetService>,
 }
 
+/// What the job thread is told.
+enum Msg {
+    /// Run this job (unless it was cancelled while queued).
+    Run(u64),
+    /// Exit (node shutdown).
+    Stop,
+}
+
 /// The queue (one per node); cheap to clone.
 #[derive(Clone)]
 pub(crate) struct JobQueue {
     inner: Arc<Inner>,
-    submit: mpsc::Sender<u64>,
+    submit: mpsc::Sender<Msg>,
+    /// The job thread, until [`JobQueue::shutdown`] joins it.
+    worker: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 struct NodeResolver {
@@ -125,7 +135,7 @@ fn is_terminal(e: &serde_json::Value) -> bool {
 impl JobQueue {
     /// Starts the worker thread. Job outputs go under `dir/<id>`.
     pub(crate) fn start(dir: &Path, models_dir: &Path, datanets: Arc<DatanetService>) -> Self {
-        let (submit, rx) = mpsc::channel::<u64>();
+        let (submit, rx) = mpsc::channel::<Msg>();
         let inner = Arc::new(Inner {
             jobs: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(1),
@@ -140,17 +150,59 @@ impl JobQueue {
         let spawned = std::thread::Builder::new()
             .name("trib-jobs".into())
             .spawn(move || {
-                while let Ok(id) = rx.recv() {
+                while let Ok(Msg::Run(id)) = rx.recv() {
                     let Some(inner) = worker.upgrade() else {
                         return;
                     };
                     run_job(&inner, id);
                 }
             });
-        if let Err(e) = spawned {
-            tracing::error!(target: "trib::node::jobs", error = %e, "cannot start the job thread; jobs will stay queued");
+        let worker = match spawned {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(target: "trib::node::jobs", error = %e, "cannot start the job thread; jobs will stay queued");
+                None
+            }
+        };
+        JobQueue {
+            inner,
+            submit,
+            worker: Arc::new(Mutex::new(worker)),
         }
-        JobQueue { inner, submit }
+    }
+
+    /// Stops the job thread and waits for it (node shutdown): queued jobs
+    /// are cancelled, a running one is asked to stop at its next
+    /// micro-batch. When this returns the thread holds nothing of the node
+    /// (its datanet store, the ledger behind it). Idempotent; later
+    /// submissions fail.
+    pub(crate) fn shutdown(&self) {
+        {
+            let mut jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, job) in jobs.iter_mut() {
+                if job.view.status.is_final() {
+                    continue;
+                }
+                job.cancel.cancel();
+                if job.view.status == JobStatus::Queued {
+                    job.view.status = JobStatus::Cancelled;
+                    push(job, serde_json::json!({"event": "cancelled", "step": 0}));
+                }
+                tracing::info!(target: "trib::node::jobs", id, "cancelled by node shutdown");
+            }
+        }
+        let _ = self.submit.send(Msg::Stop);
+        let worker = self
+            .worker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(t) = worker {
+            if t.join().is_err() {
+                tracing::error!(target: "trib::node::jobs", "the job thread panicked");
+            }
+            tracing::info!(target: "trib::node::jobs", "job thread joined");
+        }
     }
 
     /// Parses and queues a job (TOML text); `owner` is checked against
@@ -209,7 +261,7 @@ impl JobQueue {
                 },
             );
         self.submit
-            .send(id)
+            .send(Msg::Run(id))
             .map_err(|_| ApiError::internal("the job thread has stopped"))?;
         tracing::info!(target: "trib::node::jobs", id, name = ?view.name, "job queued");
         Ok(view)

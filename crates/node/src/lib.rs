@@ -4,11 +4,14 @@
 //! keystore), the HTTP API (axum, one module per area under `api/`), block
 //! production (the sequencer role: blocks at an interval and whenever the
 //! mempool fills), the typed HTTP client the `trib` binary uses, and the
-//! end-to-end demo. The ledger itself lives in `trib-ledger`; later issues
-//! add datanet, model, OpenAI-compatible and attribution routes beside the
-//! ledger routes. See `docs/node.md`.
+//! end-to-end demo. The ledger itself lives in `trib-ledger`; datanet,
+//! model, OpenAI-compatible and attribution routes sit beside the ledger
+//! routes, and answer-time token attribution (an index catalog per datanet
+//! version, `trib-attribution` underneath) settles every paid answer by
+//! traced weights. See `docs/node.md` and `docs/attribution.md`.
 
 mod api;
+mod attribution;
 mod billing;
 mod chain;
 mod client;
@@ -31,7 +34,7 @@ pub use billing::{ApiKeyError, ApiKeys, API_KEY_PREFIX};
 pub use client::{ClientError, NodeClient};
 pub use config::NodeConfig;
 pub use datanets::{
-    ContributionResponse, ContributionView, CreateDatanetRequest, CreateDatanetResponse,
+    signed_read, ContributionResponse, ContributionView, CreateDatanetRequest, CreateDatanetResponse,
     DatanetView, LeaderboardEntry, PublishPlan, RowView, VersionView,
 };
 pub use home::{HomeError, InitOptions, InitReport, NodeHome, DEFAULT_PRODUCER_ALLOCATION};
@@ -40,7 +43,7 @@ pub use keystore::{KeyInfo, Keystore, KeystoreError};
 pub use models::{describe_model, BaseModelView};
 pub use node::{NodeError, NodeOverrides, RunningNode};
 pub use service_client::{ServiceClient, Upload};
-pub use serving::{verify_stored_answer, StoredAnswer};
+pub use serving::{verify_stored_answer, StoredAnswer, StoredAttribution};
 
 /// The datanet library (parsers, export verification), re-exported for the
 /// `trib` binary.

@@ -64,7 +64,39 @@ pub struct RunningNode {
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), NodeError>>,
     producer: JoinHandle<Result<(), NodeError>>,
+    /// The eager token indexer (serving nodes only).
+    indexer: Option<JoinHandle<()>>,
+    /// Threads joined at shutdown, after the HTTP server has drained: the
+    /// serving engine (scheduler and adapter loaders) and the job thread.
+    threads: NodeThreads,
 }
+
+/// The node's OS threads, so that shutdown can wait for them: when
+/// [`RunningNode::shutdown`] returns none of them runs, so none holds the
+/// ledger and the home can be reopened at once.
+#[derive(Clone)]
+struct NodeThreads {
+    engine: Option<trib_serve::EngineHandle>,
+    jobs: crate::jobs::JobQueue,
+}
+
+impl NodeThreads {
+    /// Stops and joins the threads (idempotent).
+    async fn join(&self) -> Result<(), NodeError> {
+        let threads = self.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(engine) = &threads.engine {
+                engine.shutdown();
+            }
+            threads.jobs.shutdown();
+        })
+        .await
+        .map_err(|e| NodeError::Task(e.to_string()))
+    }
+}
+
+/// How often the eager token indexer looks for newly published versions.
+const INDEXER_INTERVAL: Duration = Duration::from_secs(2);
 
 impl RunningNode {
     /// Opens the home, binds the API and starts block production.
@@ -103,6 +135,8 @@ impl RunningNode {
         let (stop, stop_rx) = watch::channel(false);
 
         let services = start_services(home, chain.clone())?;
+        let datanets = services.datanets.clone();
+        let jobs = services.jobs.clone();
         let app = api::router_with(
             AppState {
                 chain: chain.clone(),
@@ -110,13 +144,28 @@ impl RunningNode {
             Some(services),
             config.max_request_bytes,
         );
-        // Receipt and payout queries, and the OpenAI-compatible routes when a
-        // base model is configured.
+        // Receipt, payout, verify and trace routes, and the OpenAI-compatible
+        // routes when a base model is configured; then the eager token
+        // indexer (attribution.rs), stopped with the node.
+        let serving =
+            crate::serving::Serving::start(home, &config, chain.clone(), datanets)?;
         let app = app.merge(api::attribution::routes(api::attribution::ReceiptState {
             chain: chain.clone(),
             receipts_dir: crate::serving::receipts_dir(home),
+            serving: serving.clone(),
         }));
-        let app = match crate::serving::Serving::start(home, &config, chain.clone())? {
+        let indexer = serving.as_ref().map(|s| {
+            crate::attribution::spawn_indexer(
+                s.catalog.clone(),
+                INDEXER_INTERVAL,
+                stop_rx.clone(),
+            )
+        });
+        let threads = NodeThreads {
+            engine: serving.as_ref().map(|s| s.engine.clone()),
+            jobs,
+        };
+        let app = match serving {
             Some(serving) => app.merge(api::openai::routes(serving)),
             None => app,
         };
@@ -141,6 +190,8 @@ impl RunningNode {
             stop,
             server,
             producer,
+            indexer,
+            threads,
         })
     }
 
@@ -155,7 +206,10 @@ impl RunningNode {
     }
 
     /// Stops accepting requests, lets in-flight ones finish, finishes the
-    /// block being produced (if any) and closes the ledger.
+    /// block being produced (if any), stops and joins the serving engine's
+    /// and the job queue's threads (a running training job is cancelled at
+    /// its next micro-batch) and closes the ledger: when this returns the
+    /// home can be reopened.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         let _ = self.stop.send(true);
         self.join().await
@@ -175,11 +229,13 @@ impl RunningNode {
             r = &mut self.producer => {
                 let _ = self.stop.send(true);
                 let _ = (&mut self.server).await;
+                let _ = self.threads.join().await;
                 flatten(r)
             }
             r = &mut self.server => {
                 let _ = self.stop.send(true);
                 let _ = (&mut self.producer).await;
+                let _ = self.threads.join().await;
                 flatten(r)
             }
         }
@@ -188,8 +244,15 @@ impl RunningNode {
     async fn join(self) -> Result<(), NodeError> {
         let s = flatten(self.server.await);
         let p = flatten(self.producer.await);
+        if let Some(i) = self.indexer {
+            let _ = i.await;
+        }
+        // Only now: in-flight requests needed the engine until the server
+        // drained.
+        let t: Result<(), NodeError> = Ok(());
+        drop(self.threads);
         tracing::info!(target: "trib::node", "node stopped");
-        s.and(p)
+        s.and(p).and(t)
     }
 }
 
@@ -341,6 +404,100 @@ mod tests {
             .open_ledger()
             .unwrap();
         assert!(ledger.verify_chain(|_, _| {}).unwrap().blocks >= 4);
+    }
+
+    /// A long text LoRA job on the tiny model (runs until cancelled).
+    fn long_job(model: &std::path::Path, data: &std::path::Path) -> String {
+        format!(
+            r#"name = "long"
+[model]
+base = "{}"
+[data]
+sources = ["{}"]
+format = "text"
+max_length = 32
+packing = true
+validation_fraction = 0.2
+[lora]
+r = 4
+alpha = 8
+dropout = 0.0
+target_modules = ["q_proj", "v_proj"]
+[train]
+learning_rate = 1e-3
+schedule = "constant"
+warmup_steps = 0
+epochs = 10000
+batch_size = 2
+gradient_accumulation = 1
+seed = 1
+[output]
+dir = "ignored"
+"#,
+            model.display(),
+            data.display()
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn shutdown_joins_the_engine_and_job_threads_so_the_ledger_reopens_at_once() {
+        let h = crate::billing::tests::PaidHome::new();
+        let data = h.dir.path().join("text.txt");
+        std::fs::write(&data, "a small text to train on, again and again. ".repeat(40)).unwrap();
+        let mut key = None;
+        for round in 0..3 {
+            let n = h.start().await;
+            if round == 0 {
+                n.register_base(&h).await;
+                key = Some(n.user(&h, 9, 100, Amount::open(100)).await.1);
+            }
+            // A training job running on the job thread...
+            let job: serde_json::Value = n
+                .http
+                .post(format!("{}/v1/jobs", n.node.url()))
+                .body(long_job(&h.model_path(), &data))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let id = job["id"].as_u64().unwrap();
+            for _ in 0..3000 {
+                let v: serde_json::Value = n
+                    .http
+                    .get(format!("{}/v1/jobs/{id}", n.node.url()))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert!(
+                    v["status"] == "queued" || v["status"] == "running",
+                    "{v}"
+                );
+                if v["status"] == "running" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // ... and the engine has served (its scheduler and a loader ran).
+            let (s, v) = n
+                .post(
+                    "/v1/completions",
+                    key.as_deref(),
+                    serde_json::json!({ "model": h.base_name, "prompt": "hello", "max_tokens": 4 }),
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+            n.node.shutdown().await.unwrap();
+            // No retry: the ledger must be free the moment shutdown returns.
+            let ledger = h.home().open_ledger().unwrap_or_else(|e| {
+                panic!("round {round}: the ledger is still held after shutdown: {e}")
+            });
+            assert!(ledger.height() > 0);
+        }
     }
 
     #[tokio::test]

@@ -24,6 +24,8 @@ use crate::ErrorBody;
 pub struct ServiceClient {
     base: String,
     http: reqwest::Client,
+    /// Signs GET requests (datanet reads) when set.
+    signer: Option<trib_types::SecretKey>,
 }
 
 /// What a contribution upload carries beside the bytes.
@@ -70,7 +72,45 @@ impl ServiceClient {
                 url: base.clone(),
                 source,
             })?;
-        Ok(ServiceClient { base, http })
+        Ok(ServiceClient {
+            base,
+            http,
+            signer: None,
+        })
+    }
+
+    /// This client, signing every GET with `key` (the `x-trib-*` headers
+    /// of [`crate::signed_read`]), as permissioned datanet reads require.
+    pub fn with_signer(mut self, key: trib_types::SecretKey) -> Self {
+        self.signer = Some(key);
+        self
+    }
+
+    /// A GET of `url`, signed when this client has a signer.
+    fn signed_get(&self, url: &str) -> Result<reqwest::RequestBuilder, ClientError> {
+        let mut req = self.http.get(url);
+        if let Some(key) = &self.signer {
+            let parsed = reqwest::Url::parse(url).map_err(|e| ClientError::Decode {
+                url: url.to_string(),
+                reason: format!("not a URL: {e}"),
+            })?;
+            let path_and_query = match parsed.query() {
+                Some(q) => format!("{}?{q}", parsed.path()),
+                None => parsed.path().to_string(),
+            };
+            let headers = crate::datanets::signed_read::sign(
+                key,
+                "GET",
+                &path_and_query,
+                b"",
+                crate::datanets::signed_read::now(),
+            );
+            req = self.http.get(parsed);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+        }
+        Ok(req)
     }
 
     async fn send(
@@ -124,8 +164,8 @@ impl ServiceClient {
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
-        self.json(self.http.get(&url).timeout(Duration::from_secs(120)), &url)
-            .await
+        let req = self.signed_get(&url)?;
+        self.json(req.timeout(Duration::from_secs(120)), &url).await
     }
 
     async fn post_json<B: Serialize, T: DeserializeOwned>(
@@ -150,6 +190,20 @@ impl ServiceClient {
         req: &CreateDatanetRequest,
     ) -> Result<CreateDatanetResponse, ClientError> {
         self.post_json("/v1/datanets", req).await
+    }
+
+    /// `POST /v1/datanets` with upload quotas.
+    pub async fn create_datanet_with_quotas(
+        &self,
+        req: &CreateDatanetRequest,
+        quotas: trib_datanet::Quotas,
+    ) -> Result<CreateDatanetResponse, ClientError> {
+        let mut body = serde_json::to_value(req).map_err(|e| ClientError::Decode {
+            url: format!("{}/v1/datanets", self.base),
+            reason: format!("cannot encode the request: {e}"),
+        })?;
+        body["quotas"] = serde_json::json!(quotas);
+        self.post_json("/v1/datanets", &body).await
     }
 
     /// `POST /v1/datanets/{name}/contributions` with the file's bytes: the
@@ -257,23 +311,17 @@ impl ServiceClient {
             .await
     }
 
-    /// `GET /v1/datanets/{name}/versions/{version}/export`: the JSONL bytes.
-    pub async fn export(
-        &self,
-        name: &str,
-        version: u32,
-        reader: Option<&Address>,
-    ) -> Result<Vec<u8>, ClientError> {
-        let mut url = format!(
+    /// `GET /v1/datanets/{name}/versions/{version}/export`: the JSONL bytes
+    /// (signed when the client has a signer: a permissioned datanet needs it).
+    pub async fn export(&self, name: &str, version: u32) -> Result<Vec<u8>, ClientError> {
+        let url = format!(
             "{}/v1/datanets/{}/versions/{version}/export",
             self.base,
             enc(name)
         );
-        if let Some(r) = reader {
-            url.push_str(&format!("?reader={r}"));
-        }
+        let req = self.signed_get(&url)?;
         let resp = self
-            .send(self.http.get(&url).timeout(Duration::from_secs(300)), &url)
+            .send(req.timeout(Duration::from_secs(300)), &url)
             .await?;
         Ok(resp
             .bytes()

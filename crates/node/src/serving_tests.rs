@@ -255,14 +255,51 @@ async fn a_paid_answer_is_settled_into_a_receipt_whose_payouts_sum_to_the_fee() 
     assert_eq!(lines.iter().map(|l| l.amount.0).sum::<u128>(), fee);
     assert_eq!(r["answer"]["answer"], v["choices"][0]["message"]["content"]);
 
-    // The stored answer verifies against the receipt; a tampered one does not.
-    let on_chain: trib_ledger::InferenceReceipt = serde_json::from_value(rec.clone()).unwrap();
+    // The base model has no datanet: the ledger's fallback, said so.
+    assert_eq!(v["attribution"]["method"], "datanet-fallback");
+    assert!(v["attribution"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("no datanet"));
+    // The node re-runs the stored answer and it verifies; once the stored
+    // answer is edited it does not, and the problem is named.
+    let verify = format!("{}/v1/receipts/{receipt}/verify", f.node.url());
+    let check: Value = f
+        .http
+        .get(&verify)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(check["ok"], true, "{check}");
+    let path = f
+        .keys_path
+        .parent()
+        .unwrap()
+        .join("receipts")
+        .join(format!("{receipt}.json"));
     let mut stored: crate::serving::StoredAnswer =
-        serde_json::from_value(r["answer"].clone()).unwrap();
-    crate::serving::verify_stored_answer(&stored, &on_chain).unwrap();
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     stored.answer.push_str(" (edited)");
-    let errs = crate::serving::verify_stored_answer(&stored, &on_chain).unwrap_err();
-    assert!(errs.iter().any(|e| e.contains("evidence hash")), "{errs:?}");
+    std::fs::write(&path, serde_json::to_vec(&stored).unwrap()).unwrap();
+    let check: Value = f
+        .http
+        .get(&verify)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(check["ok"], false, "{check}");
+    assert!(
+        check["problems"]
+            .to_string()
+            .contains("stored answer text was edited"),
+        "{check}"
+    );
 
     // The base-model owner's line is queryable by address.
     let page: Value = f
@@ -351,4 +388,236 @@ async fn the_official_openai_python_client_works_unchanged() {
     );
     eprintln!("{}", String::from_utf8_lossy(&out.stdout));
     f.node.shutdown().await.unwrap();
+}
+
+/// Answer-time attribution on an in-process world (tiny model, a datanet
+/// with a distinctive sentence, an adapter trained on it): a fixed answer is
+/// settled through the same path the HTTP handlers use.
+mod attribution {
+    use axum::body::Body;
+    use axum::http::Request;
+    use serde_json::{json, Value};
+    use tower::ServiceExt;
+    use trib_ledger::{InferenceReceipt, PayoutRole};
+    use trib_types::{Address, Amount};
+
+    use crate::attribution::tests::{World, DISTINCTIVE};
+    use crate::attribution::{FALLBACK_METHOD, TOKEN_METHOD};
+    use crate::serving::{answer_path, receipts_dir, AnswerToSettle, StoredAnswer};
+
+    fn settle(w: &World, model: &str, answer: &str) -> (StoredAnswer, InferenceReceipt) {
+        let target = w.serving.resolve(model).unwrap().unwrap();
+        let done = w
+            .serving
+            .settle_answer(AnswerToSettle {
+                payer: w.carol.address(),
+                target: &target,
+                model,
+                prompt: "What do the village notes say about the quokkas?",
+                answer,
+                prompt_tokens: 20,
+                completion_tokens: 40,
+            })
+            .unwrap();
+        w.block();
+        let receipt = w
+            .chain
+            .ledger()
+            .receipt(&done.settled.receipt)
+            .unwrap()
+            .expect("the settlement committed");
+        let stored: StoredAnswer = serde_json::from_slice(
+            &std::fs::read(answer_path(&receipts_dir(&w.home), &receipt.id)).unwrap(),
+        )
+        .unwrap();
+        (stored, receipt)
+    }
+
+    fn contributor_paid(r: &InferenceReceipt, who: Address) -> u128 {
+        r.lines
+            .iter()
+            .filter(|l| matches!(l.role, PayoutRole::Contributor { .. }) && l.recipient == who)
+            .map(|l| l.amount.0)
+            .sum()
+    }
+
+    #[test]
+    fn a_quoting_answer_pays_the_traced_contributor_not_the_duplicate_and_verifies() {
+        let w = World::new();
+        let p = w.publish_and_register();
+        let alice_before = w.chain.account(&w.alice.address()).unwrap().balance;
+        let (stored, receipt) = settle(&w, "facts-lora", &format!("The notes say: {DISTINCTIVE}"));
+
+        assert_eq!(receipt.method, TOKEN_METHOD);
+        assert!(!receipt.fallback);
+        assert_eq!(receipt.weights, vec![(p.alice_contribution, 1_000_000_000)]);
+        let a = stored.attribution.as_ref().unwrap();
+        assert_eq!(receipt.evidence_hash, a.evidence.evidence_hash);
+        assert_eq!(a.datanets, vec![(p.datanet, 1)]);
+        // Alice earns the whole contributors' part; bob, whose copy of the
+        // paragraph was rejected as a duplicate, earns nothing from it
+        // although his other row is in the adapter's data.
+        let to_alice = contributor_paid(&receipt, w.alice.address());
+        assert!(to_alice > 0);
+        assert_eq!(contributor_paid(&receipt, w.bob.address()), 0);
+        assert!(receipt
+            .weights
+            .iter()
+            .all(|(c, _)| *c != p.bob_contribution));
+        let alice_after = w.chain.account(&w.alice.address()).unwrap().balance;
+        assert_eq!(alice_after.0 - alice_before.0, to_alice);
+        let sum: u128 = receipt.lines.iter().map(|l| l.amount.0).sum();
+        assert_eq!(sum, receipt.fee.0);
+
+        // Verify re-runs the trace and passes.
+        w.serving.verify(&stored, &receipt).unwrap();
+
+        // A tampered answer is named.
+        let mut edited = stored.clone();
+        edited.answer = edited.answer.replace("violet", "purple");
+        let errs = w.serving.verify(&edited, &receipt).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("stored answer text was edited")),
+            "{errs:?}"
+        );
+
+        // A payout redirected to bob is named.
+        let mut stolen = receipt.clone();
+        for l in &mut stolen.lines {
+            if l.recipient == w.alice.address() {
+                l.recipient = w.bob.address();
+            }
+        }
+        let errs = w.serving.verify(&stored, &stolen).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.contains("not what the weights give")),
+            "{errs:?}"
+        );
+
+        // A base unit moved from alice to the adapter owner keeps the sum
+        // but not the fee split.
+        let mut shifted = receipt.clone();
+        for l in &mut shifted.lines {
+            match l.role {
+                PayoutRole::Contributor { .. } => l.amount = Amount(l.amount.0 - 1),
+                PayoutRole::AdapterOwner => l.amount = Amount(l.amount.0 + 1),
+                _ => {}
+            }
+        }
+        let errs = w.serving.verify(&stored, &shifted).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.contains("contributors' part")),
+            "{errs:?}"
+        );
+
+        // Edited weights in the receipt are named.
+        let mut reweighted = receipt.clone();
+        reweighted.weights = vec![(p.bob_contribution, 1_000_000_000)];
+        let errs = w.serving.verify(&stored, &reweighted).unwrap_err();
+        assert!(errs.iter().any(|e| e.contains("weights")), "{errs:?}");
+    }
+
+    #[test]
+    fn an_answer_with_no_rare_span_settles_by_the_fallback_and_says_so() {
+        let w = World::new();
+        let p = w.publish_and_register();
+        let (stored, receipt) = settle(&w, "facts-lora", "I could not find anything, sorry.");
+        assert_eq!(receipt.method, FALLBACK_METHOD);
+        assert!(receipt.fallback && receipt.weights.is_empty());
+        // The ledger's rule: the contributors' part goes to the adapter's
+        // datanet contributions pro rata by rows, bob's included.
+        assert!(contributor_paid(&receipt, w.alice.address()) > 0);
+        assert!(contributor_paid(&receipt, w.bob.address()) > 0);
+        let a = stored.attribution.as_ref().unwrap();
+        assert!(a.evidence.fallback_to_datanets);
+        assert_eq!(a.datanets, vec![(p.datanet, 1)]);
+        w.serving.verify(&stored, &receipt).unwrap();
+    }
+
+    #[test]
+    fn verify_rebuilds_a_deleted_index_from_the_datanet_rows() {
+        let w = World::new();
+        let p = w.publish_and_register();
+        let (stored, receipt) = settle(&w, "facts-lora", &format!("Quote: {DISTINCTIVE}"));
+        std::fs::remove_dir_all(w.home.root().join("indexes")).unwrap();
+        let c = crate::attribution::IndexCatalog::new(
+            w.home.root().join("indexes"),
+            w.datanets.clone(),
+            w.chain.clone(),
+            std::sync::Arc::new(w.serving.catalog.tokens().clone()),
+        );
+        let t = c
+            .trace(
+                &[(p.datanet, 1)],
+                &stored.answer,
+                &stored.attribution.as_ref().unwrap().params,
+            )
+            .unwrap();
+        assert_eq!(c.builds(), 1);
+        assert_eq!(t.evidence, stored.attribution.as_ref().unwrap().evidence);
+        assert_eq!(t.evidence.evidence_hash, receipt.evidence_hash);
+    }
+
+    async fn post(w: &World, body: Value) -> (u16, Value) {
+        let app = crate::api::attribution::routes(crate::api::attribution::ReceiptState {
+            chain: w.chain.clone(),
+            receipts_dir: receipts_dir(&w.home),
+            serving: Some(w.serving.clone()),
+        });
+        let req = Request::post("/v1/attribution/trace")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_trace_endpoint_shows_spans_rows_contributors_and_weights() {
+        let w = World::new();
+        let p = w.publish_and_register();
+        let (status, v) = post(
+            &w,
+            json!({ "model": "facts-lora", "text": format!("They wrote: {DISTINCTIVE}") }),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["method"], TOKEN_METHOD);
+        assert_eq!(v["datanets"][0], format!("{}@1", p.datanet));
+        let span = &v["spans"][0];
+        assert!(span["text"].as_str().unwrap().contains("quokka"), "{v}");
+        assert_eq!(span["count"], 1);
+        let row = &span["rows"][0];
+        assert_eq!(row["contributor"], w.alice.address().to_string());
+        assert!(row["snippet"].as_str().unwrap().contains("quokka"));
+        assert!(row["row_hash"].is_string());
+        assert_eq!(
+            v["contributions"][0]["contributor"],
+            w.alice.address().to_string()
+        );
+        assert_eq!(v["contributions"][0]["weight_ppb"], 1_000_000_000u64);
+
+        let (status, v) = post(&w, json!({ "model": "nope", "text": "x" })).await;
+        assert_eq!(status, 404);
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`nope` does not exist"));
+
+        let big = "a".repeat(crate::api::attribution::MAX_TRACE_TEXT_BYTES + 1);
+        let (status, v) = post(&w, json!({ "model": "facts-lora", "text": big })).await;
+        assert_eq!(status, 400);
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("at most 16384 bytes"),
+            "{v}"
+        );
+    }
 }

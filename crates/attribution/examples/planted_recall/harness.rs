@@ -297,6 +297,10 @@ pub struct MethodRecall {
     pub all: PlantedRecall,
     /// Over the questions the adapter answered correctly.
     pub correct: PlantedRecall,
+    /// Over answers that state another island's planted word (a fact
+    /// borrowed from the wrong contribution), against that contribution:
+    /// the one the answer's content actually came from.
+    pub borrowed: PlantedRecall,
     /// Scoring time for all questions, seconds (wall).
     pub scoring_s: f64,
 }
@@ -678,6 +682,21 @@ pub fn run(
         .collect();
     let mut methods = Vec::new();
     let mut ranks: Vec<BTreeMap<String, Option<usize>>> = vec![BTreeMap::new(); truth.len()];
+    // The contribution whose planted word the adapter's answer states, when
+    // exactly one does (words never contain one another, see `invent`).
+    let sources: Vec<Option<usize>> = attributed
+        .iter()
+        .map(|(text, _)| {
+            let mut hits: Vec<usize> = data
+                .questions
+                .iter()
+                .filter(|q| contains_word(text, &q.expect))
+                .map(|q| q.contribution)
+                .collect();
+            hits.dedup();
+            (hits.len() == 1).then(|| hits[0])
+        })
+        .collect();
     let mut record = |name: String, credits: Vec<Vec<f64>>, secs: f64| -> anyhow::Result<()> {
         let all = recall_from_credits(&credits, &truth)?;
         let (cc, ct): (Vec<_>, Vec<_>) = credits
@@ -688,6 +707,13 @@ pub fn run(
             .map(|((c, t), _)| (c.clone(), *t))
             .unzip();
         let correct_recall = recall_from_credits(&cc, &ct)?;
+        let (bc, bt): (Vec<_>, Vec<_>) = credits
+            .iter()
+            .zip(&sources)
+            .zip(&truth)
+            .filter_map(|((c, s), &t)| s.filter(|&s| s != t).map(|s| (c.clone(), s)))
+            .unzip();
+        let borrowed_recall = recall_from_credits(&bc, &bt)?;
         for (t, c) in credits.iter().enumerate() {
             ranks[t].insert(
                 name.clone(),
@@ -698,6 +724,7 @@ pub fn run(
             method: name,
             all,
             correct: correct_recall,
+            borrowed: borrowed_recall,
             scoring_s: secs,
         });
         Ok(())
@@ -816,13 +843,21 @@ pub fn table(r: &Report) -> String {
         r.contributions, r.settings.contributors, r.rows, r.steps, r.adapter_correct, r.base_correct
     );
     s.push_str(&format!(
-        "| method | recall@1 (all {q}) | recall@5 (all) | recall@1 (correct {}) | recall@5 (correct) | scoring s |\n|---|---|---|---|---|---|\n",
-        r.adapter_correct
+        "| method | recall@1 (all {q}) | recall@5 (all) | recall@1 (correct {}) | recall@5 (correct) | recall@1 (borrowed {}) | recall@5 (borrowed) | scoring s |\n|---|---|---|---|---|---|---|---|\n",
+        r.adapter_correct,
+        r.methods.first().map_or(0, |m| m.borrowed.questions)
     ));
     for m in &r.methods {
         s.push_str(&format!(
-            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
-            m.method, m.all.at1, m.all.at5, m.correct.at1, m.correct.at5, m.scoring_s
+            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+            m.method,
+            m.all.at1,
+            m.all.at5,
+            m.correct.at1,
+            m.correct.at5,
+            m.borrowed.at1,
+            m.borrowed.at5,
+            m.scoring_s
         ));
     }
     s

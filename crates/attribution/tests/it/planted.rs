@@ -80,6 +80,8 @@ fn the_planted_recall_harness_runs_end_to_end_on_a_tiny_model() {
     for m in &r.methods {
         assert_eq!(m.all.questions, 6, "{}", m.method);
         assert!((0.0..=1.0).contains(&m.all.at1) && m.all.at1 <= m.all.at5);
+        // Reference answers state their own island's fact: nothing is borrowed.
+        assert_eq!(m.borrowed.questions, 0, "{}", m.method);
     }
     // The reference answers are rows of their own contribution, verbatim:
     // span tracing must credit the planted contribution first every time,

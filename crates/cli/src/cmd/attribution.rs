@@ -1,11 +1,11 @@
-//! `trib attribution receipt|payouts|verify`: inference receipts, payout
-//! lines and the re-check of a served answer against its receipt.
+//! `trib attribution receipt|payouts|verify|trace`: inference receipts,
+//! payout lines, the re-check of a served answer against its receipt (the
+//! node re-runs the token attribution) and the trace of any text against
+//! the datanet versions a model was trained on.
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use serde_json::Value;
-use trib_node::ledger::InferenceReceipt;
-use trib_node::StoredAnswer;
+use serde_json::{json, Value};
 
 use crate::{output, Global};
 
@@ -26,11 +26,26 @@ pub enum AttributionCommand {
         #[arg(long)]
         receipt: Option<String>,
     },
-    /// Re-check a receipt this node served: the stored answer
-    /// (`<home>/receipts/ID.json`) against the ledger's receipt.
+    /// Re-check a receipt the node served: the node re-runs the token
+    /// attribution of the stored answer (`<home>/receipts/ID.json`) and
+    /// checks the evidence hash, weights and payout lines of the receipt.
     Verify {
         /// Receipt id (hex).
         id: String,
+    },
+    /// Trace a text against the datanet versions a model was trained on:
+    /// spans, their rows and contributors, and the weights a paid answer
+    /// with this text would get.
+    Trace {
+        /// The base model's name or a registered adapter's id or name.
+        #[arg(long)]
+        model: String,
+        /// The text to trace (at most 16 KiB).
+        #[arg(long)]
+        text: String,
+        /// Spans to show, rarest first.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
     },
 }
 
@@ -53,6 +68,71 @@ async fn get(g: &Global, path: &str) -> anyhow::Result<Value> {
     Ok(v)
 }
 
+async fn post(g: &Global, path: &str, body: &Value) -> anyhow::Result<Value> {
+    let url = format!("{}{path}", g.node.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .json(body)
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    let status = resp.status();
+    let v: Value = resp
+        .json()
+        .await
+        .with_context(|| format!("POST {url}: not JSON"))?;
+    if !status.is_success() {
+        bail!(
+            "POST {url}: {status}: {}",
+            v["error"]["message"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(v)
+}
+
+fn print_trace(v: &Value) {
+    println!(
+        "model {}: method {}, {} span(s) over {} answer tokens, trace {:.1} ms",
+        v["model"].as_str().unwrap_or("?"),
+        v["method"].as_str().unwrap_or("?"),
+        v["spans_total"],
+        v["answer_tokens"],
+        v["trace_ms"].as_f64().unwrap_or(0.0)
+    );
+    if let Some(reason) = v["reason"].as_str() {
+        println!("  {reason}");
+    }
+    for sp in v["spans"].as_array().into_iter().flatten() {
+        println!(
+            "  span {:?}  ({} occurrence(s), tokens {}..{})",
+            sp["text"].as_str().unwrap_or_default().trim(),
+            sp["count"],
+            sp["start"],
+            sp["end"]
+        );
+        for r in sp["rows"].as_array().into_iter().flatten() {
+            println!(
+                "    row {}  contributor {}  credited {}  {:?}",
+                r["row_hash"]
+                    .as_str()
+                    .map_or("?", |h| &h[..h.len().min(16)]),
+                r["contributor"].as_str().unwrap_or("?"),
+                r["credited_contributor"].as_str().unwrap_or("?"),
+                r["snippet"].as_str().unwrap_or_default().trim()
+            );
+        }
+    }
+    for c in v["contributions"].as_array().into_iter().flatten() {
+        let ppb = c["weight_ppb"].as_u64().unwrap_or(0);
+        println!(
+            "  weight {:>7.3}%  contribution {}  contributor {}",
+            ppb as f64 / 1e7,
+            c["contribution"].as_str().unwrap_or("?"),
+            c["contributor"].as_str().unwrap_or("?")
+        );
+    }
+}
+
 /// Runs `trib attribution`.
 pub fn run(g: &Global, c: AttributionCommand) -> anyhow::Result<()> {
     super::runtime()?.block_on(async move {
@@ -72,29 +152,42 @@ pub fn run(g: &Global, c: AttributionCommand) -> anyhow::Result<()> {
                 output::json(&get(g, &format!("/v1/payouts?{q}")).await?)
             }
             AttributionCommand::Verify { id } => {
-                let path = g.home().root().join("receipts").join(format!("{id}.json"));
-                let stored: StoredAnswer = serde_json::from_slice(
-                    &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
-                )
-                .with_context(|| format!("{} is not a stored answer", path.display()))?;
-                let v = get(g, &format!("/v1/receipts/{id}")).await?;
-                let receipt: InferenceReceipt = serde_json::from_value(v["receipt"].clone())
-                    .context("the node's receipt does not parse")?;
-                match trib_node::verify_stored_answer(&stored, &receipt) {
-                    Ok(()) => {
-                        if g.json {
-                            return output::json(&serde_json::json!({ "receipt": id, "ok": true }));
-                        }
-                        println!(
-                            "receipt {id}: OK (evidence hash {}, fee {}, {} payout lines)",
-                            receipt.evidence_hash,
-                            output::open(receipt.fee),
-                            receipt.lines.len()
-                        );
-                        Ok(())
-                    }
-                    Err(errs) => bail!("receipt {id} does NOT verify:\n  {}", errs.join("\n  ")),
+                let v = get(g, &format!("/v1/receipts/{id}/verify")).await?;
+                if g.json {
+                    output::json(&v)?;
                 }
+                if v["ok"] != json!(true) {
+                    let problems: Vec<String> = v["problems"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|p| p.as_str().map(String::from))
+                        .collect();
+                    bail!("receipt {id} does NOT verify:\n  {}", problems.join("\n  "));
+                }
+                if !g.json {
+                    println!(
+                        "receipt {id}: OK (method {}, {} weights, evidence hash {}, re-traced; {} payout lines match)",
+                        v["method"].as_str().unwrap_or("?"),
+                        v["weights"].as_array().map_or(0, Vec::len),
+                        v["evidence_hash"].as_str().unwrap_or("?"),
+                        v["lines"]
+                    );
+                }
+                Ok(())
+            }
+            AttributionCommand::Trace { model, text, top } => {
+                let v = post(
+                    g,
+                    "/v1/attribution/trace",
+                    &json!({ "model": model, "text": text, "top": top }),
+                )
+                .await?;
+                if g.json {
+                    return output::json(&v);
+                }
+                print_trace(&v);
+                Ok(())
             }
         }
     })

@@ -38,6 +38,23 @@ impl KeyOpts {
     }
 }
 
+/// Upload quotas of a new datanet (limits are inclusive; days are UTC).
+#[derive(Args, Debug, Clone)]
+pub struct QuotaOpts {
+    /// Largest single file, bytes.
+    #[arg(long, default_value_t = trib_node::datanet::Quotas::default().max_file_bytes)]
+    max_file_bytes: u64,
+    /// Bytes one contributor may upload per UTC day.
+    #[arg(long, default_value_t = trib_node::datanet::Quotas::default().bytes_per_contributor_per_day)]
+    contributor_bytes_per_day: u64,
+    /// Files one contributor may upload per UTC day.
+    #[arg(long, default_value_t = trib_node::datanet::Quotas::default().files_per_contributor_per_day)]
+    contributor_files_per_day: u32,
+    /// Bytes the datanet accepts per UTC day, all contributors.
+    #[arg(long, default_value_t = trib_node::datanet::Quotas::default().bytes_per_datanet_per_day)]
+    datanet_bytes_per_day: u64,
+}
+
 /// Curation modes on the command line.
 #[derive(ValueEnum, Clone, Copy, Debug)]
 pub enum CurationArg {
@@ -105,6 +122,8 @@ pub enum DatanetCommand {
         #[arg(long, value_enum, default_value = "public")]
         visibility: VisibilityArg,
         #[command(flatten)]
+        quotas: QuotaOpts,
+        #[command(flatten)]
         key: KeyOpts,
     },
     /// Contribute files: validated row by row on the node, then Contribute is signed.
@@ -153,9 +172,12 @@ pub enum DatanetCommand {
         /// Output file.
         #[arg(long)]
         out: PathBuf,
-        /// Read as this keystore key (needed for a permissioned datanet).
+        /// Sign the read with this keystore key (needed for a permissioned
+        /// datanet: the owner or a granted address).
         #[arg(long, value_name = "KEY")]
         key: Option<String>,
+        #[command(flatten)]
+        pass: PassphraseArgs,
     },
     /// Grant training access to a permissioned datanet.
     Grant {
@@ -194,12 +216,24 @@ pub enum DatanetCommand {
         /// Page (from 1, 50 per page).
         #[arg(long, default_value_t = 1)]
         page: usize,
+        /// Sign the read with this keystore key (needed for a permissioned
+        /// datanet: the owner or a granted address).
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+        #[command(flatten)]
+        pass: PassphraseArgs,
     },
-    /// A contributor's contributions across datanets.
+    /// A contributor's contributions across datanets (those in permissioned
+    /// datanets only when signed by the contributor or a granted reader).
     History {
-        /// Address or keystore key name.
+        /// Address or keystore key name (a key name also signs the read).
         #[arg(long)]
         contributor: String,
+        /// Sign the read with this keystore key instead.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+        #[command(flatten)]
+        pass: PassphraseArgs,
     },
     /// Contributors ranked by reputation.
     Leaderboard {
@@ -234,6 +268,19 @@ fn split_version(s: &str) -> anyhow::Result<(String, u32)> {
         .filter(|v| *v > 0)
         .with_context(|| format!("version in {s:?} is not a positive number"))?;
     Ok((name.to_string(), v))
+}
+
+/// `svc`, signing its reads with keystore key `key` when one is named.
+fn signed(
+    svc: ServiceClient,
+    home: &trib_node::NodeHome,
+    key: Option<&str>,
+    pass: &PassphraseArgs,
+) -> anyhow::Result<ServiceClient> {
+    Ok(match key {
+        Some(k) => svc.with_signer(pass.load_key(&home.keystore()?, k)?),
+        None => svc,
+    })
 }
 
 /// Signs `action`, submits it and waits for its block.
@@ -360,6 +407,7 @@ pub fn run(g: &Global, cmd: DatanetCommand) -> anyhow::Result<()> {
             quorum_bps,
             stake,
             visibility,
+            quotas,
             key,
         } => {
             let (sk, wait) = load(&key)?;
@@ -388,8 +436,14 @@ pub fn run(g: &Global, cmd: DatanetCommand) -> anyhow::Result<()> {
                     VisibilityArg::Permissioned => Visibility::Permissioned,
                 },
             };
+            let quotas = trib_node::datanet::Quotas {
+                max_file_bytes: quotas.max_file_bytes,
+                bytes_per_contributor_per_day: quotas.contributor_bytes_per_day,
+                files_per_contributor_per_day: quotas.contributor_files_per_day,
+                bytes_per_datanet_per_day: quotas.datanet_bytes_per_day,
+            };
             rt.block_on(async {
-                let plan = svc.create_datanet(&req).await?;
+                let plan = svc.create_datanet_with_quotas(&req, quotas).await?;
                 let view = sign_submit_wait(&client, &sk, plan.action, wait).await?;
                 if g.json {
                     return output::json(&serde_json::json!({"id": plan.id, "metadata_hash": plan.metadata_hash, "tx": view.hash, "height": view.height}));
@@ -502,14 +556,16 @@ pub fn run(g: &Global, cmd: DatanetCommand) -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        DatanetCommand::Export { target, out, key } => {
+        DatanetCommand::Export {
+            target,
+            out,
+            key,
+            pass,
+        } => {
             let (name, v) = split_version(&target)?;
-            let reader = match &key {
-                Some(k) => Some(resolve(&home.keystore()?, k)?),
-                None => None,
-            };
+            let svc = signed(svc, &home, key.as_deref(), &pass)?;
             rt.block_on(async {
-                let bytes = svc.export(&name, v, reader.as_ref()).await?;
+                let bytes = svc.export(&name, v).await?;
                 let (root, rows) = verify_against_ledger(&client, &name, v, &bytes).await?;
                 write_atomically(&out, &bytes)?;
                 if g.json {
@@ -574,6 +630,15 @@ pub fn run(g: &Global, cmd: DatanetCommand) -> anyhow::Result<()> {
             println!("  visibility  {:?}", l.visibility);
             println!("  stake       {}", output::open(l.stake_per_contribution));
             println!("  tags        {}", d.tags.join(", "));
+            if let Some(q) = &d.quotas {
+                println!(
+                    "  quotas      {} B/file; per contributor per UTC day {} B, {} files; datanet {} B/day",
+                    q.max_file_bytes,
+                    q.bytes_per_contributor_per_day,
+                    q.files_per_contributor_per_day,
+                    q.bytes_per_datanet_per_day
+                );
+            }
             println!(
                 "  contributions {} (accepted {}, rows {})",
                 l.contributions, l.accepted, l.rows_accepted
@@ -624,8 +689,14 @@ pub fn run(g: &Global, cmd: DatanetCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }),
-        DatanetCommand::Rows { target, page } => {
+        DatanetCommand::Rows {
+            target,
+            page,
+            key,
+            pass,
+        } => {
             let (name, v) = split_version(&target)?;
+            let svc = signed(svc, &home, key.as_deref(), &pass)?;
             rt.block_on(async {
                 let p = nth_page(page, |after| {
                     let svc = &svc;
@@ -656,8 +727,21 @@ pub fn run(g: &Global, cmd: DatanetCommand) -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        DatanetCommand::History { contributor } => {
-            let who = resolve(&home.keystore()?, &contributor)?;
+        DatanetCommand::History {
+            contributor,
+            key,
+            pass,
+        } => {
+            let ks = home.keystore()?;
+            let who = resolve(&ks, &contributor)?;
+            // A key name signs; a bare address reads anonymously.
+            let signer = key.or_else(|| {
+                contributor
+                    .parse::<Address>()
+                    .is_err()
+                    .then(|| contributor.clone())
+            });
+            let svc = signed(svc, &home, signer.as_deref(), &pass)?;
             rt.block_on(async {
                 let p = svc.history(&who, None, 1_000).await?;
                 if g.json {
@@ -678,11 +762,13 @@ pub fn run(g: &Global, cmd: DatanetCommand) -> anyhow::Result<()> {
                 return output::json(&board);
             }
             println!(
-                "{:<4} {:<46} {:>7} {:>8} {:>8} {:>6} {:>5} {:>12} {:>12}",
+                "{:<4} {:<46} {:>7} {:>8} {:>8} {:>8} {:>8} {:>6} {:>5} {:>12} {:>12}",
                 "rank",
                 "contributor",
                 "contribs",
                 "accepted",
+                "rejected",
+                "invalid",
                 "rows",
                 "rate%",
                 "dups",
@@ -691,11 +777,13 @@ pub fn run(g: &Global, cmd: DatanetCommand) -> anyhow::Result<()> {
             );
             for (i, e) in board.iter().enumerate() {
                 println!(
-                    "{:<4} {:<46} {:>7} {:>8} {:>8} {:>6.1} {:>5} {:>12} {:>12}",
+                    "{:<4} {:<46} {:>7} {:>8} {:>8} {:>8} {:>8} {:>6.1} {:>5} {:>12} {:>12}",
                     i + 1,
                     e.contributor.to_string(),
                     e.contributions,
                     e.accepted,
+                    e.rejected,
+                    e.rejected_at_validation,
                     e.rows_accepted,
                     e.acceptance_bps as f64 / 100.0,
                     e.duplicates_rejected,

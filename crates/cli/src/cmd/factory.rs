@@ -116,14 +116,18 @@ impl DatanetResolver for Prefetched {
 }
 
 /// Fetches every `datanet@version` of `sources` from the node, verified
-/// against the ledger; `reader` is the address whose access is checked.
+/// against the ledger; `reader` signs the reads (the node checks its
+/// access to permissioned datanets).
 async fn prefetch(
     client: &NodeClient,
     sources: &[String],
     base_dir: &std::path::Path,
-    reader: Option<&Address>,
+    reader: Option<&trib_node::types::SecretKey>,
 ) -> anyhow::Result<(Prefetched, Vec<(String, u32)>)> {
-    let svc = ServiceClient::new(client)?;
+    let mut svc = ServiceClient::new(client)?;
+    if let Some(k) = reader {
+        svc = svc.with_signer(k.clone());
+    }
     let mut map = HashMap::new();
     let mut used = Vec::new();
     for s in sources {
@@ -134,7 +138,7 @@ async fn prefetch(
             format!("{name}@{version}: only numbered versions resolve through the node")
         })?;
         let bytes = svc
-            .export(&name, v, reader)
+            .export(&name, v)
             .await
             .with_context(|| format!("cannot read {name}@{v} for training"))?;
         let (root, _) = verify_against_ledger(client, &name, v, &bytes).await?;
@@ -242,7 +246,7 @@ pub fn run(g: &Global, cmd: FactoryCommand) -> anyhow::Result<()> {
                 )
             });
             let client = g.client()?;
-            let reader = key.as_ref().map(|(k, _)| k.address());
+            let reader = key.as_ref().map(|(k, _)| k.clone());
             let (resolver, used) = if has_datanets {
                 rt.block_on(prefetch(
                     &client,
@@ -297,7 +301,7 @@ pub fn run(g: &Global, cmd: FactoryCommand) -> anyhow::Result<()> {
                 .map(|s| SourceRef::parse(s, &base_dir))
                 .collect::<Result<Vec<_>, _>>()?;
             let reader = match &key {
-                Some(k) => Some(g.home().keystore()?.info(k)?.address),
+                Some(k) => Some(g.home().keystore()?.load(k, None)?),
                 None => None,
             };
             let (resolver, _) = if heldout

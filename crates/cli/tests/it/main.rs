@@ -1,7 +1,9 @@
 //! End-to-end tests of the `trib` binary against real nodes on free
 //! loopback ports (one integration binary; see STYLE.md).
 
+mod attribution;
 mod crash;
+mod datanet_flows;
 mod datanets;
 mod factory;
 mod harness;

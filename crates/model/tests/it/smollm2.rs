@@ -80,3 +80,86 @@ fn smollm2_tokenizer_matches_the_hugging_face_vocabulary() {
     assert_eq!(info.quantization, "Q4_1");
     assert_eq!(info.license.as_deref(), Some("apache-2.0"));
 }
+
+/// The logits of decoding `tokens` one at a time after `prompt`.
+fn decode_logits(m: &Model, prompt: &[u32], tokens: &[u32]) -> Vec<Vec<f32>> {
+    let mut cache = m.new_cache();
+    m.prefill(prompt, &mut cache, None).unwrap();
+    tokens
+        .iter()
+        .map(|&t| {
+            m.prefill(&[t], &mut cache, None)
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold(0, |b, (i, x)| if *x > v[b] { i } else { b })
+}
+
+fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
+        .fold(0f32, f32::max)
+}
+
+#[test]
+fn smollm2_lean_decode_is_as_close_to_exact_f32_logits_as_candles_q4_1_path() {
+    let Some(m) = smollm2() else { return };
+    let prompt = m
+        .encode_chat(&[ChatMessage::new("user", "Name three rivers in Europe.")])
+        .unwrap();
+    // Exact reference: the same weights dequantized, candle f32 decode.
+    let mut exact = m.to_f32().unwrap();
+    exact.set_lean_decode(false);
+    let mut cache = exact.new_cache();
+    let mut logits: Vec<f32> = exact
+        .prefill(&prompt, &mut cache, None)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let mut tokens = Vec::new();
+    let mut reference = Vec::new();
+    for _ in 0..10 {
+        let next = argmax(&logits) as u32;
+        tokens.push(next);
+        logits = exact
+            .prefill(&[next], &mut cache, None)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        reference.push(logits.clone());
+    }
+    let lean = decode_logits(m, &prompt, &tokens);
+    let mut candle_q = m.clone();
+    candle_q.set_lean_decode(false);
+    let candle = decode_logits(&candle_q, &prompt, &tokens);
+    let (lean_err, candle_err) = (max_diff(&lean, &reference), max_diff(&candle, &reference));
+    eprintln!("max |Δlogit| vs exact f32: lean {lean_err}, candle Q4_1 {candle_err}");
+    // Both round activations to 8 bits for the Q4_1 projections (candle
+    // also rounds the q8_1 scales to f16); the lean head is exact.
+    assert!(
+        lean_err <= candle_err * 1.25,
+        "lean decode drifts further from f32 ({lean_err}) than candle's Q4_1 path ({candle_err})"
+    );
+    assert!(
+        lean_err < 1.0,
+        "lean decode: max |Δlogit| {lean_err} vs exact f32"
+    );
+    let agree = lean
+        .iter()
+        .zip(&reference)
+        .filter(|(a, b)| argmax(a) == argmax(b))
+        .count();
+    assert!(
+        agree >= 9,
+        "the greedy token differs from exact f32 at {} of 10 steps",
+        10 - agree
+    );
+}

@@ -1,14 +1,21 @@
-//! Receipt and payout queries: `GET /v1/receipts/{id}` (the on-chain
-//! inference receipt with its payout lines, and the stored prompt and answer
-//! when this node served it) and `GET /v1/payouts?contributor=ADDR` or
-//! `?receipt=ID`.
+//! Receipt and payout queries and answer-time attribution:
+//!
+//! - `GET /v1/receipts/{id}`: the on-chain inference receipt with its payout
+//!   lines, and the stored prompt, answer and evidence when this node served it;
+//! - `GET /v1/receipts/{id}/verify`: re-runs the answer's token attribution
+//!   and checks it against the receipt (`{ok, problems}`);
+//! - `GET /v1/payouts?contributor=ADDR` or `?receipt=ID`;
+//! - `POST /v1/attribution/trace` `{model, text, top?}`: the spans of `text`
+//!   found in the datanet versions `model` was trained on, their rows and
+//!   contributors, and the weights a paid answer with this text would get.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -17,19 +24,132 @@ use trib_types::{Address, ReceiptId};
 
 use super::ApiError;
 use crate::chain::Chain;
-use crate::serving::{answer_path, StoredAnswer};
+use crate::serving::{answer_path, Serving, StoredAnswer};
+
+/// Longest text `POST /v1/attribution/trace` accepts, in bytes.
+pub(crate) const MAX_TRACE_TEXT_BYTES: usize = 16 * 1024;
+/// Spans a trace response shows unless `top` says otherwise.
+const DEFAULT_TOP_SPANS: usize = 10;
 
 #[derive(Clone)]
 pub(crate) struct ReceiptState {
     pub(crate) chain: Arc<Chain>,
     pub(crate) receipts_dir: PathBuf,
+    /// The serving side (tokenizer and index catalog), when a model is served.
+    pub(crate) serving: Option<Arc<Serving>>,
 }
 
 pub(crate) fn routes(state: ReceiptState) -> Router {
     Router::new()
         .route("/v1/receipts/{id}", get(get_receipt))
+        .route("/v1/receipts/{id}/verify", get(verify_receipt))
         .route("/v1/payouts", get(get_payouts))
+        .route("/v1/attribution/trace", post(trace))
         .with_state(state)
+}
+
+fn no_model() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "model_not_found",
+        message: "this node serves no model (set `base_model` in config.toml): no tokenizer to trace with".into(),
+    }
+}
+
+async fn verify_receipt(
+    State(s): State<ReceiptState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_receipt(&id)?;
+    let receipt = s.chain.ledger().receipt(&id)?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no receipt {id} on the ledger (yet: receipts appear once their block commits)"
+        ))
+    })?;
+    let path = answer_path(&s.receipts_dir, &id);
+    let raw = std::fs::read(&path).map_err(|e| {
+        ApiError::not_found(format!(
+            "this node keeps no answer for receipt {id} ({}: {e}): only the node that served it can re-run it",
+            path.display()
+        ))
+    })?;
+    let stored: StoredAnswer = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::internal(format!("{} is not a stored answer: {e}", path.display()))
+    })?;
+    let serving = s.serving.clone().ok_or_else(no_model)?;
+    let r = receipt.clone();
+    let outcome = tokio::task::spawn_blocking(move || serving.verify(&stored, &r))
+        .await
+        .map_err(|e| ApiError::internal(format!("the verify task failed: {e}")))?;
+    let problems = outcome.err().unwrap_or_default();
+    Ok(Json(json!({
+        "receipt": id,
+        "ok": problems.is_empty(),
+        "problems": problems,
+        "method": receipt.method,
+        "weights": receipt.weights,
+        "evidence_hash": receipt.evidence_hash,
+        "fee": receipt.fee,
+        "lines": receipt.lines.len(),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+struct TraceBody {
+    model: String,
+    text: String,
+    #[serde(default)]
+    top: Option<usize>,
+}
+
+async fn trace(
+    State(s): State<ReceiptState>,
+    body: Result<Json<TraceBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(b) = body.map_err(|e| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("malformed request body: {}", e.body_text()),
+        )
+    })?;
+    if b.text.len() > MAX_TRACE_TEXT_BYTES {
+        return Err(ApiError::bad_request(
+            "text_too_long",
+            format!(
+                "text is {} bytes; the trace endpoint accepts at most {MAX_TRACE_TEXT_BYTES} bytes",
+                b.text.len()
+            ),
+        ));
+    }
+    let serving = s.serving.clone().ok_or_else(no_model)?;
+    let target = serving
+        .resolve(&b.model)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "model_not_found",
+            message: format!(
+                "the model `{}` does not exist: use the base model `{}` or a registered adapter's id or name (GET /v1/models)",
+                b.model, serving.base_name
+            ),
+        })?;
+    let top = b.top.unwrap_or(DEFAULT_TOP_SPANS);
+    let view = tokio::task::spawn_blocking(move || {
+        let versions = serving.versions_of(&target)?;
+        serving
+            .catalog
+            .trace(&versions, &b.text, &serving.trace_params)
+            .map(|t| t.view(top))
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the trace task failed: {e}")))?
+    .map_err(ApiError::internal)?;
+    let mut out = json!({ "model": b.model });
+    if let (Value::Object(o), Value::Object(v)) = (&mut out, view) {
+        o.extend(v);
+    }
+    Ok(Json(out))
 }
 
 fn parse_receipt(s: &str) -> Result<ReceiptId, ApiError> {

@@ -1,14 +1,16 @@
 //! Datanet routes: descriptors, contributions (upload and validation),
 //! publish plans, versions, rows, export, leaderboards and histories.
 //! Everything that changes the ledger is a transaction the user signs; these
-//! routes prepare and explain it (docs/node.md, "Datanets").
+//! routes prepare and explain it (docs/node.md, "Datanets"). Reads of a
+//! permissioned datanet's rows (rows, export) and of contributor histories
+//! are authenticated by a signed request ([`crate::datanets::signed_read`]).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -18,7 +20,7 @@ use trib_types::Address;
 
 use super::{ApiError, AppState};
 use crate::datanets::{
-    ContributionResponse, ContributionView, CreateDatanetRequest, CreateDatanetResponse,
+    signed_read, ContributionResponse, ContributionView, CreateDatanetBody, CreateDatanetResponse,
     DatanetService, DatanetView, LeaderboardEntry, PublishPlan, RowView, VersionView,
 };
 
@@ -71,6 +73,24 @@ fn parse_address(s: &str) -> Result<Address, ApiError> {
     })
 }
 
+/// The verified signer of this request (`None`: anonymous), or a 401.
+fn signer(
+    s: &DatanetService,
+    headers: &HeaderMap,
+    method: &Method,
+    uri: &Uri,
+) -> Result<Option<Address>, ApiError> {
+    let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    signed_read::verify(
+        headers,
+        method.as_str(),
+        path_and_query,
+        b"",
+        signed_read::now(),
+        &s.replays,
+    )
+}
+
 fn parse_version(s: &str) -> Result<u32, ApiError> {
     s.parse::<u32>().ok().filter(|v| *v > 0).ok_or_else(|| {
         ApiError::bad_request(
@@ -82,10 +102,10 @@ fn parse_version(s: &str) -> Result<u32, ApiError> {
 
 async fn create(
     State(s): State<Svc>,
-    body: Result<Json<CreateDatanetRequest>, JsonRejection>,
+    body: Result<Json<CreateDatanetBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<CreateDatanetResponse>), ApiError> {
-    let Json(req) = body?;
-    let r = blocking(move || s.create(req)).await?;
+    let Json(body) = body?;
+    let r = blocking(move || s.create_with_quotas(body.request, body.quotas)).await?;
     Ok((StatusCode::CREATED, Json(r)))
 }
 
@@ -161,11 +181,15 @@ async fn contributions(
 async fn history(
     State(s): State<Svc>,
     Path(address): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
     page: Result<Query<PageRequest>, QueryRejection>,
 ) -> Result<Json<PageView<ContributionView>>, ApiError> {
     let Query(page) = page?;
     let who = parse_address(&address)?;
-    let (items, next) = blocking(move || s.history(&who, &page)).await?;
+    let reader = signer(&s, &headers, &method, &uri)?;
+    let (items, next) = blocking(move || s.history(&who, &page, reader.as_ref())).await?;
     Ok(Json(PageView { items, next }))
 }
 
@@ -186,30 +210,33 @@ async fn versions(
 async fn rows(
     State(s): State<Svc>,
     Path((name, version)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
     page: Result<Query<PageRequest>, QueryRejection>,
 ) -> Result<Json<PageView<RowView>>, ApiError> {
     let Query(page) = page?;
     let version = parse_version(&version)?;
-    let (items, next) = blocking(move || s.rows(&name, version, &page)).await?;
+    let reader = signer(&s, &headers, &method, &uri)?;
+    let (items, next) = blocking(move || {
+        s.authorize_read(&name, reader.as_ref())?;
+        s.rows(&name, version, &page)
+    })
+    .await?;
     Ok(Json(PageView { items, next }))
-}
-
-/// Query of an export: who reads (required for a permissioned datanet).
-#[derive(Debug, Deserialize)]
-struct ExportQuery {
-    reader: Option<String>,
 }
 
 async fn export(
     State(s): State<Svc>,
     Path((name, version)): Path<(String, String)>,
-    q: Result<Query<ExportQuery>, QueryRejection>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = q?;
     let version = parse_version(&version)?;
-    let reader = q.reader.as_deref().map(parse_address).transpose()?;
+    let reader = signer(&s, &headers, &method, &uri)?;
     let bytes = blocking(move || {
-        s.check_read_access(&name, reader.as_ref())?;
+        s.authorize_read(&name, reader.as_ref())?;
         s.export(&name, version)
     })
     .await?;

@@ -8,8 +8,11 @@
 //! compute (402). The handler waits for the first engine event before
 //! answering, so an error that happens before any token (unknown adapter,
 //! rejected adapter) is a plain HTTP error and nothing is charged. After the
-//! answer, the node settles it on the ledger and adds `receipt_id`, `fee`
-//! and `attribution` to the response (the last SSE chunk when streaming).
+//! answer, the node traces it against the token indexes of the adapter's
+//! datanet versions (on the blocking pool), settles it on the ledger with
+//! the traced weights and adds `receipt_id`, `fee` and `attribution`
+//! (method, the rarest spans with their rows and contributors, the weights)
+//! to the response (the last SSE chunk when streaming).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -27,16 +30,13 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use trib_serve::{
     ChatMessage, Completion, GenerateRequest, Prompt, SamplingParams, ServeError, StreamEvent,
 };
-use trib_types::{Address, Hash};
+use trib_types::Address;
 
 use super::ApiError;
-use crate::billing::Charge;
-use crate::serving::{Serving, StoredAnswer, Target};
+use crate::serving::{AnswerToSettle, Serving, Target};
 
-/// The attribution method recorded while no token index is wired in: the
-/// ledger pays the contributors' share to the adapter's datanets pro rata by
-/// rows (its documented fallback rule).
-pub(crate) const FALLBACK_METHOD: &str = "datanet-fallback";
+/// Spans shown in a response's `attribution` field (the rarest first).
+const SPANS_SHOWN: usize = 5;
 
 type S = Arc<Serving>;
 
@@ -254,6 +254,9 @@ struct Accepted {
     target: Target,
     id: String,
     created: u64,
+    /// The fee reserved at admission (billing.rs): held until the answer is
+    /// settled or the request ends, released on drop.
+    _fee_hold: Option<trib_serve::AdmissionToken>,
 }
 
 impl Accepted {
@@ -265,45 +268,54 @@ impl Accepted {
         }
     }
 
-    /// Settles the answer and returns the extra response fields.
-    fn settle(&self, answer: &str, done: &Completion) -> Result<Value, ApiError> {
-        let evidence_hash: Hash = StoredAnswer::hash_of(&self.prompt_text, answer);
+    /// Traces and settles the answer (on the blocking pool: the trace and
+    /// the ledger reads must not hold up the runtime) and returns the extra
+    /// response fields. Called once per answer, so it charges once.
+    async fn settle(&self, answer: &str, done: &Completion) -> Result<Value, ApiError> {
         let u = done.usage;
         let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        let settled = self
-            .s
-            .billing
-            .settle(Charge {
-                payer: self.payer,
-                adapter: self.target.adapter.as_ref().map(|(id, _)| *id),
-                base: self.s.base_id,
-                prompt_tokens: clamp(u.prompt_tokens),
-                completion_tokens: clamp(u.completion_tokens),
-                weights: Vec::new(),
-                method: FALLBACK_METHOD,
-                evidence_hash,
+        let (s, payer, target, model, prompt, answer) = (
+            self.s.clone(),
+            self.payer,
+            self.target.clone(),
+            self.model.clone(),
+            self.prompt_text.clone(),
+            answer.to_string(),
+        );
+        let (prompt_tokens, completion_tokens) =
+            (clamp(u.prompt_tokens), clamp(u.completion_tokens));
+        let done = tokio::task::spawn_blocking(move || {
+            s.settle_answer(AnswerToSettle {
+                payer,
+                target: &target,
+                model: &model,
+                prompt: &prompt,
+                answer: &answer,
+                prompt_tokens,
+                completion_tokens,
             })
-            .map_err(|e| ApiError::internal(format!("the answer could not be settled: {e}")))?;
-        let stored = StoredAnswer {
-            receipt: settled.receipt,
-            model: self.model.clone(),
-            prompt: self.prompt_text.clone(),
-            answer: answer.to_string(),
-            evidence_hash,
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("the settlement task failed: {e}")))?
+        .map_err(|e| ApiError::internal(format!("the answer could not be settled: {e}")))?;
+        let attribution = match &done.trace {
+            Some(t) => t.view(SPANS_SHOWN),
+            None => json!({
+                "method": done.method,
+                "fallback": true,
+                "reason": format!("the answer could not be traced ({}): the ledger's fallback rule applies",
+                    done.trace_error.as_deref().unwrap_or("unknown error")),
+                "spans": [],
+                "contributions": [],
+                "evidence_hash": done.evidence_hash,
+            }),
         };
-        if let Err(e) = self.s.store_answer(&stored) {
-            tracing::warn!(target: "trib::serving", receipt = %settled.receipt, error = %e, "answer not stored");
-        }
+        let settled = done.settled;
         Ok(json!({
             "receipt_id": settled.receipt,
             "settlement_tx": settled.tx,
             "fee": { "base_units": settled.fee.0.to_string(), "open": settled.fee.to_open_string() },
-            "attribution": {
-                "method": FALLBACK_METHOD,
-                "fallback": true,
-                "contributions": [],
-                "evidence_hash": evidence_hash,
-            },
+            "attribution": attribution,
         }))
     }
 
@@ -315,7 +327,7 @@ impl Accepted {
         })
     }
 
-    fn full_response(&self, answer: &str, done: &Completion) -> Result<Value, ApiError> {
+    async fn full_response(&self, answer: &str, done: &Completion) -> Result<Value, ApiError> {
         let choice = match self.kind {
             Kind::Text => {
                 json!({ "index": 0, "text": answer, "logprobs": null, "finish_reason": done.finish_reason })
@@ -329,7 +341,7 @@ impl Accepted {
             "id": self.id, "object": self.object(false), "created": self.created, "model": self.model,
             "choices": [choice], "usage": Self::usage(done),
         });
-        merge(&mut v, self.settle(answer, done)?);
+        merge(&mut v, self.settle(answer, done).await?);
         Ok(v)
     }
 
@@ -351,7 +363,7 @@ impl Accepted {
             "model": self.model, "choices": [choice] })
     }
 
-    fn final_chunk(&self, answer: &str, done: &Completion) -> Value {
+    async fn final_chunk(&self, answer: &str, done: &Completion) -> Value {
         let choice = match self.kind {
             Kind::Text => {
                 json!({ "index": 0, "text": "", "logprobs": null, "finish_reason": done.finish_reason })
@@ -362,7 +374,7 @@ impl Accepted {
         };
         let mut v = json!({ "id": self.id, "object": self.object(true), "created": self.created,
             "model": self.model, "choices": [choice], "usage": Self::usage(done) });
-        match self.settle(answer, done) {
+        match self.settle(answer, done).await {
             Ok(extra) => merge(&mut v, extra),
             Err(e) => merge(&mut v, json!({ "settlement_error": e.message })),
         }
@@ -442,6 +454,7 @@ async fn generate(
         target,
         id: format!("cmpl-{}", sub.id),
         created: now_secs(),
+        _fee_hold: sub.admission.take(),
     };
     if c.stream {
         stream_response(acc, first, sub.events).into_response()
@@ -452,7 +465,7 @@ async fn generate(
             match ev {
                 Some(StreamEvent::Delta { text, .. }) => answer.push_str(&text),
                 Some(StreamEvent::Done(done)) => {
-                    return match acc.full_response(&answer, &done) {
+                    return match acc.full_response(&answer, &done).await {
                         Ok(v) => Json(v).into_response(),
                         Err(e) => e.into_response(),
                     }
@@ -515,7 +528,7 @@ fn stream_response(
             }
             Some(StreamEvent::Done(done)) => {
                 st.phase = Phase::Terminator;
-                Event::default().data(st.acc.final_chunk(&st.answer, &done).to_string())
+                Event::default().data(st.acc.final_chunk(&st.answer, &done).await.to_string())
             }
             Some(StreamEvent::Error(e)) => {
                 st.phase = Phase::Terminator;
@@ -554,10 +567,33 @@ struct ManageBody {
     model: String,
 }
 
+/// Loading and unloading adapters changes what every client pays in
+/// latency and memory, so only the node operator may do it: an API key
+/// bound to the operator's account (`trib apikey new` for the producer
+/// address). No key or an unknown key: 401; another account's key: 403.
+fn authorize_admin(s: &Serving, headers: &HeaderMap) -> Result<Address, ApiError> {
+    let account = authenticate(s, headers)?;
+    let operator = s.billing.operator();
+    if account != operator {
+        tracing::warn!(target: "trib::serving", %account, "adapter load/unload refused: not the operator");
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: format!(
+                "only the node operator may load or unload adapters: this API key charges account {account}, \
+                 the operator is {operator} (create an operator key with `trib apikey new` for the operator's address)"
+            ),
+        });
+    }
+    Ok(account)
+}
+
 async fn manage_adapters(
     State(s): State<S>,
+    headers: HeaderMap,
     body: Result<Json<ManageBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    authorize_admin(&s, &headers)?;
     let b = json_body(body)?;
     let target = s
         .resolve(&b.model)

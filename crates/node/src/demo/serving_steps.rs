@@ -1,9 +1,12 @@
 //! The demo's paid-inference steps: the node (started with the demo model as
 //! its served base model) serves the adapter trained in the factory step; a
-//! user with an API key asks it a question about the US Constitution over
-//! the OpenAI-compatible HTTP API, the answer is settled on the ledger, the
-//! receipt's payout lines and each contributor's balance change are shown,
-//! and the stored answer is verified against the on-chain receipt.
+//! user with an API key asks it to quote the Constitution's preamble over
+//! the OpenAI-compatible HTTP API, the answer is traced against the token
+//! index of the datanet versions the adapter was trained on and settled on
+//! the ledger by the traced weights (or by the ledger's fallback rule when
+//! no span clears the thresholds, which the demo then says), the receipt's
+//! payout lines and each contributor's balance change are shown, and the
+//! node re-runs the trace to verify the stored answer against the receipt.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,16 +18,18 @@ use trib_types::{Address, Amount, ReceiptId};
 
 use super::{Demo, DemoError, TO_STDERR};
 use crate::billing::ApiKeys;
-use crate::serving::{verify_stored_answer, StoredAnswer};
 
 /// How long to wait for the answer (generation plus settlement).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long to wait for the settlement to show up as a receipt.
 const RECEIPT_TIMEOUT: Duration = Duration::from_secs(30);
-/// The question the demo user asks.
-const QUESTION: &str = "What does the US Constitution say about the powers of Congress?";
+/// The question the demo user asks: a quotation, so the answer is likely
+/// to hold verbatim spans of the Constitution rows the adapter was trained
+/// on (the answer depends on the trained adapter, so the demo says which
+/// method settled it either way).
+const QUESTION: &str = "What is the first sentence of the US Constitution? Quote it exactly.";
 /// Answer length cap, to keep the demo short on a CPU.
-const MAX_TOKENS: u32 = 48;
+const MAX_TOKENS: u32 = 64;
 
 /// The paid request the demo made, for `--json` and for tests.
 #[derive(Debug, Clone, Serialize)]
@@ -37,8 +42,12 @@ pub struct DemoInference {
     pub fee: Amount,
     /// The receipt id.
     pub receipt: ReceiptId,
-    /// The receipt's attribution method.
+    /// The receipt's attribution method (`token-spans` or `datanet-fallback`).
     pub method: String,
+    /// Traced spans of the answer (text, occurrences, contributors of the rows shown).
+    pub spans: Vec<(String, u64, Vec<Address>)>,
+    /// Traced weights per contribution (parts per billion); empty on the fallback.
+    pub weights: Vec<(trib_types::ContributionId, u64)>,
     /// The on-chain payout lines.
     pub lines: Vec<PayoutLine>,
     /// Each contributor's balance change over the request (name, address, delta in base units).
@@ -130,7 +139,7 @@ impl Demo {
         );
 
         self.next_step(
-            "paid inference: dave asks the adapter about the US Constitution over /v1/chat/completions",
+            "paid inference: dave asks the adapter to quote the US Constitution over /v1/chat/completions; the answer is traced to the rows it quotes",
         );
         let mut before = Vec::new();
         for (name, key) in &contributors {
@@ -190,13 +199,56 @@ impl Demo {
         );
         say!("      fee {}  receipt {receipt}", super::fmt_open(fee));
         let attr = &v["attribution"];
+        let spans: Vec<(String, u64, Vec<Address>)> = attr["spans"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|sp| {
+                        let who = sp["rows"]
+                            .as_array()
+                            .map(|rows| {
+                                rows.iter()
+                                    .filter_map(|r| {
+                                        r["credited_contributor"].as_str()?.parse().ok()
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        (
+                            sp["text"].as_str().unwrap_or_default().to_string(),
+                            sp["count"].as_u64().unwrap_or(0),
+                            who,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         say!(
-            "      attribution: method {}, fallback {}, {} traced contributions, evidence {}",
-            attr["method"],
-            attr["fallback"],
-            attr["contributions"].as_array().map_or(0, Vec::len),
+            "      attribution: method {}, {} of {} answer tokens' spans traced (trace {:.1} ms), evidence {}",
+            attr["method"].as_str().unwrap_or("?"),
+            attr["spans_total"].as_u64().unwrap_or(0),
+            attr["answer_tokens"].as_u64().unwrap_or(0),
+            attr["trace_ms"].as_f64().unwrap_or(0.0),
             attr["evidence_hash"].as_str().unwrap_or("?")
         );
+        let name_of = |a: &Address| {
+            contributors
+                .iter()
+                .find(|(_, k)| k.address() == *a)
+                .map_or_else(|| a.to_string(), |(n, _)| n.clone())
+        };
+        for (text, count, who) in &spans {
+            let names: Vec<String> = who.iter().map(name_of).collect();
+            say!(
+                "        span {:?} ({count} occurrence{} in the datanet rows; credited: {})",
+                text.trim(),
+                if *count == 1 { "" } else { "s" },
+                names.join(", ")
+            );
+        }
+        if let Some(reason) = attr["reason"].as_str() {
+            say!("      no traced weights: {reason}");
+        }
 
         // The receipt appears once the settlement transaction commits.
         let url = format!("{base}/v1/receipts/{receipt}");
@@ -277,21 +329,28 @@ impl Demo {
             gains.push((name, address, delta));
         }
 
-        self.next_step("verify the receipt: the stored answer hashes to the on-chain evidence and the payouts sum to the fee");
-        let stored: StoredAnswer = serde_json::from_value(r["answer"].clone())
-            .map_err(|e| super::unexpected("verify receipt", format!("no stored answer: {e}")))?;
-        let verified = match verify_stored_answer(&stored, &on_chain) {
-            Ok(()) => {
-                say!(
-                    "      receipt {receipt} verified: evidence {} matches, {} lines sum to the fee",
-                    on_chain.evidence_hash.short(),
-                    on_chain.lines.len()
-                );
-                true
-            }
-            Err(problems) => {
-                return Err(super::unexpected("verify receipt", problems.join("; ")));
-            }
+        self.next_step("verify the receipt: the node re-runs the trace from the stored answer and checks weights, evidence hash and payout lines");
+        let check: Value = http
+            .get(format!("{base}/v1/receipts/{receipt}/verify"))
+            .send()
+            .await
+            .map_err(|e| super::unexpected("verify receipt", e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| super::unexpected("verify receipt", e.to_string()))?;
+        let verified = if check["ok"] == json!(true) {
+            say!(
+                "      receipt {receipt} verified: re-traced evidence {} matches, {} weights, {} lines sum to the fee",
+                on_chain.evidence_hash.short(),
+                on_chain.weights.len(),
+                on_chain.lines.len()
+            );
+            true
+        } else {
+            return Err(super::unexpected(
+                "verify receipt",
+                format!("the receipt does not verify: {check}"),
+            ));
         };
         Ok(Some(DemoInference {
             adapter: adapter.to_string(),
@@ -299,6 +358,8 @@ impl Demo {
             fee,
             receipt,
             method: on_chain.method.clone(),
+            spans,
+            weights: on_chain.weights.clone(),
             lines,
             contributor_gains: gains,
             verified,

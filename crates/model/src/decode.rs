@@ -1,0 +1,537 @@
+//! The lean decode path: one new token per sequence, as plain loops over
+//! preallocated buffers instead of ~1,000 small candle ops per token.
+//!
+//! A decode step of SmolLM2 runs 211 matrix–vector products and a few
+//! hundred tiny element-wise ops (norms, rope, softmax over a short context,
+//! SiLU·mul, residual adds). In candle each is a tensor op with its own
+//! allocation and dispatch, which cost about as much as the products
+//! themselves (docs/model.md). Here a step is:
+//!
+//! - one `[rows, hidden]` residual buffer for all sequences in the step
+//!   (`rows` = sequences, one token each), RMSNorm fused into one pass;
+//! - every projection through [`PackedMatrix::matmul`] (Q4_1 × q8_1 or
+//!   exact f32-activation kernels, SIMD chosen at run time), the weight row
+//!   read once for all rows of the step;
+//! - LoRA per row, `y_i += s·B·(A·x_i)` (BGMV), reading the adapter's
+//!   tensors in place, so rows of different adapters share the base work;
+//! - rope, attention over the sequence's cache (one query row against
+//!   contiguous per-head key/value slices) and SiLU·mul as loops.
+//!
+//! It returns the same logits as the candle forward within the activation
+//! quantization error of Q4_1 × q8_1 (exactly the same math for f32 and
+//! Q8_0 weights, up to summation order); tests in this module and in
+//! `tests/it/forwards.rs` check it.
+
+use std::fmt;
+
+use candle_core::quantized::GgmlDType;
+use candle_core::{Device, Tensor};
+
+use crate::error::{ModelError, Result};
+use crate::llama::{dot, with_f32, Llama, SeqChunk, Weight};
+use crate::lora::{LoraAdapter, LoraTarget};
+use crate::qkernel::{Activations, Kernel, PackedMatrix};
+
+/// Up to this many sequences in one all-decode step, [`Llama::forward_chunks`]
+/// takes the lean path; above it, candle's f32 gemm. Measured in
+/// docs/model.md ("Decode path per batch size").
+pub(crate) const LEAN_MAX_ROWS: usize = 64;
+
+/// One decoder block in the decode kernels' layout.
+struct LeanLayer {
+    attn_norm: Vec<f32>,
+    mlp_norm: Vec<f32>,
+    /// Indexed by [`LoraTarget::index`].
+    proj: Vec<PackedMatrix>,
+    bias: Vec<Option<Vec<f32>>>,
+}
+
+/// The model's weights as the decode kernels read them, built once from a
+/// [`Llama`] (quantized blocks repacked; f32 tensors shared, not copied).
+pub(crate) struct LeanWeights {
+    layers: Vec<LeanLayer>,
+    embed: PackedMatrix,
+    /// `None` when the head is tied to the embedding.
+    head: Option<PackedMatrix>,
+    norm: Vec<f32>,
+    /// `[max_seq_len, head_dim / 2]`, the same tables as the candle path.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    kernel: Kernel,
+}
+
+impl fmt::Debug for LeanWeights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeanWeights")
+            .field("layers", &self.layers.len())
+            .field(
+                "projections",
+                &self.layers.first().map(|l| l.proj[0].kind()),
+            )
+            .field("head", &self.head().kind())
+            .field("kernel", &self.kernel.name())
+            .finish()
+    }
+}
+
+fn vec_of(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// Packs a projection for the kernels: Q4_1 and Q8_0 blocks are repacked,
+/// other ggml types use the dense copy (or are dequantized), f32 is shared.
+fn pack(w: &Weight) -> Result<PackedMatrix> {
+    match w {
+        Weight::Quantized(q) | Weight::Hybrid(q, _)
+            if matches!(q.dtype(), GgmlDType::Q4_1 | GgmlDType::Q8_0) =>
+        {
+            let (rows, cols) = q.shape().dims2()?;
+            let bytes = q.data()?;
+            if q.dtype() == GgmlDType::Q4_1 {
+                PackedMatrix::from_q4_1(&bytes, rows, cols)
+            } else {
+                PackedMatrix::from_q8_0(&bytes, rows, cols)
+            }
+        }
+        Weight::Dense(t) | Weight::Hybrid(_, t) => PackedMatrix::from_tensor(t),
+        Weight::Quantized(q) => PackedMatrix::from_tensor(&q.dequantize(&Device::Cpu)?),
+    }
+}
+
+/// Packs the LM head. Logits stay exact f32 math: Q8_0 blocks are read with
+/// f32 activations; any other quantized head uses its dense copy when there
+/// is one (a q8 activation flips near-tie tokens, docs/model.md).
+fn pack_head(w: &Weight) -> Result<PackedMatrix> {
+    match w {
+        Weight::Hybrid(q, t) if q.dtype() != GgmlDType::Q8_0 => PackedMatrix::from_tensor(t),
+        other => pack(other),
+    }
+}
+
+impl LeanWeights {
+    /// Builds the decode layout of `llama`'s weights.
+    pub(crate) fn build(llama: &Llama) -> Result<Self> {
+        let _span = tracing::debug_span!(target: "trib::model", "pack_decode_weights").entered();
+        let layers = llama
+            .blocks
+            .iter()
+            .map(|b| {
+                Ok(LeanLayer {
+                    attn_norm: vec_of(&b.attn_norm)?,
+                    mlp_norm: vec_of(&b.mlp_norm)?,
+                    proj: b
+                        .linears
+                        .iter()
+                        .map(|l| pack(&l.weight))
+                        .collect::<Result<_>>()?,
+                    bias: b
+                        .linears
+                        .iter()
+                        .map(|l| l.bias.as_ref().map(vec_of).transpose())
+                        .collect::<Result<_>>()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let embed = match &llama.lm_head {
+            None => pack_head(&llama.embed)?,
+            Some(_) => pack(&llama.embed)?,
+        };
+        let head = llama.lm_head.as_ref().map(pack_head).transpose()?;
+        let kernel = Kernel::detect();
+        let lean = Self {
+            layers,
+            embed,
+            head,
+            norm: vec_of(&llama.norm)?,
+            cos: vec_of(&llama.cos)?,
+            sin: vec_of(&llama.sin)?,
+            kernel,
+        };
+        tracing::debug!(target: "trib::model", weights = ?lean, "packed weights for the decode kernels");
+        Ok(lean)
+    }
+
+    fn head(&self) -> &PackedMatrix {
+        self.head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// The kernel in use (`avx2+fma` or `scalar`).
+    pub(crate) fn kernel_name(&self) -> &'static str {
+        self.kernel.name()
+    }
+
+    /// One decode step: `chunks` hold one token each, already validated
+    /// (ids in range, room in every cache, adapters fit). Returns logits
+    /// `[chunks, vocab]`; caches advance by one only on success.
+    pub(crate) fn forward(&self, llama: &Llama, chunks: &mut [SeqChunk<'_>]) -> Result<Tensor> {
+        let _span = tracing::trace_span!(target: "trib::model", "decode_lean", rows = chunks.len())
+            .entered();
+        let cfg = &llama.cfg;
+        let n = chunks.len();
+        let (hid, heads, kvh, hd) = (
+            cfg.hidden_size,
+            cfg.num_heads,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+        );
+        let inter = cfg.intermediate_size;
+        let eps = cfg.rms_norm_eps as f32;
+        if chunks.iter().any(|c| c.tokens.len() != 1) {
+            return Err(ModelError::Generation(
+                "the lean decode path takes exactly one token per sequence".into(),
+            ));
+        }
+        for c in chunks.iter_mut() {
+            c.cache.reserve(1)?;
+        }
+        let adapters: Vec<Option<&LoraAdapter>> = chunks.iter().map(|c| c.adapter).collect();
+        let mut x = vec![0f32; n * hid];
+        for (c, row) in chunks.iter().zip(x.chunks_exact_mut(hid)) {
+            self.embed.row_into(c.tokens[0] as usize, row)?;
+        }
+        let mut h = vec![0f32; n * hid];
+        let mut q = vec![0f32; n * heads * hd];
+        let mut k = vec![0f32; n * kvh * hd];
+        let mut v = vec![0f32; n * kvh * hd];
+        let mut attn = vec![0f32; n * heads * hd];
+        let mut o = vec![0f32; n * hid];
+        let mut g = vec![0f32; n * inter];
+        let mut u = vec![0f32; n * inter];
+        let mut scores = Vec::new();
+        for (li, layer) in self.layers.iter().enumerate() {
+            rms_norm_rows(&x, &layer.attn_norm, eps, &mut h);
+            let act = Activations::new(&h, n, hid);
+            let proj =
+                |t: LoraTarget, out: &mut [f32]| self.project(li, layer, t, &act, out, &adapters);
+            proj(LoraTarget::QProj, &mut q)?;
+            proj(LoraTarget::KProj, &mut k)?;
+            proj(LoraTarget::VProj, &mut v)?;
+            for (i, c) in chunks.iter_mut().enumerate() {
+                let pos = c.cache.len();
+                let qi = &mut q[i * heads * hd..(i + 1) * heads * hd];
+                let ki = &mut k[i * kvh * hd..(i + 1) * kvh * hd];
+                self.rope(qi, pos, hd);
+                self.rope(ki, pos, hd);
+                c.cache
+                    .write_position(li, 0, ki, &v[i * kvh * hd..(i + 1) * kvh * hd]);
+                attend_one(
+                    c.cache.heads_view(li, pos + 1),
+                    qi,
+                    &mut attn[i * heads * hd..(i + 1) * heads * hd],
+                    (heads, kvh, hd),
+                    &mut scores,
+                );
+            }
+            let act = Activations::new(&attn, n, heads * hd);
+            self.project(li, layer, LoraTarget::OProj, &act, &mut o, &adapters)?;
+            add_into(&mut x, &o);
+            rms_norm_rows(&x, &layer.mlp_norm, eps, &mut h);
+            let act = Activations::new(&h, n, hid);
+            self.project(li, layer, LoraTarget::GateProj, &act, &mut g, &adapters)?;
+            self.project(li, layer, LoraTarget::UpProj, &act, &mut u, &adapters)?;
+            for (gv, uv) in g.iter_mut().zip(&u) {
+                *gv = *gv / (1.0 + (-*gv).exp()) * uv;
+            }
+            let act = Activations::new(&g, n, inter);
+            self.project(li, layer, LoraTarget::DownProj, &act, &mut o, &adapters)?;
+            add_into(&mut x, &o);
+        }
+        rms_norm_rows(&x, &self.norm, eps, &mut h);
+        let head = self.head();
+        let mut logits = vec![0f32; n * head.rows()];
+        head.matmul(&Activations::new(&h, n, hid), &mut logits, self.kernel)?;
+        for c in chunks.iter_mut() {
+            c.cache.advance(1);
+        }
+        Ok(Tensor::from_vec(logits, (n, head.rows()), &Device::Cpu)?)
+    }
+
+    /// `out = x·Wᵀ + b`, plus each adapted row's `s·B·(A·x_i)`.
+    fn project(
+        &self,
+        li: usize,
+        layer: &LeanLayer,
+        target: LoraTarget,
+        act: &Activations<'_>,
+        out: &mut [f32],
+        adapters: &[Option<&LoraAdapter>],
+    ) -> Result<()> {
+        let w = &layer.proj[target.index()];
+        w.matmul(act, out, self.kernel)?;
+        let (rows, cols) = (w.rows(), w.cols());
+        if let Some(b) = &layer.bias[target.index()] {
+            for y in out.chunks_exact_mut(rows) {
+                add_into(y, b);
+            }
+        }
+        let mut t = Vec::new();
+        for (i, a) in adapters.iter().enumerate() {
+            let Some(adapter) = a else { continue };
+            let Some(pair) = adapter.pair(li, target) else {
+                continue;
+            };
+            let r = pair.a.dim(0)?;
+            if pair.a.dims() != [r, cols] || pair.b.dims() != [rows, r] {
+                return Err(ModelError::AdapterMismatch(format!(
+                    "layer {li} {}: A {:?} and B {:?} do not fit a [{rows}, {cols}] projection",
+                    target.name(),
+                    pair.a.dims(),
+                    pair.b.dims()
+                )));
+            }
+            let s = adapter.scaling() as f32;
+            let xi = &act.rows()[i * cols..(i + 1) * cols];
+            with_f32(&pair.a, |a| {
+                t.clear();
+                t.extend(a.chunks_exact(cols).map(|ar| dot(ar, xi) * s));
+            })?;
+            let yi = &mut out[i * rows..(i + 1) * rows];
+            with_f32(&pair.b, |b| {
+                for (y, br) in yi.iter_mut().zip(b.chunks_exact(r)) {
+                    *y += dot(br, &t);
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// "rotate_half" rope of every head in `x` (`[heads · hd]`) at `pos`:
+    /// `(x₁, x₂) → (x₁·cos − x₂·sin, x₂·cos + x₁·sin)` per frequency.
+    fn rope(&self, x: &mut [f32], pos: usize, hd: usize) {
+        let half = hd / 2;
+        let cos = &self.cos[pos * half..(pos + 1) * half];
+        let sin = &self.sin[pos * half..(pos + 1) * half];
+        for head in x.chunks_exact_mut(hd) {
+            let (a, b) = head.split_at_mut(half);
+            for i in 0..half {
+                let (x1, x2) = (a[i], b[i]);
+                a[i] = x1 * cos[i] - x2 * sin[i];
+                b[i] = x2 * cos[i] + x1 * sin[i];
+            }
+        }
+    }
+}
+
+/// `x += y`, element-wise.
+fn add_into(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// RMSNorm of each row of `x` into `out`: `x / √(mean(x²) + ε) · w`.
+fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let ms = dot(xr, xr) / d as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for ((o, a), b) in or.iter_mut().zip(xr).zip(w) {
+            *o = a * inv * b;
+        }
+    }
+}
+
+/// One sequence's cached keys and values of a layer, per kv head.
+pub(crate) struct HeadsView<'a> {
+    /// `(keys, values)` per kv head, each `[len, head_dim]`.
+    pub(crate) heads: Vec<(&'a [f32], &'a [f32])>,
+    pub(crate) len: usize,
+}
+
+/// Attention of one query row (`[heads · hd]`, roped) over `len` cached
+/// positions: query head `j` reads kv head `j / (heads / kv_heads)`
+/// (Hugging Face `repeat_kv` order), softmax of `q·k/√hd`, weighted sum of
+/// values into `out`.
+fn attend_one(
+    kv: HeadsView<'_>,
+    q: &[f32],
+    out: &mut [f32],
+    (heads, kvh, hd): (usize, usize, usize),
+    scores: &mut Vec<f32>,
+) {
+    let groups = heads / kvh;
+    let scale = 1.0 / (hd as f32).sqrt();
+    for (j, (qh, oh)) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)).enumerate() {
+        let (keys, values) = kv.heads[j / groups];
+        scores.clear();
+        scores.extend(keys.chunks_exact(hd).map(|kp| dot(qh, kp) * scale));
+        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        oh.fill(0.0);
+        for (p, vp) in scores.iter().zip(values.chunks_exact(hd)) {
+            let w = p / sum;
+            for (o, val) in oh.iter_mut().zip(vp) {
+                *o += w * val;
+            }
+        }
+        debug_assert_eq!(scores.len(), kv.len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv_cache::KvCache;
+    use crate::lora::LoraConfig;
+    use crate::tiny::{write_tiny_gguf, TinySpec};
+    use crate::{Model, WeightFormat};
+    use candle_core::quantized::GgmlDType;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// Decodes `steps` tokens after a prompt, once through the lean path and
+    /// once through the candle path, with per-row adapters; returns the
+    /// largest logit difference and the logit range.
+    fn compare(model: &Model, adapters: &[Option<&LoraAdapter>], steps: usize) -> (f32, f32) {
+        let llama = &model.llama_for_tests();
+        let prompts: Vec<Vec<u32>> = (0..adapters.len())
+            .map(|i| {
+                (0..3 + i as u32)
+                    .map(|t| 5 + (t * 7 + i as u32) % 40)
+                    .collect()
+            })
+            .collect();
+        let mut lean_caches: Vec<KvCache> = Vec::new();
+        let mut ref_caches: Vec<KvCache> = Vec::new();
+        for (p, a) in prompts.iter().zip(adapters) {
+            for caches in [&mut lean_caches, &mut ref_caches] {
+                let mut c = model.new_cache();
+                model.prefill(p, &mut c, *a).unwrap();
+                caches.push(c);
+            }
+        }
+        let (mut worst, mut range) = (0f32, 0f32);
+        for step in 0..steps {
+            let tokens: Vec<[u32; 1]> = (0..adapters.len())
+                .map(|i| [(11 + 3 * step + i) as u32 % 50])
+                .collect();
+            let mut lean_chunks: Vec<SeqChunk<'_>> = lean_caches
+                .iter_mut()
+                .zip(&tokens)
+                .zip(adapters)
+                .map(|((cache, t), a)| SeqChunk {
+                    tokens: t,
+                    cache,
+                    adapter: *a,
+                })
+                .collect();
+            let lean = llama
+                .lean()
+                .unwrap()
+                .forward(llama, &mut lean_chunks)
+                .unwrap();
+            let mut ref_chunks: Vec<SeqChunk<'_>> = ref_caches
+                .iter_mut()
+                .zip(&tokens)
+                .zip(adapters)
+                .map(|((cache, t), a)| SeqChunk {
+                    tokens: t,
+                    cache,
+                    adapter: *a,
+                })
+                .collect();
+            let reference = llama.forward_candle(&mut ref_chunks, false).unwrap();
+            worst = worst.max(max_diff(&lean, &reference));
+            let r: f32 = reference
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            range = range.max(r);
+        }
+        for (a, b) in lean_caches.iter().zip(&ref_caches) {
+            assert_eq!(a.len(), b.len());
+        }
+        (worst, range)
+    }
+
+    fn adapters(cfg: &crate::LlamaConfig) -> Vec<LoraAdapter> {
+        (0..2u64)
+            .map(|seed| {
+                let lora = LoraConfig {
+                    r: 4,
+                    alpha: 8.0,
+                    dropout: 0.0,
+                    targets: LoraTarget::ALL.to_vec(),
+                    use_rslora: seed == 1,
+                };
+                let a = LoraAdapter::init(lora, cfg, "tiny", seed).unwrap();
+                let mut rng = StdRng::seed_from_u64(seed);
+                for (_, _, p) in a.iter_pairs() {
+                    let v: Vec<f32> = (0..p.b.elem_count())
+                        .map(|_| rng.gen_range(-0.5..0.5))
+                        .collect();
+                    p.b.set(&Tensor::from_vec(v, p.b.dims(), &Device::Cpu).unwrap())
+                        .unwrap();
+                }
+                a
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lean_decode_equals_the_candle_forward_on_f32_weights_with_mixed_adapters() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = TinySpec {
+            family: crate::Family::Qwen2,
+            ..TinySpec::default()
+        };
+        let path = dir.path().join("tiny.gguf");
+        write_tiny_gguf(&path, &spec, 3, GgmlDType::F32).unwrap();
+        let model = Model::load(&path, WeightFormat::F32).unwrap();
+        let ad = adapters(model.config());
+        let rows = [Some(&ad[0]), None, Some(&ad[1]), Some(&ad[0])];
+        let (diff, range) = compare(&model, &rows, 5);
+        assert!(
+            range > 0.1,
+            "logits are all near zero ({range}); the test would be vacuous"
+        );
+        // Same math, f32 summation order only.
+        assert!(
+            diff < 1e-4,
+            "lean vs candle, f32 weights: max |Δlogit| {diff}"
+        );
+    }
+
+    #[test]
+    fn lean_decode_on_q4_1_blocks_stays_within_the_q8_activation_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = TinySpec::default();
+        let path = dir.path().join("tiny.gguf");
+        write_tiny_gguf(&path, &spec, 5, GgmlDType::Q4_1).unwrap();
+        let model = Model::load(&path, WeightFormat::Hybrid).unwrap();
+        let llama = model.llama_for_tests();
+        assert_eq!(llama.lean().unwrap().layers[0].proj[0].kind(), "Q4_1");
+        let ad = adapters(model.config());
+        let (diff, range) = compare(&model, &[None, Some(&ad[1])], 6);
+        eprintln!("Q4_1: max |Δlogit| {diff}, range {range}");
+        assert!(range > 0.1, "logits are all near zero ({range})");
+        // The candle path multiplies the dequantized f32 copy; the lean one
+        // rounds activations to 8 bits (relative error ≤ 1/254 per block).
+        assert!(
+            diff < 0.02 * range,
+            "lean vs candle, Q4_1: max |Δlogit| {diff} of range {range}"
+        );
+    }
+}

@@ -1,0 +1,779 @@
+//! Matrix–vector kernels for the single-token decode path, on weights kept
+//! in ggml blocks.
+//!
+//! Decode multiplies a few activation rows by every weight matrix once per
+//! token, so it is bound by how many weight bytes are read. Q4_1 holds a
+//! weight in 5 bits (vs 32 for f32), but candle 0.11 only has SIMD Q4_1 code
+//! under compile-time target features, and a portable build runs its scalar
+//! fallback (docs/model.md). These kernels follow llama.cpp's scheme and pick
+//! AVX2 + FMA at *run time* (`is_x86_feature_detected!`), with a scalar
+//! fallback elsewhere:
+//!
+//! - **Q4_1 weights × q8_1 activations.** Each activation row is quantized
+//!   once per projection input into blocks of 32: `d = max|x|/127`,
+//!   `q = round(x/d)`, and `s = d·Σq`. A Q4_1 weight block is `w = d_w·n + m_w`
+//!   (`n ∈ 0..16`), so `Σ w·x ≈ d_w·d_x·Σ n·q + m_w·s`: one `maddubs`
+//!   (unsigned nibbles × signed bytes) per block, integer until the scale.
+//! - **Q8_0 weights × f32 activations** (SmolLM2's embedding / tied LM
+//!   head): each block is widened to f32 on the fly, `Σ d_w·q·x`. The result
+//!   equals the dequantized f32 product up to summation order, so logits stay
+//!   exact (a q8 activation flips near-tie tokens, docs/model.md).
+//! - **f32 × f32** for everything else (Hugging Face checkpoints, other ggml
+//!   types, which are dequantized when packed).
+//!
+//! Blocks keep ggml's byte layout (f16 scales, 20 bytes per Q4_1 block, 34
+//! per Q8_0): decode is bound by memory bandwidth, so f32 scales (24 and 36
+//! bytes) measured slower; the SIMD kernels convert scales with F16C.
+//! Output rows are split over the rayon pool when it has more than one
+//! thread.
+//!
+//! `unsafe` is allowed in this module only, because `std::arch` intrinsics
+//! are `unsafe fn`s: each call is behind a runtime feature check, and every
+//! pointer read is inside a block whose length the safe wrapper checked first.
+#![allow(unsafe_code)]
+
+use candle_core::{DType, Tensor};
+use rayon::prelude::*;
+
+use crate::error::{ModelError, Result};
+use crate::llama::with_f32;
+
+/// Elements per quantization block (ggml's `QK4_1`, `QK8_0`, `QK8_1`).
+pub(crate) const QK: usize = 32;
+
+/// A Q4_1 weight block as ggml stores it: `w_i = d·n_i + m` with `dm = [d,
+/// m]` as f16 bits, nibble `n_i` of element `i < 16` in the low half of
+/// `qs[i]`, of `i + 16` in the high half.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C)]
+pub(crate) struct BlockQ4_1 {
+    pub(crate) dm: [u16; 2],
+    pub(crate) qs: [u8; 16],
+}
+
+/// A Q8_0 weight block as ggml stores it: `w_i = d·q_i`, `d` as f16 bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C)]
+pub(crate) struct BlockQ8_0 {
+    pub(crate) d: u16,
+    pub(crate) qs: [i8; 32],
+}
+
+/// A q8_1 activation block: `x_i ≈ d·q_i`, `s = d·Σ q_i`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C)]
+pub(crate) struct BlockQ8_1 {
+    pub(crate) d: f32,
+    pub(crate) s: f32,
+    pub(crate) qs: [i8; 32],
+}
+
+/// Which instruction set the dot products use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// Portable Rust (also the reference the SIMD kernels are tested against).
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C; only constructed after a runtime check.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU supports, detected at run time.
+    pub(crate) fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+            {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Scalar
+    }
+
+    /// A short name for logs and benchmark lines.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kernel::Scalar => "scalar",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => "avx2+fma+f16c",
+        }
+    }
+}
+
+/// IEEE half → single precision (ggml stores block scales as f16).
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0f32 } else { 1.0 };
+    let exp = ((h >> 10) & 0x1f) as i32;
+    let man = (h & 0x3ff) as u32;
+    match exp {
+        0 => sign * man as f32 * f32::powi(2.0, -24),
+        31 if man == 0 => sign * f32::INFINITY,
+        31 => f32::NAN,
+        _ => f32::from_bits(
+            (u32::from(h & 0x8000) << 16) | (((exp + 127 - 15) as u32) << 23) | (man << 13),
+        ),
+    }
+}
+
+/// A weight matrix `[rows, cols]` in the layout the decode kernels read.
+#[derive(Debug)]
+pub(crate) enum PackedMatrix {
+    /// Q4_1 blocks, `cols / 32` per row.
+    Q4_1 {
+        rows: usize,
+        cols: usize,
+        blocks: Vec<BlockQ4_1>,
+    },
+    /// Q8_0 blocks, `cols / 32` per row.
+    Q8_0 {
+        rows: usize,
+        cols: usize,
+        blocks: Vec<BlockQ8_0>,
+    },
+    /// Dense f32, row-major: the model's own candle tensor (shared, not
+    /// copied), read in place.
+    F32 {
+        rows: usize,
+        cols: usize,
+        data: Tensor,
+    },
+}
+
+/// Bytes of one ggml Q4_1 / Q8_0 block in a GGUF file.
+const Q4_1_BYTES: usize = 20;
+const Q8_0_BYTES: usize = 34;
+
+impl PackedMatrix {
+    /// Reads raw ggml Q4_1 bytes (`d: f16, m: f16, qs: [u8; 16]` per block).
+    pub(crate) fn from_q4_1(bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
+        check_layout("Q4_1", bytes.len(), rows, cols, Q4_1_BYTES)?;
+        let blocks = bytes
+            .chunks_exact(Q4_1_BYTES)
+            .map(|b| {
+                let mut qs = [0u8; 16];
+                qs.copy_from_slice(&b[4..20]);
+                BlockQ4_1 {
+                    dm: [
+                        u16::from_le_bytes([b[0], b[1]]),
+                        u16::from_le_bytes([b[2], b[3]]),
+                    ],
+                    qs,
+                }
+            })
+            .collect();
+        Ok(Self::Q4_1 { rows, cols, blocks })
+    }
+
+    /// Reads raw ggml Q8_0 bytes (`d: f16, qs: [i8; 32]` per block).
+    pub(crate) fn from_q8_0(bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
+        check_layout("Q8_0", bytes.len(), rows, cols, Q8_0_BYTES)?;
+        let blocks = bytes
+            .chunks_exact(Q8_0_BYTES)
+            .map(|b| {
+                let mut qs = [0i8; 32];
+                for (q, &byte) in qs.iter_mut().zip(&b[2..34]) {
+                    *q = byte as i8;
+                }
+                BlockQ8_0 {
+                    d: u16::from_le_bytes([b[0], b[1]]),
+                    qs,
+                }
+            })
+            .collect();
+        Ok(Self::Q8_0 { rows, cols, blocks })
+    }
+
+    /// Wraps a dense f32 `[rows, cols]` tensor (made contiguous once here).
+    pub(crate) fn from_tensor(t: &Tensor) -> Result<Self> {
+        let (rows, cols) = t.dims2()?;
+        if t.dtype() != DType::F32 {
+            return Err(ModelError::Packing(format!(
+                "a [{rows}, {cols}] {:?} matrix is not f32",
+                t.dtype()
+            )));
+        }
+        Ok(Self::F32 {
+            rows,
+            cols,
+            data: t.contiguous()?,
+        })
+    }
+
+    /// Output features.
+    pub(crate) fn rows(&self) -> usize {
+        match self {
+            Self::Q4_1 { rows, .. } | Self::Q8_0 { rows, .. } | Self::F32 { rows, .. } => *rows,
+        }
+    }
+
+    /// Input features.
+    pub(crate) fn cols(&self) -> usize {
+        match self {
+            Self::Q4_1 { cols, .. } | Self::Q8_0 { cols, .. } | Self::F32 { cols, .. } => *cols,
+        }
+    }
+
+    /// The storage name (`Q4_1`, `Q8_0`, `F32`).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Q4_1 { .. } => "Q4_1",
+            Self::Q8_0 { .. } => "Q8_0",
+            Self::F32 { .. } => "F32",
+        }
+    }
+
+    /// Writes row `r`, dequantized, into `out` (`cols` values): the
+    /// embedding lookup.
+    pub(crate) fn row_into(&self, r: usize, out: &mut [f32]) -> Result<()> {
+        let (rows, cols) = (self.rows(), self.cols());
+        if r >= rows || out.len() != cols {
+            return Err(ModelError::Packing(format!(
+                "row {r} into {} values of a [{rows}, {cols}] matrix",
+                out.len()
+            )));
+        }
+        let nb = cols / QK;
+        match self {
+            Self::Q4_1 { blocks, .. } => {
+                for (b, o) in blocks[r * nb..(r + 1) * nb]
+                    .iter()
+                    .zip(out.chunks_exact_mut(QK))
+                {
+                    let (d, m) = (f16_to_f32(b.dm[0]), f16_to_f32(b.dm[1]));
+                    for j in 0..16 {
+                        o[j] = d * f32::from(b.qs[j] & 0x0f) + m;
+                        o[j + 16] = d * f32::from(b.qs[j] >> 4) + m;
+                    }
+                }
+            }
+            Self::Q8_0 { blocks, .. } => {
+                for (b, o) in blocks[r * nb..(r + 1) * nb]
+                    .iter()
+                    .zip(out.chunks_exact_mut(QK))
+                {
+                    let d = f16_to_f32(b.d);
+                    for (v, &q) in o.iter_mut().zip(&b.qs) {
+                        *v = d * f32::from(q);
+                    }
+                }
+            }
+            Self::F32 { data, .. } => {
+                with_f32(data, |d| out.copy_from_slice(&d[r * cols..(r + 1) * cols]))?
+            }
+        }
+        Ok(())
+    }
+
+    /// `out[i·rows + r] = Σ_c W[r, c]·x[i·cols + c]` for the `n` rows of `x`
+    /// (`out = x·Wᵀ`, `[n, rows]`).
+    pub(crate) fn matmul(
+        &self,
+        x: &Activations<'_>,
+        out: &mut [f32],
+        kernel: Kernel,
+    ) -> Result<()> {
+        let (rows, cols, n) = (self.rows(), self.cols(), x.n);
+        if x.cols != cols || out.len() != n * rows {
+            return Err(ModelError::Packing(format!(
+                "a [{rows}, {cols}] matrix times {n} rows of {} values into {} outputs",
+                x.cols,
+                out.len()
+            )));
+        }
+        let nb = cols / QK;
+        match self {
+            Self::Q4_1 { blocks, .. } => {
+                let q8 = x.q8_1()?;
+                for_each_row(rows, n, out, |r, o| {
+                    let w = &blocks[r * nb..(r + 1) * nb];
+                    for (i, v) in o.iter_mut().enumerate() {
+                        *v = dot_q4_1_q8_1(w, &q8[i * nb..(i + 1) * nb], kernel);
+                    }
+                });
+            }
+            Self::Q8_0 { blocks, .. } => {
+                for_each_row(rows, n, out, |r, o| {
+                    let w = &blocks[r * nb..(r + 1) * nb];
+                    for (i, v) in o.iter_mut().enumerate() {
+                        *v = dot_q8_0_f32(w, &x.x[i * cols..(i + 1) * cols], kernel);
+                    }
+                });
+            }
+            Self::F32 { data, .. } => with_f32(data, |data| {
+                for_each_row(rows, n, out, |r, o| {
+                    let w = &data[r * cols..(r + 1) * cols];
+                    for (i, v) in o.iter_mut().enumerate() {
+                        *v = dot_f32(w, &x.x[i * cols..(i + 1) * cols], kernel);
+                    }
+                })
+            })?,
+        }
+        Ok(())
+    }
+}
+
+fn check_layout(kind: &str, len: usize, rows: usize, cols: usize, block: usize) -> Result<()> {
+    if cols % QK != 0 {
+        return Err(ModelError::Packing(format!(
+            "{kind}: {cols} input features are not a multiple of the block size {QK}"
+        )));
+    }
+    if len != rows * (cols / QK) * block {
+        return Err(ModelError::Packing(format!(
+            "{kind}: {len} bytes cannot hold a [{rows}, {cols}] matrix ({} expected)",
+            rows * (cols / QK) * block
+        )));
+    }
+    Ok(())
+}
+
+/// Activation rows `[n, cols]`, with their q8_1 quantization made on first
+/// use (once per projection input: q, k and v share it, so do gate and up).
+pub(crate) struct Activations<'a> {
+    x: &'a [f32],
+    n: usize,
+    cols: usize,
+    q8: std::sync::OnceLock<Vec<BlockQ8_1>>,
+}
+
+impl<'a> Activations<'a> {
+    /// Wraps `n` rows of `cols` values.
+    pub(crate) fn new(x: &'a [f32], n: usize, cols: usize) -> Self {
+        debug_assert_eq!(x.len(), n * cols);
+        Self {
+            x,
+            n,
+            cols,
+            q8: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The f32 rows, `[n, cols]`.
+    pub(crate) fn rows(&self) -> &[f32] {
+        self.x
+    }
+
+    fn q8_1(&self) -> Result<&[BlockQ8_1]> {
+        if self.cols % QK != 0 {
+            return Err(ModelError::Packing(format!(
+                "q8_1: {} features are not a multiple of the block size {QK}",
+                self.cols
+            )));
+        }
+        Ok(self.q8.get_or_init(|| quantize_q8_1(self.x)))
+    }
+}
+
+/// Quantizes f32 values (a multiple of 32) to q8_1 blocks.
+pub(crate) fn quantize_q8_1(x: &[f32]) -> Vec<BlockQ8_1> {
+    x.chunks_exact(QK)
+        .map(|c| {
+            let amax = c.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            let mut qs = [0i8; 32];
+            let mut sum = 0i32;
+            for (q, &v) in qs.iter_mut().zip(c) {
+                *q = (v * id).round() as i8;
+                sum += i32::from(*q);
+            }
+            BlockQ8_1 {
+                d,
+                s: d * sum as f32,
+                qs,
+            }
+        })
+        .collect()
+}
+
+/// Output rows per rayon task: enough work to amortise the task (a few
+/// hundred kilobytes of weights at SmolLM2's widths).
+const ROWS_PER_TASK: usize = 64;
+
+/// Calls `f(r, outputs)` for every weight row `r`, where `outputs` are the
+/// `n` values `out[i·rows + r]`; rows are split over the rayon pool when it
+/// has more than one thread.
+fn for_each_row(rows: usize, n: usize, out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    let parallel = rayon::current_num_threads() > 1 && rows >= 2 * ROWS_PER_TASK;
+    if n == 1 {
+        let one = |(r, o): (usize, &mut f32)| f(r, std::slice::from_mut(o));
+        if parallel {
+            out.par_iter_mut()
+                .enumerate()
+                .with_min_len(ROWS_PER_TASK)
+                .for_each(one);
+        } else {
+            out.iter_mut().enumerate().for_each(one);
+        }
+        return;
+    }
+    // Several rows: compute `[rows, n]` (contiguous per weight row, so the
+    // weight row is read once for all activation rows), then transpose.
+    let mut t = vec![0f32; rows * n];
+    if parallel {
+        t.par_chunks_mut(n)
+            .enumerate()
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(|(r, o)| f(r, o));
+    } else {
+        t.chunks_mut(n).enumerate().for_each(|(r, o)| f(r, o));
+    }
+    for (r, vals) in t.chunks_exact(n).enumerate() {
+        for (i, v) in vals.iter().enumerate() {
+            out[i * rows + r] = *v;
+        }
+    }
+}
+
+/// `Σ w·x` for one Q4_1 weight row and one q8_1 activation row.
+pub(crate) fn dot_q4_1_q8_1(w: &[BlockQ4_1], x: &[BlockQ8_1], kernel: Kernel) -> f32 {
+    assert_eq!(w.len(), x.len(), "Q4_1 · q8_1: block counts differ");
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Kernel::Avx2` is only built after detecting avx2, fma, f16c;
+        // the block counts are equal (asserted above).
+        Kernel::Avx2 => unsafe { x86::dot_q4_1_q8_1(w, x) },
+        Kernel::Scalar => w
+            .iter()
+            .zip(x)
+            .map(|(b, a)| {
+                let mut sum = 0i32;
+                for j in 0..16 {
+                    sum += i32::from(b.qs[j] & 0x0f) * i32::from(a.qs[j])
+                        + i32::from(b.qs[j] >> 4) * i32::from(a.qs[j + 16]);
+                }
+                f16_to_f32(b.dm[0]) * a.d * sum as f32 + f16_to_f32(b.dm[1]) * a.s
+            })
+            .sum(),
+    }
+}
+
+/// `Σ w·x` for one Q8_0 weight row and f32 activations.
+pub(crate) fn dot_q8_0_f32(w: &[BlockQ8_0], x: &[f32], kernel: Kernel) -> f32 {
+    assert_eq!(w.len() * QK, x.len(), "Q8_0 · f32: lengths differ");
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: avx2, fma, f16c were detected; `x` holds 32 values per block
+        // (asserted above).
+        Kernel::Avx2 => unsafe { x86::dot_q8_0_f32(w, x) },
+        Kernel::Scalar => w
+            .iter()
+            .zip(x.chunks_exact(QK))
+            .map(|(b, xs)| {
+                let mut acc = [0f32; 8];
+                for (q, v) in b.qs.chunks_exact(8).zip(xs.chunks_exact(8)) {
+                    for l in 0..8 {
+                        acc[l] += f32::from(q[l]) * v[l];
+                    }
+                }
+                f16_to_f32(b.d) * acc.iter().sum::<f32>()
+            })
+            .sum(),
+    }
+}
+
+/// `Σ w·x` over f32 slices of equal length.
+pub(crate) fn dot_f32(w: &[f32], x: &[f32], kernel: Kernel) -> f32 {
+    assert_eq!(w.len(), x.len(), "f32 dot: lengths differ");
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: avx2, fma, f16c were detected; equal lengths (asserted above).
+        Kernel::Avx2 => unsafe { x86::dot_f32(w, x) },
+        Kernel::Scalar => {
+            let mut acc = [0f32; 8];
+            let split = w.len() - w.len() % 8;
+            for (a, b) in w[..split].chunks_exact(8).zip(x[..split].chunks_exact(8)) {
+                for l in 0..8 {
+                    acc[l] += a[l] * b[l];
+                }
+            }
+            let tail: f32 = w[split..].iter().zip(&x[split..]).map(|(a, b)| a * b).sum();
+            acc.iter().sum::<f32>() + tail
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! AVX2 + FMA + F16C bodies. Callers guarantee the features and the lengths.
+    use std::arch::x86_64::*;
+
+    use super::{BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// `[f16(bits), 0, 0, 0]` → f32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn half_pair(bits: [u16; 2]) -> __m128 {
+        let packed = i32::from(bits[0]) | (i32::from(bits[1]) << 16);
+        _mm_cvtph_ps(_mm_cvtsi32_si128(packed))
+    }
+
+    /// # Safety
+    /// avx2, fma and f16c must be available; `w.len() == x.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q4_1_q8_1(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+        let low = _mm_set1_epi8(0x0f);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_ps();
+        // Lane 1 accumulates m_w·s_x (lane 0 holds junk d_w·d_x sums).
+        let mut mins = _mm_setzero_ps();
+        for (b, a) in w.iter().zip(x) {
+            // SAFETY: `qs` is 16 (weights) and 32 (activations) bytes;
+            // unaligned loads of exactly those sizes.
+            let (q, q8) = unsafe {
+                (
+                    _mm_loadu_si128(b.qs.as_ptr().cast()),
+                    _mm256_loadu_si256(a.qs.as_ptr().cast()),
+                )
+            };
+            // [d_w, m_w] · [d_x, s_x]
+            let scales = _mm_mul_ps(half_pair(b.dm), _mm_setr_ps(a.d, a.s, 0.0, 0.0));
+            // Elements 0..16 are the low nibbles, 16..32 the high ones.
+            let lo = _mm_and_si128(q, low);
+            let hi = _mm_and_si128(_mm_srli_epi16(q, 4), low);
+            let q4 = _mm256_set_m128i(hi, lo);
+            let p16 = _mm256_maddubs_epi16(q4, q8);
+            let p32 = _mm256_madd_epi16(p16, ones);
+            acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(scales), _mm256_cvtepi32_ps(p32), acc);
+            mins = _mm_add_ps(mins, scales);
+        }
+        hsum(acc) + _mm_cvtss_f32(_mm_movehdup_ps(mins))
+    }
+
+    /// # Safety
+    /// avx2, fma and f16c must be available; `x.len() == 32 · w.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q8_0_f32(w: &[BlockQ8_0], x: &[f32]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for (b, xs) in w.iter().zip(x.chunks_exact(QK)) {
+            let qp = b.qs.as_ptr();
+            let xp = xs.as_ptr();
+            // SAFETY: `qs` holds 32 bytes and `xs` 32 floats; each load reads
+            // 8 of them at offsets 0, 8, 16, 24.
+            let s = unsafe {
+                let w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(qp.cast())));
+                let w1 =
+                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(qp.add(8).cast())));
+                let w2 =
+                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(qp.add(16).cast())));
+                let w3 =
+                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(qp.add(24).cast())));
+                let s = _mm256_mul_ps(w0, _mm256_loadu_ps(xp));
+                let s = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xp.add(8)), s);
+                let s = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xp.add(16)), s);
+                _mm256_fmadd_ps(w3, _mm256_loadu_ps(xp.add(24)), s)
+            };
+            let d = _mm256_broadcastss_ps(half_pair([b.d, 0]));
+            acc = _mm256_fmadd_ps(d, s, acc);
+        }
+        hsum(acc)
+    }
+
+    /// # Safety
+    /// avx2, fma and f16c must be available; `w.len() == x.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let split = w.len() - w.len() % 16;
+        for (a, b) in w[..split].chunks_exact(16).zip(x[..split].chunks_exact(16)) {
+            // SAFETY: both chunks hold 16 floats; loads at offsets 0 and 8.
+            unsafe {
+                acc0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(a.as_ptr()),
+                    _mm256_loadu_ps(b.as_ptr()),
+                    acc0,
+                );
+                acc1 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(a.as_ptr().add(8)),
+                    _mm256_loadu_ps(b.as_ptr().add(8)),
+                    acc1,
+                );
+            }
+        }
+        let tail: f32 = w[split..].iter().zip(&x[split..]).map(|(a, b)| a * b).sum();
+        hsum(_mm256_add_ps(acc0, acc1)) + tail
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::Device;
+    use proptest::prelude::*;
+
+    fn kernels() -> Vec<Kernel> {
+        let mut k = vec![Kernel::Scalar];
+        if Kernel::detect() != Kernel::Scalar {
+            k.push(Kernel::detect());
+        }
+        k
+    }
+
+    /// Random `[rows, cols]` weights quantized by candle (the ggml bytes a
+    /// GGUF holds) and their dequantized f32 values.
+    fn quantized(
+        rows: usize,
+        cols: usize,
+        dtype: GgmlDType,
+        seed: u64,
+    ) -> (PackedMatrix, Vec<f32>) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.gen_range(-1.0f32..1.0))
+            .collect();
+        let t = Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&t, dtype).unwrap();
+        let deq: Vec<f32> = q
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let bytes = q.data().unwrap();
+        let p = match dtype {
+            GgmlDType::Q4_1 => PackedMatrix::from_q4_1(&bytes, rows, cols).unwrap(),
+            GgmlDType::Q8_0 => PackedMatrix::from_q8_0(&bytes, rows, cols).unwrap(),
+            _ => unreachable!(),
+        };
+        (p, deq)
+    }
+
+    fn activations(n: usize, cols: usize, seed: u64) -> Vec<f32> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed);
+        (0..n * cols).map(|_| rng.gen_range(-3.0f32..3.0)).collect()
+    }
+
+    #[test]
+    fn half_precision_scales_convert_exactly() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
+        assert_eq!(f16_to_f32(0x0001), 5.960_464_5e-8); // smallest subnormal
+        assert_eq!(f16_to_f32(0x7bff), 65504.0);
+        assert_eq!(f16_to_f32(0xfc00), f32::NEG_INFINITY);
+        assert!(f16_to_f32(0x7e00).is_nan());
+        assert_eq!(f16_to_f32(0x8000), 0.0);
+    }
+
+    #[test]
+    fn repacked_rows_equal_candles_dequantization() {
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let (p, deq) = quantized(5, 96, dtype, 7);
+            let mut row = vec![0f32; 96];
+            for r in 0..5 {
+                p.row_into(r, &mut row).unwrap();
+                assert_eq!(row, deq[r * 96..(r + 1) * 96], "{dtype:?} row {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_block_bytes_are_refused_with_the_shape() {
+        let err = PackedMatrix::from_q4_1(&[0u8; 39], 2, 32)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("39 bytes") && err.contains("[2, 32]"), "{err}");
+        let err = PackedMatrix::from_q8_0(&[0u8; 34], 1, 48)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a multiple"), "{err}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Q4_1 × q8_1 against the dequantized f32 product. The only error
+        /// is the activation rounding, at most `d_x/2 = max|x_b|/254` per
+        /// element of block `b`, so `|err| ≤ Σ_b Σ_{i∈b} |w_i| · max|x_b| / 254`
+        /// (plus f32 summation noise).
+        #[test]
+        fn q4_1_matmul_matches_the_dequantized_product_within_the_q8_bound(
+            rows in 1usize..70, blocks in 1usize..6, n in 1usize..4, seed in 0u64..1000,
+        ) {
+            let cols = blocks * QK;
+            let (p, deq) = quantized(rows, cols, GgmlDType::Q4_1, seed);
+            let x = activations(n, cols, seed);
+            for kernel in kernels() {
+                let mut out = vec![0f32; n * rows];
+                p.matmul(&Activations::new(&x, n, cols), &mut out, kernel).unwrap();
+                for i in 0..n {
+                    for r in 0..rows {
+                        let w = &deq[r * cols..(r + 1) * cols];
+                        let xi = &x[i * cols..(i + 1) * cols];
+                        let exact: f64 = w.iter().zip(xi).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+                        let bound: f64 = w.chunks(QK).zip(xi.chunks(QK)).map(|(wb, xb)| {
+                            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+                            wb.iter().map(|v| f64::from(v.abs())).sum::<f64>() * f64::from(amax) / 254.0
+                        }).sum::<f64>() + 1e-4 * (1.0 + exact.abs());
+                        let got = f64::from(out[i * rows + r]);
+                        prop_assert!((got - exact).abs() <= bound,
+                            "{kernel:?} row {r} of {rows}, x row {i}: {got} vs {exact} (bound {bound})");
+                    }
+                }
+            }
+        }
+
+        /// Q8_0 and f32 weights with f32 activations equal the dequantized
+        /// product up to f32 summation order (relative 1e-5 of Σ|w·x|).
+        #[test]
+        fn q8_0_and_f32_matmuls_match_the_dequantized_product(
+            rows in 1usize..70, blocks in 1usize..6, n in 1usize..4, seed in 0u64..1000,
+        ) {
+            let cols = blocks * QK;
+            let (p, deq) = quantized(rows, cols, GgmlDType::Q8_0, seed);
+            let t = Tensor::from_vec(deq.clone(), (rows, cols), &Device::Cpu).unwrap();
+            let dense = PackedMatrix::from_tensor(&t).unwrap();
+            let x = activations(n, cols, seed);
+            for kernel in kernels() {
+                for m in [&p, &dense] {
+                    let mut out = vec![0f32; n * rows];
+                    m.matmul(&Activations::new(&x, n, cols), &mut out, kernel).unwrap();
+                    for i in 0..n {
+                        for r in 0..rows {
+                            let terms = deq[r * cols..(r + 1) * cols].iter().zip(&x[i * cols..(i + 1) * cols])
+                                .map(|(a, b)| f64::from(*a) * f64::from(*b));
+                            let (exact, mag) = terms.fold((0f64, 0f64), |(s, m), t| (s + t, m + t.abs()));
+                            let got = f64::from(out[i * rows + r]);
+                            prop_assert!((got - exact).abs() <= 1e-5 * mag + 1e-6,
+                                "{kernel:?} {} row {r}: {got} vs {exact}", m.kind());
+                        }
+                    }
+                }
+            }
+        }
+
+        /// The SIMD kernels agree with the scalar ones, block for block.
+        #[test]
+        fn simd_and_scalar_kernels_agree(blocks in 1usize..40, seed in 0u64..1000) {
+            let cols = blocks * QK;
+            let (p, _) = quantized(1, cols, GgmlDType::Q4_1, seed);
+            let x = activations(1, cols, seed);
+            let PackedMatrix::Q4_1 { blocks: w, .. } = &p else { unreachable!() };
+            let q8 = quantize_q8_1(&x);
+            let scalar = dot_q4_1_q8_1(w, &q8, Kernel::Scalar);
+            let simd = dot_q4_1_q8_1(w, &q8, Kernel::detect());
+            prop_assert!((scalar - simd).abs() <= 1e-4 * (1.0 + scalar.abs()), "{scalar} vs {simd}");
+            let odd = &x[..cols - 3];
+            let a = dot_f32(odd, &x[3..], Kernel::Scalar);
+            let b = dot_f32(odd, &x[3..], Kernel::detect());
+            prop_assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
+        }
+    }
+}
