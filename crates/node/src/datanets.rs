@@ -403,6 +403,10 @@ impl DatanetService {
         bytes: &[u8],
     ) -> Result<ContributionResponse, ApiError> {
         let (ledger_d, id) = self.store_id(name)?;
+        // Rows of contributions the ledger rejected leave the dedup index
+        // first, so a corrected re-submission is not refused as their
+        // duplicate.
+        self.sync(name)?;
         let file = SourceFile {
             name: file_name,
             declared,

@@ -17,8 +17,9 @@ fn balance(url: &str, who: &Address) -> u128 {
     units(&get_json(&format!("{url}/v1/accounts/{who}")).1["balance"])
 }
 
+/// `/v1/supply`: the ledger's `Supply` fields flattened, plus `total`.
 fn supply(url: &str) -> Value {
-    get_json(&format!("{url}/v1/supply")).1["supply"].clone()
+    get_json(&format!("{url}/v1/supply")).1
 }
 
 /// The status line of a contribution in `trib datanet contributions`.
@@ -331,7 +332,7 @@ fn constitution_parts(h: &TestHome, parts: usize) -> Vec<std::path::PathBuf> {
 fn quota_counters_survive_a_node_restart_and_a_rejected_file_can_be_resubmitted() {
     let h = TestHome::init_dev();
     let mut node = NodeProc::start(&h, 100);
-    fund(&h, node.node_args(), &["alice", "bob"]);
+    fund(&h, node.node_args(), &["alice", "bob", "carol"]);
     let parts = constitution_parts(&h, 4);
     {
         let n = node.node_args();
@@ -405,21 +406,37 @@ fn quota_counters_survive_a_node_restart_and_a_rejected_file_can_be_resubmitted(
     h.ok(&[
         "datanet", "curate", "notes", &again, "accept", "--key", "producer", n[0], n[1],
     ]);
-    // Bob copies Alice's pending file: all duplicates, rejected at validation.
-    let out = h
-        .cmd(&[
-            "datanet",
-            "contribute",
-            "notes",
-            parts[0].to_str().unwrap(),
-            "--key",
-            "bob",
-            n[0],
-            n[1],
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    // Bob has used his two files of the day: a third is refused at
+    // validation for the quota (a non-zero exit with the report on stdout).
+    let refused = |file: &std::path::Path, key: &str| {
+        let out = h
+            .cmd(&[
+                "datanet",
+                "contribute",
+                "notes",
+                file.to_str().unwrap(),
+                "--key",
+                key,
+                n[0],
+                n[1],
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "a rejection exits non-zero");
+        let stdout = crate::harness::text(&out.stdout);
+        let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        v[0]["report"].clone()
+    };
+    let quota = refused(&parts[1], "bob");
+    assert_eq!(quota["rejection"]["reason"], "quota_exceeded", "{quota}");
+    // Carol copies Alice's pending file: all duplicates, rejected at
+    // validation, every row named as a duplicate.
+    let copy = refused(&parts[0], "carol");
+    assert_eq!(copy["rejection"]["reason"], "all_duplicates", "{copy}");
+    let copied_rows = copy["rows"].as_array().unwrap().len() as u64;
+    assert!(copied_rows > 0);
+    assert_eq!(copy["duplicates_rejected"], copied_rows, "{copy}");
 
     // Rejections at validation count in the leaderboard.
     let board = h.json(&["datanet", "leaderboard", "notes", n[0], n[1]]);
@@ -432,17 +449,28 @@ fn quota_counters_survive_a_node_restart_and_a_rejected_file_can_be_resubmitted(
             .unwrap_or_else(|| panic!("{who} not on {board}"))
             .clone()
     };
-    let (a, b) = (line("alice"), line("bob"));
+    let (a, b, c) = (line("alice"), line("bob"), line("carol"));
+    // Alice: two pending contributions on the ledger, one quota refusal.
     assert_eq!(a["contributions"], 2);
     assert_eq!(a["rejected_at_validation"], 1, "{a}");
     assert_eq!(a["acceptance_bps"], 0);
+    // Bob: 1 accepted of 2 on the ledger + 1 refused at validation.
     assert_eq!(b["contributions"], 2);
     assert_eq!(
         (b["accepted"].as_u64(), b["rejected"].as_u64()),
         (Some(1), Some(1))
     );
     assert_eq!(b["rejected_at_validation"], 1, "{b}");
-    // 1 accepted of 2 on the ledger + 1 at validation.
     assert_eq!(b["acceptance_bps"], 3_333);
-    assert!(b["duplicates_rejected"].as_u64().unwrap() >= 2, "{b}");
+    // Carol: nothing on the ledger, one all-duplicate refusal.
+    assert_eq!(
+        (
+            c["contributions"].as_u64(),
+            c["rejected_at_validation"].as_u64()
+        ),
+        (Some(0), Some(1)),
+        "{c}"
+    );
+    assert_eq!(c["duplicates_rejected"], copied_rows, "{c}");
+    assert_eq!(c["acceptance_bps"], 0);
 }
