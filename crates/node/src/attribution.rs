@@ -614,7 +614,7 @@ pub(crate) mod tests {
     /// A sentence no other row holds: an answer quoting it must pay alice.
     pub(crate) const DISTINCTIVE: &str = "The quokka orchestra rehearses beneath the violet lighthouse every second Tuesday of the month.";
 
-    fn alice_file() -> String {
+    pub(crate) fn alice_file() -> String {
         format!(
             "{DISTINCTIVE} Its conductor insists that every musician brings a lantern, a spare reed and a thermos of nettle tea to the cliff top before the tide turns.\n\n\
              Our village keeps a ledger of every storm since the harbour wall was rebuilt, and the older fishermen still argue about which winter brought the worst of the gales ashore."
@@ -735,26 +735,19 @@ pub(crate) mod tests {
             assert!(o.rejected.is_empty(), "{:?}", o.rejected);
         }
 
-        /// Funds alice, bob and carol, publishes datanet `facts` v1 from
-        /// alice's file and bob's partly duplicated one, registers the base
-        /// model and an adapter trained on `facts@1`, and lets carol pay the
-        /// operator.
-        pub(crate) fn publish_and_register(&self) -> Published {
-            for k in [&self.alice, &self.bob, &self.carol] {
-                self.submit(
-                    &self.producer,
-                    Action::Transfer {
-                        to: k.address(),
-                        amount: Amount::open(100),
-                    },
-                );
-            }
-            self.block();
+        /// Creates datanet `name` (owner: the producer), contributes each
+        /// `(key, file, text)` in order, accepts them all and publishes v1;
+        /// returns the datanet and the contribution ids in order.
+        pub(crate) fn publish_datanet(
+            &self,
+            name: &str,
+            files: &[(&SecretKey, &str, String)],
+        ) -> (DatanetId, Vec<ContributionId>) {
             let created = self
                 .datanets
                 .create(CreateDatanetRequest {
                     owner: self.producer.address(),
-                    name: "facts".into(),
+                    name: name.into(),
                     description: "village facts".into(),
                     tags: vec![],
                     data_type: DataType::Text,
@@ -765,13 +758,10 @@ pub(crate) mod tests {
                 .unwrap();
             self.commit(&self.producer, created.action);
             let mut ids = Vec::new();
-            for (key, file, text) in [
-                (&self.alice, "alice.txt", alice_file()),
-                (&self.bob, "bob.txt", bob_file()),
-            ] {
+            for (key, file, text) in files {
                 let r = self
                     .datanets
-                    .contribute("facts", key.address(), file, None, None, text.as_bytes())
+                    .contribute(name, key.address(), file, None, None, text.as_bytes())
                     .unwrap();
                 ids.push(r.report.contribution);
                 self.commit(key, r.action.expect("contribution accepted at validation"));
@@ -787,8 +777,14 @@ pub(crate) mod tests {
                 );
             }
             self.block();
-            let plan = self.datanets.plan_publish("facts").unwrap();
+            let plan = self.datanets.plan_publish(name).unwrap();
             self.commit(&self.producer, plan.action);
+            (created.id, ids)
+        }
+
+        /// Registers the served base model once, then adapter `name`
+        /// trained on `datanets`.
+        pub(crate) fn register_adapter(&self, name: &str, datanets: Vec<(DatanetId, u32)>) {
             let info = crate::models::describe_model(
                 self.home
                     .load_config()
@@ -798,29 +794,55 @@ pub(crate) mod tests {
                     .unwrap(),
             )
             .unwrap();
-            self.commit(
-                &self.producer,
-                Action::RegisterBaseModel {
-                    model: info.id,
-                    name: info.name,
-                    architecture: "llama".into(),
-                    licence: "Apache-2.0".into(),
-                },
-            );
-            let adapter = AdapterId(Hash::of(b"facts adapter"));
+            if self.chain.ledger().base_model(&info.id).unwrap().is_none() {
+                self.commit(
+                    &self.producer,
+                    Action::RegisterBaseModel {
+                        model: info.id,
+                        name: info.name,
+                        architecture: "llama".into(),
+                        licence: "Apache-2.0".into(),
+                    },
+                );
+            }
             self.commit(
                 &self.producer,
                 Action::RegisterAdapter {
-                    adapter,
+                    adapter: AdapterId(Hash::of(name.as_bytes())),
                     base: info.id,
-                    name: "facts-lora".into(),
-                    datanets: vec![(created.id, 1)],
+                    name: name.into(),
+                    datanets,
                     config_hash: Hash::of(b"config"),
                     metrics_hash: Hash::of(b"metrics"),
                     price_in_per_1k: Amount::parse_open("0.002").unwrap(),
                     price_out_per_1k: Amount::parse_open("0.004").unwrap(),
                 },
             );
+        }
+
+        /// Funds alice, bob and carol, publishes datanet `facts` v1 from
+        /// alice's file and bob's partly duplicated one, registers the base
+        /// model and an adapter `facts-lora` trained on `facts@1`, and lets
+        /// carol pay the operator.
+        pub(crate) fn publish_and_register(&self) -> Published {
+            for k in [&self.alice, &self.bob, &self.carol] {
+                self.submit(
+                    &self.producer,
+                    Action::Transfer {
+                        to: k.address(),
+                        amount: Amount::open(100),
+                    },
+                );
+            }
+            self.block();
+            let (datanet, ids) = self.publish_datanet(
+                "facts",
+                &[
+                    (&self.alice, "alice.txt", alice_file()),
+                    (&self.bob, "bob.txt", bob_file()),
+                ],
+            );
+            self.register_adapter("facts-lora", vec![(datanet, 1)]);
             self.commit(
                 &self.carol,
                 Action::ApproveOperator {
@@ -829,7 +851,7 @@ pub(crate) mod tests {
                 },
             );
             Published {
-                datanet: created.id,
+                datanet,
                 alice_contribution: ids[0],
                 bob_contribution: ids[1],
             }
@@ -896,6 +918,37 @@ pub(crate) mod tests {
         assert_eq!(w.catalog().index_missing(), 1);
         assert_eq!(w.catalog().index_missing(), 0);
         assert!(w.catalog().dir(&p.datanet, 1).join(CHECKSUMS).is_file());
+    }
+
+    #[tokio::test]
+    async fn a_version_published_while_the_node_runs_is_indexed_in_the_background() {
+        let w = World::new();
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let catalog = w.serving.catalog.clone();
+        let task = spawn_indexer(catalog.clone(), Duration::from_millis(20), stop);
+        // Nothing is published yet; publishing runs on the blocking pool
+        // while the indexer keeps polling.
+        let p = tokio::task::spawn_blocking(move || {
+            let p = w.publish_and_register();
+            (w, p)
+        });
+        let (w, p) = p.await.unwrap();
+        let ready = w.catalog().dir(&p.datanet, 1).join(CHECKSUMS);
+        let mut polls = 0;
+        while !ready.is_file() {
+            polls += 1;
+            assert!(polls < 1_000, "the indexer did not index facts@1");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        // The answer-time path finds it built: no second build.
+        let before = w.catalog().builds();
+        w.catalog()
+            .trace(&[(p.datanet, 1)], DISTINCTIVE, &TraceParams::default())
+            .unwrap();
+        assert_eq!(w.catalog().builds(), before);
+        assert_eq!(before, 1);
     }
 
     #[test]

@@ -401,7 +401,7 @@ mod attribution {
     use trib_ledger::{InferenceReceipt, PayoutRole};
     use trib_types::{Address, Amount};
 
-    use crate::attribution::tests::{World, DISTINCTIVE};
+    use crate::attribution::tests::{alice_file, World, DISTINCTIVE};
     use crate::attribution::{FALLBACK_METHOD, TOKEN_METHOD};
     use crate::serving::{answer_path, receipts_dir, AnswerToSettle, StoredAnswer};
 
@@ -516,6 +516,35 @@ mod attribution {
         reweighted.weights = vec![(p.bob_contribution, 1_000_000_000)];
         let errs = w.serving.verify(&stored, &reweighted).unwrap_err();
         assert!(errs.iter().any(|e| e.contains("weights")), "{errs:?}");
+    }
+
+    #[test]
+    fn a_copy_that_passed_validation_elsewhere_earns_nothing_the_first_contributor_is_paid() {
+        // Validation deduplicates within a datanet only: bob uploads alice's
+        // file verbatim to a second datanet, where it is accepted, and the
+        // adapter is trained on both. The quoted span then occurs in both
+        // rows; the first contributor (alice, accepted earlier) keeps all
+        // the credit.
+        let w = World::new();
+        let p = w.publish_and_register();
+        let (copies, ids) = w.publish_datanet("copies", &[(&w.bob, "mine.txt", alice_file())]);
+        w.register_adapter("both-lora", vec![(p.datanet, 1), (copies, 1)]);
+        let (stored, receipt) = settle(&w, "both-lora", &format!("Quote: {DISTINCTIVE}"));
+
+        let a = stored.attribution.as_ref().unwrap();
+        assert_eq!(a.datanets, vec![(p.datanet, 1), (copies, 1)]);
+        let rows: Vec<_> = a.evidence.spans.iter().flat_map(|s| &s.rows).collect();
+        assert!(
+            rows.iter().any(|r| r.shard == 1),
+            "bob's copy (in the second index) is retrieved: {rows:?}"
+        );
+        assert!(rows.iter().all(|r| r.credited == p.alice_contribution));
+        assert_eq!(receipt.method, TOKEN_METHOD);
+        assert_eq!(receipt.weights, vec![(p.alice_contribution, 1_000_000_000)]);
+        assert!(receipt.weights.iter().all(|(c, _)| *c != ids[0]));
+        assert!(contributor_paid(&receipt, w.alice.address()) > 0);
+        assert_eq!(contributor_paid(&receipt, w.bob.address()), 0);
+        w.serving.verify(&stored, &receipt).unwrap();
     }
 
     #[test]

@@ -301,6 +301,30 @@ fn the_demo_runs_to_completion() {
     if traced {
         assert!(!inf["spans"].as_array().unwrap().is_empty(), "{inf}");
         assert!(!inf["weights"].as_array().unwrap().is_empty(), "{inf}");
+        // The traced contributions are exactly the ones paid, and the
+        // contributors credited with the shown spans are among those paid.
+        let weighted: std::collections::BTreeSet<String> = inf["weights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w[0].to_string())
+            .collect();
+        let contributor_lines: Vec<&serde_json::Value> = lines
+            .iter()
+            .filter(|l| l["role"]["role"] == "contributor")
+            .collect();
+        let paid: std::collections::BTreeSet<String> = contributor_lines
+            .iter()
+            .map(|l| l["role"]["contribution"].to_string())
+            .collect();
+        assert_eq!(weighted, paid, "{inf}");
+        let credited_paid = inf["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s[2].as_array().unwrap())
+            .any(|who| contributor_lines.iter().any(|l| &l["recipient"] == who));
+        assert!(credited_paid, "a credited contributor is paid: {inf}");
     } else {
         assert_eq!(inf["method"], "datanet-fallback", "{inf}");
     }

@@ -224,7 +224,7 @@ impl Demo {
             })
             .unwrap_or_default();
         say!(
-            "      attribution: method {}, {} of {} answer tokens' spans traced (trace {:.1} ms), evidence {}",
+            "      attribution: method {}, {} span(s) traced in the {}-token answer (trace {:.1} ms), evidence {}",
             attr["method"].as_str().unwrap_or("?"),
             attr["spans_total"].as_u64().unwrap_or(0),
             attr["answer_tokens"].as_u64().unwrap_or(0),
