@@ -202,7 +202,8 @@ pub fn utc_day(t: std::time::SystemTime) -> u64 {
 pub struct PageRequest {
     /// Cursor from [`Page::next`].
     pub after: Option<String>,
-    /// Page size (0 means 100).
+    /// Page size (0 or absent means 100).
+    #[serde(default)]
     pub limit: usize,
 }
 

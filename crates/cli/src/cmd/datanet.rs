@@ -204,18 +204,24 @@ pub enum DatanetCommand {
     Contributions {
         /// The datanet.
         name: String,
-        /// Page (from 1, 50 per page).
+        /// Page (from 1).
         #[arg(long, default_value_t = 1)]
         page: usize,
+        /// Items per page (1 to 1,000).
+        #[arg(long, default_value_t = PAGE, value_parser = parse_per_page)]
+        per_page: usize,
     },
     /// Rows of a published version.
     Rows {
         /// `NAME@VERSION`.
         #[arg(value_name = "NAME@VERSION")]
         target: String,
-        /// Page (from 1, 50 per page).
+        /// Page (from 1).
         #[arg(long, default_value_t = 1)]
         page: usize,
+        /// Items per page (1 to 1,000).
+        #[arg(long, default_value_t = PAGE, value_parser = parse_per_page)]
+        per_page: usize,
         /// Sign the read with this keystore key (needed for a permissioned
         /// datanet: the owner or a granted address).
         #[arg(long, value_name = "KEY")]
@@ -242,7 +248,15 @@ pub enum DatanetCommand {
     },
 }
 
+/// Items per page unless `--per-page` says otherwise.
 const PAGE: usize = 50;
+
+fn parse_per_page(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1_000).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a page size from 1 to 1000")),
+    }
+}
 
 fn parse_amount(s: &str) -> Result<Amount, String> {
     Amount::parse_open(s).map_err(|e| e.to_string())
@@ -668,11 +682,15 @@ pub fn run(g: &Global, cmd: DatanetCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }),
-        DatanetCommand::Contributions { name, page } => rt.block_on(async {
+        DatanetCommand::Contributions {
+            name,
+            page,
+            per_page,
+        } => rt.block_on(async {
             let p = nth_page(page, |after| {
                 let svc = &svc;
                 let name = &name;
-                async move { svc.contributions(name, after.as_deref(), PAGE).await }
+                async move { svc.contributions(name, after.as_deref(), per_page).await }
             })
             .await?;
             if g.json {
@@ -692,6 +710,7 @@ pub fn run(g: &Global, cmd: DatanetCommand) -> anyhow::Result<()> {
         DatanetCommand::Rows {
             target,
             page,
+            per_page,
             key,
             pass,
         } => {
@@ -701,7 +720,7 @@ pub fn run(g: &Global, cmd: DatanetCommand) -> anyhow::Result<()> {
                 let p = nth_page(page, |after| {
                     let svc = &svc;
                     let name = &name;
-                    async move { svc.rows(name, v, after.as_deref(), PAGE).await }
+                    async move { svc.rows(name, v, after.as_deref(), per_page).await }
                 })
                 .await?;
                 if g.json {

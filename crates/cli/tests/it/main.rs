@@ -3,6 +3,7 @@
 
 mod attribution;
 mod crash;
+mod datanet_browse;
 mod datanet_flows;
 mod datanets;
 mod factory;
