@@ -124,6 +124,7 @@ impl Tokens {
     }
 
     /// The tokenizer hash recorded in every index manifest.
+    #[cfg(test)]
     pub(crate) fn hash(&self) -> Hash {
         self.hash
     }
@@ -159,6 +160,9 @@ fn file_hashes(dir: &Path) -> Result<BTreeMap<String, Hash>, CatalogError> {
     Ok(out)
 }
 
+/// A published datanet version: the unit the catalog indexes.
+type VersionKey = (DatanetId, u32);
+
 /// The catalog of token indexes under `<home>/indexes`.
 pub(crate) struct IndexCatalog {
     root: PathBuf,
@@ -166,9 +170,9 @@ pub(crate) struct IndexCatalog {
     chain: Arc<Chain>,
     tokens: Arc<Tokens>,
     /// One lock per version, so a version is never built twice at once.
-    locks: Mutex<HashMap<(DatanetId, u32), Arc<Mutex<()>>>>,
+    locks: Mutex<HashMap<VersionKey, Arc<Mutex<()>>>>,
     /// Versions whose directory was checked (or built) by this process.
-    sound: Mutex<HashMap<(DatanetId, u32), Hash>>,
+    sound: Mutex<HashMap<VersionKey, Hash>>,
     builds: AtomicU64,
 }
 
@@ -191,6 +195,7 @@ impl IndexCatalog {
     }
 
     /// The served tokenizer.
+    #[cfg(test)]
     pub(crate) fn tokens(&self) -> &Tokens {
         &self.tokens
     }
@@ -971,7 +976,8 @@ pub(crate) mod tests {
         let p = w.publish_and_register();
         let dir = w.catalog().ensure(&p.datanet, 1).unwrap();
         let good = SuffixIndex::open(&dir).unwrap().manifest().content_hash;
-        let damage: [(&str, fn(&Path)); 4] = [
+        type Damage = (&'static str, fn(&Path));
+        let damage: [Damage; 4] = [
             ("table.0", |f| {
                 let mut b = std::fs::read(f).unwrap();
                 b[0] ^= 0xff;
