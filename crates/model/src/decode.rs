@@ -30,7 +30,7 @@ use candle_core::{Device, Tensor};
 use crate::error::{ModelError, Result};
 use crate::llama::{dot, with_f32, Llama, SeqChunk, Weight};
 use crate::lora::{LoraAdapter, LoraTarget};
-use crate::qkernel::{Activations, Kernel, PackedMatrix};
+use crate::qkernel::{axpy, dot_f32, Activations, Kernel, PackedMatrix};
 
 /// Up to this many sequences in one all-decode step, [`Llama::forward_chunks`]
 /// takes the lean path; above it, candle's f32 gemm. Measured in
@@ -220,6 +220,7 @@ impl LeanWeights {
                     &mut attn[i * heads * hd..(i + 1) * heads * hd],
                     (heads, kvh, hd),
                     &mut scores,
+                    self.kernel,
                 );
             }
             let act = Activations::new(&attn, n, heads * hd);
@@ -348,13 +349,17 @@ fn attend_one(
     out: &mut [f32],
     (heads, kvh, hd): (usize, usize, usize),
     scores: &mut Vec<f32>,
+    kernel: Kernel,
 ) {
     let groups = heads / kvh;
     let scale = 1.0 / (hd as f32).sqrt();
     for (j, (qh, oh)) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)).enumerate() {
         let (keys, values) = kv.heads[j / groups];
         scores.clear();
-        scores.extend(keys.chunks_exact(hd).map(|kp| dot(qh, kp) * scale));
+        scores.extend(
+            keys.chunks_exact(hd)
+                .map(|kp| dot_f32(qh, kp, kernel) * scale),
+        );
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
         let mut sum = 0f32;
         for s in scores.iter_mut() {
@@ -362,11 +367,9 @@ fn attend_one(
             sum += *s;
         }
         oh.fill(0.0);
+        let inv = 1.0 / sum;
         for (p, vp) in scores.iter().zip(values.chunks_exact(hd)) {
-            let w = p / sum;
-            for (o, val) in oh.iter_mut().zip(vp) {
-                *o += w * val;
-            }
+            axpy(p * inv, vp, oh, kernel);
         }
         debug_assert_eq!(scores.len(), kv.len);
     }

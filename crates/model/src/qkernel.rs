@@ -285,6 +285,14 @@ impl PackedMatrix {
         }
         let nb = cols / QK;
         match self {
+            Self::Q4_1 { blocks, .. } if n == 1 => {
+                // One activation row (single-sequence decode): four weight
+                // rows per call share the activation loads and scales.
+                let q8 = x.q8_1()?;
+                for_each_row_group(out, |r0, o| {
+                    dot_q4_1_q8_1_rows(&blocks[r0 * nb..(r0 + o.len()) * nb], q8, o, kernel);
+                });
+            }
             Self::Q4_1 { blocks, .. } => {
                 let q8 = x.q8_1()?;
                 for_each_row(rows, n, out, |r, o| {
@@ -393,6 +401,26 @@ pub(crate) fn quantize_q8_1(x: &[f32]) -> Vec<BlockQ8_1> {
 /// hundred kilobytes of weights at SmolLM2's widths).
 const ROWS_PER_TASK: usize = 64;
 
+/// Weight rows per call of the grouped single-row kernel.
+const GROUP: usize = 4;
+
+/// Calls `f(r0, outputs)` for groups of [`GROUP`] consecutive weight rows
+/// `r0..r0 + outputs.len()` (the last group may be shorter), for one
+/// activation row; groups are split over the rayon pool when it has more
+/// than one thread.
+fn for_each_row_group(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    let parallel = rayon::current_num_threads() > 1 && out.len() >= 2 * ROWS_PER_TASK;
+    let one = |(g, o): (usize, &mut [f32])| f(g * GROUP, o);
+    if parallel {
+        out.par_chunks_mut(GROUP)
+            .enumerate()
+            .with_min_len(ROWS_PER_TASK / GROUP)
+            .for_each(one);
+    } else {
+        out.chunks_mut(GROUP).enumerate().for_each(one);
+    }
+}
+
 /// Calls `f(r, outputs)` for every weight row `r`, where `outputs` are the
 /// `n` values `out[i·rows + r]`; rows are split over the rayon pool when it
 /// has more than one thread.
@@ -451,6 +479,35 @@ pub(crate) fn dot_q4_1_q8_1(w: &[BlockQ4_1], x: &[BlockQ8_1], kernel: Kernel) ->
     }
 }
 
+/// `out[k] = Σ w_k·x` for the `out.len()` consecutive Q4_1 weight rows in
+/// `w` (`x.len()` blocks each) and one q8_1 activation row.
+pub(crate) fn dot_q4_1_q8_1_rows(
+    w: &[BlockQ4_1],
+    x: &[BlockQ8_1],
+    out: &mut [f32],
+    kernel: Kernel,
+) {
+    assert_eq!(
+        w.len(),
+        out.len() * x.len(),
+        "Q4_1 rows · q8_1: block counts differ"
+    );
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 if out.len() == GROUP => {
+            // SAFETY: `Kernel::Avx2` is only built after detecting avx2, fma,
+            // f16c; `w` holds 4 rows of `x.len()` blocks (asserted above).
+            let v = unsafe { x86::dot_q4_1_q8_1_x4(w, x) };
+            out.copy_from_slice(&v);
+        }
+        _ => {
+            for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len().max(1))) {
+                *o = dot_q4_1_q8_1(row, x, kernel);
+            }
+        }
+    }
+}
+
 /// `Σ w·x` for one Q8_0 weight row and f32 activations.
 pub(crate) fn dot_q8_0_f32(w: &[BlockQ8_0], x: &[f32], kernel: Kernel) -> f32 {
     assert_eq!(w.len() * QK, x.len(), "Q8_0 · f32: lengths differ");
@@ -496,6 +553,22 @@ pub(crate) fn dot_f32(w: &[f32], x: &[f32], kernel: Kernel) -> f32 {
     }
 }
 
+/// `y += a·x` over f32 slices of equal length (attention's weighted sum of
+/// values).
+pub(crate) fn axpy(a: f32, x: &[f32], y: &mut [f32], kernel: Kernel) {
+    assert_eq!(x.len(), y.len(), "axpy: lengths differ");
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: avx2, fma, f16c were detected; equal lengths (asserted above).
+        Kernel::Avx2 => unsafe { x86::axpy(a, x, y) },
+        Kernel::Scalar => {
+            for (v, u) in y.iter_mut().zip(x) {
+                *v += a * u;
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     //! AVX2 + FMA + F16C bodies. Callers guarantee the features and the lengths.
@@ -510,6 +583,24 @@ mod x86 {
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_movehdup_ps(s));
         _mm_cvtss_f32(s)
+    }
+
+    /// Bytes ahead of the block being read that the kernels ask the cache
+    /// to fetch: weights stream from memory once per token, and the
+    /// hardware prefetcher alone left the loads waiting (docs/model.md).
+    const PREFETCH_AHEAD: usize = 2048;
+
+    /// Hints the cache line `PREFETCH_AHEAD` bytes after `block`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn prefetch<T>(block: &T) {
+        // A prefetch never faults, so an address past the end of the
+        // matrix is harmless; `wrapping_add` keeps the arithmetic defined.
+        let p = (block as *const T)
+            .cast::<i8>()
+            .wrapping_add(PREFETCH_AHEAD);
+        // Only a hint: reads nothing, so it is a safe intrinsic here.
+        _mm_prefetch::<_MM_HINT_T0>(p);
     }
 
     /// `[f16(bits), 0, 0, 0]` → f32 lanes.
@@ -530,6 +621,7 @@ mod x86 {
         // Lane 1 accumulates m_w·s_x (lane 0 holds junk d_w·d_x sums).
         let mut mins = _mm_setzero_ps();
         for (b, a) in w.iter().zip(x) {
+            prefetch(b);
             // SAFETY: `qs` is 16 (weights) and 32 (activations) bytes;
             // unaligned loads of exactly those sizes.
             let (q, q8) = unsafe {
@@ -552,12 +644,73 @@ mod x86 {
         hsum(acc) + _mm_cvtss_f32(_mm_movehdup_ps(mins))
     }
 
+    /// Four consecutive weight rows (`w = [row0 | row1 | row2 | row3]`, each
+    /// `x.len()` blocks) against one activation row: the activation block
+    /// and its scales are loaded once for the four, and the four `[d_w,
+    /// m_w]` pairs convert in one F16C instruction.
+    ///
+    /// # Safety
+    /// avx2, fma and f16c must be available; `w.len() == 4 · x.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q4_1_q8_1_x4(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> [f32; 4] {
+        let nb = x.len();
+        let (r0, rest) = w.split_at(nb);
+        let (r1, rest) = rest.split_at(nb);
+        let (r2, r3) = rest.split_at(nb);
+        let low = _mm_set1_epi8(0x0f);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        // Odd lanes accumulate m_w·s_x of rows 0..4 (even lanes: junk).
+        let mut mins = _mm256_setzero_ps();
+        let lane = |i: i32| _mm256_set1_epi32(i);
+        for j in 0..nb {
+            let a = &x[j];
+            let rows = [&r0[j], &r1[j], &r2[j], &r3[j]];
+            for b in rows {
+                prefetch(b);
+            }
+            let bits = |b: &BlockQ4_1| (i32::from(b.dm[0])) | (i32::from(b.dm[1]) << 16);
+            let dm = _mm256_cvtph_ps(_mm_setr_epi32(
+                bits(rows[0]),
+                bits(rows[1]),
+                bits(rows[2]),
+                bits(rows[3]),
+            ));
+            // [d_x, s_x] repeated: BlockQ8_1 starts with `d`, `s` (repr(C)).
+            let ds = _mm256_setr_ps(a.d, a.s, a.d, a.s, a.d, a.s, a.d, a.s);
+            let scales = _mm256_mul_ps(dm, ds);
+            mins = _mm256_add_ps(mins, scales);
+            // SAFETY: activation `qs` is 32 bytes; an unaligned load of 32.
+            let q8 = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
+            for (k, b) in rows.into_iter().enumerate() {
+                // SAFETY: weight `qs` is 16 bytes; an unaligned load of 16.
+                let q = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
+                let lo = _mm_and_si128(q, low);
+                let hi = _mm_and_si128(_mm_srli_epi16(q, 4), low);
+                let p16 = _mm256_maddubs_epi16(_mm256_set_m128i(hi, lo), q8);
+                let p32 = _mm256_madd_epi16(p16, ones);
+                let d = _mm256_permutevar8x32_ps(scales, lane(2 * k as i32));
+                acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p32), acc[k]);
+            }
+        }
+        let mut m = [0f32; 8];
+        // SAFETY: `m` holds 8 floats.
+        unsafe { _mm256_storeu_ps(m.as_mut_ptr(), mins) };
+        [
+            hsum(acc[0]) + m[1],
+            hsum(acc[1]) + m[3],
+            hsum(acc[2]) + m[5],
+            hsum(acc[3]) + m[7],
+        ]
+    }
+
     /// # Safety
     /// avx2, fma and f16c must be available; `x.len() == 32 · w.len()`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_q8_0_f32(w: &[BlockQ8_0], x: &[f32]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         for (b, xs) in w.iter().zip(x.chunks_exact(QK)) {
+            prefetch(b);
             let qp = b.qs.as_ptr();
             let xp = xs.as_ptr();
             // SAFETY: `qs` holds 32 bytes and `xs` 32 floats; each load reads
@@ -605,6 +758,26 @@ mod x86 {
         }
         let tail: f32 = w[split..].iter().zip(&x[split..]).map(|(a, b)| a * b).sum();
         hsum(_mm256_add_ps(acc0, acc1)) + tail
+    }
+
+    /// # Safety
+    /// avx2, fma and f16c must be available; `x.len() == y.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+        let av = _mm256_set1_ps(a);
+        let split = x.len() - x.len() % 8;
+        let (yv, yt) = y.split_at_mut(split);
+        for (u, v) in x[..split].chunks_exact(8).zip(yv.chunks_exact_mut(8)) {
+            // SAFETY: both chunks hold 8 floats.
+            unsafe {
+                let r =
+                    _mm256_fmadd_ps(av, _mm256_loadu_ps(u.as_ptr()), _mm256_loadu_ps(v.as_ptr()));
+                _mm256_storeu_ps(v.as_mut_ptr(), r);
+            }
+        }
+        for (v, u) in yt.iter_mut().zip(&x[split..]) {
+            *v += a * u;
+        }
     }
 }
 
@@ -770,10 +943,29 @@ mod tests {
             let scalar = dot_q4_1_q8_1(w, &q8, Kernel::Scalar);
             let simd = dot_q4_1_q8_1(w, &q8, Kernel::detect());
             prop_assert!((scalar - simd).abs() <= 1e-4 * (1.0 + scalar.abs()), "{scalar} vs {simd}");
+            let (p4, _) = quantized(GROUP + 1, cols, GgmlDType::Q4_1, seed);
+            let PackedMatrix::Q4_1 { blocks: w4, .. } = &p4 else { unreachable!() };
+            for k in [GROUP, GROUP - 1, 1] {
+                let (mut s4, mut v4) = (vec![0f32; k], vec![0f32; k]);
+                dot_q4_1_q8_1_rows(&w4[..k * blocks], &q8, &mut s4, Kernel::Scalar);
+                dot_q4_1_q8_1_rows(&w4[blocks..(k + 1) * blocks], &q8, &mut v4, Kernel::detect());
+                let mut s4b = vec![0f32; k];
+                dot_q4_1_q8_1_rows(&w4[blocks..(k + 1) * blocks], &q8, &mut s4b, Kernel::Scalar);
+                for (a, b) in s4b.iter().zip(&v4) {
+                    prop_assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{k} rows: {a} vs {b}");
+                }
+                prop_assert_eq!(s4[0], dot_q4_1_q8_1(&w4[..blocks], &q8, Kernel::Scalar));
+            }
             let odd = &x[..cols - 3];
             let a = dot_f32(odd, &x[3..], Kernel::Scalar);
             let b = dot_f32(odd, &x[3..], Kernel::detect());
             prop_assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
+            let (mut ys, mut yv) = (x[3..].to_vec(), x[3..].to_vec());
+            axpy(0.37, odd, &mut ys, Kernel::Scalar);
+            axpy(0.37, odd, &mut yv, Kernel::detect());
+            for (s, v) in ys.iter().zip(&yv) {
+                prop_assert!((s - v).abs() <= 1e-5 * (1.0 + s.abs()), "axpy {s} vs {v}");
+            }
         }
     }
 }
