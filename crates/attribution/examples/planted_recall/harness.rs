@@ -79,7 +79,7 @@ impl Default for Settings {
         Settings {
             contributors: 20,
             filler_rows: 8,
-            epochs: 6,
+            epochs: 8,
             batch_size: 8,
             learning_rate: 3e-3,
             lora_r: 16,
@@ -473,6 +473,58 @@ fn test_gradient_of(
     ))
 }
 
+/// A token that splits spans: a delimiter (newline) piece that never occurs in
+/// the index, whose rows are single-line JSON records.
+fn mask_token(model: &Model, pieces: &PieceTable) -> anyhow::Result<u32> {
+    use trib_attribution::TokenText;
+    let id = ["\u{10A}", "\n"]
+        .iter()
+        .find_map(|p| model.tokenizer().token_to_id(p))
+        .context("the tokenizer has no newline piece to mask with")?;
+    ensure!(
+        pieces.is_delimiter(id),
+        "the newline piece is not a delimiter"
+    );
+    Ok(id)
+}
+
+/// `answer` with every word (case and punctuation ignored) that also occurs
+/// in `question` replaced by `mask`, so no span can include it: what the
+/// answer copies from the question earns nothing.
+fn mask_question_words(
+    model: &Model,
+    pieces: &PieceTable,
+    question: &str,
+    answer: &[u32],
+    mask: u32,
+) -> anyhow::Result<Vec<u32>> {
+    use trib_attribution::TokenText;
+    let norm = |w: &str| -> String {
+        w.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let asked: std::collections::BTreeSet<String> = question
+        .split_whitespace()
+        .map(norm)
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut out = answer.to_vec();
+    let mut start = 0;
+    while start < answer.len() {
+        let mut end = start + 1;
+        while end < answer.len() && !pieces.is_word_start(answer[end]) {
+            end += 1;
+        }
+        if asked.contains(&norm(&model.decode(&answer[start..end])?)) {
+            out[start..end].fill(mask);
+        }
+        start = end;
+    }
+    Ok(out)
+}
+
 /// `rows × d` per layer from per-row per-layer vectors.
 fn stack(
     names: &[String],
@@ -622,11 +674,20 @@ pub fn run(
     let t0 = Instant::now();
     let mut token_weights = Vec::new();
     let mut base_token_weights = Vec::new();
-    for ((_, tokens), (_, without)) in attributed.iter().zip(&generated) {
+    let mut masked_weights = Vec::new();
+    let mut base_masked_weights = Vec::new();
+    let mask = mask_token(&model, &pieces)?;
+    for ((q, (_, tokens)), (_, without)) in data.questions.iter().zip(&attributed).zip(&generated) {
         let trace = tracer.trace(tokens)?;
         token_weights.push(trib_attribution::normalise_weights(&trace.weights));
         let trace = tracer.trace(&without.tokens)?;
         base_token_weights.push(trib_attribution::normalise_weights(&trace.weights));
+        let masked = mask_question_words(&model, &pieces, &q.prompt, tokens, mask)?;
+        let trace = tracer.trace(&masked)?;
+        masked_weights.push(trib_attribution::normalise_weights(&trace.weights));
+        let masked = mask_question_words(&model, &pieces, &q.prompt, &without.tokens, mask)?;
+        let trace = tracer.trace(&masked)?;
+        base_masked_weights.push(trib_attribution::normalise_weights(&trace.weights));
     }
     let token_s = t0.elapsed().as_secs_f64();
     clock.lap("index + trace");
@@ -744,6 +805,26 @@ pub fn run(
     record(
         "control: token spans of the base model's answers".into(),
         base_credits,
+        token_s,
+    )?;
+    // Spans of the answer with the words the question already contains
+    // masked: only what the answer adds can be credited.
+    let masked_credits: Vec<Vec<f64>> = masked_weights
+        .iter()
+        .map(|w| credits_of(w, &ids, nc))
+        .collect();
+    record(
+        "token spans, question words masked".into(),
+        masked_credits,
+        token_s,
+    )?;
+    let base_masked_credits: Vec<Vec<f64>> = base_masked_weights
+        .iter()
+        .map(|w| credits_of(w, &ids, nc))
+        .collect();
+    record(
+        "control: base model's answers, question words masked".into(),
+        base_masked_credits,
         token_s,
     )?;
     let variants: Vec<(&str, GradientMethod)> = vec![

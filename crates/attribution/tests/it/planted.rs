@@ -74,9 +74,11 @@ fn the_planted_recall_harness_runs_end_to_end_on_a_tiny_model() {
     assert_eq!(r.answers.len(), 6);
     assert!(r.steps >= 1);
     assert!(r.adapter_correct <= 6 && r.base_correct <= 6);
-    // 1 span row + 1 control + 2 test-token choices × 3 normalisations × 3
-    // methods × (alone, combined).
-    assert_eq!(r.methods.len(), 2 + 2 * 3 * 3 * 2);
+    // 2 span rows (plain, question words masked), each with its base-model
+    // control, then 2 test-token choices × 3 normalisations × 3 methods ×
+    // (alone, combined).
+    assert_eq!(r.methods.len(), 4 + 2 * 3 * 3 * 2);
+    assert_eq!(r.methods[2].method, "token spans, question words masked");
     for m in &r.methods {
         assert_eq!(m.all.questions, 6, "{}", m.method);
         assert!((0.0..=1.0).contains(&m.all.at1) && m.all.at1 <= m.all.at5);
