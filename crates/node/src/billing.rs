@@ -209,14 +209,6 @@ pub(crate) struct Reservation {
     amount: Amount,
 }
 
-impl Reservation {
-    /// The amount held.
-    #[cfg(test)]
-    pub(crate) fn amount(&self) -> Amount {
-        self.amount
-    }
-}
-
 impl Drop for Reservation {
     fn drop(&mut self) {
         let mut h = lock(&self.holds);
@@ -357,7 +349,7 @@ impl Billing {
         let allowance = ledger
             .allowance(payer, &self.operator())
             .map_err(|e| e.to_string())?;
-        let held = Amount(0);
+        let held = Amount(holds.held(payer));
         let have = Amount(balance.min(allowance).0.saturating_sub(held.0));
         if have < need {
             return Err(format!(
@@ -394,14 +386,6 @@ impl Billing {
             // Cannot tell: keep holding (refusing early is safe).
             Err(_) => true,
         });
-    }
-
-    /// Total held against `payer` (reservations and uncommitted settlements).
-    #[cfg(test)]
-    pub(crate) fn held(&self, payer: &Address) -> Amount {
-        let mut holds = lock(&self.holds);
-        self.prune_pending(&mut holds);
-        Amount(holds.held(payer))
     }
 
     /// Signs and submits the `SettleInference` transaction for one answer

@@ -235,7 +235,10 @@ async fn concurrent_requests_never_settle_more_than_the_allowance_and_all_admitt
             other => panic!("unexpected {other}: {v}"),
         }
     }
-    assert!(refused > 0, "the allowance covers at most 3 requests at once");
+    assert!(
+        refused > 0,
+        "the allowance covers at most 3 requests at once"
+    );
     assert!(!settled_txs.is_empty());
     assert!(
         fees <= allowance.0,

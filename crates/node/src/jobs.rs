@@ -192,11 +192,7 @@ impl JobQueue {
             }
         }
         let _ = self.submit.send(Msg::Stop);
-        let worker = self
-            .worker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let worker = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(t) = worker {
             if t.join().is_err() {
                 tracing::error!(target: "trib::node::jobs", "the job thread panicked");

@@ -147,19 +147,14 @@ impl RunningNode {
         // Receipt, payout, verify and trace routes, and the OpenAI-compatible
         // routes when a base model is configured; then the eager token
         // indexer (attribution.rs), stopped with the node.
-        let serving =
-            crate::serving::Serving::start(home, &config, chain.clone(), datanets)?;
+        let serving = crate::serving::Serving::start(home, &config, chain.clone(), datanets)?;
         let app = app.merge(api::attribution::routes(api::attribution::ReceiptState {
             chain: chain.clone(),
             receipts_dir: crate::serving::receipts_dir(home),
             serving: serving.clone(),
         }));
         let indexer = serving.as_ref().map(|s| {
-            crate::attribution::spawn_indexer(
-                s.catalog.clone(),
-                INDEXER_INTERVAL,
-                stop_rx.clone(),
-            )
+            crate::attribution::spawn_indexer(s.catalog.clone(), INDEXER_INTERVAL, stop_rx.clone())
         });
         let threads = NodeThreads {
             engine: serving.as_ref().map(|s| s.engine.clone()),
@@ -249,8 +244,7 @@ impl RunningNode {
         }
         // Only now: in-flight requests needed the engine until the server
         // drained.
-        let t: Result<(), NodeError> = Ok(());
-        drop(self.threads);
+        let t = self.threads.join().await;
         tracing::info!(target: "trib::node", "node stopped");
         s.and(p).and(t)
     }
@@ -443,7 +437,11 @@ dir = "ignored"
     async fn shutdown_joins_the_engine_and_job_threads_so_the_ledger_reopens_at_once() {
         let h = crate::billing::tests::PaidHome::new();
         let data = h.dir.path().join("text.txt");
-        std::fs::write(&data, "a small text to train on, again and again. ".repeat(40)).unwrap();
+        std::fs::write(
+            &data,
+            "a small text to train on, again and again. ".repeat(40),
+        )
+        .unwrap();
         let mut key = None;
         for round in 0..3 {
             let n = h.start().await;
@@ -473,10 +471,7 @@ dir = "ignored"
                     .json()
                     .await
                     .unwrap();
-                assert!(
-                    v["status"] == "queued" || v["status"] == "running",
-                    "{v}"
-                );
+                assert!(v["status"] == "queued" || v["status"] == "running", "{v}");
                 if v["status"] == "running" {
                     break;
                 }
