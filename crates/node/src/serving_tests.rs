@@ -548,6 +548,100 @@ mod attribution {
     }
 
     #[test]
+    fn boilerplate_found_in_many_rows_earns_nothing() {
+        // Bob contributes 20 distinct paragraphs that all open with the same
+        // formula; the formula occurs more often than `max_span_count`
+        // (16), so quoting it earns bob nothing, while alice's rare
+        // sentence in the same answer still pays her.
+        const FORMULA: &str = "In accordance with the standing orders of the harbour council";
+        let subjects = [
+            "the lamplighter",
+            "the ferryman",
+            "the net mender",
+            "the tide keeper",
+            "the rope maker",
+            "the sail maker",
+            "the fish wife",
+            "the pilot",
+            "the cooper",
+            "the chandler",
+            "the smith",
+            "the weaver",
+            "the miller",
+            "the thatcher",
+            "the potter",
+            "the tanner",
+            "the brewer",
+            "the carter",
+            "the glazier",
+            "the mason",
+        ];
+        let tasks = [
+            "counts the gulls on the breakwater",
+            "paints the bollards green",
+            "sweeps sand from the slipway",
+            "tolls the fog bell at dusk",
+            "logs every cargo of slate",
+            "tars the hull of the pilot cutter",
+            "measures the depth at the quay",
+            "chalks the tide times on the wall",
+        ];
+        let paragraphs: Vec<String> = subjects
+            .iter()
+            .enumerate()
+            .map(|(i, who)| {
+                format!(
+                    "{FORMULA}, {who} {} on day {} of each season, and records in ledger number {} how many {} were seen near the {} lighthouse.",
+                    tasks[i % tasks.len()],
+                    i + 3,
+                    100 + 7 * i,
+                    ["herons", "otters", "seals", "cormorants", "dolphins"][i % 5],
+                    ["north", "south", "east", "west"][i % 4],
+                )
+            })
+            .collect();
+        let w = World::new();
+        let p = w.publish_and_register();
+        let (orders, ids) =
+            w.publish_datanet("orders", &[(&w.bob, "orders.txt", paragraphs.join("\n\n"))]);
+        let rows = w.datanets.index_rows(&orders, 1).unwrap();
+        assert!(rows.len() > 16, "every paragraph is a row: {}", rows.len());
+        w.register_adapter("orders-lora", vec![(p.datanet, 1), (orders, 1)]);
+
+        let (_, receipt) = settle(&w, "orders-lora", &format!("{FORMULA}, nothing more."));
+        assert_eq!(receipt.method, FALLBACK_METHOD, "{:?}", receipt.weights);
+        assert!(receipt.weights.is_empty());
+        // Control: it is the count threshold that drops the formula; with a
+        // looser one it is a span found in all 20 of bob's rows.
+        let loose = trib_attribution::TraceParams {
+            max_span_count: 100,
+            ..w.serving.trace_params.clone()
+        };
+        let t = w
+            .serving
+            .catalog
+            .trace(
+                &[(p.datanet, 1), (orders, 1)],
+                &format!("{FORMULA}, nothing more."),
+                &loose,
+            )
+            .unwrap();
+        assert!(t.spans.iter().any(|s| s.count == 20), "{:?}", t.spans);
+        assert_eq!(t.ledger_weights(), vec![(ids[0], 1_000_000_000)]);
+
+        let (stored, receipt) = settle(
+            &w,
+            "orders-lora",
+            &format!("{FORMULA}, and as the notes say: {DISTINCTIVE}"),
+        );
+        assert_eq!(receipt.method, TOKEN_METHOD);
+        assert_eq!(receipt.weights, vec![(p.alice_contribution, 1_000_000_000)]);
+        assert!(receipt.weights.iter().all(|(c, _)| *c != ids[0]));
+        assert_eq!(contributor_paid(&receipt, w.bob.address()), 0);
+        w.serving.verify(&stored, &receipt).unwrap();
+    }
+
+    #[test]
     fn an_answer_with_no_rare_span_settles_by_the_fallback_and_says_so() {
         let w = World::new();
         let p = w.publish_and_register();
