@@ -392,6 +392,18 @@ impl DatanetService {
         })
     }
 
+    /// The largest file datanet `name` takes (its `max_file_bytes`
+    /// quota): uploads are refused as soon as they pass it.
+    pub(crate) fn max_file_bytes(&self, name: &str) -> Result<u64, ApiError> {
+        let (_, id) = self.store_id(name)?;
+        Ok(self
+            .store
+            .datanet(&id)
+            .map_err(store_err)?
+            .quotas
+            .max_file_bytes)
+    }
+
     /// Parses, validates and stores a contribution as pending.
     pub(crate) fn contribute(
         &self,

@@ -5,6 +5,7 @@ mod attribution;
 mod crash;
 mod datanet_browse;
 mod datanet_flows;
+mod datanet_upload;
 mod datanets;
 mod factory;
 mod harness;

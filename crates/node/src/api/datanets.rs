@@ -7,13 +7,13 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use trib_datanet::{FileKind, PageRequest};
 use trib_types::Address;
@@ -26,6 +26,21 @@ use crate::datanets::{
 
 type Svc = Arc<DatanetService>;
 
+/// What the datanet routes share: the service and the node's request-body
+/// limit (uploads stream past axum's body extractors, so they apply it
+/// themselves).
+#[derive(Clone)]
+struct Routes {
+    svc: Svc,
+    max_request_bytes: usize,
+}
+
+impl axum::extract::FromRef<Routes> for Svc {
+    fn from_ref(r: &Routes) -> Svc {
+        r.svc.clone()
+    }
+}
+
 /// A page of items and the cursor of the next page.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PageView<T> {
@@ -35,7 +50,7 @@ pub struct PageView<T> {
     pub next: Option<String>,
 }
 
-pub(crate) fn routes(svc: Svc) -> Router<AppState> {
+pub(crate) fn routes(svc: Svc, max_request_bytes: usize) -> Router<AppState> {
     Router::new()
         .route("/v1/datanets", post(create).get(list))
         .route("/v1/datanets/{name}", get(show))
@@ -49,7 +64,10 @@ pub(crate) fn routes(svc: Svc) -> Router<AppState> {
         .route("/v1/datanets/{name}/versions/{version}/export", get(export))
         .route("/v1/datanets/{name}/leaderboard", get(leaderboard))
         .route("/v1/contributors/{address}/contributions", get(history))
-        .with_state(svc)
+        .with_state(Routes {
+            svc,
+            max_request_bytes,
+        })
 }
 
 impl From<JsonRejection> for ApiError {
@@ -120,13 +138,16 @@ async fn show(
     Ok(Json(blocking(move || s.show(&name)).await?))
 }
 
-/// Query of a contribution upload (the body is the file's raw bytes).
-#[derive(Debug, Deserialize)]
+/// Query of a contribution upload. With a raw body every field but the
+/// optional ones comes from here; a multipart form may carry them as text
+/// fields instead (a form field wins over the query).
+#[derive(Debug, Default, Deserialize)]
 struct UploadQuery {
     /// Who contributes (and will sign `Contribute`).
-    contributor: String,
-    /// The file name as uploaded.
-    file_name: String,
+    contributor: Option<String>,
+    /// The file name as uploaded (a multipart file part's own name when
+    /// absent).
+    file_name: Option<String>,
     /// Declared type (`txt`, `md`, `jsonl`, `csv`, `pdf`, `docx`).
     #[serde(rename = "type")]
     kind: Option<String>,
@@ -134,16 +155,162 @@ struct UploadQuery {
     csv_column: Option<String>,
 }
 
+/// An upload read in full, within its limits.
+struct Upload {
+    fields: UploadQuery,
+    bytes: Vec<u8>,
+}
+
+/// The byte limits of one upload: the datanet's `max_file_bytes` and the
+/// node's request limit, whichever is smaller, named in the 413.
+#[derive(Clone, Copy)]
+struct UploadLimit<'a> {
+    datanet: &'a str,
+    max_file_bytes: u64,
+    max_request_bytes: usize,
+}
+
+impl UploadLimit<'_> {
+    /// Refuses a file that has grown to `len` bytes, before reading more.
+    fn check(&self, len: usize) -> Result<(), ApiError> {
+        if len as u64 > self.max_file_bytes {
+            return Err(ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "file_too_large",
+                message: format!(
+                    "the upload is over datanet {:?}'s max_file_bytes ({} bytes); \
+                     nothing was stored",
+                    self.datanet, self.max_file_bytes
+                ),
+            });
+        }
+        if len > self.max_request_bytes {
+            return Err(ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "oversize",
+                message: format!(
+                    "the upload is over this node's request limit ({} bytes, \
+                     max_request_bytes in node.toml); nothing was stored",
+                    self.max_request_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Reads an upload: the raw file as the body (any content type but
+/// multipart), or a `multipart/form-data` form whose `file` part is the
+/// file and whose `contributor`, `file_name`, `type` and `csv_column`
+/// parts are text. Either way the body is streamed and refused with a 413
+/// as soon as it passes the limit, so an oversized upload is never held in
+/// memory whole.
+async fn read_upload(
+    req: Request,
+    mut fields: UploadQuery,
+    limit: UploadLimit<'_>,
+) -> Result<Upload, ApiError> {
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if !multipart {
+        let mut stream = req.into_body().into_data_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::bad_request("bad_body", format!("reading the upload failed: {e}"))
+            })?;
+            limit.check(bytes.len() + chunk.len())?;
+            bytes.extend_from_slice(&chunk);
+        }
+        return Ok(Upload { fields, bytes });
+    }
+    let form_err = |e: axum::extract::multipart::MultipartError| {
+        ApiError::bad_request("bad_multipart", format!("malformed multipart form: {e}"))
+    };
+    let mut form = Multipart::from_request(req, &())
+        .await
+        .map_err(|e| ApiError::bad_request("bad_multipart", e.body_text()))?;
+    let mut file: Option<Vec<u8>> = None;
+    while let Some(mut part) = form.next_field().await.map_err(form_err)? {
+        let name = part.name().unwrap_or_default().to_string();
+        match name.as_str() {
+            "file" => {
+                if file.is_some() {
+                    return Err(ApiError::bad_request(
+                        "bad_multipart",
+                        "the form has more than one `file` part (upload one file per request)",
+                    ));
+                }
+                if fields.file_name.is_none() {
+                    fields.file_name = part.file_name().map(str::to_string);
+                }
+                let mut bytes = Vec::new();
+                while let Some(chunk) = part.chunk().await.map_err(form_err)? {
+                    limit.check(bytes.len() + chunk.len())?;
+                    bytes.extend_from_slice(&chunk);
+                }
+                file = Some(bytes);
+            }
+            "contributor" | "file_name" | "type" | "csv_column" => {
+                let text = part.text().await.map_err(form_err)?;
+                let slot = match name.as_str() {
+                    "contributor" => &mut fields.contributor,
+                    "file_name" => &mut fields.file_name,
+                    "type" => &mut fields.kind,
+                    _ => &mut fields.csv_column,
+                };
+                *slot = Some(text);
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "bad_multipart",
+                    format!(
+                        "unknown form field {other:?} (expected file, contributor, \
+                         file_name, type, csv_column)"
+                    ),
+                ))
+            }
+        }
+    }
+    let bytes =
+        file.ok_or_else(|| ApiError::bad_request("bad_multipart", "the form has no `file` part"))?;
+    Ok(Upload { fields, bytes })
+}
+
 async fn contribute(
-    State(s): State<Svc>,
+    State(r): State<Routes>,
     Path(name): Path<String>,
     q: Result<Query<UploadQuery>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    req: Request,
 ) -> Result<(StatusCode, Json<ContributionResponse>), ApiError> {
     let Query(q) = q?;
-    let body = body?;
-    let contributor = parse_address(&q.contributor)?;
-    let declared = match q.kind.as_deref() {
+    let s = r.svc;
+    let max_file_bytes = {
+        let (s, name) = (s.clone(), name.clone());
+        blocking(move || s.max_file_bytes(&name)).await?
+    };
+    let limit = UploadLimit {
+        datanet: &name,
+        max_file_bytes,
+        max_request_bytes: r.max_request_bytes,
+    };
+    let Upload { fields, bytes } = read_upload(req, q, limit).await?;
+    let contributor = parse_address(fields.contributor.as_deref().ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_contributor",
+            "who contributes? pass `contributor` (query parameter or form field)",
+        )
+    })?)?;
+    let file_name = fields.file_name.ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_file_name",
+            "pass `file_name` (query parameter or form field) or name the form's file part",
+        )
+    })?;
+    let declared = match fields.kind.as_deref() {
         None | Some("") => None,
         Some(k) => Some(k.parse::<FileKind>().map_err(|e| {
             ApiError::bad_request("bad_file_type", format!("declared type {k:?}: {e}"))
@@ -153,10 +320,10 @@ async fn contribute(
         s.contribute(
             &name,
             contributor,
-            &q.file_name,
+            &file_name,
             declared,
-            q.csv_column.as_deref(),
-            &body,
+            fields.csv_column.as_deref(),
+            &bytes,
         )
     })
     .await?;

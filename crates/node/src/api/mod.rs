@@ -58,7 +58,7 @@ pub(crate) fn router_with(
     let mut r = Router::new().merge(ledger::routes());
     if let Some(s) = services {
         r = r
-            .merge(datanets::routes(s.datanets))
+            .merge(datanets::routes(s.datanets, max_request_bytes))
             .merge(models::routes(s.models))
             .merge(jobs::routes(s.jobs));
     }
