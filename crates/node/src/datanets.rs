@@ -17,8 +17,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use trib_datanet::{
-    canonical_order, merkle_root, Datanet as Descriptor, DatanetError, DatanetStore, Decision,
-    FileKind, LocalBlobStore, PageRequest, SourceFile, ValidationReport, Validator, VersionLeaf,
+    canonical_order, merkle_root, BlobStore, Datanet as Descriptor, DatanetError, DatanetStore,
+    Decision, FileKind, LocalBlobStore, ObjectBlobStore, PageRequest, SourceFile, ValidationReport,
+    Validator, VersionLeaf,
 };
 use trib_ledger::{
     Action, ContributionStatus as LedgerStatus, CurationMode, DataType, Datanet, DatanetRef,
@@ -220,7 +221,9 @@ pub(crate) struct IndexRow {
 /// The datanet service (one per node).
 pub(crate) struct DatanetService {
     store: DatanetStore,
-    blobs: LocalBlobStore,
+    /// Raw contributed files: `<dir>/blobs` by default, or the object
+    /// store named by [`BLOB_STORE_ENV`].
+    blobs: Box<dyn BlobStore>,
     validator: Validator,
     chain: Arc<Chain>,
     /// Signed reads accepted within the window.
@@ -256,6 +259,42 @@ fn today() -> u64 {
     trib_datanet::utc_day(std::time::SystemTime::now())
 }
 
+/// The environment variable naming an object store for contributed files
+/// instead of the home's `datanets/blobs` directory: `s3://bucket/prefix`
+/// (nodes built with `trib-datanet`'s `s3` feature), `file:///path` or
+/// `memory:///`. Its options come from the `AWS_*` variables, lower-cased
+/// (`AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP` for MinIO and other
+/// S3-compatible servers).
+pub(crate) const BLOB_STORE_ENV: &str = "TRIB_DATANET_BLOBS";
+
+/// The content store for raw files, from the environment `vars`.
+fn blob_store(
+    dir: &Path,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<Box<dyn BlobStore>, DatanetError> {
+    let vars: Vec<(String, String)> = vars.collect();
+    let url = vars
+        .iter()
+        .find(|(k, v)| k == BLOB_STORE_ENV && !v.is_empty())
+        .map(|(_, v)| v.clone());
+    let Some(url) = url else {
+        return Ok(Box::new(LocalBlobStore::open(dir.join("blobs"))?));
+    };
+    let options: Vec<(String, String)> = vars
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    let store = ObjectBlobStore::from_url(&url, options).map_err(|e| {
+        DatanetError::Store(format!(
+            "{BLOB_STORE_ENV}={url:?} is not a usable object store: {e}"
+        ))
+    })?;
+    tracing::info!(target: "trib::node::datanets", url, "contributed files go to an object store");
+    Ok(Box::new(store))
+}
+
 fn to_store_curation(c: CurationMode) -> trib_datanet::CurationMode {
     match c {
         CurationMode::OwnerApproval => trib_datanet::CurationMode::OwnerApproval,
@@ -282,7 +321,7 @@ impl DatanetService {
             .map_err(|e| DatanetError::Store(format!("cannot create {}: {e}", dir.display())))?;
         Ok(DatanetService {
             store: DatanetStore::open(dir.join("datanets.redb"))?,
-            blobs: LocalBlobStore::open(dir.join("blobs"))?,
+            blobs: blob_store(dir, std::env::vars())?,
             validator: Validator::default(),
             chain,
             replays: signed_read::ReplayGuard::default(),
@@ -433,7 +472,7 @@ impl DatanetService {
                 &file,
                 today(),
                 &self.validator,
-                &self.blobs,
+                self.blobs.as_ref(),
             )
             .map_err(store_err)?;
         if !report.is_accepted() {
@@ -1336,5 +1375,55 @@ pub mod signed_read {
             let e = verify(&headers(&posted), "POST", PATH, b"abd", 1_000, &g).unwrap_err();
             assert_eq!(e.code, "bad_signature");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn contributed_files_go_to_the_home_directory_unless_an_object_store_is_named() {
+        let home = tempfile::tempdir().unwrap();
+        let local = blob_store(home.path(), vars(&[("PATH", "/bin")])).unwrap();
+        let h = local.put(b"a contributed file").unwrap();
+        assert_eq!(local.get(&h).unwrap().unwrap(), b"a contributed file");
+        assert!(home.path().join("blobs").is_dir());
+
+        // An object store by URL (the local-file backend stands in for S3);
+        // AWS_* options are passed through and ignored by it.
+        let bucket = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", bucket.path().display());
+        let elsewhere = tempfile::tempdir().unwrap();
+        let remote = blob_store(
+            elsewhere.path(),
+            vars(&[(BLOB_STORE_ENV, &url), ("AWS_REGION", "eu-west-1")]),
+        )
+        .unwrap();
+        let h = remote.put(b"a contributed file").unwrap();
+        assert!(remote.has(&h).unwrap());
+        assert_eq!(remote.get(&h).unwrap().unwrap(), b"a contributed file");
+        assert!(
+            std::fs::read_dir(bucket.path()).unwrap().next().is_some(),
+            "the file landed in the object store's directory"
+        );
+        assert!(!elsewhere.path().join("blobs").exists());
+
+        let err = blob_store(home.path(), vars(&[(BLOB_STORE_ENV, "not a url")]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(BLOB_STORE_ENV) && err.contains("not a url"),
+            "{err}"
+        );
     }
 }
