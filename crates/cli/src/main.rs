@@ -98,6 +98,9 @@ enum Command {
     /// Inference receipts, payout lines, and verifying a served answer.
     #[command(subcommand)]
     Attribution(cmd::attribution::AttributionCommand),
+    /// Benchmarks against a running node (`trib bench serve`).
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -116,6 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Factory(c) => cmd::factory::run(g, c),
         Command::Apikey(c) => cmd::apikey::run(g, c),
         Command::Attribution(c) => cmd::attribution::run(g, c),
+        Command::Bench(c) => cmd::bench::run(g, c),
     }
 }
 

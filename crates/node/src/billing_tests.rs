@@ -1,12 +1,13 @@
-//! Fee reservation on a running node over the tiny model: concurrent
-//! requests never settle more than the payer's allowance, and every admitted
-//! request settles.
+//! Paid serving on a running node: fee reservation (concurrent requests
+//! never settle more than the payer's allowance, and every admitted request
+//! settles), who may load and unload adapters, and a real adapter served
+//! over HTTP on SmolLM2.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use trib_ledger::{inference_fee, Action};
-use trib_types::{Amount, SecretKey, TxHash};
+use trib_types::{AdapterId, Amount, Hash, SecretKey, TxHash};
 
 use crate::api::wire::TxStatus;
 use crate::billing::ApiKeys;
@@ -21,6 +22,8 @@ pub(crate) struct PaidHome {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) producer: SecretKey,
     pub(crate) base_name: String,
+    /// The served model file.
+    model: std::path::PathBuf,
 }
 
 /// A running node of a [`PaidHome`], with clients.
@@ -31,6 +34,7 @@ pub(crate) struct PaidNode {
 }
 
 impl PaidHome {
+    /// Serving the tiny model (written into the home's temporary directory).
     pub(crate) fn new() -> PaidHome {
         let dir = tempfile::tempdir().unwrap();
         let model = dir.path().join("tiny.gguf");
@@ -41,6 +45,15 @@ impl PaidHome {
             trib_model::GgmlDType::Q8_0,
         )
         .unwrap();
+        Self::serving(dir, model)
+    }
+
+    /// Serving the model file `model`.
+    pub(crate) fn with_model(model: &std::path::Path) -> PaidHome {
+        Self::serving(tempfile::tempdir().unwrap(), model.to_path_buf())
+    }
+
+    fn serving(dir: tempfile::TempDir, model: std::path::PathBuf) -> PaidHome {
         let root = dir.path().join("home");
         NodeHome::init(
             &root,
@@ -64,6 +77,7 @@ impl PaidHome {
             dir,
             producer,
             base_name,
+            model,
         }
     }
 
@@ -72,7 +86,30 @@ impl PaidHome {
     }
 
     pub(crate) fn model_path(&self) -> std::path::PathBuf {
-        self.dir.path().join("tiny.gguf")
+        self.model.clone()
+    }
+
+    /// Writes a random PEFT adapter (`B` non-zero, so it changes the
+    /// output) for the served model into `<home>/adapters/<id>/`, where the
+    /// node's adapter store finds a registered adapter; returns its id.
+    pub(crate) fn write_adapter(&self, spec: &trib_serve::RandomAdapter) -> AdapterId {
+        let served = trib_serve::ServedModel::load(&self.model).unwrap();
+        let cfg = served.model().config().clone();
+        let tmp = self.dir.path().join("adapter.tmp");
+        let id = spec.write(&tmp, &cfg).unwrap();
+        let dest = self.home().root().join("adapters").join(id.to_string());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::rename(&tmp, &dest).unwrap();
+        id
+    }
+
+    /// A random adapter spec for the served model on every projection.
+    pub(crate) fn adapter_spec(&self, b_scale: f32, seed: u64) -> trib_serve::RandomAdapter {
+        trib_serve::RandomAdapter {
+            b_scale,
+            targets: trib_model::LoraTarget::ALL.to_vec(),
+            ..trib_serve::RandomAdapter::qv_r8(&self.base_name, seed)
+        }
     }
 
     pub(crate) async fn start(&self) -> PaidNode {
@@ -124,6 +161,37 @@ impl PaidNode {
             },
         )
         .await;
+    }
+
+    /// Registers adapter `id` (files already in the home) on the served
+    /// base model, owned by the producer, at 0.002 / 0.004 OPEN per 1k tokens.
+    pub(crate) async fn register_adapter(&self, h: &PaidHome, id: AdapterId, name: &str) {
+        let info = crate::models::describe_model(&h.model_path()).unwrap();
+        self.commit(
+            &h.producer,
+            Action::RegisterAdapter {
+                adapter: id,
+                base: info.id,
+                name: name.into(),
+                datanets: Vec::new(),
+                config_hash: Hash::of(b"config"),
+                metrics_hash: Hash::of(b"metrics"),
+                price_in_per_1k: Amount::parse_open("0.002").unwrap(),
+                price_out_per_1k: Amount::parse_open("0.004").unwrap(),
+            },
+        )
+        .await;
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.node.url()))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
     }
 
     /// A user funded with `fund` OPEN who approved the operator for
@@ -257,5 +325,162 @@ async fn concurrent_requests_never_settle_more_than_the_allowance_and_all_admitt
     }
     let after = n.client.account(&user.address()).await.unwrap().balance;
     assert_eq!(before.0 - after.0, fees);
+    n.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_the_operators_key_may_load_or_unload_adapters() {
+    let h = PaidHome::new();
+    let n = h.start().await;
+    n.register_base(&h).await;
+    let id = h.write_adapter(&h.adapter_spec(0.5, 3));
+    n.register_adapter(&h, id, "ops-lora").await;
+    let (_, user_key) = n.user(&h, 9, 10, Amount::open(1)).await;
+    let operator_key = h.key_for(h.producer.address());
+    let load = json!({ "action": "load", "model": id.to_string() });
+    let unload = json!({ "action": "unload", "model": id.to_string() });
+
+    let (s, v) = n.post("/v1/adapters", None, load.clone()).await;
+    assert_eq!(s, 401, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing API key"),
+        "{v}"
+    );
+    let (s, v) = n
+        .post("/v1/adapters", Some("trib-sk-nope"), load.clone())
+        .await;
+    assert_eq!(s, 401, "{v}");
+    let (s, v) = n.post("/v1/adapters", Some(&user_key), load.clone()).await;
+    assert_eq!(s, 403, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("only the node operator may load or unload adapters"),
+        "{msg}"
+    );
+    assert!(msg.contains(&h.producer.address().to_string()), "{msg}");
+    // Refused requests changed nothing.
+    let (_, listed) = n.get("/v1/adapters").await;
+    assert_eq!(listed["cache"]["adapters"], json!([]), "{listed}");
+    assert_eq!(listed["cache"]["loads"], 0, "{listed}");
+
+    let (s, v) = n.post("/v1/adapters", Some(&operator_key), load).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["loaded"], true);
+    let (_, listed) = n.get("/v1/adapters").await;
+    assert!(
+        listed["cache"].to_string().contains(&id.to_string()),
+        "{listed}"
+    );
+
+    let (s, v) = n
+        .post("/v1/adapters", Some(&user_key), unload.clone())
+        .await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = n.post("/v1/adapters", Some(&operator_key), unload).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["loaded"], false);
+    assert!(v["freed_bytes"].as_u64().unwrap() > 0, "{v}");
+    n.node.shutdown().await.unwrap();
+}
+
+/// A chat answer through the node's HTTP API: its text and token count.
+async fn chat(n: &PaidNode, key: &str, model: &str) -> Value {
+    let body = json!({
+        "model": model,
+        "messages": [{ "role": "user", "content": "Tell me a short story about a boat." }],
+        "max_tokens": 12,
+        "temperature": 0,
+    });
+    let (s, v) = n.post("/v1/chat/completions", Some(key), body).await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_real_adapter_on_smollm2_answers_over_http_differently_from_the_base_and_its_receipt_settles(
+) {
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let Ok(model) = trib_model::locate_smollm2(&models) else {
+        eprintln!(
+            "SKIPPED: no SmolLM2 file in {} (scripts/fetch-model.sh)",
+            models.display()
+        );
+        return;
+    };
+    let h = PaidHome::with_model(&model);
+    // A rank-8 PEFT adapter on all seven projections, B ~ U(-0.3, 0.3).
+    let id = h.write_adapter(&h.adapter_spec(0.3, 42));
+    let n = h.start().await;
+    n.register_base(&h).await;
+    n.register_adapter(&h, id, "smol-random-lora").await;
+    let (user, key) = n.user(&h, 5, 10, Amount::open(1)).await;
+    let before = n.client.account(&user.address()).await.unwrap().balance;
+
+    let base = chat(&n, &key, &h.base_name).await;
+    let tuned = chat(&n, &key, &id.to_string()).await;
+    let text = |v: &Value| {
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(!text(&base).trim().is_empty(), "{base}");
+    assert!(!text(&tuned).trim().is_empty(), "{tuned}");
+    eprintln!("base: {:?}\nadapter: {:?}", text(&base), text(&tuned));
+    assert_ne!(
+        text(&base),
+        text(&tuned),
+        "the adapter changed nothing: {base} {tuned}"
+    );
+    assert_eq!(tuned["model"], id.to_string(), "{tuned}");
+
+    // The adapter's answer is settled at the adapter's price into a receipt
+    // naming the adapter.
+    let tx: TxHash = serde_json::from_value(tuned["settlement_tx"].clone()).unwrap();
+    let view = n
+        .client
+        .wait_for_commit(&tx, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(view.status, TxStatus::Committed);
+    let receipt = tuned["receipt_id"].as_str().unwrap();
+    let (s, r) = n.get(&format!("/v1/receipts/{receipt}")).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        r["receipt"]["adapter"],
+        serde_json::to_value(id).unwrap(),
+        "{r}"
+    );
+    let fee: u128 = tuned["fee"]["base_units"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let usage = &tuned["usage"];
+    let expected = inference_fee(
+        usage["prompt_tokens"].as_u64().unwrap() as u32,
+        usage["completion_tokens"].as_u64().unwrap() as u32,
+        Amount::parse_open("0.002").unwrap(),
+        Amount::parse_open("0.004").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(fee, expected.0);
+    assert_eq!(
+        serde_json::from_value::<Amount>(r["receipt"]["fee"].clone())
+            .unwrap()
+            .0,
+        fee
+    );
+    let base_tx: TxHash = serde_json::from_value(base["settlement_tx"].clone()).unwrap();
+    n.client
+        .wait_for_commit(&base_tx, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let base_fee: u128 = base["fee"]["base_units"].as_str().unwrap().parse().unwrap();
+    let after = n.client.account(&user.address()).await.unwrap().balance;
+    assert_eq!(before.0 - after.0, fee + base_fee);
     n.node.shutdown().await.unwrap();
 }

@@ -2,6 +2,7 @@
 
 pub mod apikey;
 pub mod attribution;
+pub mod bench;
 pub mod datanet;
 pub mod demo;
 pub mod factory;

@@ -2,6 +2,7 @@
 //! loopback ports (one integration binary; see STYLE.md).
 
 mod attribution;
+mod bench_serve;
 mod crash;
 mod datanet_browse;
 mod datanet_flows;

@@ -1,0 +1,388 @@
+//! `trib bench serve`: load-test a running node's OpenAI-compatible
+//! endpoints from another process.
+//!
+//! `--concurrency` closed-loop clients share `--requests` chat requests;
+//! request *i* asks for model *i* mod D of the `--models` list (by default
+//! every adapter `GET /v1/models` lists, or the base model when there is
+//! none), so a run with D adapters keeps up to min(D, concurrency) distinct
+//! adapters in flight. Requests stream (server-sent events) so that the
+//! client sees each token when the node sends it:
+//!
+//! - TTFT: request sent → first content chunk;
+//! - TPOT: (last content chunk − first content chunk) / (completion tokens − 1);
+//! - output tok/s: completion tokens of all successful requests / wall time.
+//!
+//! The node's final chunk waits for the answer's settlement, so the
+//! end-to-end latency includes it; TTFT and TPOT do not. The load average
+//! is printed before and after because this machine is shared.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::Global;
+
+/// `trib bench` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Drive a running node's `/v1/chat/completions` with concurrent
+    /// streaming clients across adapters; report output tok/s, TTFT and
+    /// TPOT percentiles.
+    Serve(ServeArgs),
+}
+
+/// `trib bench serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// API key the requests are charged to (`trib apikey new`).
+    #[arg(long, env = "TRIB_API_KEY")]
+    api_key: String,
+    /// Models to spread the requests over (adapter ids or names, or the base
+    /// model), comma-separated [default: every adapter the node lists].
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
+    /// Use only the first D models of the list.
+    #[arg(long)]
+    distinct: Option<usize>,
+    /// Clients sending requests at the same time.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Requests in total.
+    #[arg(long, default_value_t = 32)]
+    requests: usize,
+    /// `max_tokens` of each request.
+    #[arg(long, default_value_t = 32)]
+    max_tokens: u32,
+    /// The user message of each request (request *i* appends " (i)" so that
+    /// prompts differ).
+    #[arg(
+        long,
+        default_value = "Write a short paragraph about rivers and the sea."
+    )]
+    prompt: String,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_s: u64,
+}
+
+/// Runs `trib bench`.
+pub fn run(g: &Global, c: BenchCommand) -> anyhow::Result<()> {
+    let BenchCommand::Serve(a) = c;
+    if a.concurrency == 0 || a.requests == 0 {
+        bail!("--concurrency and --requests must be at least 1");
+    }
+    let report = super::runtime()?.block_on(serve(&g.node, a))?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        report.print();
+    }
+    if report.ok == 0 {
+        bail!(
+            "no request succeeded; first error: {}",
+            report.errors.first().map(String::as_str).unwrap_or("none")
+        );
+    }
+    Ok(())
+}
+
+/// What one request measured.
+#[derive(Debug, Clone)]
+struct Sample {
+    ttft: Duration,
+    /// `None` with fewer than two completion tokens.
+    tpot: Option<Duration>,
+    e2e: Duration,
+    completion_tokens: u64,
+}
+
+/// The run's results (`--json` prints this).
+#[derive(Debug, Serialize)]
+struct Report {
+    node: String,
+    models: Vec<String>,
+    concurrency: usize,
+    requests: usize,
+    max_tokens: u32,
+    ok: usize,
+    failed: usize,
+    /// The first few error messages.
+    errors: Vec<String>,
+    wall_s: f64,
+    completion_tokens: u64,
+    output_tok_per_s: f64,
+    ttft_ms_p50: f64,
+    ttft_ms_p99: f64,
+    tpot_ms_p50: f64,
+    tpot_ms_p99: f64,
+    e2e_ms_p50: f64,
+    e2e_ms_p99: f64,
+    load_avg_before: String,
+    load_avg_after: String,
+}
+
+impl Report {
+    fn print(&self) {
+        println!(
+            "{} requests ({} ok, {} failed) over {} model(s) at concurrency {}, max_tokens {}",
+            self.requests,
+            self.ok,
+            self.failed,
+            self.models.len(),
+            self.concurrency,
+            self.max_tokens
+        );
+        println!(
+            "output: {} tokens in {:.2} s = {:.1} tok/s",
+            self.completion_tokens, self.wall_s, self.output_tok_per_s
+        );
+        println!(
+            "TTFT p50 {:.1} ms, p99 {:.1} ms; TPOT p50 {:.1} ms, p99 {:.1} ms; end-to-end p50 {:.1} ms, p99 {:.1} ms",
+            self.ttft_ms_p50,
+            self.ttft_ms_p99,
+            self.tpot_ms_p50,
+            self.tpot_ms_p99,
+            self.e2e_ms_p50,
+            self.e2e_ms_p99
+        );
+        println!(
+            "load average before: {}; after: {}",
+            self.load_avg_before, self.load_avg_after
+        );
+        for e in &self.errors {
+            println!("error: {e}");
+        }
+    }
+}
+
+fn load_avg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The `q`-quantile (nearest rank) of `v` in milliseconds; 0 when empty.
+fn quantile_ms(v: &mut [Duration], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_unstable();
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1].as_secs_f64() * 1e3
+}
+
+/// The models to use: `--models`, or every adapter of `GET /v1/models`
+/// (the base model when none is registered).
+async fn pick_models(
+    http: &reqwest::Client,
+    node: &str,
+    a: &ServeArgs,
+) -> anyhow::Result<Vec<String>> {
+    let mut models = if a.models.is_empty() {
+        let v: Value = http
+            .get(format!("{node}/v1/models"))
+            .send()
+            .await
+            .with_context(|| format!("GET {node}/v1/models"))?
+            .error_for_status()?
+            .json()
+            .await?;
+        let data = v["data"].as_array().cloned().unwrap_or_default();
+        let id = |m: &Value| m["id"].as_str().map(str::to_string);
+        let adapters: Vec<String> = data
+            .iter()
+            .filter(|m| m.get("parent").is_some())
+            .filter_map(id)
+            .collect();
+        if adapters.is_empty() {
+            data.iter().filter_map(id).take(1).collect()
+        } else {
+            adapters
+        }
+    } else {
+        a.models.clone()
+    };
+    if let Some(d) = a.distinct {
+        if d == 0 || d > models.len() {
+            bail!(
+                "--distinct {d} must be between 1 and the {} models available",
+                models.len()
+            );
+        }
+        models.truncate(d);
+    }
+    if models.is_empty() {
+        bail!("the node at {node} serves no model (no base_model in its config?)");
+    }
+    Ok(models)
+}
+
+async fn serve(node: &str, a: ServeArgs) -> anyhow::Result<Report> {
+    let node = node.trim_end_matches('/').to_string();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(a.timeout_s))
+        .pool_max_idle_per_host(a.concurrency)
+        .build()?;
+    let models = Arc::new(pick_models(&http, &node, &a).await?);
+    let next = Arc::new(AtomicUsize::new(0));
+    let load_before = load_avg();
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..a.concurrency.min(a.requests) {
+        let (http, node, models, next) = (http.clone(), node.clone(), models.clone(), next.clone());
+        let (key, prompt, requests, max_tokens) = (
+            a.api_key.clone(),
+            a.prompt.clone(),
+            a.requests,
+            a.max_tokens,
+        );
+        clients.push(tokio::spawn(async move {
+            let mut out: Vec<Result<Sample, String>> = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    return out;
+                }
+                let body = json!({
+                    "model": models[i % models.len()],
+                    "messages": [{ "role": "user", "content": format!("{prompt} ({i})") }],
+                    "max_tokens": max_tokens,
+                    "temperature": 0,
+                    "stream": true,
+                });
+                out.push(one_request(&http, &node, &key, &body).await);
+            }
+        }));
+    }
+    let mut samples = Vec::new();
+    let mut errors = Vec::new();
+    let mut failed = 0;
+    for c in clients {
+        for r in c.await.context("a bench client panicked")? {
+            match r {
+                Ok(s) => samples.push(s),
+                Err(e) => {
+                    failed += 1;
+                    if errors.len() < 5 {
+                        errors.push(e);
+                    }
+                }
+            }
+        }
+    }
+    let wall = started.elapsed();
+    let completion_tokens: u64 = samples.iter().map(|s| s.completion_tokens).sum();
+    let mut ttft: Vec<Duration> = samples.iter().map(|s| s.ttft).collect();
+    let mut tpot: Vec<Duration> = samples.iter().filter_map(|s| s.tpot).collect();
+    let mut e2e: Vec<Duration> = samples.iter().map(|s| s.e2e).collect();
+    Ok(Report {
+        node,
+        models: models.to_vec(),
+        concurrency: a.concurrency,
+        requests: a.requests,
+        max_tokens: a.max_tokens,
+        ok: samples.len(),
+        failed,
+        errors,
+        wall_s: wall.as_secs_f64(),
+        completion_tokens,
+        output_tok_per_s: completion_tokens as f64 / wall.as_secs_f64().max(1e-9),
+        ttft_ms_p50: quantile_ms(&mut ttft, 0.5),
+        ttft_ms_p99: quantile_ms(&mut ttft, 0.99),
+        tpot_ms_p50: quantile_ms(&mut tpot, 0.5),
+        tpot_ms_p99: quantile_ms(&mut tpot, 0.99),
+        e2e_ms_p50: quantile_ms(&mut e2e, 0.5),
+        e2e_ms_p99: quantile_ms(&mut e2e, 0.99),
+        load_avg_before: load_before,
+        load_avg_after: load_avg(),
+    })
+}
+
+/// Sends one streaming chat request and times its chunks.
+async fn one_request(
+    http: &reqwest::Client,
+    node: &str,
+    key: &str,
+    body: &Value,
+) -> Result<Sample, String> {
+    let sent = Instant::now();
+    let mut resp = http
+        .post(format!("{node}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(format!("HTTP {status}: {text}"));
+    }
+    let mut buf = String::new();
+    let (mut first, mut last) = (None, None);
+    let mut completion_tokens = None;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("stream broken: {e}"))?
+    {
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        // Server-sent events are separated by a blank line.
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
+                let data = data.trim();
+                if data == "[DONE]" || data.is_empty() {
+                    continue;
+                }
+                let v: Value =
+                    serde_json::from_str(data).map_err(|e| format!("bad event {data:?}: {e}"))?;
+                if let Some(err) = v.get("error") {
+                    return Err(format!("error event: {err}"));
+                }
+                let content = v["choices"][0]["delta"]["content"].as_str().unwrap_or("");
+                if !content.is_empty() {
+                    let now = Instant::now();
+                    first.get_or_insert(now);
+                    last = Some(now);
+                }
+                if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
+                    completion_tokens = Some(n);
+                }
+            }
+        }
+    }
+    let e2e = sent.elapsed();
+    let completion_tokens = completion_tokens.ok_or("the stream ended without a usage chunk")?;
+    let first = first.unwrap_or(sent + e2e);
+    let tpot = match (last, completion_tokens) {
+        (Some(last), n) if n >= 2 => Some((last - first) / (n as u32 - 1)),
+        _ => None,
+    };
+    Ok(Sample {
+        ttft: first - sent,
+        tpot,
+        e2e,
+        completion_tokens,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_rank_in_milliseconds() {
+        let mut v: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        assert_eq!(quantile_ms(&mut v, 0.5), 50.0);
+        assert_eq!(quantile_ms(&mut v, 0.99), 99.0);
+        assert_eq!(quantile_ms(&mut v, 1.0), 100.0);
+        assert_eq!(quantile_ms(&mut [], 0.5), 0.0);
+        assert_eq!(quantile_ms(&mut [Duration::from_millis(7)], 0.99), 7.0);
+    }
+}

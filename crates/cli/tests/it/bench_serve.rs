@@ -1,0 +1,100 @@
+//! `trib bench serve` against a `trib node` serving the tiny model: every
+//! request succeeds, is paid, and the report's numbers are consistent.
+
+use std::io::Write;
+
+use serde_json::Value;
+
+use crate::harness::{NodeProc, TestHome};
+
+#[test]
+fn bench_serve_drives_a_running_node_with_concurrent_streaming_clients_and_reports_latencies() {
+    let h = TestHome::init_dev();
+    let models = h.root.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    crate::factory::tiny_model(&models.join("tiny.gguf"));
+    let mut cfg = std::fs::File::options()
+        .append(true)
+        .open(h.root.join("config.toml"))
+        .unwrap();
+    writeln!(
+        cfg,
+        "base_model = {:?}",
+        models.join("tiny.gguf").to_str().unwrap()
+    )
+    .unwrap();
+    drop(cfg);
+    let node = NodeProc::start(&h, 50);
+    let n = node.node_args();
+    h.ok(&[
+        "models",
+        "register",
+        "tiny",
+        "--model",
+        "tiny.gguf",
+        "--licence",
+        "MIT",
+        "--key",
+        "producer",
+        n[0],
+        n[1],
+    ]);
+    crate::datanets::fund(&h, n, &["alice"]);
+    let key = h.ok(&[
+        "apikey",
+        "new",
+        "--key",
+        "alice",
+        "--allowance",
+        "5",
+        n[0],
+        n[1],
+    ]);
+    let key = key.trim();
+
+    // No adapter is registered: the requests go to the base model.
+    let out = h.ok(&[
+        "bench",
+        "serve",
+        "--api-key",
+        key,
+        "--concurrency",
+        "3",
+        "--requests",
+        "6",
+        "--max-tokens",
+        "4",
+        "--json",
+        n[0],
+        n[1],
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["ok"], 6, "{v}");
+    assert_eq!(v["failed"], 0, "{v}");
+    assert_eq!(v["models"].as_array().unwrap().len(), 1, "{v}");
+    let tokens = v["completion_tokens"].as_u64().unwrap();
+    assert!(tokens > 0 && tokens <= 6 * 4, "{v}");
+    assert!(v["output_tok_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    let (p50, p99) = (
+        v["ttft_ms_p50"].as_f64().unwrap(),
+        v["ttft_ms_p99"].as_f64().unwrap(),
+    );
+    assert!(p50 > 0.0 && p50 <= p99, "{v}");
+    assert!(v["e2e_ms_p99"].as_f64().unwrap() >= p99, "{v}");
+
+    // A bad key: every request fails, the command says why and exits non-zero.
+    let err = h.fails(&[
+        "bench",
+        "serve",
+        "--api-key",
+        "trib-sk-bad",
+        "--requests",
+        "2",
+        n[0],
+        n[1],
+    ]);
+    assert!(
+        err.contains("401") && err.contains("unknown API key"),
+        "{err}"
+    );
+}
