@@ -210,6 +210,8 @@ def main():
     if not args.no_build:
         subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "trib-model",
                                "--example", "bench_generate"], cwd=pc.ROOT)
+    global OURS
+    OURS = pc.snapshot_binary(OURS)
     commit = subprocess.run(["git", "log", "-1", "--format=%h %cI", "--", "crates/model/src"],
                             cwd=pc.ROOT, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "crates/model/src"],
@@ -217,7 +219,8 @@ def main():
     ids = prompt_ids()
     print(f"# generation peers, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"{len(ids)}-token prompt, {args.tokens} new tokens, greedy, {args.rounds} rounds")
-    print(f"# ours: crates/model at {commit}{' + uncommitted edits in crates/model/src' if dirty else ''}")
+    print(f"# ours: crates/model at {commit}{' + uncommitted edits in crates/model/src' if dirty else ''}, "
+          f"binary {os.path.relpath(OURS, pc.ROOT)}")
     samples = {}  # (engine, threads) -> list of (prefill, decode, cpu_ms, load)
     ours_results = []
     for t in args.threads:

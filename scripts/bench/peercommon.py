@@ -57,6 +57,30 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def snapshot_binary(path):
+    """Copies a release binary to target/peer-bin/NAME-HASH and returns the copy's path.
+
+    Other engineers rebuild the same target/release binaries while a peer run is
+    in progress; running a private copy keeps every round of one run on the
+    binary that was built (and described) at its start."""
+    import hashlib
+    import shutil
+
+    if not os.path.isfile(path):
+        sys.exit(f"{path} is absent: build it first (or drop --no-build)")
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    out_dir = os.path.join(ROOT, "target", "peer-bin")
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, f"{os.path.basename(path)}-{h.hexdigest()[:12]}")
+    if not os.path.exists(out):
+        shutil.copy2(path, out + ".tmp")
+        os.replace(out + ".tmp", out)
+    return out
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 

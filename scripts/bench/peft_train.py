@@ -110,11 +110,13 @@ def main():
     if not args.no_build:
         subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "trib-model", "--example",
                                "factory_bench"], cwd=pc.ROOT)
+    global OURS
+    OURS = pc.snapshot_binary(OURS)
     commit = subprocess.run(["git", "log", "-1", "--format=%h", "--", "crates/model"], cwd=pc.ROOT,
                             capture_output=True, text=True).stdout.strip()
     print(f"# training peers, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: LoRA r8 q,v, "
           f"128-token sequence per step, {args.steps} steps (first left out), {args.rounds} rounds; "
-          f"ours at crates/model {commit} (plus any uncommitted edits)")
+          f"ours at crates/model {commit} (plus any uncommitted edits), binary {os.path.relpath(OURS, pc.ROOT)}")
     print("| round | engine | threads | s/step (mean) | s/step (min) | tokens/s | CPU s/step | peak RSS | load (1 min) |")
     print("|---|---|---|---|---|---|---|---|---|")
     samples = {}

@@ -17,6 +17,7 @@ adapters cannot share a batch: the active adapter is switched per request
     python3 scripts/bench/serve_llamacpp.py --adapters-dir /tmp/bench-adapters --threads 2
 """
 import ctypes
+import hashlib
 import os
 import subprocess
 import sys
@@ -40,19 +41,49 @@ def base_config_dir(model_path, out):
     return out
 
 
-def convert(peft_dir, out_path, base_dir):
-    """llama.cpp's convert_lora_to_gguf.py, run with its own vendored gguf-py."""
+def content_key(peft_dir):
+    """Short hash of an adapter's files: serve-bench rewrites the same adapters on every
+    run, so the GGUF cache is keyed by content, not by modification time."""
+    h = hashlib.sha256()
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        with open(os.path.join(peft_dir, f), "rb") as fh:
+            h.update(hashlib.sha256(fh.read()).digest())
+    return h.hexdigest()[:12]
+
+
+def convert(pairs, base_dir):
+    """Runs llama.cpp's convert_lora_to_gguf.py on each (PEFT dir, GGUF path) pair, with its
+    own vendored gguf-py, in one child process (torch is imported once, not per adapter)."""
     script = os.path.join(TOOLS, "convert_lora_to_gguf.py")
     if not os.path.exists(script):
         sys.exit(f"{script} is absent: run {pc.SETUP}")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(TOOLS, "gguf-py"), TOOLS]))
-    r = subprocess.run([sys.executable, script, "--base", base_dir, "--outtype", "f32",
-                        "--outfile", out_path, peft_dir], env=env, capture_output=True, text=True)
-    if r.returncode != 0 or not os.path.exists(out_path):
-        sys.exit(f"convert_lora_to_gguf.py failed on {peft_dir}:\n{r.stderr[-3000:]}")
+    cmd = [sys.executable, os.path.abspath(__file__), "--convert-batch", script, base_dir]
+    cmd += [f"{src}={out}" for src, out in pairs]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    missing = [out for _, out in pairs if not os.path.exists(out)]
+    if r.returncode != 0 or missing:
+        sys.exit(f"convert_lora_to_gguf.py failed ({len(missing)} of {len(pairs)} not written):\n"
+                 f"{r.stderr[-3000:]}")
+
+
+def convert_batch(script, base_dir, pairs):
+    """Child side of convert(): the converter's `__main__` once per adapter, written to a
+    temporary name first so an interrupted run leaves no half-written GGUF in the cache."""
+    import runpy
+
+    for pair in pairs:
+        src, out = pair.split("=", 1)
+        tmp = out + ".part"
+        sys.argv = [script, "--base", base_dir, "--outtype", "f32", "--outfile", tmp, src]
+        runpy.run_path(script, run_name="__main__")
+        os.replace(tmp, out)
 
 
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--convert-batch":
+        convert_batch(sys.argv[2], sys.argv[3], sys.argv[4:])
+        return
     args = pc.serve_args(__doc__.splitlines()[0]).parse_args()
     pc.use_peer_venv()
 
@@ -65,22 +96,20 @@ def main():
     adapters = pc.adapter_dirs(args.adapters_dir, max(counts))
     gguf_dir = os.path.join(args.adapters_dir, "gguf")
     os.makedirs(gguf_dir, exist_ok=True)
+    gguf_of = {name: os.path.join(gguf_dir, f"{name}-{content_key(path)}.gguf") for name, path in adapters}
+    todo = [(path, gguf_of[name]) for name, path in adapters if not os.path.exists(gguf_of[name])]
     with pc.Measure() as m, tempfile.TemporaryDirectory() as tmp:
-        base_dir = None
-        for name, path in adapters:
-            out = os.path.join(gguf_dir, name + ".gguf")
-            src = os.path.join(path, "adapter_model.safetensors")
-            if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(src):
-                base_dir = base_dir or base_config_dir(args.model, os.path.join(tmp, "base"))
-                convert(path, out, base_dir)
-    print(f"converted {len(adapters)} adapters to GGUF in {m.wall:.1f} s (cached in {gguf_dir})")
+        if todo:
+            convert(todo, base_config_dir(args.model, os.path.join(tmp, "base")))
+    print(f"converted {len(todo)} of {len(adapters)} adapters to GGUF in {m.wall:.1f} s "
+          f"(the rest were cached in {gguf_dir})")
 
     llm = Llama(model_path=args.model, n_ctx=512, n_threads=args.threads,
                 n_threads_batch=args.threads, n_batch=512, verbose=False, seed=0)
     handles = []
     with pc.Measure() as m:
         for name, _ in adapters:
-            p = os.path.join(gguf_dir, name + ".gguf")
+            p = gguf_of[name]
             h = llama_cpp.llama_adapter_lora_init(llm._model.model, p.encode())
             if not h:
                 sys.exit(f"llama.cpp refused the adapter {p}")

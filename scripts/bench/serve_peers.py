@@ -75,11 +75,13 @@ def main():
     if not a.no_build:
         subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "trib-serve", "--bin", "serve-bench"],
                               cwd=pc.ROOT)
+    global OURS
+    OURS = pc.snapshot_binary(OURS)
     commit = subprocess.run(["git", "log", "-1", "--format=%h", "--", "crates/serve", "crates/model"],
                             cwd=pc.ROOT, capture_output=True, text=True).stdout.strip()
     print(f"# serving peers, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {a.threads} thread(s), "
           f"concurrency {a.concurrency}, {a.new_tokens} new tokens, greedy, adapters {a.adapters}, "
-          f"{a.rounds} rounds; ours at {commit} (plus any uncommitted edits)")
+          f"{a.rounds} rounds; ours at {commit} (plus any uncommitted edits), binary {os.path.relpath(OURS, pc.ROOT)}")
     print("| round | engine | distinct adapters | requests | output tok/s | CPU ms per output token | "
           "peak RSS | load (1 min) |")
     print("|---|---|---|---|---|---|---|---|")
