@@ -36,7 +36,7 @@ use trib_attribution::{
     RowProvenance, SpanTracer, TraceParams, DEFAULT_TOKEN_SHARE_PPM,
 };
 use trib_model::factory::{
-    encode_pair, example_gradient, train, GradientCache, JobConfig, TrainOptions,
+    encode_pair, example_gradient, train, GradientCache, JobConfig, TrainOptions, TrainingSummary,
 };
 use trib_model::{load_peft, AdapterLimits, ChatMessage, GenerationConfig, LoraAdapter, Model};
 use trib_types::{Address, ContributionId, Hash, RowHash};
@@ -72,6 +72,10 @@ pub struct Settings {
     /// (a check of the attribution wiring that does not depend on what the
     /// model learned; the CI test on the tiny random model uses it).
     pub attribute_reference: bool,
+    /// Reuse the adapter and gradient cache that an earlier run with the same
+    /// settings left in the work directory instead of training again (for
+    /// re-scoring only; the training phase then reports 0 s).
+    pub reuse_adapter: bool,
 }
 
 impl Default for Settings {
@@ -92,6 +96,7 @@ impl Default for Settings {
             max_length: 96,
             seed: 7,
             attribute_reference: false,
+            reuse_adapter: false,
         }
     }
 }
@@ -473,6 +478,65 @@ fn test_gradient_of(
     ))
 }
 
+/// Trains (and records the settings next to the run), or, with
+/// `reuse_adapter`, reads the summary an earlier run with identical settings
+/// and identical training rows left in `work`.
+fn train_or_reuse(
+    job: &JobConfig,
+    model: &Arc<Model>,
+    settings: &Settings,
+    work: &Path,
+    source: &Path,
+) -> anyhow::Result<TrainedAdapter> {
+    let recorded = work.join("settings.json");
+    let key = |s: &Settings| {
+        serde_json::to_string(&Settings {
+            reuse_adapter: false,
+            ..s.clone()
+        })
+    };
+    if settings.reuse_adapter {
+        let before = std::fs::read_to_string(&recorded)
+            .with_context(|| format!("--reuse: no earlier run in {}", work.display()))?;
+        ensure!(
+            before == key(settings)?,
+            "--reuse: the run in {} used other settings: {before}",
+            work.display()
+        );
+        let path = job.output.dir.join("training_summary.json");
+        let summary: TrainingSummary = serde_json::from_slice(&std::fs::read(&path)?)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let rows = std::fs::read(source)?;
+        ensure!(
+            summary.sources.first().map(|s| s.content_hash) == Some(Hash::of(&rows)),
+            "--reuse: the adapter in {} was trained on other rows",
+            work.display()
+        );
+        return Ok(TrainedAdapter {
+            adapter_dir: summary.adapter_dir.clone(),
+            summary,
+        });
+    }
+    let out = train(
+        job,
+        TrainOptions {
+            model: Some(model.clone()),
+            ..TrainOptions::default()
+        },
+    )?;
+    std::fs::write(&recorded, key(settings)?)?;
+    Ok(TrainedAdapter {
+        adapter_dir: out.adapter_dir,
+        summary: out.summary,
+    })
+}
+
+/// The adapter directory and training summary of a (new or reused) run.
+struct TrainedAdapter {
+    adapter_dir: PathBuf,
+    summary: TrainingSummary,
+}
+
 /// A token that splits spans: a delimiter (newline) piece that never occurs in
 /// the index, whose rows are single-line JSON records.
 fn mask_token(model: &Model, pieces: &PieceTable) -> anyhow::Result<u32> {
@@ -583,13 +647,7 @@ pub fn run(
     let model = Arc::new(Model::load(base, trib_model::WeightFormat::F32)?);
     clock.lap("load");
 
-    let out = train(
-        &job,
-        TrainOptions {
-            model: Some(model.clone()),
-            ..TrainOptions::default()
-        },
-    )?;
+    let out = train_or_reuse(&job, &model, settings, work, &source)?;
     clock.lap("train + gradient cache");
     let adapter = load_peft(&out.adapter_dir, model.config(), &AdapterLimits::default())?;
     let cache_dir = out
@@ -653,6 +711,10 @@ pub fn run(
         .collect();
     let pieces = PieceTable::new(&pieces);
     let index_dir = work.join("index");
+    if index_dir.exists() {
+        // Left by an earlier run in `work` (`--reuse`): derived, rebuilt.
+        std::fs::remove_dir_all(&index_dir)?;
+    }
     build_index(
         &index_dir,
         row_tokens.iter().zip(&provs).map(|(t, p)| IndexDocument {
@@ -674,8 +736,16 @@ pub fn run(
     let t0 = Instant::now();
     let mut token_weights = Vec::new();
     let mut base_token_weights = Vec::new();
-    let mut masked_weights = Vec::new();
-    let mut base_masked_weights = Vec::new();
+    // Masked tracing at the default minimum span length and at 2 tokens
+    // (invented names are 2–3 tokens; masking leaves little else).
+    let short = TraceParams {
+        min_span_tokens: 2,
+        ..TraceParams::default()
+    };
+    let short_tracer = SpanTracer::new(&index, &pieces, short)?;
+    let masked_tracers = [(4usize, &tracer), (2, &short_tracer)];
+    let mut masked_weights = vec![Vec::new(); masked_tracers.len()];
+    let mut base_masked_weights = vec![Vec::new(); masked_tracers.len()];
     let mask = mask_token(&model, &pieces)?;
     for ((q, (_, tokens)), (_, without)) in data.questions.iter().zip(&attributed).zip(&generated) {
         let trace = tracer.trace(tokens)?;
@@ -683,11 +753,13 @@ pub fn run(
         let trace = tracer.trace(&without.tokens)?;
         base_token_weights.push(trib_attribution::normalise_weights(&trace.weights));
         let masked = mask_question_words(&model, &pieces, &q.prompt, tokens, mask)?;
-        let trace = tracer.trace(&masked)?;
-        masked_weights.push(trib_attribution::normalise_weights(&trace.weights));
-        let masked = mask_question_words(&model, &pieces, &q.prompt, &without.tokens, mask)?;
-        let trace = tracer.trace(&masked)?;
-        base_masked_weights.push(trib_attribution::normalise_weights(&trace.weights));
+        let base_masked = mask_question_words(&model, &pieces, &q.prompt, &without.tokens, mask)?;
+        for (v, (_, t)) in masked_tracers.iter().enumerate() {
+            let trace = t.trace(&masked)?;
+            masked_weights[v].push(trib_attribution::normalise_weights(&trace.weights));
+            let trace = t.trace(&base_masked)?;
+            base_masked_weights[v].push(trib_attribution::normalise_weights(&trace.weights));
+        }
     }
     let token_s = t0.elapsed().as_secs_f64();
     clock.lap("index + trace");
@@ -809,24 +881,28 @@ pub fn run(
     )?;
     // Spans of the answer with the words the question already contains
     // masked: only what the answer adds can be credited.
-    let masked_credits: Vec<Vec<f64>> = masked_weights
-        .iter()
-        .map(|w| credits_of(w, &ids, nc))
-        .collect();
-    record(
-        "token spans, question words masked".into(),
-        masked_credits,
-        token_s,
-    )?;
-    let base_masked_credits: Vec<Vec<f64>> = base_masked_weights
-        .iter()
-        .map(|w| credits_of(w, &ids, nc))
-        .collect();
-    record(
-        "control: base model's answers, question words masked".into(),
-        base_masked_credits,
-        token_s,
-    )?;
+    for (v, (min_len, _)) in masked_tracers.iter().enumerate() {
+        let masked_credits: Vec<Vec<f64>> = masked_weights[v]
+            .iter()
+            .map(|w| credits_of(w, &ids, nc))
+            .collect();
+        record(
+            format!("token spans, question words masked (spans ≥ {min_len} tokens)"),
+            masked_credits,
+            token_s,
+        )?;
+        let base_masked_credits: Vec<Vec<f64>> = base_masked_weights[v]
+            .iter()
+            .map(|w| credits_of(w, &ids, nc))
+            .collect();
+        record(
+            format!(
+                "control: base model's answers, question words masked (spans ≥ {min_len} tokens)"
+            ),
+            base_masked_credits,
+            token_s,
+        )?;
+    }
     let variants: Vec<(&str, GradientMethod)> = vec![
         ("TracIn", GradientMethod::TracIn),
         ("DataInf", GradientMethod::DataInf(Damping::default())),

@@ -6,6 +6,9 @@
 //! cargo run --release -p trib-attribution --example planted_recall [-- --contributors 24 --epochs 8]
 //! ```
 //!
+//! `--reuse` re-scores the adapter an earlier run with the same settings left
+//! in `target/attribution/planted-run` instead of training again.
+//!
 //! Prints a Markdown table and writes `target/attribution/planted_recall.json`.
 
 mod harness;
@@ -27,8 +30,9 @@ fn parse_args() -> anyhow::Result<Settings> {
             "--lr" => s.learning_rate = value()?.parse()?,
             "--rank" => s.lora_r = value()?.parse()?,
             "--seed" => s.seed = value()?.parse()?,
+            "--reuse" => s.reuse_adapter = true,
             other => anyhow::bail!(
-                "unknown argument {other}; known: --contributors N --filler N --epochs N --lr X --rank N --seed N"
+                "unknown argument {other}; known: --contributors N --filler N --epochs N --lr X --rank N --seed N --reuse"
             ),
         }
     }
@@ -46,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     let work = target.join("attribution").join("planted-run");
-    if work.exists() {
+    if work.exists() && !settings.reuse_adapter {
         std::fs::remove_dir_all(&work)?;
     }
     let started = std::time::Instant::now();

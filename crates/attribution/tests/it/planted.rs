@@ -30,6 +30,7 @@ fn tiny_settings() -> Settings {
         max_length: 96,
         seed: 3,
         attribute_reference: true,
+        reuse_adapter: false,
     }
 }
 
@@ -68,17 +69,21 @@ fn the_planted_recall_harness_runs_end_to_end_on_a_tiny_model() {
     let base = dir.path().join("tiny");
     write_tiny_hf_dir(&base, &TinySpec::default(), 11).unwrap();
     let s = tiny_settings();
-    let r = harness::run(&base, FILLER, &s, &dir.path().join("work")).unwrap();
+    let work = dir.path().join("work");
+    let r = harness::run(&base, FILLER, &s, &work).unwrap();
     assert_eq!(r.rows, 9);
     assert_eq!(r.contributions, 5);
     assert_eq!(r.answers.len(), 6);
     assert!(r.steps >= 1);
     assert!(r.adapter_correct <= 6 && r.base_correct <= 6);
-    // 2 span rows (plain, question words masked), each with its base-model
-    // control, then 2 test-token choices × 3 normalisations × 3 methods ×
-    // (alone, combined).
-    assert_eq!(r.methods.len(), 4 + 2 * 3 * 3 * 2);
-    assert_eq!(r.methods[2].method, "token spans, question words masked");
+    // 3 span rows (plain; question words masked with spans of at least 4
+    // and 2 tokens), each with its base-model control, then 2 test-token
+    // choices × 3 normalisations × 3 methods × (alone, combined).
+    assert_eq!(r.methods.len(), 6 + 2 * 3 * 3 * 2);
+    assert_eq!(
+        r.methods[2].method,
+        "token spans, question words masked (spans ≥ 4 tokens)"
+    );
     for m in &r.methods {
         assert_eq!(m.all.questions, 6, "{}", m.method);
         assert!((0.0..=1.0).contains(&m.all.at1) && m.all.at1 <= m.all.at5);
@@ -102,4 +107,31 @@ fn the_planted_recall_harness_runs_end_to_end_on_a_tiny_model() {
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["answers"].as_array().unwrap().len(), 6);
     assert!(harness::table(&r).contains("| token spans (OLMoTrace) | 1.000 | 1.000 |"));
+
+    // Re-scoring the same run (`--reuse`) trains nothing and reproduces
+    // every method's recall; other settings are refused.
+    let again = harness::run(
+        &base,
+        FILLER,
+        &Settings {
+            reuse_adapter: true,
+            ..tiny_settings()
+        },
+        &work,
+    )
+    .unwrap();
+    assert_eq!(again.steps, r.steps);
+    for (a, b) in again.methods.iter().zip(&r.methods) {
+        assert_eq!(
+            (&a.method, a.all.at1, a.all.at5),
+            (&b.method, b.all.at1, b.all.at5)
+        );
+    }
+    let other = Settings {
+        reuse_adapter: true,
+        epochs: 2,
+        ..tiny_settings()
+    };
+    let err = harness::run(&base, FILLER, &other, &work).unwrap_err();
+    assert!(err.to_string().contains("other settings"), "{err}");
 }
