@@ -26,6 +26,7 @@ use trib_attribution::{
     PieceTable, RowProvenance, SpanTracer, SuffixIndex, Trace, TraceParams,
     DEFAULT_TOKEN_SHARE_PPM,
 };
+use trib_ledger::{Datanet, DatanetRef, Visibility};
 use trib_model::Model;
 use trib_types::{Address, ContributionId, DatanetId, Hash, RowHash};
 
@@ -427,7 +428,8 @@ impl IndexCatalog {
             DEFAULT_TOKEN_SHARE_PPM,
         )
         .map_err(CatalogError::Trace)?;
-        let spans = self.span_views(&set, &tokens, &trace);
+        let withheld = self.permissioned(versions);
+        let spans = self.span_views(&set, &tokens, &trace, &withheld);
         let elapsed = started.elapsed();
         tracing::debug!(target: "trib::attribution", tokens = tokens.len(), spans = trace.spans.len(),
             weights = evidence.weights.len(), us = elapsed.as_micros() as u64, "answer traced");
@@ -441,7 +443,32 @@ impl IndexCatalog {
         })
     }
 
-    fn span_views(&self, set: &IndexSet, answer: &[u32], trace: &Trace) -> Vec<SpanView> {
+    /// Per version: whether its datanet is permissioned (or its record
+    /// cannot be read), so row text must not be shown: the trace endpoint
+    /// answers any caller.
+    fn permissioned(&self, versions: &[(DatanetId, u32)]) -> Vec<bool> {
+        let ledger = self.chain.ledger();
+        versions
+            .iter()
+            .map(|(d, _)| {
+                !matches!(
+                    ledger.datanet(DatanetRef::Id(*d)),
+                    Ok(Some(Datanet {
+                        visibility: Visibility::Public,
+                        ..
+                    }))
+                )
+            })
+            .collect()
+    }
+
+    fn span_views(
+        &self,
+        set: &IndexSet,
+        answer: &[u32],
+        trace: &Trace,
+        withheld: &[bool],
+    ) -> Vec<SpanView> {
         let mut out: Vec<SpanView> = trace
             .spans
             .iter()
@@ -468,7 +495,11 @@ impl IndexCatalog {
                             credited_contribution: r.credited.contribution,
                             credited_contributor: r.credited.contributor,
                             credit_micros: r.credit_micros,
-                            snippet: self.tokens.decode(&doc[from..to]),
+                            snippet: (!withheld
+                                .get(r.occurrence.shard as usize)
+                                .copied()
+                                .unwrap_or(true))
+                            .then(|| self.tokens.decode(&doc[from..to])),
                         }
                     })
                     .collect(),
@@ -490,8 +521,9 @@ pub(crate) struct SpanRowView {
     pub(crate) credited_contribution: ContributionId,
     pub(crate) credited_contributor: Address,
     pub(crate) credit_micros: u64,
-    /// The span with some row context, decoded.
-    pub(crate) snippet: String,
+    /// The span with some row context, decoded; `None` for rows of a
+    /// permissioned datanet (traces are shown to any caller).
+    pub(crate) snippet: Option<String>,
 }
 
 /// One traced span, for display.
@@ -748,6 +780,16 @@ pub(crate) mod tests {
             name: &str,
             files: &[(&SecretKey, &str, String)],
         ) -> (DatanetId, Vec<ContributionId>) {
+            self.publish_datanet_as(name, Visibility::Public, files)
+        }
+
+        /// [`World::publish_datanet`] with the given visibility.
+        pub(crate) fn publish_datanet_as(
+            &self,
+            name: &str,
+            visibility: Visibility,
+            files: &[(&SecretKey, &str, String)],
+        ) -> (DatanetId, Vec<ContributionId>) {
             let created = self
                 .datanets
                 .create(CreateDatanetRequest {
@@ -758,7 +800,7 @@ pub(crate) mod tests {
                     data_type: DataType::Text,
                     curation: CurationMode::OwnerApproval,
                     stake_per_contribution: Amount::open(1),
-                    visibility: Visibility::Public,
+                    visibility,
                 })
                 .unwrap();
             self.commit(&self.producer, created.action);
@@ -1035,7 +1077,11 @@ pub(crate) mod tests {
             t.ledger_weights(),
             vec![(p.alice_contribution, 1_000_000_000)]
         );
-        assert!(t.spans[0].rows[0].snippet.contains("quokka"));
+        assert!(t.spans[0].rows[0]
+            .snippet
+            .as_deref()
+            .unwrap()
+            .contains("quokka"));
         // Text with no rare span: no weights, the fallback, and it says why.
         let none = w
             .catalog()
@@ -1060,6 +1106,49 @@ pub(crate) mod tests {
             .as_str()
             .unwrap()
             .contains("no datanet"));
+    }
+
+    #[test]
+    fn rows_of_a_permissioned_datanet_are_credited_but_their_text_is_not_shown() {
+        let w = World::new();
+        let p = w.publish_and_register();
+        let secret = "The keeper's private almanac lists nineteen hidden coves between the basalt cape and the reed estuary.";
+        let (private, ids) = w.publish_datanet_as(
+            "almanac",
+            Visibility::Permissioned,
+            &[(&w.producer, "almanac.txt", secret.to_string())],
+        );
+        let t = w
+            .catalog()
+            .trace(
+                &[(p.datanet, 1), (private, 1)],
+                &format!("{DISTINCTIVE} Also, {secret}"),
+                &TraceParams::default(),
+            )
+            .unwrap();
+        let paid: Vec<ContributionId> = t.ledger_weights().iter().map(|w| w.0).collect();
+        assert!(
+            paid.contains(&ids[0]) && paid.contains(&p.alice_contribution),
+            "{paid:?}"
+        );
+        let rows: Vec<&SpanRowView> = t.spans.iter().flat_map(|s| &s.rows).collect();
+        let (hidden, shown): (Vec<&SpanRowView>, Vec<&SpanRowView>) =
+            rows.iter().copied().partition(|r| r.contribution == ids[0]);
+        assert!(!hidden.is_empty() && !shown.is_empty(), "{rows:?}");
+        assert!(hidden.iter().all(|r| r.snippet.is_none()), "{hidden:?}");
+        assert!(shown.iter().all(|r| r.snippet.is_some()), "{shown:?}");
+        // The response shows the span (the answer's own words) and who is
+        // credited, never the row's text around it.
+        let v = t.view(10);
+        let shown_rows: Vec<&serde_json::Value> = v["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["rows"].as_array().unwrap())
+            .filter(|r| r["contribution"] == serde_json::json!(ids[0]))
+            .collect();
+        assert!(!shown_rows.is_empty());
+        assert!(shown_rows.iter().all(|r| r["snippet"].is_null()), "{v}");
     }
 
     /// The trace latency per answer on the demo data (the Constitution and
