@@ -15,6 +15,11 @@
 //! The node's final chunk waits for the answer's settlement, so the
 //! end-to-end latency includes it; TTFT and TPOT do not. The load average
 //! is printed before and after because this machine is shared.
+//!
+//! `trib bench adapters --count D --key producer` prepares such a run: it
+//! writes D random rank-8 q/v PEFT adapters (`B` non-zero, so each changes
+//! the output) for the home's served base model into `<home>/adapters/<id>/`
+//! and registers them on the ledger.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,7 +29,11 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::{json, Value};
+use trib_node::ledger::Action;
+use trib_node::model::{LoraAdapter, LoraConfig, LoraTarget, Model, Tensor, WeightFormat};
+use trib_node::types::{Amount, Hash};
 
+use super::datanet::{sign_submit_wait, KeyOpts};
 use crate::Global;
 
 /// `trib bench` subcommands.
@@ -34,6 +43,32 @@ pub enum BenchCommand {
     /// streaming clients across adapters; report output tok/s, TTFT and
     /// TPOT percentiles.
     Serve(ServeArgs),
+    /// Write random rank-8 q/v PEFT adapters for the home's served base
+    /// model into its adapter store and register them on the ledger (a
+    /// benchmark fixture for `trib bench serve`).
+    Adapters(AdaptersArgs),
+}
+
+/// `trib bench adapters`.
+#[derive(Args, Debug)]
+pub struct AdaptersArgs {
+    /// How many adapters.
+    #[arg(long, default_value_t = 8)]
+    count: usize,
+    /// Seed of the first adapter (adapter k uses seed + k).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// `B` is drawn from U(-b_scale, b_scale).
+    #[arg(long, default_value_t = 0.05)]
+    b_scale: f32,
+    /// Price per 1k prompt tokens, OPEN.
+    #[arg(long, default_value = "0.001")]
+    price_in: String,
+    /// Price per 1k completion tokens, OPEN.
+    #[arg(long, default_value = "0.002")]
+    price_out: String,
+    #[command(flatten)]
+    key: KeyOpts,
 }
 
 /// `trib bench serve`.
@@ -72,7 +107,10 @@ pub struct ServeArgs {
 
 /// Runs `trib bench`.
 pub fn run(g: &Global, c: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Serve(a) = c;
+    let a = match c {
+        BenchCommand::Serve(a) => a,
+        BenchCommand::Adapters(a) => return adapters(g, a),
+    };
     if a.concurrency == 0 || a.requests == 0 {
         bail!("--concurrency and --requests must be at least 1");
     }
@@ -89,6 +127,99 @@ pub fn run(g: &Global, c: BenchCommand) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Writes and registers `a.count` random adapters.
+fn adapters(g: &Global, a: AdaptersArgs) -> anyhow::Result<()> {
+    let home = g.home();
+    let config = home.load_config()?;
+    let base = config
+        .base_model
+        .clone()
+        .context("the home's config.toml names no base_model: the node serves nothing")?;
+    let info = trib_node::describe_model(&base)?;
+    let model = Model::load(&base, WeightFormat::Quantized)
+        .with_context(|| format!("loading {}", base.display()))?;
+    let parse = |s: &str| Amount::parse_open(s).map_err(|e| anyhow::anyhow!("price {s:?}: {e}"));
+    let (price_in, price_out) = (parse(&a.price_in)?, parse(&a.price_out)?);
+    let (sk, wait) = a.key.load(g)?;
+    let client = g.client()?;
+    let store = home.root().join("adapters");
+    std::fs::create_dir_all(&store)?;
+    let rt = super::runtime()?;
+    let mut ids = Vec::new();
+    for k in 0..a.count {
+        let seed = a.seed + k as u64;
+        let adapter = random_adapter(&model, &info.name, a.b_scale, seed)?;
+        let tmp = store.join(format!(".bench-{seed}.tmp"));
+        let id = trib_node::model::save_peft(&adapter, &tmp)?;
+        let dest = store.join(id.to_string());
+        if dest.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        } else {
+            std::fs::rename(&tmp, &dest)?;
+        }
+        let action = Action::RegisterAdapter {
+            adapter: id,
+            base: info.id,
+            name: format!("bench-r8-{seed:03}"),
+            datanets: Vec::new(),
+            config_hash: Hash::of(b"trib bench adapters"),
+            metrics_hash: Hash::of(b"none"),
+            price_in_per_1k: price_in,
+            price_out_per_1k: price_out,
+        };
+        rt.block_on(sign_submit_wait(&client, &sk, action, wait))
+            .with_context(|| format!("registering adapter {id}"))?;
+        ids.push(id.to_string());
+    }
+    if g.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "adapters": ids }))?
+        );
+    } else {
+        for id in &ids {
+            println!("{id}");
+        }
+    }
+    Ok(())
+}
+
+/// A rank-8 q/v adapter with PEFT's `A` and a uniform random `B` (PEFT's
+/// zero `B` would make it a no-op).
+fn random_adapter(
+    model: &Model,
+    base_name: &str,
+    b_scale: f32,
+    seed: u64,
+) -> anyhow::Result<LoraAdapter> {
+    let lc = LoraConfig {
+        r: 8,
+        alpha: 16.0,
+        dropout: 0.0,
+        targets: vec![LoraTarget::QProj, LoraTarget::VProj],
+        use_rslora: false,
+    };
+    let adapter = LoraAdapter::init(lc, model.config(), base_name.to_string(), seed)?;
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for (_, _, pair) in adapter.iter_pairs() {
+        let cur = pair.b.as_tensor();
+        let vals: Vec<f32> = (0..cur.elem_count())
+            .map(|_| {
+                // xorshift64*, as trib-serve's RandomAdapter.
+                state ^= state >> 12;
+                state ^= state << 25;
+                state ^= state >> 27;
+                let u =
+                    (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
+                (2.0 * u - 1.0) * b_scale
+            })
+            .collect();
+        pair.b
+            .set(&Tensor::from_vec(vals, cur.dims(), cur.device())?)?;
+    }
+    Ok(adapter)
 }
 
 /// What one request measured.

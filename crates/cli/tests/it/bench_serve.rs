@@ -1,5 +1,6 @@
-//! `trib bench serve` against a `trib node` serving the tiny model: every
-//! request succeeds, is paid, and the report's numbers are consistent.
+//! `trib bench adapters` and `trib bench serve` against a `trib node`
+//! serving the tiny model: the adapters are written and registered, every
+//! request succeeds across them, and the report's numbers are consistent.
 
 use std::io::Write;
 
@@ -8,7 +9,7 @@ use serde_json::Value;
 use crate::harness::{NodeProc, TestHome};
 
 #[test]
-fn bench_serve_drives_a_running_node_with_concurrent_streaming_clients_and_reports_latencies() {
+fn bench_serve_drives_a_running_node_with_concurrent_streaming_clients_across_adapters() {
     let h = TestHome::init_dev();
     let models = h.root.join("models");
     std::fs::create_dir_all(&models).unwrap();
@@ -52,7 +53,22 @@ fn bench_serve_drives_a_running_node_with_concurrent_streaming_clients_and_repor
     ]);
     let key = key.trim();
 
-    // No adapter is registered: the requests go to the base model.
+    // Two random adapters written into the node's store and registered.
+    let ids = h.ok(&[
+        "bench", "adapters", "--count", "2", "--key", "producer", n[0], n[1],
+    ]);
+    let ids: Vec<&str> = ids.lines().collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    for id in &ids {
+        assert!(h
+            .root
+            .join("adapters")
+            .join(id)
+            .join("adapter_config.json")
+            .is_file());
+    }
+
+    // The requests spread over every adapter the node lists.
     let out = h.ok(&[
         "bench",
         "serve",
@@ -71,7 +87,16 @@ fn bench_serve_drives_a_running_node_with_concurrent_streaming_clients_and_repor
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(v["ok"], 6, "{v}");
     assert_eq!(v["failed"], 0, "{v}");
-    assert_eq!(v["models"].as_array().unwrap().len(), 1, "{v}");
+    let mut models: Vec<&str> = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    models.sort_unstable();
+    let mut expected = ids.clone();
+    expected.sort_unstable();
+    assert_eq!(models, expected, "{v}");
     let tokens = v["completion_tokens"].as_u64().unwrap();
     assert!(tokens > 0 && tokens <= 6 * 4, "{v}");
     assert!(v["output_tok_per_s"].as_f64().unwrap() > 0.0, "{v}");
