@@ -59,8 +59,15 @@ const QUOTA_DATANET: Tbl = TableDefinition::new("quota_datanet");
 const SUBMISSIONS: Tbl = TableDefinition::new("submission_counts");
 /// (datanet, seq) → [`RejectedSubmission`].
 const VALIDATION_REJECTIONS: Tbl = TableDefinition::new("validation_rejections");
+/// (datanet, seq) → contribution id, for contributions still pending: what
+/// the node checks against the ledger's curation without scanning every
+/// contribution.
+const PENDING: Tbl = TableDefinition::new("pending_contributions");
+/// `META` key set once `PENDING` holds every pending contribution (stores
+/// written before the table existed are indexed on open).
+const PENDING_INDEXED: &[u8] = b"pending_indexed";
 
-const ALL_TABLES: [Tbl; 16] = [
+const ALL_TABLES: [Tbl; 17] = [
     DATANETS,
     NAMES,
     CONTRIBUTIONS,
@@ -77,6 +84,7 @@ const ALL_TABLES: [Tbl; 16] = [
     QUOTA_DATANET,
     SUBMISSIONS,
     VALIDATION_REJECTIONS,
+    PENDING,
 ];
 
 /// Largest stored value we decode (a row is at most 64 KiB of text plus
@@ -522,6 +530,26 @@ impl DatanetStore {
         for t in ALL_TABLES {
             w.open_table(t)?;
         }
+        if w.open_table(META)?.get(PENDING_INDEXED)?.is_none() {
+            let pending: Vec<(Vec<u8>, ContributionId)> = {
+                let t = w.open_table(CONTRIBUTIONS)?;
+                let mut v = Vec::new();
+                for item in t.iter()? {
+                    let (k, val) = item?;
+                    let rec = ContributionRecord::decode(val.value(), MAX_VALUE_BYTES)?;
+                    if rec.status == ContributionStatus::Pending {
+                        v.push((k.value().to_vec(), rec.id));
+                    }
+                }
+                v
+            };
+            let mut t = w.open_table(PENDING)?;
+            for (k, id) in &pending {
+                t.insert(k.as_slice(), id.0.as_bytes().as_slice())?;
+            }
+            w.open_table(META)?
+                .insert(PENDING_INDEXED, [1u8].as_slice())?;
+        }
         w.commit()?;
         Ok(DatanetStore {
             db,
@@ -691,6 +719,10 @@ impl DatanetStore {
             status: ContributionStatus::Pending,
         };
         put(&w, CONTRIBUTIONS, &contrib_key, &record)?;
+        w.open_table(PENDING)?.insert(
+            contrib_key.as_slice(),
+            report.contribution.0.as_bytes().as_slice(),
+        )?;
         w.open_table(CONTRIBUTION_IDS)?.insert(
             report.contribution.0.as_bytes().as_slice(),
             contrib_key.as_slice(),
@@ -834,6 +866,7 @@ impl DatanetStore {
             }
         }
         put(&w, CONTRIBUTIONS, &key, &rec)?;
+        w.open_table(PENDING)?.remove(key.as_slice())?;
         w.commit()?;
         tracing::info!(target: "trib::datanet", contribution = %id, status = %rec.status, "curation decision");
         Ok(rec)
@@ -852,6 +885,29 @@ impl DatanetStore {
             .map(|(_, v)| ContributionRecord::decode(&v, MAX_VALUE_BYTES).map_err(Into::into))
             .collect::<Result<_, DatanetError>>()?;
         Ok(Page { items, next })
+    }
+
+    /// A datanet's contributions still pending (no curation decision
+    /// applied here yet), in submission order; reads only those, however
+    /// many were decided before.
+    pub fn pending_contributions(
+        &self,
+        datanet: &DatanetId,
+        page: &PageRequest,
+    ) -> Result<Page<ContributionRecord>, DatanetError> {
+        let r = self.db.begin_read()?;
+        let (items, next) = scan(&r, PENDING, datanet.0.as_bytes(), page)?;
+        let mut out = Vec::with_capacity(items.len());
+        for (key, _) in items {
+            let rec = get::<ContributionRecord>(&r, CONTRIBUTIONS, &key)?.ok_or_else(|| {
+                DatanetError::Store(format!(
+                    "pending index names a missing contribution (key {})",
+                    hex::encode(&key)
+                ))
+            })?;
+            out.push(rec);
+        }
+        Ok(Page { items: out, next })
     }
 
     /// A contribution's stored rows in order.

@@ -525,12 +525,9 @@ impl DatanetService {
         loop {
             let p = self
                 .store
-                .list_contributions(&id, &page)
+                .pending_contributions(&id, &page)
                 .map_err(store_err)?;
             for c in p.items {
-                if c.status != trib_datanet::ContributionStatus::Pending {
-                    continue;
-                }
                 let Some(on_chain) = self.chain.ledger().contribution(&c.id)? else {
                     continue;
                 };

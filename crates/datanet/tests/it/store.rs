@@ -546,3 +546,67 @@ fn submissions_rejected_at_validation_are_recorded_with_their_reason_for_reputat
     assert_eq!(b.duplicates_rejected, dup.duplicates_rejected as u64);
     assert_eq!(b.acceptance_rate_bp(), 0);
 }
+
+#[test]
+fn only_pending_contributions_are_listed_for_curation_and_the_list_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("datanets.redb");
+    let blobs = LocalBlobStore::open(dir.path().join("blobs")).unwrap();
+    let v = Validator::default();
+    let store = DatanetStore::open(&path).unwrap();
+    let id = store.create_datanet(&text_datanet()).unwrap();
+    let ids: Vec<_> = (1..=4)
+        .map(|i| {
+            let text = distinct_paragraphs(2, i);
+            let r = store
+                .submit(
+                    &id,
+                    alice(),
+                    &src("f.txt", text.as_bytes()),
+                    DAY,
+                    &v,
+                    &blobs,
+                )
+                .unwrap();
+            assert!(r.is_accepted(), "{:?}", r.rejection);
+            r.contribution
+        })
+        .collect();
+    // A rejection at validation is never pending.
+    let dup = distinct_paragraphs(2, 1);
+    let r = store
+        .submit(&id, bob(), &src("dup.txt", dup.as_bytes()), DAY, &v, &blobs)
+        .unwrap();
+    assert!(!r.is_accepted());
+    store.decide(&ids[0], &Decision::Accept).unwrap();
+    store
+        .decide(
+            &ids[2],
+            &Decision::Reject {
+                reason: "off topic".into(),
+            },
+        )
+        .unwrap();
+    let pending = |store: &DatanetStore, limit| {
+        let mut page = PageRequest::first(limit);
+        let mut out = Vec::new();
+        loop {
+            let p = store.pending_contributions(&id, &page).unwrap();
+            assert!(p.items.len() <= limit);
+            out.extend(p.items.into_iter().map(|c| {
+                assert_eq!(c.status, ContributionStatus::Pending);
+                c.id
+            }));
+            match p.next {
+                Some(n) => page.after = Some(n),
+                None => return out,
+            }
+        }
+    };
+    assert_eq!(pending(&store, 1), vec![ids[1], ids[3]]);
+    drop(store);
+    let store = DatanetStore::open(&path).unwrap();
+    assert_eq!(pending(&store, 10), vec![ids[1], ids[3]]);
+    store.decide(&ids[3], &Decision::Accept).unwrap();
+    assert_eq!(pending(&store, 10), vec![ids[1]]);
+}
