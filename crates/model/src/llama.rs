@@ -603,6 +603,43 @@ impl Llama {
         &self,
         tokens: &Tensor,
         adapter: Option<&LoraAdapter>,
+        dropout: Option<&mut LoraDropout>,
+    ) -> Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        let x = self.forward_train_hidden(tokens, adapter, dropout)?;
+        // The head is frozen: no weight gradient (see crate::frozen).
+        let logits = frozen_linear(&x, self.head().dense_ref()?)?;
+        Ok(logits.reshape((b, t, self.cfg.vocab_size))?)
+    }
+
+    /// [`Llama::forward_train`]'s logits at the flat positions `rows`
+    /// (`r·t + i`) only, `[rows, vocab]`: the LM head (49,152 × 576 for
+    /// SmolLM2, forward and backward) runs over the positions a masked loss
+    /// reads, not over prompt tokens.
+    pub(crate) fn forward_train_rows(
+        &self,
+        tokens: &Tensor,
+        rows: &[u32],
+        adapter: Option<&LoraAdapter>,
+        dropout: Option<&mut LoraDropout>,
+    ) -> Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        if let Some(&bad) = rows.iter().find(|&&r| r as usize >= b * t) {
+            return Err(ModelError::Generation(format!(
+                "logit row {bad} is outside a [{b}, {t}] batch"
+            )));
+        }
+        let x = self.forward_train_hidden(tokens, adapter, dropout)?;
+        let idx = Tensor::from_vec(rows.to_vec(), rows.len(), x.device())?;
+        let picked = x.index_select(&idx, 0)?;
+        Ok(frozen_linear(&picked, self.head().dense_ref()?)?)
+    }
+
+    /// The training forward up to the final RMSNorm: `[b·t, hidden]`.
+    fn forward_train_hidden(
+        &self,
+        tokens: &Tensor,
+        adapter: Option<&LoraAdapter>,
         mut dropout: Option<&mut LoraDropout>,
     ) -> Result<Tensor> {
         let _span = tracing::trace_span!(target: "trib::model", "forward_train").entered();
@@ -654,10 +691,7 @@ impl Llama {
             let m = (g.silu()? * u)?;
             x = (x + lin(LoraTarget::DownProj, &m)?)?;
         }
-        let x = rms_norm_diff(&x, &self.norm, eps)?;
-        // The head is frozen: no weight gradient (see crate::frozen).
-        let logits = frozen_linear(&x, self.head().dense_ref()?)?;
-        Ok(logits.reshape((b, t, cfg.vocab_size))?)
+        rms_norm_diff(&x, &self.norm, eps)
     }
 
     fn project_train(

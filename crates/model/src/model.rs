@@ -240,6 +240,20 @@ impl Model {
         self.llama.forward_train(tokens, adapter, dropout)
     }
 
+    /// [`Model::forward_train`]'s logits at the flat positions `rows`
+    /// (`batch_row · len + position`) only, `[rows.len(), vocab]`, with the
+    /// LM head run over those positions alone (what a masked loss reads).
+    pub(crate) fn forward_train_rows(
+        &self,
+        tokens: &Tensor,
+        rows: &[u32],
+        adapter: Option<&LoraAdapter>,
+        dropout: Option<&mut LoraDropout>,
+    ) -> Result<Tensor> {
+        self.llama
+            .forward_train_rows(tokens, rows, adapter, dropout)
+    }
+
     /// A new model with the adapter merged into the weights (`W + s·B·A`, f32).
     pub fn merge_adapter(&self, adapter: &LoraAdapter) -> Result<Self> {
         let mut m = self.clone();

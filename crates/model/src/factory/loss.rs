@@ -4,6 +4,8 @@ use candle_core::{DType, Device, Tensor, D};
 
 use super::data::Batch;
 use super::error::Result;
+use crate::lora::{LoraAdapter, LoraDropout};
+use crate::Model;
 
 /// Positions of a batch that carry loss: `(logit row, target token)` pairs
 /// where the logit row `r·len + t − 1` predicts token `t` of row `r`.
@@ -35,12 +37,35 @@ pub(crate) fn masked_ce_sum(logits: &Tensor, batch: &Batch) -> Result<(Tensor, u
         return Ok((Tensor::zeros((), DType::F32, logits.device())?, 0));
     }
     let flat = logits.reshape((b * t, v))?;
-    let dev = logits.device();
-    let picked = flat.index_select(&Tensor::from_vec(rows, n, dev)?, 0)?; // [n, v]
-    let logp = candle_nn::ops::log_softmax(&picked, D::Minus1)?;
-    let ids = Tensor::from_vec(ids, (n, 1), dev)?;
-    let nll = logp.gather(&ids, 1)?.sum_all()?.neg()?;
-    Ok((nll, n))
+    let picked = flat.index_select(&Tensor::from_vec(rows, n, logits.device())?, 0)?; // [n, v]
+    Ok((ce_sum(&picked, ids)?, n))
+}
+
+/// The summed cross-entropy of a batch's targets, taking the model's
+/// training forward with the LM head run over the target-predicting rows
+/// only ([`Model::forward_train_rows`]): equal to [`masked_ce_sum`] over
+/// [`Model::forward_train`], without the head's work on prompt positions.
+pub(crate) fn masked_ce_sum_train(
+    model: &Model,
+    batch: &Batch,
+    adapter: Option<&LoraAdapter>,
+    dropout: Option<&mut LoraDropout>,
+) -> Result<(Tensor, usize)> {
+    let (rows, ids) = target_positions(batch);
+    let n = rows.len();
+    if n == 0 {
+        return Ok((Tensor::zeros((), DType::F32, &Device::Cpu)?, 0));
+    }
+    let picked = model.forward_train_rows(&token_tensor(batch)?, &rows, adapter, dropout)?;
+    Ok((ce_sum(&picked, ids)?, n))
+}
+
+/// `−Σ_i log softmax(logits_i)[ids_i]` over `[n, vocab]` logits.
+fn ce_sum(logits: &Tensor, ids: Vec<u32>) -> Result<Tensor> {
+    let n = ids.len();
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let ids = Tensor::from_vec(ids, (n, 1), logits.device())?;
+    Ok(logp.gather(&ids, 1)?.sum_all()?.neg()?)
 }
 
 /// The batch's token ids as a `[rows, len]` u32 tensor.
@@ -75,6 +100,74 @@ mod tests {
         assert_eq!(n, 1);
         let want = -(0.75f32.ln());
         assert!((sum.to_scalar::<f32>()? - want).abs() < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn head_over_target_rows_gives_the_same_loss_and_gradients_as_the_full_head(
+    ) -> anyhow::Result<()> {
+        use crate::lora::{LoraConfig, LoraTarget};
+        use crate::tiny::{write_tiny_gguf, TinySpec};
+        use crate::WeightFormat;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("tiny.gguf");
+        write_tiny_gguf(
+            &path,
+            &TinySpec::default(),
+            9,
+            candle_core::quantized::GgmlDType::F32,
+        )?;
+        let model = Model::load(&path, WeightFormat::F32)?;
+        let lora = LoraConfig {
+            r: 4,
+            alpha: 8.0,
+            dropout: 0.0,
+            targets: LoraTarget::ALL.to_vec(),
+            use_rslora: false,
+        };
+        let adapter = LoraAdapter::init(lora, model.config(), "tiny", 3)?;
+        // Non-zero B, so that A gets a gradient too.
+        for (_, _, p) in adapter.iter_pairs() {
+            p.b.set(&(p.b.ones_like()? * 0.01)?)?;
+        }
+        // Two rows of different lengths (padding) with prompt positions
+        // that carry no loss.
+        let seqs = [
+            super::super::data::Sequence {
+                tokens: vec![5, 9, 13, 17, 21, 25, 29],
+                targets: vec![false, false, false, true, true, true, true],
+                examples: vec![],
+            },
+            super::super::data::Sequence {
+                tokens: vec![7, 11, 15, 19],
+                targets: vec![false, false, true, true],
+                examples: vec![],
+            },
+        ];
+        let batch = Batch::pad(&seqs.iter().collect::<Vec<_>>(), 0);
+        let full = model.forward_train(&token_tensor(&batch)?, Some(&adapter), None)?;
+        let (want, n_want) = masked_ce_sum(&full, &batch)?;
+        let (got, n_got) = masked_ce_sum_train(&model, &batch, Some(&adapter), None)?;
+        assert_eq!((n_got, n_want), (6, 6));
+        let (w, g) = (want.to_scalar::<f32>()?, got.to_scalar::<f32>()?);
+        assert!((w - g).abs() < 1e-5 * w.abs(), "loss {g} vs {w}");
+        let (gw, gg) = (want.backward()?, got.backward()?);
+        let mut checked = 0;
+        for (_, _, p) in adapter.iter_pairs() {
+            for v in [&p.a, &p.b] {
+                let a = gw.get(v.as_tensor()).expect("gradient, full head");
+                let b = gg.get(v.as_tensor()).expect("gradient, target rows");
+                let diff: f32 = (a - b)?.abs()?.max_all()?.to_scalar()?;
+                let scale: f32 = a.abs()?.max_all()?.to_scalar()?;
+                assert!(scale > 0.0, "a zero gradient would make this vacuous");
+                assert!(
+                    diff <= 1e-4 * scale,
+                    "gradient differs by {diff} (scale {scale})"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 0);
         Ok(())
     }
 }

@@ -16,7 +16,7 @@ use super::error::{FactoryError, Result};
 use super::gradcache::{
     self, CachedExample, GradientCache, GradientCacheIndex, LayerEntry, LayerProjector,
 };
-use super::loss::{masked_ce_sum, token_tensor};
+use super::loss::{masked_ce_sum, masked_ce_sum_train};
 use super::optim::{self, AdamW};
 use super::progress::{CancelFlag, EvalPhase, ProgressEvent, ProgressFn, Reporter, StepMetrics};
 use crate::chat::ChatTemplate;
@@ -491,8 +491,7 @@ fn run_loop(inputs: LoopInputs<'_>, reporter: &mut Reporter) -> Result<LoopResul
             let mut dropout =
                 LoraDropout::new(job.lora.dropout, dropout_seed(job.train.seed, step_no, mi));
             let drop = (job.lora.dropout > 0.0).then_some(&mut dropout);
-            let logits = model.forward_train(&token_tensor(&batch)?, Some(adapter), drop)?;
-            let (sum, n) = masked_ce_sum(&logits, &batch)?;
+            let (sum, n) = masked_ce_sum_train(model, &batch, Some(adapter), drop)?;
             if n == 0 {
                 continue;
             }
@@ -675,8 +674,7 @@ pub fn example_gradient(
         examples: vec![],
     };
     let batch = Batch::pad(&[&seq], pad_id(model));
-    let logits = model.forward_train(&token_tensor(&batch)?, Some(adapter), None)?;
-    let (sum, n) = masked_ce_sum(&logits, &batch)?;
+    let (sum, n) = masked_ce_sum_train(model, &batch, Some(adapter), None)?;
     if n == 0 {
         return Err(FactoryError::NoData(
             "the example has no target token to take a gradient of".into(),
