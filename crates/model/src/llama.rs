@@ -632,7 +632,7 @@ impl Llama {
         let x = self.forward_train_hidden(tokens, adapter, dropout)?;
         let idx = Tensor::from_vec(rows.to_vec(), rows.len(), x.device())?;
         let picked = x.index_select(&idx, 0)?;
-        Ok(frozen_linear(&picked, self.head().dense_ref()?)?)
+        frozen_linear(&picked, self.head().dense_ref()?)
     }
 
     /// The training forward up to the final RMSNorm: `[b·t, hidden]`.
