@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
-use trib_ledger::{inference_fee, Action, Transaction};
+use trib_ledger::{inference_fee, Action, Transaction, TxError};
 use trib_serve::{AdmissionCheck, AdmissionInfo, AdmissionToken};
 use trib_types::{
     AdapterId, Address, Amount, ContributionId, Hash, ModelId, ReceiptId, SecretKey, TxHash,
@@ -409,29 +409,46 @@ impl Billing {
             .map_err(|e| e.to_string())?
             .min_fee;
         let _guard = self.nonce.lock().unwrap_or_else(|p| p.into_inner());
-        let acc = self
+        let mut nonce = self
             .chain
             .account(&self.operator())
-            .map_err(|e| e.message)?;
-        let stx = Transaction {
-            chain_id: self.chain_id.clone(),
-            sender: self.operator.public_key(),
-            nonce: acc.next_nonce,
-            fee: min_fee,
-            action: Action::SettleInference {
-                receipt,
-                payer: c.payer,
-                adapter: c.adapter,
-                base: c.base,
-                prompt_tokens: c.prompt_tokens,
-                completion_tokens: c.completion_tokens,
-                weights: c.weights,
-                method: c.method.to_string(),
-                evidence_hash: c.evidence_hash,
-            },
-        }
-        .sign(&self.operator);
-        let tx = self.chain.submit(stx).map_err(|e| e.to_string())?;
+            .map_err(|e| e.message)?
+            .next_nonce;
+        let action = Action::SettleInference {
+            receipt,
+            payer: c.payer,
+            adapter: c.adapter,
+            base: c.base,
+            prompt_tokens: c.prompt_tokens,
+            completion_tokens: c.completion_tokens,
+            weights: c.weights,
+            method: c.method.to_string(),
+            evidence_hash: c.evidence_hash,
+        };
+        // The account view can read the ledger just before a block commits
+        // the operator's previous settlement and the mempool just after it
+        // left, giving a used nonce; the refusal names the next one.
+        let mut attempts = 0;
+        let tx = loop {
+            let stx = Transaction {
+                chain_id: self.chain_id.clone(),
+                sender: self.operator.public_key(),
+                nonce,
+                fee: min_fee,
+                action: action.clone(),
+            }
+            .sign(&self.operator);
+            match self.chain.submit(stx) {
+                Ok(tx) => break tx,
+                Err(TxError::NonceReplay { expected, .. }) if attempts < 3 && expected > nonce => {
+                    tracing::debug!(target: "trib::billing", used = nonce, next = expected,
+                        "settlement nonce raced a block commit; re-signing");
+                    attempts += 1;
+                    nonce = expected;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        };
         // Held until its block commits; the request's reservation is
         // released only after this (when the caller drops it).
         lock(&self.holds).pending.push((tx, c.payer, fee));
