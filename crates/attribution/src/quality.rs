@@ -249,7 +249,7 @@ pub fn contribution_credit(
 /// positive (a method that credits nothing has not found it).
 pub fn planted_rank(credit: &[f64], want: usize) -> Option<usize> {
     let mine = *credit.get(want)?;
-    if !(mine > 0.0) {
+    if mine.is_nan() || mine <= 0.0 {
         return None;
     }
     Some(

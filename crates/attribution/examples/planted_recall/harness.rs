@@ -227,8 +227,8 @@ pub fn synthesise(settings: &Settings, filler_text: &str) -> PlantedDatanet {
         .filter(|p| !p.is_empty())
         .collect();
     let filler_base = settings.contributors;
-    for f in 0..settings.filler_rows.min(paragraphs.len()) {
-        let words: Vec<&str> = paragraphs[f].split_whitespace().collect();
+    for (f, paragraph) in paragraphs.iter().enumerate().take(settings.filler_rows) {
+        let words: Vec<&str> = paragraph.split_whitespace().collect();
         let cut = words.len().min(8);
         let end = words.len().min(cut + 30);
         if cut == end {
@@ -923,11 +923,16 @@ pub fn run(
                 let secs = t0.elapsed().as_secs_f64();
                 let mut credits = Vec::new();
                 let mut combined = Vec::new();
+                let mut combined_masked = Vec::new();
                 for (t, tw) in token_weights.iter().enumerate() {
                     let gw = contribution_weights(s.test(t), &cache_provs)?;
                     credits.push(credits_of(&gw, &ids, nc));
                     let cw = combine_weights(tw, &gw, DEFAULT_TOKEN_SHARE_PPM)?;
                     combined.push(credits_of(&cw, &ids, nc));
+                    // The same rule over the masked, 2-token-minimum spans.
+                    let mw = &masked_weights[masked_tracers.len() - 1][t];
+                    let cw = combine_weights(mw, &gw, DEFAULT_TOKEN_SHARE_PPM)?;
+                    combined_masked.push(credits_of(&cw, &ids, nc));
                 }
                 let label = format!(
                     "{mname} [{}, test: {}]",
@@ -936,6 +941,11 @@ pub fn run(
                 );
                 record(label.clone(), credits, secs)?;
                 record(format!("combined: 70% spans + 30% {label}"), combined, secs)?;
+                record(
+                    format!("combined: 70% masked spans (≥ 2 tokens) + 30% {label}"),
+                    combined_masked,
+                    secs,
+                )?;
             }
         }
     }

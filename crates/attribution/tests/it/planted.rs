@@ -78,8 +78,9 @@ fn the_planted_recall_harness_runs_end_to_end_on_a_tiny_model() {
     assert!(r.adapter_correct <= 6 && r.base_correct <= 6);
     // 3 span rows (plain; question words masked with spans of at least 4
     // and 2 tokens), each with its base-model control, then 2 test-token
-    // choices × 3 normalisations × 3 methods × (alone, combined).
-    assert_eq!(r.methods.len(), 6 + 2 * 3 * 3 * 2);
+    // choices × 3 normalisations × 3 methods × (alone, combined with the
+    // plain spans, combined with the masked 2-token spans).
+    assert_eq!(r.methods.len(), 6 + 2 * 3 * 3 * 3);
     assert_eq!(
         r.methods[2].method,
         "token spans, question words masked (spans ≥ 4 tokens)"
@@ -99,10 +100,17 @@ fn the_planted_recall_harness_runs_end_to_end_on_a_tiny_model() {
     for m in r
         .methods
         .iter()
-        .filter(|m| m.method.starts_with("combined"))
+        .filter(|m| m.method.starts_with("combined: 70% spans"))
     {
         assert_eq!(m.all.at1, 1.0, "{}", m.method);
     }
+    // Every gradient variant is also combined with the masked spans.
+    let masked_combined = r
+        .methods
+        .iter()
+        .filter(|m| m.method.starts_with("combined: 70% masked spans"))
+        .count();
+    assert_eq!(masked_combined, 2 * 3 * 3);
     // The report serialises (the example writes it as JSON).
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["answers"].as_array().unwrap().len(), 6);
