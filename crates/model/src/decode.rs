@@ -20,7 +20,7 @@
 //! It returns the same logits as the candle forward within the activation
 //! quantization error of Q4_1 × q8_1 (exactly the same math for f32 and
 //! Q8_0 weights, up to summation order); tests in this module and in
-//! `tests/it/forwards.rs` check it.
+//! `tests/it/smollm2.rs` check it.
 
 use std::fmt;
 
@@ -158,7 +158,7 @@ impl LeanWeights {
         self.head.as_ref().unwrap_or(&self.embed)
     }
 
-    /// The kernel in use (`avx2+fma` or `scalar`).
+    /// The kernel in use (`avx2+fma+f16c` or `scalar`).
     pub(crate) fn kernel_name(&self) -> &'static str {
         self.kernel.name()
     }

@@ -286,7 +286,7 @@ impl Model {
         Ok(())
     }
 
-    /// The instruction set of the decode kernels on this CPU (`avx2+fma` or
+    /// The instruction set of the decode kernels on this CPU (`avx2+fma+f16c` or
     /// `scalar`), detected at run time; for logs and benchmark lines.
     pub fn decode_kernel(&self) -> Result<&'static str> {
         Ok(self.llama.lean()?.kernel_name())

@@ -161,3 +161,52 @@ fn prompts_longer_than_the_context_are_refused_before_any_compute() {
         .unwrap();
     assert!(max_abs_diff(&one, &chunked) < 1e-4);
 }
+
+#[test]
+fn decode_steps_give_the_same_logits_with_the_lean_path_on_and_off_at_every_batch_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = tiny_hf(dir.path(), 41);
+    let a1 = adapter(&m, 1, LoraTarget::ALL.to_vec(), 4);
+    let a2 = adapter(&m, 2, vec![LoraTarget::QProj, LoraTarget::DownProj], 2);
+    // 3 sequences take the lean path; 20 are above its limit (16) and take
+    // candle's gemm either way, which must stay correct too.
+    for batch in [3usize, 20] {
+        let adapters: Vec<Option<&LoraAdapter>> = (0..batch)
+            .map(|i| [None, Some(&a1), Some(&a2)][i % 3])
+            .collect();
+        let mut runs = Vec::new();
+        for lean in [true, false] {
+            m.set_lean_decode(lean);
+            let mut caches: Vec<_> = (0..batch).map(|_| m.new_cache()).collect();
+            for (i, (c, a)) in caches.iter_mut().zip(&adapters).enumerate() {
+                let prompt: Vec<u32> = (0..2 + i as u32 % 5)
+                    .map(|t| 5 + (t * 7 + i as u32) % 60)
+                    .collect();
+                m.prefill(&prompt, c, *a).unwrap();
+            }
+            let mut logits = Vec::new();
+            for step in 0..4u32 {
+                let mut slots: Vec<DecodeSlot<'_>> = caches
+                    .iter_mut()
+                    .zip(&adapters)
+                    .enumerate()
+                    .map(|(i, (cache, a))| DecodeSlot {
+                        token: 10 + (step * 3 + i as u32) % 50,
+                        cache,
+                        adapter: *a,
+                    })
+                    .collect();
+                logits.push(m.decode_batch(&mut slots).unwrap());
+            }
+            let lens: Vec<usize> = caches.iter().map(|c| c.len()).collect();
+            runs.push((logits, lens));
+        }
+        let (lean, candle) = (&runs[0], &runs[1]);
+        assert_eq!(lean.1, candle.1, "caches advanced differently");
+        for (a, b) in lean.0.iter().zip(&candle.0) {
+            assert_eq!(a.dims(), [batch, m.config().vocab_size]);
+            let d = max_abs_diff(a, b);
+            assert!(d < 1e-4, "batch {batch}: lean vs candle max |Δlogit| {d}");
+        }
+    }
+}
