@@ -24,7 +24,10 @@
 //! Blocks keep ggml's byte layout (f16 scales, 20 bytes per Q4_1 block, 34
 //! per Q8_0): decode is bound by memory bandwidth, so f32 scales (24 and 36
 //! bytes) measured slower; the SIMD kernels convert scales with F16C.
-//! Output rows are split over the rayon pool when it has more than one
+//! The SIMD loops prefetch the weight bytes 2 KiB ahead of the block being
+//! read (decode went from 23 to about 10.6 CPU ms per SmolLM2 token with it,
+//! docs/model.md). For one activation row, four weight rows go through one
+//! call. Output rows are split over the rayon pool when it has more than one
 //! thread.
 //!
 //! `unsafe` is allowed in this module only, because `std::arch` intrinsics
@@ -676,7 +679,7 @@ mod x86 {
                 bits(rows[2]),
                 bits(rows[3]),
             ));
-            // [d_x, s_x] repeated: BlockQ8_1 starts with `d`, `s` (repr(C)).
+            // [d_x, s_x] four times, lined up with the four [d_w, m_w] pairs.
             let ds = _mm256_setr_ps(a.d, a.s, a.d, a.s, a.d, a.s, a.d, a.s);
             let scales = _mm256_mul_ps(dm, ds);
             mins = _mm256_add_ps(mins, scales);
