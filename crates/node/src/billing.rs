@@ -425,9 +425,10 @@ impl Billing {
             method: c.method.to_string(),
             evidence_hash: c.evidence_hash,
         };
-        // The account view can read the ledger just before a block commits
-        // the operator's previous settlement and the mempool just after it
-        // left, giving a used nonce; the refusal names the next one.
+        // `Chain::account` reads state and pool as one view and `self.nonce`
+        // orders our own settlements, but the operator's key may also sign
+        // elsewhere (the CLI against this node): a nonce taken in between is
+        // refused naming the next one, and the settlement is re-signed.
         let mut attempts = 0;
         let tx = loop {
             let stx = Transaction {

@@ -140,14 +140,19 @@ impl Chain {
 
     pub(crate) fn account(&self, addr: &Address) -> Result<AccountView, ApiError> {
         let ledger = self.ledger();
+        // Lock the pool before reading the account: `produce_block` commits
+        // under this lock, so state and pending nonces are read as one view.
+        // Reading the ledger first could see the nonce from before a block
+        // whose transactions then leave the pool, and hand out a used nonce.
+        let pool = self.mempool();
         let acc = ledger.account(addr)?;
         let voting_power = ledger.voting_power(addr)?;
-        let next_nonce = self
-            .mempool()
+        let next_nonce = pool
             .txs
             .next_nonce(addr)
             .unwrap_or(acc.nonce)
             .max(acc.nonce);
+        drop(pool);
         Ok(AccountView {
             address: *addr,
             balance: acc.balance,
