@@ -40,6 +40,14 @@ pip=("$venv/bin/python" -m pip install --disable-pip-version-check)
   || { echo "pip install failed; see $logs/pydeps.log" >&2; exit 1; }
 
 # llama-cpp-python from source, tuned for this CPU (AVX2/AVX-512 as present).
+# Known problem (2026-11-24): with GGML_NATIVE=ON on this Xeon the build
+# includes ggml's AMX path and the first generation with default model params
+# crashes (SIGSEGV). The peer scripts therefore load models with
+# use_extra_bufts = false (peercommon.llama_cpp_without_extra_buffers), which
+# costs llama.cpp speed: 19.4 CPU ms/token here vs REFERENCE.md's 122 tok/s.
+# Untried alternative for the next session: build with
+# CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF"
+# and compare both builds in one run.
 # The sdist vendors llama.cpp; its LoRA converter (convert_lora_to_gguf.py with
 # the `conversion` package and gguf-py) is extracted next to the environment
 # for serve_llamacpp.py.
