@@ -12,12 +12,15 @@
 #
 # Usage: scripts/attribution-eval.sh [--quick]
 #   --quick: attr-eval's 10-second smoke run and a 4-island, 1-epoch planted
-#   run (checks the pipeline; the numbers are not the published ones).
+#   run (checks the pipeline; the numbers are not the published ones), written
+#   under target/attribution/quick/ instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
 if [[ "${1:-}" == "--quick" ]]; then quick=1; fi
 out=target/attribution
+# A smoke run must not overwrite the published run's outputs.
+if [[ $quick == 1 ]]; then out=target/attribution/quick; fi
 mkdir -p "$out"
 
 scripts/attribution/attr_fetch_digits.sh
@@ -27,11 +30,11 @@ cargo build --release -p trib-attribution --bin attr-eval --example planted_reca
 
 if [[ $quick == 1 ]]; then
   target/release/attr-eval --quick | tee "$out/attr-eval.md"
-  target/release/examples/planted_recall --contributors 4 --filler 2 --epochs 1 \
-    | tee "$out/planted_recall.md"
+  target/release/examples/planted_recall --out "$out" \
+    --contributors 4 --filler 2 --epochs 1 | tee "$out/planted_recall.md"
 else
   target/release/attr-eval | tee "$out/attr-eval.md"
   target/release/attr-eval --reg 0.01 | tee "$out/attr-eval-reg0.01.md"
-  target/release/examples/planted_recall | tee "$out/planted_recall.md"
+  target/release/examples/planted_recall --out "$out" | tee "$out/planted_recall.md"
 fi
 echo "tables: $out/attr-eval*.md $out/planted_recall.md; details: $out/planted_recall.json"

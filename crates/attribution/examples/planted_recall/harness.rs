@@ -1029,8 +1029,3 @@ pub fn table(r: &Report) -> String {
     }
     s
 }
-
-/// Where the example writes its JSON report.
-pub fn report_path(target_dir: &Path) -> PathBuf {
-    target_dir.join("attribution").join("planted_recall.json")
-}

@@ -9,7 +9,9 @@
 //! `--reuse` re-scores the adapter an earlier run with the same settings left
 //! in `target/attribution/planted-run` instead of training again.
 //!
-//! Prints a Markdown table and writes `target/attribution/planted_recall.json`.
+//! Prints a Markdown table and writes `planted_recall.json` (and the work
+//! directory `planted-run/`) under `--out DIR`, by default
+//! `target/attribution/`.
 
 mod harness;
 
@@ -18,8 +20,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use harness::Settings;
 
-fn parse_args() -> anyhow::Result<Settings> {
+/// Settings, and the output directory when `--out` names one.
+fn parse_args() -> anyhow::Result<(Settings, Option<PathBuf>)> {
     let mut s = Settings::default();
+    let mut out = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().with_context(|| format!("{a} needs a value"));
@@ -31,16 +35,17 @@ fn parse_args() -> anyhow::Result<Settings> {
             "--rank" => s.lora_r = value()?.parse()?,
             "--seed" => s.seed = value()?.parse()?,
             "--reuse" => s.reuse_adapter = true,
+            "--out" => out = Some(PathBuf::from(value()?)),
             other => anyhow::bail!(
-                "unknown argument {other}; known: --contributors N --filler N --epochs N --lr X --rank N --seed N --reuse"
+                "unknown argument {other}; known: --contributors N --filler N --epochs N --lr X --rank N --seed N --reuse --out DIR"
             ),
         }
     }
-    Ok(s)
+    Ok((s, out))
 }
 
 fn main() -> anyhow::Result<()> {
-    let settings = parse_args()?;
+    let (settings, out) = parse_args()?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let base = trib_model::locate_smollm2(&root.join("models"))
         .context("the SmolLM2 model is needed: run scripts/fetch-model.sh")?;
@@ -49,7 +54,11 @@ fn main() -> anyhow::Result<()> {
     let target: PathBuf = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let work = target.join("attribution").join("planted-run");
+    let out = out.unwrap_or_else(|| target.join("attribution"));
+    std::fs::create_dir_all(&out)?;
+    // The job config names its paths absolutely.
+    let out = out.canonicalize()?;
+    let work = out.join("planted-run");
     if work.exists() && !settings.reuse_adapter {
         std::fs::remove_dir_all(&work)?;
     }
@@ -66,7 +75,7 @@ fn main() -> anyhow::Result<()> {
     for p in &report.phases {
         println!("  {}: {:.1} s wall, {:.1} CPU s", p.name, p.wall_s, p.cpu_s);
     }
-    let path = harness::report_path(&target);
+    let path = out.join("planted_recall.json");
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;
     std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
     println!("report: {}", path.display());
