@@ -4,7 +4,7 @@
 //! the datanet versions a model was trained on.
 
 use anyhow::{bail, Context};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::{output, Global};
@@ -17,15 +17,9 @@ pub enum AttributionCommand {
         /// Receipt id (hex).
         id: String,
     },
-    /// Payout lines paid to an address, or of one receipt.
-    Payouts {
-        /// Contributor (or owner) address.
-        #[arg(long, conflicts_with = "receipt")]
-        contributor: Option<String>,
-        /// Receipt id.
-        #[arg(long)]
-        receipt: Option<String>,
-    },
+    /// Payout lines paid to an address, or of one receipt (also
+    /// `trib query payouts`).
+    Payouts(PayoutsArgs),
     /// Re-check a receipt the node served: the node re-runs the token
     /// attribution of the stored answer (`<home>/receipts/ID.json`) and
     /// checks the evidence hash, weights and payout lines of the receipt.
@@ -47,6 +41,27 @@ pub enum AttributionCommand {
         #[arg(long, default_value_t = 10)]
         top: usize,
     },
+}
+
+/// The filters of `trib attribution payouts` and `trib query payouts`.
+#[derive(Args, Debug)]
+pub struct PayoutsArgs {
+    /// Contributor (or owner) address, or a keystore key name.
+    #[arg(long, conflicts_with = "receipt")]
+    contributor: Option<String>,
+    /// Receipt id.
+    #[arg(long)]
+    receipt: Option<String>,
+}
+
+/// `GET /v1/payouts` with the filters of `a`: the node's JSON answer.
+pub(crate) async fn payouts(g: &Global, a: PayoutsArgs) -> anyhow::Result<Value> {
+    let q = match (a.contributor, a.receipt) {
+        (Some(c), None) => format!("contributor={}", super::query::resolve(g, &c)?),
+        (None, Some(r)) => format!("receipt={r}"),
+        _ => bail!("give --contributor ADDRESS|KEY or --receipt ID"),
+    };
+    get(g, &format!("/v1/payouts?{q}")).await
 }
 
 async fn get(g: &Global, path: &str) -> anyhow::Result<Value> {
@@ -140,17 +155,7 @@ pub fn run(g: &Global, c: AttributionCommand) -> anyhow::Result<()> {
             AttributionCommand::Receipt { id } => {
                 output::json(&get(g, &format!("/v1/receipts/{id}")).await?["receipt"])
             }
-            AttributionCommand::Payouts {
-                contributor,
-                receipt,
-            } => {
-                let q = match (contributor, receipt) {
-                    (Some(c), None) => format!("contributor={c}"),
-                    (None, Some(r)) => format!("receipt={r}"),
-                    _ => bail!("give --contributor ADDRESS or --receipt ID"),
-                };
-                output::json(&get(g, &format!("/v1/payouts?{q}")).await?)
-            }
+            AttributionCommand::Payouts(a) => output::json(&payouts(g, a).await?),
             AttributionCommand::Verify { id } => {
                 let v = get(g, &format!("/v1/receipts/{id}/verify")).await?;
                 if g.json {

@@ -1,4 +1,4 @@
-//! `trib query balance|account|block|tx|proposal|params|supply|status`.
+//! `trib query balance|account|block|tx|proposal|params|supply|status|payouts`.
 
 use clap::Subcommand;
 use trib_node::ledger::Proposal;
@@ -42,9 +42,13 @@ pub enum QueryCommand {
     Supply,
     /// Chain id, height, head hash and mempool size.
     Status,
+    /// Payout lines paid to an address (or key name), or of one receipt
+    /// (the same as `trib attribution payouts`).
+    Payouts(super::attribution::PayoutsArgs),
 }
 
-fn resolve(g: &Global, who: &str) -> anyhow::Result<Address> {
+/// An address, or the address of a keystore key named `who`.
+pub(crate) fn resolve(g: &Global, who: &str) -> anyhow::Result<Address> {
     if let Ok(a) = who.parse::<Address>() {
         return Ok(a);
     }
@@ -193,6 +197,9 @@ async fn query(g: &Global, client: &NodeClient, c: QueryCommand) -> anyhow::Resu
             println!("producer    {}", s.producer);
             println!("mempool     {} pending", s.mempool_size);
             println!("version     {}", s.version);
+        }
+        QueryCommand::Payouts(a) => {
+            return output::json(&super::attribution::payouts(g, a).await?);
         }
     }
     Ok(())

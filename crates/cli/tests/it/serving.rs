@@ -1,6 +1,7 @@
 //! Paid inference through the binary: `trib node` serving the tiny model,
 //! `trib apikey new --allowance`, an OpenAI chat request, the receipt and
-//! its payouts, `trib attribution verify` passing and then failing after the
+//! its payouts (`trib attribution payouts` and `trib query payouts` alike),
+//! `trib attribution verify` passing and then failing after the
 //! stored answer is tampered with.
 
 use std::io::Write;
@@ -114,6 +115,11 @@ fn a_paid_answer_gets_a_receipt_that_verifies_until_the_stored_answer_is_edited(
             .any(|i| i["receipt"] == json!(receipt)),
         "{mine}"
     );
+    // `trib query payouts` is the same query (a key name resolves to its address).
+    let same = h.json(&["query", "payouts", "--contributor", "producer", n[0], n[1]]);
+    assert_eq!(same, mine);
+    let same = h.json(&["query", "payouts", "--receipt", &receipt, n[0], n[1]]);
+    assert_eq!(same, payouts);
 
     let out = h.ok(&["attribution", "verify", &receipt, n[0], n[1]]);
     assert!(out.contains("OK"), "{out}");
