@@ -24,7 +24,7 @@ use crate::ErrorBody;
 pub struct ServiceClient {
     base: String,
     http: reqwest::Client,
-    /// Signs GET requests (datanet reads) when set.
+    /// Signs GET requests (datanet reads) and job submissions when set.
     signer: Option<trib_types::SecretKey>,
 }
 
@@ -79,8 +79,9 @@ impl ServiceClient {
         })
     }
 
-    /// This client, signing every GET with `key` (the `x-trib-*` headers
-    /// of [`crate::signed_read`]), as permissioned datanet reads require.
+    /// This client, signing every GET and job submission with `key` (the
+    /// `x-trib-*` headers of [`crate::signed_read`]), as permissioned
+    /// datanet reads and owned jobs require.
     pub fn with_signer(mut self, key: trib_types::SecretKey) -> Self {
         self.signer = Some(key);
         self
@@ -338,22 +339,36 @@ impl ServiceClient {
         self.get("/v1/models/base").await
     }
 
-    /// `POST /v1/jobs` with the job's TOML.
+    /// `POST /v1/jobs` with the job's TOML, signed when this client has a
+    /// signer (the node requires it when `owner` is given: the owner must
+    /// be the signer).
     pub async fn submit_job(
         &self,
         toml: &str,
         owner: Option<&Address>,
     ) -> Result<JobView, ClientError> {
-        let mut url = format!("{}/v1/jobs", self.base);
+        let mut path_and_query = "/v1/jobs".to_string();
         if let Some(o) = owner {
-            url.push_str(&format!("?owner={o}"));
+            path_and_query.push_str(&format!("?owner={o}"));
         }
-        let req = self
+        let url = format!("{}{path_and_query}", self.base);
+        let mut req = self
             .http
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/toml")
             .body(toml.to_string())
             .timeout(Duration::from_secs(120));
+        if let Some(key) = &self.signer {
+            for (k, v) in crate::datanets::signed_read::sign(
+                key,
+                "POST",
+                &path_and_query,
+                toml.as_bytes(),
+                crate::datanets::signed_read::now(),
+            ) {
+                req = req.header(k, v);
+            }
+        }
         self.json(req, &url).await
     }
 

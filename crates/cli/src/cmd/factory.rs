@@ -59,7 +59,8 @@ pub enum FactoryCommand {
     Submit {
         /// The job file.
         job: PathBuf,
-        /// Owner key (its datanet access is checked).
+        /// Owner key: signs the submission (the node takes the owner only
+        /// from its signed request) and its datanet access is checked.
         #[arg(long, value_name = "KEY")]
         key: Option<String>,
         /// Return at once instead of following the events.
@@ -335,11 +336,16 @@ pub fn run(g: &Global, cmd: FactoryCommand) -> anyhow::Result<()> {
         FactoryCommand::Submit { job, key, detach } => {
             let toml = std::fs::read_to_string(&job)
                 .with_context(|| format!("cannot read {}", job.display()))?;
-            let owner = match &key {
-                Some(k) => Some(g.home().keystore()?.info(k)?.address),
+            // The node takes an owner only from a request the owner signed.
+            let signer = match &key {
+                Some(k) => Some(g.home().keystore()?.load(k, None)?),
                 None => None,
             };
-            let svc = ServiceClient::new(&g.client()?)?;
+            let owner = signer.as_ref().map(|k| k.address());
+            let mut svc = ServiceClient::new(&g.client()?)?;
+            if let Some(k) = signer {
+                svc = svc.with_signer(k);
+            }
             rt.block_on(async {
                 let v = svc.submit_job(&toml, owner.as_ref()).await?;
                 eprintln!("job {} queued (output {})", v.id, v.output_dir.display());

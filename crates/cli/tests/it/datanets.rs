@@ -316,11 +316,18 @@ fn a_permissioned_datanet_is_refused_to_readers_and_trainers_without_access() {
 
     // The node's job queue refuses it too: the job fails naming the reason.
     let toml = crate::factory::job_toml(&model, "\"private-law@1\"", &h.root.join("run2"), 1);
-    let r = crate::harness::http()
-        .post(format!("{}/v1/jobs?owner={}", n[1], h.address("alice")))
-        .body(toml)
-        .send()
-        .unwrap();
+    let path = format!("/v1/jobs?owner={}", h.address("alice"));
+    let mut req = crate::harness::http().post(format!("{}{path}", n[1]));
+    for (k, v) in trib_node::signed_read::sign(
+        &h.key("alice"),
+        "POST",
+        &path,
+        toml.as_bytes(),
+        trib_node::signed_read::now(),
+    ) {
+        req = req.header(k, v);
+    }
+    let r = req.body(toml).send().unwrap();
     assert_eq!(r.status().as_u16(), 202);
     let id = r.json::<serde_json::Value>().unwrap()["id"]
         .as_u64()

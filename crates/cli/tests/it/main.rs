@@ -10,6 +10,7 @@ mod datanet_upload;
 mod datanets;
 mod factory;
 mod harness;
+mod job_owner;
 mod ledger;
 mod models;
 mod rejections;

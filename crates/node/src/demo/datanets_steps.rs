@@ -229,7 +229,10 @@ impl Demo {
             model.display(),
             jobs_root.join("demo").display()
         );
-        let submitted = svc.submit_job(&job, Some(&alice.address())).await?;
+        // The node takes the owner only from a request the owner signed.
+        let submitted = (svc.clone().with_signer(alice.clone()))
+            .submit_job(&job, Some(&alice.address()))
+            .await?;
         say!("      job {} queued by alice", submitted.id);
         let last = svc
             .follow_job(submitted.id, |e| match e["event"].as_str() {
