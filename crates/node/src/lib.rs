@@ -34,8 +34,8 @@ pub use billing::{ApiKeyError, ApiKeys, API_KEY_PREFIX};
 pub use client::{ClientError, NodeClient};
 pub use config::NodeConfig;
 pub use datanets::{
-    signed_read, ContributionResponse, ContributionView, CreateDatanetRequest, CreateDatanetResponse,
-    DatanetView, LeaderboardEntry, PublishPlan, RowView, VersionView,
+    signed_read, ContributionResponse, ContributionView, CreateDatanetRequest,
+    CreateDatanetResponse, DatanetView, LeaderboardEntry, PublishPlan, RowView, VersionView,
 };
 pub use home::{HomeError, InitOptions, InitReport, NodeHome, DEFAULT_PRODUCER_ALLOCATION};
 pub use jobs::{JobStatus, JobView};
