@@ -9,9 +9,12 @@
 //!
 //! - one `[rows, hidden]` residual buffer for all sequences in the step
 //!   (`rows` = sequences, one token each), RMSNorm fused into one pass;
-//! - every projection through [`PackedMatrix::matmul`] (Q4_1 × q8_1 or
-//!   exact f32-activation kernels, SIMD chosen at run time), the weight row
-//!   read once for all rows of the step;
+//! - every projection through [`matmul_many`] (Q4_1 × q8_1 or exact
+//!   f32-activation kernels, SIMD chosen at run time), the weight row read
+//!   once for all rows of the step; q, k and v go through one call, gate and
+//!   up through one, so a step has four fork–joins per layer plus the head,
+//!   each splitting output rows into one contiguous range per rayon thread,
+//!   and the step itself runs on a pool worker;
 //! - LoRA per row, `y_i += s·B·(A·x_i)` (BGMV), reading the adapter's
 //!   tensors in place, so rows of different adapters share the base work;
 //! - rope, attention over the sequence's cache (one query row against
@@ -30,7 +33,7 @@ use candle_core::{Device, Tensor};
 use crate::error::{ModelError, Result};
 use crate::llama::{dot, with_f32, Llama, SeqChunk, Weight};
 use crate::lora::{LoraAdapter, LoraTarget};
-use crate::qkernel::{axpy, dot_f32, Activations, Kernel, PackedMatrix};
+use crate::qkernel::{axpy, dot_f32, matmul_many, Activations, Kernel, MatmulJob, PackedMatrix};
 
 /// Up to this many sequences in one all-decode step, [`Llama::forward_chunks`]
 /// takes the lean path; above it, candle's f32 gemm, which is compute-bound
@@ -167,6 +170,19 @@ impl LeanWeights {
     /// (ids in range, room in every cache, adapters fit). Returns logits
     /// `[chunks, vocab]`; caches advance by one only on success.
     pub(crate) fn forward(&self, llama: &Llama, chunks: &mut [SeqChunk<'_>]) -> Result<Tensor> {
+        if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() {
+            // Called from outside the pool (a plain thread): run the whole
+            // step on a pool worker, so that the ~120 fork–joins of a step
+            // are joins between workers instead of each one injecting a job
+            // into the pool and sleeping until a worker has finished it
+            // (two thread wake-ups per projection; with them two threads
+            // decoded no faster than one).
+            return rayon::scope(|_| self.step(llama, chunks));
+        }
+        self.step(llama, chunks)
+    }
+
+    fn step(&self, llama: &Llama, chunks: &mut [SeqChunk<'_>]) -> Result<Tensor> {
         let _span = tracing::trace_span!(target: "trib::model", "decode_lean", rows = chunks.len())
             .entered();
         let cfg = &llama.cfg;
@@ -204,11 +220,16 @@ impl LeanWeights {
         for (li, layer) in self.layers.iter().enumerate() {
             rms_norm_rows(&x, &layer.attn_norm, eps, &mut h);
             let act = Activations::new(&h, n, hid);
-            let proj =
-                |t: LoraTarget, out: &mut [f32]| self.project(li, layer, t, &act, out, &adapters);
-            proj(LoraTarget::QProj, &mut q)?;
-            proj(LoraTarget::KProj, &mut k)?;
-            proj(LoraTarget::VProj, &mut v)?;
+            self.project(
+                li,
+                layer,
+                &mut [
+                    (LoraTarget::QProj, &act, &mut q),
+                    (LoraTarget::KProj, &act, &mut k),
+                    (LoraTarget::VProj, &act, &mut v),
+                ],
+                &adapters,
+            )?;
             for (i, c) in chunks.iter_mut().enumerate() {
                 let pos = c.cache.len();
                 let qi = &mut q[i * heads * hd..(i + 1) * heads * hd];
@@ -227,17 +248,34 @@ impl LeanWeights {
                 );
             }
             let act = Activations::new(&attn, n, heads * hd);
-            self.project(li, layer, LoraTarget::OProj, &act, &mut o, &adapters)?;
+            self.project(
+                li,
+                layer,
+                &mut [(LoraTarget::OProj, &act, &mut o)],
+                &adapters,
+            )?;
             add_into(&mut x, &o);
             rms_norm_rows(&x, &layer.mlp_norm, eps, &mut h);
             let act = Activations::new(&h, n, hid);
-            self.project(li, layer, LoraTarget::GateProj, &act, &mut g, &adapters)?;
-            self.project(li, layer, LoraTarget::UpProj, &act, &mut u, &adapters)?;
+            self.project(
+                li,
+                layer,
+                &mut [
+                    (LoraTarget::GateProj, &act, &mut g),
+                    (LoraTarget::UpProj, &act, &mut u),
+                ],
+                &adapters,
+            )?;
             for (gv, uv) in g.iter_mut().zip(&u) {
                 *gv = *gv / (1.0 + (-*gv).exp()) * uv;
             }
             let act = Activations::new(&g, n, inter);
-            self.project(li, layer, LoraTarget::DownProj, &act, &mut o, &adapters)?;
+            self.project(
+                li,
+                layer,
+                &mut [(LoraTarget::DownProj, &act, &mut o)],
+                &adapters,
+            )?;
             add_into(&mut x, &o);
         }
         rms_norm_rows(&x, &self.norm, eps, &mut h);
@@ -250,8 +288,35 @@ impl LeanWeights {
         Ok(Tensor::from_vec(logits, (n, head.rows()), &Device::Cpu)?)
     }
 
-    /// `out = x·Wᵀ + b`, plus each adapted row's `s·B·(A·x_i)`.
+    /// For each `(target, x, out)`: `out = x·Wᵀ + b`, plus each adapted
+    /// row's `s·B·(A·x_i)`. The base products of all of them run as one
+    /// [`matmul_many`] call (one fork–join over the rayon pool).
     fn project(
+        &self,
+        li: usize,
+        layer: &LeanLayer,
+        jobs: &mut [(LoraTarget, &Activations<'_>, &mut [f32])],
+        adapters: &[Option<&LoraAdapter>],
+    ) -> Result<()> {
+        let mut base: Vec<MatmulJob<'_, '_>> = jobs
+            .iter_mut()
+            .map(|(t, x, out)| MatmulJob {
+                w: &layer.proj[t.index()],
+                x,
+                out,
+            })
+            .collect();
+        matmul_many(&mut base, self.kernel)?;
+        drop(base);
+        for (target, act, out) in jobs.iter_mut() {
+            self.add_bias_and_lora(li, layer, *target, act, out, adapters)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the bias and each adapted row's `s·B·(A·x_i)` to a projection's
+    /// base product `out`.
+    fn add_bias_and_lora(
         &self,
         li: usize,
         layer: &LeanLayer,
@@ -261,7 +326,6 @@ impl LeanWeights {
         adapters: &[Option<&LoraAdapter>],
     ) -> Result<()> {
         let w = &layer.proj[target.index()];
-        w.matmul(act, out, self.kernel)?;
         let (rows, cols) = (w.rows(), w.cols());
         if let Some(b) = &layer.bias[target.index()] {
             for y in out.chunks_exact_mut(rows) {

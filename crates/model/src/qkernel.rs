@@ -27,8 +27,9 @@
 //! The SIMD loops prefetch the weight bytes 2 KiB ahead of the block being
 //! read (decode went from 23 to about 10.6 CPU ms per SmolLM2 token with it,
 //! docs/model.md). For one activation row, four weight rows go through one
-//! call. Output rows are split over the rayon pool when it has more than one
-//! thread.
+//! call. [`matmul_many`] splits the output rows of one or more projections
+//! into exactly `rayon::current_num_threads()` contiguous ranges, one
+//! fork–join per call, with results bit-identical to one thread.
 //!
 //! `unsafe` is allowed in this module only, because `std::arch` intrinsics
 //! are `unsafe fn`s: each call is behind a runtime feature check, and every
@@ -271,55 +272,66 @@ impl PackedMatrix {
     }
 
     /// `out[i·rows + r] = Σ_c W[r, c]·x[i·cols + c]` for the `n` rows of `x`
-    /// (`out = x·Wᵀ`, `[n, rows]`).
+    /// (`out = x·Wᵀ`, `[n, rows]`). One projection of [`matmul_many`].
     pub(crate) fn matmul(
         &self,
         x: &Activations<'_>,
         out: &mut [f32],
         kernel: Kernel,
     ) -> Result<()> {
-        let (rows, cols, n) = (self.rows(), self.cols(), x.n);
-        if x.cols != cols || out.len() != n * rows {
-            return Err(ModelError::Packing(format!(
-                "a [{rows}, {cols}] matrix times {n} rows of {} values into {} outputs",
-                x.cols,
-                out.len()
-            )));
-        }
+        matmul_many(&mut [MatmulJob { w: self, x, out }], kernel)
+    }
+
+    /// Output rows `r0..r0 + outs[0].len()` of `x·Wᵀ`: `outs[i][k]` is row
+    /// `r0 + k` for activation row `i`. Every output value is computed by
+    /// the same code wherever the range starts, as long as `r0` is a
+    /// multiple of [`GROUP`] (the grouped Q4_1 kernel's row groups then
+    /// line up with a whole-matrix call).
+    fn matmul_rows(
+        &self,
+        x: &Activations<'_>,
+        r0: usize,
+        outs: &mut [&mut [f32]],
+        kernel: Kernel,
+    ) -> Result<()> {
+        let cols = self.cols();
         let nb = cols / QK;
+        let len = outs.first().map_or(0, |o| o.len());
         match self {
-            Self::Q4_1 { blocks, .. } if n == 1 => {
+            Self::Q4_1 { blocks, .. } if outs.len() == 1 => {
                 // One activation row (single-sequence decode): four weight
                 // rows per call share the activation loads and scales.
                 let q8 = x.q8_1()?;
-                for_each_row_group(out, |r0, o| {
-                    dot_q4_1_q8_1_rows(&blocks[r0 * nb..(r0 + o.len()) * nb], q8, o, kernel);
-                });
+                for (g, o) in outs[0].chunks_mut(GROUP).enumerate() {
+                    let r = r0 + g * GROUP;
+                    dot_q4_1_q8_1_rows(&blocks[r * nb..(r + o.len()) * nb], q8, o, kernel);
+                }
             }
             Self::Q4_1 { blocks, .. } => {
+                // Several rows: each weight row is read once for all of them.
                 let q8 = x.q8_1()?;
-                for_each_row(rows, n, out, |r, o| {
-                    let w = &blocks[r * nb..(r + 1) * nb];
-                    for (i, v) in o.iter_mut().enumerate() {
-                        *v = dot_q4_1_q8_1(w, &q8[i * nb..(i + 1) * nb], kernel);
+                for k in 0..len {
+                    let w = &blocks[(r0 + k) * nb..(r0 + k + 1) * nb];
+                    for (i, o) in outs.iter_mut().enumerate() {
+                        o[k] = dot_q4_1_q8_1(w, &q8[i * nb..(i + 1) * nb], kernel);
                     }
-                });
+                }
             }
             Self::Q8_0 { blocks, .. } => {
-                for_each_row(rows, n, out, |r, o| {
-                    let w = &blocks[r * nb..(r + 1) * nb];
-                    for (i, v) in o.iter_mut().enumerate() {
-                        *v = dot_q8_0_f32(w, &x.x[i * cols..(i + 1) * cols], kernel);
+                for k in 0..len {
+                    let w = &blocks[(r0 + k) * nb..(r0 + k + 1) * nb];
+                    for (i, o) in outs.iter_mut().enumerate() {
+                        o[k] = dot_q8_0_f32(w, &x.x[i * cols..(i + 1) * cols], kernel);
                     }
-                });
+                }
             }
             Self::F32 { data, .. } => with_f32(data, |data| {
-                for_each_row(rows, n, out, |r, o| {
-                    let w = &data[r * cols..(r + 1) * cols];
-                    for (i, v) in o.iter_mut().enumerate() {
-                        *v = dot_f32(w, &x.x[i * cols..(i + 1) * cols], kernel);
+                for k in 0..len {
+                    let w = &data[(r0 + k) * cols..(r0 + k + 1) * cols];
+                    for (i, o) in outs.iter_mut().enumerate() {
+                        o[k] = dot_f32(w, &x.x[i * cols..(i + 1) * cols], kernel);
                     }
-                })
+                }
             })?,
         }
         Ok(())
@@ -400,62 +412,96 @@ pub(crate) fn quantize_q8_1(x: &[f32]) -> Vec<BlockQ8_1> {
         .collect()
 }
 
-/// Output rows per rayon task: enough work to amortise the task (a few
-/// hundred kilobytes of weights at SmolLM2's widths).
-const ROWS_PER_TASK: usize = 64;
+/// One projection of a [`matmul_many`] call: `out = x·wᵀ`, `[n, w.rows()]`.
+pub(crate) struct MatmulJob<'a, 'x> {
+    pub(crate) w: &'a PackedMatrix,
+    pub(crate) x: &'a Activations<'x>,
+    pub(crate) out: &'a mut [f32],
+}
+
+/// Below this many multiply-adds in one [`matmul_many`] call (all its
+/// projections together), the call stays on the calling thread: waking a
+/// second worker costs microseconds, about what 64k multiply-adds take.
+/// SmolLM2's smallest call (o, 576×576) is 5× above it; the tiny test
+/// models stay below it.
+const MIN_PARALLEL_WORK: usize = 1 << 16;
 
 /// Weight rows per call of the grouped single-row kernel.
 const GROUP: usize = 4;
 
-/// Calls `f(r0, outputs)` for groups of [`GROUP`] consecutive weight rows
-/// `r0..r0 + outputs.len()` (the last group may be shorter), for one
-/// activation row; groups are split over the rayon pool when it has more
-/// than one thread.
-fn for_each_row_group(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
-    let parallel = rayon::current_num_threads() > 1 && out.len() >= 2 * ROWS_PER_TASK;
-    let one = |(g, o): (usize, &mut [f32])| f(g * GROUP, o);
-    if parallel {
-        out.par_chunks_mut(GROUP)
-            .enumerate()
-            .with_min_len(ROWS_PER_TASK / GROUP)
-            .for_each(one);
-    } else {
-        out.chunks_mut(GROUP).enumerate().for_each(one);
-    }
+/// One thread's share of one job: output rows `r0..` of `w`, one slice per
+/// activation row.
+struct RowRange<'a, 'x> {
+    w: &'a PackedMatrix,
+    x: &'a Activations<'x>,
+    r0: usize,
+    outs: Vec<&'a mut [f32]>,
 }
 
-/// Calls `f(r, outputs)` for every weight row `r`, where `outputs` are the
-/// `n` values `out[i·rows + r]`; rows are split over the rayon pool when it
-/// has more than one thread.
-fn for_each_row(rows: usize, n: usize, out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
-    let parallel = rayon::current_num_threads() > 1 && rows >= 2 * ROWS_PER_TASK;
-    if n == 1 {
-        let one = |(r, o): (usize, &mut f32)| f(r, std::slice::from_mut(o));
-        if parallel {
-            out.par_iter_mut()
-                .enumerate()
-                .with_min_len(ROWS_PER_TASK)
-                .for_each(one);
-        } else {
-            out.iter_mut().enumerate().for_each(one);
+/// Runs every job's `out = x·wᵀ`, splitting the output rows of each job
+/// into exactly `rayon::current_num_threads()` contiguous ranges (multiples
+/// of [`GROUP`] rows) and giving range `t` of every job to task `t`: one
+/// fork–join per call however many projections it holds (q, k and v share
+/// one; gate and up share one). With one thread, or less work than
+/// [`MIN_PARALLEL_WORK`], everything runs here in order. Each output value
+/// is computed by the same code whatever the split (ranges start on
+/// [`GROUP`] boundaries), so results are bit-identical to one thread.
+pub(crate) fn matmul_many(jobs: &mut [MatmulJob<'_, '_>], kernel: Kernel) -> Result<()> {
+    let mut work = 0usize;
+    for job in jobs.iter() {
+        let (rows, cols, n) = (job.w.rows(), job.w.cols(), job.x.n);
+        if job.x.cols != cols || job.out.len() != n * rows {
+            return Err(ModelError::Packing(format!(
+                "a [{rows}, {cols}] matrix times {n} rows of {} values into {} outputs",
+                job.x.cols,
+                job.out.len()
+            )));
         }
-        return;
+        if matches!(job.w, PackedMatrix::Q4_1 { .. }) {
+            // Quantize here, once, rather than racing to it in the tasks.
+            job.x.q8_1()?;
+        }
+        work += rows * cols * n;
     }
-    // Several rows: compute `[rows, n]` (contiguous per weight row, so the
-    // weight row is read once for all activation rows), then transpose.
-    let mut t = vec![0f32; rows * n];
-    if parallel {
-        t.par_chunks_mut(n)
-            .enumerate()
-            .with_min_len(ROWS_PER_TASK)
-            .for_each(|(r, o)| f(r, o));
+    let threads = if work >= MIN_PARALLEL_WORK {
+        rayon::current_num_threads().max(1)
     } else {
-        t.chunks_mut(n).enumerate().for_each(|(r, o)| f(r, o));
-    }
-    for (r, vals) in t.chunks_exact(n).enumerate() {
-        for (i, v) in vals.iter().enumerate() {
-            out[i * rows + r] = *v;
+        1
+    };
+    let mut tasks: Vec<Vec<RowRange<'_, '_>>> = (0..threads).map(|_| Vec::new()).collect();
+    for job in jobs.iter_mut() {
+        let rows = job.w.rows();
+        if rows == 0 {
+            continue;
         }
+        let per_task = rows.div_ceil(threads).next_multiple_of(GROUP);
+        let mut per_row: Vec<_> = job
+            .out
+            .chunks_mut(rows)
+            .map(|o| o.chunks_mut(per_task))
+            .collect();
+        for (t, task) in tasks.iter_mut().enumerate() {
+            let outs: Vec<&mut [f32]> = per_row.iter_mut().filter_map(Iterator::next).collect();
+            if outs.len() == job.x.n {
+                task.push(RowRange {
+                    w: job.w,
+                    x: job.x,
+                    r0: t * per_task,
+                    outs,
+                });
+            }
+        }
+    }
+    let run = |task: Vec<RowRange<'_, '_>>| -> Result<()> {
+        for mut r in task {
+            r.w.matmul_rows(r.x, r.r0, &mut r.outs, kernel)?;
+        }
+        Ok(())
+    };
+    if threads == 1 {
+        tasks.into_iter().try_for_each(run)
+    } else {
+        tasks.into_par_iter().with_max_len(1).try_for_each(run)
     }
 }
 
@@ -870,6 +916,71 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not a multiple"), "{err}");
+    }
+
+    /// `matmul_many` splits output rows over the pool; each value must come
+    /// out bit for bit as on one thread (same kernel calls, same row groups),
+    /// for every storage, 1 and 3 activation rows, several jobs per call and
+    /// row counts that leave the last range short or empty.
+    #[test]
+    fn matmul_many_on_two_threads_equals_one_thread_bit_for_bit() {
+        let cols = 8 * QK;
+        let (q4_big, _) = quantized(301, cols, GgmlDType::Q4_1, 1);
+        let (q4_small, _) = quantized(3, cols, GgmlDType::Q4_1, 2);
+        let (q8, deq) = quantized(261, cols, GgmlDType::Q8_0, 3);
+        let dense =
+            PackedMatrix::from_tensor(&Tensor::from_vec(deq, (261, cols), &Device::Cpu).unwrap())
+                .unwrap();
+        let pool = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+        };
+        let (one, two) = (pool(1), pool(2));
+        for kernel in kernels() {
+            for n in [1, 3] {
+                let x = activations(n, cols, 9);
+                let mats = [&q4_big, &q4_small, &q8, &dense];
+                // Enough work to split (all four jobs in one call) and each
+                // job alone: q4_big and q8 are above MIN_PARALLEL_WORK alone.
+                let run = |pool: &rayon::ThreadPool, which: &[usize]| {
+                    pool.install(|| {
+                        let acts: Vec<Activations<'_>> = which
+                            .iter()
+                            .map(|_| Activations::new(&x, n, cols))
+                            .collect();
+                        let mut outs: Vec<Vec<f32>> = which
+                            .iter()
+                            .map(|&m| vec![f32::NAN; n * mats[m].rows()])
+                            .collect();
+                        let mut jobs: Vec<MatmulJob<'_, '_>> = which
+                            .iter()
+                            .zip(&acts)
+                            .zip(outs.iter_mut())
+                            .map(|((&m, x), out)| MatmulJob { w: mats[m], x, out })
+                            .collect();
+                        matmul_many(&mut jobs, kernel).unwrap();
+                        outs
+                    })
+                };
+                for which in [&[0usize, 1, 2, 3][..], &[0], &[2], &[3]] {
+                    let (a, b) = (run(&one, which), run(&two, which));
+                    for (ja, jb) in a.iter().zip(&b) {
+                        assert!(
+                            ja.iter().all(|v| v.is_finite()),
+                            "{kernel:?} n={n} {which:?}"
+                        );
+                        let same = ja.iter().zip(jb).all(|(p, q)| p.to_bits() == q.to_bits());
+                        assert!(
+                            same,
+                            "{kernel:?} n={n} jobs {which:?}: 2 threads differ from 1"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(301 * cols >= MIN_PARALLEL_WORK && 261 * cols >= MIN_PARALLEL_WORK);
     }
 
     proptest! {
