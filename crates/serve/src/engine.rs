@@ -674,6 +674,9 @@ impl<M: BatchModel> Frontend for Inner<M> {
 
     fn stats(&self) -> EngineStats {
         let c = &self.counters;
+        // Acquire pairs with `drop_cancelled`'s release: counted as
+        // cancelled means no longer counted as running.
+        let cancelled = c.cancelled.load(Ordering::Acquire);
         EngineStats {
             running: c.running.load(Ordering::Relaxed),
             queued: self.queued.load(Ordering::Relaxed),
@@ -684,7 +687,7 @@ impl<M: BatchModel> Frontend for Inner<M> {
             max_batch: c.max_batch.load(Ordering::Relaxed),
             max_adapters_in_batch: c.max_adapters.load(Ordering::Relaxed),
             completed: c.completed.load(Ordering::Relaxed),
-            cancelled: c.cancelled.load(Ordering::Relaxed),
+            cancelled,
             failed: c.failed.load(Ordering::Relaxed),
         }
     }
@@ -857,8 +860,10 @@ impl<M: BatchModel> Scheduler<M> {
             keep
         });
         let gone = gone + before - self.running.len();
-        c.cancelled.fetch_add(gone as u64, Ordering::Relaxed);
-        c.running.store(self.running.len(), Ordering::Relaxed);
+        // `running` first: a reader that sees the cancellation also sees the
+        // sequence gone (the two are separate counters, read separately).
+        c.running.store(self.running.len(), Ordering::Release);
+        c.cancelled.fetch_add(gone as u64, Ordering::Release);
     }
 
     /// Starts loads for new requests and picks up finished ones.

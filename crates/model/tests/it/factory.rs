@@ -790,7 +790,13 @@ fn summary_floats_read_back_exactly_from_json() {
     // 19.609716570294374 parsed back as …378 with serde_json's default
     // parser (a CI flake of the summary-on-disk check); the workspace turns
     // on `float_roundtrip`.
-    for x in [19.609716570294374f64, 19.609716570294378, 0.1, 1e-300, 6.789175790313225] {
+    for x in [
+        19.609716570294374f64,
+        19.609716570294378,
+        0.1,
+        1e-300,
+        6.789175790313225,
+    ] {
         let back: f64 = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
         assert_eq!(back.to_bits(), x.to_bits(), "{x}");
     }

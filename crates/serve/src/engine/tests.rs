@@ -553,7 +553,8 @@ fn dropping_the_stream_cancels_the_sequence_and_releases_its_adapter() {
     drop(sub);
     // Wait (bounded) for the scheduler to notice; no timing is asserted.
     for _ in 0..2000 {
-        if h.stats().cancelled == 1 {
+        let st = h.stats();
+        if (st.cancelled, st.running) == (1, 0) {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));
