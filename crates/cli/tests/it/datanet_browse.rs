@@ -293,6 +293,25 @@ fn every_file_type_goes_through_the_node_and_is_browsed_page_by_page_over_cli_an
     ]);
     assert!(err.contains("page size"), "{err}");
 
+    // Statuses move from "accepted" to "accepted (stake released)" as the
+    // challenge window's blocks pass; wait (bounded) until every one of
+    // alice's contributions has, so the HTTP and CLI reads below compare
+    // the same state.
+    let alice = h.address("alice");
+    let history_url = format!("{url}/v1/contributors/{alice}/contributions");
+    for _ in 0..300 {
+        let (_, history) = get_json(&history_url);
+        let items = history["items"].as_array().unwrap();
+        if items.len() == 6
+            && items
+                .iter()
+                .all(|c| c["status"] == "accepted (stake released)")
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
     // Contributions, 2 per page: five files, three pages, all accepted.
     let pages = http_pages(&url, "/v1/datanets/founding/contributions", 2);
     assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
@@ -314,8 +333,7 @@ fn every_file_type_goes_through_the_node_and_is_browsed_page_by_page_over_cli_an
         .all(|c| c["status"].as_str().unwrap().starts_with("accepted")));
 
     // Alice's history across both datanets, over both.
-    let alice = h.address("alice");
-    let (s, history) = get_json(&format!("{url}/v1/contributors/{alice}/contributions"));
+    let (s, history) = get_json(&history_url);
     assert_eq!(s, 200, "{history}");
     assert_eq!(history["items"].as_array().unwrap().len(), 6, "{history}");
     let cli = h.json(&["datanet", "history", "--contributor", "alice", n[0], n[1]]);
