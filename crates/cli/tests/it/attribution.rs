@@ -75,19 +75,7 @@ fn trace_credits_the_contributor_of_a_quoted_passage_in_the_adapters_datanet() {
         "datanet", "publish", "us-law", "--key", "producer", n[0], n[1],
     ]);
     assert_eq!(published["version"], 1);
-    h.ok(&[
-        "models",
-        "register",
-        "tiny",
-        "--model",
-        "tiny.gguf",
-        "--licence",
-        "MIT",
-        "--key",
-        "producer",
-        n[0],
-        n[1],
-    ]);
+    h.register_tiny(n);
     // A one-epoch job on us-law@1, registered: the ledger's adapter record
     // lists the version, which is what the trace runs against.
     let job = h.root.join("job.toml");

@@ -2,8 +2,6 @@
 //! serving the tiny model: the adapters are written and registered, every
 //! request succeeds across them, and the report's numbers are consistent.
 
-use std::io::Write;
-
 use serde_json::Value;
 
 use crate::harness::{NodeProc, TestHome};
@@ -11,35 +9,10 @@ use crate::harness::{NodeProc, TestHome};
 #[test]
 fn bench_serve_drives_a_running_node_with_concurrent_streaming_clients_across_adapters() {
     let h = TestHome::init_dev();
-    let models = h.root.join("models");
-    std::fs::create_dir_all(&models).unwrap();
-    crate::factory::tiny_model(&models.join("tiny.gguf"));
-    let mut cfg = std::fs::File::options()
-        .append(true)
-        .open(h.root.join("config.toml"))
-        .unwrap();
-    writeln!(
-        cfg,
-        "base_model = {:?}",
-        models.join("tiny.gguf").to_str().unwrap()
-    )
-    .unwrap();
-    drop(cfg);
+    h.serve_tiny_model();
     let node = NodeProc::start(&h, 50);
     let n = node.node_args();
-    h.ok(&[
-        "models",
-        "register",
-        "tiny",
-        "--model",
-        "tiny.gguf",
-        "--licence",
-        "MIT",
-        "--key",
-        "producer",
-        n[0],
-        n[1],
-    ]);
+    h.register_tiny(n);
     crate::datanets::fund(&h, n, &["alice"]);
     let key = h.ok(&[
         "apikey",

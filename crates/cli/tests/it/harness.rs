@@ -21,6 +21,40 @@ pub struct TestHome {
 }
 
 impl TestHome {
+    /// Writes the tiny model to `<home>/models/tiny.gguf` and makes it the
+    /// node's served base model (`base_model` in config.toml); returns it.
+    pub fn serve_tiny_model(&self) -> PathBuf {
+        use std::io::Write;
+        let models = self.root.join("models");
+        std::fs::create_dir_all(&models).unwrap();
+        let model = models.join("tiny.gguf");
+        crate::factory::tiny_model(&model);
+        let mut cfg = File::options()
+            .append(true)
+            .open(self.root.join("config.toml"))
+            .unwrap();
+        writeln!(cfg, "base_model = {:?}", model.to_str().unwrap()).unwrap();
+        model
+    }
+
+    /// Registers `<home>/models/tiny.gguf` on the ledger as `tiny` (MIT),
+    /// signed by the producer.
+    pub fn register_tiny(&self, n: [&str; 2]) {
+        self.ok(&[
+            "models",
+            "register",
+            "tiny",
+            "--model",
+            "tiny.gguf",
+            "--licence",
+            "MIT",
+            "--key",
+            "producer",
+            n[0],
+            n[1],
+        ]);
+    }
+
     /// A fresh directory (not yet initialised).
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();

@@ -21,19 +21,7 @@ fn a_registered_model_is_listed_and_a_locally_trained_adapter_is_registered() {
     assert!(info["parameters"].as_u64().unwrap() > 0);
     // A bare file name resolves in <home>/models.
     assert_eq!(h.json(&["models", "show", "tiny.gguf"])["id"], info["id"]);
-    h.ok(&[
-        "models",
-        "register",
-        "tiny",
-        "--model",
-        "tiny.gguf",
-        "--licence",
-        "MIT",
-        "--key",
-        "producer",
-        n[0],
-        n[1],
-    ]);
+    h.register_tiny(n);
     let (status, listed) = get_json(&format!("{}/v1/models/base", n[1]));
     assert_eq!(status, 200);
     assert_eq!(listed[0]["info"]["id"], info["id"]);

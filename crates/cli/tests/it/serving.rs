@@ -4,7 +4,6 @@
 //! `trib attribution verify` passing and then failing after the
 //! stored answer is tampered with.
 
-use std::io::Write;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -14,31 +13,10 @@ use crate::harness::{get_json, http, NodeProc, TestHome};
 #[test]
 fn a_paid_answer_gets_a_receipt_that_verifies_until_the_stored_answer_is_edited() {
     let h = TestHome::init_dev();
-    let models = h.root.join("models");
-    std::fs::create_dir_all(&models).unwrap();
-    let model = models.join("tiny.gguf");
-    crate::factory::tiny_model(&model);
-    let mut cfg = std::fs::File::options()
-        .append(true)
-        .open(h.root.join("config.toml"))
-        .unwrap();
-    writeln!(cfg, "base_model = {:?}", model.to_str().unwrap()).unwrap();
-    drop(cfg);
+    h.serve_tiny_model();
     let node = NodeProc::start(&h, 50);
     let n = node.node_args();
-    h.ok(&[
-        "models",
-        "register",
-        "tiny",
-        "--model",
-        "tiny.gguf",
-        "--licence",
-        "MIT",
-        "--key",
-        "producer",
-        n[0],
-        n[1],
-    ]);
+    h.register_tiny(n);
     crate::datanets::fund(&h, n, &["alice"]);
     let (_, models_list) = get_json(&format!("{}/v1/models", node.url));
     let base = models_list["data"][0]["id"].as_str().unwrap().to_string();
