@@ -237,6 +237,23 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// Every item of a paged listing: calls `fetch` with pages of 1,000,
+    /// following [`Page::next`] until the last page.
+    pub fn all<E>(mut fetch: impl FnMut(&PageRequest) -> Result<Page<T>, E>) -> Result<Vec<T>, E> {
+        let mut out = Vec::new();
+        let mut page = PageRequest::first(1_000);
+        loop {
+            let p = fetch(&page)?;
+            out.extend(p.items);
+            match p.next {
+                Some(n) => page.after = Some(n),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
 /// A version row with its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionRow {
@@ -324,6 +341,28 @@ fn scan(
         out.push((k.value().to_vec(), v.value().to_vec()));
     }
     Ok((out, None))
+}
+
+/// One page of [`scan`], each entry (key, value) turned into an item by
+/// `item` (`None` leaves the entry out).
+fn scan_page<T>(
+    r: &ReadTransaction,
+    t: Tbl,
+    prefix: &[u8],
+    page: &PageRequest,
+    mut item: impl FnMut(Vec<u8>, Vec<u8>) -> Result<Option<T>, DatanetError>,
+) -> Result<Page<T>, DatanetError> {
+    let (entries, next) = scan(r, t, prefix, page)?;
+    let mut items = Vec::with_capacity(entries.len());
+    for (k, v) in entries {
+        items.extend(item(k, v)?);
+    }
+    Ok(Page { items, next })
+}
+
+/// For [`scan_page`]: the entry's value is the item, canonically encoded.
+fn decoded<T: Canonical>(_key: Vec<u8>, value: Vec<u8>) -> Result<Option<T>, DatanetError> {
+    Ok(Some(T::decode(&value, MAX_VALUE_BYTES)?))
 }
 
 fn as_ref_bound(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
@@ -606,13 +645,7 @@ impl DatanetStore {
     /// Datanets by name.
     pub fn list_datanets(&self, page: &PageRequest) -> Result<Page<Datanet>, DatanetError> {
         let r = self.db.begin_read()?;
-        let (items, next) = scan(&r, NAMES, &[], page)?;
-        let mut out = Vec::with_capacity(items.len());
-        for (_, id) in items {
-            let d: Option<Datanet> = get(&r, DATANETS, &id)?;
-            out.extend(d);
-        }
-        Ok(Page { items: out, next })
+        scan_page(&r, NAMES, &[], page, |_, id| get(&r, DATANETS, &id))
     }
 
     /// Validates `file`, submitted on UTC day `day` (see [`utc_day`]),
@@ -879,12 +912,7 @@ impl DatanetStore {
         page: &PageRequest,
     ) -> Result<Page<ContributionRecord>, DatanetError> {
         let r = self.db.begin_read()?;
-        let (items, next) = scan(&r, CONTRIBUTIONS, datanet.0.as_bytes(), page)?;
-        let items = items
-            .into_iter()
-            .map(|(_, v)| ContributionRecord::decode(&v, MAX_VALUE_BYTES).map_err(Into::into))
-            .collect::<Result<_, DatanetError>>()?;
-        Ok(Page { items, next })
+        scan_page(&r, CONTRIBUTIONS, datanet.0.as_bytes(), page, decoded)
     }
 
     /// A datanet's contributions still pending (no curation decision
@@ -896,18 +924,15 @@ impl DatanetStore {
         page: &PageRequest,
     ) -> Result<Page<ContributionRecord>, DatanetError> {
         let r = self.db.begin_read()?;
-        let (items, next) = scan(&r, PENDING, datanet.0.as_bytes(), page)?;
-        let mut out = Vec::with_capacity(items.len());
-        for (key, _) in items {
+        scan_page(&r, PENDING, datanet.0.as_bytes(), page, |key, _| {
             let rec = get::<ContributionRecord>(&r, CONTRIBUTIONS, &key)?.ok_or_else(|| {
                 DatanetError::Store(format!(
                     "pending index names a missing contribution (key {})",
                     hex::encode(&key)
                 ))
             })?;
-            out.push(rec);
-        }
-        Ok(Page { items: out, next })
+            Ok(Some(rec))
+        })
     }
 
     /// A contribution's stored rows in order.
@@ -918,12 +943,7 @@ impl DatanetStore {
     ) -> Result<Page<StoredRow>, DatanetError> {
         let r = self.db.begin_read()?;
         let key = Self::contribution_key(&r, id)?;
-        let (items, next) = scan(&r, ROWS, &key, page)?;
-        let items = items
-            .into_iter()
-            .map(|(_, v)| StoredRow::decode(&v, MAX_VALUE_BYTES).map_err(Into::into))
-            .collect::<Result<_, DatanetError>>()?;
-        Ok(Page { items, next })
+        scan_page(&r, ROWS, &key, page, decoded)
     }
 
     /// A contributor's contributions (all datanets), oldest first.
@@ -933,15 +953,12 @@ impl DatanetStore {
         page: &PageRequest,
     ) -> Result<Page<ContributionRecord>, DatanetError> {
         let r = self.db.begin_read()?;
-        let (items, next) = scan(&r, HISTORY, &contributor.0, page)?;
-        let mut out = Vec::with_capacity(items.len());
-        for (_, id) in items {
+        scan_page(&r, HISTORY, &contributor.0, page, |_, id| {
             let mut h = [0u8; 32];
             h.copy_from_slice(&id);
             let key = Self::contribution_key(&r, &ContributionId(Hash(h)))?;
-            out.extend(get::<ContributionRecord>(&r, CONTRIBUTIONS, &key)?);
-        }
-        Ok(Page { items: out, next })
+            get::<ContributionRecord>(&r, CONTRIBUTIONS, &key)
+        })
     }
 
     /// Publishes the next version: every accepted row of the datanet in
@@ -1051,12 +1068,7 @@ impl DatanetStore {
         page: &PageRequest,
     ) -> Result<Page<DatanetVersion>, DatanetError> {
         let r = self.db.begin_read()?;
-        let (items, next) = scan(&r, VERSIONS, datanet.0.as_bytes(), page)?;
-        let items = items
-            .into_iter()
-            .map(|(_, v)| DatanetVersion::decode(&v, MAX_VALUE_BYTES).map_err(Into::into))
-            .collect::<Result<_, DatanetError>>()?;
-        Ok(Page { items, next })
+        scan_page(&r, VERSIONS, datanet.0.as_bytes(), page, decoded)
     }
 
     /// A version's rows in canonical order.
@@ -1069,20 +1081,17 @@ impl DatanetStore {
         self.version(datanet, number)?;
         let r = self.db.begin_read()?;
         let vkey = cat(&[datanet.0.as_bytes(), &number.to_be_bytes()]);
-        let (items, next) = scan(&r, VERSION_ROWS, &vkey, page)?;
-        let mut out = Vec::with_capacity(items.len());
-        for (k, rk) in items {
+        scan_page(&r, VERSION_ROWS, &vkey, page, |k, rk| {
             let mut idx = [0u8; 8];
             idx.copy_from_slice(&k[k.len() - 8..]);
             let row: StoredRow = get(&r, ROWS, &rk)?.ok_or_else(|| {
                 DatanetError::Store(format!("version row {} missing", hex::encode(&rk)))
             })?;
-            out.push(VersionRow {
+            Ok(Some(VersionRow {
                 index: u64::from_be_bytes(idx),
                 row,
-            });
-        }
-        Ok(Page { items: out, next })
+            }))
+        })
     }
 
     fn all_version_rows(
@@ -1090,16 +1099,8 @@ impl DatanetStore {
         datanet: &DatanetId,
         number: u64,
     ) -> Result<Vec<StoredRow>, DatanetError> {
-        let mut out = Vec::new();
-        let mut page = PageRequest::first(1_000);
-        loop {
-            let p = self.version_rows(datanet, number, &page)?;
-            out.extend(p.items.into_iter().map(|v| v.row));
-            match p.next {
-                Some(n) => page.after = Some(n),
-                None => return Ok(out),
-            }
-        }
+        let rows = Page::all(|page| self.version_rows(datanet, number, page))?;
+        Ok(rows.into_iter().map(|v| v.row).collect())
     }
 
     /// Writes `NAME@VERSION` as JSONL (see [`crate::write_export`]).
@@ -1151,55 +1152,41 @@ impl DatanetStore {
         datanet: &DatanetId,
     ) -> Result<Vec<ReputationEvent>, DatanetError> {
         let mut events = Vec::new();
-        let mut page = PageRequest::first(1_000);
-        loop {
-            let p = self.list_contributions(datanet, &page)?;
-            for c in p.items {
-                events.push(ReputationEvent::Submitted {
+        for c in Page::all(|page| self.list_contributions(datanet, page))? {
+            events.push(ReputationEvent::Submitted {
+                datanet: c.datanet,
+                contributor: c.contributor,
+                contribution: c.id,
+                rows: c.rows_accepted,
+                duplicates_rejected: c.duplicates_rejected,
+            });
+            match c.status {
+                ContributionStatus::Pending => {}
+                ContributionStatus::Accepted => events.push(ReputationEvent::Accepted {
                     datanet: c.datanet,
                     contributor: c.contributor,
                     contribution: c.id,
                     rows: c.rows_accepted,
-                    duplicates_rejected: c.duplicates_rejected,
-                });
-                match c.status {
-                    ContributionStatus::Pending => {}
-                    ContributionStatus::Accepted => events.push(ReputationEvent::Accepted {
-                        datanet: c.datanet,
-                        contributor: c.contributor,
-                        contribution: c.id,
-                        rows: c.rows_accepted,
-                    }),
-                    ContributionStatus::Rejected { .. } => events.push(ReputationEvent::Rejected {
-                        datanet: c.datanet,
-                        contributor: c.contributor,
-                        contribution: c.id,
-                    }),
-                }
-            }
-            match p.next {
-                Some(n) => page.after = Some(n),
-                None => break,
+                }),
+                ContributionStatus::Rejected { .. } => events.push(ReputationEvent::Rejected {
+                    datanet: c.datanet,
+                    contributor: c.contributor,
+                    contribution: c.id,
+                }),
             }
         }
-        let mut page = PageRequest::first(1_000);
-        loop {
-            let p = self.validation_rejections(datanet, &page)?;
-            events.extend(
-                p.items
-                    .into_iter()
-                    .map(|r| ReputationEvent::RejectedAtValidation {
-                        datanet: r.datanet,
-                        contributor: r.contributor,
-                        contribution: r.id,
-                        duplicates_rejected: r.duplicates_rejected,
-                    }),
-            );
-            match p.next {
-                Some(n) => page.after = Some(n),
-                None => return Ok(events),
-            }
-        }
+        let rejected = Page::all(|page| self.validation_rejections(datanet, page))?;
+        events.extend(
+            rejected
+                .into_iter()
+                .map(|r| ReputationEvent::RejectedAtValidation {
+                    datanet: r.datanet,
+                    contributor: r.contributor,
+                    contribution: r.id,
+                    duplicates_rejected: r.duplicates_rejected,
+                }),
+        );
+        Ok(events)
     }
 
     /// The quota counters of `contributor` in `datanet` on UTC `day`: what
@@ -1220,12 +1207,13 @@ impl DatanetStore {
         page: &PageRequest,
     ) -> Result<Page<RejectedSubmission>, DatanetError> {
         let r = self.db.begin_read()?;
-        let (items, next) = scan(&r, VALIDATION_REJECTIONS, datanet.0.as_bytes(), page)?;
-        let items = items
-            .into_iter()
-            .map(|(_, v)| RejectedSubmission::decode(&v, MAX_VALUE_BYTES).map_err(Into::into))
-            .collect::<Result<_, DatanetError>>()?;
-        Ok(Page { items, next })
+        scan_page(
+            &r,
+            VALIDATION_REJECTIONS,
+            datanet.0.as_bytes(),
+            page,
+            decoded,
+        )
     }
 
     /// Counts of stored rows and index entries for a datanet (for tests and
