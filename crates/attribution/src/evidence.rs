@@ -11,7 +11,7 @@ use trib_types::{Canonical, ContributionId, Hash, RowHash};
 
 use crate::error::Result;
 use crate::index::IndexSet;
-use crate::trace::{ContributionWeight, SpanTracer, TokenText, Trace, TraceParams};
+use crate::trace::{ContributionWeight, PromptMask, SpanTracer, TokenText, Trace, TraceParams};
 use crate::weights::{combine_weights, normalise_weights};
 
 /// An attribution method named in a receipt.
@@ -103,10 +103,23 @@ pub struct GradientEvidence {
     pub weights: Vec<ContributionWeight>,
 }
 
+/// The prompt an answer was traced with: its words were masked in the
+/// answer ([`PromptMask`]), so the evidence commits to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize)]
+pub struct PromptEvidence {
+    /// [`PromptMask::hash_prompt`] of the prompt text whose words were masked.
+    pub prompt_hash: Hash,
+    /// The masked answer tokens, as `[start, end)` ranges in order.
+    pub masked: Vec<(u32, u32)>,
+}
+
 /// The attribution evidence of one answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize)]
 pub struct AttributionEvidence {
-    /// Layout version of this struct (1).
+    /// Layout version: 1 = traced without a prompt (`prompt` is `None`, and
+    /// the hash covers the fields of format 1 only, so evidence sealed before
+    /// prompt masking existed still verifies); 2 = traced with the prompt's
+    /// words masked (`prompt` is `Some`, and the hash covers it).
     pub format_version: u32,
     /// Methods that contributed weights.
     pub methods: Vec<AttributionMethod>,
@@ -127,6 +140,10 @@ pub struct AttributionEvidence {
     /// True when nothing cleared the thresholds: the contributors' share
     /// goes to the datanets pro rata by rows.
     pub fallback_to_datanets: bool,
+    /// The prompt whose words were masked before tracing (format 2); `None`
+    /// when the answer was traced on its own (format 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<PromptEvidence>,
     /// blake3 (domain `attribution evidence`) of the canonical encoding of
     /// this struct with this field set to zero.
     pub evidence_hash: Hash,
@@ -149,6 +166,49 @@ impl AttributionEvidence {
         index_versions: Vec<Hash>,
         gradient: Option<GradientEvidence>,
         token_share_ppm: u32,
+    ) -> Result<Self> {
+        Self::seal(
+            answer,
+            trace,
+            params,
+            index_versions,
+            gradient,
+            token_share_ppm,
+            None,
+        )
+    }
+
+    /// [`AttributionEvidence::new`] for a trace made with `mask`
+    /// ([`SpanTracer::trace_masked`]): the evidence (format 2) records the
+    /// prompt's hash and the masked tokens, and its hash covers both.
+    pub fn new_masked(
+        answer: &[u32],
+        trace: &Trace,
+        params: &TraceParams,
+        index_versions: Vec<Hash>,
+        gradient: Option<GradientEvidence>,
+        token_share_ppm: u32,
+        mask: &PromptMask,
+    ) -> Result<Self> {
+        Self::seal(
+            answer,
+            trace,
+            params,
+            index_versions,
+            gradient,
+            token_share_ppm,
+            Some(mask),
+        )
+    }
+
+    fn seal(
+        answer: &[u32],
+        trace: &Trace,
+        params: &TraceParams,
+        index_versions: Vec<Hash>,
+        gradient: Option<GradientEvidence>,
+        token_share_ppm: u32,
+        mask: Option<&PromptMask>,
     ) -> Result<Self> {
         let token_weights = normalise_weights(&trace.weights);
         let grad_weights = gradient
@@ -190,8 +250,16 @@ impl AttributionEvidence {
                     .collect(),
             })
             .collect();
+        let prompt = mask.map(|m| PromptEvidence {
+            prompt_hash: m.prompt_hash(),
+            masked: m
+                .ranges()
+                .into_iter()
+                .map(|(a, b)| (a as u32, b as u32))
+                .collect(),
+        });
         let mut ev = AttributionEvidence {
-            format_version: 1,
+            format_version: if prompt.is_some() { 2 } else { 1 },
             methods,
             index_versions,
             answer_hash: Hash::domain("answer tokens", &[&answer_bytes]),
@@ -208,14 +276,34 @@ impl AttributionEvidence {
             fallback_to_datanets: weights.is_empty(),
             weights,
             gradient,
+            prompt,
             evidence_hash: Hash::ZERO,
         };
         ev.evidence_hash = ev.compute_hash();
         Ok(ev)
     }
 
-    /// The hash this evidence should carry.
+    /// The hash this evidence should carry. Format 1 without a prompt is
+    /// hashed over the format-1 field list (what evidence sealed before the
+    /// `prompt` field existed was hashed over); anything else over every field.
     pub fn compute_hash(&self) -> Hash {
+        if self.format_version == 1 && self.prompt.is_none() {
+            let v1 = (
+                &self.format_version,
+                &self.methods,
+                &self.index_versions,
+                &self.answer_hash,
+                &self.thresholds,
+                &self.spans,
+                &self.token_weights,
+                &self.gradient,
+                &self.weights,
+                &self.fallback_to_datanets,
+                &Hash::ZERO,
+            );
+            let bytes = borsh::to_vec(&v1).expect("borsh encoding into a Vec cannot fail");
+            return Hash::domain(<Self as Canonical>::NAME, &[&bytes]);
+        }
         let mut body = self.clone();
         body.evidence_hash = Hash::ZERO;
         body.canonical_hash()
@@ -248,6 +336,38 @@ pub fn attribute_answer(
     )
 }
 
+/// [`attribute_answer`] with the words `answer` repeats from `prompt`
+/// masked ([`PromptMask`], [`SpanTracer::trace_masked`]); the evidence
+/// (format 2) commits to the prompt. `decode` is the tokenizer's decoder.
+#[allow(clippy::too_many_arguments)]
+pub fn attribute_masked_answer<E: std::fmt::Display>(
+    index: &IndexSet,
+    text: &dyn TokenText,
+    decode: impl FnMut(&[u32]) -> std::result::Result<String, E>,
+    prompt: &str,
+    answer: &[u32],
+    params: &TraceParams,
+    gradient: Option<GradientEvidence>,
+    token_share_ppm: u32,
+) -> Result<AttributionEvidence> {
+    let mask = PromptMask::new(prompt, answer, text, decode).map_err(|e| {
+        crate::error::AttributionError::InvalidParameter {
+            name: "decode",
+            reason: format!("the tokenizer could not decode an answer word: {e}"),
+        }
+    })?;
+    let trace = SpanTracer::new(index, text, params.clone())?.trace_masked(answer, &mask)?;
+    AttributionEvidence::new_masked(
+        answer,
+        &trace,
+        params,
+        index.versions(),
+        gradient,
+        token_share_ppm,
+        &mask,
+    )
+}
+
 /// Re-runs [`attribute_answer`] and reports whether it reproduces `evidence`
 /// exactly (same spans, weights and hash).
 pub fn verify_evidence(
@@ -266,4 +386,99 @@ pub fn verify_evidence(
         evidence.thresholds.token_share_ppm,
     )?;
     Ok(again == *evidence && evidence.hash_is_valid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trib_types::Address;
+
+    /// The field list of format-1 evidence as session 3 sealed it (before
+    /// `prompt` existed), hashed the way it was then: receipts settled then
+    /// must keep verifying.
+    #[derive(BorshSerialize)]
+    struct FormatOne {
+        format_version: u32,
+        methods: Vec<AttributionMethod>,
+        index_versions: Vec<Hash>,
+        answer_hash: Hash,
+        thresholds: EvidenceThresholds,
+        spans: Vec<EvidenceSpan>,
+        token_weights: Vec<ContributionWeight>,
+        gradient: Option<GradientEvidence>,
+        weights: Vec<ContributionWeight>,
+        fallback_to_datanets: bool,
+        evidence_hash: Hash,
+    }
+
+    #[test]
+    fn format_1_evidence_hashes_as_it_did_before_the_prompt_field() {
+        let w = ContributionWeight {
+            contribution: ContributionId(Hash::of(b"c")),
+            contributor: Address([3; 20]),
+            weight: 1_000_000_000,
+        };
+        let ev = AttributionEvidence {
+            format_version: 1,
+            methods: vec![AttributionMethod::TokenSpans],
+            index_versions: vec![Hash::of(b"index")],
+            answer_hash: Hash::of(b"answer"),
+            thresholds: EvidenceThresholds {
+                min_span_tokens: 4,
+                max_span_count: 16,
+                span_density_ppm: 50_000,
+                rows_per_span: 16,
+                near_duplicate_jaccard_ppm: 800_000,
+                token_share_ppm: 700_000,
+            },
+            spans: vec![EvidenceSpan {
+                start: 1,
+                end: 5,
+                count: 1,
+                log_prob_micros: -9_000_000,
+                rows: vec![EvidenceRow {
+                    shard: 0,
+                    document: 2,
+                    row: RowHash(Hash::of(b"row")),
+                    credited: w.contribution,
+                    credit_micros: 9_000_000,
+                }],
+            }],
+            token_weights: vec![w],
+            gradient: None,
+            weights: vec![w],
+            fallback_to_datanets: false,
+            prompt: None,
+            evidence_hash: Hash::ZERO,
+        };
+        let then = FormatOne {
+            format_version: 1,
+            methods: ev.methods.clone(),
+            index_versions: ev.index_versions.clone(),
+            answer_hash: ev.answer_hash,
+            thresholds: ev.thresholds,
+            spans: ev.spans.clone(),
+            token_weights: ev.token_weights.clone(),
+            gradient: None,
+            weights: ev.weights.clone(),
+            fallback_to_datanets: false,
+            evidence_hash: Hash::ZERO,
+        };
+        let want = Hash::domain("attribution evidence", &[&borsh::to_vec(&then).unwrap()]);
+        assert_eq!(ev.compute_hash(), want);
+        // A format-2 body (with a prompt) is hashed over every field.
+        let mut two = ev.clone();
+        two.format_version = 2;
+        two.prompt = Some(PromptEvidence {
+            prompt_hash: Hash::of(b"prompt"),
+            masked: vec![(0, 1)],
+        });
+        assert_ne!(two.compute_hash(), want);
+        // Old stored JSON (no `prompt` key) still reads.
+        let mut old = serde_json::to_value(&ev).unwrap();
+        assert!(old.get("prompt").is_none());
+        old["evidence_hash"] = serde_json::to_value(want).unwrap();
+        let read: AttributionEvidence = serde_json::from_value(old).unwrap();
+        assert!(read.hash_is_valid());
+    }
 }

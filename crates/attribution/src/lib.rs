@@ -37,8 +37,9 @@ mod weights;
 pub use dense::Cholesky;
 pub use error::{AttributionError, Result};
 pub use evidence::{
-    attribute_answer, verify_evidence, AttributionEvidence, AttributionMethod, EvidenceRow,
-    EvidenceSpan, EvidenceThresholds, GradientEvidence,
+    attribute_answer, attribute_masked_answer, verify_evidence, AttributionEvidence,
+    AttributionMethod, EvidenceRow, EvidenceSpan, EvidenceThresholds, GradientEvidence,
+    PromptEvidence,
 };
 pub use index::{
     build_index, IndexBuildOptions, IndexDocument, IndexManifest, IndexSet, Occurrence, RowMatch,
@@ -49,7 +50,8 @@ pub use influence::{
     GradientNormalisation, LayerGradients, ScoreMatrix,
 };
 pub use trace::{
-    ContributionWeight, PieceTable, SpanRow, SpanTracer, TokenText, Trace, TraceParams, TracedSpan,
+    ContributionWeight, PieceTable, PromptMask, SpanRow, SpanTracer, TokenText, Trace, TraceParams,
+    TracedSpan,
 };
 pub use weights::{
     combine_weights, contribution_weights, normalise_weights, split_by_weight,

@@ -15,10 +15,10 @@
 //! 6. list the rows holding each span, give identical and near-identical rows'
 //!    credit to their first contributor, merge overlapping spans for display.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
-use trib_types::{Address, ContributionId};
+use trib_types::{Address, ContributionId, Hash};
 
 use crate::error::{AttributionError, Result};
 use crate::index::{IndexSet, Occurrence, RowProvenance};
@@ -71,6 +71,105 @@ impl TokenText for PieceTable {
     fn is_delimiter(&self, token: u32) -> bool {
         self.delimiter.get(token as usize).copied().unwrap_or(false)
     }
+}
+
+/// The answer tokens that repeat a word of the prompt, which no span may
+/// include: what the answer copies from the question earns nothing.
+///
+/// Measured in `docs/attribution.md` §5 (planted recall): plain spans on the
+/// *base* model's answers, which learned nothing from the datanet, still
+/// credited the planted contribution 82.5% of the time, because the answer
+/// repeats the question's rare words (an invented name) and only that
+/// contribution's rows hold them. Masking the prompt's words brought that
+/// control to 0 and, with 2-token minimum spans, credited the true source of
+/// every correct and every borrowed answer.
+///
+/// Rule: the prompt is split on whitespace and each piece normalised
+/// (alphanumeric characters only, lower-cased; empty pieces dropped). The
+/// answer is cut into words (a word-start token and the tokens up to the
+/// next word start, [`TokenText::is_word_start`]); a word whose decoded,
+/// normalised text is one of the prompt's words is masked, all its tokens.
+/// Case and punctuation are ignored: `"Quokka,"` in the prompt masks
+/// `" quokka"` in the answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromptMask {
+    prompt_hash: Hash,
+    masked: Vec<bool>,
+}
+
+impl PromptMask {
+    /// Masks the words of `answer` (token ids) that occur in `prompt`.
+    /// `decode` turns a word's token ids into text (the tokenizer's decoder);
+    /// its error is returned as is.
+    pub fn new<E>(
+        prompt: &str,
+        answer: &[u32],
+        text: &dyn TokenText,
+        mut decode: impl FnMut(&[u32]) -> std::result::Result<String, E>,
+    ) -> std::result::Result<Self, E> {
+        let asked: BTreeSet<String> = prompt
+            .split_whitespace()
+            .map(normalise_word)
+            .filter(|w| !w.is_empty())
+            .collect();
+        let mut masked = vec![false; answer.len()];
+        let mut start = 0;
+        while start < answer.len() {
+            let mut end = start + 1;
+            while end < answer.len() && !text.is_word_start(answer[end]) {
+                end += 1;
+            }
+            if asked.contains(&normalise_word(&decode(&answer[start..end])?)) {
+                masked[start..end].fill(true);
+            }
+            start = end;
+        }
+        Ok(PromptMask {
+            prompt_hash: Self::hash_prompt(prompt),
+            masked,
+        })
+    }
+
+    /// The hash the evidence records for a prompt: blake3 in derive-key mode
+    /// (domain `attribution prompt`) over its UTF-8 bytes.
+    pub fn hash_prompt(prompt: &str) -> Hash {
+        Hash::domain("attribution prompt", &[prompt.as_bytes()])
+    }
+
+    /// [`PromptMask::hash_prompt`] of the prompt the mask was made from.
+    pub fn prompt_hash(&self) -> Hash {
+        self.prompt_hash
+    }
+
+    /// One flag per answer token: `true` = repeats a prompt word.
+    pub fn masked(&self) -> &[bool] {
+        &self.masked
+    }
+
+    /// How many answer tokens are masked.
+    pub fn masked_tokens(&self) -> usize {
+        self.masked.iter().filter(|m| **m).count()
+    }
+
+    /// The masked tokens as `[start, end)` ranges, in order.
+    pub fn ranges(&self) -> Vec<(usize, usize)> {
+        let mut out: Vec<(usize, usize)> = Vec::new();
+        for (i, _) in self.masked.iter().enumerate().filter(|(_, m)| **m) {
+            match out.last_mut() {
+                Some(last) if last.1 == i => last.1 = i + 1,
+                _ => out.push((i, i + 1)),
+            }
+        }
+        out
+    }
+}
+
+/// A word as [`PromptMask`] compares it: alphanumeric characters only, lower-cased.
+fn normalise_word(w: &str) -> String {
+    w.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// Thresholds of the span tracer. Every value is recorded in the receipt.
@@ -231,21 +330,30 @@ impl<'a> SpanTracer<'a> {
     }
 
     /// Steps 1–4: maximal candidate spans that pass the filters, by start.
-    fn candidates(&self, answer: &[u32]) -> Vec<Candidate> {
+    /// No span starts at, or runs over, a `masked` token (all `false`: no mask).
+    fn candidates(&self, answer: &[u32], masked: &[bool]) -> Vec<Candidate> {
         let n = answer.len();
         let total = self.index.total_tokens().max(1) as f64;
         let mut out: Vec<Candidate> = Vec::new();
         let mut max_end = 0usize;
+        // First masked position at or after each start (n: none).
+        let mut next_masked = vec![n; n + 1];
+        for p in (0..n).rev() {
+            next_masked[p] = if masked[p] { p } else { next_masked[p + 1] };
+        }
         for s in 0..n {
-            if (s > 0 && !self.text.is_word_start(answer[s])) || self.text.is_delimiter(answer[s]) {
+            if masked[s]
+                || (s > 0 && !self.text.is_word_start(answer[s]))
+                || self.text.is_delimiter(answer[s])
+            {
                 continue;
             }
-            let (len, _) = self.index.longest_prefix(&answer[s..]);
+            let (len, _) = self.index.longest_prefix(&answer[s..next_masked[s]]);
             let mut e = s + len;
             if let Some(d) = (s..e).find(|&j| self.text.is_delimiter(answer[j])) {
                 e = d + 1;
             }
-            while e > s && !self.is_boundary(answer, e) {
+            while e > s && !self.is_boundary(answer, masked, e) {
                 e -= 1;
             }
             if e - s < self.params.min_span_tokens || e <= max_end {
@@ -270,10 +378,11 @@ impl<'a> SpanTracer<'a> {
         out
     }
 
-    /// A span may end before position `e` when the next token starts a word
-    /// or a delimiter, or when the span itself ends with a delimiter.
-    fn is_boundary(&self, answer: &[u32], e: usize) -> bool {
+    /// A span may end before position `e` when the next token starts a word,
+    /// is a delimiter or is masked, or when the span itself ends with a delimiter.
+    fn is_boundary(&self, answer: &[u32], masked: &[bool], e: usize) -> bool {
         e == answer.len()
+            || masked[e]
             || self.text.is_word_start(answer[e])
             || self.text.is_delimiter(answer[e])
             || self.text.is_delimiter(answer[e - 1])
@@ -282,7 +391,7 @@ impl<'a> SpanTracer<'a> {
     /// Steps 1–4 only: the maximal spans passing the length and count
     /// filters, as `(start, end, count)` by start (before rarity ranking).
     pub fn maximal_spans(&self, answer: &[u32]) -> Vec<(usize, usize, u64)> {
-        self.candidates(answer)
+        self.candidates(answer, &vec![false; answer.len()])
             .into_iter()
             .map(|c| (c.start, c.end, c.count))
             .collect()
@@ -290,8 +399,29 @@ impl<'a> SpanTracer<'a> {
 
     /// Traces `answer` (token ids).
     pub fn trace(&self, answer: &[u32]) -> Result<Trace> {
+        self.trace_with_mask(answer, &vec![false; answer.len()])
+    }
+
+    /// Traces `answer` with the words it repeats from the prompt masked
+    /// ([`PromptMask`]): no span starts at or runs over a masked token.
+    /// `K` (spans kept) still counts every answer token.
+    pub fn trace_masked(&self, answer: &[u32], mask: &PromptMask) -> Result<Trace> {
+        if mask.masked.len() != answer.len() {
+            return Err(AttributionError::InvalidParameter {
+                name: "mask",
+                reason: format!(
+                    "the prompt mask covers {} tokens, the answer has {}",
+                    mask.masked.len(),
+                    answer.len()
+                ),
+            });
+        }
+        self.trace_with_mask(answer, &mask.masked)
+    }
+
+    fn trace_with_mask(&self, answer: &[u32], masked: &[bool]) -> Result<Trace> {
         let n = answer.len();
-        let mut cands = self.candidates(answer);
+        let mut cands = self.candidates(answer, masked);
         let k = (self.params.span_density * n as f64).ceil() as usize;
         cands.sort_by(|a, b| {
             a.log_prob
@@ -479,6 +609,54 @@ mod tests {
             delims,
             vec![false, false, false, true, true, false, false, false]
         );
+    }
+
+    /// Decodes the toy vocabulary of these tests: a word-start id `i` is
+    /// `" w{i}"` (id 7 is `" W7,"`: case and punctuation differ), others `"x"`.
+    fn toy_decode(ids: &[u32]) -> std::result::Result<String, std::convert::Infallible> {
+        Ok(ids
+            .iter()
+            .map(|&i| match i {
+                7 => " W7,".to_string(),
+                i if i < 1000 => format!(" w{i}"),
+                _ => "x".to_string(),
+            })
+            .collect())
+    }
+
+    struct Toy;
+    impl TokenText for Toy {
+        fn is_word_start(&self, token: u32) -> bool {
+            token < 1000
+        }
+        fn is_delimiter(&self, token: u32) -> bool {
+            token == 0
+        }
+    }
+
+    #[test]
+    fn a_prompt_mask_covers_whole_words_the_prompt_holds_ignoring_case_and_punctuation() {
+        // Words: [5], [6, 1001], [7], [8, 1002, 1003], [9].
+        let answer = [5, 6, 1001, 7, 8, 1002, 1003, 9];
+        let m = PromptMask::new("Is w6x or (w7) like w8xx?", &answer, &Toy, toy_decode).unwrap();
+        assert_eq!(
+            m.masked(),
+            &[false, true, true, true, true, true, true, false]
+        );
+        assert_eq!(m.masked_tokens(), 6);
+        assert_eq!(m.ranges(), vec![(1, 7)]);
+        // A prefix of a word is not the word: "w6" does not mask "w6x".
+        let m = PromptMask::new("w6 w8", &answer, &Toy, toy_decode).unwrap();
+        assert_eq!(m.masked_tokens(), 0);
+        assert_eq!(m.ranges(), Vec::<(usize, usize)>::new());
+        // Punctuation-only prompt pieces mask nothing; the hash names the prompt.
+        let m = PromptMask::new(" ?! ", &answer, &Toy, toy_decode).unwrap();
+        assert_eq!(m.masked_tokens(), 0);
+        assert_eq!(m.prompt_hash(), PromptMask::hash_prompt(" ?! "));
+        assert_ne!(m.prompt_hash(), PromptMask::hash_prompt(" ?!"));
+        // The decoder's error is returned as is.
+        let err = PromptMask::new("w5", &answer, &Toy, |_| Err("no decoder")).unwrap_err();
+        assert_eq!(err, "no decoder");
     }
 
     #[test]

@@ -363,6 +363,31 @@ pub enum TxError {
         /// The adapter.
         adapter: AdapterId,
     },
+    /// A settlement names a datanet version its adapter was not trained on.
+    #[error("datanet {datanet} version {version} is not among the versions adapter {adapter} was trained on (its ledger record lists them)")]
+    NotAdapterVersion {
+        /// The datanet.
+        datanet: DatanetId,
+        /// The version named.
+        version: u32,
+        /// The adapter.
+        adapter: AdapterId,
+    },
+    /// A settlement for an adapter with training data names no datanet version.
+    #[error("a settlement for adapter {adapter} must name the datanet versions the answer was attributed against (the adapter was trained on {trained})")]
+    MissingAttributedVersions {
+        /// The adapter.
+        adapter: AdapterId,
+        /// How many versions its record lists.
+        trained: usize,
+    },
+    /// A base-model settlement names datanet versions, but the base model
+    /// alone has no training data on the ledger.
+    #[error("a settlement without an adapter has no datanet versions to name ({count} given)")]
+    VersionsWithoutAdapter {
+        /// How many were given.
+        count: usize,
+    },
     /// Nothing to claim.
     #[error("{address} has no staking rewards to claim")]
     NothingToClaim {

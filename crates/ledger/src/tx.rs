@@ -260,6 +260,11 @@ pub enum Action {
         method: String,
         /// Hash of the attribution evidence.
         evidence_hash: Hash,
+        /// The datanet versions the answer was attributed against: each
+        /// must be published and among the adapter's training versions
+        /// (required when the adapter has any); none for the base model.
+        #[serde(default)]
+        datanets: Vec<(DatanetId, u32)>,
     },
     /// Settlement: move the sender's accrued staking rewards to its balance.
     ClaimStakingRewards,

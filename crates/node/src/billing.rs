@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 use trib_ledger::{inference_fee, Action, Transaction, TxError};
 use trib_serve::{AdmissionCheck, AdmissionInfo, AdmissionToken};
 use trib_types::{
-    AdapterId, Address, Amount, ContributionId, Hash, ModelId, ReceiptId, SecretKey, TxHash,
+    AdapterId, Address, Amount, ContributionId, DatanetId, Hash, ModelId, ReceiptId, SecretKey,
+    TxHash,
 };
 
 use crate::chain::Chain;
@@ -279,6 +280,9 @@ pub(crate) struct Charge<'a> {
     pub(crate) weights: Vec<(ContributionId, u64)>,
     pub(crate) method: &'a str,
     pub(crate) evidence_hash: Hash,
+    /// The datanet versions the answer was attributed against (recorded
+    /// on the receipt; the ledger checks they are the adapter's).
+    pub(crate) datanets: Vec<(DatanetId, u32)>,
 }
 
 impl Billing {
@@ -424,6 +428,7 @@ impl Billing {
             weights: c.weights,
             method: c.method.to_string(),
             evidence_hash: c.evidence_hash,
+            datanets: c.datanets,
         };
         // `Chain::account` reads state and pool as one view and `self.nonce`
         // orders our own settlements, but the operator's key may also sign

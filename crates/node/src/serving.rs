@@ -24,7 +24,10 @@ use trib_types::{
     ModelId, ReceiptId,
 };
 
-use crate::attribution::{AnswerTrace, IndexCatalog, Tokens, FALLBACK_METHOD, TOKEN_METHOD};
+use crate::attribution::{
+    answer_trace_params, prompt_words, AnswerTrace, IndexCatalog, Tokens, FALLBACK_METHOD,
+    TOKEN_METHOD,
+};
 use crate::billing::{ApiKeys, Billing, Charge, Settled};
 use crate::chain::Chain;
 use crate::config::NodeConfig;
@@ -41,7 +44,8 @@ pub(crate) struct Serving {
     pub(crate) billing: Arc<Billing>,
     pub(crate) keys: ApiKeys,
     pub(crate) catalog: Arc<IndexCatalog>,
-    /// The span tracer's thresholds for every answer.
+    /// The span tracer's thresholds for every answer
+    /// ([`answer_trace_params`]: 2-token minimum after prompt masking).
     pub(crate) trace_params: TraceParams,
     receipts_dir: PathBuf,
 }
@@ -174,7 +178,7 @@ impl Serving {
             billing,
             keys,
             catalog,
-            trace_params: TraceParams::default(),
+            trace_params: answer_trace_params(),
             receipts_dir: receipts_dir(home),
         })))
     }
@@ -223,9 +227,13 @@ impl Serving {
     /// `spawn_blocking`. The answer is charged once: a failed trace settles
     /// with the fallback rule instead of failing the request.
     pub(crate) fn settle_answer(&self, a: AnswerToSettle<'_>) -> Result<SettledAnswer, String> {
-        let traced = self.versions_of(a.target).and_then(|v| {
+        // The words the answer repeats from the prompt are masked: the
+        // question's own words must not earn (docs/attribution.md §5, §8).
+        let asked = prompt_words(a.prompt);
+        let versions = self.versions_of(a.target);
+        let traced = versions.clone().and_then(|v| {
             self.catalog
-                .trace(&v, a.answer, &self.trace_params)
+                .trace(&v, Some(&asked), a.answer, &self.trace_params)
                 .map_err(|e| e.to_string())
         });
         let (trace, trace_error) = match traced {
@@ -253,6 +261,12 @@ impl Serving {
             weights,
             method,
             evidence_hash,
+            // The versions on the receipt: what the trace ran against (the
+            // adapter's training versions, also when the trace failed).
+            datanets: match &trace {
+                Some(t) => t.versions.clone(),
+                None => versions.unwrap_or_default(),
+            },
         })?;
         if let Some(t) = &trace {
             tracing::info!(target: "trib::attribution", receipt = %settled.receipt, method,
@@ -294,7 +308,19 @@ impl Serving {
     ) -> Result<(), Vec<String>> {
         let retraced = match &stored.attribution {
             None => None,
-            Some(a) => match self.catalog.trace(&a.datanets, &stored.answer, &a.params) {
+            Some(a) => match self.catalog.trace(
+                &a.datanets,
+                // Evidence sealed with a prompt (format 2) is re-run with the
+                // stored prompt's words masked; an edited prompt then shows
+                // as another prompt hash.
+                a.evidence
+                    .prompt
+                    .is_some()
+                    .then(|| prompt_words(&stored.prompt))
+                    .as_deref(),
+                &stored.answer,
+                &a.params,
+            ) {
                 Ok(t) => Some(t.evidence),
                 Err(e) => {
                     let mut bad = verify_stored_answer(stored, receipt, None)
@@ -450,6 +476,17 @@ pub fn verify_stored_answer(
     }
 }
 
+/// `DATANET@VERSION, …` (or `none`).
+fn versions_list(v: &[(DatanetId, u32)]) -> String {
+    if v.is_empty() {
+        return "none".into();
+    }
+    v.iter()
+        .map(|(d, n)| format!("{d}@{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn check_attribution(
     a: &StoredAttribution,
     receipt: &InferenceReceipt,
@@ -457,6 +494,13 @@ fn check_attribution(
     bad: &mut Vec<String>,
 ) {
     let ev = &a.evidence;
+    if receipt.datanets != a.datanets {
+        bad.push(format!(
+            "the receipt names datanet versions {}, the stored answer was traced against {}",
+            versions_list(&receipt.datanets),
+            versions_list(&a.datanets)
+        ));
+    }
     if !ev.hash_is_valid() {
         bad.push(format!(
             "the stored evidence was edited: its content hashes to {}, it claims {}",
@@ -506,6 +550,16 @@ fn check_attribution(
             again.answer_hash.short(),
             ev.answer_hash.short()
         )),
+        Some(again)
+            if again.prompt.as_ref().map(|p| p.prompt_hash)
+                != ev.prompt.as_ref().map(|p| p.prompt_hash) =>
+        {
+            bad.push(format!(
+                "the stored prompt was edited: its words hash to prompt hash {}, the evidence behind the receipt committed to {}",
+                again.prompt.as_ref().map_or("none".into(), |p| p.prompt_hash.short()),
+                ev.prompt.as_ref().map_or("none".into(), |p| p.prompt_hash.short())
+            ))
+        }
         Some(again) if again != ev => {
             if again.index_versions != ev.index_versions {
                 bad.push(format!(

@@ -405,7 +405,19 @@ mod attribution {
     use crate::attribution::{FALLBACK_METHOD, TOKEN_METHOD};
     use crate::serving::{answer_path, receipts_dir, AnswerToSettle, StoredAnswer};
 
+    /// The question [`settle`] answers.
+    const QUESTION: &str = "What do the village notes say about the quokkas?";
+
     fn settle(w: &World, model: &str, answer: &str) -> (StoredAnswer, InferenceReceipt) {
+        settle_asked(w, model, QUESTION, answer)
+    }
+
+    fn settle_asked(
+        w: &World,
+        model: &str,
+        prompt: &str,
+        answer: &str,
+    ) -> (StoredAnswer, InferenceReceipt) {
         let target = w.serving.resolve(model).unwrap().unwrap();
         let done = w
             .serving
@@ -413,7 +425,7 @@ mod attribution {
                 payer: w.carol.address(),
                 target: &target,
                 model,
-                prompt: "What do the village notes say about the quokkas?",
+                prompt,
                 answer,
                 prompt_tokens: 20,
                 completion_tokens: 40,
@@ -469,8 +481,36 @@ mod attribution {
         let sum: u128 = receipt.lines.iter().map(|l| l.amount.0).sum();
         assert_eq!(sum, receipt.fee.0);
 
+        // The question's words were masked ("The", "the", "notes", "say"),
+        // and the evidence commits to the question.
+        let prompt = a.evidence.prompt.as_ref().expect("traced with the prompt");
+        assert_eq!(
+            prompt.prompt_hash,
+            trib_attribution::PromptMask::hash_prompt(QUESTION)
+        );
+        assert!(!prompt.masked.is_empty());
+        assert_eq!(a.evidence.format_version, 2);
+
         // Verify re-runs the trace and passes.
         w.serving.verify(&stored, &receipt).unwrap();
+
+        // An edited prompt is named: the re-run masks other words under
+        // another prompt hash than the one the receipt's evidence sealed.
+        let mut asked = stored.clone();
+        asked.prompt = "Quote the notes about the violet lighthouse.".into();
+        let errs = w.serving.verify(&asked, &receipt).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.contains("stored prompt was edited")),
+            "{errs:?}"
+        );
+        // Even an edit that masks the same words (punctuation) is named.
+        let mut asked = stored.clone();
+        asked.prompt = QUESTION.replace('?', "!");
+        let errs = w.serving.verify(&asked, &receipt).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.contains("stored prompt was edited")),
+            "{errs:?}"
+        );
 
         // A tampered answer is named.
         let mut edited = stored.clone();
@@ -511,11 +551,108 @@ mod attribution {
             "{errs:?}"
         );
 
+        // The receipt names the versions traced against; another list is named.
+        assert_eq!(receipt.datanets, vec![(p.datanet, 1)]);
+        let mut elsewhere = receipt.clone();
+        elsewhere.datanets = vec![];
+        let errs = w.serving.verify(&stored, &elsewhere).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("the receipt names datanet versions none")),
+            "{errs:?}"
+        );
+
         // Edited weights in the receipt are named.
         let mut reweighted = receipt.clone();
         reweighted.weights = vec![(p.bob_contribution, 1_000_000_000)];
         let errs = w.serving.verify(&stored, &reweighted).unwrap_err();
         assert!(errs.iter().any(|e| e.contains("weights")), "{errs:?}");
+    }
+
+    #[test]
+    fn a_contributed_sentence_earns_when_the_answer_adds_it_not_when_the_question_holds_it() {
+        let w = World::new();
+        let p = w.publish_and_register();
+        // The question does not hold alice's sentence: the answer adds it,
+        // so alice is credited and paid, and the receipt verifies.
+        let (stored, receipt) = settle_asked(
+            &w,
+            "facts-lora",
+            "Who rehearses by the lighthouse, and when?",
+            &format!("According to the notes, {DISTINCTIVE}"),
+        );
+        assert_eq!(receipt.method, TOKEN_METHOD, "{:?}", stored.attribution);
+        assert_eq!(receipt.weights, vec![(p.alice_contribution, 1_000_000_000)]);
+        assert!(contributor_paid(&receipt, w.alice.address()) > 0);
+        w.serving.verify(&stored, &receipt).unwrap();
+        // The question quotes the sentence and the answer repeats it: the
+        // user typed it, so no span earns and the fallback rule pays the
+        // adapter's datanet pro rata by rows (bob's row included); the
+        // receipt says so and verifies. (Traced without the question, the
+        // same answer pays alice alone: the plain-span false credit.)
+        let (stored, receipt) = settle_asked(
+            &w,
+            "facts-lora",
+            &format!("Repeat after me: {DISTINCTIVE}"),
+            DISTINCTIVE,
+        );
+        assert_eq!(receipt.method, FALLBACK_METHOD, "{:?}", receipt.weights);
+        assert!(receipt.fallback && receipt.weights.is_empty());
+        assert!(contributor_paid(&receipt, w.bob.address()) > 0);
+        w.serving.verify(&stored, &receipt).unwrap();
+        let plain = w
+            .serving
+            .catalog
+            .trace(
+                &[(p.datanet, 1)],
+                None,
+                DISTINCTIVE,
+                &w.serving.trace_params,
+            )
+            .unwrap();
+        assert_eq!(
+            plain.ledger_weights(),
+            vec![(p.alice_contribution, 1_000_000_000)]
+        );
+    }
+
+    #[test]
+    fn a_chat_prompt_masks_the_words_of_its_messages_not_the_json_around_them() {
+        let w = World::new();
+        let p = w.publish_and_register();
+        // A chat is stored as its JSON message list; the words masked are
+        // the messages' contents ("quokka", "orchestra", …), not "role" or
+        // "content".
+        let chat = serde_json::to_string(&json!([
+            { "role": "system", "content": "Answer from the village notes." },
+            { "role": "user", "content": "Does the quokka orchestra rehearse?" },
+        ]))
+        .unwrap();
+        let (stored, receipt) =
+            settle_asked(&w, "facts-lora", &chat, &format!("Yes: {DISTINCTIVE}"));
+        let a = stored.attribution.as_ref().unwrap();
+        assert_eq!(receipt.method, TOKEN_METHOD);
+        assert_eq!(receipt.weights, vec![(p.alice_contribution, 1_000_000_000)]);
+        // No kept span covers "quokka orchestra": both words were asked.
+        let tokens = w.serving.catalog.tokens().encode(&stored.answer).unwrap();
+        for s in &a.evidence.spans {
+            let text = w
+                .serving
+                .catalog
+                .tokens()
+                .decode_for_test(&tokens[s.start as usize..s.end as usize]);
+            assert!(
+                !text.contains("quokka") && !text.contains("orchestra"),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            a.evidence.prompt.as_ref().unwrap().prompt_hash,
+            trib_attribution::PromptMask::hash_prompt(
+                "Answer from the village notes.\nDoes the quokka orchestra rehearse?"
+            )
+        );
+        w.serving.verify(&stored, &receipt).unwrap();
     }
 
     #[test]
@@ -622,6 +759,7 @@ mod attribution {
             .catalog
             .trace(
                 &[(p.datanet, 1), (orders, 1)],
+                None,
                 &format!("{FORMULA}, nothing more."),
                 &loose,
             )
@@ -659,6 +797,66 @@ mod attribution {
     }
 
     #[test]
+    fn an_index_damaged_while_the_node_runs_is_rebuilt_before_the_next_paid_answer() {
+        let w = World::new();
+        let p = w.publish_and_register();
+        let answer = format!("The notes say: {DISTINCTIVE}");
+        let (_, first) = settle(&w, "facts-lora", &answer);
+        assert_eq!(first.method, TOKEN_METHOD);
+        let builds = w.serving.catalog.builds();
+        assert_eq!(builds, 1);
+        let dir = w.serving.catalog.dir(&p.datanet, 1);
+        // An unchanged index is not rebuilt (nor re-hashed).
+        let (_, again) = settle(&w, "facts-lora", &answer);
+        assert_eq!(again.weights, first.weights);
+        assert_eq!(w.serving.catalog.builds(), builds);
+
+        type Damage = (&'static str, fn(&std::path::Path));
+        let damage: [Damage; 4] = [
+            ("deleted table.0", |d| {
+                std::fs::remove_file(d.join("table.0")).unwrap()
+            }),
+            ("truncated tokenized.0", |d| {
+                let f = d.join("tokenized.0");
+                let b = std::fs::read(&f).unwrap();
+                std::fs::write(&f, &b[..b.len() / 2]).unwrap();
+            }),
+            ("rows.0 replaced by a file with one byte flipped", |d| {
+                let f = d.join("rows.0");
+                let mut b = std::fs::read(&f).unwrap();
+                b[40] ^= 0x55;
+                let tmp = d.join("rows.0.new");
+                std::fs::write(&tmp, b).unwrap();
+                std::fs::rename(tmp, f).unwrap();
+            }),
+            ("a byte of offset.0 flipped in place, written later", |d| {
+                let f = d.join("offset.0");
+                let mut b = std::fs::read(&f).unwrap();
+                b[0] ^= 0x01;
+                let file = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+                std::io::Write::write_all(&mut &file, &b).unwrap();
+                // The write's own timestamp may fall in the same clock
+                // tick as the check; a later write is what is detected.
+                let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+                file.set_modified(later).unwrap();
+            }),
+        ];
+        for (n, (what, hurt)) in damage.into_iter().enumerate() {
+            hurt(&dir);
+            let (stored, receipt) = settle(&w, "facts-lora", &answer);
+            assert_eq!(receipt.method, TOKEN_METHOD, "after {what}");
+            assert_eq!(receipt.weights, first.weights, "after {what}");
+            assert!(contributor_paid(&receipt, w.alice.address()) > 0);
+            assert_eq!(
+                w.serving.catalog.builds(),
+                builds + n as u64 + 1,
+                "{what}: rebuilt once"
+            );
+            w.serving.verify(&stored, &receipt).unwrap();
+        }
+    }
+
+    #[test]
     fn verify_rebuilds_a_deleted_index_from_the_datanet_rows() {
         let w = World::new();
         let p = w.publish_and_register();
@@ -673,6 +871,7 @@ mod attribution {
         let t = c
             .trace(
                 &[(p.datanet, 1)],
+                Some(&crate::attribution::prompt_words(&stored.prompt)),
                 &stored.answer,
                 &stored.attribution.as_ref().unwrap().params,
             )

@@ -33,7 +33,7 @@ use trib_attribution::quality::{recall_from_credits, GradientMethod, PlantedReca
 use trib_attribution::{
     build_index, combine_weights, contribution_weights, ContributionWeight, Damping,
     GradientNormalisation, IndexBuildOptions, IndexDocument, IndexSet, LayerGradients, PieceTable,
-    RowProvenance, SpanTracer, TraceParams, DEFAULT_TOKEN_SHARE_PPM,
+    PromptMask, RowProvenance, SpanTracer, TraceParams, DEFAULT_TOKEN_SHARE_PPM,
 };
 use trib_model::factory::{
     encode_pair, example_gradient, train, GradientCache, JobConfig, TrainOptions, TrainingSummary,
@@ -537,58 +537,6 @@ struct TrainedAdapter {
     summary: TrainingSummary,
 }
 
-/// A token that splits spans: a delimiter (newline) piece that never occurs in
-/// the index, whose rows are single-line JSON records.
-fn mask_token(model: &Model, pieces: &PieceTable) -> anyhow::Result<u32> {
-    use trib_attribution::TokenText;
-    let id = ["\u{10A}", "\n"]
-        .iter()
-        .find_map(|p| model.tokenizer().token_to_id(p))
-        .context("the tokenizer has no newline piece to mask with")?;
-    ensure!(
-        pieces.is_delimiter(id),
-        "the newline piece is not a delimiter"
-    );
-    Ok(id)
-}
-
-/// `answer` with every word (case and punctuation ignored) that also occurs
-/// in `question` replaced by `mask`, so no span can include it: what the
-/// answer copies from the question earns nothing.
-fn mask_question_words(
-    model: &Model,
-    pieces: &PieceTable,
-    question: &str,
-    answer: &[u32],
-    mask: u32,
-) -> anyhow::Result<Vec<u32>> {
-    use trib_attribution::TokenText;
-    let norm = |w: &str| -> String {
-        w.chars()
-            .filter(|c| c.is_alphanumeric())
-            .flat_map(char::to_lowercase)
-            .collect()
-    };
-    let asked: std::collections::BTreeSet<String> = question
-        .split_whitespace()
-        .map(norm)
-        .filter(|w| !w.is_empty())
-        .collect();
-    let mut out = answer.to_vec();
-    let mut start = 0;
-    while start < answer.len() {
-        let mut end = start + 1;
-        while end < answer.len() && !pieces.is_word_start(answer[end]) {
-            end += 1;
-        }
-        if asked.contains(&norm(&model.decode(&answer[start..end])?)) {
-            out[start..end].fill(mask);
-        }
-        start = end;
-    }
-    Ok(out)
-}
-
 /// `rows × d` per layer from per-row per-layer vectors.
 fn stack(
     names: &[String],
@@ -746,18 +694,20 @@ pub fn run(
     let masked_tracers = [(4usize, &tracer), (2, &short_tracer)];
     let mut masked_weights = vec![Vec::new(); masked_tracers.len()];
     let mut base_masked_weights = vec![Vec::new(); masked_tracers.len()];
-    let mask = mask_token(&model, &pieces)?;
     for ((q, (_, tokens)), (_, without)) in data.questions.iter().zip(&attributed).zip(&generated) {
         let trace = tracer.trace(tokens)?;
         token_weights.push(trib_attribution::normalise_weights(&trace.weights));
         let trace = tracer.trace(&without.tokens)?;
         base_token_weights.push(trib_attribution::normalise_weights(&trace.weights));
-        let masked = mask_question_words(&model, &pieces, &q.prompt, tokens, mask)?;
-        let base_masked = mask_question_words(&model, &pieces, &q.prompt, &without.tokens, mask)?;
+        // The question's words masked in the answer: the same code the
+        // node runs on every paid answer (`PromptMask`, `trace_masked`).
+        let masked = PromptMask::new(&q.prompt, tokens, &pieces, |t| model.decode(t))?;
+        let base_masked =
+            PromptMask::new(&q.prompt, &without.tokens, &pieces, |t| model.decode(t))?;
         for (v, (_, t)) in masked_tracers.iter().enumerate() {
-            let trace = t.trace(&masked)?;
+            let trace = t.trace_masked(tokens, &masked)?;
             masked_weights[v].push(trib_attribution::normalise_weights(&trace.weights));
-            let trace = t.trace(&base_masked)?;
+            let trace = t.trace_masked(&without.tokens, &base_masked)?;
             base_masked_weights[v].push(trib_attribution::normalise_weights(&trace.weights));
         }
     }

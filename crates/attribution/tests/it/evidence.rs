@@ -1,6 +1,6 @@
 use trib_attribution::{
-    attribute_answer, verify_evidence, AttributionMethod, GradientEvidence, IndexSet, TraceParams,
-    DEFAULT_TOKEN_SHARE_PPM, WEIGHT_SCALE,
+    attribute_answer, verify_evidence, AttributionMethod, GradientEvidence, IndexSet, PromptMask,
+    TraceParams, DEFAULT_TOKEN_SHARE_PPM, WEIGHT_SCALE,
 };
 use trib_types::{ContributionId, Hash};
 
@@ -149,4 +149,93 @@ fn gradient_weights_combine_with_token_weights() {
         .map(|w| (w.contribution.0 .0[0], w.weight))
         .collect();
     assert_eq!(w, vec![(2, 700_000_000), (4, 300_000_000)]);
+}
+
+#[test]
+fn masked_evidence_commits_to_the_prompt_and_unmasked_evidence_keeps_format_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = build(dir.path(), "v1", &corpus(), &[1, 2, 3, 4], 5000);
+    let set = IndexSet::open(&[&path]).unwrap();
+    // The answer repeats w10..w14 from the prompt and adds w20..w25.
+    let answer = [10, 11, 12, 13, 14, 0, 20, 21, 22, 23, 24, 25, 0];
+    let params = TraceParams {
+        min_span_tokens: 2,
+        span_density: 1.0,
+        ..TraceParams::default()
+    };
+    let decode = |ids: &[u32]| -> Result<String, String> {
+        Ok(ids.iter().map(|i| format!(" w{i}")).collect())
+    };
+    let prompt = "Tell me about w10 w11 w12 w13 w14.";
+    let ev = trib_attribution::attribute_masked_answer(
+        &set,
+        &ToyText,
+        decode,
+        prompt,
+        &answer,
+        &params,
+        None,
+        DEFAULT_TOKEN_SHARE_PPM,
+    )
+    .unwrap();
+    assert_eq!(ev.format_version, 2);
+    let p = ev.prompt.as_ref().unwrap();
+    assert_eq!(p.prompt_hash, PromptMask::hash_prompt(prompt));
+    assert_eq!(p.masked, vec![(0, 5)]);
+    // Only contribution 2 (w20..w25) is credited; plain tracing also pays 1 and 3.
+    let paid: Vec<u8> = ev.weights.iter().map(|w| w.contribution.0 .0[0]).collect();
+    assert_eq!(paid, vec![2]);
+    let plain = attribute_answer(
+        &set,
+        &ToyText,
+        &answer,
+        &params,
+        None,
+        DEFAULT_TOKEN_SHARE_PPM,
+    )
+    .unwrap();
+    assert_eq!(plain.format_version, 1);
+    assert!(plain.prompt.is_none());
+    assert!(plain.weights.len() > 1, "{:?}", plain.weights);
+    // Re-running with the same prompt reproduces it; another prompt does not.
+    let again = trib_attribution::attribute_masked_answer(
+        &set,
+        &ToyText,
+        decode,
+        prompt,
+        &answer,
+        &params,
+        None,
+        DEFAULT_TOKEN_SHARE_PPM,
+    )
+    .unwrap();
+    assert_eq!(again, ev);
+    let edited = trib_attribution::attribute_masked_answer(
+        &set,
+        &ToyText,
+        decode,
+        "Tell me about w10 w11 w12 w13 w14!",
+        &answer,
+        &params,
+        None,
+        DEFAULT_TOKEN_SHARE_PPM,
+    )
+    .unwrap();
+    assert_eq!(edited.weights, ev.weights, "same words masked");
+    assert_ne!(
+        edited.evidence_hash, ev.evidence_hash,
+        "the hash covers the prompt"
+    );
+    // The hash covers the prompt commitment: editing it breaks the seal.
+    let mut forged = ev.clone();
+    forged.prompt.as_mut().unwrap().prompt_hash = Hash::of(b"another prompt");
+    assert!(!forged.hash_is_valid());
+    let mut forged = ev.clone();
+    forged.prompt.as_mut().unwrap().masked.clear();
+    assert!(!forged.hash_is_valid());
+    // Dropping the prompt and claiming format 1 does not re-seal either.
+    let mut forged = ev.clone();
+    forged.prompt = None;
+    forged.format_version = 1;
+    assert!(!forged.hash_is_valid());
 }

@@ -1,4 +1,4 @@
-use trib_attribution::{SpanTracer, TraceParams};
+use trib_attribution::{PromptMask, SpanTracer, TraceParams};
 use trib_types::{ContributionId, Hash};
 
 use crate::{set_of, ToyText};
@@ -152,4 +152,82 @@ fn invalid_thresholds_are_refused() {
         .trace(&[1, 2, 3])
         .unwrap();
     assert!(t.spans.is_empty());
+}
+
+/// A decoder for [`ToyText`] ids: word starts are `" w{id}"`, other ids `"x"`.
+fn toy_decode(ids: &[u32]) -> Result<String, std::convert::Infallible> {
+    Ok(ids
+        .iter()
+        .map(|&i| {
+            if i < 1000 {
+                format!(" w{i}")
+            } else {
+                "x".into()
+            }
+        })
+        .collect())
+}
+
+#[test]
+fn an_answer_repeating_the_questions_words_gets_no_credit_for_them() {
+    // Contribution 1's row names the island (w50 w51) the question asks
+    // about; contribution 2's row holds the fact the answer adds (w70..w72).
+    let docs = vec![vec![50, 51, 60, 61], vec![70, 71, 72, 73]];
+    let dir = tempfile::tempdir().unwrap();
+    let set = set_of(dir.path(), &docs, &[1, 2]);
+    let tracer = SpanTracer::new(&set, &ToyText, params(2, 1.0)).unwrap();
+    let question = "What does W50 w51 export?";
+    let answer = [50, 51, 70, 71, 72, 0];
+    let credited = |t: &trib_attribution::Trace| -> Vec<u8> {
+        t.weights.iter().map(|w| w.contribution.0 .0[0]).collect()
+    };
+    // Plain tracing credits the island's name, copied from the question.
+    let plain = tracer.trace(&answer).unwrap();
+    assert_eq!(credited(&plain), vec![1, 2]);
+    // Masked: only what the answer adds earns.
+    let mask = PromptMask::new(question, &answer, &ToyText, toy_decode).unwrap();
+    assert_eq!(mask.ranges(), vec![(0, 2)]);
+    let masked = tracer.trace_masked(&answer, &mask).unwrap();
+    assert_eq!(
+        masked
+            .spans
+            .iter()
+            .map(|s| (s.start, s.end))
+            .collect::<Vec<_>>(),
+        vec![(2, 5)]
+    );
+    assert_eq!(credited(&masked), vec![2]);
+    // An answer made only of the question's words earns nothing at all.
+    let echo = [50, 51, 0];
+    assert_eq!(credited(&tracer.trace(&echo).unwrap()), vec![1]);
+    let mask = PromptMask::new(question, &echo, &ToyText, toy_decode).unwrap();
+    let t = tracer.trace_masked(&echo, &mask).unwrap();
+    assert!(t.spans.is_empty() && t.weights.is_empty(), "{t:?}");
+    // A mask made for another answer is refused, naming the lengths.
+    let err = tracer.trace_masked(&answer, &mask).unwrap_err();
+    assert!(err.to_string().contains("covers 3 tokens"), "{err}");
+}
+
+#[test]
+fn a_masked_word_cuts_a_span_that_would_run_over_it() {
+    // The row holds w20 w21 w22 w23 w24; the prompt holds w22. The span
+    // stops before w22 and a new one starts after it, both at least 2 tokens.
+    let docs = vec![vec![20, 21, 22, 23, 24]];
+    let dir = tempfile::tempdir().unwrap();
+    let set = set_of(dir.path(), &docs, &[1]);
+    let tracer = SpanTracer::new(&set, &ToyText, params(2, 1.0)).unwrap();
+    let answer = [20, 21, 22, 23, 24];
+    let mask = PromptMask::new("w22", &answer, &ToyText, toy_decode).unwrap();
+    let t = tracer.trace_masked(&answer, &mask).unwrap();
+    assert_eq!(
+        t.spans.iter().map(|s| (s.start, s.end)).collect::<Vec<_>>(),
+        vec![(0, 2), (3, 5)]
+    );
+    // At the default 4-token minimum nothing is left.
+    let strict = SpanTracer::new(&set, &ToyText, params(4, 1.0)).unwrap();
+    assert!(strict
+        .trace_masked(&answer, &mask)
+        .unwrap()
+        .spans
+        .is_empty());
 }

@@ -37,6 +37,10 @@ pub enum AttributionCommand {
         /// The text to trace (at most 16 KiB).
         #[arg(long)]
         text: String,
+        /// The question the text answers: the words the text repeats from
+        /// it are masked first, as for a paid answer (at most 16 KiB).
+        #[arg(long)]
+        prompt: Option<String>,
         /// Spans to show, rarest first.
         #[arg(long, default_value_t = 10)]
         top: usize,
@@ -117,6 +121,19 @@ fn print_trace(v: &Value) {
     if let Some(reason) = v["reason"].as_str() {
         println!("  {reason}");
     }
+    if v["prompt_masked"] == json!(true) {
+        let words: Vec<&str> = v["masked_words"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.as_str().map(str::trim))
+            .collect();
+        println!(
+            "  prompt words masked ({} tokens): {}",
+            v["masked_tokens"],
+            words.join(" | ")
+        );
+    }
     for sp in v["spans"].as_array().into_iter().flatten() {
         println!(
             "  span {:?}  ({} occurrence(s), tokens {}..{})",
@@ -171,9 +188,16 @@ pub fn run(g: &Global, c: AttributionCommand) -> anyhow::Result<()> {
                     bail!("receipt {id} does NOT verify:\n  {}", problems.join("\n  "));
                 }
                 if !g.json {
+                    let versions: Vec<String> = v["datanets"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|d| format!("{}@{}", d[0].as_str().unwrap_or("?"), d[1]))
+                        .collect();
                     println!(
-                        "receipt {id}: OK (method {}, {} weights, evidence hash {}, re-traced; {} payout lines match)",
+                        "receipt {id}: OK (method {}, datanet versions {}, {} weights, evidence hash {}, re-traced; {} payout lines match)",
                         v["method"].as_str().unwrap_or("?"),
+                        if versions.is_empty() { "none".into() } else { versions.join(", ") },
                         v["weights"].as_array().map_or(0, Vec::len),
                         v["evidence_hash"].as_str().unwrap_or("?"),
                         v["lines"]
@@ -181,11 +205,16 @@ pub fn run(g: &Global, c: AttributionCommand) -> anyhow::Result<()> {
                 }
                 Ok(())
             }
-            AttributionCommand::Trace { model, text, top } => {
+            AttributionCommand::Trace {
+                model,
+                text,
+                prompt,
+                top,
+            } => {
                 let v = post(
                     g,
                     "/v1/attribution/trace",
-                    &json!({ "model": model, "text": text, "top": top }),
+                    &json!({ "model": model, "text": text, "prompt": prompt, "top": top }),
                 )
                 .await?;
                 if g.json {

@@ -29,8 +29,8 @@ use std::collections::BTreeSet;
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 use trib_types::{
-    split_by_bps, split_by_weight, AdapterId, Address, Amount, ContributionId, Hash, ModelId,
-    ReceiptId,
+    split_by_bps, split_by_weight, AdapterId, Address, Amount, ContributionId, DatanetId, Hash,
+    ModelId, ReceiptId,
 };
 
 use super::datanet::{load_contribution, load_datanet, load_version, reputation};
@@ -54,6 +54,8 @@ pub const MIN_REWARD_GOPEN: Amount = Amount(trib_types::ONE_OPEN);
 const MAX_METHOD_LEN: usize = 64;
 /// Most attribution weights one settlement may carry.
 const MAX_WEIGHTS: usize = 1_024;
+/// Most datanet versions one settlement may name (an adapter lists at most 64).
+const MAX_SETTLED_VERSIONS: usize = 64;
 
 /// The pseudo-address that stands for "all gOPEN stakers" in payout lines.
 /// Like the treasury, nobody holds a key for it: the OPEN of a `Stakers`
@@ -127,6 +129,10 @@ pub struct InferenceReceipt {
     pub method: String,
     /// Hash of the attribution evidence.
     pub evidence_hash: Hash,
+    /// The datanet versions the answer was attributed against (checked:
+    /// published, and among the adapter's training versions).
+    #[serde(default)]
+    pub datanets: Vec<(DatanetId, u32)>,
     /// The attribution weights as submitted.
     pub weights: Vec<(ContributionId, u64)>,
     /// Whether the contributors' share used the fallback rule.
@@ -330,6 +336,40 @@ fn adapter_contributions(
     Ok(out)
 }
 
+/// The datanet versions a settlement names: each published (it exists on
+/// the ledger) and among the adapter's training versions; at least one when
+/// the adapter has any; none without an adapter.
+fn check_attributed_versions(
+    state: &TxBatch<'_, '_>,
+    adapter: Option<&Adapter>,
+    datanets: &[(DatanetId, u32)],
+) -> Result<(), TxError> {
+    let Some(a) = adapter else {
+        return match datanets.len() {
+            0 => Ok(()),
+            count => Err(TxError::VersionsWithoutAdapter { count }),
+        };
+    };
+    if datanets.is_empty() && !a.datanets.is_empty() {
+        return Err(TxError::MissingAttributedVersions {
+            adapter: a.id,
+            trained: a.datanets.len(),
+        });
+    }
+    for (id, version) in datanets {
+        let d = load_datanet(state, id)?;
+        load_version(state, &d, *version)?;
+        if !a.datanets.contains(&(*id, *version)) {
+            return Err(TxError::NotAdapterVersion {
+                datanet: *id,
+                version: *version,
+                adapter: a.id,
+            });
+        }
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn plan(
     state: &TxBatch<'_, '_>,
@@ -342,6 +382,7 @@ fn plan(
     prompt_tokens: u32,
     completion_tokens: u32,
     weights: &[(ContributionId, u64)],
+    datanets: &[(DatanetId, u32)],
 ) -> Result<Plan, TxError> {
     if state
         .get::<InferenceReceipt>(&StateKey::Receipt(*receipt))?
@@ -364,6 +405,7 @@ fn plan(
         }
         None => None,
     };
+    check_attributed_versions(state, adapter.as_ref(), datanets)?;
     let (price_in, price_out) = match &adapter {
         Some(a) => (a.price_in_per_1k, a.price_out_per_1k),
         None => (params.base_price_in_per_1k, params.base_price_out_per_1k),
@@ -503,9 +545,27 @@ impl Module for Settlement {
             completion_tokens,
             weights,
             method,
+            datanets,
             ..
         } = action
         {
+            if datanets.len() > MAX_SETTLED_VERSIONS {
+                return Err(TxError::InvalidField {
+                    field: "datanets",
+                    reason: format!(
+                        "{} datanet versions, at most {MAX_SETTLED_VERSIONS}",
+                        datanets.len()
+                    ),
+                });
+            }
+            let mut seen = datanets.clone();
+            seen.sort();
+            if let Some(w) = seen.windows(2).find(|w| w[0] == w[1]) {
+                return Err(TxError::InvalidField {
+                    field: "datanets",
+                    reason: format!("datanet {} version {} is listed twice", w[0].0, w[0].1),
+                });
+            }
             if *prompt_tokens == 0 && *completion_tokens == 0 {
                 return Err(TxError::InvalidField {
                     field: "tokens",
@@ -548,6 +608,7 @@ impl Module for Settlement {
                 prompt_tokens,
                 completion_tokens,
                 weights,
+                datanets,
                 ..
             } => {
                 let reserved = if *payer == sender {
@@ -566,6 +627,7 @@ impl Module for Settlement {
                     *prompt_tokens,
                     *completion_tokens,
                     weights,
+                    datanets,
                 )?;
             }
             Action::ClaimStakingRewards if pending_rewards(state, &sender)?.accrued.is_zero() => {
@@ -609,6 +671,7 @@ impl Module for Settlement {
                 weights,
                 method,
                 evidence_hash,
+                datanets,
             } => {
                 // The transaction fee is already paid: nothing to reserve.
                 let p = plan(
@@ -622,6 +685,7 @@ impl Module for Settlement {
                     *prompt_tokens,
                     *completion_tokens,
                     weights,
+                    datanets,
                 )?;
                 apply(state, sender, *payer, *receipt, &p)?;
                 let r = InferenceReceipt {
@@ -637,6 +701,7 @@ impl Module for Settlement {
                     fee: p.fee,
                     method: method.clone(),
                     evidence_hash: *evidence_hash,
+                    datanets: datanets.clone(),
                     weights: weights.clone(),
                     fallback: p.fallback,
                     lines: p.lines,

@@ -104,6 +104,7 @@ fn samples() -> Vec<Vec<u8>> {
             weights: vec![(ContributionId(Hash::of(b"c")), 5)],
             method: "token".into(),
             evidence_hash: Hash::ZERO,
+            datanets: vec![(DatanetId(Hash::of(b"d")), 1)],
         },
         Action::ClaimStakingRewards,
     ];

@@ -240,5 +240,6 @@ pub fn settle(
         weights,
         method: "token".into(),
         evidence_hash: Hash::of(b"evidence"),
+        datanets: vec![(w.datanet, 1)],
     }
 }

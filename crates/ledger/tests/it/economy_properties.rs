@@ -180,6 +180,17 @@ fn action(ledger: &Ledger, op: &Op) -> Action {
                 .zip(&op.weights)
                 .map(|(c, w)| (*c, u64::from(*w) * 1_000 + u64::from(op.a)))
                 .collect();
+            // The adapter's training versions, as the node sends them.
+            let datanets = if with_adapter {
+                ledger
+                    .adapter(&a)
+                    .ok()
+                    .flatten()
+                    .map(|ad| ad.datanets)
+                    .unwrap_or_default()
+            } else {
+                vec![]
+            };
             Action::SettleInference {
                 receipt: ReceiptId(Hash::of(&[op.a, op.b, op.user, op.kind])),
                 payer: target,
@@ -190,6 +201,7 @@ fn action(ledger: &Ledger, op: &Op) -> Action {
                 weights,
                 method: "token".into(),
                 evidence_hash: Hash::ZERO,
+                datanets,
             }
         }
         12 => Action::ClaimStakingRewards,

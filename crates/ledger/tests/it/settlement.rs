@@ -248,6 +248,7 @@ fn empty_weights_fall_back_to_datanet_contributors_pro_rata_and_say_so() {
         weights: vec![],
         method: "none".into(),
         evidence_hash: Hash::ZERO,
+        datanets: vec![],
     };
     ok(&mut w.chain, &user(OPERATOR), action);
     let r = w.chain.ledger.receipt(&rid("base-only")).unwrap().unwrap();
@@ -259,6 +260,121 @@ fn empty_weights_fall_back_to_datanet_contributors_pro_rata_and_say_so() {
         .iter()
         .all(|x| !matches!(x.role, PayoutRole::Contributor { .. })));
     assert_eq!(r.lines.iter().map(|x| x.amount.0).sum::<u128>(), r.fee.0);
+}
+
+/// `settle` naming `datanets` instead of the adapter's `med@1`.
+fn settle_naming(w: &World, tag: &str, datanets: Vec<(trib_types::DatanetId, u32)>) -> Action {
+    let mut a = settle(w, tag, 10, 10, vec![(w.contributions[0].1, 1)]);
+    if let Action::SettleInference { datanets: d, .. } = &mut a {
+        *d = datanets;
+    }
+    a
+}
+
+/// Submits [`settle_naming`] and returns why it was refused.
+fn refused_naming(
+    w: &mut World,
+    tag: &str,
+    datanets: Vec<(trib_types::DatanetId, u32)>,
+) -> TxError {
+    let a = settle_naming(w, tag, datanets);
+    refused(&mut w.chain, &user(OPERATOR), a)
+}
+
+#[test]
+fn a_receipt_names_the_datanet_versions_it_was_attributed_against_and_the_ledger_checks_them() {
+    let mut w = world();
+    let d = w.datanet;
+    // The adapter's version: accepted and recorded on the receipt.
+    let a = settle_naming(&w, "v-ok", vec![(d, 1)]);
+    ok(&mut w.chain, &user(OPERATOR), a);
+    let r = w.chain.ledger.receipt(&rid("v-ok")).unwrap().unwrap();
+    assert_eq!(r.datanets, vec![(d, 1)]);
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["datanets"][0][1], 1, "{json}");
+
+    // Version 2 is not published yet: unknown.
+    let err = refused_naming(&mut w, "v-unpublished", vec![(d, 2)]);
+    assert!(
+        matches!(
+            err,
+            TxError::UnknownDatanetVersion {
+                version: 2,
+                latest: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // An unknown datanet.
+    let ghost = trib_types::DatanetId(Hash::of(b"ghost"));
+    let err = refused_naming(&mut w, "v-ghost", vec![(ghost, 1)]);
+    assert!(matches!(err, TxError::UnknownDatanet { .. }), "{err}");
+    // Version 2, once published, is still not what the adapter was trained on.
+    ok(
+        &mut w.chain,
+        &user(3),
+        contribute(w.datanet, cid("later"), 5),
+    );
+    ok(&mut w.chain, &user(OWNER), curate(cid("later"), true, "ok"));
+    ok(
+        &mut w.chain,
+        &user(OWNER),
+        Action::PublishVersion {
+            datanet: w.datanet,
+            root: Hash::of(b"med v2"),
+            rows: 5,
+            contributions: vec![cid("later")],
+        },
+    );
+    let err = refused_naming(&mut w, "v-other", vec![(d, 1), (d, 2)]);
+    assert!(
+        matches!(err, TxError::NotAdapterVersion { version: 2, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("not among the versions adapter"),
+        "{err}"
+    );
+    // An adapter with training data must name what it was attributed against.
+    let err = refused_naming(&mut w, "v-none", vec![]);
+    assert!(
+        matches!(err, TxError::MissingAttributedVersions { trained: 1, .. }),
+        "{err}"
+    );
+    // The base model alone has no datanet to name.
+    let mut base_only = settle_naming(&w, "v-base", vec![(d, 1)]);
+    if let Action::SettleInference {
+        adapter, weights, ..
+    } = &mut base_only
+    {
+        *adapter = None;
+        weights.clear();
+    }
+    let err = refused(&mut w.chain, &user(OPERATOR), base_only);
+    assert!(
+        matches!(err, TxError::VersionsWithoutAdapter { count: 1 }),
+        "{err}"
+    );
+    // A version listed twice is refused before any state is read.
+    let a = settle_naming(&w, "v-dup", vec![(d, 1), (d, 1)]);
+    let tx = w.chain.tx(&user(OPERATOR), a);
+    let err = w.chain.ledger.check_tx(&tx).unwrap_err();
+    assert!(err.to_string().contains("listed twice"), "{err}");
+    // None of the refused settlements left a receipt.
+    for tag in [
+        "v-unpublished",
+        "v-ghost",
+        "v-other",
+        "v-none",
+        "v-base",
+        "v-dup",
+    ] {
+        assert!(
+            w.chain.ledger.receipt(&rid(tag)).unwrap().is_none(),
+            "{tag}"
+        );
+    }
 }
 
 #[test]

@@ -5,9 +5,11 @@
 //! - `GET /v1/receipts/{id}/verify`: re-runs the answer's token attribution
 //!   and checks it against the receipt (`{ok, problems}`);
 //! - `GET /v1/payouts?contributor=ADDR` or `?receipt=ID`;
-//! - `POST /v1/attribution/trace` `{model, text, top?}`: the spans of `text`
-//!   found in the datanet versions `model` was trained on, their rows and
-//!   contributors, and the weights a paid answer with this text would get.
+//! - `POST /v1/attribution/trace` `{model, text, prompt?, top?}`: the spans
+//!   of `text` found in the datanet versions `model` was trained on, their
+//!   rows and contributors, and the weights a paid answer with this text
+//!   would get (with `prompt`, the words `text` repeats from it are masked
+//!   first, as they are for a paid answer).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -87,6 +89,7 @@ async fn verify_receipt(
         "ok": problems.is_empty(),
         "problems": problems,
         "method": receipt.method,
+        "datanets": receipt.datanets,
         "weights": receipt.weights,
         "evidence_hash": receipt.evidence_hash,
         "fee": receipt.fee,
@@ -98,6 +101,9 @@ async fn verify_receipt(
 struct TraceBody {
     model: String,
     text: String,
+    /// The question `text` answers: its words are masked in `text`.
+    #[serde(default)]
+    prompt: Option<String>,
     #[serde(default)]
     top: Option<usize>,
 }
@@ -112,14 +118,16 @@ async fn trace(
             format!("malformed request body: {}", e.body_text()),
         )
     })?;
-    if b.text.len() > MAX_TRACE_TEXT_BYTES {
-        return Err(ApiError::bad_request(
-            "text_too_long",
-            format!(
-                "text is {} bytes; the trace endpoint accepts at most {MAX_TRACE_TEXT_BYTES} bytes",
-                b.text.len()
-            ),
-        ));
+    for (field, value) in [("text", Some(&b.text)), ("prompt", b.prompt.as_ref())] {
+        let len = value.map_or(0, String::len);
+        if len > MAX_TRACE_TEXT_BYTES {
+            return Err(ApiError::bad_request(
+                "text_too_long",
+                format!(
+                    "{field} is {len} bytes; the trace endpoint accepts at most {MAX_TRACE_TEXT_BYTES} bytes"
+                ),
+            ));
+        }
     }
     let serving = s.serving.clone().ok_or_else(no_model)?;
     let target = serving
@@ -138,7 +146,12 @@ async fn trace(
         let versions = serving.versions_of(&target)?;
         serving
             .catalog
-            .trace(&versions, &b.text, &serving.trace_params)
+            .trace(
+                &versions,
+                b.prompt.as_deref(),
+                &b.text,
+                &serving.trace_params,
+            )
             .map(|t| t.view(top))
             .map_err(|e| e.to_string())
     })

@@ -48,6 +48,10 @@ pub struct DemoInference {
     pub spans: Vec<(String, u64, Vec<Address>)>,
     /// Traced weights per contribution (parts per billion); empty on the fallback.
     pub weights: Vec<(trib_types::ContributionId, u64)>,
+    /// The datanet versions the receipt names (what the answer was traced against).
+    pub datanets: Vec<(trib_types::DatanetId, u32)>,
+    /// The answer's words masked because the question holds them.
+    pub masked_words: Vec<String>,
     /// The on-chain payout lines.
     pub lines: Vec<PayoutLine>,
     /// Each contributor's balance change over the request (name, address, delta in base units).
@@ -246,6 +250,19 @@ impl Demo {
                 names.join(", ")
             );
         }
+        if attr["prompt_masked"] == json!(true) {
+            let words: Vec<&str> = attr["masked_words"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|w| w.as_str().map(str::trim))
+                .collect();
+            say!(
+                "      the question's words were masked before tracing ({} answer tokens: {}), so only what the answer adds can earn",
+                attr["masked_tokens"],
+                words.join(" | ")
+            );
+        }
         if let Some(reason) = attr["reason"].as_str() {
             say!("      no traced weights: {reason}");
         }
@@ -277,8 +294,15 @@ impl Demo {
         let on_chain: InferenceReceipt = serde_json::from_value(r["receipt"].clone())
             .map_err(|e| super::unexpected("receipt", format!("{e}: {r}")))?;
         say!(
-            "      receipt on the ledger: method {:?}, {} payout lines",
+            "      receipt on the ledger: method {:?}, datanet versions [{}], evidence {}, {} payout lines",
             on_chain.method,
+            on_chain
+                .datanets
+                .iter()
+                .map(|(d, v)| format!("{}@{v}", d.0.short()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            on_chain.evidence_hash.short(),
             on_chain.lines.len()
         );
         let page: Value = http
@@ -360,6 +384,13 @@ impl Demo {
             method: on_chain.method.clone(),
             spans,
             weights: on_chain.weights.clone(),
+            datanets: on_chain.datanets.clone(),
+            masked_words: attr["masked_words"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|w| w.as_str().map(String::from))
+                .collect(),
             lines,
             contributor_gains: gains,
             verified,
