@@ -2,7 +2,8 @@
 //! tiny model: a passage contributed to a datanet, published, and used to
 //! train a registered adapter is traced to its contributor; the base model
 //! alone has no datanet, so the trace says the ledger's fallback applies; an
-//! unknown model and an oversized text are clear errors. (Payouts of a
+//! unknown model and an oversized text are clear errors; with `--prompt`,
+//! the words the text repeats from the question are masked. (Payouts of a
 //! traced answer are tested on the node, `crates/node/src/serving_tests.rs`,
 //! where the answer text can be fixed.)
 
@@ -141,6 +142,46 @@ fn trace_credits_the_contributor_of_a_quoted_passage_in_the_adapters_datanet() {
     assert!(out.contains("method token-spans"), "{out}");
     assert!(out.contains(&format!("contributor {alice}")), "{out}");
     assert!(out.contains("100.000%"), "{out}");
+
+    // With the question it answers, the words the text repeats from it are
+    // masked as for a paid answer: no span holds them, and the rest of the
+    // quotation still credits alice.
+    let question = "Who are We the People?";
+    let v = h.json(&[
+        "attribution",
+        "trace",
+        "--model",
+        &adapter,
+        "--text",
+        text,
+        "--prompt",
+        question,
+        n[0],
+        n[1],
+    ]);
+    assert_eq!(v["prompt_masked"], true, "{v}");
+    assert!(v["masked_tokens"].as_u64().unwrap() >= 4, "{v}");
+    assert!(v["prompt_hash"].is_string(), "{v}");
+    let spans = v["spans"].as_array().unwrap();
+    assert!(!spans.is_empty(), "{v}");
+    for sp in spans {
+        let t = sp["text"].as_str().unwrap();
+        assert!(!t.contains("People") && !t.contains("We "), "{t}");
+    }
+    assert_eq!(v["contributions"][0]["contributor"], alice.as_str(), "{v}");
+    let out = h.ok(&[
+        "attribution",
+        "trace",
+        "--model",
+        &adapter,
+        "--text",
+        text,
+        "--prompt",
+        question,
+        n[0],
+        n[1],
+    ]);
+    assert!(out.contains("prompt words masked"), "{out}");
 }
 
 #[test]
