@@ -17,8 +17,10 @@
 //! threads) over those runs' decode phases, so it stays comparable under
 //! load.
 //!
-//! Run: `RAYON_NUM_THREADS=1 cargo run --release -p trib-model --example bench_generate [-- TOKENS [quick]]`
-//! (`quick`: only the default path, no candle comparison and no batches).
+//! Run: `RAYON_NUM_THREADS=1 cargo run --release -p trib-model --example bench_generate [-- TOKENS [quick|batches]]`
+//! (`quick`: only the default path, no candle comparison and no batches;
+//! `batches`: only the batched-decode table). `TRIB_DECODE_KERNEL=avx2`
+//! (or `scalar`) caps the kernel for A/B runs in one build.
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -46,7 +48,10 @@ fn cpu_seconds() -> f64 {
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let tokens: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(128);
-    let quick = args.next().as_deref() == Some("quick");
+    let mode = args.next().unwrap_or_default();
+    let quick = mode == "quick";
+    // `batches`: only the batched-decode table (serving A/B runs).
+    let batches_only = mode == "batches";
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../models")
         .join(SMOLLM2_FILE);
@@ -54,11 +59,7 @@ fn main() -> anyhow::Result<()> {
     let mut results = Vec::new();
     println!("| path | threads | prompt tokens | prefill tok/s | new tokens | decode tok/s | decode CPU ms/token |");
     println!("|---|---|---|---|---|---|---|");
-    let mut runs = vec![(
-        "auto (Q4_1 lean decode, f32 prefill)",
-        WeightFormat::Auto,
-        true,
-    )];
+    let mut runs = vec![("auto (Q4_1 lean path)", WeightFormat::Auto, true)];
     if !quick {
         runs.extend([
             ("auto, candle decode (before)", WeightFormat::Auto, false),
@@ -66,6 +67,9 @@ fn main() -> anyhow::Result<()> {
             ("f32, candle decode (before)", WeightFormat::F32, false),
             ("Q4_1 only, lean decode", WeightFormat::Quantized, true),
         ]);
+    }
+    if batches_only {
+        runs.clear();
     }
     for (name, fmt, lean) in runs {
         let mut m = Model::load(&path, fmt)?;

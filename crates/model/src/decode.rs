@@ -64,6 +64,9 @@ pub(crate) struct LeanWeights {
     cos: Vec<f32>,
     sin: Vec<f32>,
     kernel: Kernel,
+    /// Whether this path takes every step, prefill and large batches too
+    /// ([`LeanWeights::takes_every_step`]).
+    every_step: bool,
 }
 
 impl fmt::Debug for LeanWeights {
@@ -144,6 +147,17 @@ impl LeanWeights {
         };
         let head = llama.lm_head.as_ref().map(pack_head).transpose()?;
         let kernel = Kernel::detect();
+        let quantized = layers.iter().all(|l| {
+            l.proj
+                .iter()
+                .all(|p| matches!(p, PackedMatrix::Q4_1 { .. } | PackedMatrix::Q8_0 { .. }))
+        });
+        let dense_copy = llama
+            .blocks
+            .iter()
+            .flat_map(|b| b.linears.iter())
+            .any(|l| matches!(l.weight, Weight::Hybrid(..)));
+        let every_step = quantized && (!dense_copy || kernel.batches_quantized());
         let lean = Self {
             layers,
             embed,
@@ -152,6 +166,7 @@ impl LeanWeights {
             cos: vec_of(&llama.cos)?,
             sin: vec_of(&llama.sin)?,
             kernel,
+            every_step,
         };
         tracing::debug!(target: "trib::model", weights = ?lean, "packed weights for the decode kernels");
         Ok(lean)
@@ -161,15 +176,33 @@ impl LeanWeights {
         self.head.as_ref().unwrap_or(&self.embed)
     }
 
-    /// The kernel in use (`avx2+fma+f16c` or `scalar`).
+    /// Whether [`Llama::forward_chunks`] sends every step here (prefill,
+    /// any batch size): when all projections are quantized blocks and
+    /// either there is no dense f32 copy to multiply instead (the weights
+    /// were loaded [`crate::WeightFormat::Quantized`]) or the batched
+    /// quantized kernel beats f32 gemm on this CPU (AVX-512 VNNI, measured
+    /// in docs/model.md). Otherwise only decode steps of at most
+    /// [`LEAN_MAX_ROWS`] sequences come here.
+    pub(crate) fn takes_every_step(&self) -> bool {
+        self.every_step
+    }
+
+    /// The kernel in use (`avx512+vnni`, `avx2+fma+f16c` or `scalar`).
     pub(crate) fn kernel_name(&self) -> &'static str {
         self.kernel.name()
     }
 
-    /// One decode step: `chunks` hold one token each, already validated
-    /// (ids in range, room in every cache, adapters fit). Returns logits
-    /// `[chunks, vocab]`; caches advance by one only on success.
-    pub(crate) fn forward(&self, llama: &Llama, chunks: &mut [SeqChunk<'_>]) -> Result<Tensor> {
+    /// One inference step: `chunks` hold one or more tokens each (decode
+    /// steps one, prefill chunks a prompt), already validated (ids in
+    /// range, room in every cache, adapters fit). Returns logits `[chunks,
+    /// vocab]` of each chunk's last position, or `[tokens, vocab]` of every
+    /// position when `all_positions`; caches advance only on success.
+    pub(crate) fn forward(
+        &self,
+        llama: &Llama,
+        chunks: &mut [SeqChunk<'_>],
+        all_positions: bool,
+    ) -> Result<Tensor> {
         if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() {
             // Called from outside the pool (a plain thread): run the whole
             // step on a pool worker, so that the ~120 fork–joins of a step
@@ -177,16 +210,21 @@ impl LeanWeights {
             // into the pool and sleeping until a worker has finished it
             // (two thread wake-ups per projection; with them two threads
             // decoded no faster than one).
-            return rayon::scope(|_| self.step(llama, chunks));
+            return rayon::scope(|_| self.step(llama, chunks, all_positions));
         }
-        self.step(llama, chunks)
+        self.step(llama, chunks, all_positions)
     }
 
-    fn step(&self, llama: &Llama, chunks: &mut [SeqChunk<'_>]) -> Result<Tensor> {
-        let _span = tracing::trace_span!(target: "trib::model", "decode_lean", rows = chunks.len())
+    fn step(
+        &self,
+        llama: &Llama,
+        chunks: &mut [SeqChunk<'_>],
+        all_positions: bool,
+    ) -> Result<Tensor> {
+        let n: usize = chunks.iter().map(|c| c.tokens.len()).sum();
+        let _span = tracing::trace_span!(target: "trib::model", "decode_lean", sequences = chunks.len(), rows = n)
             .entered();
         let cfg = &llama.cfg;
-        let n = chunks.len();
         let (hid, heads, kvh, hd) = (
             cfg.hidden_size,
             cfg.num_heads,
@@ -195,18 +233,23 @@ impl LeanWeights {
         );
         let inter = cfg.intermediate_size;
         let eps = cfg.rms_norm_eps as f32;
-        if chunks.iter().any(|c| c.tokens.len() != 1) {
+        if chunks.iter().any(|c| c.tokens.is_empty()) {
             return Err(ModelError::Generation(
-                "the lean decode path takes exactly one token per sequence".into(),
+                "the lean path needs at least one token per sequence".into(),
             ));
         }
         for c in chunks.iter_mut() {
-            c.cache.reserve(1)?;
+            c.cache.reserve(c.tokens.len())?;
         }
-        let adapters: Vec<Option<&LoraAdapter>> = chunks.iter().map(|c| c.adapter).collect();
+        // One row per token: the adapter of its sequence.
+        let adapters: Vec<Option<&LoraAdapter>> = chunks
+            .iter()
+            .flat_map(|c| std::iter::repeat_n(c.adapter, c.tokens.len()))
+            .collect();
         let mut x = vec![0f32; n * hid];
-        for (c, row) in chunks.iter().zip(x.chunks_exact_mut(hid)) {
-            self.embed.row_into(c.tokens[0] as usize, row)?;
+        let ids = chunks.iter().flat_map(|c| c.tokens.iter());
+        for (&id, row) in ids.zip(x.chunks_exact_mut(hid)) {
+            self.embed.row_into(id as usize, row)?;
         }
         let mut h = vec![0f32; n * hid];
         let mut q = vec![0f32; n * heads * hd];
@@ -216,10 +259,19 @@ impl LeanWeights {
         let mut o = vec![0f32; n * hid];
         let mut g = vec![0f32; n * inter];
         let mut u = vec![0f32; n * inter];
-        let mut scores = Vec::new();
+        // Prompt rows multiply Q4_1 weights with f32 activations (exact, as
+        // the f32 copy would); decode rows with q8_1 (docs/model.md).
+        let prompt = all_positions || n > chunks.len();
+        fn rows_of(x: &[f32], cols: usize, exact: bool) -> Activations<'_> {
+            if exact {
+                Activations::exact(x, x.len() / cols, cols)
+            } else {
+                Activations::new(x, x.len() / cols, cols)
+            }
+        }
         for (li, layer) in self.layers.iter().enumerate() {
             rms_norm_rows(&x, &layer.attn_norm, eps, &mut h);
-            let act = Activations::new(&h, n, hid);
+            let act = rows_of(&h, hid, prompt);
             self.project(
                 li,
                 layer,
@@ -230,24 +282,8 @@ impl LeanWeights {
                 ],
                 &adapters,
             )?;
-            for (i, c) in chunks.iter_mut().enumerate() {
-                let pos = c.cache.len();
-                let qi = &mut q[i * heads * hd..(i + 1) * heads * hd];
-                let ki = &mut k[i * kvh * hd..(i + 1) * kvh * hd];
-                self.rope(qi, pos, hd);
-                self.rope(ki, pos, hd);
-                c.cache
-                    .write_position(li, 0, ki, &v[i * kvh * hd..(i + 1) * kvh * hd]);
-                attend_one(
-                    c.cache.heads_view(li, pos + 1),
-                    qi,
-                    &mut attn[i * heads * hd..(i + 1) * heads * hd],
-                    (heads, kvh, hd),
-                    &mut scores,
-                    self.kernel,
-                );
-            }
-            let act = Activations::new(&attn, n, heads * hd);
+            self.attend_all(li, chunks, &mut q, &mut k, &v, &mut attn, (heads, kvh, hd));
+            let act = rows_of(&attn, heads * hd, prompt);
             self.project(
                 li,
                 layer,
@@ -256,7 +292,7 @@ impl LeanWeights {
             )?;
             add_into(&mut x, &o);
             rms_norm_rows(&x, &layer.mlp_norm, eps, &mut h);
-            let act = Activations::new(&h, n, hid);
+            let act = rows_of(&h, hid, prompt);
             self.project(
                 li,
                 layer,
@@ -269,7 +305,7 @@ impl LeanWeights {
             for (gv, uv) in g.iter_mut().zip(&u) {
                 *gv = *gv / (1.0 + (-*gv).exp()) * uv;
             }
-            let act = Activations::new(&g, n, inter);
+            let act = rows_of(&g, inter, prompt);
             self.project(
                 li,
                 layer,
@@ -278,14 +314,92 @@ impl LeanWeights {
             )?;
             add_into(&mut x, &o);
         }
-        rms_norm_rows(&x, &self.norm, eps, &mut h);
+        // The head reads only the rows whose logits are returned.
+        let out_rows = if all_positions || n == chunks.len() {
+            x
+        } else {
+            let mut last = Vec::with_capacity(chunks.len() * hid);
+            let mut end = 0;
+            for c in chunks.iter() {
+                end += c.tokens.len();
+                last.extend_from_slice(&x[(end - 1) * hid..end * hid]);
+            }
+            last
+        };
+        let m = out_rows.len() / hid;
+        h.truncate(m * hid);
+        rms_norm_rows(&out_rows, &self.norm, eps, &mut h);
         let head = self.head();
-        let mut logits = vec![0f32; n * head.rows()];
-        head.matmul(&Activations::new(&h, n, hid), &mut logits, self.kernel)?;
+        let mut logits = vec![0f32; m * head.rows()];
+        head.matmul(&Activations::new(&h, m, hid), &mut logits, self.kernel)?;
         for c in chunks.iter_mut() {
-            c.cache.advance(1);
+            c.cache.advance(c.tokens.len());
         }
-        Ok(Tensor::from_vec(logits, (n, head.rows()), &Device::Cpu)?)
+        Ok(Tensor::from_vec(logits, (m, head.rows()), &Device::Cpu)?)
+    }
+
+    /// Rope, cache writes and causal attention of every sequence's new rows
+    /// (`q`, `k`, `v`: `[rows, ·]` in chunk order) into `attn`. Sequences
+    /// are independent, so they run in parallel over the rayon pool when
+    /// there are several; each sequence's result is the same either way.
+    #[allow(clippy::too_many_arguments)]
+    fn attend_all(
+        &self,
+        li: usize,
+        chunks: &mut [SeqChunk<'_>],
+        q: &mut [f32],
+        k: &mut [f32],
+        v: &[f32],
+        attn: &mut [f32],
+        (heads, kvh, hd): (usize, usize, usize),
+    ) {
+        let (qd, kd) = (heads * hd, kvh * hd);
+        let mut work = Vec::with_capacity(chunks.len());
+        let (mut q, mut k, mut v, mut attn) = (q, k, v, attn);
+        for c in chunks.iter_mut() {
+            let t = c.tokens.len();
+            let (qc, qr) = std::mem::take(&mut q).split_at_mut(t * qd);
+            let (kc, kr) = std::mem::take(&mut k).split_at_mut(t * kd);
+            let (vc, vr) = v.split_at(t * kd);
+            let (ac, ar) = std::mem::take(&mut attn).split_at_mut(t * qd);
+            (q, k, v, attn) = (qr, kr, vr, ar);
+            work.push((c, qc, kc, vc, ac));
+        }
+        let one = |(c, qc, kc, vc, ac): (
+            &mut SeqChunk<'_>,
+            &mut [f32],
+            &mut [f32],
+            &[f32],
+            &mut [f32],
+        )| {
+            let pos0 = c.cache.len();
+            let mut scores = Vec::new();
+            for (j, (kj, vj)) in kc.chunks_exact_mut(kd).zip(vc.chunks_exact(kd)).enumerate() {
+                self.rope(kj, pos0 + j, hd);
+                c.cache.write_position(li, j, kj, vj);
+            }
+            for (j, (qj, aj)) in qc
+                .chunks_exact_mut(qd)
+                .zip(ac.chunks_exact_mut(qd))
+                .enumerate()
+            {
+                self.rope(qj, pos0 + j, hd);
+                attend_one(
+                    c.cache.heads_view(li, pos0 + j + 1),
+                    qj,
+                    aj,
+                    (heads, kvh, hd),
+                    &mut scores,
+                    self.kernel,
+                );
+            }
+        };
+        if work.len() > 1 && rayon::current_num_threads() > 1 {
+            use rayon::prelude::*;
+            work.into_par_iter().with_max_len(1).for_each(one);
+        } else {
+            work.into_iter().for_each(one);
+        }
     }
 
     /// For each `(target, x, out)`: `out = x·Wᵀ + b`, plus each adapted
@@ -466,11 +580,42 @@ mod tests {
             .unwrap()
     }
 
-    /// Decodes `steps` tokens after a prompt, once through the lean path and
-    /// once through the candle path, with per-row adapters; returns the
-    /// largest logit difference and the logit range.
+    /// One chunk per sequence: `tokens[i]` into `caches[i]` with `adapters[i]`.
+    fn chunks_of<'a, T: AsRef<[u32]>>(
+        caches: &'a mut [KvCache],
+        tokens: &'a [T],
+        adapters: &[Option<&'a LoraAdapter>],
+    ) -> Vec<SeqChunk<'a>> {
+        caches
+            .iter_mut()
+            .zip(tokens)
+            .zip(adapters)
+            .map(|((cache, t), a)| SeqChunk {
+                tokens: t.as_ref(),
+                cache,
+                adapter: *a,
+            })
+            .collect()
+    }
+
+    fn abs_max(t: &Tensor) -> f32 {
+        t.abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// Prefills prompts of different lengths (every position's logits) and
+    /// decodes `steps` tokens, once through the lean path and once through
+    /// the candle path, with per-row adapters; returns the largest logit
+    /// difference and the logit range.
     fn compare(model: &Model, adapters: &[Option<&LoraAdapter>], steps: usize) -> (f32, f32) {
         let llama = &model.llama_for_tests();
+        let lean_path = llama.lean().unwrap();
         let prompts: Vec<Vec<u32>> = (0..adapters.len())
             .map(|i| {
                 (0..3 + i as u32)
@@ -478,58 +623,35 @@ mod tests {
                     .collect()
             })
             .collect();
-        let mut lean_caches: Vec<KvCache> = Vec::new();
-        let mut ref_caches: Vec<KvCache> = Vec::new();
-        for (p, a) in prompts.iter().zip(adapters) {
-            for caches in [&mut lean_caches, &mut ref_caches] {
-                let mut c = model.new_cache();
-                model.prefill(p, &mut c, *a).unwrap();
-                caches.push(c);
-            }
-        }
-        let (mut worst, mut range) = (0f32, 0f32);
+        let mut lean_caches: Vec<KvCache> = adapters.iter().map(|_| model.new_cache()).collect();
+        let mut ref_caches: Vec<KvCache> = adapters.iter().map(|_| model.new_cache()).collect();
+        let mut chunks = chunks_of(&mut lean_caches, &prompts, adapters);
+        let lean = lean_path.forward(llama, &mut chunks, true).unwrap();
+        let mut chunks = chunks_of(&mut ref_caches, &prompts, adapters);
+        let reference = llama.forward_candle(&mut chunks, true).unwrap();
+        let (mut worst, mut range) = (max_diff(&lean, &reference), abs_max(&reference));
         for step in 0..steps {
             let tokens: Vec<[u32; 1]> = (0..adapters.len())
                 .map(|i| [(11 + 3 * step + i) as u32 % 50])
                 .collect();
-            let mut lean_chunks: Vec<SeqChunk<'_>> = lean_caches
-                .iter_mut()
-                .zip(&tokens)
-                .zip(adapters)
-                .map(|((cache, t), a)| SeqChunk {
-                    tokens: t,
-                    cache,
-                    adapter: *a,
-                })
-                .collect();
-            let lean = llama
-                .lean()
-                .unwrap()
-                .forward(llama, &mut lean_chunks)
-                .unwrap();
-            let mut ref_chunks: Vec<SeqChunk<'_>> = ref_caches
-                .iter_mut()
-                .zip(&tokens)
-                .zip(adapters)
-                .map(|((cache, t), a)| SeqChunk {
-                    tokens: t,
-                    cache,
-                    adapter: *a,
-                })
-                .collect();
-            let reference = llama.forward_candle(&mut ref_chunks, false).unwrap();
+            let mut chunks = chunks_of(&mut lean_caches, &tokens, adapters);
+            let lean = lean_path.forward(llama, &mut chunks, false).unwrap();
+            let mut chunks = chunks_of(&mut ref_caches, &tokens, adapters);
+            let reference = llama.forward_candle(&mut chunks, false).unwrap();
             worst = worst.max(max_diff(&lean, &reference));
-            let r: f32 = reference
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
-            range = range.max(r);
+            range = range.max(abs_max(&reference));
         }
+        // A second prompt chunk on top of the decoded tokens (chunked
+        // prefill), last positions only.
+        let more: Vec<Vec<u32>> = (0..adapters.len())
+            .map(|i| vec![7, 9 + i as u32, 3])
+            .collect();
+        let mut chunks = chunks_of(&mut lean_caches, &more, adapters);
+        let lean = lean_path.forward(llama, &mut chunks, false).unwrap();
+        let mut chunks = chunks_of(&mut ref_caches, &more, adapters);
+        let reference = llama.forward_candle(&mut chunks, false).unwrap();
+        assert_eq!(lean.dims(), reference.dims());
+        worst = worst.max(max_diff(&lean, &reference));
         for (a, b) in lean_caches.iter().zip(&ref_caches) {
             assert_eq!(a.len(), b.len());
         }

@@ -366,22 +366,24 @@ impl Llama {
     /// vocab]`: the last position of each chunk, or every position when
     /// `all_positions`. Caches advance only when the whole step succeeds.
     ///
-    /// Steps where every sequence brings exactly one token (decode) and
-    /// there are at most [`LEAN_MAX_ROWS`] of them take the lean path
-    /// (`crate::decode`); prefill chunks, mixed steps and `all_positions`
-    /// take the candle path.
+    /// The lean path (`crate::decode`) takes every step when its kernels
+    /// read quantized blocks that no dense copy beats (see
+    /// `LeanWeights::takes_every_step`: prefill, large batches and mixed
+    /// steps included); otherwise it takes decode steps of at most
+    /// [`LEAN_MAX_ROWS`] sequences and the candle path (f32 gemm) the rest.
     pub(crate) fn forward_chunks(
         &self,
         chunks: &mut [SeqChunk<'_>],
         all_positions: bool,
     ) -> Result<Tensor> {
         self.validate(chunks)?;
-        if self.lean_decode
-            && !all_positions
-            && chunks.len() <= LEAN_MAX_ROWS
-            && chunks.iter().all(|c| c.tokens.len() == 1)
-        {
-            return self.lean()?.forward(self, chunks);
+        if self.lean_decode {
+            let lean = self.lean()?;
+            let rows: usize = chunks.iter().map(|c| c.tokens.len()).sum();
+            let small_decode = !all_positions && rows <= LEAN_MAX_ROWS && rows == chunks.len();
+            if small_decode || lean.takes_every_step() {
+                return lean.forward(self, chunks, all_positions);
+            }
         }
         self.forward_candle(chunks, all_positions)
     }

@@ -80,21 +80,81 @@ pub(crate) enum Kernel {
     /// x86-64 AVX2 + FMA + F16C; only constructed after a runtime check.
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// x86-64 AVX-512 (F, BW, VL) with VNNI (`vpdpbusd`) on top of everything
+    /// [`Kernel::Avx2`] needs; only constructed after a runtime check. Many
+    /// activation rows (batched decode, prompts) use 512-bit tile kernels
+    /// (two Q4_1 blocks per `vpdpbusd`, or f32 FMA on dequantized rows); one
+    /// activation row stays on the AVX2 bodies, which measured faster for
+    /// that memory-bound case (docs/model.md).
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
 }
 
+/// Environment variable that caps the detected kernel (`scalar`, `avx2`),
+/// for A/B measurements in one build; unset or anything else: the fastest.
+pub(crate) const KERNEL_ENV: &str = "TRIB_DECODE_KERNEL";
+
 impl Kernel {
-    /// The fastest kernel this CPU supports, detected at run time.
+    /// The fastest kernel this CPU supports, detected at run time, capped
+    /// by [`KERNEL_ENV`] when set.
     pub(crate) fn detect() -> Self {
+        let cap = std::env::var(KERNEL_ENV).unwrap_or_default();
+        if cap == "scalar" {
+            return Kernel::Scalar;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c");
+            let avx512 = avx2
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vnni");
+            if avx512 && cap != "avx2" {
+                return Kernel::Avx512Vnni;
+            }
+            if avx2 {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Scalar
+    }
+
+    /// Every kernel this CPU can run, slowest first (for tests and A/B runs).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn available() -> Vec<Self> {
+        let mut all = vec![Kernel::Scalar];
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("fma")
                 && is_x86_feature_detected!("f16c")
             {
-                return Kernel::Avx2;
+                all.push(Kernel::Avx2);
+                if is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+                {
+                    all.push(Kernel::Avx512Vnni);
+                }
             }
         }
-        Kernel::Scalar
+        all
+    }
+
+    /// Whether many-row Q4_1 products on this kernel (the AVX-512 VNNI
+    /// tile kernel) beat candle's f32 gemm over a dequantized copy, so a
+    /// model that has both should multiply its blocks even for prefill and
+    /// large batches (docs/model.md).
+    pub(crate) fn batches_quantized(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if self == Kernel::Avx512Vnni {
+            return true;
+        }
+        false
     }
 
     /// A short name for logs and benchmark lines.
@@ -103,6 +163,8 @@ impl Kernel {
             Kernel::Scalar => "scalar",
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => "avx2+fma+f16c",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => "avx512+vnni",
         }
     }
 }
@@ -298,6 +360,23 @@ impl PackedMatrix {
         let nb = cols / QK;
         let len = outs.first().map_or(0, |o| o.len());
         match self {
+            Self::Q4_1 { blocks, .. } if x.exact => {
+                // f32 rows: dequantize four weight rows at a time into an
+                // L1-sized buffer and run f32 dot products against every
+                // activation row.
+                let mut w4 = vec![0f32; GROUP * cols];
+                for g in (0..len).step_by(GROUP) {
+                    let rows = GROUP.min(len - g);
+                    for (k, wr) in w4.chunks_exact_mut(cols).take(rows).enumerate() {
+                        let r = r0 + g + k;
+                        dequantize_q4_1(&blocks[r * nb..(r + 1) * nb], wr, kernel);
+                    }
+                    for (i, o) in outs.iter_mut().enumerate() {
+                        let xi = &x.x[i * cols..(i + 1) * cols];
+                        dot_f32_rows(&w4[..rows * cols], xi, &mut o[g..g + rows], kernel);
+                    }
+                }
+            }
             Self::Q4_1 { blocks, .. } if outs.len() == 1 => {
                 // One activation row (single-sequence decode): four weight
                 // rows per call share the activation loads and scales.
@@ -307,13 +386,65 @@ impl PackedMatrix {
                     dot_q4_1_q8_1_rows(&blocks[r * nb..(r + o.len()) * nb], q8, o, kernel);
                 }
             }
+            #[cfg(target_arch = "x86_64")]
+            Self::Q4_1 { blocks, .. } if kernel == Kernel::Avx512Vnni => {
+                // Several rows, AVX-512 VNNI: each group of four weight rows
+                // is unpacked once (nibbles to bytes, scales to f32) and
+                // multiplied against every activation row while it sits in
+                // L1, so the weights stream from memory once per call.
+                let acts = x.wide()?;
+                let mut nw = vec![0u8; GROUP * acts.pairs * 64];
+                let mut dw = vec![0f32; GROUP * acts.pairs * 16];
+                let mut mw = vec![0f32; GROUP * acts.nb16];
+                for g in (0..len).step_by(GROUP) {
+                    let rows = GROUP.min(len - g);
+                    let w = &blocks[(r0 + g) * nb..(r0 + g + rows) * nb];
+                    // SAFETY: `Kernel::Avx512Vnni` is only built after
+                    // detecting its features; `w` holds `rows ≤ 4` rows of
+                    // `nb` blocks and the scratch sizes follow `acts`.
+                    unsafe {
+                        x86v4::unpack_q4_1_x4(w, nb, acts, &mut nw, &mut dw, &mut mw);
+                        x86v4::tile_q4_1(acts, &nw, &dw, &mw, |i, v| {
+                            outs[i][g..g + rows].copy_from_slice(&v[..rows]);
+                        });
+                    }
+                }
+            }
             Self::Q4_1 { blocks, .. } => {
-                // Several rows: each weight row is read once for all of them.
+                // Several rows: each group of four weight rows is read once
+                // from memory and stays in L1 for every activation row.
                 let q8 = x.q8_1()?;
-                for k in 0..len {
-                    let w = &blocks[(r0 + k) * nb..(r0 + k + 1) * nb];
+                for g in (0..len).step_by(GROUP) {
+                    let rows = GROUP.min(len - g);
+                    let w = &blocks[(r0 + g) * nb..(r0 + g + rows) * nb];
                     for (i, o) in outs.iter_mut().enumerate() {
-                        o[k] = dot_q4_1_q8_1(w, &q8[i * nb..(i + 1) * nb], kernel);
+                        let xi = &q8[i * nb..(i + 1) * nb];
+                        dot_q4_1_q8_1_rows(w, xi, &mut o[g..g + rows], kernel);
+                    }
+                }
+            }
+            Self::Q8_0 { blocks, .. } if outs.len() > 1 => {
+                // Several rows: widen each weight row to f32 once, then f32
+                // dot products (the same exact-activation math as one row,
+                // summed in another order).
+                let mut w4 = vec![0f32; GROUP * cols];
+                for g in (0..len).step_by(GROUP) {
+                    let rows = GROUP.min(len - g);
+                    for (k, wr) in w4.chunks_exact_mut(cols).take(rows).enumerate() {
+                        let r = r0 + g + k;
+                        for (b, o) in blocks[r * nb..(r + 1) * nb]
+                            .iter()
+                            .zip(wr.chunks_exact_mut(QK))
+                        {
+                            let d = f16_to_f32(b.d);
+                            for (v, &q) in o.iter_mut().zip(&b.qs) {
+                                *v = d * f32::from(q);
+                            }
+                        }
+                    }
+                    for (i, o) in outs.iter_mut().enumerate() {
+                        let xi = &x.x[i * cols..(i + 1) * cols];
+                        dot_f32_rows(&w4[..rows * cols], xi, &mut o[g..g + rows], kernel);
                     }
                 }
             }
@@ -360,6 +491,54 @@ pub(crate) struct Activations<'a> {
     n: usize,
     cols: usize,
     q8: std::sync::OnceLock<Vec<BlockQ8_1>>,
+    wide: std::sync::OnceLock<WideActs>,
+    /// Multiply Q4_1 weights with the f32 rows (each group of weight rows
+    /// dequantized once into an L1-sized buffer) instead of q8_1 rows:
+    /// exact f32 math, for prompt rows (docs/model.md).
+    exact: bool,
+}
+
+/// q8_1 activation rows in the layout of the AVX-512 tile kernel: the
+/// quantized bytes of each row contiguous (two blocks per 64-byte load), each
+/// block's `d` spread over the 8 lanes its products land in, and `s` per
+/// block padded to a multiple of 16. Block counts are padded to even with
+/// zero blocks, which add nothing.
+pub(crate) struct WideActs {
+    n: usize,
+    /// Block pairs per row (`⌈blocks / 2⌉`).
+    pairs: usize,
+    /// `s` values per row (blocks rounded up to 16).
+    nb16: usize,
+    qs: Vec<i8>,
+    dx: Vec<f32>,
+    sx: Vec<f32>,
+}
+
+impl WideActs {
+    fn from_q8_1(q8: &[BlockQ8_1], n: usize, nb: usize) -> Self {
+        let pairs = nb.div_ceil(2);
+        let nb16 = nb.next_multiple_of(16);
+        let mut qs = vec![0i8; n * pairs * 64];
+        let mut dx = vec![0f32; n * pairs * 16];
+        let mut sx = vec![0f32; n * nb16];
+        for (i, row) in q8.chunks_exact(nb.max(1)).enumerate().take(n) {
+            for (j, b) in row.iter().enumerate() {
+                let q0 = i * pairs * 64 + j * QK;
+                qs[q0..q0 + QK].copy_from_slice(&b.qs);
+                let d0 = i * pairs * 16 + j * 8;
+                dx[d0..d0 + 8].fill(b.d);
+                sx[i * nb16 + j] = b.s;
+            }
+        }
+        Self {
+            n,
+            pairs,
+            nb16,
+            qs,
+            dx,
+            sx,
+        }
+    }
 }
 
 impl<'a> Activations<'a> {
@@ -371,7 +550,30 @@ impl<'a> Activations<'a> {
             n,
             cols,
             q8: std::sync::OnceLock::new(),
+            wide: std::sync::OnceLock::new(),
+            exact: false,
         }
+    }
+
+    /// Like [`Activations::new`], but Q4_1 weights multiply the f32 rows
+    /// (dequantized on the fly) rather than their q8_1 rounding.
+    pub(crate) fn exact(x: &'a [f32], n: usize, cols: usize) -> Self {
+        Self {
+            exact: true,
+            ..Self::new(x, n, cols)
+        }
+    }
+
+    /// The q8_1 rows in the AVX-512 tile layout, made on first use.
+    fn wide(&self) -> Result<&WideActs> {
+        if let Some(w) = self.wide.get() {
+            return Ok(w);
+        }
+        let q8 = self.q8_1()?;
+        let nb = self.cols / QK;
+        Ok(self
+            .wide
+            .get_or_init(|| WideActs::from_q8_1(q8, self.n, nb)))
     }
 
     /// The f32 rows, `[n, cols]`.
@@ -457,9 +659,13 @@ pub(crate) fn matmul_many(jobs: &mut [MatmulJob<'_, '_>], kernel: Kernel) -> Res
                 job.out.len()
             )));
         }
-        if matches!(job.w, PackedMatrix::Q4_1 { .. }) {
+        if matches!(job.w, PackedMatrix::Q4_1 { .. }) && !job.x.exact {
             // Quantize here, once, rather than racing to it in the tasks.
             job.x.q8_1()?;
+            #[cfg(target_arch = "x86_64")]
+            if kernel == Kernel::Avx512Vnni && n > 1 {
+                job.x.wide()?;
+            }
         }
         work += rows * cols * n;
     }
@@ -510,9 +716,11 @@ pub(crate) fn dot_q4_1_q8_1(w: &[BlockQ4_1], x: &[BlockQ8_1], kernel: Kernel) ->
     assert_eq!(w.len(), x.len(), "Q4_1 · q8_1: block counts differ");
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Kernel::Avx2` is only built after detecting avx2, fma, f16c;
-        // the block counts are equal (asserted above).
-        Kernel::Avx2 => unsafe { x86::dot_q4_1_q8_1(w, x) },
+        // SAFETY: `Kernel::Avx2` and `Kernel::Avx512Vnni` are only built after
+        // detecting avx2, fma, f16c; the block counts are equal (asserted
+        // above). One activation row stays on the AVX2 body: a 512-bit one
+        // measured slower (docs/model.md, "AVX-512").
+        Kernel::Avx2 | Kernel::Avx512Vnni => unsafe { x86::dot_q4_1_q8_1(w, x) },
         Kernel::Scalar => w
             .iter()
             .zip(x)
@@ -543,8 +751,8 @@ pub(crate) fn dot_q4_1_q8_1_rows(
     );
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 if out.len() == GROUP => {
-            // SAFETY: `Kernel::Avx2` is only built after detecting avx2, fma,
+        Kernel::Avx2 | Kernel::Avx512Vnni if out.len() == GROUP => {
+            // SAFETY: both kernels are only built after detecting avx2, fma,
             // f16c; `w` holds 4 rows of `x.len()` blocks (asserted above).
             let v = unsafe { x86::dot_q4_1_q8_1_x4(w, x) };
             out.copy_from_slice(&v);
@@ -564,7 +772,7 @@ pub(crate) fn dot_q8_0_f32(w: &[BlockQ8_0], x: &[f32], kernel: Kernel) -> f32 {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: avx2, fma, f16c were detected; `x` holds 32 values per block
         // (asserted above).
-        Kernel::Avx2 => unsafe { x86::dot_q8_0_f32(w, x) },
+        Kernel::Avx2 | Kernel::Avx512Vnni => unsafe { x86::dot_q8_0_f32(w, x) },
         Kernel::Scalar => w
             .iter()
             .zip(x.chunks_exact(QK))
@@ -581,13 +789,53 @@ pub(crate) fn dot_q8_0_f32(w: &[BlockQ8_0], x: &[f32], kernel: Kernel) -> f32 {
     }
 }
 
+/// Dequantizes one Q4_1 row into `out` (`32 · w.len()` values).
+pub(crate) fn dequantize_q4_1(w: &[BlockQ4_1], out: &mut [f32], kernel: Kernel) {
+    assert_eq!(w.len() * QK, out.len(), "Q4_1 row: lengths differ");
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the AVX-512 features were detected; `out` holds 32 values
+        // per block (asserted above).
+        Kernel::Avx512Vnni => unsafe { x86v4::dequantize_q4_1(w, out) },
+        _ => {
+            for (b, o) in w.iter().zip(out.chunks_exact_mut(QK)) {
+                let (d, m) = (f16_to_f32(b.dm[0]), f16_to_f32(b.dm[1]));
+                for j in 0..16 {
+                    o[j] = d * f32::from(b.qs[j] & 0x0f) + m;
+                    o[j + 16] = d * f32::from(b.qs[j] >> 4) + m;
+                }
+            }
+        }
+    }
+}
+
+/// `out[k] = Σ w_k·x` for the `out.len()` consecutive f32 rows in `w`.
+pub(crate) fn dot_f32_rows(w: &[f32], x: &[f32], out: &mut [f32], kernel: Kernel) {
+    assert_eq!(w.len(), out.len() * x.len(), "f32 rows: lengths differ");
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512Vnni if out.len() == GROUP && x.len() % 16 == 0 => {
+            // SAFETY: the AVX-512 features were detected; `w` holds four
+            // rows of `x.len()` values, a multiple of 16 (checked above).
+            let v = unsafe { x86v4::dot_f32_x4(w, x) };
+            out.copy_from_slice(&v);
+        }
+        _ => {
+            for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len().max(1))) {
+                *o = dot_f32(row, x, kernel);
+            }
+        }
+    }
+}
+
 /// `Σ w·x` over f32 slices of equal length.
 pub(crate) fn dot_f32(w: &[f32], x: &[f32], kernel: Kernel) -> f32 {
     assert_eq!(w.len(), x.len(), "f32 dot: lengths differ");
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: avx2, fma, f16c were detected; equal lengths (asserted above).
-        Kernel::Avx2 => unsafe { x86::dot_f32(w, x) },
+        // SAFETY: avx2, fma, f16c were detected (also for Avx512Vnni); equal
+        // lengths (asserted above).
+        Kernel::Avx2 | Kernel::Avx512Vnni => unsafe { x86::dot_f32(w, x) },
         Kernel::Scalar => {
             let mut acc = [0f32; 8];
             let split = w.len() - w.len() % 8;
@@ -608,8 +856,9 @@ pub(crate) fn axpy(a: f32, x: &[f32], y: &mut [f32], kernel: Kernel) {
     assert_eq!(x.len(), y.len(), "axpy: lengths differ");
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: avx2, fma, f16c were detected; equal lengths (asserted above).
-        Kernel::Avx2 => unsafe { x86::axpy(a, x, y) },
+        // SAFETY: avx2, fma, f16c were detected (also for Avx512Vnni); equal
+        // lengths (asserted above).
+        Kernel::Avx2 | Kernel::Avx512Vnni => unsafe { x86::axpy(a, x, y) },
         Kernel::Scalar => {
             for (v, u) in y.iter_mut().zip(x) {
                 *v += a * u;
@@ -642,7 +891,7 @@ mod x86 {
     /// Hints the cache line `PREFETCH_AHEAD` bytes after `block`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn prefetch<T>(block: &T) {
+    pub(super) fn prefetch<T>(block: &T) {
         // A prefetch never faults, so an address past the end of the
         // matrix is harmless; `wrapping_add` keeps the arithmetic defined.
         let p = (block as *const T)
@@ -830,6 +1079,226 @@ mod x86 {
     }
 }
 
+// The AVX-512 intrinsics are stable since Rust 1.89; the workspace's
+// declared rust-version (1.85) predates them, and CI builds with a newer
+// stable toolchain.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::incompatible_msrv)]
+mod x86v4 {
+    //! AVX-512 (F, BW, VL) + VNNI bodies: two 32-element blocks per 512-bit
+    //! register and one `vpdpbusd` (unsigned nibbles × signed activation
+    //! bytes, summed in groups of four into 32-bit lanes) per pair, where the
+    //! AVX2 bodies need `maddubs` + `madd` per block. Callers guarantee the
+    //! features and the lengths.
+    use std::arch::x86_64::*;
+
+    use super::x86::prefetch;
+    use super::{BlockQ4_1, WideActs, QK};
+
+    /// Lanes 0..8 read element 0 and lanes 8..16 element 2 of a 128-bit
+    /// `[dd_0, ms_0, dd_1, ms_1]` scale vector: one block's scale per half.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn spread_pair(sc: __m128) -> __m512 {
+        let idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+        _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(sc))
+    }
+
+    /// The nibbles of two Q4_1 blocks as 64 unsigned bytes, in activation
+    /// element order: `[lo(a), hi(a), lo(b), hi(b)]`, 16 bytes each.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn nibbles2(a: &BlockQ4_1, b: &BlockQ4_1) -> __m512i {
+        // SAFETY: each `qs` holds 16 bytes; two unaligned 16-byte loads.
+        let q = unsafe { _mm256_loadu2_m128i(b.qs.as_ptr().cast(), a.qs.as_ptr().cast()) };
+        let low = _mm256_set1_epi8(0x0f);
+        let lo = _mm256_and_si256(q, low);
+        let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+        // [lo(a), lo(b), hi(a), hi(b)] → [lo(a), hi(a), lo(b), hi(b)]
+        let z = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        _mm512_shuffle_i64x2(z, z, 0b11_01_10_00)
+    }
+
+    /// `[d_a, m_a, d_b, m_b]` of two Q4_1 blocks as f32.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn dm2(a: &BlockQ4_1, b: &BlockQ4_1) -> __m128 {
+        let bits = |x: &BlockQ4_1| i32::from(x.dm[0]) | (i32::from(x.dm[1]) << 16);
+        _mm_cvtph_ps(_mm_setr_epi32(bits(a), bits(b), 0, 0))
+    }
+
+    /// Horizontal sums of four vectors: `[Σa, Σb, Σc, Σd]`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn hsum4(v: [__m512; 4]) -> [f32; 4] {
+        let half = |a: __m512| {
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
+            _mm256_add_ps(_mm512_castps512_ps256(a), hi)
+        };
+        let h01 = _mm256_hadd_ps(half(v[0]), half(v[1]));
+        let h23 = _mm256_hadd_ps(half(v[2]), half(v[3]));
+        let h = _mm256_hadd_ps(h01, h23);
+        let s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        let mut out = [0f32; 4];
+        // SAFETY: `out` holds 4 floats.
+        unsafe { _mm_storeu_ps(out.as_mut_ptr(), s) };
+        out
+    }
+
+    /// # Safety
+    /// The AVX-512 features of [`Kernel::Avx512Vnni`] must be available;
+    /// `out.len() == 32 · w.len()`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn dequantize_q4_1(w: &[BlockQ4_1], out: &mut [f32]) {
+        let low = _mm_set1_epi8(0x0f);
+        for (b, o) in w.iter().zip(out.chunks_exact_mut(QK)) {
+            let dm = dm2(b, b);
+            let d = _mm512_set1_ps(_mm_cvtss_f32(dm));
+            let m = _mm512_set1_ps(_mm_cvtss_f32(_mm_movehdup_ps(dm)));
+            // SAFETY: `qs` holds 16 bytes; `o` 32 floats, stored 16 at a time.
+            unsafe {
+                let q = _mm_loadu_si128(b.qs.as_ptr().cast());
+                let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(q, low)));
+                let hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(
+                    _mm_srli_epi16(q, 4),
+                    low,
+                )));
+                _mm512_storeu_ps(o.as_mut_ptr(), _mm512_fmadd_ps(d, lo, m));
+                _mm512_storeu_ps(o.as_mut_ptr().add(16), _mm512_fmadd_ps(d, hi, m));
+            }
+        }
+    }
+
+    /// Four f32 rows (`w = [row0 | row1 | row2 | row3]`) against `x`,
+    /// sharing each load of `x`.
+    ///
+    /// # Safety
+    /// The AVX-512 features of [`Kernel::Avx512Vnni`] must be available;
+    /// `w.len() == 4 · x.len()` and `x.len()` is a multiple of 16.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn dot_f32_x4(w: &[f32], x: &[f32]) -> [f32; 4] {
+        let c = x.len();
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for j in (0..c).step_by(16) {
+            // SAFETY: `j + 16 ≤ c`; row `k` starts at `k · c` in `w`.
+            unsafe {
+                let xv = _mm512_loadu_ps(x.as_ptr().add(j));
+                for (k, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(_mm512_loadu_ps(w.as_ptr().add(k * c + j)), xv, *a);
+                }
+            }
+        }
+        hsum4(acc)
+    }
+
+    /// Unpacks four Q4_1 weight rows (`w`, `nb` blocks each; fewer rows are
+    /// padded with zeros) into the tile layout [`tile_q4_1`] reads: 64
+    /// nibble bytes per block pair (`nw`), the pair's `d_w` spread over 16
+    /// lanes (`dw`), and `m_w` per block (`mw`, `WideActs::nb16` per row).
+    ///
+    /// # Safety
+    /// The AVX-512 features of [`Kernel::Avx512Vnni`] must be available;
+    /// `w.len()` is a multiple of `nb` and at most `4 · nb`; the scratch
+    /// slices hold `4 · pairs · 64`, `4 · pairs · 16` and `4 · nb16` values.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn unpack_q4_1_x4(
+        w: &[BlockQ4_1],
+        nb: usize,
+        acts: &WideActs,
+        nw: &mut [u8],
+        dw: &mut [f32],
+        mw: &mut [f32],
+    ) {
+        let (pairs, nb16) = (acts.pairs, acts.nb16);
+        let zero = BlockQ4_1::default();
+        let rows = w.len() / nb.max(1);
+        for k in 0..4 {
+            let row = if k < rows {
+                &w[k * nb..(k + 1) * nb]
+            } else {
+                &[][..]
+            };
+            let block = |j: usize| row.get(j).unwrap_or(&zero);
+            for p in 0..pairs {
+                let (b0, b1) = (block(2 * p), block(2 * p + 1));
+                prefetch(b0);
+                let dm = dm2(b0, b1);
+                let o = (k * pairs + p) * 64;
+                let f = (k * pairs + p) * 16;
+                // SAFETY: the scratch lengths were checked by the caller
+                // (64 bytes and 16 floats per pair and row).
+                unsafe {
+                    _mm512_storeu_si512(nw[o..o + 64].as_mut_ptr().cast(), nibbles2(b0, b1));
+                    _mm512_storeu_ps(dw[f..f + 16].as_mut_ptr(), spread_pair(dm));
+                }
+                let mut v = [0f32; 4];
+                // SAFETY: `v` holds 4 floats.
+                unsafe { _mm_storeu_ps(v.as_mut_ptr(), dm) };
+                mw[k * nb16 + 2 * p] = v[1];
+                if 2 * p + 1 < nb16 {
+                    mw[k * nb16 + 2 * p + 1] = v[3];
+                }
+            }
+            for j in 2 * pairs..nb16 {
+                mw[k * nb16 + j] = 0.0;
+            }
+        }
+    }
+
+    /// Four unpacked weight rows against every activation row of `acts`:
+    /// `out(i, k) = Σ_pairs d_w·d_x·(n·q) + Σ_blocks m_w·s_x`, written
+    /// through `store(i, [four values])`.
+    ///
+    /// # Safety
+    /// The AVX-512 features of [`Kernel::Avx512Vnni`] must be available;
+    /// the scratch slices come from [`unpack_q4_1_x4`] for the same `acts`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn tile_q4_1(
+        acts: &WideActs,
+        nw: &[u8],
+        dw: &[f32],
+        mw: &[f32],
+        mut store: impl FnMut(usize, [f32; 4]),
+    ) {
+        let (pairs, nb16) = (acts.pairs, acts.nb16);
+        assert!(nw.len() >= 4 * pairs * 64 && dw.len() >= 4 * pairs * 16 && mw.len() >= 4 * nb16);
+        for i in 0..acts.n {
+            let qs = &acts.qs[i * pairs * 64..(i + 1) * pairs * 64];
+            let dx = &acts.dx[i * pairs * 16..(i + 1) * pairs * 16];
+            let sx = &acts.sx[i * nb16..(i + 1) * nb16];
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for p in 0..pairs {
+                // SAFETY: every slice read below holds the 64 bytes or 16
+                // floats loaded (lengths from `WideActs` and the assert).
+                unsafe {
+                    let x = _mm512_loadu_si512(qs.as_ptr().add(p * 64).cast());
+                    let d = _mm512_loadu_ps(dx.as_ptr().add(p * 16));
+                    for (k, a) in acc.iter_mut().enumerate() {
+                        let wv = _mm512_loadu_si512(nw.as_ptr().add((k * pairs + p) * 64).cast());
+                        let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, x);
+                        let s = _mm512_mul_ps(
+                            _mm512_loadu_ps(dw.as_ptr().add((k * pairs + p) * 16)),
+                            d,
+                        );
+                        *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(prod), s, *a);
+                    }
+                }
+            }
+            for c in (0..nb16).step_by(16) {
+                // SAFETY: `nb16` is a multiple of 16; 16 floats at `c`.
+                unsafe {
+                    let s = _mm512_loadu_ps(sx.as_ptr().add(c));
+                    for (k, a) in acc.iter_mut().enumerate() {
+                        let m = _mm512_loadu_ps(mw.as_ptr().add(k * nb16 + c));
+                        *a = _mm512_fmadd_ps(m, s, *a);
+                    }
+                }
+            }
+            store(i, hsum4(acc));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -837,12 +1306,10 @@ mod tests {
     use candle_core::Device;
     use proptest::prelude::*;
 
+    /// Every kernel this CPU runs: scalar always, AVX2 and AVX-512 VNNI
+    /// where present (CI machines may lack either).
     fn kernels() -> Vec<Kernel> {
-        let mut k = vec![Kernel::Scalar];
-        if Kernel::detect() != Kernel::Scalar {
-            k.push(Kernel::detect());
-        }
-        k
+        Kernel::available()
     }
 
     /// Random `[rows, cols]` weights quantized by candle (the ggml bytes a
@@ -1017,6 +1484,32 @@ mod tests {
             }
         }
 
+        /// Q4_1 weights with exact (f32) activations, the prompt path, equal
+        /// the dequantized product up to f32 summation order, on every
+        /// kernel, for one and many activation rows.
+        #[test]
+        fn q4_1_matmul_with_exact_activations_matches_the_dequantized_product(
+            rows in 1usize..23, blocks in 1usize..6, n in 1usize..7, seed in 0u64..1000,
+        ) {
+            let cols = blocks * QK;
+            let (p, deq) = quantized(rows, cols, GgmlDType::Q4_1, seed);
+            let x = activations(n, cols, seed);
+            for kernel in kernels() {
+                let mut out = vec![f32::NAN; n * rows];
+                p.matmul(&Activations::exact(&x, n, cols), &mut out, kernel).unwrap();
+                for i in 0..n {
+                    for r in 0..rows {
+                        let terms = deq[r * cols..(r + 1) * cols].iter().zip(&x[i * cols..(i + 1) * cols])
+                            .map(|(a, b)| f64::from(*a) * f64::from(*b));
+                        let (exact, mag) = terms.fold((0f64, 0f64), |(s, m), t| (s + t, m + t.abs()));
+                        let got = f64::from(out[i * rows + r]);
+                        prop_assert!((got - exact).abs() <= 1e-5 * mag + 1e-6,
+                            "{kernel:?} row {r} of {rows}, x row {i}: {got} vs {exact}");
+                    }
+                }
+            }
+        }
+
         /// Q8_0 and f32 weights with f32 activations equal the dequantized
         /// product up to f32 summation order (relative 1e-5 of Σ|w·x|).
         #[test]
@@ -1046,40 +1539,99 @@ mod tests {
             }
         }
 
-        /// The SIMD kernels agree with the scalar ones, block for block.
+        /// The SIMD kernels agree with the scalar ones, block for block
+        /// (odd block counts exercise the AVX-512 pair loops' tails).
         #[test]
         fn simd_and_scalar_kernels_agree(blocks in 1usize..40, seed in 0u64..1000) {
+            for simd in kernels().into_iter().skip(1) {
+                simd_matches_scalar(blocks, seed, simd)?;
+            }
+        }
+
+        /// Many activation rows (the batched decode and prefill path: the
+        /// AVX-512 tile kernel, or the 4-row kernel per activation row)
+        /// equal one activation row at a time through the scalar kernel,
+        /// within f32 summation noise, for row counts that leave the last
+        /// group of four short.
+        #[test]
+        fn many_row_q4_1_matmul_equals_row_by_row_scalar(
+            rows in 1usize..23, blocks in 1usize..7, n in 2usize..20, seed in 0u64..1000,
+        ) {
+            let cols = blocks * QK;
+            let (p, _) = quantized(rows, cols, GgmlDType::Q4_1, seed);
+            let x = activations(n, cols, seed);
+            let mut want = vec![0f32; n * rows];
+            for (i, o) in want.chunks_exact_mut(rows).enumerate() {
+                let xi = &x[i * cols..(i + 1) * cols];
+                p.matmul(&Activations::new(xi, 1, cols), o, Kernel::Scalar).unwrap();
+            }
+            for kernel in kernels() {
+                let mut got = vec![f32::NAN; n * rows];
+                p.matmul(&Activations::new(&x, n, cols), &mut got, kernel).unwrap();
+                for (j, (a, b)) in want.iter().zip(&got).enumerate() {
+                    prop_assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                        "{kernel:?} output {j} of {n}x{rows}: {b} vs scalar {a}");
+                }
+            }
+        }
+    }
+
+    fn simd_matches_scalar(blocks: usize, seed: u64, simd: Kernel) -> Result<(), TestCaseError> {
+        {
             let cols = blocks * QK;
             let (p, _) = quantized(1, cols, GgmlDType::Q4_1, seed);
             let x = activations(1, cols, seed);
-            let PackedMatrix::Q4_1 { blocks: w, .. } = &p else { unreachable!() };
+            let PackedMatrix::Q4_1 { blocks: w, .. } = &p else {
+                unreachable!()
+            };
             let q8 = quantize_q8_1(&x);
             let scalar = dot_q4_1_q8_1(w, &q8, Kernel::Scalar);
-            let simd = dot_q4_1_q8_1(w, &q8, Kernel::detect());
-            prop_assert!((scalar - simd).abs() <= 1e-4 * (1.0 + scalar.abs()), "{scalar} vs {simd}");
+            let simd_v = dot_q4_1_q8_1(w, &q8, simd);
+            prop_assert!(
+                (scalar - simd_v).abs() <= 1e-4 * (1.0 + scalar.abs()),
+                "{simd:?}: {scalar} vs {simd_v}"
+            );
             let (p4, _) = quantized(GROUP + 1, cols, GgmlDType::Q4_1, seed);
-            let PackedMatrix::Q4_1 { blocks: w4, .. } = &p4 else { unreachable!() };
+            let PackedMatrix::Q4_1 { blocks: w4, .. } = &p4 else {
+                unreachable!()
+            };
             for k in [GROUP, GROUP - 1, 1] {
                 let (mut s4, mut v4) = (vec![0f32; k], vec![0f32; k]);
                 dot_q4_1_q8_1_rows(&w4[..k * blocks], &q8, &mut s4, Kernel::Scalar);
-                dot_q4_1_q8_1_rows(&w4[blocks..(k + 1) * blocks], &q8, &mut v4, Kernel::detect());
+                dot_q4_1_q8_1_rows(&w4[blocks..(k + 1) * blocks], &q8, &mut v4, simd);
                 let mut s4b = vec![0f32; k];
                 dot_q4_1_q8_1_rows(&w4[blocks..(k + 1) * blocks], &q8, &mut s4b, Kernel::Scalar);
                 for (a, b) in s4b.iter().zip(&v4) {
-                    prop_assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{k} rows: {a} vs {b}");
+                    prop_assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                        "{k} rows: {a} vs {b}"
+                    );
                 }
                 prop_assert_eq!(s4[0], dot_q4_1_q8_1(&w4[..blocks], &q8, Kernel::Scalar));
             }
             let odd = &x[..cols - 3];
             let a = dot_f32(odd, &x[3..], Kernel::Scalar);
-            let b = dot_f32(odd, &x[3..], Kernel::detect());
+            let b = dot_f32(odd, &x[3..], simd);
             prop_assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
             let (mut ys, mut yv) = (x[3..].to_vec(), x[3..].to_vec());
             axpy(0.37, odd, &mut ys, Kernel::Scalar);
-            axpy(0.37, odd, &mut yv, Kernel::detect());
+            axpy(0.37, odd, &mut yv, simd);
             for (s, v) in ys.iter().zip(&yv) {
                 prop_assert!((s - v).abs() <= 1e-5 * (1.0 + s.abs()), "axpy {s} vs {v}");
             }
+            let (p8, _) = quantized(1, cols, GgmlDType::Q8_0, seed);
+            let PackedMatrix::Q8_0 { blocks: w8, .. } = &p8 else {
+                unreachable!()
+            };
+            let (a, b) = (
+                dot_q8_0_f32(w8, &x, Kernel::Scalar),
+                dot_q8_0_f32(w8, &x, simd),
+            );
+            prop_assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                "{simd:?} Q8_0: {a} vs {b}"
+            );
         }
+        Ok(())
     }
 }
