@@ -465,4 +465,4 @@ impl Billing {
 
 #[cfg(test)]
 #[path = "billing_tests.rs"]
-pub(crate) mod tests;
+mod tests;

@@ -6,247 +6,21 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use trib_ledger::{inference_fee, Action};
-use trib_types::{AdapterId, Amount, Hash, SecretKey, TxHash};
+use trib_ledger::inference_fee;
+use trib_types::{Amount, TxHash};
 
 use crate::api::wire::TxStatus;
-use crate::billing::ApiKeys;
-use crate::client::NodeClient;
-use crate::config::NodeConfig;
-use crate::home::{InitOptions, NodeHome};
-use crate::node::{NodeOverrides, RunningNode};
-
-/// A dev node home serving the tiny model, its producer (the operator) and
-/// the base model's name; [`PaidNode::start`] runs a node on it.
-pub(crate) struct PaidHome {
-    pub(crate) dir: tempfile::TempDir,
-    pub(crate) producer: SecretKey,
-    pub(crate) base_name: String,
-    /// The served model file.
-    model: std::path::PathBuf,
-}
-
-/// A running node of a [`PaidHome`], with clients.
-pub(crate) struct PaidNode {
-    pub(crate) node: RunningNode,
-    pub(crate) client: NodeClient,
-    pub(crate) http: reqwest::Client,
-}
-
-impl PaidHome {
-    /// Serving the tiny model (written into the home's temporary directory).
-    pub(crate) fn new() -> PaidHome {
-        let dir = tempfile::tempdir().unwrap();
-        let model = dir.path().join("tiny.gguf");
-        trib_model::write_tiny_gguf(
-            &model,
-            &trib_model::TinySpec::default(),
-            11,
-            trib_model::GgmlDType::Q8_0,
-        )
-        .unwrap();
-        Self::serving(dir, model)
-    }
-
-    /// Serving the model file `model`.
-    pub(crate) fn with_model(model: &std::path::Path) -> PaidHome {
-        Self::serving(tempfile::tempdir().unwrap(), model.to_path_buf())
-    }
-
-    fn serving(dir: tempfile::TempDir, model: std::path::PathBuf) -> PaidHome {
-        let root = dir.path().join("home");
-        NodeHome::init(
-            &root,
-            InitOptions {
-                dev: true,
-                config: NodeConfig {
-                    base_model: Some(model.clone()),
-                    ..NodeConfig::default()
-                },
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let producer = NodeHome::new(&root)
-            .keystore()
-            .unwrap()
-            .load("producer", None)
-            .unwrap();
-        let base_name = crate::models::describe_model(&model).unwrap().name;
-        PaidHome {
-            dir,
-            producer,
-            base_name,
-            model,
-        }
-    }
-
-    pub(crate) fn home(&self) -> NodeHome {
-        NodeHome::new(self.dir.path().join("home"))
-    }
-
-    pub(crate) fn model_path(&self) -> std::path::PathBuf {
-        self.model.clone()
-    }
-
-    /// Writes a random PEFT adapter (`B` non-zero, so it changes the
-    /// output) for the served model into `<home>/adapters/<id>/`, where the
-    /// node's adapter store finds a registered adapter; returns its id.
-    pub(crate) fn write_adapter(&self, spec: &trib_serve::RandomAdapter) -> AdapterId {
-        let served = trib_serve::ServedModel::load(&self.model).unwrap();
-        let cfg = served.model().config().clone();
-        let tmp = self.dir.path().join("adapter.tmp");
-        let id = spec.write(&tmp, &cfg).unwrap();
-        let dest = self.home().root().join("adapters").join(id.to_string());
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::rename(&tmp, &dest).unwrap();
-        id
-    }
-
-    /// A random adapter spec for the served model on every projection.
-    pub(crate) fn adapter_spec(&self, b_scale: f32, seed: u64) -> trib_serve::RandomAdapter {
-        trib_serve::RandomAdapter {
-            b_scale,
-            targets: trib_model::LoraTarget::ALL.to_vec(),
-            ..trib_serve::RandomAdapter::qv_r8(&self.base_name, seed)
-        }
-    }
-
-    pub(crate) async fn start(&self) -> PaidNode {
-        let node = RunningNode::start(
-            &self.home(),
-            NodeOverrides {
-                listen: Some("127.0.0.1:0".parse().unwrap()),
-                block_interval: Some(Duration::from_millis(20)),
-            },
-        )
-        .await
-        .unwrap();
-        PaidNode {
-            client: NodeClient::new(&node.url()).unwrap(),
-            node,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    /// An API key for `account`.
-    pub(crate) fn key_for(&self, account: trib_types::Address) -> String {
-        ApiKeys::create(&ApiKeys::path_in(self.home().root()), account).unwrap()
-    }
-}
-
-impl PaidNode {
-    pub(crate) async fn commit(&self, key: &SecretKey, action: Action) {
-        let stx = self
-            .client
-            .sign_and_submit(key, None, action)
-            .await
-            .unwrap();
-        self.client
-            .wait_for_commit(&stx.hash(), Duration::from_secs(30))
-            .await
-            .unwrap();
-    }
-
-    /// Registers the base model (settlement needs it).
-    pub(crate) async fn register_base(&self, h: &PaidHome) {
-        let info = crate::models::describe_model(&h.model_path()).unwrap();
-        self.commit(
-            &h.producer,
-            Action::RegisterBaseModel {
-                model: info.id,
-                name: info.name,
-                architecture: "llama".into(),
-                licence: "Apache-2.0".into(),
-            },
-        )
-        .await;
-    }
-
-    /// Registers adapter `id` (files already in the home) on the served
-    /// base model, owned by the producer, at 0.002 / 0.004 OPEN per 1k tokens.
-    pub(crate) async fn register_adapter(&self, h: &PaidHome, id: AdapterId, name: &str) {
-        let info = crate::models::describe_model(&h.model_path()).unwrap();
-        self.commit(
-            &h.producer,
-            Action::RegisterAdapter {
-                adapter: id,
-                base: info.id,
-                name: name.into(),
-                datanets: Vec::new(),
-                config_hash: Hash::of(b"config"),
-                metrics_hash: Hash::of(b"metrics"),
-                price_in_per_1k: Amount::parse_open("0.002").unwrap(),
-                price_out_per_1k: Amount::parse_open("0.004").unwrap(),
-            },
-        )
-        .await;
-    }
-
-    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.node.url()))
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    /// A user funded with `fund` OPEN who approved the operator for
-    /// `allowance` (base units), and an API key for it.
-    pub(crate) async fn user(
-        &self,
-        h: &PaidHome,
-        seed: u8,
-        fund: u64,
-        allowance: Amount,
-    ) -> (SecretKey, String) {
-        let user = SecretKey::from_seed([seed; 32]);
-        self.commit(
-            &h.producer,
-            Action::Transfer {
-                to: user.address(),
-                amount: Amount::open(fund),
-            },
-        )
-        .await;
-        self.commit(
-            &user,
-            Action::ApproveOperator {
-                operator: h.producer.address(),
-                allowance,
-            },
-        )
-        .await;
-        let key = h.key_for(user.address());
-        (user, key)
-    }
-
-    pub(crate) async fn post(&self, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {
-        let mut r = self
-            .http
-            .post(format!("{}{path}", self.node.url()))
-            .json(&body);
-        if let Some(k) = key {
-            r = r.bearer_auth(k);
-        }
-        let resp = r.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-}
+use crate::test_fixtures::{PaidHome, PaidNode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_never_settle_more_than_the_allowance_and_all_admitted_ones_settle() {
     let h = PaidHome::new();
     let n = h.start().await;
-    n.register_base(&h).await;
+    n.register_base().await;
     let prompt = "the quick brown fox jumps over the lazy dog";
     let max_tokens = 24;
     // Learn the prompt's token count from a rich user's answer.
-    let (_, rich) = n.user(&h, 7, 100, Amount::open(100)).await;
+    let (_, rich) = n.user(7, 100, Amount::open(100)).await;
     let body = json!({ "model": h.base_name, "prompt": prompt, "max_tokens": max_tokens });
     let (s, v) = n.post("/v1/completions", Some(&rich), body.clone()).await;
     assert_eq!(s, 200, "{v}");
@@ -261,7 +35,7 @@ async fn concurrent_requests_never_settle_more_than_the_allowance_and_all_admitt
     .unwrap();
     // Room for three requests at their largest fee, not four.
     let allowance = Amount(max_fee.0 * 3 + max_fee.0 / 2);
-    let (user, key) = n.user(&h, 8, 100, allowance).await;
+    let (user, key) = n.user(8, 100, allowance).await;
     let before = n.client.account(&user.address()).await.unwrap().balance;
 
     let mut tasks = Vec::new();
@@ -332,10 +106,10 @@ async fn concurrent_requests_never_settle_more_than_the_allowance_and_all_admitt
 async fn only_the_operators_key_may_load_or_unload_adapters() {
     let h = PaidHome::new();
     let n = h.start().await;
-    n.register_base(&h).await;
+    n.register_base().await;
     let id = h.write_adapter(&h.adapter_spec(0.5, 3));
-    n.register_adapter(&h, id, "ops-lora").await;
-    let (_, user_key) = n.user(&h, 9, 10, Amount::open(1)).await;
+    n.register_adapter(id, "ops-lora").await;
+    let (_, user_key) = n.user(9, 10, Amount::open(1)).await;
     let operator_key = h.key_for(h.producer.address());
     let load = json!({ "action": "load", "model": id.to_string() });
     let unload = json!({ "action": "unload", "model": id.to_string() });
@@ -414,9 +188,9 @@ async fn a_real_adapter_on_smollm2_answers_over_http_differently_from_the_base_a
     // A rank-8 PEFT adapter on all seven projections, B ~ U(-0.3, 0.3).
     let id = h.write_adapter(&h.adapter_spec(0.3, 42));
     let n = h.start().await;
-    n.register_base(&h).await;
-    n.register_adapter(&h, id, "smol-random-lora").await;
-    let (user, key) = n.user(&h, 5, 10, Amount::open(1)).await;
+    n.register_base().await;
+    n.register_adapter(id, "smol-random-lora").await;
+    let (user, key) = n.user(5, 10, Amount::open(1)).await;
     let before = n.client.account(&user.address()).await.unwrap().balance;
 
     let base = chat(&n, &key, &h.base_name).await;
@@ -482,5 +256,187 @@ async fn a_real_adapter_on_smollm2_answers_over_http_differently_from_the_base_a
     let base_fee: u128 = base["fee"]["base_units"].as_str().unwrap().parse().unwrap();
     let after = n.client.account(&user.address()).await.unwrap().balance;
     assert_eq!(before.0 - after.0, fee + base_fee);
+    n.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn adapters_come_from_the_object_store_the_serving_table_names() {
+    // A store outside the home, named by URL (`file://`: the same code path
+    // as `s3://`, through object_store).
+    let shared = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", shared.path().display());
+    let h = PaidHome::tiny_with(|c| c.serving.adapter_store = Some(url.clone()));
+    let id = h.write_adapter_into(shared.path(), &h.adapter_spec(0.5, 11));
+    let n = h.start().await;
+    n.register_base().await;
+    n.register_adapter(id, "shared-lora").await;
+    let (_, key) = n.user(12, 10, Amount::open(1)).await;
+
+    let (s, v) = n
+        .post(
+            "/v1/completions",
+            Some(&key),
+            json!({ "model": id.to_string(), "prompt": "hello", "max_tokens": 3 }),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["receipt_id"].is_string(), "{v}");
+    // Nothing of it is in the home's directory store.
+    assert!(!h
+        .home()
+        .root()
+        .join("adapters")
+        .join(id.to_string())
+        .exists());
+    let (_, listed) = n.get("/v1/adapters").await;
+    assert_eq!(listed["store"], json!([id.to_string()]), "{listed}");
+    assert_eq!(
+        listed["cache"]["store"],
+        format!("object store {url}"),
+        "{listed}"
+    );
+    assert_eq!(listed["cache"]["loads"], 1, "{listed}");
+    n.node.shutdown().await.unwrap();
+
+    // A URL that names no usable store stops the node from starting, and
+    // says which setting is wrong.
+    let h = PaidHome::tiny_with(|c| {
+        c.serving.adapter_store = Some("file:///no/such/adapter/dir".into())
+    });
+    let overrides = crate::node::NodeOverrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        block_interval: None,
+    };
+    let e = crate::node::RunningNode::start(&h.home(), overrides)
+        .await
+        .err()
+        .expect("an unusable adapter store is refused");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("[serving] adapter_store") && msg.contains("is not a directory"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_over_its_rate_limit_gets_429_with_retry_after_and_other_keys_are_served() {
+    // Two requests at once, then one a minute.
+    let h = PaidHome::tiny_with(|c| {
+        c.serving.rate_limit_per_minute = 1;
+        c.serving.rate_limit_burst = 2;
+    });
+    let n = h.start().await;
+    n.register_base().await;
+    let (_, alice) = n.user(13, 10, Amount::open(1)).await;
+    let (_, bob) = n.user(14, 10, Amount::open(1)).await;
+    let body = json!({ "model": h.base_name, "prompt": "hello", "max_tokens": 2 });
+    for _ in 0..2 {
+        let (s, v) = n.post("/v1/completions", Some(&alice), body.clone()).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let r = n
+        .http
+        .post(format!("{}/v1/completions", n.node.url()))
+        .bearer_auth(&alice)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limited", "{v}");
+    // Another account's key has its own bucket.
+    let (s, v) = n.post("/v1/completions", Some(&bob), body).await;
+    assert_eq!(s, 200, "{v}");
+    n.node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_adapters_and_traversal_ids_are_refused_over_http_and_the_node_keeps_serving() {
+    let h = PaidHome::new();
+    // NaN weights, another base model, a corrupted weights file: each
+    // registered on the ledger, so only the files are wrong.
+    let nan = h.write_adapter(&trib_serve::RandomAdapter {
+        b_scale: f32::NAN,
+        ..h.adapter_spec(0.5, 21)
+    });
+    let other_base = h.write_adapter(&trib_serve::RandomAdapter::qv_r8(
+        "meta-llama/Llama-3.1-8B",
+        22,
+    ));
+    let garbage = h.write_adapter(&h.adapter_spec(0.5, 23));
+    std::fs::write(
+        h.home()
+            .root()
+            .join("adapters")
+            .join(garbage.to_string())
+            .join(trib_serve::ADAPTER_WEIGHTS_FILE),
+        b"\x10\0\0\0\0\0\0\0not json",
+    )
+    .unwrap();
+    let good = h.write_adapter(&h.adapter_spec(0.5, 24));
+    let n = h.start().await;
+    n.register_base().await;
+    for (id, name) in [
+        (nan, "nan-lora"),
+        (other_base, "llama-lora"),
+        (garbage, "garbage-lora"),
+        (good, "good-lora"),
+    ] {
+        n.register_adapter(id, name).await;
+    }
+    let (user, key) = n.user(15, 10, Amount::open(1)).await;
+    let operator = h.key_for(h.producer.address());
+    let before = n.client.account(&user.address()).await.unwrap().balance;
+    let ask = |model: String| json!({ "model": model, "prompt": "hello", "max_tokens": 3 });
+
+    for (id, needle) in [
+        (nan, "non-finite"),
+        (other_base, "trained for base model"),
+        (garbage, "safetensors"),
+    ] {
+        let (s, v) = n
+            .post("/v1/completions", Some(&key), ask(id.to_string()))
+            .await;
+        assert_eq!(s, 422, "{v}");
+        assert_eq!(v["error"]["code"], "adapter_rejected", "{v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{id}: {msg} should name {needle:?}");
+        // An explicit load is refused the same way.
+        let (s, v) = n
+            .post(
+                "/v1/adapters",
+                Some(&operator),
+                json!({ "action": "load", "model": id.to_string() }),
+            )
+            .await;
+        assert_eq!(s, 422, "{v}");
+    }
+    // Ids that try to leave the store never reach it.
+    for model in ["../../etc/passwd", "..", "a/b", "adapters/../x"] {
+        let (s, v) = n
+            .post("/v1/completions", Some(&key), ask(model.into()))
+            .await;
+        assert_eq!(s, 404, "{model}: {v}");
+        assert_eq!(v["error"]["code"], "model_not_found", "{v}");
+    }
+    // Nothing refused was charged, nothing refused stays in the cache, and
+    // the node still serves a good adapter.
+    assert_eq!(
+        n.client.account(&user.address()).await.unwrap().balance,
+        before
+    );
+    let (_, listed) = n.get("/v1/adapters").await;
+    assert_eq!(listed["cache"]["adapters"], json!([]), "{listed}");
+    let (s, v) = n
+        .post("/v1/completions", Some(&key), ask(good.to_string()))
+        .await;
+    assert_eq!(s, 200, "{v}");
     n.node.shutdown().await.unwrap();
 }

@@ -34,9 +34,107 @@ pub struct NodeConfig {
     pub producer_key: String,
     /// Base model the OpenAI-compatible endpoints serve (a GGUF file or a
     /// Hugging Face directory). Unset: the node serves no inference.
-    /// Adapters are read from `<home>/adapters/<ADAPTER_ID>/`.
+    /// Adapters are read from `<home>/adapters/<ADAPTER_ID>/` unless
+    /// `[serving] adapter_store` names an object store.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_model: Option<std::path::PathBuf>,
+    /// The OpenLoRA engine: adapter store, adapter cache and limits.
+    pub serving: ServingConfig,
+}
+
+/// The `[serving]` table: where adapters come from, how many bytes of them
+/// stay loaded, and the engine's limits and back-pressure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServingConfig {
+    /// An object store URL holding the adapters as `<ADAPTER_ID>/` folders
+    /// of PEFT files, for several nodes sharing one adapter store:
+    /// `s3://bucket/prefix` (nodes built with trib-serve's `s3` feature;
+    /// options from the `AWS_*` variables: `AWS_ENDPOINT`, `AWS_REGION`,
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`),
+    /// `file:///absolute/dir` or `memory:///`. Unset: `<home>/adapters`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter_store: Option<String>,
+    /// Bytes of loaded adapter weights kept in memory (least recently used
+    /// evicted first).
+    pub adapter_cache_bytes: u64,
+    /// Sequences decoded together at most; more requests wait in the queue.
+    pub max_running: usize,
+    /// Requests waiting at most; one more gets HTTP 429.
+    pub max_queued: usize,
+    /// Tokens per scheduler step: one per running decode, the rest for
+    /// prompt prefill chunks (so a long prompt never stalls the decodes).
+    pub step_token_budget: usize,
+    /// Completion length when a request sets no `max_tokens` (capped by
+    /// what the context has left).
+    pub default_max_tokens: usize,
+    /// Requests per minute per API key (its account); 0: no rate limit.
+    /// Over the rate: HTTP 429 with `Retry-After`.
+    pub rate_limit_per_minute: u32,
+    /// Requests a key may make at once before the rate applies.
+    pub rate_limit_burst: u32,
+}
+
+impl Default for ServingConfig {
+    fn default() -> Self {
+        let limits = trib_serve::EngineLimits::default();
+        ServingConfig {
+            adapter_store: None,
+            adapter_cache_bytes: trib_serve::CacheConfig::default().capacity_bytes as u64,
+            max_running: limits.max_running,
+            max_queued: limits.max_queued,
+            step_token_budget: limits.step_token_budget,
+            default_max_tokens: limits.default_max_tokens,
+            rate_limit_per_minute: 0,
+            rate_limit_burst: limits.rate_burst as u32,
+        }
+    }
+}
+
+impl ServingConfig {
+    /// The engine's configuration.
+    pub(crate) fn engine_config(&self) -> trib_serve::EngineConfig {
+        trib_serve::EngineConfig {
+            limits: trib_serve::EngineLimits {
+                max_running: self.max_running,
+                max_queued: self.max_queued,
+                step_token_budget: self.step_token_budget,
+                default_max_tokens: self.default_max_tokens,
+                rate_per_sec: f64::from(self.rate_limit_per_minute) / 60.0,
+                rate_burst: f64::from(self.rate_limit_burst),
+            },
+            cache: trib_serve::CacheConfig {
+                capacity_bytes: usize::try_from(self.adapter_cache_bytes).unwrap_or(usize::MAX),
+                ..trib_serve::CacheConfig::default()
+            },
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("max_running", self.max_running),
+            ("max_queued", self.max_queued),
+            ("step_token_budget", self.step_token_budget),
+            ("default_max_tokens", self.default_max_tokens),
+        ] {
+            if value == 0 {
+                return Err(format!("[serving] {key} must be at least 1"));
+            }
+        }
+        if self.adapter_cache_bytes == 0 {
+            return Err("[serving] adapter_cache_bytes must be at least 1".into());
+        }
+        if self.rate_limit_per_minute > 0 && self.rate_limit_burst == 0 {
+            return Err(
+                "[serving] rate_limit_burst must be at least 1 when rate_limit_per_minute is set"
+                    .into(),
+            );
+        }
+        if self.adapter_store.as_deref() == Some("") {
+            return Err("[serving] adapter_store is empty: give a URL or leave it out".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for NodeConfig {
@@ -48,6 +146,7 @@ impl Default for NodeConfig {
             max_request_bytes: 256 * 1024,
             producer_key: "producer".to_string(),
             base_model: None,
+            serving: ServingConfig::default(),
         }
     }
 }
@@ -69,7 +168,7 @@ impl NodeConfig {
         if self.max_request_bytes < 1024 {
             return Err("max_request_bytes must be at least 1024".into());
         }
-        Ok(())
+        self.serving.validate()
     }
 
     /// Parses and validates TOML text; `path` only names the file in errors.
@@ -83,8 +182,21 @@ impl NodeConfig {
         Ok(cfg)
     }
 
-    /// The TOML text `trib init` writes: every key, with a comment.
+    /// The TOML text `trib init` writes: every key, with a comment. The
+    /// `[serving]` table is written only when it differs from the defaults
+    /// (keys appended to the file then still land outside it).
     pub fn to_toml(&self) -> String {
+        let mut text = self.top_level_toml();
+        if self.serving != ServingConfig::default() {
+            text.push_str(
+                "\n# OpenLoRA serving: adapter store, adapter cache and limits.\n[serving]\n",
+            );
+            text.push_str(&toml::to_string(&self.serving).expect("the serving table serialises"));
+        }
+        text
+    }
+
+    fn top_level_toml(&self) -> String {
         format!(
             "# Tributary node configuration. Every key is optional (defaults shown by `trib init`).\n\
              # HTTP API address (port 0 = any free port).\n\
@@ -146,5 +258,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("block_interval_ms must be at least 1"), "{e}");
+        let e = NodeConfig::from_toml("[serving]\nmax_queued = 0", Path::new("c"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[serving] max_queued must be at least 1"), "{e}");
+        let e = NodeConfig::from_toml("[serving]\nmax_runing = 3", Path::new("c"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_runing"), "{e}");
+    }
+
+    #[test]
+    fn the_serving_table_sets_the_engine_limits_and_round_trips() {
+        let cfg = NodeConfig::from_toml(
+            "[serving]\nadapter_store = \"memory:///\"\nmax_running = 4\nmax_queued = 9\n\
+             rate_limit_per_minute = 30\nrate_limit_burst = 2\nadapter_cache_bytes = 1048576",
+            Path::new("c"),
+        )
+        .unwrap();
+        let engine = cfg.serving.engine_config();
+        assert_eq!(engine.limits.max_running, 4);
+        assert_eq!(engine.limits.max_queued, 9);
+        assert_eq!(engine.limits.rate_per_sec, 0.5);
+        assert_eq!(engine.limits.rate_burst, 2.0);
+        assert_eq!(engine.cache.capacity_bytes, 1 << 20);
+        // Untouched keys keep the engine's defaults.
+        let defaults = trib_serve::EngineLimits::default();
+        assert_eq!(engine.limits.step_token_budget, defaults.step_token_budget);
+        assert_eq!(
+            NodeConfig::default().serving.engine_config().limits,
+            trib_serve::EngineLimits {
+                rate_per_sec: 0.0,
+                ..defaults
+            }
+        );
+        assert_eq!(
+            NodeConfig::from_toml(&cfg.to_toml(), Path::new("c")).unwrap(),
+            cfg
+        );
+        // The defaults write no table, so a key appended later is top-level.
+        let text = format!(
+            "{}base_model = \"m.gguf\"\n",
+            NodeConfig::default().to_toml()
+        );
+        assert!(!text.contains("[serving]"));
+        assert!(NodeConfig::from_toml(&text, Path::new("c"))
+            .unwrap()
+            .base_model
+            .is_some());
     }
 }

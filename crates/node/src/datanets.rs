@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use trib_datanet::{
-    canonical_order, merkle_root, BlobStore, Datanet as Descriptor, DatanetError, DatanetStore,
-    Decision, FileKind, LocalBlobStore, ObjectBlobStore, PageRequest, SourceFile, ValidationReport,
-    Validator, VersionLeaf,
+    canonical_order, merkle_root, BlobStore, ContributionRecord, Datanet as Descriptor,
+    DatanetError, DatanetStore, Decision, FileKind, LocalBlobStore, ObjectBlobStore, Page,
+    PageRequest, SourceFile, ValidationReport, Validator, VersionLeaf,
 };
 use trib_ledger::{
     Action, ContributionStatus as LedgerStatus, CurationMode, DataType, Datanet, DatanetRef,
@@ -521,31 +521,24 @@ impl DatanetService {
     pub(crate) fn sync(&self, name: &str) -> Result<usize, ApiError> {
         let (_, id) = self.store_id(name)?;
         let mut changed = 0;
-        let mut page = PageRequest::first(1_000);
-        loop {
-            let p = self
-                .store
-                .pending_contributions(&id, &page)
-                .map_err(store_err)?;
-            for c in p.items {
-                let Some(on_chain) = self.chain.ledger().contribution(&c.id)? else {
-                    continue;
-                };
-                let decision = match on_chain.status {
-                    s if s.is_accepted() => Decision::Accept,
-                    LedgerStatus::Rejected { reason } => Decision::Reject { reason },
-                    LedgerStatus::Expired => Decision::Reject {
-                        reason: "curation period expired".into(),
-                    },
-                    _ => continue,
-                };
-                self.store.decide(&c.id, &decision).map_err(store_err)?;
-                changed += 1;
-            }
-            match p.next {
-                Some(n) => page.after = Some(n),
-                None => break,
-            }
+        // Read every pending contribution first: deciding one removes it
+        // from the pending listing being read.
+        let pending =
+            Page::all(|page| self.store.pending_contributions(&id, page)).map_err(store_err)?;
+        for c in pending {
+            let Some(on_chain) = self.chain.ledger().contribution(&c.id)? else {
+                continue;
+            };
+            let decision = match on_chain.status {
+                s if s.is_accepted() => Decision::Accept,
+                LedgerStatus::Rejected { reason } => Decision::Reject { reason },
+                LedgerStatus::Expired => Decision::Reject {
+                    reason: "curation period expired".into(),
+                },
+                _ => continue,
+            };
+            self.store.decide(&c.id, &decision).map_err(store_err)?;
+            changed += 1;
         }
         if changed > 0 {
             tracing::info!(target: "trib::node::datanets", datanet = name, changed, "mirrored ledger curation into the store");
@@ -573,24 +566,12 @@ impl DatanetService {
             }
             Err(e) => return Err(store_err(e)),
         };
-        let mut contributions = Vec::new();
-        let mut page = PageRequest::first(1_000);
-        loop {
-            let p = self
-                .store
-                .list_contributions(&id, &page)
-                .map_err(store_err)?;
-            contributions.extend(
-                p.items
-                    .into_iter()
-                    .filter(|c| c.status == trib_datanet::ContributionStatus::Accepted)
-                    .map(|c| c.id),
-            );
-            match p.next {
-                Some(n) => page.after = Some(n),
-                None => break,
-            }
-        }
+        let contributions: Vec<ContributionId> = self
+            .all_contributions(&id)?
+            .into_iter()
+            .filter(|c| c.status == trib_datanet::ContributionStatus::Accepted)
+            .map(|c| c.id)
+            .collect();
         let version = next.number as u32;
         Ok(PublishPlan {
             version,
@@ -775,10 +756,7 @@ impl DatanetService {
         Ok((out, p.next))
     }
 
-    fn contribution_view(
-        &self,
-        c: trib_datanet::ContributionRecord,
-    ) -> Result<ContributionView, ApiError> {
+    fn contribution_view(&self, c: ContributionRecord) -> Result<ContributionView, ApiError> {
         let on_chain = self.chain.ledger().contribution(&c.id)?;
         Ok(ContributionView {
             id: c.id,
@@ -927,80 +905,50 @@ impl DatanetService {
                 d.name, local.root, on_chain.root
             )));
         }
-        let mut seq: HashMap<ContributionId, u64> = HashMap::new();
-        let mut page = PageRequest::first(1_000);
-        loop {
-            let p = self
-                .store
-                .list_contributions(&id, &page)
-                .map_err(store_err)?;
-            seq.extend(p.items.into_iter().map(|c| (c.id, c.seq)));
-            match p.next {
-                Some(n) => page.after = Some(n),
-                None => break,
-            }
-        }
-        let mut out = Vec::new();
-        let mut page = PageRequest::first(1_000);
-        loop {
-            let p = self
-                .store
-                .version_rows(&id, version as u64, &page)
-                .map_err(store_err)?;
-            for r in p.items {
+        let seq: HashMap<ContributionId, u64> = self
+            .all_contributions(&id)?
+            .into_iter()
+            .map(|c| (c.id, c.seq))
+            .collect();
+        let rows = Page::all(|page| self.store.version_rows(&id, version as u64, page))
+            .map_err(store_err)?;
+        let mut out: Vec<IndexRow> = rows
+            .into_iter()
+            .map(|r| {
                 let s = seq
                     .get(&r.row.contribution)
                     .copied()
                     .unwrap_or(u64::MAX >> 32);
-                out.push(IndexRow {
+                IndexRow {
                     row: r.row.row_hash,
                     contribution: r.row.contribution,
                     contributor: r.row.contributor,
                     first_seen: (s << 32) | u64::from(r.row.index),
                     text: r.row.content.plain_text(),
-                });
-            }
-            match p.next {
-                Some(n) => page.after = Some(n),
-                None => break,
-            }
-        }
+                }
+            })
+            .collect();
         out.sort_by_key(|r| (r.first_seen, r.row));
         Ok(out)
+    }
+
+    /// Every contribution to a datanet in this node's store, oldest first.
+    fn all_contributions(&self, id: &DatanetId) -> Result<Vec<ContributionRecord>, ApiError> {
+        Page::all(|page| self.store.list_contributions(id, page)).map_err(store_err)
     }
 
     pub(crate) fn leaderboard(&self, name: &str) -> Result<Vec<LeaderboardEntry>, ApiError> {
         let (d, id) = self.store_id(name)?;
         let mut dups: HashMap<Address, u64> = HashMap::new();
         let mut at_validation: HashMap<Address, u64> = HashMap::new();
-        let mut page = PageRequest::first(1_000);
-        loop {
-            let p = self
-                .store
-                .list_contributions(&id, &page)
-                .map_err(store_err)?;
-            for c in p.items {
-                *dups.entry(c.contributor).or_default() += c.duplicates_rejected as u64;
-            }
-            match p.next {
-                Some(n) => page.after = Some(n),
-                None => break,
-            }
+        for c in self.all_contributions(&id)? {
+            *dups.entry(c.contributor).or_default() += c.duplicates_rejected as u64;
         }
-        let mut page = PageRequest::first(1_000);
-        loop {
-            let p = self
-                .store
-                .validation_rejections(&id, &page)
-                .map_err(store_err)?;
-            for r in p.items {
-                *dups.entry(r.contributor).or_default() += r.duplicates_rejected as u64;
-                *at_validation.entry(r.contributor).or_default() += 1;
-            }
-            match p.next {
-                Some(n) => page.after = Some(n),
-                None => break,
-            }
+        let rejected =
+            Page::all(|page| self.store.validation_rejections(&id, page)).map_err(store_err)?;
+        for r in rejected {
+            *dups.entry(r.contributor).or_default() += r.duplicates_rejected as u64;
+            *at_validation.entry(r.contributor).or_default() += 1;
         }
         let mut board: Vec<(Address, trib_ledger::Reputation)> =
             self.chain.ledger().leaderboard(&d.id)?;

@@ -25,6 +25,8 @@ mod models;
 mod node;
 mod service_client;
 mod serving;
+#[cfg(test)]
+mod test_fixtures;
 
 pub use api::wire::{
     AccountView, BlockView, StatusView, SubmitResponse, SupplyView, TxStatus, TxView,
@@ -32,7 +34,7 @@ pub use api::wire::{
 pub use api::{ApiError, AppState, ErrorBody, ErrorDetail, PageView};
 pub use billing::{ApiKeyError, ApiKeys, API_KEY_PREFIX};
 pub use client::{ClientError, NodeClient};
-pub use config::NodeConfig;
+pub use config::{NodeConfig, ServingConfig};
 pub use datanets::{
     signed_read, ContributionResponse, ContributionView, CreateDatanetRequest,
     CreateDatanetResponse, DatanetView, LeaderboardEntry, PublishPlan, RowView, VersionView,

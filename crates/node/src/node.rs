@@ -319,17 +319,8 @@ mod tests {
         interval: Duration,
     ) -> (RunningNode, SecretKey) {
         let root = dir.join("home");
-        NodeHome::init(
-            &root,
-            InitOptions {
-                dev: true,
-                config,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let producer = crate::test_fixtures::init_dev_home(&root, config);
         let home = NodeHome::new(&root);
-        let producer = home.keystore().unwrap().load("producer", None).unwrap();
         let overrides = NodeOverrides {
             listen: Some("127.0.0.1:0".parse().unwrap()),
             block_interval: Some(interval),
@@ -435,7 +426,7 @@ dir = "ignored"
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn shutdown_joins_the_engine_and_job_threads_so_the_ledger_reopens_at_once() {
-        let h = crate::billing::tests::PaidHome::new();
+        let h = crate::test_fixtures::PaidHome::new();
         let data = h.dir.path().join("text.txt");
         std::fs::write(
             &data,
@@ -446,8 +437,8 @@ dir = "ignored"
         for round in 0..3 {
             let n = h.start().await;
             if round == 0 {
-                n.register_base(&h).await;
-                key = Some(n.user(&h, 9, 100, Amount::open(100)).await.1);
+                n.register_base().await;
+                key = Some(n.user(9, 100, Amount::open(100)).await.1);
             }
             // A training job running on the job thread...
             let job: serde_json::Value = n
@@ -462,15 +453,7 @@ dir = "ignored"
                 .unwrap();
             let id = job["id"].as_u64().unwrap();
             for _ in 0..3000 {
-                let v: serde_json::Value = n
-                    .http
-                    .get(format!("{}/v1/jobs/{id}", n.node.url()))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let (_, v) = n.get(&format!("/v1/jobs/{id}")).await;
                 assert!(v["status"] == "queued" || v["status"] == "running", "{v}");
                 if v["status"] == "running" {
                     break;

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use trib_attribution::{AttributionEvidence, TraceParams};
 use trib_ledger::{InferenceReceipt, PayoutRole};
-use trib_serve::{AdapterName, Engine, EngineConfig, EngineHandle, LocalDirStore, ServedModel};
+use trib_serve::{
+    AdapterName, AdapterStore, Engine, EngineHandle, LocalDirStore, ObjectAdapterStore, ServedModel,
+};
 use trib_types::{
     split_by_bps, split_by_weight, AdapterId, Address, Amount, ContributionId, DatanetId, Hash,
     ModelId, ReceiptId,
@@ -149,8 +151,7 @@ impl Serving {
             chain.clone(),
             Arc::new(tokens),
         ));
-        let adapters = home.root().join("adapters");
-        std::fs::create_dir_all(&adapters).map_err(|e| bad(e.to_string()))?;
+        let store = adapter_store(home, &config.serving, std::env::vars()).map_err(bad)?;
         let genesis = home.load_genesis()?;
         let operator = home.load_producer(config, &genesis)?;
         let billing = Arc::new(Billing::new(
@@ -162,13 +163,14 @@ impl Serving {
             .map_err(|e| NodeError::Services(e.to_string()))?;
         // The 402 check, reserving each request's largest fee (billing.rs).
         let check = crate::billing::FeeCheck::new(billing.clone());
+        let adapters = store.describe();
         let engine = Engine::start_with_check(
             Arc::new(model),
-            Arc::new(LocalDirStore::new(&adapters)),
-            EngineConfig::default(),
+            store,
+            config.serving.engine_config(),
             Some(Arc::new(check)),
         );
-        tracing::info!(target: "trib::serving", model = %info.name, id = %info.id, adapters = %adapters.display(),
+        tracing::info!(target: "trib::serving", model = %info.name, id = %info.id, %adapters,
             operator = %billing.operator(), "serving engine started");
         Ok(Some(Arc::new(Serving {
             engine,
@@ -395,6 +397,30 @@ impl Serving {
         )?;
         std::fs::rename(tmp, path)
     }
+}
+
+/// The adapter store `[serving] adapter_store` names (an object store URL,
+/// its options from the `AWS_*` variables in `vars`, lower-cased), or the
+/// home's `adapters/` directory.
+fn adapter_store(
+    home: &NodeHome,
+    serving: &crate::config::ServingConfig,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<Arc<dyn AdapterStore>, String> {
+    let Some(url) = serving.adapter_store.as_deref() else {
+        let dir = home.root().join("adapters");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        return Ok(Arc::new(LocalDirStore::new(dir)));
+    };
+    let options: Vec<(String, String)> = vars
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    let store = ObjectAdapterStore::from_url(url, options)
+        .map_err(|e| format!("[serving] adapter_store: {e}"))?;
+    tracing::info!(target: "trib::serving", url, "adapters come from an object store");
+    Ok(Arc::new(store))
 }
 
 /// Where the prompt and answer of `receipt` are kept.

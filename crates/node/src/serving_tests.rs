@@ -5,138 +5,10 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use trib_ledger::Action;
-use trib_types::{Amount, ReceiptId, SecretKey};
+use trib_types::{Amount, ReceiptId};
 
-use crate::billing::ApiKeys;
-use crate::client::NodeClient;
-use crate::config::NodeConfig;
-use crate::home::{InitOptions, NodeHome};
-use crate::node::{NodeOverrides, RunningNode};
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    node: RunningNode,
-    client: NodeClient,
-    http: reqwest::Client,
-    producer: SecretKey,
-    keys_path: std::path::PathBuf,
-    base_name: String,
-}
-
-impl Fixture {
-    async fn start() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let model = dir.path().join("tiny.gguf");
-        trib_model::write_tiny_gguf(
-            &model,
-            &trib_model::TinySpec::default(),
-            11,
-            trib_model::GgmlDType::Q8_0,
-        )
-        .unwrap();
-        let root = dir.path().join("home");
-        NodeHome::init(
-            &root,
-            InitOptions {
-                dev: true,
-                config: NodeConfig {
-                    base_model: Some(model.clone()),
-                    ..NodeConfig::default()
-                },
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let home = NodeHome::new(&root);
-        let producer = home.keystore().unwrap().load("producer", None).unwrap();
-        let node = RunningNode::start(
-            &home,
-            NodeOverrides {
-                listen: Some("127.0.0.1:0".parse().unwrap()),
-                block_interval: Some(Duration::from_millis(20)),
-            },
-        )
-        .await
-        .unwrap();
-        let client = NodeClient::new(&node.url()).unwrap();
-        let info = crate::models::describe_model(&model).unwrap();
-        let f = Fixture {
-            _dir: dir,
-            node,
-            client,
-            http: reqwest::Client::new(),
-            producer,
-            keys_path: ApiKeys::path_in(&root),
-            base_name: info.name.clone(),
-        };
-        // The base model must be registered for settlement.
-        f.commit(
-            &f.producer.clone(),
-            Action::RegisterBaseModel {
-                model: info.id,
-                name: info.name,
-                architecture: "llama".into(),
-                licence: "Apache-2.0".into(),
-            },
-        )
-        .await;
-        f
-    }
-
-    async fn commit(&self, key: &SecretKey, action: Action) {
-        let stx = self
-            .client
-            .sign_and_submit(key, None, action)
-            .await
-            .unwrap();
-        self.client
-            .wait_for_commit(&stx.hash(), Duration::from_secs(30))
-            .await
-            .unwrap();
-    }
-
-    /// A user with `fund` OPEN who approved the operator for `allowance`,
-    /// and an API key for it.
-    async fn user(&self, seed: u8, fund: u64, allowance: u64) -> (SecretKey, String) {
-        let user = SecretKey::from_seed([seed; 32]);
-        if fund > 0 {
-            self.commit(
-                &self.producer,
-                Action::Transfer {
-                    to: user.address(),
-                    amount: Amount::open(fund),
-                },
-            )
-            .await;
-        }
-        if allowance > 0 {
-            self.commit(
-                &user,
-                Action::ApproveOperator {
-                    operator: self.producer.address(),
-                    allowance: Amount::open(allowance),
-                },
-            )
-            .await;
-        }
-        let key = ApiKeys::create(&self.keys_path, user.address()).unwrap();
-        (user, key)
-    }
-
-    async fn post(&self, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {
-        let mut r = self
-            .http
-            .post(format!("{}{path}", self.node.url()))
-            .json(&body);
-        if let Some(k) = key {
-            r = r.bearer_auth(k);
-        }
-        let resp = r.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-}
+// A node serving the tiny model in its own home, base model registered.
+use crate::test_fixtures::PaidNode as Fixture;
 
 #[tokio::test]
 async fn requests_without_a_known_key_are_401_and_unknown_models_are_404() {
@@ -150,7 +22,7 @@ async fn requests_without_a_known_key_are_401_and_unknown_models_are_404() {
         .contains("missing API key"));
     let (s, _) = f.post("/v1/completions", Some("trib-sk-00"), body).await;
     assert_eq!(s, 401);
-    let (_, key) = f.user(3, 10, 10).await;
+    let (_, key) = f.user(3, 10, Amount::open(10)).await;
     let (s, v) = f
         .post(
             "/v1/chat/completions",
@@ -169,7 +41,7 @@ async fn requests_without_a_known_key_are_401_and_unknown_models_are_404() {
 #[tokio::test]
 async fn an_unfunded_account_gets_402_naming_have_and_need_and_nothing_changes() {
     let f = Fixture::start().await;
-    let (user, key) = f.user(4, 0, 0).await;
+    let (user, key) = f.user(4, 0, Amount::ZERO).await;
     let before = f.client.account(&user.address()).await.unwrap();
     let (s, v) = f
         .post(
@@ -194,7 +66,7 @@ async fn an_unfunded_account_gets_402_naming_have_and_need_and_nothing_changes()
 #[tokio::test]
 async fn an_oversized_request_is_400_with_the_numbers() {
     let f = Fixture::start().await;
-    let (_, key) = f.user(5, 10, 10).await;
+    let (_, key) = f.user(5, 10, Amount::open(10)).await;
     let (s, v) = f
         .post(
             "/v1/completions",
@@ -214,7 +86,7 @@ async fn an_oversized_request_is_400_with_the_numbers() {
 #[tokio::test]
 async fn a_paid_answer_is_settled_into_a_receipt_whose_payouts_sum_to_the_fee() {
     let f = Fixture::start().await;
-    let (user, key) = f.user(6, 10, 5).await;
+    let (user, key) = f.user(6, 10, Amount::open(5)).await;
     let before = f.client.account(&user.address()).await.unwrap().balance;
     let (s, v) = f
         .post(
@@ -263,16 +135,8 @@ async fn a_paid_answer_is_settled_into_a_receipt_whose_payouts_sum_to_the_fee() 
         .contains("no datanet"));
     // The node re-runs the stored answer and it verifies; once the stored
     // answer is edited it does not, and the problem is named.
-    let verify = format!("{}/v1/receipts/{receipt}/verify", f.node.url());
-    let check: Value = f
-        .http
-        .get(&verify)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let verify = format!("/v1/receipts/{receipt}/verify");
+    let (_, check) = f.get(&verify).await;
     assert_eq!(check["ok"], true, "{check}");
     let path = f
         .keys_path
@@ -284,15 +148,7 @@ async fn a_paid_answer_is_settled_into_a_receipt_whose_payouts_sum_to_the_fee() 
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     stored.answer.push_str(" (edited)");
     std::fs::write(&path, serde_json::to_vec(&stored).unwrap()).unwrap();
-    let check: Value = f
-        .http
-        .get(&verify)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, check) = f.get(&verify).await;
     assert_eq!(check["ok"], false, "{check}");
     assert!(
         check["problems"]
@@ -302,19 +158,9 @@ async fn a_paid_answer_is_settled_into_a_receipt_whose_payouts_sum_to_the_fee() 
     );
 
     // The base-model owner's line is queryable by address.
-    let page: Value = f
-        .http
-        .get(format!(
-            "{}/v1/payouts?contributor={}",
-            f.node.url(),
-            f.producer.address()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, page) = f
+        .get(&format!("/v1/payouts?contributor={}", f.producer.address()))
+        .await;
     assert!(
         page["items"]
             .as_array()
@@ -332,7 +178,7 @@ async fn a_paid_answer_is_settled_into_a_receipt_whose_payouts_sum_to_the_fee() 
 #[tokio::test]
 async fn streaming_answers_end_with_usage_receipt_and_done() {
     let f = Fixture::start().await;
-    let (_, key) = f.user(7, 10, 5).await;
+    let (_, key) = f.user(7, 10, Amount::open(5)).await;
     let resp = f
         .http
         .post(format!("{}/v1/completions", f.node.url()))
@@ -364,7 +210,7 @@ async fn streaming_answers_end_with_usage_receipt_and_done() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_openai_python_client_works_unchanged() {
     let f = Fixture::start().await;
-    let (_, key) = f.user(8, 10, 5).await;
+    let (_, key) = f.user(8, 10, Amount::open(5)).await;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../scripts/tests/openai_client.py");
     let out = tokio::process::Command::new("python3")

@@ -91,7 +91,7 @@ pub enum CacheError {
 }
 
 impl CacheError {
-    fn from_store(e: StoreError) -> Self {
+    fn from_store(name: &AdapterName, e: StoreError) -> Self {
         match e {
             StoreError::NotFound { name, location } => CacheError::NotFound {
                 name,
@@ -109,6 +109,12 @@ impl CacheError {
                     message: e.to_string(),
                 }
             }
+            // Only opening a store by URL fails this way, never a fetch;
+            // still, it is the store's fault, not the adapter's.
+            StoreError::InvalidUrl { .. } => CacheError::Store {
+                name: name.clone(),
+                message: e.to_string(),
+            },
         }
     }
 }
@@ -636,7 +642,9 @@ fn run_load<A: Send + Sync + 'static>(
     // A hostile adapter must never take the server down: a panic in parsing
     // or validation becomes a refusal.
     let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let files = store.fetch(&name).map_err(CacheError::from_store)?;
+        let files = store
+            .fetch(&name)
+            .map_err(|e| CacheError::from_store(&name, e))?;
         loader(&files).map_err(|reason| CacheError::Rejected {
             name: name.clone(),
             reason,

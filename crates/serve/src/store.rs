@@ -115,6 +115,15 @@ pub enum StoreError {
         /// The backend's error, rendered.
         message: String,
     },
+    /// An adapter store URL names no usable object store (malformed, an
+    /// unknown scheme, or `s3://` in a build without the `s3` feature).
+    #[error("adapter store URL {url:?} is not usable: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Where adapters' PEFT files come from.
@@ -263,14 +272,27 @@ impl AdapterStore for LocalDirStore {
 /// `PREFIX/<name>/adapter_model.safetensors`.
 ///
 /// Object stores are async; this store owns a small current-thread tokio
-/// runtime and blocks on it, which is right for the loader threads that call
-/// it (it must not be called from inside an async task).
+/// runtime and blocks on it. Loader threads call it directly; a caller on a
+/// tokio runtime (the node's `GET /v1/adapters` lists the store) is served
+/// from a scoped thread, because a runtime cannot be blocked on from
+/// inside another one.
 pub struct ObjectAdapterStore {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped.
+    runtime: Option<tokio::runtime::Runtime>,
     max_file_bytes: u64,
     description: String,
+}
+
+impl Drop for ObjectAdapterStore {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics when the last handle to
+        // the store goes away on an async task (the node's engine handle).
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for ObjectAdapterStore {
@@ -284,17 +306,65 @@ impl std::fmt::Debug for ObjectAdapterStore {
 impl ObjectAdapterStore {
     /// A store over `store`, with adapters under `prefix` (may be empty).
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> std::io::Result<Self> {
+        let description = format!("object store {store} under {prefix:?}");
+        Self::with_prefix(store, ObjectPath::from(prefix), description)
+    }
+
+    fn with_prefix(
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjectPath,
+        description: String,
+    ) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let description = format!("object store {store} under {prefix:?}");
         Ok(Self {
             store,
-            prefix: ObjectPath::from(prefix),
-            runtime,
+            prefix,
+            runtime: Some(runtime),
             max_file_bytes: DEFAULT_MAX_ADAPTER_FILE_BYTES,
             description,
         })
+    }
+
+    /// A store named by a URL, with adapters under the URL's path:
+    /// `s3://bucket/prefix` (AWS S3, MinIO, R2, … with the crate's `s3`
+    /// feature), `file:///absolute/dir` or `memory:///` (tests, demos).
+    /// `options` are the backend's settings, e.g. `aws_endpoint`,
+    /// `aws_region`, `aws_access_key_id`, `aws_secret_access_key`,
+    /// `aws_allow_http` (for S3-compatible servers over plain HTTP).
+    pub fn from_url<I, K, V>(url: &str, options: I) -> Result<Self, StoreError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: Into<String>,
+    {
+        let invalid = |reason: String| StoreError::InvalidUrl {
+            url: url.to_string(),
+            reason,
+        };
+        let parsed = url::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+        let (store, prefix) = object_store::parse_url_opts(&parsed, options).map_err(|e| {
+            let hint = if parsed.scheme() == "s3" && !cfg!(feature = "s3") {
+                " (this build has no S3 support: build trib-serve with its `s3` feature)"
+            } else {
+                ""
+            };
+            invalid(format!("{e}{hint}"))
+        })?;
+        // `file://` stores read paths as given: a missing directory would
+        // only show up as "adapter not found" on every request.
+        if parsed.scheme() == "file" {
+            let dir = parsed
+                .to_file_path()
+                .map_err(|()| invalid("not an absolute file path".into()))?;
+            if !dir.is_dir() {
+                return Err(invalid(format!("{} is not a directory", dir.display())));
+            }
+        }
+        let description = format!("object store {url}");
+        Self::with_prefix(Arc::from(store), prefix, description)
+            .map_err(|e| invalid(format!("cannot start the store's I/O runtime: {e}")))
     }
 
     /// An S3-compatible store (AWS S3, MinIO, R2, …): `bucket`, optional
@@ -317,6 +387,26 @@ impl ObjectAdapterStore {
         })
     }
 
+    /// Runs `fut` on the store's runtime: directly on a plain thread (the
+    /// loader threads), from a scoped thread when the caller is itself on
+    /// a tokio runtime.
+    fn block<F, T>(&self, fut: F) -> T
+    where
+        F: std::future::Future<Output = T> + Send,
+        T: Send,
+    {
+        let rt = self.runtime.as_ref().expect("the runtime lives until drop");
+        if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::scope(|s| {
+                s.spawn(|| rt.block_on(fut))
+                    .join()
+                    .expect("adapter store I/O panicked")
+            })
+        } else {
+            rt.block_on(fut)
+        }
+    }
+
     /// Refuse objects larger than `bytes`.
     pub fn with_max_file_bytes(mut self, bytes: u64) -> Self {
         self.max_file_bytes = bytes;
@@ -333,7 +423,7 @@ impl ObjectAdapterStore {
             name: name.clone(),
             message: e.to_string(),
         };
-        self.runtime.block_on(async {
+        self.block(async {
             let res = match self.store.get(&key).await {
                 Ok(r) => r,
                 Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -389,8 +479,7 @@ impl AdapterStore for ObjectAdapterStore {
             Some(&self.prefix)
         };
         let metas: Vec<_> = self
-            .runtime
-            .block_on(async { self.store.list(prefix).try_collect::<Vec<_>>().await })
+            .block(async { self.store.list(prefix).try_collect::<Vec<_>>().await })
             .map_err(|e| StoreError::Backend {
                 name: AdapterName::parse("store-root").expect("valid literal"),
                 message: e.to_string(),
@@ -530,5 +619,100 @@ mod tests {
             Err(StoreError::NotFound { .. })
         ));
         assert_eq!(store.list().unwrap(), vec![name("beta")]);
+    }
+
+    /// Writes an adapter's two files under `dir/<adapter>/`.
+    fn write_adapter(dir: &Path, adapter: &str) {
+        let a = dir.join(adapter);
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::write(a.join(ADAPTER_CONFIG_FILE), b"{}").unwrap();
+        std::fs::write(a.join(ADAPTER_WEIGHTS_FILE), b"weights").unwrap();
+    }
+
+    #[test]
+    fn a_file_url_store_reads_the_directory_layout_under_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("adapters");
+        write_adapter(&root, "alpha");
+        write_adapter(&root, "beta");
+        std::fs::remove_file(root.join("beta").join(ADAPTER_WEIGHTS_FILE)).unwrap();
+        let url = format!("file://{}", root.display());
+        let store = ObjectAdapterStore::from_url(&url, Vec::<(String, String)>::new()).unwrap();
+        assert_eq!(store.describe(), format!("object store {url}"));
+        let f = store.fetch(&name("alpha")).unwrap();
+        assert_eq!(
+            (f.config_json.as_slice(), f.safetensors.as_slice()),
+            (&b"{}"[..], &b"weights"[..])
+        );
+        assert!(matches!(
+            store.fetch(&name("beta")),
+            Err(StoreError::MissingFile {
+                file: ADAPTER_WEIGHTS_FILE,
+                ..
+            })
+        ));
+        assert!(matches!(
+            store.fetch(&name("gamma")),
+            Err(StoreError::NotFound { .. })
+        ));
+        // Listing counts an adapter by its config file, like the directory store.
+        assert_eq!(store.list().unwrap(), vec![name("alpha"), name("beta")]);
+    }
+
+    #[test]
+    fn unusable_store_urls_are_refused_naming_the_url_and_the_problem() {
+        let none = Vec::<(String, String)>::new;
+        let e = ObjectAdapterStore::from_url("not a url", none()).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::InvalidUrl { url, .. } if url == "not a url"),
+            "{e}"
+        );
+        let e = ObjectAdapterStore::from_url("gopher://host/x", none()).unwrap_err();
+        assert!(e.to_string().contains("gopher://host/x"), "{e}");
+        let missing = tempfile::tempdir().unwrap().path().join("nope");
+        let e = ObjectAdapterStore::from_url(&format!("file://{}", missing.display()), none())
+            .unwrap_err();
+        assert!(e.to_string().contains("is not a directory"), "{e}");
+        // `memory:///` opens (an empty store: nothing to list or fetch).
+        let mem = ObjectAdapterStore::from_url("memory:///", none()).unwrap();
+        assert!(mem.list().unwrap().is_empty());
+        assert!(matches!(
+            mem.fetch(&name("x")),
+            Err(StoreError::NotFound { .. })
+        ));
+        // S3 needs the `s3` feature; with it the store builds offline.
+        let s3 = ObjectAdapterStore::from_url(
+            "s3://bucket/adapters",
+            [
+                ("aws_region", "us-east-1"),
+                ("aws_endpoint", "http://127.0.0.1:9"),
+            ],
+        );
+        if cfg!(feature = "s3") {
+            assert!(s3.is_ok(), "{:?}", s3.err());
+        } else {
+            let e = s3.unwrap_err();
+            assert!(e.to_string().contains("`s3` feature"), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_object_store_can_be_listed_and_read_from_inside_a_tokio_runtime() {
+        // The node lists the store from an HTTP handler: blocking on the
+        // store's own runtime there must not panic.
+        let dir = tempfile::tempdir().unwrap();
+        write_adapter(dir.path(), "alpha");
+        let url = format!("file://{}", dir.path().display());
+        let store = ObjectAdapterStore::from_url(&url, Vec::<(String, String)>::new()).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let (listed, fetched) =
+            rt.block_on(async { (store.list().unwrap(), store.fetch(&name("alpha")).unwrap()) });
+        assert_eq!(listed, vec![name("alpha")]);
+        assert_eq!(fetched.safetensors, b"weights");
+        // The last handle may also go away on an async task.
+        rt.block_on(async move { drop(store) });
     }
 }
