@@ -68,9 +68,19 @@ impl ServedModel {
         }
     }
 
-    /// Loads a GGUF file or Hugging Face directory (quantized weights kept quantized).
+    /// Loads a GGUF file or Hugging Face directory for serving. GGUF
+    /// projections are kept as quantized blocks only
+    /// ([`WeightFormat::Quantized`]): trib-model's lean path multiplies them
+    /// for prompts and for decode batches of every size, so serving holds no
+    /// dense f32 copy of the weights (docs/serving.md, "Memory").
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        Model::load(path, WeightFormat::default())
+        Self::load_as(path, WeightFormat::Quantized)
+    }
+
+    /// [`ServedModel::load`] with an explicit weight format (for A/B
+    /// measurements such as `serve-bench --weights auto`).
+    pub fn load_as(path: &Path, format: WeightFormat) -> Result<Self, ModelError> {
+        Model::load(path, format)
             .map(Self::new)
             .map_err(ModelError::msg)
     }

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use trib_model::{KvCache, LoraAdapter};
+use trib_model::{KvCache, LoraAdapter, WeightFormat};
 use trib_serve::{
     AdapterFiles, AdapterName, BatchModel, CacheConfig, ChatMessage, DecodeSlot, Engine,
     EngineConfig, EngineHandle, EngineLimits, GenerateRequest, LocalDirStore, ModelError, Prompt,
@@ -59,6 +59,9 @@ struct Args {
     adapter_dir: Option<PathBuf>,
     /// Interleaved repetitions of the mixed-batch rows.
     repeats: usize,
+    /// How the base weights are held (`--weights`; serving's default is
+    /// quantized blocks only).
+    weights: WeightFormat,
 }
 
 fn parse_args() -> Res<Args> {
@@ -76,6 +79,7 @@ fn parse_args() -> Res<Args> {
         naive_max: 64,
         adapter_dir: None,
         repeats: 1,
+        weights: WeightFormat::Quantized,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -96,10 +100,22 @@ fn parse_args() -> Res<Args> {
             "--naive-max" => a.naive_max = val()?.parse()?,
             "--adapter-dir" => a.adapter_dir = Some(PathBuf::from(val()?)),
             "--repeats" => a.repeats = val()?.parse::<usize>()?.max(1),
+            "--weights" => {
+                a.weights = match val()?.as_str() {
+                    "quantized" => WeightFormat::Quantized,
+                    "auto" => WeightFormat::Auto,
+                    "f32" => WeightFormat::F32,
+                    other => {
+                        return Err(
+                            format!("--weights {other}: expected quantized, auto or f32").into(),
+                        )
+                    }
+                }
+            }
             "-h" | "--help" => {
                 println!(
                     "serve-bench [--model GGUF] [--threads N] [--concurrency C] [--new-tokens N] \
-                     [--requests R] [--adapters 1,8,64,256] [--no-naive] [--naive-max D] [--adapter-dir DIR] [--repeats N]"
+                     [--requests R] [--adapters 1,8,64,256] [--no-naive] [--naive-max D] [--adapter-dir DIR] [--repeats N] [--weights quantized|auto|f32]"
                 );
                 std::process::exit(0);
             }
@@ -362,7 +378,8 @@ fn main() -> Res<()> {
     // before the first tensor op.
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
     let base_id = "HuggingFaceTB/SmolLM2-135M-Instruct";
-    let model = Arc::new(ServedModel::load(&args.model)?.accept_base_name(base_id));
+    let model =
+        Arc::new(ServedModel::load_as(&args.model, args.weights)?.accept_base_name(base_id));
     let cfg = model.model().config().clone();
     let params = model.model().info().parameters;
     let rss_base = peak_rss_mb();
