@@ -50,8 +50,8 @@ pub use influence::{
     GradientNormalisation, LayerGradients, ScoreMatrix,
 };
 pub use trace::{
-    ContributionWeight, PieceTable, PromptMask, SpanRow, SpanTracer, TokenText, Trace, TraceParams,
-    TracedSpan,
+    bm25_scores, bm25_terms, ContributionWeight, PieceTable, PromptMask, SpanRow, SpanTracer,
+    TokenText, Trace, TraceParams, TracedSpan,
 };
 pub use weights::{
     combine_weights, contribution_weights, normalise_weights, split_by_weight,

@@ -549,6 +549,68 @@ impl<'a> SpanTracer<'a> {
     }
 }
 
+/// Okapi BM25 relevance of each document (a list of terms: words from
+/// [`bm25_terms`], or token ids) to `query`, with the documents themselves
+/// as the collection: OLMoTrace re-ranks the documents
+/// retrieved for an answer's spans by BM25 against the prompt and answer.
+/// Used for display order only (which rows a response shows first); credit
+/// and payouts never depend on it.
+///
+/// `score(D) = Σ_{t ∈ distinct(query)} idf(t) · f(t,D)·(k1+1) / (f(t,D) +
+/// k1·(1 − b + b·|D|/avgdl))`, `idf(t) = ln(1 + (N − n(t) + 0.5)/(n(t) +
+/// 0.5))`, with `k1 = 1.2`, `b = 0.75` (Robertson et al.; Lucene's
+/// defaults), `N` documents, `n(t)` of them holding `t`. Each distinct query
+/// token counts once. Empty documents and an empty query score 0.
+pub fn bm25_scores<T: Ord>(query: &[T], docs: &[&[T]]) -> Vec<f64> {
+    const K1: f64 = 1.2;
+    const B: f64 = 0.75;
+    let terms: BTreeSet<&T> = query.iter().collect();
+    let n = docs.len() as f64;
+    let avgdl = docs.iter().map(|d| d.len()).sum::<usize>() as f64 / n.max(1.0);
+    let tf: Vec<BTreeMap<&T, u32>> = docs
+        .iter()
+        .map(|d| {
+            let mut m = BTreeMap::new();
+            for t in d.iter().filter(|t| terms.contains(t)) {
+                *m.entry(t).or_insert(0) += 1;
+            }
+            m
+        })
+        .collect();
+    let idf: BTreeMap<&T, f64> = terms
+        .iter()
+        .map(|t| {
+            let holding = tf.iter().filter(|m| m.contains_key(t)).count() as f64;
+            (*t, (1.0 + (n - holding + 0.5) / (holding + 0.5)).ln())
+        })
+        .collect();
+    docs.iter()
+        .zip(&tf)
+        .map(|(d, m)| {
+            if d.is_empty() || avgdl == 0.0 {
+                return 0.0;
+            }
+            let norm = K1 * (1.0 - B + B * d.len() as f64 / avgdl);
+            m.iter()
+                .map(|(t, f)| {
+                    let f = f64::from(*f);
+                    idf[t] * f * (K1 + 1.0) / (f + norm)
+                })
+                .sum()
+        })
+        .collect()
+}
+
+/// The words of `text` as [`bm25_scores`] and [`PromptMask`] compare them:
+/// split on whitespace, alphanumeric characters only, lower-cased, empty
+/// pieces dropped.
+pub fn bm25_terms(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(normalise_word)
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
 fn shingle_set(tokens: &[u32]) -> HashSet<[u32; 5]> {
     if tokens.len() < 5 {
         let mut one = [u32::MAX; 5];
@@ -657,6 +719,42 @@ mod tests {
         // The decoder's error is returned as is.
         let err = PromptMask::new("w5", &answer, &Toy, |_| Err("no decoder")).unwrap_err();
         assert_eq!(err, "no decoder");
+    }
+
+    #[test]
+    fn bm25_prefers_documents_sharing_more_and_rarer_query_tokens() {
+        let query = [1, 2, 3, 3];
+        let docs: [&[u32]; 5] = [
+            &[1, 9, 9, 9], // one common query token
+            &[1, 2, 9, 9], // two
+            &[1, 2, 3, 9], // three, 3 being the rarest
+            &[9, 9, 9, 9], // none
+            &[],           // empty
+        ];
+        let s = bm25_scores(&query, &docs);
+        assert!(s[2] > s[1] && s[1] > s[0] && s[0] > 0.0, "{s:?}");
+        assert_eq!(s[3], 0.0);
+        assert_eq!(s[4], 0.0);
+        // Repeating a query token in the query does not weigh it more.
+        assert_eq!(s, bm25_scores(&[1, 2, 3], &docs));
+        // A longer document with the same matches scores lower (length norm).
+        let long: Vec<u32> = [1, 2, 3].into_iter().chain([9; 20]).collect();
+        let s = bm25_scores(&query, &[&[1, 2, 3, 9], &long]);
+        assert!(s[0] > s[1], "{s:?}");
+        assert!(bm25_scores::<u32>(&[], &[&[1, 2]])
+            .iter()
+            .all(|x| *x == 0.0));
+        assert!(bm25_scores::<u32>(&[1], &[]).is_empty());
+        // Over words: the row naming the mason ranks first for a question about him.
+        let rows = [
+            "In accordance with the orders, the potter counts gulls.",
+            "In accordance with the orders, the mason tolls the bell.",
+            "In accordance with the orders, the smith sweeps sand.",
+        ]
+        .map(bm25_terms);
+        let docs: Vec<&[String]> = rows.iter().map(Vec::as_slice).collect();
+        let s = bm25_scores(&bm25_terms("What did the Mason toll?"), &docs);
+        assert!(s[1] > s[0] && s[1] > s[2], "{s:?}");
     }
 
     #[test]

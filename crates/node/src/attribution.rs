@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use trib_attribution::{
-    build_index, AttributionError, AttributionEvidence, IndexBuildOptions, IndexDocument, IndexSet,
-    PieceTable, PromptMask, RowProvenance, SpanTracer, SuffixIndex, Trace, TraceParams,
-    DEFAULT_TOKEN_SHARE_PPM,
+    bm25_scores, bm25_terms, build_index, AttributionError, AttributionEvidence, IndexBuildOptions,
+    IndexDocument, IndexSet, PieceTable, PromptMask, RowProvenance, SpanTracer, SuffixIndex, Trace,
+    TraceParams, DEFAULT_TOKEN_SHARE_PPM,
 };
 use trib_ledger::{Datanet, DatanetRef, Visibility};
 use trib_model::Model;
@@ -550,7 +550,11 @@ impl IndexCatalog {
         }
         .map_err(CatalogError::Trace)?;
         let withheld = self.permissioned(versions);
-        let spans = self.span_views(&set, &tokens, &trace, &withheld);
+        // BM25 orders the rows shown per span by relevance to the prompt
+        // and answer words (display only; evidence and weights are as traced).
+        let mut query = bm25_terms(prompt.unwrap_or_default());
+        query.extend(bm25_terms(text));
+        let spans = self.span_views(&set, &tokens, &query, &trace, &withheld);
         let elapsed = started.elapsed();
         tracing::debug!(target: "trib::attribution", tokens = tokens.len(), spans = trace.spans.len(),
             weights = evidence.weights.len(), us = elapsed.as_micros() as u64, "answer traced");
@@ -589,29 +593,58 @@ impl IndexCatalog {
             .collect()
     }
 
+    /// The spans for display, rarest first; each span's rows ordered by
+    /// [`bm25_scores`] of their words against `query` (prompt and answer
+    /// words), the collection being all rows retrieved for the answer (ties
+    /// keep the index order), as OLMoTrace re-ranks retrieved documents.
     fn span_views(
         &self,
         set: &IndexSet,
         answer: &[u32],
+        query: &[String],
         trace: &Trace,
         withheld: &[bool],
     ) -> Vec<SpanView> {
+        let mut docs: BTreeMap<(u32, u64), Vec<u32>> = BTreeMap::new();
+        for r in trace.spans.iter().flat_map(|s| &s.rows) {
+            let key = (r.occurrence.shard, r.occurrence.document);
+            docs.entry(key)
+                .or_insert_with(|| set.document_tokens(key.0, key.1));
+        }
+        let keys: Vec<(u32, u64)> = docs.keys().copied().collect();
+        let words: Vec<Vec<String>> = docs
+            .values()
+            .map(|d| bm25_terms(&self.tokens.decode(d)))
+            .collect();
+        let texts: Vec<&[String]> = words.iter().map(Vec::as_slice).collect();
+        let relevance: BTreeMap<(u32, u64), f64> =
+            keys.into_iter().zip(bm25_scores(query, &texts)).collect();
+        let bm25 = |r: &trib_attribution::SpanRow| {
+            relevance
+                .get(&(r.occurrence.shard, r.occurrence.document))
+                .copied()
+                .unwrap_or(0.0)
+        };
         let mut out: Vec<SpanView> = trace
             .spans
             .iter()
-            .map(|s| SpanView {
+            .map(|s| {
+                let mut rows: Vec<&trib_attribution::SpanRow> = s.rows.iter().collect();
+                rows.sort_by(|a, b| bm25(b).total_cmp(&bm25(a)));
+                (s, rows)
+            })
+            .map(|(s, rows)| SpanView {
                 text: self.tokens.decode(&answer[s.start..s.end]),
                 start: s.start,
                 end: s.end,
                 count: s.count,
                 log_prob_micros: s.log_prob_micros,
                 rows_total: s.rows.len(),
-                rows: s
-                    .rows
-                    .iter()
+                rows: rows
+                    .into_iter()
                     .take(ROWS_SHOWN)
                     .map(|r| {
-                        let doc = set.document_tokens(r.occurrence.shard, r.occurrence.document);
+                        let doc = &docs[&(r.occurrence.shard, r.occurrence.document)];
                         let a = (r.occurrence.start as usize).min(doc.len());
                         let from = a.saturating_sub(SNIPPET_CONTEXT);
                         let to = (a + (s.end - s.start) + SNIPPET_CONTEXT).min(doc.len());
@@ -622,6 +655,7 @@ impl IndexCatalog {
                             credited_contribution: r.credited.contribution,
                             credited_contributor: r.credited.contributor,
                             credit_micros: r.credit_micros,
+                            bm25: (bm25(r) * 1e3).round() / 1e3,
                             snippet: (!withheld
                                 .get(r.occurrence.shard as usize)
                                 .copied()
@@ -639,7 +673,7 @@ impl IndexCatalog {
 }
 
 /// One row holding a traced span, for display.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct SpanRowView {
     pub(crate) row_hash: RowHash,
     pub(crate) contribution: ContributionId,
@@ -648,13 +682,16 @@ pub(crate) struct SpanRowView {
     pub(crate) credited_contribution: ContributionId,
     pub(crate) credited_contributor: Address,
     pub(crate) credit_micros: u64,
+    /// BM25 relevance of the row to the prompt and answer (display order:
+    /// the most relevant rows of a span are shown first).
+    pub(crate) bm25: f64,
     /// The span with some row context, decoded; `None` for rows of a
     /// permissioned datanet (traces are shown to any caller).
     pub(crate) snippet: Option<String>,
 }
 
 /// One traced span, for display.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct SpanView {
     pub(crate) text: String,
     pub(crate) start: usize,
@@ -1291,6 +1328,72 @@ pub(crate) mod tests {
             .collect();
         assert!(!shown_rows.is_empty());
         assert!(shown_rows.iter().all(|r| r["snippet"].is_null()), "{v}");
+    }
+
+    #[test]
+    fn the_rows_shown_for_a_span_are_ordered_by_bm25_relevance_to_the_prompt_and_answer() {
+        // Six rows open with the same formula; only one names the mason.
+        let w = World::new();
+        let p = w.publish_and_register();
+        const FORMULA: &str = "By order of the harbour council of the old town";
+        // Distinct rows of over 200 bytes (shorter ones merge with the next
+        // paragraph, near-identical ones are rejected as duplicates).
+        let jobs = [
+            ("potter", "glazes the blue jugs before the fair, then stacks them in straw crates that the carters take inland on the first dry morning of April"),
+            ("smith", "sharpens the boat hooks and forges new hinges for the chapel gate, charging the vestry in eggs and firewood rather than coin"),
+            ("mason", "repairs the sea wall near the dolphins' cove, setting each granite block by hand and testing the mortar with a thumbnail"),
+            ("weaver", "mends the nets in the loft above the chandlery, humming ballads her grandmother learned from sailors out of Brittany"),
+            ("miller", "grinds the winter oats at the tide mill and sends the bran to the piggery on the hill above the churchyard lane"),
+            ("cooper", "hoops the herring barrels in the yard behind the inn and marks each one with a hot iron shaped like an anchor"),
+        ];
+        let text: Vec<String> = jobs
+            .iter()
+            .map(|(who, what)| {
+                format!("{FORMULA}, the {who} {what}. Ask for the {who} at the office.")
+            })
+            .collect();
+        let (orders, _) = w.publish_datanet("orders", &[(&w.bob, "orders.txt", text.join("\n\n"))]);
+        let rows = w.datanets.index_rows(&orders, 1).unwrap();
+        assert_eq!(rows.len(), jobs.len());
+        let mason = rows.iter().find(|r| r.text.contains("mason")).unwrap().row;
+        let versions = [(p.datanet, 1), (orders, 1)];
+        let params = TraceParams::default();
+        // No prompt: the answer's own words are the BM25 query.
+        let t = w
+            .catalog()
+            .trace(
+                &versions,
+                None,
+                &format!("{FORMULA}, and it is the mason who keeps the sea wall."),
+                &params,
+            )
+            .unwrap();
+        let span = t
+            .spans
+            .iter()
+            .find(|s| s.count == jobs.len() as u64)
+            .expect("the formula is a span of every row");
+        assert_eq!(span.rows_total, jobs.len());
+        assert_eq!(span.rows[0].row_hash, mason, "{:?}", span.rows);
+        assert!(span.rows[0].bm25 > span.rows[1].bm25, "{:?}", span.rows);
+        assert!(span.rows.windows(2).all(|r| r[0].bm25 >= r[1].bm25));
+        // With a question about the potter, the potter's row comes first.
+        let potter = rows.iter().find(|r| r.text.contains("potter")).unwrap().row;
+        let t = w
+            .catalog()
+            .trace(
+                &versions,
+                Some("What does the potter glaze?"),
+                &format!("{FORMULA}, blue jugs."),
+                &params,
+            )
+            .unwrap();
+        let span = t
+            .spans
+            .iter()
+            .find(|s| s.count == jobs.len() as u64)
+            .expect("the formula is a span of every row");
+        assert_eq!(span.rows[0].row_hash, potter, "{:?}", span.rows);
     }
 
     /// The trace latency per answer on the demo data (the Constitution and
