@@ -45,9 +45,22 @@ pip=("$venv/bin/python" -m pip install --disable-pip-version-check)
 # crashes (SIGSEGV). The peer scripts therefore load models with
 # use_extra_bufts = false (peercommon.llama_cpp_without_extra_buffers), which
 # costs llama.cpp speed: 19.4 CPU ms/token here vs REFERENCE.md's 122 tok/s.
-# Untried alternative for the next session: build with
-# CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF"
-# and compare both builds in one run.
+# Alternative tried in session 4 (2026-11-24 16:30-16:45 UTC): a wheel built
+# with CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
+# -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI=ON -DGGML_AVX512=ON
+# -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON
+# -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" (no AMX, so
+# the default extra buffer types load without crashing). Same run, 1 thread,
+# 128 greedy tokens, two rounds (load 2.4-2.8):
+#   this build (NATIVE=ON), extra buffers off:  48.2 / 47.4 tok/s, 19.6 CPU ms/token
+#   no-AMX AVX-512 build, extra buffers on:     43.7 / 43.3 tok/s, 21.3-21.4 ms
+#   no-AMX AVX-512 build, extra buffers off:    46.7 / 46.6 tok/s, 20.4-20.7 ms
+# Both builds report AVX512, AVX512_VNNI, AVX512_BF16 and REPACK in
+# llama_print_system_info, so the NATIVE=ON build already runs ggml's
+# AVX-512 kernels; only the AMX buffer type is off, and it is not what
+# REFERENCE.md's 120 tok/s comes from on this 2-core VM. The NATIVE=ON build stays
+# (fastest that runs); docs/benchmarks.md ("Generation (issue 4)") has the
+# table.
 # The sdist vendors llama.cpp; its LoRA converter (convert_lora_to_gguf.py with
 # the `conversion` package and gguf-py) is extracted next to the environment
 # for serve_llamacpp.py.

@@ -568,16 +568,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
+        abs_max(&(a - b).unwrap())
     }
 
     /// One chunk per sequence: `tokens[i]` into `caches[i]` with `adapters[i]`.

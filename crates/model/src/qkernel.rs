@@ -1497,16 +1497,7 @@ mod tests {
             for kernel in kernels() {
                 let mut out = vec![f32::NAN; n * rows];
                 p.matmul(&Activations::exact(&x, n, cols), &mut out, kernel).unwrap();
-                for i in 0..n {
-                    for r in 0..rows {
-                        let terms = deq[r * cols..(r + 1) * cols].iter().zip(&x[i * cols..(i + 1) * cols])
-                            .map(|(a, b)| f64::from(*a) * f64::from(*b));
-                        let (exact, mag) = terms.fold((0f64, 0f64), |(s, m), t| (s + t, m + t.abs()));
-                        let got = f64::from(out[i * rows + r]);
-                        prop_assert!((got - exact).abs() <= 1e-5 * mag + 1e-6,
-                            "{kernel:?} row {r} of {rows}, x row {i}: {got} vs {exact}");
-                    }
-                }
+                matches_dequantized(&out, &deq, &x, (n, rows, cols), &format!("{kernel:?} Q4_1 exact"))?;
             }
         }
 
@@ -1525,16 +1516,7 @@ mod tests {
                 for m in [&p, &dense] {
                     let mut out = vec![0f32; n * rows];
                     m.matmul(&Activations::new(&x, n, cols), &mut out, kernel).unwrap();
-                    for i in 0..n {
-                        for r in 0..rows {
-                            let terms = deq[r * cols..(r + 1) * cols].iter().zip(&x[i * cols..(i + 1) * cols])
-                                .map(|(a, b)| f64::from(*a) * f64::from(*b));
-                            let (exact, mag) = terms.fold((0f64, 0f64), |(s, m), t| (s + t, m + t.abs()));
-                            let got = f64::from(out[i * rows + r]);
-                            prop_assert!((got - exact).abs() <= 1e-5 * mag + 1e-6,
-                                "{kernel:?} {} row {r}: {got} vs {exact}", m.kind());
-                        }
-                    }
+                    matches_dequantized(&out, &deq, &x, (n, rows, cols), &format!("{kernel:?} {}", m.kind()))?;
                 }
             }
         }
@@ -1574,6 +1556,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `out` (`[n, rows]`) equals `x·deqᵀ` up to f32 summation order:
+    /// within `1e-5 · Σ|w·x|` of the f64 product, per output.
+    fn matches_dequantized(
+        out: &[f32],
+        deq: &[f32],
+        x: &[f32],
+        (n, rows, cols): (usize, usize, usize),
+        what: &str,
+    ) -> Result<(), TestCaseError> {
+        for i in 0..n {
+            for r in 0..rows {
+                let terms = deq[r * cols..(r + 1) * cols]
+                    .iter()
+                    .zip(&x[i * cols..(i + 1) * cols])
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b));
+                let (exact, mag) = terms.fold((0f64, 0f64), |(s, m), t| (s + t, m + t.abs()));
+                let got = f64::from(out[i * rows + r]);
+                prop_assert!(
+                    (got - exact).abs() <= 1e-5 * mag + 1e-6,
+                    "{what}: row {r} of {rows}, x row {i}: {got} vs {exact}"
+                );
+            }
+        }
+        Ok(())
     }
 
     fn simd_matches_scalar(blocks: usize, seed: u64, simd: Kernel) -> Result<(), TestCaseError> {
