@@ -4,27 +4,11 @@
 
 use serde_json::Value;
 
-use crate::harness::{NodeProc, TestHome};
-
 #[test]
 fn bench_serve_drives_a_running_node_with_concurrent_streaming_clients_across_adapters() {
-    let h = TestHome::init_dev();
-    h.serve_tiny_model();
-    let node = NodeProc::start(&h, 50);
+    let (h, node, key) = crate::serving::paid_tiny_node();
     let n = node.node_args();
-    h.register_tiny(n);
-    crate::datanets::fund(&h, n, &["alice"]);
-    let key = h.ok(&[
-        "apikey",
-        "new",
-        "--key",
-        "alice",
-        "--allowance",
-        "5",
-        n[0],
-        n[1],
-    ]);
-    let key = key.trim();
+    let key = key.as_str();
 
     // Two random adapters written into the node's store and registered.
     let ids = h.ok(&[

@@ -13,6 +13,7 @@ mod harness;
 mod job_owner;
 mod ledger;
 mod models;
+mod openai_client;
 mod rejections;
 mod scenarios;
 mod serving;

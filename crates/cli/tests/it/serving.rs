@@ -10,24 +10,15 @@ use serde_json::{json, Value};
 
 use crate::harness::{get_json, http, NodeProc, TestHome};
 
-#[test]
-fn a_paid_answer_gets_a_receipt_that_verifies_until_the_stored_answer_is_edited() {
+/// A `trib node` serving the tiny model (registered on the ledger), with
+/// `alice` funded and an API key for her (`trib apikey new --allowance 5`).
+pub fn paid_tiny_node() -> (TestHome, NodeProc, String) {
     let h = TestHome::init_dev();
     h.serve_tiny_model();
     let node = NodeProc::start(&h, 50);
     let n = node.node_args();
     h.register_tiny(n);
     crate::datanets::fund(&h, n, &["alice"]);
-    let (_, models_list) = get_json(&format!("{}/v1/models", node.url));
-    let base = models_list["data"][0]["id"].as_str().unwrap().to_string();
-
-    let url = format!("{}/v1/chat/completions", node.url);
-    let body = json!({ "model": base, "messages": [{"role": "user", "content": "hello"}],
-                       "max_tokens": 5, "temperature": 0 });
-    // No key: 401.
-    let r = http().post(&url).json(&body).send().unwrap();
-    assert_eq!(r.status().as_u16(), 401);
-
     let key = h.ok(&[
         "apikey",
         "new",
@@ -38,7 +29,25 @@ fn a_paid_answer_gets_a_receipt_that_verifies_until_the_stored_answer_is_edited(
         n[0],
         n[1],
     ]);
-    let key = key.trim();
+    let key = key.trim().to_string();
+    (h, node, key)
+}
+
+#[test]
+fn a_paid_answer_gets_a_receipt_that_verifies_until_the_stored_answer_is_edited() {
+    let (h, node, key) = paid_tiny_node();
+    let n = node.node_args();
+    let key = key.as_str();
+    let (_, models_list) = get_json(&format!("{}/v1/models", node.url));
+    let base = models_list["data"][0]["id"].as_str().unwrap().to_string();
+
+    let url = format!("{}/v1/chat/completions", node.url);
+    let body = json!({ "model": base, "messages": [{"role": "user", "content": "hello"}],
+                       "max_tokens": 5, "temperature": 0 });
+    // No key: 401.
+    let r = http().post(&url).json(&body).send().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
     assert!(key.starts_with("trib-sk-"));
     // Only the hash is stored.
     let stored = std::fs::read_to_string(h.root.join("apikeys.json")).unwrap();

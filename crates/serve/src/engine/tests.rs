@@ -474,6 +474,32 @@ fn a_full_queue_answers_429_and_frees_up_as_requests_finish() {
 }
 
 #[test]
+fn the_running_batch_never_exceeds_max_running_and_waiting_requests_take_freed_places() {
+    let limits = EngineLimits {
+        max_running: 3,
+        ..EngineLimits::default()
+    };
+    let model = FakeModel::endless(1000);
+    let h = engine_with(model.clone(), GateStore::new(true), limits);
+    let prompts: Vec<String> = (0..8).map(|i| format!("request {i}")).collect();
+    let subs: Vec<_> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| h.submit(req(p, (i % 2 == 1).then_some("s2"), 12)).unwrap())
+        .collect();
+    for (i, (sub, p)) in subs.into_iter().zip(&prompts).enumerate() {
+        let out = sub.collect_blocking().unwrap();
+        let seed = (i % 2 == 1).then_some(2);
+        assert_eq!(out.tokens, reference_on(&model, p, seed, 12), "request {i}");
+    }
+    let calls = model.calls.lock().unwrap();
+    let largest = calls.decode_batches.iter().copied().max().unwrap();
+    assert!(largest <= 3, "a decode batch of {largest} > max_running 3");
+    assert_eq!(h.stats().completed, 8);
+    assert_eq!(h.stats().max_batch, largest);
+}
+
+#[test]
 fn a_key_over_its_rate_gets_429_with_a_retry_time() {
     let limits = EngineLimits {
         rate_per_sec: 0.001,
