@@ -1486,29 +1486,55 @@ pub(crate) mod tests {
         for i in 0..40 {
             answers.push(format!("Answer {i}: the weather was mild, the trains ran late and nobody in the office could find the stapler before lunch."));
         }
-        let params = TraceParams::default();
-        let mut times = Vec::new();
-        let mut spans = 0;
-        let cpu = cpu_seconds();
-        for a in &answers {
-            let t = w
-                .catalog()
-                .trace(&[(created.id, 1)], None, a, &params)
-                .unwrap();
-            spans += t.spans.len();
-            times.push(t.elapsed);
+        // The first 40 answers quote; the last 40 do not. Each answer is
+        // traced as OLMoTrace's defaults would (no prompt, spans ≥ 4) and as
+        // a paid answer is (its question's words masked, spans ≥ 2).
+        let questions = [
+            "What does the US Constitution say? Quote a passage.",
+            "How was the day at the office?",
+        ];
+        let configs: [(&str, TraceParams, bool); 2] = [
+            (
+                "OLMoTrace defaults, no prompt",
+                TraceParams::default(),
+                false,
+            ),
+            (
+                "answer time: prompt masked, spans >= 2",
+                answer_trace_params(),
+                true,
+            ),
+        ];
+        for (label, params, masked) in configs {
+            let mut times = Vec::new();
+            let (mut quoting, mut unrelated, mut credited_unrelated) = (0, 0, 0);
+            let cpu = cpu_seconds();
+            for (i, a) in answers.iter().enumerate() {
+                let q = questions[usize::from(i >= 40)];
+                let t = w
+                    .catalog()
+                    .trace(&[(created.id, 1)], masked.then_some(q), a, &params)
+                    .unwrap();
+                if i < 40 {
+                    quoting += t.spans.len();
+                } else {
+                    unrelated += t.spans.len();
+                    credited_unrelated += usize::from(!t.evidence.weights.is_empty());
+                }
+                times.push(t.elapsed);
+            }
+            let cpu = cpu_seconds() - cpu;
+            times.sort();
+            let median = times[times.len() / 2];
+            let p90 = times[times.len() * 9 / 10];
+            eprintln!(
+                "[{label}] index: {} rows, {} tokens, built in {:.1} ms; trace over {} answers (~64-75 tokens): median {:.2} ms, p90 {:.2} ms, max {:.2} ms; spans kept: {quoting} over the 40 quoting answers, {unrelated} over the 40 unrelated ones ({credited_unrelated} of them credited someone); {:.3} CPU-s in total (1 thread)",
+                m.documents, m.tokens, build.as_secs_f64() * 1e3, answers.len(),
+                median.as_secs_f64() * 1e3, p90.as_secs_f64() * 1e3,
+                times.last().unwrap().as_secs_f64() * 1e3, cpu
+            );
+            assert!(quoting > 0, "the quoting answers hold spans");
         }
-        let cpu = cpu_seconds() - cpu;
-        times.sort();
-        let median = times[times.len() / 2];
-        let p90 = times[times.len() * 9 / 10];
-        eprintln!(
-            "index: {} rows, {} tokens, built in {:.1} ms; trace over {} answers (~64-75 tokens): median {:.2} ms, p90 {:.2} ms, max {:.2} ms, {spans} spans kept; {:.3} CPU-s in total (1 thread)",
-            m.documents, m.tokens, build.as_secs_f64() * 1e3, answers.len(),
-            median.as_secs_f64() * 1e3, p90.as_secs_f64() * 1e3,
-            times.last().unwrap().as_secs_f64() * 1e3, cpu
-        );
-        assert!(spans > 0, "the quoting answers hold spans");
     }
 
     /// User plus system CPU seconds of this process (Linux `/proc`).
