@@ -12,6 +12,7 @@
 //!
 //! The formulas and file formats are documented in `docs/factory.md`.
 
+mod answer_grad;
 mod checkpoint;
 mod config;
 mod data;
@@ -24,6 +25,7 @@ mod progress;
 mod rng;
 mod train;
 
+pub use answer_grad::{answer_gradient, answer_targets, AnswerGradient, AnswerTokens};
 pub use config::{
     ChatTemplateChoice, CheckpointSection, DataFormat, DataSection, GradientCacheSection,
     JobConfig, LoraSection, ModelSection, OutputSection, PricingSection, ScheduleKind, SourceRef,

@@ -662,6 +662,72 @@ fn gradient_cache_rows_match_the_test_gradient_of_the_same_pair() {
 }
 
 #[test]
+fn the_answer_gradient_of_a_training_pair_is_its_cached_row_and_new_tokens_drop_the_prompts() {
+    use trib_model::factory::{answer_gradient, AnswerTokens};
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = job(
+        dir.path(),
+        "alpaca",
+        &fixture("qa.alpaca.jsonl"),
+        "max_steps = 2",
+    );
+    j.data.validation_fraction = 0.0;
+    let out = train(&j, TrainOptions::default()).unwrap();
+    let cache = GradientCache::load(out.summary.gradient_cache.as_ref().unwrap()).unwrap();
+    let model = load(dir.path());
+    let adapter = load_peft(&out.adapter_dir, model.config(), &AdapterLimits::default()).unwrap();
+    let row = cache
+        .index
+        .examples
+        .iter()
+        .position(|e| e.provenance.row == 2)
+        .unwrap();
+    let (q, a) = ("How many Senators per State?", "Two.");
+    // Every answer token, not normalised: the cached row itself (same
+    // formatting, same loss mask, same CountSketch).
+    let all = answer_gradient(&model, &adapter, &cache, q, a, AnswerTokens::All, false)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        all.target_tokens as u64,
+        cache.index.examples[row].target_tokens
+    );
+    assert!((all.loss - cache.index.examples[row].loss).abs() < 1e-4);
+    for (l, t) in cache.layers.iter().enumerate() {
+        let cached: Vec<f32> = t.get(row).unwrap().to_vec1().unwrap();
+        let scale = cached.iter().map(|v| v.abs()).fold(0f32, f32::max);
+        let diff = cached
+            .iter()
+            .zip(&all.layers[l])
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            scale > 0.0 && diff <= 1e-4 * scale,
+            "layer {l}: {diff} vs {scale}"
+        );
+    }
+    // A question that repeats the answer's words leaves fewer targets, and
+    // the gradient changes with them; unit length per layer.
+    let asked = "Two Senators? How many Senators per State?";
+    let new = answer_gradient(
+        &model,
+        &adapter,
+        &cache,
+        asked,
+        a,
+        AnswerTokens::NewInAnswer,
+        true,
+    )
+    .unwrap()
+    .unwrap();
+    assert!(new.target_tokens < all.target_tokens);
+    for l in &new.layers {
+        let n: f64 = l.iter().map(|&v| v as f64 * v as f64).sum();
+        assert!((n - 1.0).abs() < 1e-5);
+    }
+}
+
+#[test]
 fn eval_compares_base_and_adapter_and_export_merges_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = job(dir.path(), "alpaca", &fixture("qa.alpaca.jsonl"), "");
