@@ -25,6 +25,7 @@
 //! `trib-types` only. Formulas, rules and measured quality are in
 //! `docs/attribution.md`.
 
+mod combined;
 mod dense;
 mod error;
 mod evidence;

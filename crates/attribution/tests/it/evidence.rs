@@ -152,6 +152,47 @@ fn gradient_weights_combine_with_token_weights() {
 }
 
 #[test]
+fn adding_the_gradient_part_after_sealing_gives_the_evidence_sealed_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = build(dir.path(), "v1", &corpus(), &[1, 2, 3, 4], 5000);
+    let set = IndexSet::open(&[&path]).unwrap();
+    let answer = [20, 21, 22, 23, 24, 25, 0];
+    let params = TraceParams {
+        min_span_tokens: 3,
+        span_density: 1.0,
+        ..TraceParams::default()
+    };
+    let grad = |w: u64| GradientEvidence {
+        method: AttributionMethod::DataInf,
+        adapter_version: Hash::of(b"adapter"),
+        damping_ppm: 100_000,
+        weights: vec![trib_attribution::ContributionWeight {
+            contribution: ContributionId(Hash([4; 32])),
+            contributor: trib_types::Address([4; 20]),
+            weight: w,
+        }],
+    };
+    let at_once =
+        attribute_answer(&set, &ToyText, &answer, &params, Some(grad(7)), 700_000).unwrap();
+    let tokens_only = attribute_answer(&set, &ToyText, &answer, &params, None, 700_000).unwrap();
+    let later = tokens_only.with_gradient(grad(7)).unwrap();
+    assert_eq!(later, at_once);
+    assert!(later.hash_is_valid());
+    assert_ne!(later.evidence_hash, tokens_only.evidence_hash);
+    // Replacing the gradient part re-seals too; an empty one leaves the
+    // token weights alone and the method list without the gradient method.
+    let empty = later
+        .with_gradient(GradientEvidence {
+            weights: vec![],
+            ..grad(1)
+        })
+        .unwrap();
+    assert_eq!(empty.weights, tokens_only.weights);
+    assert_eq!(empty.methods, vec![AttributionMethod::TokenSpans]);
+    assert!(empty.hash_is_valid());
+}
+
+#[test]
 fn masked_evidence_commits_to_the_prompt_and_unmasked_evidence_keeps_format_1() {
     let dir = tempfile::tempdir().unwrap();
     let path = build(dir.path(), "v1", &corpus(), &[1, 2, 3, 4], 5000);
