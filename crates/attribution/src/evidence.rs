@@ -56,6 +56,9 @@ pub struct EvidenceThresholds {
     pub near_duplicate_jaccard_ppm: u32,
     /// Share of the token method in the combined weights, ppm.
     pub token_share_ppm: u32,
+    /// `TraceParams::require_letter` (format 2; always `false` in format 1).
+    #[serde(default)]
+    pub require_letter: bool,
 }
 
 /// One credited row of a span.
@@ -116,10 +119,11 @@ pub struct PromptEvidence {
 /// The attribution evidence of one answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize)]
 pub struct AttributionEvidence {
-    /// Layout version: 1 = traced without a prompt (`prompt` is `None`, and
-    /// the hash covers the fields of format 1 only, so evidence sealed before
-    /// prompt masking existed still verifies); 2 = traced with the prompt's
-    /// words masked (`prompt` is `Some`, and the hash covers it).
+    /// Layout version: 1 = traced without a prompt and without
+    /// `require_letter` (the hash covers the fields of format 1 only, so
+    /// evidence sealed before those existed still verifies); 2 = traced with
+    /// the prompt's words masked (`prompt` is `Some`) or with
+    /// `thresholds.require_letter`, and the hash covers every field.
     pub format_version: u32,
     /// Methods that contributed weights.
     pub methods: Vec<AttributionMethod>,
@@ -259,7 +263,11 @@ impl AttributionEvidence {
                 .collect(),
         });
         let mut ev = AttributionEvidence {
-            format_version: if prompt.is_some() { 2 } else { 1 },
+            format_version: if prompt.is_some() || params.require_letter {
+                2
+            } else {
+                1
+            },
             methods,
             index_versions,
             answer_hash: Hash::domain("answer tokens", &[&answer_bytes]),
@@ -270,6 +278,7 @@ impl AttributionEvidence {
                 rows_per_span: params.rows_per_span as u32,
                 near_duplicate_jaccard_ppm: ppm(params.near_duplicate_jaccard),
                 token_share_ppm,
+                require_letter: params.require_letter,
             },
             spans,
             token_weights,
@@ -287,13 +296,22 @@ impl AttributionEvidence {
     /// hashed over the format-1 field list (what evidence sealed before the
     /// `prompt` field existed was hashed over); anything else over every field.
     pub fn compute_hash(&self) -> Hash {
-        if self.format_version == 1 && self.prompt.is_none() {
+        if self.format_version == 1 && self.prompt.is_none() && !self.thresholds.require_letter {
+            let t = &self.thresholds;
+            let thresholds_v1 = (
+                t.min_span_tokens,
+                t.max_span_count,
+                t.span_density_ppm,
+                t.rows_per_span,
+                t.near_duplicate_jaccard_ppm,
+                t.token_share_ppm,
+            );
             let v1 = (
                 &self.format_version,
                 &self.methods,
                 &self.index_versions,
                 &self.answer_hash,
-                &self.thresholds,
+                &thresholds_v1,
                 &self.spans,
                 &self.token_weights,
                 &self.gradient,
@@ -402,13 +420,24 @@ mod tests {
         methods: Vec<AttributionMethod>,
         index_versions: Vec<Hash>,
         answer_hash: Hash,
-        thresholds: EvidenceThresholds,
+        thresholds: ThresholdsOne,
         spans: Vec<EvidenceSpan>,
         token_weights: Vec<ContributionWeight>,
         gradient: Option<GradientEvidence>,
         weights: Vec<ContributionWeight>,
         fallback_to_datanets: bool,
         evidence_hash: Hash,
+    }
+
+    /// `EvidenceThresholds` of format 1 (before `require_letter`).
+    #[derive(BorshSerialize)]
+    struct ThresholdsOne {
+        min_span_tokens: u32,
+        max_span_count: u64,
+        span_density_ppm: u32,
+        rows_per_span: u32,
+        near_duplicate_jaccard_ppm: u32,
+        token_share_ppm: u32,
     }
 
     #[test]
@@ -430,6 +459,7 @@ mod tests {
                 rows_per_span: 16,
                 near_duplicate_jaccard_ppm: 800_000,
                 token_share_ppm: 700_000,
+                require_letter: false,
             },
             spans: vec![EvidenceSpan {
                 start: 1,
@@ -456,7 +486,14 @@ mod tests {
             methods: ev.methods.clone(),
             index_versions: ev.index_versions.clone(),
             answer_hash: ev.answer_hash,
-            thresholds: ev.thresholds,
+            thresholds: ThresholdsOne {
+                min_span_tokens: 4,
+                max_span_count: 16,
+                span_density_ppm: 50_000,
+                rows_per_span: 16,
+                near_duplicate_jaccard_ppm: 800_000,
+                token_share_ppm: 700_000,
+            },
             spans: ev.spans.clone(),
             token_weights: ev.token_weights.clone(),
             gradient: None,
@@ -474,6 +511,12 @@ mod tests {
             masked: vec![(0, 1)],
         });
         assert_ne!(two.compute_hash(), want);
+        // So is one traced with `require_letter`, and claiming format 1 for
+        // it does not re-seal it under the old layout.
+        let mut letters = ev.clone();
+        letters.thresholds.require_letter = true;
+        assert_ne!(letters.compute_hash(), want);
+        assert_ne!(letters.compute_hash(), ev.compute_hash());
         // Old stored JSON (no `prompt` key) still reads.
         let mut old = serde_json::to_value(&ev).unwrap();
         assert!(old.get("prompt").is_none());

@@ -31,6 +31,12 @@ pub trait TokenText {
     fn is_word_start(&self, token: u32) -> bool;
     /// Whether `token` contains a span delimiter (`\n` or `.`).
     fn is_delimiter(&self, token: u32) -> bool;
+    /// Whether `token` holds a letter (not only digits, punctuation or
+    /// white space), for [`TraceParams::require_letter`]. Default: `true`.
+    fn has_letter(&self, token: u32) -> bool {
+        let _ = token;
+        true
+    }
 }
 
 /// A [`TokenText`] over the decoded piece of every token id, for tokenizers
@@ -42,6 +48,7 @@ pub trait TokenText {
 pub struct PieceTable {
     word_start: Vec<bool>,
     delimiter: Vec<bool>,
+    letter: Vec<bool>,
 }
 
 impl PieceTable {
@@ -49,6 +56,7 @@ impl PieceTable {
     pub fn new<S: AsRef<str>>(pieces: &[S]) -> Self {
         let mut word_start = Vec::with_capacity(pieces.len());
         let mut delimiter = Vec::with_capacity(pieces.len());
+        let mut letter = Vec::with_capacity(pieces.len());
         for p in pieces {
             let p = p.as_ref();
             let first = p.chars().next();
@@ -56,10 +64,15 @@ impl PieceTable {
                 || (!p.is_empty() && p.chars().all(|c| !c.is_alphanumeric()));
             word_start.push(starts);
             delimiter.push(p.contains('\n') || p.contains('\u{10A}') || p.contains('.'));
+            // Space and newline markers are letters to `char::is_alphabetic`
+            // ('Ġ', 'Ċ'): skip them first.
+            let body = p.trim_start_matches([' ', '\u{120}', '\u{2581}', '\n', '\u{10A}']);
+            letter.push(body.chars().any(char::is_alphabetic));
         }
         PieceTable {
             word_start,
             delimiter,
+            letter,
         }
     }
 }
@@ -70,6 +83,9 @@ impl TokenText for PieceTable {
     }
     fn is_delimiter(&self, token: u32) -> bool {
         self.delimiter.get(token as usize).copied().unwrap_or(false)
+    }
+    fn has_letter(&self, token: u32) -> bool {
+        self.letter.get(token as usize).copied().unwrap_or(true)
     }
 }
 
@@ -189,6 +205,12 @@ pub struct TraceParams {
     /// Rows whose token 5-gram sets have at least this Jaccard similarity are
     /// near-duplicates: the first contributor keeps the credit.
     pub near_duplicate_jaccard: f64,
+    /// Drop spans with no token holding a letter ([`TokenText::has_letter`]):
+    /// a span of digits and punctuation (`" 1"`, `"(3)."`) earns nothing.
+    /// Off by default (OLMoTrace has no such rule); the node's answer-time
+    /// tracing turns it on with its 2-token minimum, where such spans were
+    /// measured to credit unrelated answers (`docs/attribution.md` §8).
+    pub require_letter: bool,
 }
 
 impl Default for TraceParams {
@@ -200,6 +222,7 @@ impl Default for TraceParams {
             rows_per_span: 16,
             context_tokens: 16,
             near_duplicate_jaccard: 0.8,
+            require_letter: false,
         }
     }
 }
@@ -357,6 +380,10 @@ impl<'a> SpanTracer<'a> {
                 e -= 1;
             }
             if e - s < self.params.min_span_tokens || e <= max_end {
+                continue;
+            }
+            if self.params.require_letter && !answer[s..e].iter().any(|&t| self.text.has_letter(t))
+            {
                 continue;
             }
             let count = self.index.count(&answer[s..e]);
@@ -671,6 +698,14 @@ mod tests {
             delims,
             vec![false, false, false, true, true, false, false, false]
         );
+        let letters: Vec<bool> = (0..8).map(|i| t.has_letter(i)).collect();
+        assert_eq!(
+            letters,
+            vec![true, true, true, false, false, true, true, false]
+        );
+        let digits = PieceTable::new(&["\u{120}", "1", "\u{120}1987", "\u{10A}", "\u{2581}x"]);
+        let letters: Vec<bool> = (0..5).map(|i| digits.has_letter(i)).collect();
+        assert_eq!(letters, vec![false, false, false, false, true]);
     }
 
     /// Decodes the toy vocabulary of these tests: a word-start id `i` is

@@ -48,13 +48,17 @@ const INDEX_FILES: [&str; 5] = [
 ];
 /// The span tracer's thresholds for paid answers: the OLMoTrace defaults
 /// with a 2-token minimum span, applied after the prompt's words are
-/// masked. Measured best on planted facts (docs/attribution.md §5): recall@1
-/// 1.000 on correct and on borrowed answers, 0 false credit on the base
-/// model's answers; at the default 4-token minimum, masking left most
-/// correct answers (an invented 2–3-token name plus a full stop) with no span.
+/// masked, and no span without a letter. Measured best on planted facts
+/// (docs/attribution.md §5): recall@1 1.000 on correct and on borrowed
+/// answers, 0 false credit on the base model's answers; at the default
+/// 4-token minimum, masking left most correct answers (an invented
+/// 2–3-token name plus a full stop) with no span. On the demo data (§8) the
+/// 2-token minimum alone let a digit span (`" 1"`: a space and a digit
+/// token) credit 6 of 40 unrelated answers: `require_letter` drops those.
 pub(crate) fn answer_trace_params() -> TraceParams {
     TraceParams {
         min_span_tokens: 2,
+        require_letter: true,
         ..TraceParams::default()
     }
 }
@@ -1500,7 +1504,7 @@ pub(crate) mod tests {
                 false,
             ),
             (
-                "answer time: prompt masked, spans >= 2",
+                "answer time: prompt masked, spans >= 2 holding a letter",
                 answer_trace_params(),
                 true,
             ),

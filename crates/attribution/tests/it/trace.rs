@@ -231,3 +231,45 @@ fn a_masked_word_cuts_a_span_that_would_run_over_it() {
         .spans
         .is_empty());
 }
+
+/// [`ToyText`] where ids 500..1000 are digits and punctuation (no letter).
+struct DigitText;
+
+impl trib_attribution::TokenText for DigitText {
+    fn is_word_start(&self, token: u32) -> bool {
+        ToyText.is_word_start(token)
+    }
+    fn is_delimiter(&self, token: u32) -> bool {
+        ToyText.is_delimiter(token)
+    }
+    fn has_letter(&self, token: u32) -> bool {
+        !(500..1000).contains(&token)
+    }
+}
+
+#[test]
+fn a_span_without_a_letter_earns_nothing_when_letters_are_required() {
+    use trib_attribution::TokenText;
+    // The row holds "w20 501 502" ("Section 1 2") and "w30 w31".
+    let docs = vec![vec![20, 501, 502, 40], vec![30, 31, 41]];
+    let dir = tempfile::tempdir().unwrap();
+    let set = set_of(dir.path(), &docs, &[1, 2]);
+    let answer = [501, 502, 7, 30, 31];
+    let spans = |require_letter| {
+        let p = TraceParams {
+            require_letter,
+            ..params(2, 1.0)
+        };
+        SpanTracer::new(&set, &DigitText, p)
+            .unwrap()
+            .trace(&answer)
+            .unwrap()
+            .spans
+            .iter()
+            .map(|s| (s.start, s.end))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(spans(false), vec![(0, 2), (3, 5)]);
+    assert_eq!(spans(true), vec![(3, 5)], "the digits-only span is dropped");
+    assert!(DigitText.has_letter(30) && !DigitText.has_letter(501));
+}
