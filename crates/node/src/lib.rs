@@ -12,6 +12,7 @@
 
 mod api;
 mod attribution;
+mod attribution_gradient;
 mod billing;
 mod chain;
 mod client;

@@ -30,6 +30,7 @@ use crate::attribution::{
     answer_trace_params, prompt_words, AnswerTrace, IndexCatalog, Tokens, FALLBACK_METHOD,
     TOKEN_METHOD,
 };
+use crate::attribution_gradient::{receipt_method, GradientAttributor, StoredGradient};
 use crate::billing::{ApiKeys, Billing, Charge, Settled};
 use crate::chain::Chain;
 use crate::config::NodeConfig;
@@ -49,6 +50,9 @@ pub(crate) struct Serving {
     /// The span tracer's thresholds for every answer
     /// ([`answer_trace_params`]: 2-token minimum after prompt masking).
     pub(crate) trace_params: TraceParams,
+    /// The gradient share of adapters with a factory gradient cache
+    /// ([`crate::attribution_gradient`]).
+    pub(crate) gradient: Arc<GradientAttributor>,
     receipts_dir: PathBuf,
 }
 
@@ -88,6 +92,10 @@ pub struct StoredAttribution {
     pub params: TraceParams,
     /// The sealed evidence (spans, rows, weights, evidence hash).
     pub evidence: AttributionEvidence,
+    /// The per-row gradient scores behind the evidence's gradient part
+    /// (adapters with a gradient cache), for replay within tolerance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient: Option<StoredGradient>,
 }
 
 /// What settling one answer did: the receipt and the trace it paid by.
@@ -181,6 +189,11 @@ impl Serving {
             keys,
             catalog,
             trace_params: answer_trace_params(),
+            gradient: Arc::new(GradientAttributor::new(
+                home.root().join("adapters"),
+                base.clone(),
+                crate::attribution_gradient::GRADIENT_BUDGET,
+            )),
             receipts_dir: receipts_dir(home),
         })))
     }
@@ -238,6 +251,13 @@ impl Serving {
                 .trace(&v, Some(&asked), a.answer, &self.trace_params)
                 .map_err(|e| e.to_string())
         });
+        // The gradient share, for adapters with a gradient cache (§8).
+        let mut gradient = None;
+        let traced = traced.map(|mut t| {
+            let adapter = a.target.adapter.as_ref().map(|(id, _)| id);
+            (t.evidence, gradient) = self.gradient.attach(adapter, &asked, a.answer, t.evidence);
+            t
+        });
         let (trace, trace_error) = match traced {
             Ok(t) => (Some(t), None),
             Err(e) => {
@@ -247,7 +267,11 @@ impl Serving {
             }
         };
         let (weights, method, evidence_hash) = match &trace {
-            Some(t) => (t.ledger_weights(), t.method(), t.evidence.evidence_hash),
+            Some(t) => (
+                t.ledger_weights(),
+                receipt_method(&t.evidence),
+                t.evidence.evidence_hash,
+            ),
             None => (
                 Vec::new(),
                 FALLBACK_METHOD,
@@ -285,6 +309,7 @@ impl Serving {
                 datanets: t.versions.clone(),
                 params: t.params.clone(),
                 evidence: t.evidence.clone(),
+                gradient: gradient.clone(),
             }),
         };
         if let Err(e) = self.store_answer(&stored) {
@@ -323,7 +348,23 @@ impl Serving {
                 &stored.answer,
                 &a.params,
             ) {
-                Ok(t) => Some(t.evidence),
+                Ok(t) => match self.gradient.replay(
+                    receipt.adapter.as_ref(),
+                    &prompt_words(&stored.prompt),
+                    &stored.answer,
+                    &a.evidence,
+                    a.gradient.as_ref(),
+                    t.evidence,
+                ) {
+                    Ok(evidence) => Some(evidence),
+                    Err(mut problems) => {
+                        let mut bad = verify_stored_answer(stored, receipt, None)
+                            .err()
+                            .unwrap_or_default();
+                        bad.append(&mut problems);
+                        return Err(bad);
+                    }
+                },
                 Err(e) => {
                     let mut bad = verify_stored_answer(stored, receipt, None)
                         .err()

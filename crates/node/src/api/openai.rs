@@ -299,7 +299,12 @@ impl Accepted {
         .map_err(|e| ApiError::internal(format!("the settlement task failed: {e}")))?
         .map_err(|e| ApiError::internal(format!("the answer could not be settled: {e}")))?;
         let attribution = match &done.trace {
-            Some(t) => t.view(SPANS_SHOWN),
+            Some(t) => {
+                // The receipt's method names the gradient share when it took part.
+                let mut view = t.view(SPANS_SHOWN);
+                view["method"] = json!(done.method);
+                view
+            }
             None => json!({
                 "method": done.method,
                 "fallback": true,
