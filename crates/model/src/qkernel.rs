@@ -31,6 +31,14 @@
 //! into exactly `rayon::current_num_threads()` contiguous ranges, one
 //! fork–join per call, with results bit-identical to one thread.
 //!
+//! Many activation rows (decode batches, prompts) take 4-weight-row tiles:
+//! with AVX-512 VNNI (detected at run time, `Kernel::Avx512Vnni`) four Q4_1
+//! rows are unpacked once and multiplied against every q8_1 row with
+//! `vpdpbusd`, two blocks per instruction; prompt rows
+//! ([`Activations::exact`]) multiply f32 activations against the four rows
+//! dequantized into an L1-sized buffer. One activation row stays on the AVX2
+//! kernels, which measured faster for that memory-bound case (docs/model.md).
+//!
 //! `unsafe` is allowed in this module only, because `std::arch` intrinsics
 //! are `unsafe fn`s: each call is behind a runtime feature check, and every
 //! pointer read is inside a block whose length the safe wrapper checked first.
