@@ -34,6 +34,7 @@ mod peft;
 mod qkernel;
 mod tiny;
 mod tokenizer;
+mod train_kernels;
 
 pub use chat::{ChatMessage, ChatTemplate};
 pub use config::{Family, HfConfig, LlamaConfig};

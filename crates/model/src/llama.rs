@@ -34,6 +34,7 @@ use crate::error::{ModelError, Result};
 use crate::frozen::frozen_linear;
 use crate::kv_cache::KvCache;
 use crate::lora::{LoraAdapter, LoraDropout, LoraTarget};
+use crate::train_kernels::rms_norm_frozen;
 
 /// Up to this many rows, a [`Weight::Hybrid`] multiplies with the quantized
 /// blocks (a memory-bound matrix-vector product, where reading 5 bits per
@@ -669,7 +670,7 @@ impl Llama {
         let scale = 1.0 / (hd as f64).sqrt();
         let groups = h / kvh;
         for (li, block) in self.blocks.iter().enumerate() {
-            let hn = rms_norm_diff(&x, &block.attn_norm, eps)?;
+            let hn = rms_norm_frozen(&x, &block.attn_norm, eps)?;
             let mut lin = |target: LoraTarget, input: &Tensor| -> Result<Tensor> {
                 self.project_train(li, block, target, input, adapter, dropout.as_deref_mut())
             };
@@ -687,13 +688,13 @@ impl Llama {
             let p = softmax_diff(&scores)?;
             let o = p.matmul(&v)?.transpose(1, 2)?.reshape((b * t, h * hd))?;
             x = (x + lin(LoraTarget::OProj, &o)?)?;
-            let hn = rms_norm_diff(&x, &block.mlp_norm, eps)?;
+            let hn = rms_norm_frozen(&x, &block.mlp_norm, eps)?;
             let g = lin(LoraTarget::GateProj, &hn)?;
             let u = lin(LoraTarget::UpProj, &hn)?;
             let m = (g.silu()? * u)?;
             x = (x + lin(LoraTarget::DownProj, &m)?)?;
         }
-        rms_norm_diff(&x, &self.norm, eps)
+        rms_norm_frozen(&x, &self.norm, eps)
     }
 
     fn project_train(
@@ -841,6 +842,9 @@ fn add_lora_per_row(
 }
 
 /// RMSNorm from primitive ops (differentiable): `x / √(mean(x²) + ε) · w`.
+/// The training forward uses the fused `rms_norm_frozen`; this stays as the
+/// reference the fused kernels are tested against.
+#[cfg(test)]
 fn rms_norm_diff(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
     let inv = (ms + eps)?.sqrt()?.recip()?;
