@@ -411,3 +411,336 @@ fn run_job(inner: &Arc<Inner>, id: u64) {
     });
     tracing::info!(target: "trib::node::jobs", id, "job ended");
 }
+
+/// What [`install_adapter`] copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InstalledAdapter {
+    /// PEFT files copied into the served directory.
+    pub(crate) adapter_files: usize,
+    /// Gradient-cache files copied into its `gradient_cache/` (0: the job
+    /// wrote none, so answers settle by token spans alone).
+    pub(crate) cache_files: usize,
+}
+
+/// Installs a finished job's adapter for serving: the PEFT files of
+/// `adapter_dir` (files only) go to `target` (`<home>/adapters/<ID>/`) and,
+/// when the job wrote one, its gradient cache (`jobs/N/gradient_cache/`,
+/// beside the adapter) goes to `target/gradient_cache/`, where the
+/// answer-time gradient attribution reads it
+/// ([`GradientCache::dir_for`](trib_model::factory::GradientCache::dir_for)).
+///
+/// Files are copied into a sibling staging folder that is renamed into
+/// place, so a failed copy leaves no half-installed adapter; a previous
+/// install of the same id (same content) is replaced.
+pub(crate) fn install_adapter(
+    adapter_dir: &Path,
+    gradient_cache: Option<&Path>,
+    target: &Path,
+) -> std::io::Result<InstalledAdapter> {
+    fn copy_files(from: &Path, to: &Path) -> std::io::Result<usize> {
+        std::fs::create_dir_all(to)?;
+        let mut n = 0;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+    let name = target.file_name().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("adapter target {} has no folder name", target.display()),
+        )
+    })?;
+    let mut staging_name = name.to_os_string();
+    staging_name.push(".installing");
+    let staging = target.with_file_name(staging_name);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    let copied = (|| {
+        let adapter_files = copy_files(adapter_dir, &staging)?;
+        let cache_files = match gradient_cache {
+            Some(cache) if cache.is_dir() => copy_files(
+                cache,
+                &trib_model::factory::GradientCache::dir_for(&staging),
+            )?,
+            _ => 0,
+        };
+        Ok(InstalledAdapter {
+            adapter_files,
+            cache_files,
+        })
+    })();
+    let installed = match copied {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    if target.exists() {
+        std::fs::remove_dir_all(target)?;
+    }
+    std::fs::rename(&staging, target)?;
+    tracing::info!(
+        target: "trib::node::jobs",
+        dir = %target.display(),
+        adapter_files = installed.adapter_files,
+        cache_files = installed.cache_files,
+        "adapter installed for serving"
+    );
+    Ok(installed)
+}
+
+#[cfg(test)]
+mod install_tests {
+    use super::*;
+
+    #[test]
+    fn installing_copies_the_adapter_and_its_gradient_cache_and_replaces_an_old_install() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = dir.path().join("jobs/1");
+        std::fs::create_dir_all(job.join("adapter")).unwrap();
+        std::fs::create_dir_all(job.join("gradient_cache")).unwrap();
+        std::fs::write(job.join("adapter/adapter_model.safetensors"), b"w").unwrap();
+        std::fs::write(job.join("adapter/adapter_config.json"), b"{}").unwrap();
+        std::fs::write(job.join("gradient_cache/index.json"), b"{}").unwrap();
+        std::fs::write(job.join("gradient_cache/gradients.safetensors"), b"g").unwrap();
+        let target = dir.path().join("adapters/abc");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(target.join("stale.txt"), b"old").unwrap();
+        let got = install_adapter(
+            &job.join("adapter"),
+            Some(&job.join("gradient_cache")),
+            &target,
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            InstalledAdapter {
+                adapter_files: 2,
+                cache_files: 2
+            }
+        );
+        assert!(!target.join("stale.txt").exists());
+        assert_eq!(
+            std::fs::read(target.join("gradient_cache/gradients.safetensors")).unwrap(),
+            b"g"
+        );
+        assert!(!dir.path().join("adapters/abc.installing").exists());
+    }
+
+    #[test]
+    fn a_job_without_a_gradient_cache_installs_the_adapter_alone_and_a_missing_source_leaves_nothing(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let adapter = dir.path().join("adapter");
+        std::fs::create_dir_all(&adapter).unwrap();
+        std::fs::write(adapter.join("adapter_model.safetensors"), b"w").unwrap();
+        let target = dir.path().join("adapters/abc");
+        let got = install_adapter(&adapter, None, &target).unwrap();
+        assert_eq!(got.cache_files, 0);
+        assert!(!target.join("gradient_cache").exists());
+
+        let other = dir.path().join("adapters/def");
+        assert!(install_adapter(&dir.path().join("missing"), None, &other).is_err());
+        assert!(!other.exists());
+        assert!(!dir.path().join("adapters/def.installing").exists());
+    }
+}
+
+/// A finished job installed with [`install_adapter`] is what the node
+/// serves: its paid answers settle with the gradient share (DataInf over
+/// the job's gradient cache) combined with the spans, and replay.
+#[cfg(test)]
+mod installed_job_tests {
+    use std::sync::Arc;
+
+    use trib_ledger::{Action, PayoutRole};
+    use trib_model::factory::{train, JobConfig, TrainOptions};
+    use trib_types::{Amount, Hash};
+
+    use super::{install_adapter, NodeResolver};
+    use crate::attribution::tests::{alice_file, World, DISTINCTIVE};
+    use crate::attribution_gradient::{COMBINED_METHOD, DATAINF_METHOD};
+    use crate::serving::{answer_path, receipts_dir, AnswerToSettle, StoredAnswer};
+
+    #[test]
+    fn a_paid_answer_for_an_installed_job_settles_by_spans_and_datainf_verifies_and_names_an_edited_score(
+    ) {
+        let w = World::new();
+        for k in [&w.alice, &w.bob, &w.carol] {
+            w.submit(
+                &w.producer,
+                Action::Transfer {
+                    to: k.address(),
+                    amount: Amount::open(100),
+                },
+            );
+        }
+        w.block();
+        let bob_text = "Copper kettles hang above the bakery door in the square, and the baker polishes them each Sunday while the bread cools on racks by the open window.";
+        let (datanet, ids) = w.publish_datanet(
+            "facts",
+            &[
+                (&w.alice, "alice.txt", alice_file()),
+                (&w.bob, "bob.txt", bob_text.to_string()),
+            ],
+        );
+        let base = w.home.load_config().unwrap().base_model.unwrap();
+        let run = w.home.root().join("jobs/1");
+        let job = JobConfig::from_toml_str(
+            &format!(
+                "name = \"facts-job\"\n[model]\nbase = \"{}\"\n[data]\nsources = [\"facts@1\"]\nformat = \"text\"\nmax_length = 32\npacking = true\nvalidation_fraction = 0.0\n[lora]\nr = 2\nalpha = 4\ndropout = 0.0\ntarget_modules = [\"q_proj\", \"v_proj\"]\n[train]\nlearning_rate = 1e-3\nbatch_size = 2\nepochs = 1\nseed = 5\n[gradient_cache]\nprojection_dim = 64\n[output]\ndir = \"{}\"\n",
+                base.display(),
+                run.display()
+            ),
+            std::path::Path::new(""),
+        )
+        .unwrap();
+        let out = train(
+            &job,
+            TrainOptions {
+                resolver: Some(Arc::new(NodeResolver {
+                    datanets: w.datanets.clone(),
+                    owner: Some(w.producer.address()),
+                })),
+                ..TrainOptions::default()
+            },
+        )
+        .unwrap();
+        let cache = out
+            .summary
+            .gradient_cache
+            .clone()
+            .expect("the job wrote a gradient cache");
+        let id = out.summary.adapter_id;
+        let installed = install_adapter(
+            &out.adapter_dir,
+            Some(&cache),
+            &w.home.root().join("adapters").join(id.to_string()),
+        )
+        .unwrap();
+        assert!(
+            installed.adapter_files >= 2 && installed.cache_files == 2,
+            "{installed:?}"
+        );
+
+        let info = crate::models::describe_model(&base).unwrap();
+        w.commit(
+            &w.producer,
+            Action::RegisterBaseModel {
+                model: info.id,
+                name: info.name,
+                architecture: "llama".into(),
+                licence: "Apache-2.0".into(),
+            },
+        );
+        w.commit(
+            &w.producer,
+            Action::RegisterAdapter {
+                adapter: id,
+                base: info.id,
+                name: "facts-lora".into(),
+                datanets: vec![(datanet, 1)],
+                config_hash: out.summary.config_hash,
+                metrics_hash: Hash::of(b"metrics"),
+                price_in_per_1k: Amount::parse_open("0.002").unwrap(),
+                price_out_per_1k: Amount::parse_open("0.004").unwrap(),
+            },
+        );
+        w.commit(
+            &w.carol,
+            Action::ApproveOperator {
+                operator: w.producer.address(),
+                allowance: Amount::open(10),
+            },
+        );
+
+        let target = w.serving.resolve("facts-lora").unwrap().unwrap();
+        let answer = format!("The notes say: {DISTINCTIVE}");
+        let done = w
+            .serving
+            .settle_answer(AnswerToSettle {
+                payer: w.carol.address(),
+                target: &target,
+                model: "facts-lora",
+                prompt: "What do the village notes say about the quokkas?",
+                answer: &answer,
+                prompt_tokens: 20,
+                completion_tokens: 40,
+            })
+            .unwrap();
+        w.block();
+        let receipt = w
+            .chain
+            .ledger()
+            .receipt(&done.settled.receipt)
+            .unwrap()
+            .expect("the settlement committed");
+        let path = answer_path(&receipts_dir(&w.home), &receipt.id);
+        let stored: StoredAnswer = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+
+        // Settled by spans and DataInf: the receipt pays the combined weights.
+        assert!(
+            [COMBINED_METHOD, DATAINF_METHOD].contains(&receipt.method.as_str()),
+            "{}",
+            receipt.method
+        );
+        assert!(receipt.method.contains("datainf"));
+        let a = stored.attribution.as_ref().unwrap();
+        let grad = a.gradient.as_ref().expect("per-row scores stored");
+        assert_eq!(grad.rows.len(), grad.scores.len());
+        assert!(!grad.rows.is_empty());
+        let gradient = a.evidence.gradient.clone().expect("a gradient part");
+        assert!(!gradient.weights.is_empty());
+        assert_eq!(a.evidence.with_gradient(gradient).unwrap(), a.evidence);
+        let paid_weights: Vec<_> = a
+            .evidence
+            .weights
+            .iter()
+            .map(|w| (w.contribution, w.weight))
+            .collect();
+        assert_eq!(receipt.weights, paid_weights);
+        assert_eq!(receipt.evidence_hash, a.evidence.evidence_hash);
+        let paid: std::collections::BTreeSet<_> = receipt
+            .lines
+            .iter()
+            .filter_map(|l| match l.role {
+                PayoutRole::Contributor { contribution } => Some(contribution),
+                _ => None,
+            })
+            .collect();
+        assert!(paid.iter().all(|c| ids.contains(c)), "{paid:?}");
+        assert!(paid.contains(&ids[0]), "alice's quoted row is paid");
+        assert_eq!(
+            receipt.lines.iter().map(|l| l.amount.0).sum::<u128>(),
+            receipt.fee.0
+        );
+        w.serving.verify(&stored, &receipt).unwrap();
+
+        // A stored gradient score edited beyond tolerance is named.
+        let mut edited = stored.clone();
+        let g = edited
+            .attribution
+            .as_mut()
+            .unwrap()
+            .gradient
+            .as_mut()
+            .unwrap();
+        let scale = g.scores.iter().fold(0f64, |m, s| m.max(s.abs()));
+        g.scores[0] += 0.5 * scale.max(1e-6);
+        let row = g.rows[0];
+        let problems = w.serving.verify(&edited, &receipt).unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains(&format!("gradient score of row {row}"))),
+            "{problems:?}"
+        );
+    }
+}

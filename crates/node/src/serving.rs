@@ -28,7 +28,6 @@ use trib_types::{
 
 use crate::attribution::{
     answer_trace_params, prompt_words, AnswerTrace, IndexCatalog, Tokens, FALLBACK_METHOD,
-    TOKEN_METHOD,
 };
 use crate::attribution_gradient::{receipt_method, GradientAttributor, StoredGradient};
 use crate::billing::{ApiKeys, Billing, Charge, Settled};
@@ -581,11 +580,8 @@ fn check_attribution(
             ev.evidence_hash, receipt.evidence_hash
         ));
     }
-    let method = if ev.weights.is_empty() {
-        FALLBACK_METHOD
-    } else {
-        TOKEN_METHOD
-    };
+    // Spans, DataInf or both (the gradient part counts, §8).
+    let method = receipt_method(ev);
     if receipt.method != method {
         bad.push(format!(
             "the receipt's method is {:?}, the evidence gives {method:?}",

@@ -28,6 +28,8 @@ pub struct DemoArtifacts {
     pub adapter_dir: Option<PathBuf>,
     /// The registered adapter's id, when training ran.
     pub adapter: Option<AdapterId>,
+    /// The job's gradient cache directory, when training wrote one.
+    pub gradient_cache: Option<PathBuf>,
     /// The registered base model and its weights file, when found.
     pub base_model: Option<(ModelId, PathBuf)>,
     /// Contributors (name, key) whose rows are in the versions.
@@ -191,6 +193,7 @@ impl Demo {
         let mut artifacts = DemoArtifacts {
             datanets: versions.clone(),
             adapter_dir: None,
+            gradient_cache: None,
             adapter: None,
             base_model: None,
             contributors: vec![("bob".into(), bob.clone()), ("carol".into(), carol.clone())],
@@ -286,6 +289,7 @@ impl Demo {
         say!("      adapter {} registered by alice (0.002 / 0.004 OPEN per 1k tokens in / out), files in {}", summary.adapter_id, summary.adapter_dir.display());
         artifacts.adapter = Some(summary.adapter_id);
         artifacts.adapter_dir = Some(summary.adapter_dir);
+        artifacts.gradient_cache = summary.gradient_cache;
         Ok(artifacts)
     }
 }

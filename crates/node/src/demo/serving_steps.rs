@@ -42,7 +42,8 @@ pub struct DemoInference {
     pub fee: Amount,
     /// The receipt id.
     pub receipt: ReceiptId,
-    /// The receipt's attribution method (`token-spans` or `datanet-fallback`).
+    /// The receipt's attribution method (`token-spans`, `token-spans+datainf`,
+    /// `datainf` or `datanet-fallback`).
     pub method: String,
     /// Traced spans of the answer (text, occurrences, contributors of the rows shown).
     pub spans: Vec<(String, u64, Vec<Address>)>,
@@ -58,20 +59,6 @@ pub struct DemoInference {
     pub contributor_gains: Vec<(String, Address, u128)>,
     /// Whether the stored answer verified against the on-chain receipt.
     pub verified: bool,
-}
-
-/// Copies the PEFT files of `from` (files only, no sub-folders) into `to`.
-fn copy_adapter(from: &Path, to: &Path) -> std::io::Result<usize> {
-    std::fs::create_dir_all(to)?;
-    let mut n = 0;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
-            n += 1;
-        }
-    }
-    Ok(n)
 }
 
 fn role_name(role: &PayoutRole) -> String {
@@ -107,12 +94,20 @@ impl Demo {
             return Ok(None);
         };
         let contributors = artifacts.map(|a| a.contributors).unwrap_or_default();
+        let gradient_cache = self
+            .artifacts
+            .as_ref()
+            .and_then(|a| a.gradient_cache.clone());
         let target = home_root.join("adapters").join(adapter.to_string());
-        let copied = copy_adapter(&adapter_dir, &target).map_err(|e| {
-            super::unexpected("serve adapter", format!("{}: {e}", target.display()))
-        })?;
+        let installed =
+            crate::jobs::install_adapter(&adapter_dir, gradient_cache.as_deref(), &target)
+                .map_err(|e| {
+                    super::unexpected("serve adapter", format!("{}: {e}", target.display()))
+                })?;
         say!(
-            "      {copied} adapter files copied to {}",
+            "      {} adapter files and {} gradient-cache files copied to {}",
+            installed.adapter_files,
+            installed.cache_files,
             target.display()
         );
         let dave = self.keystore.generate("dave", None)?;
