@@ -89,6 +89,11 @@ struct Inner {
     dir: PathBuf,
     models_dir: PathBuf,
     datanets: Arc<DatanetService>,
+    /// Where a finished job's adapter and gradient cache are installed for
+    /// serving (`<home>/adapters`), when the node serves from that
+    /// directory; `None` when `[serving] adapter_store` names an object
+    /// store (the operator uploads there).
+    install_to: Option<PathBuf>,
 }
 
 /// What the job thread is told.
@@ -133,8 +138,14 @@ fn is_terminal(e: &serde_json::Value) -> bool {
 }
 
 impl JobQueue {
-    /// Starts the worker thread. Job outputs go under `dir/<id>`.
-    pub(crate) fn start(dir: &Path, models_dir: &Path, datanets: Arc<DatanetService>) -> Self {
+    /// Starts the worker thread. Job outputs go under `dir/<id>`; a finished
+    /// job's adapter is installed under `install_to/<adapter id>` when given.
+    pub(crate) fn start(
+        dir: &Path,
+        models_dir: &Path,
+        datanets: Arc<DatanetService>,
+        install_to: Option<PathBuf>,
+    ) -> Self {
         let (submit, rx) = mpsc::channel::<Msg>();
         let inner = Arc::new(Inner {
             jobs: Mutex::new(BTreeMap::new()),
@@ -142,6 +153,7 @@ impl JobQueue {
             dir: dir.to_path_buf(),
             models_dir: models_dir.to_path_buf(),
             datanets,
+            install_to,
         });
         // The worker holds the queue weakly: when the node drops its router
         // the services (and the ledger they reach) close at once, and the
@@ -380,6 +392,28 @@ fn run_job(inner: &Arc<Inner>, id: u64) {
         model: None,
     };
     let result = train(&config, opts);
+    // Install a finished adapter (and its gradient cache, so paid answers
+    // can be attributed by DataInf too) where the node serves adapters from.
+    let installed = match (&result, &inner.install_to) {
+        (Ok(outcome), Some(root)) if !cancel.is_cancelled() => {
+            let target = root.join(outcome.summary.adapter_id.to_string());
+            let got = install_adapter(
+                &outcome.adapter_dir,
+                outcome.summary.gradient_cache.as_deref(),
+                &target,
+            );
+            match &got {
+                Ok(n) => {
+                    tracing::info!(target: "trib::node::jobs", id, adapter_files = n.adapter_files, cache_files = n.cache_files, dir = %target.display(), "adapter installed for serving")
+                }
+                Err(e) => {
+                    tracing::warn!(target: "trib::node::jobs", id, error = %e, dir = %target.display(), "cannot install the adapter for serving")
+                }
+            }
+            Some(got.map(|_| target).map_err(|e| e.to_string()))
+        }
+        _ => None,
+    };
     with_job(inner, id, |job| match result {
         // Cancellation may surface as an early return or as an error from
         // the interrupted step; either way the job was cancelled.
@@ -396,6 +430,8 @@ fn run_job(inner: &Arc<Inner>, id: u64) {
                     "event": "done",
                     "adapter_dir": outcome.adapter_dir,
                     "adapter_id": outcome.summary.adapter_id,
+                    "installed": installed.as_ref().and_then(|r| r.as_ref().ok()),
+                    "install_error": installed.as_ref().and_then(|r| r.as_ref().err()),
                 }),
             );
             job.view.summary = Some(outcome.summary);

@@ -134,7 +134,7 @@ impl RunningNode {
         })?;
         let (stop, stop_rx) = watch::channel(false);
 
-        let services = start_services(home, chain.clone())?;
+        let services = start_services(home, &config.serving, chain.clone())?;
         let datanets = services.datanets.clone();
         let jobs = services.jobs.clone();
         let app = api::router_with(
@@ -251,13 +251,24 @@ impl RunningNode {
 }
 
 /// The datanet store, the model catalogue and the job queue of a node.
-fn start_services(home: &NodeHome, chain: Arc<Chain>) -> Result<api::Services, NodeError> {
+fn start_services(
+    home: &NodeHome,
+    serving: &crate::config::ServingConfig,
+    chain: Arc<Chain>,
+) -> Result<api::Services, NodeError> {
     let datanets = Arc::new(
         crate::datanets::DatanetService::open(&home.datanets_dir(), chain.clone())
             .map_err(|e| NodeError::Services(e.to_string()))?,
     );
     let models = Arc::new(crate::models::ModelService::new(home.models_dir(), chain));
-    let jobs = crate::jobs::JobQueue::start(&home.jobs_dir(), models.dir(), datanets.clone());
+    // Finished adapters are installed where the node serves them from, when
+    // that is the home's own directory.
+    let install_to = serving
+        .adapter_store
+        .is_none()
+        .then(|| home.root().join("adapters"));
+    let jobs =
+        crate::jobs::JobQueue::start(&home.jobs_dir(), models.dir(), datanets.clone(), install_to);
     Ok(api::Services {
         datanets,
         models,

@@ -116,6 +116,25 @@ fn a_node_job_streams_progress_to_completion_and_another_is_cancelled() {
         "{}",
         adapter.display()
     );
+    // The finished adapter is installed where the node serves adapters from,
+    // with its gradient cache when the job wrote one.
+    let served = h
+        .root
+        .join("adapters")
+        .join(job["summary"]["adapter_id"].as_str().unwrap());
+    assert!(
+        served.join("adapter_model.safetensors").is_file()
+            && served.join("adapter_config.json").is_file(),
+        "{}",
+        served.display()
+    );
+    if job["summary"]["gradient_cache"].is_string() {
+        assert!(
+            served.join("gradient_cache").is_dir(),
+            "{}",
+            served.display()
+        );
+    }
 
     // A long job, cancelled: its stream ends with `cancelled`.
     let id = submit(&url, job_toml(&model, &sources, Path::new("ignored"), 200));
