@@ -91,18 +91,7 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
+    use crate::tiny::max_abs_diff;
 
     #[test]
     fn frozen_linear_matches_matmul_forward_and_input_gradient() -> Result<()> {

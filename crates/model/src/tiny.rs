@@ -324,6 +324,22 @@ fn write_gguf(
     Ok(())
 }
 
+/// The largest absolute element-wise difference of two tensors of one shape
+/// (the tolerance checks of this crate's unit tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,18 +361,7 @@ mod tests {
         let hf = logits(&Model::load(&dir.join("hf"), WeightFormat::Auto).unwrap());
         let right = logits(&Model::load(&dir.join("right.gguf"), WeightFormat::Auto).unwrap());
         let wrong = logits(&Model::load(&dir.join("wrong.gguf"), WeightFormat::Auto).unwrap());
-        let diff = |a: &Tensor, b: &Tensor| -> f32 {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
+        let diff = max_abs_diff;
         assert!(diff(&hf, &right) < 1e-4);
         assert!(
             diff(&hf, &wrong) > 1e-2,

@@ -131,18 +131,7 @@ mod tests {
         x.broadcast_mul(&inv).unwrap().broadcast_mul(w).unwrap()
     }
 
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
+    use crate::tiny::max_abs_diff;
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]

@@ -104,6 +104,29 @@ fn check_prices(params: &Params, price_in: Amount, price_out: Amount) -> Result<
     Ok(())
 }
 
+/// A list of (datanet, version) pairs on an action: at most `max` of them,
+/// none listed twice (checked before any state is read).
+pub(crate) fn check_datanet_versions(
+    datanets: &[(DatanetId, u32)],
+    max: usize,
+) -> Result<(), TxError> {
+    if datanets.len() > max {
+        return Err(TxError::InvalidField {
+            field: "datanets",
+            reason: format!("{} datanet versions, at most {max}", datanets.len()),
+        });
+    }
+    let mut seen = datanets.to_vec();
+    seen.sort();
+    if let Some(w) = seen.windows(2).find(|w| w[0] == w[1]) {
+        return Err(TxError::InvalidField {
+            field: "datanets",
+            reason: format!("datanet {} version {} is listed twice", w[0].0, w[0].1),
+        });
+    }
+    Ok(())
+}
+
 pub(crate) fn load_base_model(state: &TxBatch<'_, '_>, id: &ModelId) -> Result<BaseModel, TxError> {
     state
         .get(&StateKey::BaseModel(*id))?
@@ -135,23 +158,7 @@ impl Module for ModelRegistry {
             }
             Action::RegisterAdapter { name, datanets, .. } => {
                 text("name", name)?;
-                if datanets.len() > MAX_ADAPTER_DATANETS {
-                    return Err(TxError::InvalidField {
-                        field: "datanets",
-                        reason: format!(
-                            "{} datanet versions, at most {MAX_ADAPTER_DATANETS}",
-                            datanets.len()
-                        ),
-                    });
-                }
-                let mut seen = datanets.clone();
-                seen.sort();
-                if let Some(w) = seen.windows(2).find(|w| w[0] == w[1]) {
-                    return Err(TxError::InvalidField {
-                        field: "datanets",
-                        reason: format!("datanet {} version {} is listed twice", w[0].0, w[0].1),
-                    });
-                }
+                check_datanet_versions(datanets, MAX_ADAPTER_DATANETS)?;
                 Ok(())
             }
             _ => Ok(()),

@@ -549,23 +549,7 @@ impl Module for Settlement {
             ..
         } = action
         {
-            if datanets.len() > MAX_SETTLED_VERSIONS {
-                return Err(TxError::InvalidField {
-                    field: "datanets",
-                    reason: format!(
-                        "{} datanet versions, at most {MAX_SETTLED_VERSIONS}",
-                        datanets.len()
-                    ),
-                });
-            }
-            let mut seen = datanets.clone();
-            seen.sort();
-            if let Some(w) = seen.windows(2).find(|w| w[0] == w[1]) {
-                return Err(TxError::InvalidField {
-                    field: "datanets",
-                    reason: format!("datanet {} version {} is listed twice", w[0].0, w[0].1),
-                });
-            }
+            super::registry::check_datanet_versions(datanets, MAX_SETTLED_VERSIONS)?;
             if *prompt_tokens == 0 && *completion_tokens == 0 {
                 return Err(TxError::InvalidField {
                     field: "tokens",
