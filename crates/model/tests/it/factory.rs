@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use trib_model::factory::{
     encode_pair, eval_with, evaluate, example_gradient, export_merged, prepare_data, test_gradient,
     train, CancelFlag, DataFormat, DatanetResolver, DatanetRow, FactoryError, GradientCache,
-    JobConfig, ProgressEvent, ResolvedDatanet, SourceRef, StepMetrics, TrainOptions,
+    JobConfig, ProgressEvent, ResolvedDatanet, SourceRef, StepMetrics, TrainOptions, TrainOutcome,
 };
 use trib_model::{
-    decode, load_peft, write_tiny_hf_dir, AdapterLimits, LoraTarget, Model, TinySpec, WeightFormat,
+    decode, load_peft, write_tiny_hf_dir, AdapterLimits, LoraAdapter, LoraTarget, Model, TinySpec,
+    WeightFormat,
 };
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -590,20 +591,47 @@ fn cancelling_before_the_first_step_stops_cleanly() {
     assert!(!dir.path().join("run/training_summary.json").exists());
 }
 
-#[test]
-fn gradient_cache_rows_match_the_test_gradient_of_the_same_pair() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut j = job(
-        dir.path(),
-        "alpaca",
-        &fixture("qa.alpaca.jsonl"),
-        "max_steps = 3",
-    );
+/// The Q&A fixture trained for `steps` (no validation split) on a tiny model
+/// in `dir`: the outcome, its gradient cache, the base model, the adapter,
+/// and the cache row of the pair ("How many Senators per State?", "Two.").
+fn trained_qa(dir: &Path, steps: &str) -> (TrainOutcome, GradientCache, Model, LoraAdapter, usize) {
+    let mut j = job(dir, "alpaca", &fixture("qa.alpaca.jsonl"), steps);
     j.data.validation_fraction = 0.0;
     let out = train(&j, TrainOptions::default()).unwrap();
     let cache = GradientCache::load(out.summary.gradient_cache.as_ref().unwrap()).unwrap();
-    let model = load(dir.path());
+    let model = load(dir);
     let adapter = load_peft(&out.adapter_dir, model.config(), &AdapterLimits::default()).unwrap();
+    let row = cache
+        .index
+        .examples
+        .iter()
+        .position(|e| e.provenance.row == 2)
+        .unwrap();
+    (out, cache, model, adapter, row)
+}
+
+/// Each layer of `grads` equals the cache's row `row` within 1e-4 of the
+/// row's largest entry (which must be non-zero).
+fn assert_cached_row(cache: &GradientCache, row: usize, grads: &[Vec<f32>]) {
+    for (l, t) in cache.layers.iter().enumerate() {
+        let cached: Vec<f32> = t.get(row).unwrap().to_vec1().unwrap();
+        let scale = cached.iter().map(|v| v.abs()).fold(0f32, f32::max);
+        let diff = cached
+            .iter()
+            .zip(&grads[l])
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            scale > 0.0 && diff <= 1e-4 * scale,
+            "layer {l}: max diff {diff} (scale {scale})"
+        );
+    }
+}
+
+#[test]
+fn gradient_cache_rows_match_the_test_gradient_of_the_same_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_out, cache, model, adapter, row) = trained_qa(dir.path(), "max_steps = 3");
     let idx = &cache.index;
     assert_eq!(idx.examples.len(), 8);
     assert_eq!(idx.layers.len(), 2);
@@ -624,11 +652,6 @@ fn gradient_cache_rows_match_the_test_gradient_of_the_same_pair() {
     // The cached row of "How many Senators per State?" equals the test
     // gradient of the same (prompt, answer) pair: same formatting, same
     // projection.
-    let row = idx
-        .examples
-        .iter()
-        .position(|e| e.provenance.row == 2)
-        .unwrap();
     let g = test_gradient(
         &model,
         &adapter,
@@ -639,20 +662,7 @@ fn gradient_cache_rows_match_the_test_gradient_of_the_same_pair() {
     .unwrap();
     let (tokens, _) = encode_pair(&model, idx, "How many Senators per State?", "Two.").unwrap();
     assert!(tokens.len() > 10);
-    for (l, t) in cache.layers.iter().enumerate() {
-        let cached: Vec<f32> = t.get(row).unwrap().to_vec1().unwrap();
-        let diff = cached
-            .iter()
-            .zip(&g[l])
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        let scale = cached.iter().map(|a| a.abs()).fold(0f32, f32::max);
-        assert!(scale > 0.0);
-        assert!(
-            diff <= 1e-4 * scale,
-            "layer {l}: max diff {diff} (scale {scale})"
-        );
-    }
+    assert_cached_row(&cache, row, &g);
     assert_eq!(
         idx.examples[row].provenance.row_hash,
         trib_types::RowHash(trib_types::Hash::of(
@@ -665,23 +675,7 @@ fn gradient_cache_rows_match_the_test_gradient_of_the_same_pair() {
 fn the_answer_gradient_of_a_training_pair_is_its_cached_row_and_new_tokens_drop_the_prompts() {
     use trib_model::factory::{answer_gradient, AnswerTokens};
     let dir = tempfile::tempdir().unwrap();
-    let mut j = job(
-        dir.path(),
-        "alpaca",
-        &fixture("qa.alpaca.jsonl"),
-        "max_steps = 2",
-    );
-    j.data.validation_fraction = 0.0;
-    let out = train(&j, TrainOptions::default()).unwrap();
-    let cache = GradientCache::load(out.summary.gradient_cache.as_ref().unwrap()).unwrap();
-    let model = load(dir.path());
-    let adapter = load_peft(&out.adapter_dir, model.config(), &AdapterLimits::default()).unwrap();
-    let row = cache
-        .index
-        .examples
-        .iter()
-        .position(|e| e.provenance.row == 2)
-        .unwrap();
+    let (_out, cache, model, adapter, row) = trained_qa(dir.path(), "max_steps = 2");
     let (q, a) = ("How many Senators per State?", "Two.");
     // Every answer token, not normalised: the cached row itself (same
     // formatting, same loss mask, same CountSketch).
@@ -693,19 +687,7 @@ fn the_answer_gradient_of_a_training_pair_is_its_cached_row_and_new_tokens_drop_
         cache.index.examples[row].target_tokens
     );
     assert!((all.loss - cache.index.examples[row].loss).abs() < 1e-4);
-    for (l, t) in cache.layers.iter().enumerate() {
-        let cached: Vec<f32> = t.get(row).unwrap().to_vec1().unwrap();
-        let scale = cached.iter().map(|v| v.abs()).fold(0f32, f32::max);
-        let diff = cached
-            .iter()
-            .zip(&all.layers[l])
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
-        assert!(
-            scale > 0.0 && diff <= 1e-4 * scale,
-            "layer {l}: {diff} vs {scale}"
-        );
-    }
+    assert_cached_row(&cache, row, &all.layers);
     // A question that repeats the answer's words leaves fewer targets, and
     // the gradient changes with them; unit length per layer.
     let asked = "Two Senators? How many Senators per State?";
