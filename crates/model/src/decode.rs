@@ -104,6 +104,7 @@ fn pack(w: &Weight) -> Result<PackedMatrix> {
         }
         Weight::Dense(t) | Weight::Hybrid(_, t) => PackedMatrix::from_tensor(t),
         Weight::Quantized(q) => PackedMatrix::from_tensor(&q.dequantize(&Device::Cpu)?),
+        Weight::Bf16(w) => PackedMatrix::from_tensor(&w.to_tensor()?),
     }
 }
 

@@ -17,6 +17,7 @@
 //! with a backward pass, because candle's fused softmax / RMSNorm / rope and
 //! quantized matmuls silently drop gradients.
 
+mod amx;
 mod chat;
 mod config;
 mod decode;

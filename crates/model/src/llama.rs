@@ -31,7 +31,8 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use crate::config::LlamaConfig;
 use crate::decode::{LeanWeights, LEAN_MAX_ROWS};
 use crate::error::{ModelError, Result};
-use crate::frozen::frozen_linear;
+use crate::amx::{Bf16Kernel, Bf16Weight};
+use crate::frozen::{frozen_linear, FrozenWeight};
 use crate::kv_cache::KvCache;
 use crate::lora::{LoraAdapter, LoraDropout, LoraTarget};
 use crate::train_kernels::rms_norm_frozen;
@@ -52,6 +53,8 @@ pub(crate) enum Weight {
     Dense(Tensor),
     /// Both: quantized for single-row decode, dense for everything else.
     Hybrid(Arc<QTensor>, Tensor),
+    /// bf16 tiles for training's frozen products ([`Llama::for_training_bf16`]).
+    Bf16(Arc<Bf16Weight>),
 }
 
 impl Weight {
@@ -67,6 +70,7 @@ impl Weight {
                     x.matmul(&w.t()?)?
                 }
             }
+            Weight::Bf16(w) => frozen_linear(x, FrozenWeight::Bf16(w))?,
         })
     }
 
@@ -75,12 +79,22 @@ impl Weight {
         Ok(match self {
             Weight::Quantized(q) => q.dequantize(&Device::Cpu)?,
             Weight::Dense(t) | Weight::Hybrid(_, t) => t.clone(),
+            Weight::Bf16(w) => w.to_tensor()?,
         })
     }
 
     fn dense_ref(&self) -> Result<&Tensor> {
         match self {
             Weight::Dense(t) | Weight::Hybrid(_, t) => Ok(t),
+            Weight::Quantized(_) | Weight::Bf16(_) => Err(ModelError::NeedsDenseWeights),
+        }
+    }
+
+    /// The weight as the training forward's frozen products take it.
+    fn frozen(&self) -> Result<FrozenWeight<'_>> {
+        match self {
+            Weight::Dense(t) | Weight::Hybrid(_, t) => Ok(FrozenWeight::F32(t)),
+            Weight::Bf16(w) => Ok(FrozenWeight::Bf16(w)),
             Weight::Quantized(_) => Err(ModelError::NeedsDenseWeights),
         }
     }
@@ -90,6 +104,7 @@ impl Weight {
         Ok(match self {
             Weight::Quantized(q) => q.embedding(ids)?,
             Weight::Dense(w) | Weight::Hybrid(_, w) => w.index_select(ids, 0)?,
+            Weight::Bf16(w) => w.to_tensor()?.index_select(ids, 0)?,
         })
     }
 
@@ -99,6 +114,7 @@ impl Weight {
             Weight::Quantized(q) => format!("{:?}", q.dtype()),
             Weight::Dense(_) => "F32".to_string(),
             Weight::Hybrid(q, _) => format!("{:?}+F32", q.dtype()),
+            Weight::Bf16(w) => format!("BF16 ({})", w.kernel().name()),
         }
     }
 }
@@ -304,6 +320,42 @@ impl Llama {
             sin: self.sin.clone(),
             // Packed lazily: a training copy never decodes, and `merged`
             // changes the weights after this.
+            lean: Arc::default(),
+            lean_decode: self.lean_decode,
+        })
+    }
+
+    /// The training copy of a dense model: every projection and the LM head
+    /// rounded to bf16 and packed for `kernel` ([`crate::amx`]). The
+    /// embedding stays f32 (rows are looked up, not multiplied); a tied head
+    /// gets its own bf16 copy. The f32 projections are not kept.
+    pub(crate) fn for_training_bf16(&self, kernel: Bf16Kernel) -> Result<Self> {
+        let pack = |w: &Weight| -> Result<Weight> {
+            Ok(Weight::Bf16(Arc::new(Bf16Weight::from_tensor(
+                &w.to_dense()?,
+                kernel,
+            )?)))
+        };
+        let mut blocks = Vec::with_capacity(self.blocks.len());
+        for b in &self.blocks {
+            let mut linears = b.linears.clone();
+            for l in linears.iter_mut() {
+                l.weight = pack(&l.weight)?;
+            }
+            blocks.push(Block {
+                attn_norm: b.attn_norm.clone(),
+                mlp_norm: b.mlp_norm.clone(),
+                linears,
+            });
+        }
+        Ok(Self {
+            cfg: self.cfg.clone(),
+            embed: Weight::Dense(self.embed.to_dense()?),
+            blocks,
+            norm: self.norm.clone(),
+            lm_head: Some(pack(self.head())?),
+            cos: self.cos.clone(),
+            sin: self.sin.clone(),
             lean: Arc::default(),
             lean_decode: self.lean_decode,
         })
@@ -611,7 +663,7 @@ impl Llama {
         let (b, t) = tokens.dims2()?;
         let x = self.forward_train_hidden(tokens, adapter, dropout)?;
         // The head is frozen: no weight gradient (see crate::frozen).
-        let logits = frozen_linear(&x, self.head().dense_ref()?)?;
+        let logits = frozen_linear(&x, self.head().frozen()?)?;
         Ok(logits.reshape((b, t, self.cfg.vocab_size))?)
     }
 
@@ -635,7 +687,7 @@ impl Llama {
         let x = self.forward_train_hidden(tokens, adapter, dropout)?;
         let idx = Tensor::from_vec(rows.to_vec(), rows.len(), x.device())?;
         let picked = x.index_select(&idx, 0)?;
-        frozen_linear(&picked, self.head().dense_ref()?)
+        frozen_linear(&picked, self.head().frozen()?)
     }
 
     /// The training forward up to the final RMSNorm: `[b·t, hidden]`.
@@ -707,7 +759,7 @@ impl Llama {
         dropout: Option<&mut LoraDropout>,
     ) -> Result<Tensor> {
         let lin = block.lin(target);
-        let mut y = frozen_linear(x, lin.weight.dense_ref()?)?;
+        let mut y = frozen_linear(x, lin.weight.frozen()?)?;
         if let Some(b) = &lin.bias {
             y = y.broadcast_add(b)?;
         }

@@ -120,6 +120,16 @@ impl Model {
         Ok(m)
     }
 
+    /// The training copy of a dense (f32) model with every projection and
+    /// the LM head in bf16 tiles for `kernel` (docs/factory.md, "Training
+    /// precision"); the f32 projections are not kept in the copy.
+    pub(crate) fn to_bf16_training(&self, kernel: crate::amx::Bf16Kernel) -> Result<Self> {
+        let mut m = self.clone();
+        m.llama = self.llama.for_training_bf16(kernel)?;
+        m.info.weights_in_memory = format!("BF16 ({})", kernel.name());
+        Ok(m)
+    }
+
     /// Encodes text (special tokens written literally become single ids).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         tokenizer::encode(&self.tokenizer, text)

@@ -156,6 +156,30 @@ pub enum ScheduleKind {
     Cosine,
 }
 
+/// `[train] precision`: the number format of the frozen base projections'
+/// products (forward `x·Wᵀ` and input gradient `g·W`). LoRA matrices, their
+/// gradients, norms, softmax, the loss and the optimiser are f32 in every
+/// mode. See docs/factory.md ("Training precision").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// bf16 where the CPU multiplies bf16 in hardware (AMX), f32 elsewhere.
+    #[default]
+    Auto,
+    /// f32 weights and products.
+    F32,
+    /// bf16 weights and product inputs with f32 accumulation: on AMX tiles
+    /// where available, else emulated through the f32 gemm (same numbers,
+    /// not faster).
+    Bf16,
+}
+
+impl Precision {
+    fn is_auto(&self) -> bool {
+        *self == Precision::Auto
+    }
+}
+
 /// `[train]`: optimiser and loop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -205,6 +229,11 @@ pub struct TrainSection {
     /// Seed for the split, shuffling, LoRA initialisation and dropout.
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// Number format of the frozen projections (`auto`, `f32`, `bf16`).
+    /// Left out of the serialised config when `auto`, so the training hash
+    /// of a job written before this option existed does not change.
+    #[serde(default, skip_serializing_if = "Precision::is_auto")]
+    pub precision: Precision,
 }
 
 /// `[checkpoint]`: interval and resume.
@@ -344,6 +373,7 @@ impl Default for TrainSection {
             adam_eps: default_eps(),
             max_grad_norm: default_clip(),
             seed: default_seed(),
+            precision: Precision::Auto,
         }
     }
 }

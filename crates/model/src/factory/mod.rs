@@ -28,7 +28,8 @@ mod train;
 pub use answer_grad::{answer_gradient, answer_targets, AnswerGradient, AnswerTokens};
 pub use config::{
     ChatTemplateChoice, CheckpointSection, DataFormat, DataSection, GradientCacheSection,
-    JobConfig, LoraSection, ModelSection, OutputSection, PricingSection, ScheduleKind, SourceRef,
+    JobConfig, LoraSection, ModelSection, OutputSection, Precision, PricingSection, ScheduleKind,
+    SourceRef,
     TrainSection, KNOWN_TARGETS,
 };
 pub use data::{

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use trib_types::{AdapterId, Amount, Hash};
 
 use super::checkpoint::{self, CheckpointState};
-use super::config::{ChatTemplateChoice, DataFormat, JobConfig};
+use super::config::{ChatTemplateChoice, DataFormat, JobConfig, Precision};
 use super::data::{self, Batch, DataStats, DatanetResolver, Example, SourceSummary, SpecialTokens};
 use super::error::{FactoryError, Result};
 use super::gradcache::{
@@ -19,6 +19,7 @@ use super::gradcache::{
 use super::loss::{masked_ce_sum, masked_ce_sum_train};
 use super::optim::{self, AdamW};
 use super::progress::{CancelFlag, EvalPhase, ProgressEvent, ProgressFn, Reporter, StepMetrics};
+use crate::amx::{self, Bf16Kernel};
 use crate::chat::ChatTemplate;
 use crate::lora::{LoraAdapter, LoraConfig, LoraDropout, LoraTarget};
 use crate::{Model, ModelError, WeightFormat};
@@ -102,6 +103,10 @@ pub struct TrainingSummary {
     pub eval_before: Option<EvalResult>,
     /// Validation after training.
     pub eval_after: Option<EvalResult>,
+    /// The frozen projections' number format as run: `F32`, or
+    /// `BF16 (amx-bf16)` / `BF16 (bf16-emulated)` (see `[train] precision`).
+    #[serde(default)]
+    pub precision: String,
     /// The adapter directory (PEFT files).
     pub adapter_dir: PathBuf,
     /// The adapter's content id (as `trib_model::adapter_content_hash`).
@@ -298,15 +303,36 @@ fn dropout_seed(seed: u64, step: u64, micro: usize) -> u64 {
     u64::from_le_bytes(h.0[..8].try_into().expect("8 bytes"))
 }
 
-fn load_model(job: &JobConfig, opts: &TrainOptions) -> Result<Arc<Model>> {
+/// The f32 model (validation, gradient cache: the numbers serving sees) and
+/// the model the training steps run through (the same one in f32, or its
+/// bf16 copy, per `[train] precision`).
+fn load_model(job: &JobConfig, opts: &TrainOptions) -> Result<(Arc<Model>, Arc<Model>)> {
     let model = match &opts.model {
         Some(m) => m.clone(),
         None => Arc::new(Model::load(Path::new(&job.model.base), WeightFormat::F32)?),
     };
-    if model.is_quantized() {
-        return Ok(Arc::new(model.to_f32()?));
-    }
-    Ok(model)
+    let model = if model.is_quantized() {
+        Arc::new(model.to_f32()?)
+    } else {
+        model
+    };
+    let kernel = match job.train.precision {
+        Precision::F32 => None,
+        Precision::Auto => amx::amx_usable().then_some(Bf16Kernel::Amx),
+        Precision::Bf16 => Some(Bf16Kernel::detect()),
+    };
+    let Some(kernel) = kernel else {
+        tracing::info!(target: "trib::factory", precision = "f32", "frozen projections in f32");
+        return Ok((model.clone(), model));
+    };
+    tracing::info!(
+        target: "trib::factory",
+        precision = "bf16",
+        kernel = kernel.name(),
+        "frozen projections in bf16"
+    );
+    let steps = Arc::new(model.to_bf16_training(kernel)?);
+    Ok((model, steps))
 }
 
 fn hash_file(p: &Path) -> Result<Hash> {
@@ -324,7 +350,7 @@ pub fn train(job: &JobConfig, opts: TrainOptions) -> Result<TrainOutcome> {
     let out = job.output.dir.clone();
     // Everything that can be refused (model, data, resume target) is checked
     // before the output directory is touched.
-    let model = load_model(job, &opts)?;
+    let (model, step_model) = load_model(job, &opts)?;
     let prepared = prepare_data(job, &model, opts.resolver.as_deref())?;
     let resume = match &job.checkpoint.resume_from {
         Some(r) => checkpoint::resolve(&out, r)?,
@@ -349,6 +375,7 @@ pub fn train(job: &JobConfig, opts: TrainOptions) -> Result<TrainOutcome> {
             job,
             opts: &opts,
             model: &model,
+            step_model: &step_model,
             adapter: &adapter,
             prepared: &prepared,
             resume,
@@ -372,6 +399,8 @@ struct LoopResult {
     tokens: u64,
     final_loss: Option<f64>,
     eval_before: Option<EvalResult>,
+    /// The step model's weight format (`F32`, `BF16 (amx-bf16)`, ...).
+    precision: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -383,7 +412,10 @@ struct RunState {
 struct LoopInputs<'a> {
     job: &'a JobConfig,
     opts: &'a TrainOptions,
+    /// f32: validation.
     model: &'a Model,
+    /// The training steps' forward and backward.
+    step_model: &'a Model,
     adapter: &'a LoraAdapter,
     prepared: &'a PreparedData,
     resume: Option<PathBuf>,
@@ -395,6 +427,7 @@ fn run_loop(inputs: LoopInputs<'_>, reporter: &mut Reporter) -> Result<LoopResul
         job,
         opts,
         model,
+        step_model,
         adapter,
         prepared,
         resume,
@@ -491,7 +524,7 @@ fn run_loop(inputs: LoopInputs<'_>, reporter: &mut Reporter) -> Result<LoopResul
             let mut dropout =
                 LoraDropout::new(job.lora.dropout, dropout_seed(job.train.seed, step_no, mi));
             let drop = (job.lora.dropout > 0.0).then_some(&mut dropout);
-            let (sum, n) = masked_ce_sum_train(model, &batch, Some(adapter), drop)?;
+            let (sum, n) = masked_ce_sum_train(step_model, &batch, Some(adapter), drop)?;
             if n == 0 {
                 continue;
             }
@@ -559,6 +592,7 @@ fn run_loop(inputs: LoopInputs<'_>, reporter: &mut Reporter) -> Result<LoopResul
         tokens: run.tokens,
         final_loss,
         eval_before: run.eval_before,
+        precision: step_model.info().weights_in_memory.clone(),
     })
 }
 
@@ -630,6 +664,7 @@ fn finish(
         final_train_loss: r.final_loss,
         eval_before: r.eval_before,
         eval_after,
+        precision: r.precision.clone(),
         adapter_dir: adapter_dir.clone(),
         adapter_id,
         adapter_hash,

@@ -168,6 +168,11 @@ dir = "out"
         ),
         (
             "[output]",
+            "[train]\nprecision = \"fp8\"\n[output]",
+            "unknown variant `fp8`, expected one of `auto`, `f32`, `bf16`",
+        ),
+        (
+            "[output]",
             "[train]\nwarmup_ratio = 0.1\nwarmup_steps = 3\n[output]",
             "not both",
         ),
@@ -426,6 +431,47 @@ fn a_few_steps_lower_the_training_loss_and_the_validation_loss() {
     assert_eq!(
         trib_model::adapter_content_hash(&out.adapter_dir).unwrap(),
         s.adapter_id
+    );
+}
+
+/// `precision = "bf16"` runs the frozen products in bf16 (AMX tiles where
+/// the CPU has them, the emulation elsewhere) and `"f32"` in f32: the same
+/// job trains to nearly the same losses, validation (always f32) starts
+/// from the same number, and the summary says which precision ran.
+#[test]
+fn bf16_and_f32_precision_train_to_nearly_the_same_losses_and_the_summary_says_which_ran() {
+    let mut runs = Vec::new();
+    for precision in ["f32", "bf16"] {
+        let dir = tempfile::tempdir().unwrap();
+        let extra = format!("max_steps = 4\nprecision = \"{precision}\"");
+        let mut j = job(dir.path(), "text", &fixture("constitution.txt"), &extra);
+        j.gradient_cache.enabled = false;
+        let (events, opts) = recorder();
+        let out = train(&j, opts).unwrap();
+        let losses: Vec<f64> = steps_of(&events).iter().map(|m| m.loss).collect();
+        runs.push((losses, out.summary));
+    }
+    let ((f32_losses, f32_run), (bf16_losses, bf16_run)) = (&runs[0], &runs[1]);
+    assert_eq!(f32_run.precision, "F32");
+    assert!(
+        bf16_run.precision.starts_with("BF16 (") && bf16_run.precision.contains("bf16"),
+        "{}",
+        bf16_run.precision
+    );
+    assert_eq!(f32_losses.len(), 4);
+    assert_eq!(bf16_losses.len(), 4);
+    for (a, b) in f32_losses.iter().zip(bf16_losses) {
+        assert!(
+            (a - b).abs() < 0.02 * a.abs().max(1.0),
+            "f32 {f32_losses:?} vs bf16 {bf16_losses:?}"
+        );
+    }
+    assert_ne!(f32_losses, bf16_losses, "bf16 products round differently");
+    // Validation runs on the f32 model in both: the same start.
+    assert_eq!(f32_run.eval_before, bf16_run.eval_before);
+    assert!(
+        bf16_losses[3] < bf16_losses[0],
+        "bf16 training lowers the loss: {bf16_losses:?}"
     );
 }
 
