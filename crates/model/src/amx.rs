@@ -138,15 +138,49 @@ fn request_tile_permission() -> bool {
 /// Round-to-nearest-even f32 → bf16 (NaN stays a quiet NaN).
 pub(crate) fn to_bf16(v: f32) -> u16 {
     let b = v.to_bits();
+    // Branch-free (a select), so the conversion loops vectorize.
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+    let quiet_nan = ((b >> 16) as u16) | 0x0040;
     if v.is_nan() {
-        return ((b >> 16) as u16) | 0x0040;
+        quiet_nan
+    } else {
+        rounded
     }
-    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
 
 /// bf16 → f32 (exact).
 pub(crate) fn from_bf16(v: u16) -> f32 {
     f32::from_bits((v as u32) << 16)
+}
+
+/// One cache line of bf16 values.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u16; DEPTH]);
+
+/// bf16 values in 64-byte-aligned storage, so every 64-byte tile row is one
+/// cache line (AMX loads of rows that straddle two lines run far slower, and
+/// the allocator only promises 16-byte alignment for a `Vec<u16>`).
+struct Bf16Buf(Vec<Line>);
+
+impl Bf16Buf {
+    /// `values` zeros (rounded up to whole lines).
+    fn zeroed(values: usize) -> Self {
+        Bf16Buf(vec![Line([0; DEPTH]); values.div_ceil(DEPTH)])
+    }
+
+    fn as_slice(&self) -> &[u16] {
+        // SAFETY: `Line` is `repr(C)` over `[u16; 32]` with size 64 and no
+        // padding, so the lines are `32·len` contiguous, initialised u16s.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<u16>(), self.0.len() * DEPTH) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u16] {
+        // SAFETY: as in `as_slice`, and `&mut self` makes the borrow unique.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u16>(), self.0.len() * DEPTH)
+        }
+    }
 }
 
 fn round_up(n: usize, to: usize) -> usize {
@@ -164,9 +198,9 @@ pub(crate) struct Bf16Weight {
     in_p: usize,
     /// Tiles of `x·Wᵀ`: output column tile `j` (16 of `out`) × contraction
     /// tile `t` (32 of `in`), see [`pack_tiles`].
-    fwd: Vec<u16>,
+    fwd: Bf16Buf,
     /// Tiles of `g·W`: output column tile over `in` × contraction over `out`.
-    bwd: Vec<u16>,
+    bwd: Bf16Buf,
     /// The code that multiplies with these tiles.
     kernel: Bf16Kernel,
 }
@@ -188,9 +222,10 @@ impl std::fmt::Debug for Bf16Weight {
 /// `tdpbf16ps`: tile `(j, t)` starts at `(j·T + t)·512` with
 /// `T = depth_p / 32`; its row `r`, column `i` holds the pair
 /// `(get(16j+i, 32t+2r), get(16j+i, 32t+2r+1))` (the "VNNI" pairing).
-fn pack_tiles(cols_p: usize, depth_p: usize, get: impl Fn(usize, usize) -> u16) -> Vec<u16> {
+fn pack_tiles(cols_p: usize, depth_p: usize, get: impl Fn(usize, usize) -> u16) -> Bf16Buf {
     let depth_tiles = depth_p / DEPTH;
-    let mut v = vec![0u16; cols_p * depth_p];
+    let mut buf = Bf16Buf::zeroed(cols_p * depth_p);
+    let v = buf.as_mut_slice();
     for j in 0..cols_p / TILE {
         for t in 0..depth_tiles {
             let base = (j * depth_tiles + t) * TILE_VALUES;
@@ -203,7 +238,7 @@ fn pack_tiles(cols_p: usize, depth_p: usize, get: impl Fn(usize, usize) -> u16) 
             }
         }
     }
-    v
+    buf
 }
 
 impl Bf16Weight {
@@ -268,7 +303,7 @@ impl Bf16Weight {
             for c in 0..self.inp {
                 let (t, rr) = (c / DEPTH, c % DEPTH);
                 let idx = (j * depth_tiles + t) * TILE_VALUES + (rr / 2) * DEPTH + 2 * i + rr % 2;
-                w[o * self.inp + c] = from_bf16(self.fwd[idx]);
+                w[o * self.inp + c] = from_bf16(self.fwd.as_slice()[idx]);
             }
         }
         w
@@ -288,7 +323,13 @@ impl Bf16Weight {
         self.check_len("input", x.len(), m, self.inp)?;
         match self.kernel {
             Bf16Kernel::Amx => Ok(amx_product(
-                x, m, self.inp, self.in_p, &self.fwd, self.out, self.out_p,
+                x,
+                m,
+                self.inp,
+                self.in_p,
+                self.fwd.as_slice(),
+                self.out,
+                self.out_p,
             )),
             Bf16Kernel::Emulated => {
                 emulated_product(x, m, self.inp, &self.to_f32(), self.out, true)
@@ -301,7 +342,13 @@ impl Bf16Weight {
         self.check_len("gradient", g.len(), m, self.out)?;
         match self.kernel {
             Bf16Kernel::Amx => Ok(amx_product(
-                g, m, self.out, self.out_p, &self.bwd, self.inp, self.in_p,
+                g,
+                m,
+                self.out,
+                self.out_p,
+                self.bwd.as_slice(),
+                self.inp,
+                self.in_p,
             )),
             Bf16Kernel::Emulated => {
                 emulated_product(g, m, self.out, &self.to_f32(), self.inp, false)
@@ -378,13 +425,18 @@ fn amx_product(
     let m_p = round_up(m, BLOCK);
     // A in bf16, zero-padded to [m_p, depth_p] (padding must be zero: the
     // padded B rows are zero, and 0·NaN would poison the sums).
-    let mut abf = vec![0u16; m_p * depth_p];
-    for (dst, src) in abf.chunks_exact_mut(depth_p).zip(a.chunks_exact(depth)) {
+    let mut abf = Bf16Buf::zeroed(m_p * depth_p);
+    for (dst, src) in abf
+        .as_mut_slice()
+        .chunks_exact_mut(depth_p)
+        .zip(a.chunks_exact(depth))
+    {
         for (d, &s) in dst.iter_mut().zip(src) {
             *d = to_bf16(s);
         }
     }
-    let mut c = vec![0f32; m_p * cols_p];
+    // Not zeroed: the tile stores write every element before `set_len`.
+    let mut c: Vec<f32> = Vec::with_capacity(m_p * cols_p);
     let pairs = cols_p / BLOCK;
     let threads = rayon::current_num_threads().min(pairs).max(1);
     let c_addr = c.as_mut_ptr() as usize;
@@ -395,7 +447,7 @@ fn amx_product(
         // pairs [lo, hi) of `c` are written by this call only.
         unsafe {
             amx_block_range(
-                abf.as_ptr(),
+                abf.as_slice().as_ptr(),
                 m_p,
                 depth_p,
                 b.as_ptr(),
@@ -415,6 +467,10 @@ fn amx_product(
             .into_par_iter()
             .for_each(|t| run((t * per).min(pairs), ((t + 1) * per).min(pairs)));
     }
+    // SAFETY: the column pairs 0..pairs cover all cols_p columns and each
+    // pair stores every 32-row block of all m_p rows, so all m_p·cols_p
+    // elements are initialised.
+    unsafe { c.set_len(m_p * cols_p) };
     if cols == cols_p {
         c.truncate(m * cols);
         return c;
@@ -446,6 +502,7 @@ unsafe fn amx_block_range(
     hi: usize,
 ) {
     use std::arch::asm;
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
     if lo >= hi {
         return;
     }
@@ -458,9 +515,18 @@ unsafe fn amx_block_range(
                               // buffers cover every address formed; tile registers are used only here.
     unsafe {
         asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+        // The next pair's B tiles (weights, usually not in any cache) are
+        // prefetched a few lines per k-step while this pair computes: the
+        // hardware prefetcher alone left the products waiting on DRAM.
+        let pair_lines = 2 * depth_tiles * TILE_VALUES * 2 / 64;
+        let per_step = pair_lines.div_ceil((m_p / BLOCK) * depth_tiles);
         for pair in lo..hi {
             let b0 = b.add(2 * pair * depth_tiles * TILE_VALUES);
             let b1 = b.add((2 * pair + 1) * depth_tiles * TILE_VALUES);
+            let next = b
+                .add(2 * (pair + 1) * depth_tiles * TILE_VALUES)
+                .cast::<i8>();
+            let mut pf_line = if pair + 1 < hi { 0 } else { pair_lines };
             for mb in (0..m_p).step_by(BLOCK) {
                 asm!(
                     "tilezero tmm0",
@@ -472,6 +538,11 @@ unsafe fn amx_block_range(
                 let a0 = a.add(mb * depth_p);
                 let a1 = a.add((mb + TILE) * depth_p);
                 for t in 0..depth_tiles {
+                    let until = (pf_line + per_step).min(pair_lines);
+                    while pf_line < until {
+                        _mm_prefetch::<_MM_HINT_T0>(next.add(pf_line * 64));
+                        pf_line += 1;
+                    }
                     asm!(
                         "tileloadd tmm4, [{a0} + {sa}*1]",
                         "tileloadd tmm5, [{a1} + {sa}*1]",
@@ -744,6 +815,74 @@ mod tests {
                 let dx = p.input_grad(&g, m).unwrap();
                 check(&dx, &reference(&g, m, &w, out, inp, false), &g, &w, m, out, inp, false);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod measure {
+    use super::*;
+    use std::time::Instant;
+
+    /// Not a test: prints the AMX kernel's rate on SmolLM2-shaped products
+    /// (`cargo test -p trib-model --lib amx::measure -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn amx_rate_on_smollm2_shapes() {
+        if !amx_usable() {
+            return;
+        }
+        let shapes = [
+            (576, 576),
+            (192, 576),
+            (192, 576),
+            (576, 576),
+            (1536, 576),
+            (1536, 576),
+            (576, 1536),
+        ];
+        let m = 128;
+        let layers: Vec<Vec<Bf16Weight>> = (0..30)
+            .map(|l| {
+                shapes
+                    .iter()
+                    .map(|&(o, i)| {
+                        Bf16Weight::pack(&vec![0.01 * l as f32; o * i], o, i, Bf16Kernel::Amx)
+                            .unwrap()
+                    })
+                    .collect()
+            })
+            .collect();
+        let x576 = vec![0.5f32; m * 576];
+        let x1536 = vec![0.5f32; m * 1536];
+        for round in 0..3 {
+            let t = Instant::now();
+            let mut flops = 0f64;
+            for layer in &layers {
+                for w in layer {
+                    let (o, i) = w.dims();
+                    let x = if i == 576 { &x576 } else { &x1536 };
+                    std::hint::black_box(w.forward(x, m).unwrap());
+                    flops += 2.0 * (m * o * i) as f64;
+                }
+            }
+            let s = t.elapsed().as_secs_f64();
+            eprintln!(
+                "round {round}: all layers forward {:.1} ms, {:.0} GFLOP/s (cold weights)",
+                s * 1e3,
+                flops / s / 1e9
+            );
+            let w = &layers[0][4];
+            let t = Instant::now();
+            for _ in 0..100 {
+                std::hint::black_box(w.forward(&x576, m).unwrap());
+            }
+            let s = t.elapsed().as_secs_f64();
+            eprintln!(
+                "round {round}: one gate product ×100 {:.1} ms, {:.0} GFLOP/s (hot weights)",
+                s * 1e3,
+                100.0 * 2.0 * (m * 1536 * 576) as f64 / s / 1e9
+            );
         }
     }
 }
