@@ -217,27 +217,39 @@ impl std::fmt::Debug for Bf16Weight {
     }
 }
 
-/// Packs `get(col, c)` (output column `col < cols_p`, contraction index
-/// `c < depth_p`, zero outside the real matrix) into B tiles for
-/// `tdpbf16ps`: tile `(j, t)` starts at `(j·T + t)·512` with
-/// `T = depth_p / 32`; its row `r`, column `i` holds the pair
-/// `(get(16j+i, 32t+2r), get(16j+i, 32t+2r+1))` (the "VNNI" pairing).
-fn pack_tiles(cols_p: usize, depth_p: usize, get: impl Fn(usize, usize) -> u16) -> Bf16Buf {
-    let depth_tiles = depth_p / DEPTH;
-    let mut buf = Bf16Buf::zeroed(cols_p * depth_p);
-    let v = buf.as_mut_slice();
-    for j in 0..cols_p / TILE {
-        for t in 0..depth_tiles {
-            let base = (j * depth_tiles + t) * TILE_VALUES;
-            for r in 0..TILE {
-                for i in 0..TILE {
-                    for e in 0..2 {
-                        v[base + r * DEPTH + 2 * i + e] = get(j * TILE + i, t * DEPTH + 2 * r + e);
-                    }
+/// Packs the zero-padded bf16 matrix `p: [rows_p, cols_p]` (row-major) into
+/// B tiles for `tdpbf16ps`, contracting over its columns (`transpose`:
+/// over its rows). With output column `o` and contraction index `c`, tile
+/// `(j, t)` starts at `(j·T + t)·512` (`T` = contraction length / 32) and
+/// its row `r`, column `i` hold the pair at `o = 16j+i`, `c = 32t+2r` and
+/// `32t+2r+1` (the "VNNI" pairing). Output column tiles are packed in
+/// parallel; each owns a contiguous run of tiles.
+fn pack_tiles(p: &[u16], rows_p: usize, cols_p: usize, transpose: bool) -> Bf16Buf {
+    use rayon::prelude::*;
+    let (outs, depth) = if transpose {
+        (cols_p, rows_p)
+    } else {
+        (rows_p, cols_p)
+    };
+    let depth_tiles = depth / DEPTH;
+    let mut buf = Bf16Buf::zeroed(outs * depth);
+    buf.as_mut_slice()
+        .par_chunks_mut(depth_tiles * TILE_VALUES)
+        .enumerate()
+        .for_each(|(j, tiles)| {
+            for i in 0..TILE {
+                let o = j * TILE + i;
+                for c in 0..depth {
+                    let v = if transpose {
+                        p[c * cols_p + o]
+                    } else {
+                        p[o * cols_p + c]
+                    };
+                    let (t, cc) = (c / DEPTH, c % DEPTH);
+                    tiles[t * TILE_VALUES + (cc / 2) * DEPTH + 2 * i + cc % 2] = v;
                 }
             }
-        }
-    }
+        });
     buf
 }
 
@@ -253,15 +265,14 @@ impl Bf16Weight {
             ))));
         }
         let (out_p, in_p) = (round_up(out, BLOCK), round_up(inp, BLOCK));
-        let at = |o: usize, i: usize| {
-            if o < out && i < inp {
-                to_bf16(w[o * inp + i])
-            } else {
-                0
+        let mut padded = vec![0u16; out_p * in_p];
+        for (dst, src) in padded.chunks_exact_mut(in_p).zip(w.chunks_exact(inp)) {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = to_bf16(v);
             }
-        };
-        let fwd = pack_tiles(out_p, in_p, |col, c| at(col, c));
-        let bwd = pack_tiles(in_p, out_p, |col, c| at(c, col));
+        }
+        let fwd = pack_tiles(&padded, out_p, in_p, false);
+        let bwd = pack_tiles(&padded, out_p, in_p, true);
         Ok(Bf16Weight {
             out,
             inp,
