@@ -148,6 +148,35 @@ pub(crate) fn to_bf16(v: f32) -> u16 {
     }
 }
 
+/// `dst[i] = to_bf16(src[i])`, 16 lanes at a time where the CPU has
+/// AVX-512 (every AMX CPU does): compiled for the x86-64 baseline, the loop
+/// runs 4 lanes wide and took ~4% of a training step.
+fn round_row(src: &[f32], dst: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512bw") {
+        // SAFETY: the CPU has AVX-512F/BW (checked just above).
+        unsafe { round_row_avx512(src, dst) };
+        return;
+    }
+    round_row_portable(src, dst);
+}
+
+fn round_row_portable(src: &[f32], dst: &mut [u16]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = to_bf16(s);
+    }
+}
+
+/// [`round_row_portable`] compiled with AVX-512 enabled (same code, so the
+/// same results, in wider vectors).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn round_row_avx512(src: &[f32], dst: &mut [u16]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = to_bf16(s);
+    }
+}
+
 /// bf16 → f32 (exact).
 pub(crate) fn from_bf16(v: u16) -> f32 {
     f32::from_bits((v as u32) << 16)
@@ -442,9 +471,7 @@ fn amx_product(
         .chunks_exact_mut(depth_p)
         .zip(a.chunks_exact(depth))
     {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = to_bf16(s);
-        }
+        round_row(src, &mut dst[..depth]);
     }
     // Not zeroed: the tile stores write every element before `set_len`.
     let mut c: Vec<f32> = Vec::with_capacity(m_p * cols_p);
@@ -696,6 +723,25 @@ mod tests {
             f32::INFINITY,
             "rounds up past the largest bf16"
         );
+    }
+
+    #[test]
+    fn the_wide_row_rounding_equals_the_scalar_rounding() {
+        let mut src = lcg(9, 1000, 3.0);
+        src.extend([
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::MIN_POSITIVE / 3.0,
+            -0.0,
+            f32::MAX,
+        ]);
+        let mut wide = vec![0u16; src.len()];
+        round_row(&src, &mut wide);
+        let mut scalar = vec![0u16; src.len()];
+        round_row_portable(&src, &mut scalar);
+        assert_eq!(wide, scalar);
+        assert!(src.iter().zip(&wide).all(|(s, w)| *w == to_bf16(*s)));
     }
 
     #[test]
