@@ -43,6 +43,8 @@ const DEPTH: usize = 32;
 const BLOCK: usize = 2 * TILE;
 /// bf16 values in one 16×32 tile.
 const TILE_VALUES: usize = TILE * DEPTH;
+/// Bytes of A (all rows) per contraction chunk of the AMX kernel.
+const A_CHUNK_BYTES: usize = 256 * 1024;
 
 /// Which code computes the bf16 products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,33 +150,48 @@ pub(crate) fn to_bf16(v: f32) -> u16 {
     }
 }
 
-/// `dst[i] = to_bf16(src[i])`, 16 lanes at a time where the CPU has
-/// AVX-512 (every AMX CPU does): compiled for the x86-64 baseline, the loop
-/// runs 4 lanes wide and took ~4% of a training step.
-fn round_row(src: &[f32], dst: &mut [u16]) {
+/// Rounds the rows of `a: [m, depth]` to bf16 into A tiles: the row
+/// group `g` (16 rows) and contraction tile `t` (32 values) form one 1 KiB
+/// tile at `(g·T + t)·512`, `T = depth_p / 32`, row-major inside. Contiguous
+/// tiles load through a 64-byte stride; plain rows of a long contraction
+/// (98 KiB apart for the LM head's input gradient) touched 16 pages per tile
+/// load. `dst` holds `m_p·depth_p` zeros on entry. 16 lanes at a time where
+/// the CPU has AVX-512 (every AMX CPU does): the x86-64 baseline build runs
+/// the same code 4 lanes wide.
+fn round_into_tiles(a: &[f32], depth: usize, depth_p: usize, dst: &mut [u16]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512bw") {
         // SAFETY: the CPU has AVX-512F/BW (checked just above).
-        unsafe { round_row_avx512(src, dst) };
+        unsafe { round_into_tiles_avx512(a, depth, depth_p, dst) };
         return;
     }
-    round_row_portable(src, dst);
+    round_into_tiles_portable(a, depth, depth_p, dst);
 }
 
-fn round_row_portable(src: &[f32], dst: &mut [u16]) {
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = to_bf16(s);
+#[inline(always)]
+fn round_into_tiles_body(a: &[f32], depth: usize, depth_p: usize, dst: &mut [u16]) {
+    let depth_tiles = depth_p / DEPTH;
+    for (i, row) in a.chunks_exact(depth).enumerate() {
+        let group = (i / TILE) * depth_tiles * TILE_VALUES + (i % TILE) * DEPTH;
+        for (t, chunk) in row.chunks(DEPTH).enumerate() {
+            let at = group + t * TILE_VALUES;
+            for (d, &s) in dst[at..at + chunk.len()].iter_mut().zip(chunk) {
+                *d = to_bf16(s);
+            }
+        }
     }
 }
 
-/// [`round_row_portable`] compiled with AVX-512 enabled (same code, so the
-/// same results, in wider vectors).
+fn round_into_tiles_portable(a: &[f32], depth: usize, depth_p: usize, dst: &mut [u16]) {
+    round_into_tiles_body(a, depth, depth_p, dst);
+}
+
+/// [`round_into_tiles_portable`] compiled with AVX-512 enabled (the same
+/// code, so the same bits, in wider vectors).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-fn round_row_avx512(src: &[f32], dst: &mut [u16]) {
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = to_bf16(s);
-    }
+fn round_into_tiles_avx512(a: &[f32], depth: usize, depth_p: usize, dst: &mut [u16]) {
+    round_into_tiles_body(a, depth, depth_p, dst);
 }
 
 /// bf16 → f32 (exact).
@@ -463,23 +480,18 @@ fn amx_product(
     }
     assert_eq!(b.len(), cols_p * depth_p, "packed tiles match their dims");
     let m_p = round_up(m, BLOCK);
-    // A in bf16, zero-padded to [m_p, depth_p] (padding must be zero: the
-    // padded B rows are zero, and 0·NaN would poison the sums).
+    // A in bf16 as 16×32 tiles (see `round_into_tiles`), zero-padded to
+    // [m_p, depth_p] (padding must be zero: the padded B rows are zero, and
+    // 0·NaN would poison the sums).
     let mut abf = Bf16Buf::zeroed(m_p * depth_p);
-    for (dst, src) in abf
-        .as_mut_slice()
-        .chunks_exact_mut(depth_p)
-        .zip(a.chunks_exact(depth))
-    {
-        round_row(src, &mut dst[..depth]);
-    }
+    round_into_tiles(a, depth, depth_p, abf.as_mut_slice());
     // Not zeroed: the tile stores write every element before `set_len`.
     let mut c: Vec<f32> = Vec::with_capacity(m_p * cols_p);
     let pairs = cols_p / BLOCK;
     let threads = rayon::current_num_threads().min(pairs).max(1);
     let c_addr = c.as_mut_ptr() as usize;
     let run = |lo: usize, hi: usize| {
-        // SAFETY: `abf` is [m_p, depth_p], `b` is cols_p/16 × depth_p/32
+        // SAFETY: `abf` is m_p/16 × depth_p/32 tiles, `b` is cols_p/16 × depth_p/32
         // tiles, `c` is [m_p, cols_p]; every index the kernel forms is
         // inside them (m_p, cols_p and depth_p are multiples of 32). Column
         // pairs [lo, hi) of `c` are written by this call only.
@@ -540,81 +552,90 @@ unsafe fn amx_block_range(
     hi: usize,
 ) {
     use std::arch::asm;
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
     if lo >= hi {
         return;
     }
     let cfg = TileConfig::full();
     let depth_tiles = depth_p / DEPTH;
-    let a_stride = depth_p * 2; // bytes per A row
     let c_stride = cols_p * 4; // bytes per C row
     let b_stride = DEPTH * 2; // 64 bytes per packed tile row
-                              // SAFETY (all asm blocks): the caller guarantees AMX is usable and the
-                              // buffers cover every address formed; tile registers are used only here.
+                              // The contraction runs in chunks whose A rows (all m_p of them) fit in
+                              // about 256 KiB of L2: every column pair re-reads A, and a long
+                              // contraction (the LM head's input gradient contracts over 49,152
+                              // logits) otherwise streams all of A from memory once per pair. Partial
+                              // sums go through C between chunks.
+    let chunk = (A_CHUNK_BYTES / (m_p * DEPTH * 2)).clamp(1, depth_tiles);
+    // SAFETY (all asm blocks): the caller guarantees AMX is usable and the
+    // buffers cover every address formed; tile registers are used only here.
     unsafe {
         asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
-        // The next pair's B tiles (weights, usually not in any cache) are
-        // prefetched a few lines per k-step while this pair computes: the
-        // hardware prefetcher alone left the products waiting on DRAM.
-        let pair_lines = 2 * depth_tiles * TILE_VALUES * 2 / 64;
-        let per_step = pair_lines.div_ceil((m_p / BLOCK) * depth_tiles);
-        for pair in lo..hi {
-            let b0 = b.add(2 * pair * depth_tiles * TILE_VALUES);
-            let b1 = b.add((2 * pair + 1) * depth_tiles * TILE_VALUES);
-            let next = b
-                .add(2 * (pair + 1) * depth_tiles * TILE_VALUES)
-                .cast::<i8>();
-            let mut pf_line = if pair + 1 < hi { 0 } else { pair_lines };
-            for mb in (0..m_p).step_by(BLOCK) {
-                asm!(
-                    "tilezero tmm0",
-                    "tilezero tmm1",
-                    "tilezero tmm2",
-                    "tilezero tmm3",
-                    options(nostack, nomem)
-                );
-                let a0 = a.add(mb * depth_p);
-                let a1 = a.add((mb + TILE) * depth_p);
-                for t in 0..depth_tiles {
-                    let until = (pf_line + per_step).min(pair_lines);
-                    while pf_line < until {
-                        _mm_prefetch::<_MM_HINT_T0>(next.add(pf_line * 64));
-                        pf_line += 1;
+        for k0 in (0..depth_tiles).step_by(chunk) {
+            let k1 = (k0 + chunk).min(depth_tiles);
+            for pair in lo..hi {
+                let b0 = b.add(2 * pair * depth_tiles * TILE_VALUES);
+                let b1 = b.add((2 * pair + 1) * depth_tiles * TILE_VALUES);
+                for mb in (0..m_p).step_by(BLOCK) {
+                    let c00 = c.add(mb * cols_p + pair * BLOCK);
+                    let c01 = c00.add(TILE);
+                    let c10 = c.add((mb + TILE) * cols_p + pair * BLOCK);
+                    let c11 = c10.add(TILE);
+                    if k0 == 0 {
+                        asm!(
+                            "tilezero tmm0",
+                            "tilezero tmm1",
+                            "tilezero tmm2",
+                            "tilezero tmm3",
+                            options(nostack, nomem)
+                        );
+                    } else {
+                        asm!(
+                            "tileloadd tmm0, [{c00} + {sc}*1]",
+                            "tileloadd tmm1, [{c01} + {sc}*1]",
+                            "tileloadd tmm2, [{c10} + {sc}*1]",
+                            "tileloadd tmm3, [{c11} + {sc}*1]",
+                            c00 = in(reg) c00,
+                            c01 = in(reg) c01,
+                            c10 = in(reg) c10,
+                            c11 = in(reg) c11,
+                            sc = in(reg) c_stride,
+                            options(nostack, readonly)
+                        );
+                    }
+                    // Row groups mb/16 and mb/16 + 1 of A's tiles.
+                    let a0 = a.add((mb / TILE) * depth_tiles * TILE_VALUES);
+                    let a1 = a0.add(depth_tiles * TILE_VALUES);
+                    for t in k0..k1 {
+                        asm!(
+                            "tileloadd tmm4, [{a0} + {sa}*1]",
+                            "tileloadd tmm5, [{a1} + {sa}*1]",
+                            "tileloadd tmm6, [{b0} + {sb}*1]",
+                            "tileloadd tmm7, [{b1} + {sb}*1]",
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            "tdpbf16ps tmm1, tmm4, tmm7",
+                            "tdpbf16ps tmm2, tmm5, tmm6",
+                            "tdpbf16ps tmm3, tmm5, tmm7",
+                            a0 = in(reg) a0.add(t * TILE_VALUES),
+                            a1 = in(reg) a1.add(t * TILE_VALUES),
+                            b0 = in(reg) b0.add(t * TILE_VALUES),
+                            b1 = in(reg) b1.add(t * TILE_VALUES),
+                            sa = in(reg) b_stride,
+                            sb = in(reg) b_stride,
+                            options(nostack, readonly)
+                        );
                     }
                     asm!(
-                        "tileloadd tmm4, [{a0} + {sa}*1]",
-                        "tileloadd tmm5, [{a1} + {sa}*1]",
-                        "tileloadd tmm6, [{b0} + {sb}*1]",
-                        "tileloadd tmm7, [{b1} + {sb}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
-                        a0 = in(reg) a0.add(t * DEPTH),
-                        a1 = in(reg) a1.add(t * DEPTH),
-                        b0 = in(reg) b0.add(t * TILE_VALUES),
-                        b1 = in(reg) b1.add(t * TILE_VALUES),
-                        sa = in(reg) a_stride,
-                        sb = in(reg) b_stride,
-                        options(nostack, readonly)
+                        "tilestored [{c00} + {sc}*1], tmm0",
+                        "tilestored [{c01} + {sc}*1], tmm1",
+                        "tilestored [{c10} + {sc}*1], tmm2",
+                        "tilestored [{c11} + {sc}*1], tmm3",
+                        c00 = in(reg) c00,
+                        c01 = in(reg) c01,
+                        c10 = in(reg) c10,
+                        c11 = in(reg) c11,
+                        sc = in(reg) c_stride,
+                        options(nostack)
                     );
                 }
-                let c00 = c.add(mb * cols_p + pair * BLOCK);
-                let c01 = c00.add(TILE);
-                let c10 = c.add((mb + TILE) * cols_p + pair * BLOCK);
-                let c11 = c10.add(TILE);
-                asm!(
-                    "tilestored [{c00} + {sc}*1], tmm0",
-                    "tilestored [{c01} + {sc}*1], tmm1",
-                    "tilestored [{c10} + {sc}*1], tmm2",
-                    "tilestored [{c11} + {sc}*1], tmm3",
-                    c00 = in(reg) c00,
-                    c01 = in(reg) c01,
-                    c10 = in(reg) c10,
-                    c11 = in(reg) c11,
-                    sc = in(reg) c_stride,
-                    options(nostack)
-                );
             }
         }
         asm!("tilerelease", options(nostack, nomem));
@@ -726,8 +747,10 @@ mod tests {
     }
 
     #[test]
-    fn the_wide_row_rounding_equals_the_scalar_rounding() {
-        let mut src = lcg(9, 1000, 3.0);
+    fn the_wide_tile_rounding_equals_the_scalar_rounding_and_places_rows_in_tiles() {
+        // 3 rows of 35 values: two contraction tiles (depth_p 64), one row group.
+        let (m, depth, depth_p) = (3, 35, 64);
+        let mut src = lcg(9, m * depth - 6, 3.0);
         src.extend([
             f32::NAN,
             -f32::NAN,
@@ -736,12 +759,22 @@ mod tests {
             -0.0,
             f32::MAX,
         ]);
-        let mut wide = vec![0u16; src.len()];
-        round_row(&src, &mut wide);
-        let mut scalar = vec![0u16; src.len()];
-        round_row_portable(&src, &mut scalar);
+        let mut wide = vec![0u16; 32 * depth_p];
+        round_into_tiles(&src, depth, depth_p, &mut wide);
+        let mut scalar = vec![0u16; 32 * depth_p];
+        round_into_tiles_portable(&src, depth, depth_p, &mut scalar);
         assert_eq!(wide, scalar);
-        assert!(src.iter().zip(&wide).all(|(s, w)| *w == to_bf16(*s)));
+        for i in 0..m {
+            for c in 0..depth_p {
+                let at = (c / DEPTH) * TILE_VALUES + i * DEPTH + c % DEPTH;
+                let want = if c < depth {
+                    to_bf16(src[i * depth + c])
+                } else {
+                    0
+                };
+                assert_eq!(wide[at], want, "row {i}, column {c}");
+            }
+        }
     }
 
     #[test]
@@ -928,6 +961,41 @@ mod measure {
                 "round {round}: all layers forward {:.1} ms, {:.0} GFLOP/s (cold weights)",
                 s * 1e3,
                 flops / s / 1e9
+            );
+            for w in &layers[1] {
+                let (o, i) = w.dims();
+                let x = if i == 576 { &x576 } else { &x1536 };
+                let t = Instant::now();
+                for _ in 0..50 {
+                    std::hint::black_box(w.forward(x, m).unwrap());
+                }
+                let fs = t.elapsed().as_secs_f64();
+                let g = vec![0.5f32; m * o];
+                let t = Instant::now();
+                for _ in 0..50 {
+                    std::hint::black_box(w.input_grad(&g, m).unwrap());
+                }
+                let bs = t.elapsed().as_secs_f64();
+                let f = 50.0 * 2.0 * (m * o * i) as f64;
+                eprintln!(
+                    "  [{o}, {i}] hot: forward {:.0} GFLOP/s, input grad {:.0} GFLOP/s",
+                    f / fs / 1e9,
+                    f / bs / 1e9
+                );
+            }
+            let head =
+                Bf16Weight::pack(&vec![0.01f32; 49152 * 576], 49152, 576, Bf16Kernel::Amx).unwrap();
+            let g = vec![0.5f32; m * 49152];
+            let t = Instant::now();
+            std::hint::black_box(head.forward(&x576, m).unwrap());
+            let fs = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            std::hint::black_box(head.input_grad(&g, m).unwrap());
+            let bs = t.elapsed().as_secs_f64();
+            eprintln!(
+                "  head [49152, 576]: forward {:.1} ms, input grad {:.1} ms",
+                fs * 1e3,
+                bs * 1e3
             );
             let w = &layers[0][4];
             let t = Instant::now();
