@@ -207,6 +207,9 @@ fn print_summary(s: &TrainingSummary) {
         s.tokens_trained,
         s.final_train_loss.map_or("-".into(), |l| format!("{l:.4}"))
     );
+    if !s.precision.is_empty() {
+        println!("  frozen projections {}", s.precision);
+    }
     if let (Some(b), Some(a)) = (&s.eval_before, &s.eval_after) {
         println!(
             "  validation loss {:.4} -> {:.4} (perplexity {:.2} -> {:.2})",
