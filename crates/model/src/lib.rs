@@ -30,6 +30,7 @@ mod kv_cache;
 mod llama;
 mod load;
 mod lora;
+mod malloc_tuning;
 mod model;
 mod peft;
 mod qkernel;

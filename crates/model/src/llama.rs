@@ -26,16 +26,20 @@ use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
-use candle_core::{DType, Device, Module, Tensor, D};
+#[cfg(test)]
+use candle_core::D;
+use candle_core::{DType, Device, Module, Tensor};
 
+use crate::amx::{Bf16Kernel, Bf16Weight};
 use crate::config::LlamaConfig;
 use crate::decode::{LeanWeights, LEAN_MAX_ROWS};
 use crate::error::{ModelError, Result};
-use crate::amx::{Bf16Kernel, Bf16Weight};
 use crate::frozen::{frozen_linear, FrozenWeight};
 use crate::kv_cache::KvCache;
 use crate::lora::{LoraAdapter, LoraDropout, LoraTarget};
-use crate::train_kernels::rms_norm_frozen;
+use crate::train_kernels::{
+    causal_softmax, from_heads, rms_norm_frozen, swiglu, to_heads, RopeTables,
+};
 
 /// Up to this many rows, a [`Weight::Hybrid`] multiplies with the quantized
 /// blocks (a memory-bound matrix-vector product, where reading 5 bits per
@@ -222,7 +226,7 @@ fn rope_tables(cfg: &LlamaConfig) -> Result<(Tensor, Tensor)> {
 
 /// `(tokens, tokens)` additive causal mask for a chunk of `n` queries at
 /// absolute positions `past..past+n` over `past+n` keys.
-fn causal_mask(n: usize, past: usize) -> Result<Tensor> {
+pub(crate) fn causal_mask(n: usize, past: usize) -> Result<Tensor> {
     let t = past + n;
     let mask: Vec<f32> = (0..n)
         .flat_map(|i| {
@@ -714,11 +718,7 @@ impl Llama {
         let (h, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let eps = cfg.rms_norm_eps;
         let mut x = self.embed.dense_ref()?.index_select(&flat, 0)?; // [b·t, hidden]
-        let cos = self.cos.narrow(0, 0, t)?;
-        let sin = self.sin.narrow(0, 0, t)?;
-        let cos = Tensor::cat(&[&cos, &cos], D::Minus1)?; // [t, hd]
-        let sin = Tensor::cat(&[&sin, &sin], D::Minus1)?;
-        let mask = causal_mask(t, 0)?;
+        let rope = RopeTables::new(&self.cos, &self.sin, t)?;
         let scale = 1.0 / (hd as f64).sqrt();
         let groups = h / kvh;
         for (li, block) in self.blocks.iter().enumerate() {
@@ -729,21 +729,21 @@ impl Llama {
             let q = lin(LoraTarget::QProj, &hn)?;
             let k = lin(LoraTarget::KProj, &hn)?;
             let v = lin(LoraTarget::VProj, &hn)?;
-            let q = q.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?;
-            let k = k.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
-            let v = v.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
-            let q = rope_diff(&q, &cos, &sin)?;
-            let k = rope_diff(&k, &cos, &sin)?;
-            let k = repeat_kv(&k, groups)?;
-            let v = repeat_kv(&v, groups)?;
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
-            let p = softmax_diff(&scores)?;
-            let o = p.matmul(&v)?.transpose(1, 2)?.reshape((b * t, h * hd))?;
+            // Heads [b, heads, t, hd], rope'd on the way (fused ops with
+            // hand-written backward, crate::train_kernels). Query heads
+            // j·groups..(j+1)·groups share kv head j (HF repeat_kv order), so
+            // q reshapes for free to [b, kvh, groups·t, hd] and multiplies
+            // its kv head directly: no repeated k and v.
+            let q = to_heads(&q, b, t, h, Some(&rope))?.reshape((b, kvh, groups * t, hd))?;
+            let k = to_heads(&k, b, t, kvh, Some(&rope))?;
+            let v = to_heads(&v, b, t, kvh, None)?;
+            let p = causal_softmax(&q.matmul(&k.t()?)?, scale)?;
+            let o = from_heads(&p.matmul(&v)?.reshape((b, h, t, hd))?)?;
             x = (x + lin(LoraTarget::OProj, &o)?)?;
             let hn = rms_norm_frozen(&x, &block.mlp_norm, eps)?;
             let g = lin(LoraTarget::GateProj, &hn)?;
             let u = lin(LoraTarget::UpProj, &hn)?;
-            let m = (g.silu()? * u)?;
+            let m = swiglu(&g, &u)?;
             x = (x + lin(LoraTarget::DownProj, &m)?)?;
         }
         rms_norm_frozen(&x, &self.norm, eps)
@@ -904,8 +904,10 @@ fn rms_norm_diff(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 }
 
 /// Softmax over the last dim from primitive ops. The max shift is detached:
-/// it cancels mathematically and only keeps `exp` in range.
-fn softmax_diff(x: &Tensor) -> Result<Tensor> {
+/// it cancels mathematically and only keeps `exp` in range. The training
+/// forward uses the fused `causal_softmax`; this stays as its reference.
+#[cfg(test)]
+pub(crate) fn softmax_diff(x: &Tensor) -> Result<Tensor> {
     let m = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&m)?.exp()?;
     let s = e.sum_keepdim(D::Minus1)?;
@@ -913,8 +915,10 @@ fn softmax_diff(x: &Tensor) -> Result<Tensor> {
 }
 
 /// "rotate_half" rope from primitive ops: `x·cos + rot(x)·sin` with
-/// `rot([x1, x2]) = [-x2, x1]`; `cos`, `sin` are `[t, hd]`.
-fn rope_diff(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+/// `rot([x1, x2]) = [-x2, x1]`; `cos`, `sin` are `[t, hd]`. The training
+/// forward uses the fused `to_heads`; this stays as its reference.
+#[cfg(test)]
+pub(crate) fn rope_diff(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let hd = x.dim(D::Minus1)?;
     let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
     let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
@@ -923,8 +927,10 @@ fn rope_diff(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 }
 
 /// `[b, kvh, t, hd]` → `[b, kvh·groups, t, hd]`, each kv head repeated for
-/// its query group.
-fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
+/// its query group. The training forward multiplies grouped queries with
+/// their shared kv head instead; this stays as the reference.
+#[cfg(test)]
+pub(crate) fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
     if groups == 1 {
         return Ok(x.clone());
     }

@@ -7,9 +7,30 @@
 //! training step of SmolLM2 runs 61 of them. [`rms_norm_frozen`] does the
 //! forward in one pass per row and its backward in another, and returns no
 //! gradient for the norm weight: in LoRA training every norm weight is
-//! frozen. See docs/factory.md ("Training speed decisions").
+//! frozen.
+//!
+//! The same reasoning covers the rest of the step's element-wise work, each
+//! op one forward pass and one backward pass over its rows, writing every
+//! output element once (no zero-filled buffer, no broadcast temporaries):
+//!
+//! - [`to_heads`] / [`from_heads`]: the `[b·t, heads·hd]` ↔ `[b, heads, t,
+//!   hd]` transposes around attention, with rotary embeddings (Su et al.
+//!   2021, arXiv:2104.09864, "rotate_half" layout) applied on the way in; the
+//!   backward is the inverse transpose and the rotation by −θ.
+//! - [`causal_softmax`]: `softmax(scale·x + causal mask)` over the keys of
+//!   each query row, with `dx = scale·y·(g − Σ g·y)`.
+//! - [`swiglu`]: `silu(g)·u` (Shazeer 2020, arXiv:2002.05202) with both input
+//!   gradients from one pass.
+//! - [`cross_entropy_rows`]: log-softmax, gather and `softmax − onehot` in
+//!   one pass per logit row; the gradient is kept from the forward.
+//!
+//! `exp` here is a branch-free polynomial ([`exp_slice`]) that the compiler
+//! vectorizes, instead of one libm call per element.
+//! See docs/factory.md ("Training speed decisions").
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
 use crate::error::{ModelError, Result};
 use crate::llama::with_f32;
@@ -117,6 +138,528 @@ pub(crate) fn rms_norm_frozen(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor
     Ok(x.contiguous()?.apply_op1(op)?)
 }
 
+/// `e^x` for every element of `xs`, in place: Cephes' `expf` (range
+/// reduction `x = n·ln2 + r`, degree-6 polynomial in `r`, `2^n` through the
+/// exponent bits), written without branches so that the loop vectorizes.
+/// Within 2 ulp of `f32::exp` on `[-87, 88]`; inputs below `-87.3` give
+/// `~1e-38` instead of 0 (callers that need exact zeros skip those
+/// elements), inputs above 88 give `e^88`.
+pub(crate) fn exp_slice(xs: &mut [f32]) {
+    for x in xs.iter_mut() {
+        *x = exp_f32(*x);
+    }
+}
+
+/// One element of [`exp_slice`] (inlined into vectorized loops).
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.3, 88.0);
+    let n = (x * LOG2E).round_ties_even();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_1e-4_f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 0.5; // Cephes: 5.0000001201e-1, which is 0.5 in f32
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// `Σ xs` in eight f64 lanes (vectorizes; exact enough that a 49,152-wide
+/// softmax denominator does not drop its small terms, which a sequential
+/// f32 sum does: the loss came out 7e-5 low against candle's sum).
+fn sum_f64(xs: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().map(|&v| v as f64).sum();
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] += c[l] as f64;
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// The contiguous f32 elements of a CPU storage under `l`, or an error
+/// naming `op`.
+fn contiguous_f32<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let Some((start, end)) = l.contiguous_offsets() else {
+        candle_core::bail!("{op}: the input is not contiguous");
+    };
+    Ok(&s.as_slice::<f32>()?[start..end])
+}
+
+/// `ModelError` → candle error, for results computed inside `bwd`.
+fn to_candle(e: ModelError) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
+}
+
+/// An f32, CPU, contiguous check for the public wrappers.
+fn check_f32(op: &str, xs: &[&Tensor]) -> Result<()> {
+    if let Some(x) = xs.iter().find(|x| x.dtype() != DType::F32) {
+        return Err(ModelError::Candle(candle_core::Error::Msg(format!(
+            "{op} needs f32 operands, got {:?}",
+            x.dtype()
+        ))));
+    }
+    Ok(())
+}
+
+/// Rotary tables for positions `0..t`: `cos`, `sin` of `[t, hd/2]` angles.
+#[derive(Debug)]
+pub(crate) struct RopeTables {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    half: usize,
+}
+
+impl RopeTables {
+    /// From `[≥t, hd/2]` cos and sin tables (the model's), first `t` rows.
+    pub(crate) fn new(cos: &Tensor, sin: &Tensor, t: usize) -> Result<Arc<Self>> {
+        let half = cos.dim(1)?;
+        let take = |x: &Tensor| -> Result<Vec<f32>> {
+            Ok(x.narrow(0, 0, t)?.flatten_all()?.to_vec1::<f32>()?)
+        };
+        Ok(Arc::new(RopeTables {
+            cos: take(cos)?,
+            sin: take(sin)?,
+            half,
+        }))
+    }
+
+    /// Rotates one head vector at position `pos` by `+θ` (`inverse = false`)
+    /// or `−θ`, from `src` into `dst`.
+    #[inline]
+    fn rotate(&self, pos: usize, src: &[f32], dst: &mut [f32], inverse: bool) {
+        let h = self.half;
+        let c = &self.cos[pos * h..(pos + 1) * h];
+        let s = &self.sin[pos * h..(pos + 1) * h];
+        let (x1, x2) = src.split_at(h);
+        let (y1, y2) = dst.split_at_mut(h);
+        if inverse {
+            for f in 0..h {
+                y1[f] = x1[f] * c[f] + x2[f] * s[f];
+                y2[f] = x2[f] * c[f] - x1[f] * s[f];
+            }
+        } else {
+            for f in 0..h {
+                y1[f] = x1[f] * c[f] - x2[f] * s[f];
+                y2[f] = x2[f] * c[f] + x1[f] * s[f];
+            }
+        }
+    }
+}
+
+/// The shape of a head transpose: batch, tokens, heads, head dim.
+#[derive(Clone, Copy, Debug)]
+struct HeadDims {
+    b: usize,
+    t: usize,
+    heads: usize,
+    hd: usize,
+}
+
+impl HeadDims {
+    fn len(&self) -> usize {
+        self.b * self.t * self.heads * self.hd
+    }
+
+    /// Moves every head vector between the row layout `[b, t, heads, hd]`
+    /// and the head layout `[b, heads, t, hd]` (`to_heads` says which way),
+    /// rotating it by `+θ` (`Some(false)`), `−θ` (`Some(true)`) or not.
+    fn permute(&self, src: &[f32], to_heads: bool, rope: Option<(&RopeTables, bool)>) -> Vec<f32> {
+        let HeadDims { b, t, heads, hd } = *self;
+        let mut dst = vec![0f32; self.len()];
+        for bi in 0..b {
+            for ti in 0..t {
+                for h in 0..heads {
+                    let rows = ((bi * t + ti) * heads + h) * hd;
+                    let hm = ((bi * heads + h) * t + ti) * hd;
+                    let (from, to) = if to_heads { (rows, hm) } else { (hm, rows) };
+                    let (x, y) = (&src[from..from + hd], &mut dst[to..to + hd]);
+                    match rope {
+                        Some((tables, inverse)) => tables.rotate(ti, x, y, inverse),
+                        None => y.copy_from_slice(x),
+                    }
+                }
+            }
+        }
+        dst
+    }
+}
+
+/// `[b·t, heads·hd]` rows → `[b, heads, t, hd]` heads, optionally rotated.
+struct ToHeads {
+    dims: HeadDims,
+    rope: Option<Arc<RopeTables>>,
+}
+
+impl CustomOp1 for ToHeads {
+    fn name(&self) -> &'static str {
+        "to-heads"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(self.name(), s, l)?;
+        let d = self.dims;
+        let y = d.permute(x, true, self.rope.as_deref().map(|r| (r, false)));
+        Ok((CpuStorage::F32(y), Shape::from((d.b, d.heads, d.t, d.hd))))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let d = self.dims;
+        let rope = self.rope.as_deref().map(|r| (r, true));
+        let dx = with_f32(grad, |g| d.permute(g, false, rope)).map_err(to_candle)?;
+        Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
+    }
+}
+
+/// `[b, heads, t, hd]` heads → `[b·t, heads·hd]` rows.
+struct FromHeads {
+    dims: HeadDims,
+}
+
+impl CustomOp1 for FromHeads {
+    fn name(&self) -> &'static str {
+        "from-heads"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(self.name(), s, l)?;
+        let d = self.dims;
+        let y = d.permute(x, false, None);
+        Ok((CpuStorage::F32(y), Shape::from((d.b * d.t, d.heads * d.hd))))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let d = self.dims;
+        let dx = with_f32(grad, |g| d.permute(g, true, None)).map_err(to_candle)?;
+        Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
+    }
+}
+
+/// `[b·t, heads·hd]` projection rows → `[b, heads, t, hd]` attention heads,
+/// rotated by the rotary tables when given (positions `0..t`). One copy
+/// forward, one backward (the inverse rotation).
+pub(crate) fn to_heads(
+    x: &Tensor,
+    b: usize,
+    t: usize,
+    heads: usize,
+    rope: Option<&Arc<RopeTables>>,
+) -> Result<Tensor> {
+    check_f32("to_heads", &[x])?;
+    let (rows, width) = x.dims2()?;
+    if rows != b * t || heads == 0 || width % heads != 0 {
+        return Err(ModelError::Candle(candle_core::Error::Msg(format!(
+            "to_heads: [{rows}, {width}] is not [{b}·{t}, {heads}·head_dim]"
+        ))));
+    }
+    let hd = width / heads;
+    if let Some(r) = rope {
+        if 2 * r.half != hd || r.cos.len() < t * r.half {
+            return Err(ModelError::Candle(candle_core::Error::Msg(format!(
+                "to_heads: rotary tables of {} positions × {} do not fit {t} positions of head dim {hd}",
+                r.cos.len() / r.half.max(1),
+                r.half
+            ))));
+        }
+    }
+    let op = ToHeads {
+        dims: HeadDims { b, t, heads, hd },
+        rope: rope.cloned(),
+    };
+    Ok(x.contiguous()?.apply_op1(op)?)
+}
+
+/// `[b, heads, t, hd]` → `[b·t, heads·hd]`: [`to_heads`] undone (no rope).
+pub(crate) fn from_heads(x: &Tensor) -> Result<Tensor> {
+    check_f32("from_heads", &[x])?;
+    let (b, heads, t, hd) = x.dims4()?;
+    let op = FromHeads {
+        dims: HeadDims { b, t, heads, hd },
+    };
+    Ok(x.contiguous()?.apply_op1(op)?)
+}
+
+/// `softmax(scale·x + causal mask)` over the last dim (the keys).
+struct CausalSoftmax {
+    scale: f32,
+}
+
+impl CausalSoftmax {
+    /// Row `r` of scores whose last dim is `t` keys is query position `r % t`.
+    fn visible(r: usize, t: usize) -> usize {
+        r % t + 1
+    }
+}
+
+impl CustomOp1 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "causal-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(self.name(), s, l)?;
+        let t = *l.dims().last().unwrap_or(&0);
+        let mut y = vec![0f32; x.len()];
+        if t == 0 {
+            return Ok((CpuStorage::F32(y), l.shape().clone()));
+        }
+        for (r, (xr, yr)) in x.chunks_exact(t).zip(y.chunks_exact_mut(t)).enumerate() {
+            let n = Self::visible(r, t);
+            let (xv, yv) = (&xr[..n], &mut yr[..n]);
+            let m = xv.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v)) * self.scale;
+            for (yy, &xx) in yv.iter_mut().zip(xv) {
+                *yy = xx * self.scale - m;
+            }
+            exp_slice(yv);
+            let inv = (1.0 / sum_f64(yv)) as f32;
+            for yy in yv.iter_mut() {
+                *yy *= inv;
+            }
+        }
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let t = arg.dim(candle_core::D::Minus1)?;
+        let dx = with_f32(res, |y| {
+            with_f32(grad, |g| {
+                let mut dx = vec![0f32; y.len()];
+                for (r, ((yr, gr), dr)) in y
+                    .chunks_exact(t)
+                    .zip(g.chunks_exact(t))
+                    .zip(dx.chunks_exact_mut(t))
+                    .enumerate()
+                {
+                    let n = Self::visible(r, t);
+                    let dot: f32 = yr[..n].iter().zip(&gr[..n]).map(|(a, b)| a * b).sum();
+                    for ((d, yy), gg) in dr[..n].iter_mut().zip(&yr[..n]).zip(&gr[..n]) {
+                        *d = self.scale * yy * (gg - dot);
+                    }
+                }
+                dx
+            })
+        })
+        .map_err(to_candle)?
+        .map_err(to_candle)?;
+        Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
+    }
+}
+
+/// Causal attention probabilities `softmax(scale·x + mask)` over the last
+/// dim of scores `x: [.., q, t]` whose rows are query positions `r % t`
+/// over keys `0..t` (`q` a multiple of `t`: several query heads may share
+/// one key head). Masked entries are exactly 0, forward and backward.
+pub(crate) fn causal_softmax(x: &Tensor, scale: f64) -> Result<Tensor> {
+    check_f32("causal_softmax", &[x])?;
+    let dims = x.dims();
+    let (q, t) = match dims {
+        [.., q, t] => (*q, *t),
+        _ => (0, 0),
+    };
+    if t == 0 || q % t != 0 {
+        return Err(ModelError::Candle(candle_core::Error::Msg(format!(
+            "causal_softmax: scores {dims:?} are not [.., k·t, t] query rows over t keys"
+        ))));
+    }
+    let op = CausalSoftmax {
+        scale: scale as f32,
+    };
+    Ok(x.contiguous()?.apply_op1(op)?)
+}
+
+/// `silu(g)·u` element-wise.
+struct SwiGlu;
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = contiguous_f32(self.name(), s1, l1)?;
+        let u = contiguous_f32(self.name(), s2, l2)?;
+        let mut y: Vec<f32> = g.iter().map(|&v| -v).collect();
+        for c in y.chunks_mut(4096) {
+            exp_slice(c);
+        }
+        for ((yy, &gv), &uv) in y.iter_mut().zip(g).zip(u) {
+            *yy = gv / (1.0 + *yy) * uv;
+        }
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        g: &Tensor,
+        u: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        // σ = 1/(1+e^−g), silu = g·σ, silu' = σ·(1 + g·(1−σ)).
+        let (dg, du) = with_f32(g, |gs| {
+            with_f32(u, |us| {
+                with_f32(grad, |dy| {
+                    let mut dg: Vec<f32> = gs.iter().map(|&v| -v).collect();
+                    exp_slice(&mut dg);
+                    let mut du = vec![0f32; gs.len()];
+                    for ((((dgv, duv), &gv), &uv), &dyv) in
+                        dg.iter_mut().zip(du.iter_mut()).zip(gs).zip(us).zip(dy)
+                    {
+                        let sig = 1.0 / (1.0 + *dgv);
+                        let silu = gv * sig;
+                        *duv = dyv * silu;
+                        *dgv = dyv * uv * sig * (1.0 + gv * (1.0 - sig));
+                    }
+                    (dg, du)
+                })
+            })
+        })
+        .map_err(to_candle)?
+        .map_err(to_candle)?
+        .map_err(to_candle)?;
+        Ok((
+            Some(Tensor::from_vec(dg, g.shape(), g.device())?),
+            Some(Tensor::from_vec(du, u.shape(), u.device())?),
+        ))
+    }
+}
+
+/// The SwiGLU gate `silu(g)·u` of two same-shaped f32 tensors, with both
+/// input gradients from one backward pass.
+pub(crate) fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    check_f32("swiglu", &[g, u])?;
+    if g.dims() != u.dims() {
+        return Err(ModelError::Candle(candle_core::Error::Msg(format!(
+            "swiglu: gate {:?} and up {:?} differ in shape",
+            g.dims(),
+            u.dims()
+        ))));
+    }
+    Ok(g.contiguous()?.apply_op2(&u.contiguous()?, SwiGlu)?)
+}
+
+/// Per-row cross-entropy `−log softmax(x_i)[id_i]` over `[n, vocab]`
+/// logits. The forward computes `softmax − onehot` for each row as it goes
+/// and keeps it for the backward (one `exp` per logit, not two).
+struct CrossEntropyRows {
+    ids: Vec<u32>,
+    /// `softmax(x_i) − onehot(id_i)`, filled by the forward.
+    grad: Mutex<Option<Vec<f32>>>,
+}
+
+impl CustomOp1 for CrossEntropyRows {
+    fn name(&self) -> &'static str {
+        "cross-entropy-rows"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(self.name(), s, l)?;
+        let (n, v) = l.shape().dims2()?;
+        if n != self.ids.len() {
+            candle_core::bail!(
+                "cross-entropy-rows: {n} logit rows for {} targets",
+                self.ids.len()
+            );
+        }
+        let mut p = x.to_vec();
+        let mut loss = Vec::with_capacity(n);
+        for (row, &id) in p.chunks_exact_mut(v).zip(&self.ids) {
+            let id = id as usize;
+            if id >= v {
+                candle_core::bail!("cross-entropy-rows: target {id} outside a vocabulary of {v}");
+            }
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let picked = row[id] - m;
+            for e in row.iter_mut() {
+                *e -= m;
+            }
+            exp_slice(row);
+            let sum = sum_f64(row);
+            loss.push((sum.ln() - picked as f64) as f32);
+            let inv = (1.0 / sum) as f32;
+            for e in row.iter_mut() {
+                *e *= inv;
+            }
+            row[id] -= 1.0;
+        }
+        *self.grad.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+        Ok((CpuStorage::F32(loss), Shape::from(n)))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let (n, v) = arg.dims2()?;
+        let g = grad.to_vec1::<f32>()?;
+        let kept = self.grad.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(mut p) = kept else {
+            candle_core::bail!("cross-entropy-rows: backward ran twice or before the forward");
+        };
+        for (row, gi) in p.chunks_exact_mut(v).zip(&g) {
+            for e in row.iter_mut() {
+                *e *= gi;
+            }
+        }
+        debug_assert_eq!(p.len(), n * v);
+        Ok(Some(Tensor::from_vec(p, (n, v), arg.device())?))
+    }
+}
+
+/// `−log softmax(logits_i)[ids_i]` for each row of `[n, vocab]` f32
+/// logits: a `[n]` tensor whose backward is `softmax − onehot` per row.
+/// The gradient is kept from the forward, so one backward pass per graph.
+pub(crate) fn cross_entropy_rows(logits: &Tensor, ids: Vec<u32>) -> Result<Tensor> {
+    check_f32("cross_entropy_rows", &[logits])?;
+    let (n, v) = logits.dims2()?;
+    if n != ids.len() {
+        return Err(ModelError::Candle(candle_core::Error::Msg(format!(
+            "cross_entropy_rows: {n} logit rows for {} target ids",
+            ids.len()
+        ))));
+    }
+    if let Some(bad) = ids.iter().find(|&&i| i as usize >= v) {
+        return Err(ModelError::Candle(candle_core::Error::Msg(format!(
+            "cross_entropy_rows: target id {bad} outside a vocabulary of {v}"
+        ))));
+    }
+    let op = CrossEntropyRows {
+        ids,
+        grad: Mutex::new(None),
+    };
+    Ok(logits.contiguous()?.apply_op1(op)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +719,222 @@ mod tests {
             .to_string();
         assert!(err.contains("7 features"), "{err}");
         let err = rms_norm_frozen(&x.to_dtype(DType::F64)?, &w, 1e-6)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("f32"), "{err}");
+        Ok(())
+    }
+
+    /// Deterministic values in `[-2, 2)` from a seed and a stream id.
+    fn vals(seed: u64, k: u64, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i as u64 * 7919 + k * 104_729 + seed * 31) % 1000) as f32 / 250.0) - 2.0)
+            .collect()
+    }
+
+    /// `max |a − b| ≤ tol · max(1, max |b|)`.
+    fn close(a: &Tensor, b: &Tensor, tol: f32) -> bool {
+        let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+        let scale = scale.to_scalar::<f32>().unwrap().max(1.0);
+        max_abs_diff(a, b) <= tol * scale
+    }
+
+    /// `Σ y·up` backpropagated: the gradient of `vars` for upstream `up`.
+    fn grads(y: &Tensor, up: &Tensor, vars: &[&Var]) -> Vec<Tensor> {
+        let g = (y * up).unwrap().sum_all().unwrap().backward().unwrap();
+        vars.iter()
+            .map(|v| g.get(v.as_tensor()).expect("a gradient").clone())
+            .collect()
+    }
+
+    fn rope_tables(t: usize, hd: usize) -> (Tensor, Tensor) {
+        let half = hd / 2;
+        let a: Vec<f32> = (0..t)
+            .flat_map(|p| {
+                (0..half).map(move |f| p as f32 * 10_000f32.powf(-2.0 * f as f32 / hd as f32))
+            })
+            .collect();
+        let a = Tensor::from_vec(a, (t, half), &Device::Cpu).unwrap();
+        (a.cos().unwrap(), a.sin().unwrap())
+    }
+
+    #[test]
+    fn vectorized_exp_is_within_two_ulp_of_exp() {
+        let mut xs: Vec<f32> = (0..175_000).map(|i| -87.0 + i as f32 * 0.001).collect();
+        xs.extend([0.0, -0.0, 1e-8, -1e-8, 88.0]);
+        let mut ys = xs.clone();
+        exp_slice(&mut ys);
+        for (x, y) in xs.iter().zip(&ys) {
+            let want = (*x as f64).exp();
+            let rel = ((*y as f64 - want) / want).abs();
+            assert!(
+                rel < 2.5e-7,
+                "exp({x}) = {y}, want {want} (relative error {rel:e})"
+            );
+        }
+        let mut low = [-100.0f32, f32::NEG_INFINITY];
+        exp_slice(&mut low);
+        assert!(low.iter().all(|v| (0.0..1e-37).contains(v)), "{low:?}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn fused_swiglu_matches_silu_times_up_and_its_backward(
+            rows in 1usize..5, n in 1usize..70, seed in 0u64..1000
+        ) {
+            let dev = Device::Cpu;
+            let g = Var::from_vec(vals(seed, 1, rows * n).iter().map(|v| v * 4.0).collect(), (rows, n), &dev).unwrap();
+            let u = Var::from_vec(vals(seed, 2, rows * n), (rows, n), &dev).unwrap();
+            let up = Tensor::from_vec(vals(seed, 3, rows * n), (rows, n), &dev).unwrap();
+            let yf = swiglu(g.as_tensor(), u.as_tensor()).unwrap();
+            let yc = (g.as_tensor().silu().unwrap() * u.as_tensor()).unwrap();
+            prop_assert!(close(&yf, &yc, 1e-5), "forward differs");
+            let gf = grads(&yf, &up, &[&g, &u]);
+            let gc = grads(&yc, &up, &[&g, &u]);
+            prop_assert!(close(&gf[0], &gc[0], 1e-5), "gate gradient differs");
+            prop_assert!(close(&gf[1], &gc[1], 1e-5), "up gradient differs");
+        }
+
+        #[test]
+        fn fused_causal_softmax_matches_masked_softmax_and_its_backward(
+            lead in 1usize..4, k in 1usize..4, t in 1usize..20, seed in 0u64..1000
+        ) {
+            let dev = Device::Cpu;
+            let len = lead * k * t * t;
+            let x = Var::from_vec(vals(seed, 1, len).iter().map(|v| v * 6.0).collect(), (lead, k * t, t), &dev).unwrap();
+            let up = Tensor::from_vec(vals(seed, 2, len), (lead, k * t, t), &dev).unwrap();
+            let scale = 0.125;
+            let yf = causal_softmax(x.as_tensor(), scale).unwrap();
+            // Composed: scale, the additive mask (the same for each of the
+            // k query blocks), then the primitive-op softmax.
+            let mask = crate::llama::causal_mask(t, 0).unwrap().repeat((k, 1)).unwrap();
+            let s = (x.as_tensor() * scale).unwrap().broadcast_add(&mask).unwrap();
+            let yc = crate::llama::softmax_diff(&s).unwrap();
+            prop_assert!(close(&yf, &yc, 1e-5), "forward differs");
+            let gf = grads(&yf, &up, &[&x]);
+            let gc = grads(&yc, &up, &[&x]);
+            prop_assert!(close(&gf[0], &gc[0], 1e-5), "gradient differs");
+        }
+
+        #[test]
+        fn fused_rope_transpose_matches_the_composed_rope_and_its_backward(
+            b in 1usize..3, t in 1usize..9, heads in 1usize..4, half in 1usize..6, seed in 0u64..1000
+        ) {
+            let dev = Device::Cpu;
+            let hd = 2 * half;
+            let len = b * t * heads * hd;
+            let x = Var::from_vec(vals(seed, 1, len), (b * t, heads * hd), &dev).unwrap();
+            let up = Tensor::from_vec(vals(seed, 2, len), (b, heads, t, hd), &dev).unwrap();
+            let (cos, sin) = rope_tables(t + 3, hd);
+            let tables = RopeTables::new(&cos, &sin, t).unwrap();
+            let yf = to_heads(x.as_tensor(), b, t, heads, Some(&tables)).unwrap();
+            let xh = x.as_tensor().reshape((b, t, heads, hd)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
+            let c = cos.narrow(0, 0, t).unwrap();
+            let s = sin.narrow(0, 0, t).unwrap();
+            let c = Tensor::cat(&[&c, &c], 1).unwrap();
+            let s = Tensor::cat(&[&s, &s], 1).unwrap();
+            let yc = crate::llama::rope_diff(&xh, &c, &s).unwrap();
+            prop_assert!(close(&yf, &yc, 1e-5), "forward differs");
+            let gf = grads(&yf, &up, &[&x]);
+            let gc = grads(&yc, &up, &[&x]);
+            prop_assert!(close(&gf[0], &gc[0], 1e-5), "gradient differs");
+            // Without tables it is the plain transpose, and from_heads undoes it.
+            let plain = to_heads(x.as_tensor(), b, t, heads, None).unwrap();
+            prop_assert!(max_abs_diff(&plain, &xh) == 0.0, "transpose differs");
+            let back = from_heads(&plain).unwrap();
+            prop_assert!(max_abs_diff(&back, x.as_tensor()) == 0.0, "round trip differs");
+        }
+
+        #[test]
+        fn fused_attention_core_matches_the_composed_grouped_query_attention(
+            b in 1usize..3, t in 1usize..8, kvh in 1usize..3, groups in 1usize..4, seed in 0u64..1000
+        ) {
+            // The training attention as llama.rs runs it: rope'd heads, query
+            // groups folded into rows against their shared key head, causal
+            // softmax, heads back to rows. Against the composed original:
+            // transposes, rope_diff, repeat_kv, scale + mask + softmax_diff.
+            let dev = Device::Cpu;
+            let (h, hd) = (kvh * groups, 4);
+            let q = Var::from_vec(vals(seed, 1, b * t * h * hd), (b * t, h * hd), &dev).unwrap();
+            let k = Var::from_vec(vals(seed, 2, b * t * kvh * hd), (b * t, kvh * hd), &dev).unwrap();
+            let v = Var::from_vec(vals(seed, 3, b * t * kvh * hd), (b * t, kvh * hd), &dev).unwrap();
+            let up = Tensor::from_vec(vals(seed, 4, b * t * h * hd), (b * t, h * hd), &dev).unwrap();
+            let (cos, sin) = rope_tables(t, hd);
+            let scale = 1.0 / (hd as f64).sqrt();
+            let tables = RopeTables::new(&cos, &sin, t).unwrap();
+            let qh = to_heads(q.as_tensor(), b, t, h, Some(&tables)).unwrap();
+            let kh = to_heads(k.as_tensor(), b, t, kvh, Some(&tables)).unwrap();
+            let vh = to_heads(v.as_tensor(), b, t, kvh, None).unwrap();
+            let qg = qh.reshape((b, kvh, groups * t, hd)).unwrap();
+            let p = causal_softmax(&qg.matmul(&kh.t().unwrap()).unwrap(), scale).unwrap();
+            let of = from_heads(&p.matmul(&vh).unwrap().reshape((b, h, t, hd)).unwrap()).unwrap();
+
+            let heads = |x: &Tensor, n: usize| x.reshape((b, t, n, hd)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
+            let c = Tensor::cat(&[&cos, &cos], 1).unwrap();
+            let s = Tensor::cat(&[&sin, &sin], 1).unwrap();
+            let qc = crate::llama::rope_diff(&heads(q.as_tensor(), h), &c, &s).unwrap();
+            let kc = crate::llama::rope_diff(&heads(k.as_tensor(), kvh), &c, &s).unwrap();
+            let kc = crate::llama::repeat_kv(&kc, groups).unwrap();
+            let vc = crate::llama::repeat_kv(&heads(v.as_tensor(), kvh), groups).unwrap();
+            let mask = crate::llama::causal_mask(t, 0).unwrap();
+            let sc = (qc.matmul(&kc.t().unwrap()).unwrap() * scale).unwrap().broadcast_add(&mask).unwrap();
+            let pc = crate::llama::softmax_diff(&sc).unwrap();
+            let oc = pc.matmul(&vc).unwrap().transpose(1, 2).unwrap().reshape((b * t, h * hd)).unwrap();
+            prop_assert!(close(&of, &oc, 1e-5), "forward differs");
+            let gf = grads(&of, &up, &[&q, &k, &v]);
+            let gc = grads(&oc, &up, &[&q, &k, &v]);
+            for (i, name) in ["q", "k", "v"].iter().enumerate() {
+                prop_assert!(close(&gf[i], &gc[i], 1e-5), "{name} gradient differs");
+            }
+        }
+
+        #[test]
+        fn fused_cross_entropy_matches_log_softmax_gather_and_its_backward(
+            n in 1usize..5, v in 2usize..300, seed in 0u64..1000
+        ) {
+            let dev = Device::Cpu;
+            let x = Var::from_vec(vals(seed, 1, n * v).iter().map(|a| a * 5.0).collect(), (n, v), &dev).unwrap();
+            let ids: Vec<u32> = (0..n).map(|i| ((seed as usize * 13 + i * 7) % v) as u32).collect();
+            let up = Tensor::from_vec(vals(seed, 2, n), n, &dev).unwrap();
+            let yf = cross_entropy_rows(x.as_tensor(), ids.clone()).unwrap();
+            let logp = candle_nn::ops::log_softmax(x.as_tensor(), D::Minus1).unwrap();
+            let idx = Tensor::from_vec(ids, (n, 1), &dev).unwrap();
+            let yc = logp.gather(&idx, 1).unwrap().squeeze(1).unwrap().neg().unwrap();
+            prop_assert!(close(&yf, &yc, 1e-5), "forward differs");
+            let gf = grads(&yf, &up, &[&x]);
+            let gc = grads(&yc, &up, &[&x]);
+            prop_assert!(close(&gf[0], &gc[0], 1e-5), "gradient differs");
+        }
+    }
+
+    #[test]
+    fn fused_ops_name_bad_shapes() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((6, 8), DType::F32, &dev)?;
+        let err = to_heads(&x, 2, 2, 4, None).unwrap_err().to_string();
+        assert!(err.contains("[6, 8]"), "{err}");
+        let (cos, sin) = rope_tables(4, 4);
+        let tables = RopeTables::new(&cos, &sin, 3)?;
+        let err = to_heads(&x, 2, 3, 4, Some(&tables))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("head dim 2"), "{err}");
+        let err = causal_softmax(&Tensor::zeros((2, 5, 3), DType::F32, &dev)?, 1.0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[2, 5, 3]"), "{err}");
+        let err = swiglu(&x, &Tensor::zeros((8, 6), DType::F32, &dev)?)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("differ in shape"), "{err}");
+        let err = cross_entropy_rows(&x, vec![0, 1, 2, 3, 4, 8])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("target id 8"), "{err}");
+        let err = cross_entropy_rows(&x, vec![0]).unwrap_err().to_string();
+        assert!(err.contains("6 logit rows for 1"), "{err}");
+        let err = swiglu(&x.to_dtype(DType::F64)?, &x)
             .unwrap_err()
             .to_string();
         assert!(err.contains("f32"), "{err}");

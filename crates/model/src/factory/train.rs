@@ -347,6 +347,8 @@ fn hash_file(p: &Path) -> Result<Hash> {
 /// and `checkpoints/` (when enabled).
 pub fn train(job: &JobConfig, opts: TrainOptions) -> Result<TrainOutcome> {
     let started = Instant::now();
+    // Keep freed step buffers mapped for the next step (no page faults).
+    crate::malloc_tuning::retain_freed_memory();
     let out = job.output.dir.clone();
     // Everything that can be refused (model, data, resume target) is checked
     // before the output directory is touched.
