@@ -157,7 +157,12 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     let x = x.clamp(-87.3, 88.0);
-    let n = (x * LOG2E).round_ties_even();
+    // Round to nearest (even) by adding and subtracting 1.5·2²³: the sum's
+    // ulp is 1. `round_ties_even` would be a libm `rintf` call per element
+    // on the x86-64 baseline (no SSE4.1 `roundps`), which stops the loop
+    // from vectorizing (9% of a training step when it did).
+    const SHIFTER: f32 = 12_582_912.0;
+    let n = (x * LOG2E + SHIFTER) - SHIFTER;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4_f32;
     let p = p * r + 1.398_199_9e-3;
