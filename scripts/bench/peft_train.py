@@ -19,6 +19,12 @@ machine's load disturbs least).
 
     scripts/bench/setup-peers.sh     # once
     python3 scripts/bench/peft_train.py [--threads 1 2] [--rounds 3] [--steps 6] [--no-build]
+        [--precision auto f32] [--autocast]
+
+--precision runs ours once per value (`[train] precision`; the engine name
+says what ran, e.g. "BF16 (amx-bf16)"); --autocast adds PyTorch + PEFT under
+torch.autocast("cpu", bfloat16) as a second peer. Ratios in the summary are
+each row's time divided by the first of our engines.
 """
 
 import argparse
@@ -36,7 +42,7 @@ TEXT = os.path.join(pc.ROOT, "crates", "model", "tests", "fixtures", "factory", 
 OURS = os.path.join(pc.ROOT, "target", "release", "examples", "factory_bench")
 
 
-def run_inner(threads, steps):
+def run_inner(threads, steps, autocast=False):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -56,7 +62,13 @@ def run_inner(threads, steps):
     times, cpu, losses = [], [], []
     for _ in range(steps):
         t0, c0 = time.perf_counter(), pc.cpu_seconds()
-        out = model(input_ids=ids, labels=ids)
+        if autocast:
+            # PyTorch's CPU mixed precision: matmuls in bf16 (oneDNN, AMX where
+            # present), f32 master weights and optimiser.
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = model(input_ids=ids, labels=ids)
+        else:
+            out = model(input_ids=ids, labels=ids)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -65,29 +77,32 @@ def run_inner(threads, steps):
         losses.append(round(out.loss.item(), 4))
     rest = times[1:]
     print("RESULT " + json.dumps({
-        "engine": f"PyTorch {torch.__version__.split('+')[0]} + PEFT {__import__('peft').__version__}",
+        "engine": f"PyTorch {torch.__version__.split('+')[0]} + PEFT {__import__('peft').__version__}"
+                  + (" (bf16 autocast)" if autocast else ""),
         "threads": threads, "mean": sum(rest) / len(rest), "min": min(rest),
         "cpu": sum(cpu[1:]) / len(cpu[1:]), "rss": pc.peak_rss_mib(), "losses": losses}), flush=True)
 
 
-ROW = re.compile(r"^\| trib ModelFactory[^|]*\| *(\S+) *\| *(\d+) *\| *([\d.]+) *\| *([\d.]+) *\| *\d+ *\| *([\d.]+) *\| *([\d.]+) MiB")
+ROW = re.compile(r"^\| (trib ModelFactory[^|]*)\| *(\S+) *\| *(\d+) *\| *([\d.]+) *\| *([\d.]+) *\| *\d+ *\| *([\d.]+) *\| *([\d.]+) MiB")
 
 
-def ours(threads, steps):
+def ours(threads, steps, precision="auto"):
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-    out = subprocess.run([OURS, str(steps)], env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([OURS, str(steps), precision], env=env, capture_output=True, text=True,
+                         check=True).stdout
     m = next((ROW.match(line) for line in out.splitlines() if ROW.match(line)), None)
     if not m:
         sys.exit(f"could not read factory_bench's row:\n{out}")
     losses = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("losses:")), "")
-    return {"engine": "trib ModelFactory (candle)", "threads": threads, "mean": float(m.group(3)),
-            "min": float(m.group(4)), "cpu": float(m.group(5)), "rss": float(m.group(6)), "losses": losses}
+    return {"engine": m.group(1).strip(), "threads": threads, "mean": float(m.group(4)),
+            "min": float(m.group(5)), "cpu": float(m.group(6)), "rss": float(m.group(7)), "losses": losses}
 
 
-def peer(threads, steps):
+def peer(threads, steps, autocast=False):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--inner", "--threads", str(threads),
-                          "--steps", str(steps)], env=env, capture_output=True, text=True)
+                          "--steps", str(steps)] + (["--autocast"] if autocast else []),
+                         env=env, capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"the PEFT run failed:\n{out.stderr[-3000:]}")
     line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))
@@ -100,12 +115,16 @@ def main():
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "f32", "bf16"],
+                    help="our [train] precision values to run (each is one engine)")
+    ap.add_argument("--autocast", action="store_true",
+                    help="also run PyTorch + PEFT under bf16 autocast (a second peer)")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     pc.use_peer_venv()
     pc.require_model()
     if args.inner:
-        run_inner(args.threads[0], args.steps)
+        run_inner(args.threads[0], args.steps, args.autocast)
         return
     if not args.no_build:
         subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "trib-model", "--example",
@@ -123,7 +142,10 @@ def main():
     losses = {}
     for r in range(args.rounds):
         for t in args.threads:
-            for run in (ours, peer):
+            runs = [lambda t, n, p=p: ours(t, n, p) for p in args.precision] + [peer]
+            if args.autocast:
+                runs.append(lambda t, n: peer(t, n, autocast=True))
+            for run in runs:
                 load0 = pc.load_average()
                 s = run(t, args.steps)
                 s["load"] = (load0 + pc.load_average()) / 2
@@ -134,17 +156,18 @@ def main():
                       flush=True)
     print()
     print("| engine | threads | s/step (median) | tokens/s | CPU s/step (median) | peak RSS (max) | "
-          "PEFT ÷ ours, wall | PEFT ÷ ours, CPU | load (1 min) |")
+          "this ÷ ours, wall | this ÷ ours, CPU | load (1 min) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for t in args.threads:
         rows = {e: v for (e, tt), v in samples.items() if tt == t}
         med = {e: (pc.median([s["mean"] for s in v]), pc.median([s["cpu"] for s in v])) for e, v in rows.items()}
+        # "ours" is the first of our engines (the first --precision value);
+        # above 1 in the ratio columns means ours is faster than that row.
         ours_key = next(e for e in rows if e.startswith("trib"))
-        peer_key = next(e for e in rows if not e.startswith("trib"))
         for e, v in rows.items():
             wall, cpu = med[e]
-            ratio = (f"{med[peer_key][0] / med[ours_key][0]:.2f}", f"{med[peer_key][1] / med[ours_key][1]:.2f}") \
-                if e == ours_key else ("", "")
+            ratio = ("", "") if e == ours_key else \
+                (f"{wall / med[ours_key][0]:.2f}", f"{cpu / med[ours_key][1]:.2f}")
             print(f"| {e} | {t} | {wall:.3f} | {128 / wall:.0f} | {cpu:.2f} | {max(s['rss'] for s in v):.0f} MiB | "
                   f"{ratio[0]} | {ratio[1]} | {min(s['load'] for s in v):.1f}–{max(s['load'] for s in v):.1f} |")
     for e, l in losses.items():

@@ -4,8 +4,11 @@
 //! memory (VmHWM). Set the thread count with RAYON_NUM_THREADS.
 //!
 //! ```text
-//! RAYON_NUM_THREADS=1 cargo run --release -p trib-model --example factory_bench -- [steps]
+//! RAYON_NUM_THREADS=1 cargo run --release -p trib-model --example factory_bench -- [steps] [auto|f32|bf16]
 //! ```
+//!
+//! The second argument is `[train] precision` (default `auto`); the engine
+//! column names the precision that ran (`F32`, `BF16 (amx-bf16)`, ...).
 //!
 //! The peer (PyTorch + PEFT, same GGUF weights, same LoRA config) is
 //! `scripts/bench/peft_train.py`.
@@ -43,6 +46,11 @@ fn main() -> anyhow::Result<()> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(6);
+    let precision = std::env::args().nth(2).unwrap_or_else(|| "auto".into());
+    anyhow::ensure!(
+        ["auto", "f32", "bf16"].contains(&precision.as_str()),
+        "precision must be auto, f32 or bf16, got {precision}"
+    );
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let base = root.join("models").join(trib_model::SMOLLM2_FILE);
     anyhow::ensure!(
@@ -76,6 +84,7 @@ learning_rate = 1e-4
 schedule = "constant"
 epochs = {steps}
 batch_size = 1
+precision = "{precision}"
 [gradient_cache]
 enabled = false
 [output]
@@ -96,7 +105,7 @@ dir = "{out}"
         })),
         ..TrainOptions::default()
     };
-    train(&job, opts)?;
+    let outcome = train(&job, opts)?;
     let with_cpu = metrics.lock().unwrap().clone();
     anyhow::ensure!(with_cpu.len() >= 2, "need at least 2 steps");
     let m: Vec<_> = with_cpu.iter().map(|x| x.0.clone()).collect();
@@ -117,7 +126,8 @@ dir = "{out}"
     println!("| engine | threads | tokens/step | s/step (mean) | s/step (min) | tokens/s | CPU s/step | peak RSS (VmHWM) |");
     println!("|---|---|---|---|---|---|---|---|");
     println!(
-        "| trib ModelFactory (candle) | {threads} | {tokens} | {mean:.3} | {min:.3} | {:.0} | {cpu_per_step:.2} | {:.0} MiB |",
+        "| trib ModelFactory (candle, {}) | {threads} | {tokens} | {mean:.3} | {min:.3} | {:.0} | {cpu_per_step:.2} | {:.0} MiB |",
+        outcome.summary.precision,
         tokens as f64 / mean,
         vm_hwm_mib().unwrap_or(f64::NAN)
     );

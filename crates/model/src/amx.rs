@@ -334,11 +334,10 @@ impl Bf16Weight {
     /// `kernel`.
     pub(crate) fn from_tensor(w: &Tensor, kernel: Bf16Kernel) -> Result<Self> {
         let (out, inp) = w.dims2()?;
-        let v = w
-            .to_dtype(candle_core::DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        Self::pack(&v, out, inp, kernel)
+        // Read in place (no f32 copy: the LM head alone is 113 MiB).
+        crate::llama::with_f32(&w.to_dtype(candle_core::DType::F32)?, |v| {
+            Self::pack(v, out, inp, kernel)
+        })?
     }
 
     /// The code that multiplies with this weight.

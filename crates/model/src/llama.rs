@@ -329,10 +329,11 @@ impl Llama {
         })
     }
 
-    /// The training copy of a dense model: every projection and the LM head
-    /// rounded to bf16 and packed for `kernel` ([`crate::amx`]). The
-    /// embedding stays f32 (rows are looked up, not multiplied); a tied head
-    /// gets its own bf16 copy. The f32 projections are not kept.
+    /// The training copy of a model: every projection and the LM head
+    /// rounded to bf16 and packed for `kernel` ([`crate::amx`]), one
+    /// dequantized weight at a time when the source is quantized. The
+    /// embedding keeps its storage (rows are looked up, not multiplied); a
+    /// tied head gets its own bf16 copy. No f32 projection is kept.
     pub(crate) fn for_training_bf16(&self, kernel: Bf16Kernel) -> Result<Self> {
         let pack = |w: &Weight| -> Result<Weight> {
             Ok(Weight::Bf16(Arc::new(Bf16Weight::from_tensor(
@@ -354,7 +355,9 @@ impl Llama {
         }
         Ok(Self {
             cfg: self.cfg.clone(),
-            embed: Weight::Dense(self.embed.to_dense()?),
+            // Looked up, not multiplied: rows come from the quantized blocks
+            // when the source is quantized (no 113 MiB f32 table for SmolLM2).
+            embed: self.embed.clone(),
             blocks,
             norm: self.norm.clone(),
             lm_head: Some(pack(self.head())?),
@@ -717,7 +720,7 @@ impl Llama {
         let cfg = &self.cfg;
         let (h, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let eps = cfg.rms_norm_eps;
-        let mut x = self.embed.dense_ref()?.index_select(&flat, 0)?; // [b·t, hidden]
+        let mut x = self.embed.embed(&flat)?; // [b·t, hidden]
         let rope = RopeTables::new(&self.cos, &self.sin, t)?;
         let scale = 1.0 / (hd as f64).sqrt();
         let groups = h / kvh;

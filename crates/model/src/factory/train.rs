@@ -303,36 +303,85 @@ fn dropout_seed(seed: u64, step: u64, micro: usize) -> u64 {
     u64::from_le_bytes(h.0[..8].try_into().expect("8 bytes"))
 }
 
-/// The f32 model (validation, gradient cache: the numbers serving sees) and
-/// the model the training steps run through (the same one in f32, or its
-/// bf16 copy, per `[train] precision`).
-fn load_model(job: &JobConfig, opts: &TrainOptions) -> Result<(Arc<Model>, Arc<Model>)> {
-    let model = match &opts.model {
-        Some(m) => m.clone(),
-        None => Arc::new(Model::load(Path::new(&job.model.base), WeightFormat::F32)?),
-    };
-    let model = if model.is_quantized() {
-        Arc::new(model.to_f32()?)
-    } else {
-        model
-    };
-    let kernel = match job.train.precision {
-        Precision::F32 => None,
-        Precision::Auto => amx::amx_usable().then_some(Bf16Kernel::Amx),
-        Precision::Bf16 => Some(Bf16Kernel::detect()),
-    };
-    let Some(kernel) = kernel else {
-        tracing::info!(target: "trib::factory", precision = "f32", "frozen projections in f32");
-        return Ok((model.clone(), model));
-    };
-    tracing::info!(
-        target: "trib::factory",
-        precision = "bf16",
-        kernel = kernel.name(),
-        "frozen projections in bf16"
-    );
-    let steps = Arc::new(model.to_bf16_training(kernel)?);
-    Ok((model, steps))
+/// The models of one training run. Validation and the gradient cache run
+/// in f32 (the numbers `trib factory eval` and answer-time attribution see);
+/// the steps run in `[train] precision`. With bf16 steps over a quantized
+/// GGUF base, no full f32 copy stays resident: the bf16 tiles are packed
+/// one dequantized weight at a time, and validation before and after the
+/// steps dequantizes a copy that is dropped again (the same f32 values an
+/// f32 load gives).
+struct RunModels {
+    /// As loaded, or as the caller shared it: tokenizer, config, identity,
+    /// and the source of the f32 and bf16 copies.
+    base: Arc<Model>,
+    /// The bf16 kernel when the steps run in bf16.
+    kernel: Option<Bf16Kernel>,
+    /// The resident f32 model: the base when it is dense, or its f32 copy
+    /// when the steps run in f32.
+    dense: Option<Arc<Model>>,
+}
+
+impl RunModels {
+    fn load(job: &JobConfig, opts: &TrainOptions) -> Result<Self> {
+        let kernel = match job.train.precision {
+            Precision::F32 => None,
+            Precision::Auto => amx::amx_usable().then_some(Bf16Kernel::Amx),
+            Precision::Bf16 => Some(Bf16Kernel::detect()),
+        };
+        let base = match &opts.model {
+            Some(m) => m.clone(),
+            None => {
+                // bf16 steps never need the whole model in f32 at once.
+                let format = if kernel.is_some() {
+                    WeightFormat::Quantized
+                } else {
+                    WeightFormat::F32
+                };
+                Arc::new(Model::load(Path::new(&job.model.base), format)?)
+            }
+        };
+        let dense = if !base.is_quantized() {
+            Some(base.clone())
+        } else if kernel.is_none() {
+            Some(Arc::new(base.to_f32()?))
+        } else {
+            None
+        };
+        match kernel {
+            Some(k) => tracing::info!(
+                target: "trib::factory",
+                precision = "bf16",
+                kernel = k.name(),
+                "frozen projections in bf16"
+            ),
+            None => {
+                tracing::info!(target: "trib::factory", precision = "f32", "frozen projections in f32")
+            }
+        }
+        Ok(RunModels {
+            base,
+            kernel,
+            dense,
+        })
+    }
+
+    /// An f32 model: the resident one, or a fresh copy the caller drops.
+    fn dense(&self) -> Result<Arc<Model>> {
+        match &self.dense {
+            Some(d) => Ok(d.clone()),
+            None => Ok(Arc::new(self.base.to_f32()?)),
+        }
+    }
+
+    /// The model the steps run through (built by the caller once, after
+    /// validation, and dropped before the final validation).
+    fn steps(&self) -> Result<Arc<Model>> {
+        let Some(kernel) = self.kernel else {
+            return self.dense();
+        };
+        let source = self.dense.as_ref().unwrap_or(&self.base);
+        Ok(Arc::new(source.to_bf16_training(kernel)?))
+    }
 }
 
 fn hash_file(p: &Path) -> Result<Hash> {
@@ -352,8 +401,9 @@ pub fn train(job: &JobConfig, opts: TrainOptions) -> Result<TrainOutcome> {
     let out = job.output.dir.clone();
     // Everything that can be refused (model, data, resume target) is checked
     // before the output directory is touched.
-    let (model, step_model) = load_model(job, &opts)?;
-    let prepared = prepare_data(job, &model, opts.resolver.as_deref())?;
+    let models = RunModels::load(job, &opts)?;
+    let model = &models.base;
+    let prepared = prepare_data(job, model, opts.resolver.as_deref())?;
     let resume = match &job.checkpoint.resume_from {
         Some(r) => checkpoint::resolve(&out, r)?,
         None => None,
@@ -376,8 +426,7 @@ pub fn train(job: &JobConfig, opts: TrainOptions) -> Result<TrainOutcome> {
         LoopInputs {
             job,
             opts: &opts,
-            model: &model,
-            step_model: &step_model,
+            models: &models,
             adapter: &adapter,
             prepared: &prepared,
             resume,
@@ -385,9 +434,11 @@ pub fn train(job: &JobConfig, opts: TrainOptions) -> Result<TrainOutcome> {
         },
         &mut reporter,
     )?;
+    // The step model was dropped with the loop: validation and the
+    // gradient cache run on an f32 model.
     finish(
         job,
-        &model,
+        &*models.dense()?,
         &adapter,
         &prepared,
         &mut reporter,
@@ -414,10 +465,7 @@ struct RunState {
 struct LoopInputs<'a> {
     job: &'a JobConfig,
     opts: &'a TrainOptions,
-    /// f32: validation.
-    model: &'a Model,
-    /// The training steps' forward and backward.
-    step_model: &'a Model,
+    models: &'a RunModels,
     adapter: &'a LoraAdapter,
     prepared: &'a PreparedData,
     resume: Option<PathBuf>,
@@ -428,8 +476,7 @@ fn run_loop(inputs: LoopInputs<'_>, reporter: &mut Reporter) -> Result<LoopResul
     let LoopInputs {
         job,
         opts,
-        model,
-        step_model,
+        models,
         adapter,
         prepared,
         resume,
@@ -469,7 +516,7 @@ fn run_loop(inputs: LoopInputs<'_>, reporter: &mut Reporter) -> Result<LoopResul
         validation_examples: prepared.validation.len() as u64,
     })?;
     if start == 0 && !prepared.validation.is_empty() {
-        let ev = evaluate(model, Some(adapter), &prepared.validation)?;
+        let ev = evaluate(&*models.dense()?, Some(adapter), &prepared.validation)?;
         reporter.emit(ProgressEvent::Evaluated {
             phase: EvalPhase::Before,
             loss: ev.loss,
@@ -478,7 +525,9 @@ fn run_loop(inputs: LoopInputs<'_>, reporter: &mut Reporter) -> Result<LoopResul
         })?;
         run.eval_before = Some(ev);
     }
-    let pad = pad_id(model);
+    let pad = pad_id(&models.base);
+    let step_model = models.steps()?;
+    let step_model = &*step_model;
     let mut final_loss = None;
     let mut last_ckpt = start;
     let save_ckpt = |step: u64, opt: &AdamW, run: &RunState| -> Result<PathBuf> {
