@@ -67,12 +67,11 @@ impl CustomOp1 for RmsNormFrozen {
             candle_core::bail!("rms-norm-frozen: the input is not contiguous");
         };
         let x = &s.as_slice::<f32>()?[start..end];
-        let mut y = vec![0f32; x.len()];
-        for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+        // Outputs are appended, never zero-filled first.
+        let mut y = Vec::with_capacity(x.len());
+        for xr in x.chunks_exact(n) {
             let inv = self.inv_rms(xr);
-            for ((yv, xv), wv) in yr.iter_mut().zip(xr).zip(&self.w) {
-                *yv = xv * inv * wv;
-            }
+            y.extend(xr.iter().zip(&self.w).map(|(xv, wv)| xv * inv * wv));
         }
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -89,12 +88,8 @@ impl CustomOp1 for RmsNormFrozen {
         let to_candle = |e: ModelError| candle_core::Error::Msg(e.to_string());
         let dx = with_f32(arg, |x| {
             with_f32(grad, |g| {
-                let mut dx = vec![0f32; x.len()];
-                for ((xr, gr), dr) in x
-                    .chunks_exact(n)
-                    .zip(g.chunks_exact(n))
-                    .zip(dx.chunks_exact_mut(n))
-                {
+                let mut dx = Vec::with_capacity(x.len());
+                for (xr, gr) in x.chunks_exact(n).zip(g.chunks_exact(n)) {
                     let inv = self.inv_rms(xr);
                     let dot: f32 = xr
                         .iter()
@@ -103,9 +98,12 @@ impl CustomOp1 for RmsNormFrozen {
                         .map(|((xv, gv), wv)| xv * gv * wv)
                         .sum();
                     let c = inv * inv * inv * dot / n as f32;
-                    for (((d, xv), gv), wv) in dr.iter_mut().zip(xr).zip(gr).zip(&self.w) {
-                        *d = inv * gv * wv - xv * c;
-                    }
+                    dx.extend(
+                        xr.iter()
+                            .zip(gr)
+                            .zip(&self.w)
+                            .map(|((xv, gv), wv)| inv * gv * wv - xv * c),
+                    );
                 }
                 dx
             })
@@ -161,8 +159,12 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     // ulp is 1. `round_ties_even` would be a libm `rintf` call per element
     // on the x86-64 baseline (no SSE4.1 `roundps`), which stops the loop
     // from vectorizing (9% of a training step when it did).
+    // The same sum holds n in its low mantissa bits, read as an integer
+    // (an `as i32` cast is saturating and compiles to scalar code).
     const SHIFTER: f32 = 12_582_912.0;
-    let n = (x * LOG2E + SHIFTER) - SHIFTER;
+    let shifted = x * LOG2E + SHIFTER;
+    let n = shifted - SHIFTER;
+    let n_int = (shifted.to_bits() as i32).wrapping_sub(SHIFTER.to_bits() as i32);
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4_f32;
     let p = p * r + 1.398_199_9e-3;
@@ -171,7 +173,7 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 0.5; // Cephes: 5.0000001201e-1, which is 0.5 in f32
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    e * f32::from_bits(((n_int + 127) as u32) << 23)
 }
 
 /// `Σ xs` in eight f64 lanes (vectorizes; exact enough that a 49,152-wide
@@ -236,26 +238,19 @@ impl RopeTables {
         }))
     }
 
-    /// Rotates one head vector at position `pos` by `+θ` (`inverse = false`)
-    /// or `−θ`, from `src` into `dst`.
+    /// Appends one head vector at position `pos` rotated by `+θ`
+    /// (`inverse = false`) or `−θ` to `dst`: with `[x1, x2]` its halves,
+    /// `[x1·c − x2·s, x2·c + x1·s]`, or with `s` negated for `−θ`.
     #[inline]
-    fn rotate(&self, pos: usize, src: &[f32], dst: &mut [f32], inverse: bool) {
+    fn rotate_into(&self, pos: usize, src: &[f32], dst: &mut Vec<f32>, inverse: bool) {
         let h = self.half;
         let c = &self.cos[pos * h..(pos + 1) * h];
         let s = &self.sin[pos * h..(pos + 1) * h];
         let (x1, x2) = src.split_at(h);
-        let (y1, y2) = dst.split_at_mut(h);
-        if inverse {
-            for f in 0..h {
-                y1[f] = x1[f] * c[f] + x2[f] * s[f];
-                y2[f] = x2[f] * c[f] - x1[f] * s[f];
-            }
-        } else {
-            for f in 0..h {
-                y1[f] = x1[f] * c[f] - x2[f] * s[f];
-                y2[f] = x2[f] * c[f] + x1[f] * s[f];
-            }
-        }
+        let sign = if inverse { -1.0 } else { 1.0 };
+        let parts = x1.iter().zip(x2).zip(c).zip(s);
+        dst.extend(parts.clone().map(|(((a, b), c), s)| a * c - sign * b * s));
+        dst.extend(parts.map(|(((a, b), c), s)| b * c + sign * a * s));
     }
 }
 
@@ -278,17 +273,25 @@ impl HeadDims {
     /// rotating it by `+θ` (`Some(false)`), `−θ` (`Some(true)`) or not.
     fn permute(&self, src: &[f32], to_heads: bool, rope: Option<(&RopeTables, bool)>) -> Vec<f32> {
         let HeadDims { b, t, heads, hd } = *self;
-        let mut dst = vec![0f32; self.len()];
+        // Walk the destination in order and append (no zero-filled buffer).
+        let mut dst = Vec::with_capacity(self.len());
         for bi in 0..b {
-            for ti in 0..t {
-                for h in 0..heads {
-                    let rows = ((bi * t + ti) * heads + h) * hd;
-                    let hm = ((bi * heads + h) * t + ti) * hd;
-                    let (from, to) = if to_heads { (rows, hm) } else { (hm, rows) };
-                    let (x, y) = (&src[from..from + hd], &mut dst[to..to + hd]);
+            for outer in 0..(if to_heads { heads } else { t }) {
+                for inner in 0..(if to_heads { t } else { heads }) {
+                    let (h, ti) = if to_heads {
+                        (outer, inner)
+                    } else {
+                        (inner, outer)
+                    };
+                    let from = if to_heads {
+                        ((bi * t + ti) * heads + h) * hd
+                    } else {
+                        ((bi * heads + h) * t + ti) * hd
+                    };
+                    let x = &src[from..from + hd];
                     match rope {
-                        Some((tables, inverse)) => tables.rotate(ti, x, y, inverse),
-                        None => y.copy_from_slice(x),
+                        Some((tables, inverse)) => tables.rotate_into(ti, x, &mut dst, inverse),
+                        None => dst.extend_from_slice(x),
                     }
                 }
             }
@@ -421,22 +424,23 @@ impl CustomOp1 for CausalSoftmax {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(self.name(), s, l)?;
         let t = *l.dims().last().unwrap_or(&0);
-        let mut y = vec![0f32; x.len()];
+        let mut y = Vec::with_capacity(x.len());
         if t == 0 {
             return Ok((CpuStorage::F32(y), l.shape().clone()));
         }
-        for (r, (xr, yr)) in x.chunks_exact(t).zip(y.chunks_exact_mut(t)).enumerate() {
+        for (r, xr) in x.chunks_exact(t).enumerate() {
             let n = Self::visible(r, t);
-            let (xv, yv) = (&xr[..n], &mut yr[..n]);
+            let xv = &xr[..n];
             let m = xv.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v)) * self.scale;
-            for (yy, &xx) in yv.iter_mut().zip(xv) {
-                *yy = xx * self.scale - m;
-            }
+            let start = y.len();
+            y.extend(xv.iter().map(|&xx| xx * self.scale - m));
+            let yv = &mut y[start..];
             exp_slice(yv);
             let inv = (1.0 / sum_f64(yv)) as f32;
             for yy in yv.iter_mut() {
                 *yy *= inv;
             }
+            y.resize(start + t, 0.0);
         }
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -450,18 +454,18 @@ impl CustomOp1 for CausalSoftmax {
         let t = arg.dim(candle_core::D::Minus1)?;
         let dx = with_f32(res, |y| {
             with_f32(grad, |g| {
-                let mut dx = vec![0f32; y.len()];
-                for (r, ((yr, gr), dr)) in y
-                    .chunks_exact(t)
-                    .zip(g.chunks_exact(t))
-                    .zip(dx.chunks_exact_mut(t))
-                    .enumerate()
-                {
+                let mut dx = Vec::with_capacity(y.len());
+                for (r, (yr, gr)) in y.chunks_exact(t).zip(g.chunks_exact(t)).enumerate() {
                     let n = Self::visible(r, t);
-                    let dot: f32 = yr[..n].iter().zip(&gr[..n]).map(|(a, b)| a * b).sum();
-                    for ((d, yy), gg) in dr[..n].iter_mut().zip(&yr[..n]).zip(&gr[..n]) {
-                        *d = self.scale * yy * (gg - dot);
-                    }
+                    let (yv, gv) = (&yr[..n], &gr[..n]);
+                    let dot: f32 = yv.iter().zip(gv).map(|(a, b)| a * b).sum();
+                    let start = dx.len();
+                    dx.extend(
+                        yv.iter()
+                            .zip(gv)
+                            .map(|(yy, gg)| self.scale * yy * (gg - dot)),
+                    );
+                    dx.resize(start + t, 0.0);
                 }
                 dx
             })
@@ -532,15 +536,21 @@ impl CustomOp2 for SwiGlu {
         let (dg, du) = with_f32(g, |gs| {
             with_f32(u, |us| {
                 with_f32(grad, |dy| {
+                    // σ first (kept in dg's buffer), then du from it, then dg
+                    // in place: no zero-filled buffer.
                     let mut dg: Vec<f32> = gs.iter().map(|&v| -v).collect();
                     exp_slice(&mut dg);
-                    let mut du = vec![0f32; gs.len()];
-                    for ((((dgv, duv), &gv), &uv), &dyv) in
-                        dg.iter_mut().zip(du.iter_mut()).zip(gs).zip(us).zip(dy)
-                    {
-                        let sig = 1.0 / (1.0 + *dgv);
-                        let silu = gv * sig;
-                        *duv = dyv * silu;
+                    for e in dg.iter_mut() {
+                        *e = 1.0 / (1.0 + *e);
+                    }
+                    let du: Vec<f32> = dg
+                        .iter()
+                        .zip(gs)
+                        .zip(dy)
+                        .map(|((sig, gv), dyv)| dyv * (gv * sig))
+                        .collect();
+                    for (((dgv, &gv), &uv), &dyv) in dg.iter_mut().zip(gs).zip(us).zip(dy) {
+                        let sig = *dgv;
                         *dgv = dyv * uv * sig * (1.0 + gv * (1.0 - sig));
                     }
                     (dg, du)
