@@ -204,3 +204,64 @@ fn generate_streams_text_from_a_local_tiny_model() {
         "{err}"
     );
 }
+
+/// `[train] precision` through the binary, on a quantized (Q8_0) base:
+/// with AMX switched off (`TRIB_AMX=off`) `auto` trains in f32 and `bf16`
+/// runs the emulated bf16 products; without it `auto` uses AMX where the
+/// machine has it. The summary names what ran, every run trains, and the
+/// emulated bf16 run ends near the f32 one.
+#[test]
+fn the_summary_names_the_training_precision_that_ran_and_amx_can_be_switched_off() {
+    let h = TestHome::new();
+    std::fs::create_dir_all(&h.root).unwrap();
+    let model = h.root.join("tiny-q8.gguf");
+    write_tiny_gguf(&model, &TinySpec::default(), 7, GgmlDType::Q8_0).unwrap();
+    let data = crate::datanets::fixture("constitution.txt");
+    let run = |name: &str, precision: &str, amx_off: bool| -> serde_json::Value {
+        let out = h.root.join(name);
+        let toml = job_toml(&model, &format!("\"{}\"", data.display()), &out, 2).replace(
+            "seed = 1\n",
+            &format!("seed = 1\nprecision = \"{precision}\"\n"),
+        );
+        assert!(toml.contains("precision = "), "the job template changed");
+        let job = h.root.join(format!("{name}.toml"));
+        std::fs::write(&job, toml).unwrap();
+        let mut c = h.cmd(&["factory", "train", job.to_str().unwrap(), "--json"]);
+        if amx_off {
+            c.env("TRIB_AMX", "off");
+        } else {
+            c.env_remove("TRIB_AMX");
+        }
+        let o = crate::harness::output(&mut c);
+        let stdout = crate::harness::text(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{name}: {stdout}\n{}",
+            crate::harness::text(&o.stderr)
+        );
+        serde_json::from_str(&stdout).unwrap()
+    };
+    let loss = |v: &serde_json::Value| v["summary"]["final_train_loss"].as_f64().unwrap();
+    let f32_run = run("auto-amx-off", "auto", true);
+    assert_eq!(f32_run["summary"]["precision"], "F32");
+    let emulated = run("bf16-amx-off", "bf16", true);
+    assert_eq!(emulated["summary"]["precision"], "BF16 (bf16-emulated)");
+    let auto = run("auto", "auto", false);
+    let ran = auto["summary"]["precision"].as_str().unwrap();
+    assert!(ran == "F32" || ran == "BF16 (amx-bf16)", "{ran}");
+    eprintln!("auto precision on this machine: {ran}");
+    for v in [&f32_run, &emulated, &auto] {
+        assert!(loss(v).is_finite() && loss(v) > 0.0, "{v}");
+    }
+    assert!(
+        (loss(&f32_run) - loss(&emulated)).abs() < 0.05 * loss(&f32_run),
+        "f32 {} vs emulated bf16 {}",
+        loss(&f32_run),
+        loss(&emulated)
+    );
+    // Validation runs in f32 whatever the steps ran in: the same start.
+    assert_eq!(
+        f32_run["summary"]["eval_before"],
+        emulated["summary"]["eval_before"]
+    );
+}
