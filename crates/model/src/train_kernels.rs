@@ -498,6 +498,10 @@ pub(crate) fn causal_softmax(x: &Tensor, scale: f64) -> Result<Tensor> {
     Ok(x.contiguous()?.apply_op1(op)?)
 }
 
+/// Elements per block of the SwiGLU passes (4 KiB of f32: a block of each
+/// input and the exp block stay in L1).
+const SWIGLU_BLOCK: usize = 1024;
+
 /// `silu(g)·u` element-wise.
 struct SwiGlu;
 
@@ -515,12 +519,22 @@ impl CustomOp2 for SwiGlu {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = contiguous_f32(self.name(), s1, l1)?;
         let u = contiguous_f32(self.name(), s2, l2)?;
-        let mut y: Vec<f32> = g.iter().map(|&v| -v).collect();
-        for c in y.chunks_mut(4096) {
-            exp_slice(c);
-        }
-        for ((yy, &gv), &uv) in y.iter_mut().zip(g).zip(u) {
-            *yy = gv / (1.0 + *yy) * uv;
+        // One pass over g and u in L1-sized blocks: e^−g into a stack
+        // block, then silu(g)·u = g/(1+e^−g)·u appended to y.
+        let mut y = Vec::with_capacity(g.len());
+        let mut e = [0f32; SWIGLU_BLOCK];
+        for (gc, uc) in g.chunks(SWIGLU_BLOCK).zip(u.chunks(SWIGLU_BLOCK)) {
+            let e = &mut e[..gc.len()];
+            for (ev, gv) in e.iter_mut().zip(gc) {
+                *ev = -gv;
+            }
+            exp_slice(e);
+            y.extend(
+                gc.iter()
+                    .zip(uc)
+                    .zip(e.iter())
+                    .map(|((gv, uv), ev)| gv / (1.0 + ev) * uv),
+            );
         }
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -533,33 +547,41 @@ impl CustomOp2 for SwiGlu {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         // σ = 1/(1+e^−g), silu = g·σ, silu' = σ·(1 + g·(1−σ)).
-        let (dg, du) = with_f32(g, |gs| {
-            with_f32(u, |us| {
-                with_f32(grad, |dy| {
-                    // σ first (kept in dg's buffer), then du from it, then dg
-                    // in place: no zero-filled buffer.
-                    let mut dg: Vec<f32> = gs.iter().map(|&v| -v).collect();
-                    exp_slice(&mut dg);
-                    for e in dg.iter_mut() {
-                        *e = 1.0 / (1.0 + *e);
-                    }
-                    let du: Vec<f32> = dg
-                        .iter()
-                        .zip(gs)
-                        .zip(dy)
-                        .map(|((sig, gv), dyv)| dyv * (gv * sig))
-                        .collect();
-                    for (((dgv, &gv), &uv), &dyv) in dg.iter_mut().zip(gs).zip(us).zip(dy) {
-                        let sig = *dgv;
-                        *dgv = dyv * uv * sig * (1.0 + gv * (1.0 - sig));
-                    }
-                    (dg, du)
+        let (dg, du) =
+            with_f32(g, |gs| {
+                with_f32(u, |us| {
+                    with_f32(grad, |dy| {
+                        // Per L1-sized block: σ into a stack block, then du and
+                        // dg appended (each input read once, no zeroed buffer).
+                        let mut dg = Vec::with_capacity(gs.len());
+                        let mut du = Vec::with_capacity(gs.len());
+                        let mut sig = [0f32; SWIGLU_BLOCK];
+                        let blocks = gs
+                            .chunks(SWIGLU_BLOCK)
+                            .zip(us.chunks(SWIGLU_BLOCK))
+                            .zip(dy.chunks(SWIGLU_BLOCK));
+                        for ((gc, uc), dc) in blocks {
+                            let sig = &mut sig[..gc.len()];
+                            for (sv, gv) in sig.iter_mut().zip(gc) {
+                                *sv = -gv;
+                            }
+                            exp_slice(sig);
+                            for sv in sig.iter_mut() {
+                                *sv = 1.0 / (1.0 + *sv);
+                            }
+                            let parts = gc.iter().zip(uc).zip(dc).zip(sig.iter());
+                            du.extend(parts.clone().map(|(((gv, _), dyv), sv)| dyv * (gv * sv)));
+                            dg.extend(parts.map(|(((gv, uv), dyv), sv)| {
+                                dyv * uv * sv * (1.0 + gv * (1.0 - sv))
+                            }));
+                        }
+                        (dg, du)
+                    })
                 })
             })
-        })
-        .map_err(to_candle)?
-        .map_err(to_candle)?
-        .map_err(to_candle)?;
+            .map_err(to_candle)?
+            .map_err(to_candle)?
+            .map_err(to_candle)?;
         Ok((
             Some(Tensor::from_vec(dg, g.shape(), g.device())?),
             Some(Tensor::from_vec(du, u.shape(), u.device())?),
@@ -604,18 +626,18 @@ impl CustomOp1 for CrossEntropyRows {
                 self.ids.len()
             );
         }
-        let mut p = x.to_vec();
+        let mut p = Vec::with_capacity(x.len());
         let mut loss = Vec::with_capacity(n);
-        for (row, &id) in p.chunks_exact_mut(v).zip(&self.ids) {
+        for (xr, &id) in x.chunks_exact(v).zip(&self.ids) {
             let id = id as usize;
             if id >= v {
                 candle_core::bail!("cross-entropy-rows: target {id} outside a vocabulary of {v}");
             }
-            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let picked = row[id] - m;
-            for e in row.iter_mut() {
-                *e -= m;
-            }
+            let m = xr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let picked = xr[id] - m;
+            let start = p.len();
+            p.extend(xr.iter().map(|e| e - m));
+            let row = &mut p[start..];
             exp_slice(row);
             let sum = sum_f64(row);
             loss.push((sum.ln() - picked as f64) as f32);
