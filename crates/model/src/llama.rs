@@ -38,7 +38,7 @@ use crate::frozen::{frozen_linear, FrozenWeight};
 use crate::kv_cache::KvCache;
 use crate::lora::{LoraAdapter, LoraDropout, LoraTarget};
 use crate::train_kernels::{
-    causal_softmax, from_heads, rms_norm_frozen, swiglu, to_heads, RopeTables,
+    causal_softmax, from_heads, rms_norm_frozen, swiglu, to_heads, HeadLayout, RopeTables,
 };
 
 /// Up to this many rows, a [`Weight::Hybrid`] multiplies with the quantized
@@ -732,16 +732,17 @@ impl Llama {
             let q = lin(LoraTarget::QProj, &hn)?;
             let k = lin(LoraTarget::KProj, &hn)?;
             let v = lin(LoraTarget::VProj, &hn)?;
-            // Heads [b, heads, t, hd], rope'd on the way (fused ops with
-            // hand-written backward, crate::train_kernels). Query heads
+            // Heads, rope'd on the way (fused ops with hand-written
+            // backward, crate::train_kernels). Query heads
             // j·groups..(j+1)·groups share kv head j (HF repeat_kv order), so
-            // q reshapes for free to [b, kvh, groups·t, hd] and multiplies
-            // its kv head directly: no repeated k and v.
-            let q = to_heads(&q, b, t, h, Some(&rope))?.reshape((b, kvh, groups * t, hd))?;
-            let k = to_heads(&k, b, t, kvh, Some(&rope))?;
-            let v = to_heads(&v, b, t, kvh, None)?;
-            let p = causal_softmax(&q.matmul(&k.t()?)?, scale)?;
-            let o = from_heads(&p.matmul(&v)?.reshape((b, h, t, hd))?)?;
+            // q is laid out [b, kvh, groups·t, hd] and multiplies its kv head
+            // (laid out transposed, [b, kvh, hd, t]) directly: no repeated k
+            // and v, and no reshape or transpose views in the graph.
+            let q = to_heads(&q, b, t, h, Some(&rope), HeadLayout::Grouped(groups))?;
+            let kt = to_heads(&k, b, t, kvh, Some(&rope), HeadLayout::Transposed)?;
+            let v = to_heads(&v, b, t, kvh, None, HeadLayout::Grouped(1))?;
+            let p = causal_softmax(&q.matmul(&kt)?, scale)?;
+            let o = from_heads(&p.matmul(&v)?, h)?;
             x = (x + lin(LoraTarget::OProj, &o)?)?;
             let hn = rms_norm_frozen(&x, &block.mlp_norm, eps)?;
             let g = lin(LoraTarget::GateProj, &hn)?;

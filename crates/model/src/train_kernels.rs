@@ -300,10 +300,35 @@ impl HeadDims {
     }
 }
 
-/// `[b·t, heads·hd]` rows → `[b, heads, t, hd]` heads, optionally rotated.
+/// How [`to_heads`] lays its output out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeadLayout {
+    /// `[b, heads/g, g·t, hd]`: consecutive groups of `g` heads stacked
+    /// along the rows (the same memory as `[b, heads, t, hd]`; `g = 1` is
+    /// that shape). Grouped queries multiply their shared kv head this way.
+    Grouped(usize),
+    /// `[b, heads, hd, t]`: every head transposed (the right operand of
+    /// `q·kᵀ`, contiguous, so neither the product nor its backward sees a
+    /// strided view).
+    Transposed,
+}
+
+/// Transposes each of `blocks` consecutive `[rows, cols]` blocks of `src`.
+fn transpose_blocks(src: &[f32], blocks: usize, rows: usize, cols: usize) -> Vec<f32> {
+    let mut dst = Vec::with_capacity(src.len());
+    for blk in src.chunks_exact(rows * cols).take(blocks) {
+        for c in 0..cols {
+            dst.extend(blk.iter().skip(c).step_by(cols));
+        }
+    }
+    dst
+}
+
+/// `[b·t, heads·hd]` rows → heads in `layout`, optionally rotated.
 struct ToHeads {
     dims: HeadDims,
     rope: Option<Arc<RopeTables>>,
+    layout: HeadLayout,
 }
 
 impl CustomOp1 for ToHeads {
@@ -315,7 +340,16 @@ impl CustomOp1 for ToHeads {
         let x = contiguous_f32(self.name(), s, l)?;
         let d = self.dims;
         let y = d.permute(x, true, self.rope.as_deref().map(|r| (r, false)));
-        Ok((CpuStorage::F32(y), Shape::from((d.b, d.heads, d.t, d.hd))))
+        Ok(match self.layout {
+            HeadLayout::Grouped(g) => (
+                CpuStorage::F32(y),
+                Shape::from((d.b, d.heads / g, g * d.t, d.hd)),
+            ),
+            HeadLayout::Transposed => (
+                CpuStorage::F32(transpose_blocks(&y, d.b * d.heads, d.t, d.hd)),
+                Shape::from((d.b, d.heads, d.hd, d.t)),
+            ),
+        })
     }
 
     fn bwd(
@@ -326,7 +360,13 @@ impl CustomOp1 for ToHeads {
     ) -> candle_core::Result<Option<Tensor>> {
         let d = self.dims;
         let rope = self.rope.as_deref().map(|r| (r, true));
-        let dx = with_f32(grad, |g| d.permute(g, false, rope)).map_err(to_candle)?;
+        let dx = with_f32(grad, |g| match self.layout {
+            HeadLayout::Grouped(_) => d.permute(g, false, rope),
+            HeadLayout::Transposed => {
+                d.permute(&transpose_blocks(g, d.b * d.heads, d.hd, d.t), false, rope)
+            }
+        })
+        .map_err(to_candle)?;
         Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
     }
 }
@@ -360,15 +400,17 @@ impl CustomOp1 for FromHeads {
     }
 }
 
-/// `[b·t, heads·hd]` projection rows → `[b, heads, t, hd]` attention heads,
-/// rotated by the rotary tables when given (positions `0..t`). One copy
-/// forward, one backward (the inverse rotation).
+/// `[b·t, heads·hd]` projection rows → attention heads in `layout`
+/// (`[b, heads, t, hd]` for `Grouped(1)`), rotated by the rotary tables when
+/// given (positions `0..t`). One copy forward, one backward (the inverse
+/// rotation); no view node in between for the graph to zero-fill and add.
 pub(crate) fn to_heads(
     x: &Tensor,
     b: usize,
     t: usize,
     heads: usize,
     rope: Option<&Arc<RopeTables>>,
+    layout: HeadLayout,
 ) -> Result<Tensor> {
     check_f32("to_heads", &[x])?;
     let (rows, width) = x.dims2()?;
@@ -376,6 +418,13 @@ pub(crate) fn to_heads(
         return Err(ModelError::Candle(candle_core::Error::Msg(format!(
             "to_heads: [{rows}, {width}] is not [{b}·{t}, {heads}·head_dim]"
         ))));
+    }
+    if let HeadLayout::Grouped(g) = layout {
+        if g == 0 || heads % g != 0 {
+            return Err(ModelError::Candle(candle_core::Error::Msg(format!(
+                "to_heads: {heads} heads do not split into groups of {g}"
+            ))));
+        }
     }
     let hd = width / heads;
     if let Some(r) = rope {
@@ -390,14 +439,23 @@ pub(crate) fn to_heads(
     let op = ToHeads {
         dims: HeadDims { b, t, heads, hd },
         rope: rope.cloned(),
+        layout,
     };
     Ok(x.contiguous()?.apply_op1(op)?)
 }
 
 /// `[b, heads, t, hd]` → `[b·t, heads·hd]`: [`to_heads`] undone (no rope).
-pub(crate) fn from_heads(x: &Tensor) -> Result<Tensor> {
+/// Also takes the grouped shape `[b, heads/g, g·t, hd]` (the same memory).
+pub(crate) fn from_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     check_f32("from_heads", &[x])?;
-    let (b, heads, t, hd) = x.dims4()?;
+    let (b, outer, rows, hd) = x.dims4()?;
+    if heads == 0 || heads % outer != 0 || rows % (heads / outer) != 0 {
+        return Err(ModelError::Candle(candle_core::Error::Msg(format!(
+            "from_heads: {:?} is not [b, {heads}/g, g·t, head_dim]",
+            x.dims()
+        ))));
+    }
+    let t = rows / (heads / outer);
     let op = FromHeads {
         dims: HeadDims { b, t, heads, hd },
     };
@@ -865,7 +923,7 @@ mod tests {
             let up = Tensor::from_vec(vals(seed, 2, len), (b, heads, t, hd), &dev).unwrap();
             let (cos, sin) = rope_tables(t + 3, hd);
             let tables = RopeTables::new(&cos, &sin, t).unwrap();
-            let yf = to_heads(x.as_tensor(), b, t, heads, Some(&tables)).unwrap();
+            let yf = to_heads(x.as_tensor(), b, t, heads, Some(&tables), HeadLayout::Grouped(1)).unwrap();
             let xh = x.as_tensor().reshape((b, t, heads, hd)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
             let c = cos.narrow(0, 0, t).unwrap();
             let s = sin.narrow(0, 0, t).unwrap();
@@ -877,9 +935,18 @@ mod tests {
             let gc = grads(&yc, &up, &[&x]);
             prop_assert!(close(&gf[0], &gc[0], 1e-5), "gradient differs");
             // Without tables it is the plain transpose, and from_heads undoes it.
-            let plain = to_heads(x.as_tensor(), b, t, heads, None).unwrap();
+            let plain = to_heads(x.as_tensor(), b, t, heads, None, HeadLayout::Grouped(1)).unwrap();
             prop_assert!(max_abs_diff(&plain, &xh) == 0.0, "transpose differs");
-            let back = from_heads(&plain).unwrap();
+            let back = from_heads(&plain, heads).unwrap();
+            // The transposed layout is the same heads with the last two dims
+            // swapped, forward and backward.
+            let yt = to_heads(x.as_tensor(), b, t, heads, Some(&tables), HeadLayout::Transposed).unwrap();
+            let yct = yc.t().unwrap();
+            prop_assert!(max_abs_diff(&yt, &yct) == 0.0, "transposed forward differs");
+            let upt = up.t().unwrap().contiguous().unwrap();
+            let gt = grads(&yt, &upt, &[&x]);
+            let gct = grads(&yct, &upt, &[&x]);
+            prop_assert!(close(&gt[0], &gct[0], 1e-5), "transposed gradient differs");
             prop_assert!(max_abs_diff(&back, x.as_tensor()) == 0.0, "round trip differs");
         }
 
@@ -900,12 +967,11 @@ mod tests {
             let (cos, sin) = rope_tables(t, hd);
             let scale = 1.0 / (hd as f64).sqrt();
             let tables = RopeTables::new(&cos, &sin, t).unwrap();
-            let qh = to_heads(q.as_tensor(), b, t, h, Some(&tables)).unwrap();
-            let kh = to_heads(k.as_tensor(), b, t, kvh, Some(&tables)).unwrap();
-            let vh = to_heads(v.as_tensor(), b, t, kvh, None).unwrap();
-            let qg = qh.reshape((b, kvh, groups * t, hd)).unwrap();
-            let p = causal_softmax(&qg.matmul(&kh.t().unwrap()).unwrap(), scale).unwrap();
-            let of = from_heads(&p.matmul(&vh).unwrap().reshape((b, h, t, hd)).unwrap()).unwrap();
+            let qg = to_heads(q.as_tensor(), b, t, h, Some(&tables), HeadLayout::Grouped(groups)).unwrap();
+            let kt = to_heads(k.as_tensor(), b, t, kvh, Some(&tables), HeadLayout::Transposed).unwrap();
+            let vh = to_heads(v.as_tensor(), b, t, kvh, None, HeadLayout::Grouped(1)).unwrap();
+            let p = causal_softmax(&qg.matmul(&kt).unwrap(), scale).unwrap();
+            let of = from_heads(&p.matmul(&vh).unwrap(), h).unwrap();
 
             let heads = |x: &Tensor, n: usize| x.reshape((b, t, n, hd)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
             let c = Tensor::cat(&[&cos, &cos], 1).unwrap();
@@ -949,14 +1015,23 @@ mod tests {
     fn fused_ops_name_bad_shapes() -> Result<()> {
         let dev = Device::Cpu;
         let x = Tensor::zeros((6, 8), DType::F32, &dev)?;
-        let err = to_heads(&x, 2, 2, 4, None).unwrap_err().to_string();
+        let g1 = HeadLayout::Grouped(1);
+        let err = to_heads(&x, 2, 2, 4, None, g1).unwrap_err().to_string();
         assert!(err.contains("[6, 8]"), "{err}");
+        let err = to_heads(&x, 2, 3, 4, None, HeadLayout::Grouped(3))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("groups of 3"), "{err}");
         let (cos, sin) = rope_tables(4, 4);
         let tables = RopeTables::new(&cos, &sin, 3)?;
-        let err = to_heads(&x, 2, 3, 4, Some(&tables))
+        let err = to_heads(&x, 2, 3, 4, Some(&tables), g1)
             .unwrap_err()
             .to_string();
         assert!(err.contains("head dim 2"), "{err}");
+        let err = from_heads(&Tensor::zeros((1, 2, 3, 4), DType::F32, &dev)?, 4)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[1, 2, 3, 4]"), "{err}");
         let err = causal_softmax(&Tensor::zeros((2, 5, 3), DType::F32, &dev)?, 1.0)
             .unwrap_err()
             .to_string();
