@@ -16,7 +16,9 @@
 //! - [`to_heads`] / [`from_heads`]: the `[b·t, heads·hd]` ↔ `[b, heads, t,
 //!   hd]` transposes around attention, with rotary embeddings (Su et al.
 //!   2021, arXiv:2104.09864, "rotate_half" layout) applied on the way in; the
-//!   backward is the inverse transpose and the rotation by −θ.
+//!   backward is the inverse transpose and the rotation by −θ. Queries are
+//!   written grouped by the kv head they share and keys transposed
+//!   ([`HeadLayout`]), so attention needs no repeated k/v and no view nodes.
 //! - [`causal_softmax`]: `softmax(scale·x + causal mask)` over the keys of
 //!   each query row, with `dx = scale·y·(g − Σ g·y)`.
 //! - [`swiglu`]: `silu(g)·u` (Shazeer 2020, arXiv:2002.05202) with both input
@@ -205,7 +207,7 @@ fn to_candle(e: ModelError) -> candle_core::Error {
     candle_core::Error::Msg(e.to_string())
 }
 
-/// An f32, CPU, contiguous check for the public wrappers.
+/// Refuses operands that are not f32 (the public wrappers' first check).
 fn check_f32(op: &str, xs: &[&Tensor]) -> Result<()> {
     if let Some(x) = xs.iter().find(|x| x.dtype() != DType::F32) {
         return Err(ModelError::Candle(candle_core::Error::Msg(format!(
@@ -414,13 +416,13 @@ pub(crate) fn to_heads(
 ) -> Result<Tensor> {
     check_f32("to_heads", &[x])?;
     let (rows, width) = x.dims2()?;
-    if rows != b * t || heads == 0 || width % heads != 0 {
+    if rows != b * t || heads == 0 || !width.is_multiple_of(heads) {
         return Err(ModelError::Candle(candle_core::Error::Msg(format!(
             "to_heads: [{rows}, {width}] is not [{b}·{t}, {heads}·head_dim]"
         ))));
     }
     if let HeadLayout::Grouped(g) = layout {
-        if g == 0 || heads % g != 0 {
+        if g == 0 || !heads.is_multiple_of(g) {
             return Err(ModelError::Candle(candle_core::Error::Msg(format!(
                 "to_heads: {heads} heads do not split into groups of {g}"
             ))));
@@ -449,7 +451,7 @@ pub(crate) fn to_heads(
 pub(crate) fn from_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     check_f32("from_heads", &[x])?;
     let (b, outer, rows, hd) = x.dims4()?;
-    if heads == 0 || heads % outer != 0 || rows % (heads / outer) != 0 {
+    if heads == 0 || !heads.is_multiple_of(outer) || !rows.is_multiple_of(heads / outer) {
         return Err(ModelError::Candle(candle_core::Error::Msg(format!(
             "from_heads: {:?} is not [b, {heads}/g, g·t, head_dim]",
             x.dims()
@@ -545,9 +547,15 @@ pub(crate) fn causal_softmax(x: &Tensor, scale: f64) -> Result<Tensor> {
         [.., q, t] => (*q, *t),
         _ => (0, 0),
     };
-    if t == 0 || q % t != 0 {
+    if t == 0 || !q.is_multiple_of(t) {
         return Err(ModelError::Candle(candle_core::Error::Msg(format!(
             "causal_softmax: scores {dims:?} are not [.., k·t, t] query rows over t keys"
+        ))));
+    }
+    // The row max is taken before scaling, which needs a positive scale.
+    if !(scale > 0.0 && scale.is_finite()) {
+        return Err(ModelError::Candle(candle_core::Error::Msg(format!(
+            "causal_softmax: the score scale must be positive and finite, got {scale}"
         ))));
     }
     let op = CausalSoftmax {
@@ -1036,6 +1044,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("[2, 5, 3]"), "{err}");
+        let scores = Tensor::zeros((2, 3, 3), DType::F32, &dev)?;
+        let err = causal_softmax(&scores, -0.5).unwrap_err().to_string();
+        assert!(err.contains("positive"), "{err}");
         let err = swiglu(&x, &Tensor::zeros((8, 6), DType::F32, &dev)?)
             .unwrap_err()
             .to_string();
