@@ -487,7 +487,10 @@ fn amx_product(
     // Not zeroed: the tile stores write every element before `set_len`.
     let mut c: Vec<f32> = Vec::with_capacity(m_p * cols_p);
     let pairs = cols_p / BLOCK;
-    let threads = rayon::current_num_threads().min(pairs).max(1);
+    // candle's own pool (the calling thread plus candle's workers): the
+    // element-wise ops of the same step run there, and a second pool (rayon)
+    // next to it over-subscribed the cores while candle's workers spin.
+    let threads = candle_core::utils::get_num_threads().min(pairs).max(1);
     let c_addr = c.as_mut_ptr() as usize;
     let run = |lo: usize, hi: usize| {
         // SAFETY: `abf` is m_p/16 × depth_p/32 tiles, `b` is cols_p/16 × depth_p/32
@@ -510,11 +513,8 @@ fn amx_product(
     if threads == 1 {
         run(0, pairs);
     } else {
-        use rayon::prelude::*;
-        let per = pairs.div_ceil(threads);
-        (0..threads)
-            .into_par_iter()
-            .for_each(|t| run((t * per).min(pairs), ((t + 1) * per).min(pairs)));
+        candle_core::utils::barrier_pool()
+            .execute_chunked(pairs, |range| run(range.start, range.end));
     }
     // SAFETY: the column pairs 0..pairs cover all cols_p columns and each
     // pair stores every 32-row block of all m_p rows, so all m_p·cols_p
