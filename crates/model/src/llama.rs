@@ -87,13 +87,6 @@ impl Weight {
         })
     }
 
-    fn dense_ref(&self) -> Result<&Tensor> {
-        match self {
-            Weight::Dense(t) | Weight::Hybrid(_, t) => Ok(t),
-            Weight::Quantized(_) | Weight::Bf16(_) => Err(ModelError::NeedsDenseWeights),
-        }
-    }
-
     /// The weight as the training forward's frozen products take it.
     fn frozen(&self) -> Result<FrozenWeight<'_>> {
         match self {

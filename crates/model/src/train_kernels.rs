@@ -193,6 +193,64 @@ fn sum_f64(xs: &[f32]) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
+/// Elements of work below which an op stays on the calling thread: waking
+/// candle's workers costs more than the split saves.
+const PAR_MIN_WORK: usize = 32 * 1024;
+
+/// `rows` split into contiguous ranges, one per thread of candle's pool,
+/// when there is at least [`PAR_MIN_WORK`] work (`rows · per_row` elements)
+/// for each; a single range otherwise.
+fn row_groups(rows: usize, per_row: usize) -> Vec<std::ops::Range<usize>> {
+    let by_work = (rows * per_row) / PAR_MIN_WORK;
+    let n = candle_core::utils::get_num_threads()
+        .min(by_work)
+        .min(rows)
+        .max(1);
+    let per = rows.div_ceil(n).max(1);
+    (0..rows.div_ceil(per).max(1))
+        .map(|g| g * per..((g + 1) * per).min(rows))
+        .collect()
+}
+
+/// `f` over each row group on candle's barrier pool (the calling thread and
+/// candle's workers, the pool the step's other CPU ops use), results in
+/// group order. One group runs inline.
+fn on_pool<T: Send>(
+    groups: &[std::ops::Range<usize>],
+    f: impl Fn(std::ops::Range<usize>) -> T + Sync,
+) -> Vec<T> {
+    if let [only] = groups {
+        return vec![f(only.clone())];
+    }
+    let slots: Vec<Mutex<Option<T>>> = groups.iter().map(|_| Mutex::new(None)).collect();
+    candle_core::utils::barrier_pool().execute_chunked(groups.len(), |ids| {
+        for g in ids {
+            let out = f(groups[g].clone());
+            *slots[g].lock().unwrap_or_else(|e| e.into_inner()) = Some(out);
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("every row group ran")
+        })
+        .collect()
+}
+
+/// The parts in order as one vector (no copy for a single part).
+fn concat(parts: Vec<Vec<f32>>) -> Vec<f32> {
+    if parts.len() == 1 {
+        return parts.into_iter().next().expect("one part");
+    }
+    let mut all = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for p in parts {
+        all.extend_from_slice(&p);
+    }
+    all
+}
+
 /// The contiguous f32 elements of a CPU storage under `l`, or an error
 /// naming `op`.
 fn contiguous_f32<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
@@ -484,25 +542,30 @@ impl CustomOp1 for CausalSoftmax {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(self.name(), s, l)?;
         let t = *l.dims().last().unwrap_or(&0);
-        let mut y = Vec::with_capacity(x.len());
         if t == 0 {
-            return Ok((CpuStorage::F32(y), l.shape().clone()));
+            return Ok((CpuStorage::F32(Vec::new()), l.shape().clone()));
         }
-        for (r, xr) in x.chunks_exact(t).enumerate() {
-            let n = Self::visible(r, t);
-            let xv = &xr[..n];
-            let m = xv.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v)) * self.scale;
-            let start = y.len();
-            y.extend(xv.iter().map(|&xx| xx * self.scale - m));
-            let yv = &mut y[start..];
-            exp_slice(yv);
-            let inv = (1.0 / sum_f64(yv)) as f32;
-            for yy in yv.iter_mut() {
-                *yy *= inv;
+        let rows = x.len() / t;
+        let parts = on_pool(&row_groups(rows, t / 2 + 1), |range| {
+            let mut y = Vec::with_capacity(range.len() * t);
+            for r in range {
+                let xr = &x[r * t..(r + 1) * t];
+                let n = Self::visible(r, t);
+                let xv = &xr[..n];
+                let m = xv.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v)) * self.scale;
+                let start = y.len();
+                y.extend(xv.iter().map(|&xx| xx * self.scale - m));
+                let yv = &mut y[start..];
+                exp_slice(yv);
+                let inv = (1.0 / sum_f64(yv)) as f32;
+                for yy in yv.iter_mut() {
+                    *yy *= inv;
+                }
+                y.resize(start + t, 0.0);
             }
-            y.resize(start + t, 0.0);
-        }
-        Ok((CpuStorage::F32(y), l.shape().clone()))
+            y
+        });
+        Ok((CpuStorage::F32(concat(parts)), l.shape().clone()))
     }
 
     fn bwd(
@@ -514,20 +577,25 @@ impl CustomOp1 for CausalSoftmax {
         let t = arg.dim(candle_core::D::Minus1)?;
         let dx = with_f32(res, |y| {
             with_f32(grad, |g| {
-                let mut dx = Vec::with_capacity(y.len());
-                for (r, (yr, gr)) in y.chunks_exact(t).zip(g.chunks_exact(t)).enumerate() {
-                    let n = Self::visible(r, t);
-                    let (yv, gv) = (&yr[..n], &gr[..n]);
-                    let dot: f32 = yv.iter().zip(gv).map(|(a, b)| a * b).sum();
-                    let start = dx.len();
-                    dx.extend(
-                        yv.iter()
-                            .zip(gv)
-                            .map(|(yy, gg)| self.scale * yy * (gg - dot)),
-                    );
-                    dx.resize(start + t, 0.0);
-                }
-                dx
+                let rows = if t == 0 { 0 } else { y.len() / t };
+                let parts = on_pool(&row_groups(rows, t / 2 + 1), |range| {
+                    let mut dx = Vec::with_capacity(range.len() * t);
+                    for r in range {
+                        let (yr, gr) = (&y[r * t..(r + 1) * t], &g[r * t..(r + 1) * t]);
+                        let n = Self::visible(r, t);
+                        let (yv, gv) = (&yr[..n], &gr[..n]);
+                        let dot: f32 = yv.iter().zip(gv).map(|(a, b)| a * b).sum();
+                        let start = dx.len();
+                        dx.extend(
+                            yv.iter()
+                                .zip(gv)
+                                .map(|(yy, gg)| self.scale * yy * (gg - dot)),
+                        );
+                        dx.resize(start + t, 0.0);
+                    }
+                    dx
+                });
+                concat(parts)
             })
         })
         .map_err(to_candle)?
@@ -587,22 +655,32 @@ impl CustomOp2 for SwiGlu {
         let u = contiguous_f32(self.name(), s2, l2)?;
         // One pass over g and u in L1-sized blocks: e^−g into a stack
         // block, then silu(g)·u = g/(1+e^−g)·u appended to y.
-        let mut y = Vec::with_capacity(g.len());
-        let mut e = [0f32; SWIGLU_BLOCK];
-        for (gc, uc) in g.chunks(SWIGLU_BLOCK).zip(u.chunks(SWIGLU_BLOCK)) {
-            let e = &mut e[..gc.len()];
-            for (ev, gv) in e.iter_mut().zip(gc) {
-                *ev = -gv;
-            }
-            exp_slice(e);
-            y.extend(
-                gc.iter()
-                    .zip(uc)
-                    .zip(e.iter())
-                    .map(|((gv, uv), ev)| gv / (1.0 + ev) * uv),
+        // Blocks of the flat tensors, split over candle's pool.
+        let blocks = g.len().div_ceil(SWIGLU_BLOCK);
+        let parts = on_pool(&row_groups(blocks, SWIGLU_BLOCK), |range| {
+            let (lo, hi) = (
+                range.start * SWIGLU_BLOCK,
+                (range.end * SWIGLU_BLOCK).min(g.len()),
             );
-        }
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+            let (g, u) = (&g[lo..hi], &u[lo..hi]);
+            let mut y = Vec::with_capacity(g.len());
+            let mut e = [0f32; SWIGLU_BLOCK];
+            for (gc, uc) in g.chunks(SWIGLU_BLOCK).zip(u.chunks(SWIGLU_BLOCK)) {
+                let e = &mut e[..gc.len()];
+                for (ev, gv) in e.iter_mut().zip(gc) {
+                    *ev = -gv;
+                }
+                exp_slice(e);
+                y.extend(
+                    gc.iter()
+                        .zip(uc)
+                        .zip(e.iter())
+                        .map(|((gv, uv), ev)| gv / (1.0 + ev) * uv),
+                );
+            }
+            y
+        });
+        Ok((CpuStorage::F32(concat(parts)), l1.shape().clone()))
     }
 
     fn bwd(
@@ -613,12 +691,16 @@ impl CustomOp2 for SwiGlu {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         // σ = 1/(1+e^−g), silu = g·σ, silu' = σ·(1 + g·(1−σ)).
-        let (dg, du) =
-            with_f32(g, |gs| {
-                with_f32(u, |us| {
-                    with_f32(grad, |dy| {
-                        // Per L1-sized block: σ into a stack block, then du and
-                        // dg appended (each input read once, no zeroed buffer).
+        let (dg, du) = with_f32(g, |gs| {
+            with_f32(u, |us| {
+                with_f32(grad, |dy| {
+                    // Per L1-sized block: σ into a stack block, then du and
+                    // dg appended (each input read once, no zeroed buffer).
+                    let n_blocks = gs.len().div_ceil(SWIGLU_BLOCK);
+                    let parts = on_pool(&row_groups(n_blocks, SWIGLU_BLOCK), |range| {
+                        let lo = range.start * SWIGLU_BLOCK;
+                        let hi = (range.end * SWIGLU_BLOCK).min(gs.len());
+                        let (gs, us, dy) = (&gs[lo..hi], &us[lo..hi], &dy[lo..hi]);
                         let mut dg = Vec::with_capacity(gs.len());
                         let mut du = Vec::with_capacity(gs.len());
                         let mut sig = [0f32; SWIGLU_BLOCK];
@@ -642,12 +724,15 @@ impl CustomOp2 for SwiGlu {
                             }));
                         }
                         (dg, du)
-                    })
+                    });
+                    let (dg, du): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+                    (concat(dg), concat(du))
                 })
             })
-            .map_err(to_candle)?
-            .map_err(to_candle)?
-            .map_err(to_candle)?;
+        })
+        .map_err(to_candle)?
+        .map_err(to_candle)?
+        .map_err(to_candle)?;
         Ok((
             Some(Tensor::from_vec(dg, g.shape(), g.device())?),
             Some(Tensor::from_vec(du, u.shape(), u.device())?),
@@ -692,27 +777,34 @@ impl CustomOp1 for CrossEntropyRows {
                 self.ids.len()
             );
         }
-        let mut p = Vec::with_capacity(x.len());
-        let mut loss = Vec::with_capacity(n);
-        for (xr, &id) in x.chunks_exact(v).zip(&self.ids) {
-            let id = id as usize;
-            if id >= v {
-                candle_core::bail!("cross-entropy-rows: target {id} outside a vocabulary of {v}");
-            }
-            let m = xr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let picked = xr[id] - m;
-            let start = p.len();
-            p.extend(xr.iter().map(|e| e - m));
-            let row = &mut p[start..];
-            exp_slice(row);
-            let sum = sum_f64(row);
-            loss.push((sum.ln() - picked as f64) as f32);
-            let inv = (1.0 / sum) as f32;
-            for e in row.iter_mut() {
-                *e *= inv;
-            }
-            row[id] -= 1.0;
+        if let Some(&id) = self.ids.iter().find(|&&id| id as usize >= v) {
+            candle_core::bail!("cross-entropy-rows: target {id} outside a vocabulary of {v}");
         }
+        // Rows split over candle's pool; each part is its rows' softmax −
+        // onehot and losses, in row order.
+        let parts = on_pool(&row_groups(n, v), |range| {
+            let mut p = Vec::with_capacity(range.len() * v);
+            let mut loss = Vec::with_capacity(range.len());
+            for i in range {
+                let (xr, id) = (&x[i * v..(i + 1) * v], self.ids[i] as usize);
+                let m = xr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let picked = xr[id] - m;
+                let start = p.len();
+                p.extend(xr.iter().map(|e| e - m));
+                let row = &mut p[start..];
+                exp_slice(row);
+                let sum = sum_f64(row);
+                loss.push((sum.ln() - picked as f64) as f32);
+                let inv = (1.0 / sum) as f32;
+                for e in row.iter_mut() {
+                    *e *= inv;
+                }
+                row[id] -= 1.0;
+            }
+            (p, loss)
+        });
+        let (p, loss): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+        let (p, loss) = (concat(p), concat(loss));
         *self.grad.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
         Ok((CpuStorage::F32(loss), Shape::from(n)))
     }
@@ -878,6 +970,88 @@ mod tests {
         let mut low = [-100.0f32, f32::NEG_INFINITY];
         exp_slice(&mut low);
         assert!(low.iter().all(|v| (0.0..1e-37).contains(v)), "{low:?}");
+    }
+
+    #[test]
+    fn row_groups_cover_every_row_once_in_order() {
+        for rows in [0usize, 1, 2, 7, 64, 1000] {
+            for per_row in [1usize, 100, PAR_MIN_WORK, 50_000] {
+                let g = row_groups(rows, per_row);
+                assert!(!g.is_empty());
+                assert!(g.len() <= candle_core::utils::get_num_threads().max(1));
+                let flat: Vec<usize> = g.iter().flat_map(|r| r.clone()).collect();
+                assert_eq!(
+                    flat,
+                    (0..rows).collect::<Vec<_>>(),
+                    "{rows} rows × {per_row}"
+                );
+                if rows * per_row < 2 * PAR_MIN_WORK {
+                    assert_eq!(g.len(), 1, "small work stays on one thread");
+                }
+            }
+        }
+    }
+
+    /// Sizes large enough that the ops split their rows over candle's pool
+    /// (on a machine with at least two threads), against the composed ops.
+    #[test]
+    fn fused_ops_split_over_the_pool_match_the_composed_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let threads = candle_core::utils::get_num_threads();
+        // Cross-entropy: 40 rows of 2,000 logits.
+        let (n, v) = (40, 2000);
+        assert_eq!(row_groups(n, v).len(), threads.min(2).max(1));
+        let x = Var::from_vec(
+            vals(1, 1, n * v).iter().map(|a| a * 5.0).collect(),
+            (n, v),
+            &dev,
+        )?;
+        let ids: Vec<u32> = (0..n).map(|i| ((i * 37) % v) as u32).collect();
+        let up = Tensor::from_vec(vals(1, 2, n), n, &dev)?;
+        let yf = cross_entropy_rows(x.as_tensor(), ids.clone())?;
+        let logp = candle_nn::ops::log_softmax(x.as_tensor(), D::Minus1)?;
+        let idx = Tensor::from_vec(ids, (n, 1), &dev)?;
+        let yc = logp.gather(&idx, 1)?.squeeze(1)?.neg()?;
+        assert!(close(&yf, &yc, 1e-5), "cross-entropy forward differs");
+        let (gf, gc) = (grads(&yf, &up, &[&x]), grads(&yc, &up, &[&x]));
+        assert!(
+            close(&gf[0], &gc[0], 1e-5),
+            "cross-entropy gradient differs"
+        );
+        // SwiGLU: 4 rows of 20,000.
+        let (rows, m) = (4, 20_000);
+        let g = Var::from_vec(
+            vals(2, 1, rows * m).iter().map(|a| a * 4.0).collect(),
+            (rows, m),
+            &dev,
+        )?;
+        let u = Var::from_vec(vals(2, 2, rows * m), (rows, m), &dev)?;
+        let up = Tensor::from_vec(vals(2, 3, rows * m), (rows, m), &dev)?;
+        let yf = swiglu(g.as_tensor(), u.as_tensor())?;
+        let yc = (g.as_tensor().silu()? * u.as_tensor())?;
+        assert!(close(&yf, &yc, 1e-5), "swiglu forward differs");
+        let (gf, gc) = (grads(&yf, &up, &[&g, &u]), grads(&yc, &up, &[&g, &u]));
+        assert!(
+            close(&gf[0], &gc[0], 1e-5) && close(&gf[1], &gc[1], 1e-5),
+            "swiglu gradients differ"
+        );
+        // Causal softmax: 4 × 2 query blocks of 128 keys.
+        let (lead, k, t) = (4, 2, 128);
+        let len = lead * k * t * t;
+        let x = Var::from_vec(
+            vals(3, 1, len).iter().map(|a| a * 6.0).collect(),
+            (lead, k * t, t),
+            &dev,
+        )?;
+        let up = Tensor::from_vec(vals(3, 2, len), (lead, k * t, t), &dev)?;
+        let yf = causal_softmax(x.as_tensor(), 0.125)?;
+        let mask = crate::llama::causal_mask(t, 0)?.repeat((k, 1))?;
+        let sc = (x.as_tensor() * 0.125)?.broadcast_add(&mask)?;
+        let yc = crate::llama::softmax_diff(&sc)?;
+        assert!(close(&yf, &yc, 1e-5), "softmax forward differs");
+        let (gf, gc) = (grads(&yf, &up, &[&x]), grads(&yc, &up, &[&x]));
+        assert!(close(&gf[0], &gc[0], 1e-5), "softmax gradient differs");
+        Ok(())
     }
 
     proptest! {

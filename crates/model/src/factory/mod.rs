@@ -29,8 +29,7 @@ pub use answer_grad::{answer_gradient, answer_targets, AnswerGradient, AnswerTok
 pub use config::{
     ChatTemplateChoice, CheckpointSection, DataFormat, DataSection, GradientCacheSection,
     JobConfig, LoraSection, ModelSection, OutputSection, Precision, PricingSection, ScheduleKind,
-    SourceRef,
-    TrainSection, KNOWN_TARGETS,
+    SourceRef, TrainSection, KNOWN_TARGETS,
 };
 pub use data::{
     DataStats, DatanetResolver, DatanetRow, Example, Provenance, ResolvedDatanet, SourceSummary,
