@@ -233,22 +233,31 @@ fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
-/// A frozen weight `W: [out, in]` rounded to bf16 and packed in the AMX
-/// tile layouts of `x·Wᵀ` and `g·W`.
+/// A frozen weight `W: [out, in]` rounded to bf16, stored for its kernel.
 pub(crate) struct Bf16Weight {
     out: usize,
     inp: usize,
-    /// `out` rounded up to [`BLOCK`].
-    out_p: usize,
-    /// `in` rounded up to [`BLOCK`].
-    in_p: usize,
-    /// Tiles of `x·Wᵀ`: output column tile `j` (16 of `out`) × contraction
-    /// tile `t` (32 of `in`), see [`pack_tiles`].
-    fwd: Bf16Buf,
-    /// Tiles of `g·W`: output column tile over `in` × contraction over `out`.
-    bwd: Bf16Buf,
-    /// The code that multiplies with these tiles.
-    kernel: Bf16Kernel,
+    store: Store,
+}
+
+/// How a [`Bf16Weight`] is held; the variant is the kernel.
+enum Store {
+    /// AMX tiles of both products.
+    Tiles {
+        /// `out` rounded up to [`BLOCK`].
+        out_p: usize,
+        /// `in` rounded up to [`BLOCK`].
+        in_p: usize,
+        /// Tiles of `x·Wᵀ`: output column tile `j` (16 of `out`) ×
+        /// contraction tile `t` (32 of `in`), see [`pack_tiles`].
+        fwd: Bf16Buf,
+        /// Tiles of `g·W`: output column tile over `in` × contraction over
+        /// `out`.
+        bwd: Bf16Buf,
+    },
+    /// The emulation: the bf16 values widened to f32 once, `[out, in]`, for
+    /// candle's f32 gemm.
+    Widened(Tensor),
 }
 
 impl std::fmt::Debug for Bf16Weight {
@@ -258,7 +267,7 @@ impl std::fmt::Debug for Bf16Weight {
             "Bf16Weight[{}, {}] ({})",
             self.out,
             self.inp,
-            self.kernel.name()
+            self.kernel().name()
         )
     }
 }
@@ -310,24 +319,28 @@ impl Bf16Weight {
                 w.len()
             ))));
         }
-        let (out_p, in_p) = (round_up(out, BLOCK), round_up(inp, BLOCK));
-        let mut padded = vec![0u16; out_p * in_p];
-        for (dst, src) in padded.chunks_exact_mut(in_p).zip(w.chunks_exact(inp)) {
-            for (d, &v) in dst.iter_mut().zip(src) {
-                *d = to_bf16(v);
+        let store = match kernel {
+            Bf16Kernel::Amx => {
+                let (out_p, in_p) = (round_up(out, BLOCK), round_up(inp, BLOCK));
+                let mut padded = vec![0u16; out_p * in_p];
+                for (dst, src) in padded.chunks_exact_mut(in_p).zip(w.chunks_exact(inp)) {
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = to_bf16(v);
+                    }
+                }
+                Store::Tiles {
+                    out_p,
+                    in_p,
+                    fwd: pack_tiles(&padded, out_p, in_p, false),
+                    bwd: pack_tiles(&padded, out_p, in_p, true),
+                }
             }
-        }
-        let fwd = pack_tiles(&padded, out_p, in_p, false);
-        let bwd = pack_tiles(&padded, out_p, in_p, true);
-        Ok(Bf16Weight {
-            out,
-            inp,
-            out_p,
-            in_p,
-            fwd,
-            bwd,
-            kernel,
-        })
+            Bf16Kernel::Emulated => {
+                let widened: Vec<f32> = w.iter().map(|&v| from_bf16(to_bf16(v))).collect();
+                Store::Widened(Tensor::from_vec(widened, (out, inp), &Device::Cpu)?)
+            }
+        };
+        Ok(Bf16Weight { out, inp, store })
     }
 
     /// Rounds the f32 tensor `w: [out, in]` to bf16 and packs it for
@@ -342,7 +355,10 @@ impl Bf16Weight {
 
     /// The code that multiplies with this weight.
     pub(crate) fn kernel(&self) -> Bf16Kernel {
-        self.kernel
+        match self.store {
+            Store::Tiles { .. } => Bf16Kernel::Amx,
+            Store::Widened(_) => Bf16Kernel::Emulated,
+        }
     }
 
     /// `(out, in)`.
@@ -350,65 +366,61 @@ impl Bf16Weight {
         (self.out, self.inp)
     }
 
-    /// The bf16 weight widened back to f32, `[out, in]` row-major.
-    pub(crate) fn to_f32(&self) -> Vec<f32> {
-        let depth_tiles = self.in_p / DEPTH;
+    /// The bf16 weight widened to an f32 tensor `[out, in]` (read back from
+    /// the forward tiles, or the widened copy itself).
+    pub(crate) fn to_tensor(&self) -> Result<Tensor> {
+        let (in_p, fwd) = match &self.store {
+            Store::Widened(w) => return Ok(w.clone()),
+            Store::Tiles { in_p, fwd, .. } => (*in_p, fwd.as_slice()),
+        };
+        let depth_tiles = in_p / DEPTH;
         let mut w = vec![0f32; self.out * self.inp];
         for o in 0..self.out {
             let (j, i) = (o / TILE, o % TILE);
             for c in 0..self.inp {
                 let (t, rr) = (c / DEPTH, c % DEPTH);
                 let idx = (j * depth_tiles + t) * TILE_VALUES + (rr / 2) * DEPTH + 2 * i + rr % 2;
-                w[o * self.inp + c] = from_bf16(self.fwd.as_slice()[idx]);
+                w[o * self.inp + c] = from_bf16(fwd[idx]);
             }
         }
-        w
-    }
-
-    /// The bf16 weight widened to an f32 tensor `[out, in]`.
-    pub(crate) fn to_tensor(&self) -> Result<Tensor> {
-        Ok(Tensor::from_vec(
-            self.to_f32(),
-            (self.out, self.inp),
-            &Device::Cpu,
-        )?)
+        Ok(Tensor::from_vec(w, (self.out, self.inp), &Device::Cpu)?)
     }
 
     /// `y = x·Wᵀ` for `x: [m, in]` row-major, giving `[m, out]`.
     pub(crate) fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
         self.check_len("input", x.len(), m, self.inp)?;
-        match self.kernel {
-            Bf16Kernel::Amx => Ok(amx_product(
+        match &self.store {
+            Store::Tiles {
+                out_p, in_p, fwd, ..
+            } => Ok(amx_product(
                 x,
                 m,
                 self.inp,
-                self.in_p,
-                self.fwd.as_slice(),
+                *in_p,
+                fwd.as_slice(),
                 self.out,
-                self.out_p,
+                *out_p,
             )),
-            Bf16Kernel::Emulated => {
-                emulated_product(x, m, self.inp, &self.to_f32(), self.out, true)
-            }
+            Store::Widened(w) => emulated_product(x, m, self.inp, &w.t()?),
         }
     }
 
     /// `dx = g·W` for `g: [m, out]` row-major, giving `[m, in]`.
     pub(crate) fn input_grad(&self, g: &[f32], m: usize) -> Result<Vec<f32>> {
         self.check_len("gradient", g.len(), m, self.out)?;
-        match self.kernel {
-            Bf16Kernel::Amx => Ok(amx_product(
+        match &self.store {
+            Store::Tiles {
+                out_p, in_p, bwd, ..
+            } => Ok(amx_product(
                 g,
                 m,
                 self.out,
-                self.out_p,
-                self.bwd.as_slice(),
+                *out_p,
+                bwd.as_slice(),
                 self.inp,
-                self.in_p,
+                *in_p,
             )),
-            Bf16Kernel::Emulated => {
-                emulated_product(g, m, self.out, &self.to_f32(), self.inp, false)
-            }
+            Store::Widened(w) => emulated_product(g, m, self.out, w),
         }
     }
 
@@ -423,26 +435,12 @@ impl Bf16Weight {
     }
 }
 
-/// The emulation: `a: [m, depth]` rounded to bf16 and widened, times the
-/// widened weight `w: [out, in]` through candle's f32 gemm, either `a·wᵀ`
-/// (`transpose_w`, depth = in) or `a·w` (depth = out).
-fn emulated_product(
-    a: &[f32],
-    m: usize,
-    depth: usize,
-    w: &[f32],
-    cols: usize,
-    transpose_w: bool,
-) -> Result<Vec<f32>> {
+/// The emulation: `a: [m, depth]` rounded to bf16 and widened, times `w:
+/// [depth, cols]` (the widened weight or its transposed view) through
+/// candle's f32 gemm.
+fn emulated_product(a: &[f32], m: usize, depth: usize, w: &Tensor) -> Result<Vec<f32>> {
     let ar: Vec<f32> = a.iter().map(|&v| from_bf16(to_bf16(v))).collect();
-    let at = Tensor::from_vec(ar, (m, depth), &Device::Cpu)?;
-    let y = if transpose_w {
-        let wt = Tensor::from_slice(w, (cols, depth), &Device::Cpu)?;
-        at.matmul(&wt.t()?)?
-    } else {
-        let wt = Tensor::from_slice(w, (depth, cols), &Device::Cpu)?;
-        at.matmul(&wt)?
-    };
+    let y = Tensor::from_vec(ar, (m, depth), &Device::Cpu)?.matmul(w)?;
     Ok(y.flatten_all()?.to_vec1::<f32>()?)
 }
 
@@ -693,18 +691,11 @@ mod tests {
         y
     }
 
-    /// Largest |got − want| relative to Σ|a·w| per output (the f32
-    /// accumulation error bound is proportional to it).
-    fn check(
-        got: &[f32],
-        want: &[f64],
-        a: &[f32],
-        w: &[f32],
-        m: usize,
-        out: usize,
-        inp: usize,
-        fwd: bool,
-    ) {
+    /// `got` against [`reference`]: |got − want| within 1e-5 · Σ|a·w| per
+    /// output (the f32 accumulation error bound is proportional to it).
+    #[allow(clippy::too_many_arguments)]
+    fn check(got: &[f32], a: &[f32], w: &[f32], m: usize, out: usize, inp: usize, fwd: bool) {
+        let want = reference(a, m, w, out, inp, fwd);
         let (depth, cols) = if fwd { (inp, out) } else { (out, inp) };
         assert_eq!(got.len(), want.len());
         for i in 0..m {
@@ -723,6 +714,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Packs `w: [out, in]` for `kernel` and checks `x·Wᵀ` (`x: [m, in]`)
+    /// and `g·W` (`g: [m, out]`) against the f64 reference.
+    fn check_products(
+        kernel: Bf16Kernel,
+        (w, x, g): (&[f32], &[f32], &[f32]),
+        m: usize,
+        out: usize,
+        inp: usize,
+    ) -> Result<()> {
+        let p = Bf16Weight::pack(w, out, inp, kernel)?;
+        check(&p.forward(x, m)?, x, w, m, out, inp, true);
+        check(&p.input_grad(g, m)?, g, w, m, out, inp, false);
+        Ok(())
     }
 
     #[test]
@@ -780,12 +786,17 @@ mod tests {
     fn packing_round_trips_through_the_bf16_weight() -> Result<()> {
         let (out, inp) = (37, 45);
         let w = lcg(3, out * inp, 1.0);
-        let p = Bf16Weight::pack(&w, out, inp, Bf16Kernel::Emulated)?;
-        let back = p.to_f32();
-        for (b, v) in back.iter().zip(&w) {
-            assert_eq!(*b, from_bf16(to_bf16(*v)));
+        // Both stores (packing tiles needs no AMX; only products do).
+        for kernel in [Bf16Kernel::Amx, Bf16Kernel::Emulated] {
+            let p = Bf16Weight::pack(&w, out, inp, kernel)?;
+            assert_eq!(p.kernel(), kernel);
+            let back = p.to_tensor()?.flatten_all()?.to_vec1::<f32>()?;
+            assert_eq!(back.len(), w.len());
+            for (b, v) in back.iter().zip(&w) {
+                assert_eq!(*b, from_bf16(to_bf16(*v)), "{kernel:?}");
+            }
+            assert_eq!(p.dims(), (37, 45));
         }
-        assert_eq!(p.dims(), (37, 45));
         let err = Bf16Weight::pack(&w[1..], out, inp, Bf16Kernel::Emulated)
             .unwrap_err()
             .to_string();
@@ -799,29 +810,7 @@ mod tests {
             let w = lcg(m as u64 + 7, out * inp, 0.5);
             let x = lcg(out as u64, m * inp, 2.0);
             let g = lcg(inp as u64, m * out, 1.0);
-            let p = Bf16Weight::pack(&w, out, inp, Bf16Kernel::Emulated)?;
-            let y = p.forward(&x, m)?;
-            check(
-                &y,
-                &reference(&x, m, &w, out, inp, true),
-                &x,
-                &w,
-                m,
-                out,
-                inp,
-                true,
-            );
-            let dx = p.input_grad(&g, m)?;
-            check(
-                &dx,
-                &reference(&g, m, &w, out, inp, false),
-                &g,
-                &w,
-                m,
-                out,
-                inp,
-                false,
-            );
+            check_products(Bf16Kernel::Emulated, (&w, &x, &g), m, out, inp)?;
         }
         Ok(())
     }
@@ -857,29 +846,7 @@ mod tests {
             let w = lcg(m as u64 + 11, out * inp, 0.5);
             let x = lcg(out as u64 + 1, m * inp, 2.0);
             let g = lcg(inp as u64 + 2, m * out, 1.0);
-            let p = Bf16Weight::pack(&w, out, inp, Bf16Kernel::Amx)?;
-            let y = p.forward(&x, m)?;
-            check(
-                &y,
-                &reference(&x, m, &w, out, inp, true),
-                &x,
-                &w,
-                m,
-                out,
-                inp,
-                true,
-            );
-            let dx = p.input_grad(&g, m)?;
-            check(
-                &dx,
-                &reference(&g, m, &w, out, inp, false),
-                &g,
-                &w,
-                m,
-                out,
-                inp,
-                false,
-            );
+            check_products(Bf16Kernel::Amx, (&w, &x, &g), m, out, inp)?;
         }
         Ok(())
     }
@@ -898,11 +865,7 @@ mod tests {
                 kernels.push(Bf16Kernel::Amx);
             }
             for k in kernels {
-                let p = Bf16Weight::pack(&w, out, inp, k).unwrap();
-                let y = p.forward(&x, m).unwrap();
-                check(&y, &reference(&x, m, &w, out, inp, true), &x, &w, m, out, inp, true);
-                let dx = p.input_grad(&g, m).unwrap();
-                check(&dx, &reference(&g, m, &w, out, inp, false), &g, &w, m, out, inp, false);
+                check_products(k, (&w, &x, &g), m, out, inp).unwrap();
             }
         }
     }
