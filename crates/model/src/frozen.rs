@@ -22,6 +22,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor};
 
 use crate::amx::Bf16Weight;
 use crate::error::{ModelError, Result};
+use crate::train_kernels::{contiguous_f32, to_candle};
 
 /// A frozen weight `[out, in]` as the training forward multiplies with it.
 #[derive(Clone, Copy, Debug)]
@@ -44,14 +45,6 @@ struct FrozenLinear {
     w: Held,
 }
 
-/// The contiguous f32 slice of a CPU storage, or an error naming `op`.
-fn contiguous_f32<'s>(op: &str, s: &'s CpuStorage, l: &Layout) -> candle_core::Result<&'s [f32]> {
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("{op}: the input is not contiguous");
-    };
-    Ok(&s.as_slice::<f32>()?[start..end])
-}
-
 impl CustomOp1 for FrozenLinear {
     fn name(&self) -> &'static str {
         "frozen-linear"
@@ -59,14 +52,15 @@ impl CustomOp1 for FrozenLinear {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (m, k) = l.shape().dims2()?;
+        let (n, k_w) = match &self.w {
+            Held::F32(w) => w.dims2()?,
+            Held::Bf16(w) => w.dims(),
+        };
+        if k != k_w {
+            candle_core::bail!("frozen-linear: input has {k} features, the weight expects {k_w}");
+        }
         match &self.w {
             Held::F32(w) => {
-                let (n, k_w) = w.dims2()?;
-                if k != k_w {
-                    candle_core::bail!(
-                        "frozen-linear: input has {k} features, the weight expects {k_w}"
-                    );
-                }
                 let wt = w.t()?;
                 let (ws, wl) = wt.storage_and_layout();
                 let Storage::Cpu(ws) = &*ws else {
@@ -77,16 +71,8 @@ impl CustomOp1 for FrozenLinear {
                 Ok((out, Shape::from((m, n))))
             }
             Held::Bf16(w) => {
-                let (n, k_w) = w.dims();
-                if k != k_w {
-                    candle_core::bail!(
-                        "frozen-linear: input has {k} features, the weight expects {k_w}"
-                    );
-                }
                 let x = contiguous_f32("frozen-linear", s, l)?;
-                let y = w
-                    .forward(x, m)
-                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                let y = w.forward(x, m).map_err(to_candle)?;
                 Ok((CpuStorage::F32(y), Shape::from((m, n))))
             }
         }
@@ -126,10 +112,7 @@ impl CustomOp1 for Bf16InputGrad {
             );
         }
         let g = contiguous_f32("frozen-linear backward", s, l)?;
-        let dx = self
-            .0
-            .input_grad(g, m)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let dx = self.0.input_grad(g, m).map_err(to_candle)?;
         Ok((CpuStorage::F32(dx), Shape::from((m, k))))
     }
 }

@@ -295,38 +295,16 @@ impl Llama {
     /// The same model with every weight dequantized to dense f32.
     pub(crate) fn to_dense(&self) -> Result<Self> {
         let dense = |w: &Weight| -> Result<Weight> { Ok(Weight::Dense(w.to_dense()?)) };
-        let mut blocks = Vec::with_capacity(self.blocks.len());
-        for b in &self.blocks {
-            let mut linears = b.linears.clone();
-            for l in linears.iter_mut() {
-                l.weight = dense(&l.weight)?;
-            }
-            blocks.push(Block {
-                attn_norm: b.attn_norm.clone(),
-                mlp_norm: b.mlp_norm.clone(),
-                linears,
-            });
-        }
-        Ok(Self {
-            cfg: self.cfg.clone(),
-            embed: dense(&self.embed)?,
-            blocks,
-            norm: self.norm.clone(),
-            lm_head: self.lm_head.as_ref().map(dense).transpose()?,
-            cos: self.cos.clone(),
-            sin: self.sin.clone(),
-            // Packed lazily: a training copy never decodes, and `merged`
-            // changes the weights after this.
-            lean: Arc::default(),
-            lean_decode: self.lean_decode,
-        })
+        let lm_head = self.lm_head.as_ref().map(dense).transpose()?;
+        self.with_projections(dense, dense(&self.embed)?, lm_head)
     }
 
     /// The training copy of a model: every projection and the LM head
     /// rounded to bf16 and packed for `kernel` ([`crate::amx`]), one
     /// dequantized weight at a time when the source is quantized. The
-    /// embedding keeps its storage (rows are looked up, not multiplied); a
-    /// tied head gets its own bf16 copy. No f32 projection is kept.
+    /// embedding keeps its storage (rows are looked up, not multiplied: no
+    /// 113 MiB f32 table for SmolLM2 when the source is quantized); a tied
+    /// head gets its own bf16 copy. No f32 projection is kept.
     pub(crate) fn for_training_bf16(&self, kernel: Bf16Kernel) -> Result<Self> {
         let pack = |w: &Weight| -> Result<Weight> {
             Ok(Weight::Bf16(Arc::new(Bf16Weight::from_tensor(
@@ -334,11 +312,25 @@ impl Llama {
                 kernel,
             )?)))
         };
+        let lm_head = Some(pack(self.head())?);
+        self.with_projections(pack, self.embed.clone(), lm_head)
+    }
+
+    /// A copy with every block projection mapped through `f`, the given
+    /// embedding and head, and the rest shared. The decode layout is packed
+    /// lazily: a training copy never decodes, and `merged` changes the
+    /// weights after `to_dense`.
+    fn with_projections(
+        &self,
+        f: impl Fn(&Weight) -> Result<Weight>,
+        embed: Weight,
+        lm_head: Option<Weight>,
+    ) -> Result<Self> {
         let mut blocks = Vec::with_capacity(self.blocks.len());
         for b in &self.blocks {
             let mut linears = b.linears.clone();
             for l in linears.iter_mut() {
-                l.weight = pack(&l.weight)?;
+                l.weight = f(&l.weight)?;
             }
             blocks.push(Block {
                 attn_norm: b.attn_norm.clone(),
@@ -348,12 +340,10 @@ impl Llama {
         }
         Ok(Self {
             cfg: self.cfg.clone(),
-            // Looked up, not multiplied: rows come from the quantized blocks
-            // when the source is quantized (no 113 MiB f32 table for SmolLM2).
-            embed: self.embed.clone(),
+            embed,
             blocks,
             norm: self.norm.clone(),
-            lm_head: Some(pack(self.head())?),
+            lm_head,
             cos: self.cos.clone(),
             sin: self.sin.clone(),
             lean: Arc::default(),

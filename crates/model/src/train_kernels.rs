@@ -253,7 +253,11 @@ fn concat(parts: Vec<Vec<f32>>) -> Vec<f32> {
 
 /// The contiguous f32 elements of a CPU storage under `l`, or an error
 /// naming `op`.
-fn contiguous_f32<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+pub(crate) fn contiguous_f32<'a>(
+    op: &str,
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> candle_core::Result<&'a [f32]> {
     let Some((start, end)) = l.contiguous_offsets() else {
         candle_core::bail!("{op}: the input is not contiguous");
     };
@@ -261,7 +265,7 @@ fn contiguous_f32<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> candle_core::R
 }
 
 /// `ModelError` → candle error, for results computed inside `bwd`.
-fn to_candle(e: ModelError) -> candle_core::Error {
+pub(crate) fn to_candle(e: ModelError) -> candle_core::Error {
     candle_core::Error::Msg(e.to_string())
 }
 
