@@ -868,6 +868,42 @@ pub(crate) mod tests {
             Self::serving(None)
         }
 
+        /// Carol pays for `answer` to `prompt` from `model`; after the next
+        /// block, the stored answer and its committed ledger receipt.
+        pub(crate) fn settle(
+            &self,
+            model: &str,
+            prompt: &str,
+            answer: &str,
+        ) -> (crate::serving::StoredAnswer, trib_ledger::InferenceReceipt) {
+            use crate::serving::{answer_path, receipts_dir, AnswerToSettle};
+            let target = self.serving.resolve(model).unwrap().unwrap();
+            let done = self
+                .serving
+                .settle_answer(AnswerToSettle {
+                    payer: self.carol.address(),
+                    target: &target,
+                    model,
+                    prompt,
+                    answer,
+                    prompt_tokens: 20,
+                    completion_tokens: 40,
+                })
+                .unwrap();
+            self.block();
+            let receipt = self
+                .chain
+                .ledger()
+                .receipt(&done.settled.receipt)
+                .unwrap()
+                .expect("the settlement committed");
+            let stored = serde_json::from_slice(
+                &std::fs::read(answer_path(&receipts_dir(&self.home), &receipt.id)).unwrap(),
+            )
+            .unwrap();
+            (stored, receipt)
+        }
+
         /// A world serving `model` (`None`: a tiny random model).
         fn serving(model: Option<PathBuf>) -> World {
             let dir = tempfile::tempdir().unwrap();

@@ -603,7 +603,6 @@ mod installed_job_tests {
     use super::{install_adapter, NodeResolver};
     use crate::attribution::tests::{alice_file, World, DISTINCTIVE};
     use crate::attribution_gradient::{COMBINED_METHOD, DATAINF_METHOD};
-    use crate::serving::{answer_path, receipts_dir, AnswerToSettle, StoredAnswer};
 
     #[test]
     fn a_paid_answer_for_an_installed_job_settles_by_spans_and_datainf_verifies_and_names_an_edited_score(
@@ -697,29 +696,11 @@ mod installed_job_tests {
             },
         );
 
-        let target = w.serving.resolve("facts-lora").unwrap().unwrap();
-        let answer = format!("The notes say: {DISTINCTIVE}");
-        let done = w
-            .serving
-            .settle_answer(AnswerToSettle {
-                payer: w.carol.address(),
-                target: &target,
-                model: "facts-lora",
-                prompt: "What do the village notes say about the quokkas?",
-                answer: &answer,
-                prompt_tokens: 20,
-                completion_tokens: 40,
-            })
-            .unwrap();
-        w.block();
-        let receipt = w
-            .chain
-            .ledger()
-            .receipt(&done.settled.receipt)
-            .unwrap()
-            .expect("the settlement committed");
-        let path = answer_path(&receipts_dir(&w.home), &receipt.id);
-        let stored: StoredAnswer = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let (stored, receipt) = w.settle(
+            "facts-lora",
+            "What do the village notes say about the quokkas?",
+            &format!("The notes say: {DISTINCTIVE}"),
+        );
 
         // Settled by spans and DataInf: the receipt pays the combined weights.
         assert!(

@@ -249,46 +249,13 @@ mod attribution {
 
     use crate::attribution::tests::{alice_file, World, DISTINCTIVE};
     use crate::attribution::{FALLBACK_METHOD, TOKEN_METHOD};
-    use crate::serving::{answer_path, receipts_dir, AnswerToSettle, StoredAnswer};
+    use crate::serving::{receipts_dir, StoredAnswer};
 
     /// The question [`settle`] answers.
     const QUESTION: &str = "What do the village notes say about the quokkas?";
 
     fn settle(w: &World, model: &str, answer: &str) -> (StoredAnswer, InferenceReceipt) {
-        settle_asked(w, model, QUESTION, answer)
-    }
-
-    fn settle_asked(
-        w: &World,
-        model: &str,
-        prompt: &str,
-        answer: &str,
-    ) -> (StoredAnswer, InferenceReceipt) {
-        let target = w.serving.resolve(model).unwrap().unwrap();
-        let done = w
-            .serving
-            .settle_answer(AnswerToSettle {
-                payer: w.carol.address(),
-                target: &target,
-                model,
-                prompt,
-                answer,
-                prompt_tokens: 20,
-                completion_tokens: 40,
-            })
-            .unwrap();
-        w.block();
-        let receipt = w
-            .chain
-            .ledger()
-            .receipt(&done.settled.receipt)
-            .unwrap()
-            .expect("the settlement committed");
-        let stored: StoredAnswer = serde_json::from_slice(
-            &std::fs::read(answer_path(&receipts_dir(&w.home), &receipt.id)).unwrap(),
-        )
-        .unwrap();
-        (stored, receipt)
+        w.settle(model, QUESTION, answer)
     }
 
     fn contributor_paid(r: &InferenceReceipt, who: Address) -> u128 {
@@ -421,8 +388,7 @@ mod attribution {
         let p = w.publish_and_register();
         // The question does not hold alice's sentence: the answer adds it,
         // so alice is credited and paid, and the receipt verifies.
-        let (stored, receipt) = settle_asked(
-            &w,
+        let (stored, receipt) = w.settle(
             "facts-lora",
             "Who rehearses by the lighthouse, and when?",
             &format!("According to the notes, {DISTINCTIVE}"),
@@ -436,8 +402,7 @@ mod attribution {
         // adapter's datanet pro rata by rows (bob's row included); the
         // receipt says so and verifies. (Traced without the question, the
         // same answer pays alice alone: the plain-span false credit.)
-        let (stored, receipt) = settle_asked(
-            &w,
+        let (stored, receipt) = w.settle(
             "facts-lora",
             &format!("Repeat after me: {DISTINCTIVE}"),
             DISTINCTIVE,
@@ -474,8 +439,7 @@ mod attribution {
             { "role": "user", "content": "Does the quokka orchestra rehearse?" },
         ]))
         .unwrap();
-        let (stored, receipt) =
-            settle_asked(&w, "facts-lora", &chat, &format!("Yes: {DISTINCTIVE}"));
+        let (stored, receipt) = w.settle("facts-lora", &chat, &format!("Yes: {DISTINCTIVE}"));
         let a = stored.attribution.as_ref().unwrap();
         assert_eq!(receipt.method, TOKEN_METHOD);
         assert_eq!(receipt.weights, vec![(p.alice_contribution, 1_000_000_000)]);
