@@ -44,7 +44,8 @@ pip=("$venv/bin/python" -m pip install --disable-pip-version-check)
 # includes ggml's AMX path and the first generation with default model params
 # crashes (SIGSEGV). The peer scripts therefore load models with
 # use_extra_bufts = false (peercommon.llama_cpp_without_extra_buffers), which
-# costs llama.cpp speed: 19.4 CPU ms/token here vs REFERENCE.md's 122 tok/s.
+# costs llama.cpp speed: 19.4 CPU ms/token here vs an earlier probe's 122 tok/s
+# (docs/benchmarks.md, "Earlier probe figures").
 # Alternative tried in session 4 (2026-11-24 16:30-16:45 UTC): a wheel built
 # with CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 # -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI=ON -DGGML_AVX512=ON
@@ -58,7 +59,7 @@ pip=("$venv/bin/python" -m pip install --disable-pip-version-check)
 # Both builds report AVX512, AVX512_VNNI, AVX512_BF16 and REPACK in
 # llama_print_system_info, so the NATIVE=ON build already runs ggml's
 # AVX-512 kernels; only the AMX buffer type is off, and it is not what
-# REFERENCE.md's 120 tok/s comes from on this 2-core VM. The NATIVE=ON build stays
+# the earlier probe's 122 tok/s came from on this 2-core VM. The NATIVE=ON build stays
 # (fastest that runs); docs/benchmarks.md ("Generation (issue 4)") has the
 # table.
 # The sdist vendors llama.cpp; its LoRA converter (convert_lora_to_gguf.py with
