@@ -817,9 +817,9 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::config::NodeConfig;
-    use crate::datanets::CreateDatanetRequest;
     use crate::home::{InitOptions, NodeHome};
     use crate::serving::Serving;
+    use trib_client::wire::CreateDatanetRequest;
     use trib_ledger::{Action, CurationMode, DataType, Transaction, Visibility};
     use trib_types::{AdapterId, Amount, SecretKey};
 

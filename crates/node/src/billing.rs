@@ -385,7 +385,7 @@ impl Billing {
     /// (committed, or dropped by the producer).
     fn prune_pending(&self, holds: &mut Holds) {
         holds.pending.retain(|(tx, _, _)| match self.chain.tx(tx) {
-            Ok(Some(v)) => v.status == crate::api::wire::TxStatus::Pending,
+            Ok(Some(v)) => v.status == trib_client::wire::TxStatus::Pending,
             Ok(None) => false,
             // Cannot tell: keep holding (refusing early is safe).
             Err(_) => true,

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use trib_ledger::inference_fee;
 use trib_types::{Amount, TxHash};
 
-use crate::api::wire::TxStatus;
 use crate::test_fixtures::{PaidHome, PaidNode};
+use trib_client::wire::TxStatus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_never_settle_more_than_the_allowance_and_all_admitted_ones_settle() {

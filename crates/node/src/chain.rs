@@ -15,8 +15,8 @@ use trib_ledger::{
 };
 use trib_types::{Address, SecretKey, TxHash};
 
-use crate::api::wire::{AccountView, BlockView, StatusView, SupplyView, TxStatus, TxView};
 use crate::api::ApiError;
+use trib_client::wire::{AccountView, BlockView, StatusView, SupplyView, TxStatus, TxView};
 
 /// The mempool and the bodies of its transactions (for `GET /v1/tx` of a
 /// pending one; `Mempool` answers only whether a hash is pending).

@@ -7,10 +7,10 @@ use serde::de::DeserializeOwned;
 use trib_ledger::{Action, Params, Proposal, SignedTransaction, StateProof, Transaction};
 use trib_types::{Address, Amount, Canonical, SecretKey, TxHash};
 
-use crate::api::wire::{
+use trib_client::wire::ErrorBody;
+use trib_client::wire::{
     AccountView, BlockView, StatusView, SubmitResponse, SupplyView, TxStatus, TxView,
 };
-use crate::api::ErrorBody;
 
 /// Why a call to the node failed.
 #[derive(Debug, thiserror::Error)]

@@ -15,11 +15,15 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use trib_client::wire::{
+    ContributionResponse, ContributionView, CreateDatanetRequest, CreateDatanetResponse,
+    DatanetView, LeaderboardEntry, PublishPlan, RowView, VersionView,
+};
 use trib_datanet::{
     canonical_order, merkle_root, BlobStore, ContributionRecord, Datanet as Descriptor,
     DatanetError, DatanetStore, Decision, FileKind, LocalBlobStore, ObjectBlobStore, Page,
-    PageRequest, SourceFile, ValidationReport, Validator, VersionLeaf,
+    PageRequest, SourceFile, Validator, VersionLeaf,
 };
 use trib_ledger::{
     Action, ContributionStatus as LedgerStatus, CurationMode, DataType, Datanet, DatanetRef,
@@ -29,179 +33,6 @@ use trib_types::{Address, Amount, Canonical, ContributionId, DatanetId, Hash};
 
 use crate::api::ApiError;
 use crate::chain::Chain;
-
-/// The body of `POST /v1/datanets`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CreateDatanetRequest {
-    /// The owner (who will sign `CreateDatanet`).
-    pub owner: Address,
-    /// Unique name.
-    pub name: String,
-    /// Markdown description.
-    #[serde(default)]
-    pub description: String,
-    /// Tags.
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// Row kind (`text`, `instruction`, `chat`).
-    pub data_type: DataType,
-    /// Curation mode.
-    pub curation: CurationMode,
-    /// OPEN escrowed by each contribution.
-    pub stake_per_contribution: Amount,
-    /// Visibility.
-    pub visibility: Visibility,
-}
-
-/// The body of `POST /v1/datanets`: the request and, optionally, its upload
-/// quotas (the defaults of [`trib_datanet::Quotas`] when absent).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct CreateDatanetBody {
-    /// The request.
-    #[serde(flatten)]
-    pub(crate) request: CreateDatanetRequest,
-    /// Upload quotas (per file, per contributor per UTC day, per datanet
-    /// per UTC day).
-    #[serde(default)]
-    pub(crate) quotas: Option<trib_datanet::Quotas>,
-}
-
-/// The answer to `POST /v1/datanets`: what the owner signs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CreateDatanetResponse {
-    /// The ledger id (from the name).
-    pub id: DatanetId,
-    /// blake3 of the stored descriptor (the `metadata_hash` to sign).
-    pub metadata_hash: Hash,
-    /// The action to sign, ready to submit.
-    pub action: Action,
-}
-
-/// The answer to a contribution upload: the row-by-row validation report and,
-/// when accepted, the `Contribute` action to sign.
-#[derive(Debug, Clone, Serialize)]
-pub struct ContributionResponse {
-    /// The validation report (every row, with quality components and
-    /// rejection reasons).
-    pub report: ValidationReport,
-    /// The action to sign; `None` when the contribution was rejected.
-    pub action: Option<Action>,
-}
-
-/// The answer to `POST /v1/datanets/{name}/publish`: the version to sign.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PublishPlan {
-    /// Version number.
-    pub version: u32,
-    /// Merkle root over its rows.
-    pub root: Hash,
-    /// Rows.
-    pub rows: u64,
-    /// Its accepted contributions.
-    pub contributions: Vec<ContributionId>,
-    /// The action to sign.
-    pub action: Action,
-}
-
-/// A datanet as the API shows it: the ledger record and the descriptor.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DatanetView {
-    /// On-chain record.
-    pub ledger: Datanet,
-    /// Off-chain descriptor text.
-    pub description: String,
-    /// Tags.
-    pub tags: Vec<String>,
-    /// Upload quotas (UTC days), when this node holds the descriptor.
-    #[serde(default)]
-    pub quotas: Option<trib_datanet::Quotas>,
-}
-
-/// A contribution as the API shows it: the store's record and the
-/// ledger's status (the truth), with `on_ledger` false when its
-/// `Contribute` transaction was never committed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ContributionView {
-    /// Id.
-    pub id: ContributionId,
-    /// Contributor.
-    pub contributor: Address,
-    /// File name.
-    pub file_name: String,
-    /// Rows accepted at validation.
-    pub rows: u32,
-    /// Rows rejected as duplicates at validation.
-    pub duplicates_rejected: u32,
-    /// `pending`, `accepted`, `rejected (...)`, `unsubmitted`…
-    pub status: String,
-    /// Whether the ledger knows it.
-    pub on_ledger: bool,
-    /// Stake escrowed, slashed.
-    pub stake: Amount,
-    /// Slashed on rejection.
-    pub slashed: Amount,
-}
-
-/// A version as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct VersionView {
-    /// Number.
-    pub version: u32,
-    /// Root.
-    pub root: Hash,
-    /// Rows.
-    pub rows: u64,
-    /// Whether the ledger recorded it (else it is a draft awaiting its
-    /// `PublishVersion`).
-    pub on_ledger: bool,
-    /// Ledger height of publication.
-    pub height: Option<u64>,
-}
-
-/// One leaderboard line: the ledger's reputation merged with the node's
-/// record of validation (duplicates, submissions rejected before any
-/// transaction); see docs/datanets.md, "Reputation".
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LeaderboardEntry {
-    /// Contributor.
-    pub contributor: Address,
-    /// Contributions submitted on the ledger.
-    pub contributions: u64,
-    /// Accepted.
-    pub accepted: u64,
-    /// Rejected by curation (on the ledger).
-    pub rejected: u64,
-    /// Submissions rejected at validation (all duplicates, bad format,
-    /// quota, …), which never reached the ledger.
-    #[serde(default)]
-    pub rejected_at_validation: u64,
-    /// Rows accepted.
-    pub rows_accepted: u64,
-    /// accepted / (contributions + rejected_at_validation), basis points.
-    pub acceptance_bps: u64,
-    /// Rows rejected as exact or near duplicates at validation, in stored
-    /// contributions and in rejected submissions alike.
-    pub duplicates_rejected: u64,
-    /// Slashed stake.
-    pub slashed: Amount,
-    /// Attribution earnings.
-    pub earnings: Amount,
-}
-
-/// One row of a version.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RowView {
-    /// Position in the version.
-    pub index: u64,
-    /// Content hash.
-    pub row_hash: Hash,
-    /// Contributor.
-    pub contributor: Address,
-    /// Contribution.
-    pub contribution: ContributionId,
-    /// The row as text (JSON for structured rows).
-    pub text: String,
-}
 
 /// One row of a published version, as the token-attribution index needs it.
 #[derive(Debug, Clone)]

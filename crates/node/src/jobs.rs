@@ -14,66 +14,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+use trib_client::wire::{JobStatus, JobView};
 use trib_model::factory::{
     train, CancelFlag, DatanetResolver, JobConfig, ProgressEvent, ResolvedDatanet, TrainOptions,
-    TrainingSummary,
 };
 use trib_types::Address;
 
 use crate::api::ApiError;
 use crate::datanets::DatanetService;
-
-/// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatus {
-    /// Waiting for the worker.
-    Queued,
-    /// Training.
-    Running,
-    /// Finished; the adapter is written.
-    Done,
-    /// Stopped with an error.
-    Failed,
-    /// Cancelled (queued or running).
-    Cancelled,
-}
-
-impl JobStatus {
-    fn is_final(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Done | JobStatus::Failed | JobStatus::Cancelled
-        )
-    }
-}
-
-/// A job as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobView {
-    /// Id (from 1, per node run).
-    pub id: u64,
-    /// The job's name.
-    pub name: Option<String>,
-    /// Who submitted it (its datanet access is checked).
-    pub owner: Option<Address>,
-    /// Status.
-    pub status: JobStatus,
-    /// Output directory.
-    pub output_dir: PathBuf,
-    /// Last step done and total steps.
-    pub step: u64,
-    /// Total optimiser steps (once known).
-    pub total_steps: u64,
-    /// Last training loss.
-    pub loss: Option<f64>,
-    /// Error message when failed.
-    pub error: Option<String>,
-    /// The training summary when done.
-    pub summary: Option<TrainingSummary>,
-}
 
 struct Job {
     view: JobView,

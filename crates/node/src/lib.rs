@@ -29,24 +29,25 @@ mod serving;
 #[cfg(test)]
 mod test_fixtures;
 
-pub use api::wire::{
-    AccountView, BlockView, StatusView, SubmitResponse, SupplyView, TxStatus, TxView,
-};
-pub use api::{ApiError, AppState, ErrorBody, ErrorDetail, PageView};
+pub use api::{ApiError, AppState};
 pub use billing::{ApiKeyError, ApiKeys, API_KEY_PREFIX};
 pub use client::{ClientError, NodeClient};
 pub use config::{NodeConfig, ServingConfig};
-pub use datanets::{
-    signed_read, ContributionResponse, ContributionView, CreateDatanetRequest,
-    CreateDatanetResponse, DatanetView, LeaderboardEntry, PublishPlan, RowView, VersionView,
-};
+pub use datanets::signed_read;
 pub use home::{HomeError, InitOptions, InitReport, NodeHome, DEFAULT_PRODUCER_ALLOCATION};
-pub use jobs::{JobStatus, JobView};
 pub use keystore::{KeyInfo, Keystore, KeystoreError};
-pub use models::{describe_model, BaseModelView};
+pub use models::describe_model;
 pub use node::{NodeError, NodeOverrides, RunningNode};
 pub use service_client::{ServiceClient, Upload};
 pub use serving::{verify_stored_answer, StoredAnswer, StoredAttribution};
+// The wire types moved to `trib-client`; re-exported while the `trib`
+// binary still imports them from here.
+pub use trib_client::wire::{
+    AccountView, BaseModelView, BlockView, ContributionResponse, ContributionView,
+    CreateDatanetRequest, CreateDatanetResponse, DatanetView, ErrorBody, ErrorDetail, JobStatus,
+    JobView, LeaderboardEntry, PageView, PublishPlan, RowView, StatusView, SubmitResponse,
+    SupplyView, TxStatus, TxView, VersionView,
+};
 
 /// The datanet library (parsers, export verification), re-exported for the
 /// `trib` binary.

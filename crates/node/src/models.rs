@@ -7,22 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
-use trib_ledger::BaseModel;
+use trib_client::wire::BaseModelView;
 use trib_model::{Model, ModelInfo, WeightFormat};
 
 use crate::api::ApiError;
 use crate::chain::Chain;
-
-/// A local base model and its ledger registration, if any.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BaseModelView {
-    /// What the weights say (architecture, parameters, quantization,
-    /// tokenizer, licence, content hash as `id`).
-    pub info: ModelInfo,
-    /// The ledger's record when registered.
-    pub registered: Option<BaseModel>,
-}
 
 /// Describes a model file or directory (loads it; quantized weights stay
 /// quantized).

@@ -9,15 +9,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use trib_types::Address;
 
-use crate::api::PageView;
-use crate::client::{ClientError, NodeClient};
-use crate::datanets::{
-    ContributionView, CreateDatanetRequest, CreateDatanetResponse, DatanetView, LeaderboardEntry,
-    PublishPlan, RowView, VersionView,
+use trib_client::wire::{
+    BaseModelView, ContributionView, CreateDatanetRequest, CreateDatanetResponse, DatanetView,
+    ErrorBody, JobView, LeaderboardEntry, PageView, PublishPlan, RowView, VersionView,
 };
-use crate::jobs::JobView;
-use crate::models::BaseModelView;
-use crate::ErrorBody;
+
+use crate::client::{ClientError, NodeClient};
 
 /// Client for `/v1/datanets`, `/v1/models` and `/v1/jobs`.
 #[derive(Debug, Clone)]

@@ -14,14 +14,15 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use trib_datanet::{FileKind, PageRequest};
 use trib_types::Address;
 
 use super::{ApiError, AppState};
-use crate::datanets::{
-    signed_read, ContributionResponse, ContributionView, CreateDatanetBody, CreateDatanetResponse,
-    DatanetService, DatanetView, LeaderboardEntry, PublishPlan, RowView, VersionView,
+use crate::datanets::{signed_read, DatanetService};
+use trib_client::wire::{
+    ContributionResponse, ContributionView, CreateDatanetBody, CreateDatanetResponse, DatanetView,
+    LeaderboardEntry, PageView, PublishPlan, RowView, VersionView,
 };
 
 type Svc = Arc<DatanetService>;
@@ -39,15 +40,6 @@ impl axum::extract::FromRef<Routes> for Svc {
     fn from_ref(r: &Routes) -> Svc {
         r.svc.clone()
     }
-}
-
-/// A page of items and the cursor of the next page.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PageView<T> {
-    /// The items.
-    pub items: Vec<T>,
-    /// Pass as `after` for the next page; `None` at the end.
-    pub next: Option<String>,
 }
 
 pub(crate) fn routes(svc: Svc, max_request_bytes: usize) -> Router<AppState> {

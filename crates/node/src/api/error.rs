@@ -7,7 +7,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use trib_client::wire::{ErrorBody, ErrorDetail};
 use trib_ledger::{LedgerError, TxError};
 
 /// A typed API error.
@@ -18,22 +18,6 @@ pub struct ApiError {
     /// Stable machine-readable code (`insufficient_balance`, `not_found`…).
     pub code: &'static str,
     /// Human-readable explanation naming the problem.
-    pub message: String,
-}
-
-/// The JSON body of every error response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// The error.
-    pub error: ErrorDetail,
-}
-
-/// The inside of [`ErrorBody`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorDetail {
-    /// Stable machine-readable code.
-    pub code: String,
-    /// Human-readable message.
     pub message: String,
 }
 

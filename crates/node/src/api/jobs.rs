@@ -25,7 +25,8 @@ use trib_types::Address;
 
 use super::{ApiError, AppState};
 use crate::datanets::signed_read;
-use crate::jobs::{JobQueue, JobView};
+use crate::jobs::JobQueue;
+use trib_client::wire::JobView;
 
 /// What the job routes share: the queue and the replay guard of signed
 /// submissions.

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use trib_ledger::{Params, Proposal, SignedTransaction, StateKey, StateProof};
 use trib_types::{Address, TxHash};
 
-use super::wire::{AccountView, BlockView, StatusView, SubmitResponse, SupplyView, TxView};
 use super::{ApiError, AppState};
+use trib_client::wire::{AccountView, BlockView, StatusView, SubmitResponse, SupplyView, TxView};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()

@@ -19,13 +19,11 @@ mod jobs;
 mod ledger;
 mod models;
 pub(crate) mod openai;
-pub(crate) mod wire;
 
 #[cfg(test)]
 mod tests;
 
-pub use datanets::PageView;
-pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use error::ApiError;
 
 /// What every handler can reach.
 #[derive(Clone)]

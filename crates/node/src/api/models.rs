@@ -8,7 +8,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use super::{ApiError, AppState};
-use crate::models::{BaseModelView, ModelService};
+use crate::models::ModelService;
+use trib_client::wire::BaseModelView;
 
 pub(crate) fn routes(svc: Arc<ModelService>) -> Router<AppState> {
     Router::new()

@@ -13,8 +13,8 @@ use trib_ledger::{datanet_id, Action, CurationMode, DataType, Visibility};
 use trib_types::{AdapterId, Amount, ModelId, SecretKey};
 
 use super::{Demo, DemoError, TO_STDERR};
-use crate::datanets::CreateDatanetRequest;
 use crate::service_client::{ServiceClient, Upload};
+use trib_client::wire::CreateDatanetRequest;
 
 const CONSTITUTION: &str = include_str!("../../../datanet/tests/fixtures/constitution.txt");
 const DECLARATION: &str = include_str!("../../../datanet/tests/fixtures/declaration.md");

@@ -1,5 +1,5 @@
-//! JSON shapes of the ledger API, shared by the server ([`crate::api`]) and
-//! the typed client ([`crate::NodeClient`]). Amounts are base-unit strings
+//! JSON shapes of the ledger routes (`/v1/status`, `/v1/accounts`,
+//! `/v1/tx`, `/v1/blocks`, `/v1/supply`). Amounts are base-unit strings
 //! (see `trib_types::Amount`); hashes and addresses are text.
 
 use serde::{Deserialize, Serialize};
