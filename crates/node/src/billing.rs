@@ -385,7 +385,7 @@ impl Billing {
     /// (committed, or dropped by the producer).
     fn prune_pending(&self, holds: &mut Holds) {
         holds.pending.retain(|(tx, _, _)| match self.chain.tx(tx) {
-            Ok(Some(v)) => v.status == trib_client::wire::TxStatus::Pending,
+            Ok(Some(v)) => v.is_pending(),
             Ok(None) => false,
             // Cannot tell: keep holding (refusing early is safe).
             Err(_) => true,
@@ -416,7 +416,7 @@ impl Billing {
         let mut nonce = self
             .chain
             .account(&self.operator())
-            .map_err(|e| e.message)?
+            .map_err(|e| e.to_string())?
             .next_nonce;
         let action = Action::SettleInference {
             receipt,

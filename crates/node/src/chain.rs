@@ -2,7 +2,10 @@
 //! producer key, behind the locks the HTTP handlers and the producer share.
 //!
 //! Every ledger call the node makes goes through here, so the API handlers
-//! stay free of locking and of the ledger's storage details.
+//! stay free of locking and of the ledger's storage details. It knows
+//! nothing of HTTP: reads return ledger types (or the small structs below
+//! that join a ledger read with the mempool), failures are a [`ChainError`],
+//! and `api/ledger.rs` builds the wire views and the status codes.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,13 +13,75 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 use trib_ledger::{
-    BlockOutcome, Genesis, Ledger, LedgerError, Mempool, Params, Proposal, SignedTransaction,
-    StateKey, StateProof, TxError,
+    Account, Block, BlockHeader, BlockOutcome, Genesis, Ledger, LedgerError, Mempool, Params,
+    Proposal, SignedTransaction, StateKey, StateProof, Supply, TxError, TxRecord,
 };
-use trib_types::{Address, SecretKey, TxHash};
+use trib_types::{Address, Amount, SecretKey, TxHash};
 
-use crate::api::ApiError;
-use trib_client::wire::{AccountView, BlockView, StatusView, SupplyView, TxStatus, TxView};
+/// Why a read through the node's ledger state failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ChainError {
+    /// The ledger could not answer (a storage error, or a height or
+    /// proposal it does not hold); the ledger's message names which.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// No block at this height yet: heights run from 0 to the head.
+    #[error("no block at height {height} (head is {head})")]
+    NoSuchBlock {
+        /// The height asked for.
+        height: u64,
+        /// The current head height.
+        head: u64,
+    },
+    /// The supply parts add up past `u128` (a ledger invariant broken).
+    #[error("total supply overflows u128")]
+    SupplyOverflow,
+}
+
+/// The chain head and the mempool size, read together.
+pub(crate) struct ChainStatus {
+    /// The chain id of the genesis.
+    pub(crate) chain_id: String,
+    /// The head block's header.
+    pub(crate) head: BlockHeader,
+    /// Transactions waiting in the mempool.
+    pub(crate) pending: usize,
+}
+
+/// An account with what the mempool adds: the voting power it holds and
+/// the nonce its next transaction must carry (after its pending ones).
+pub(crate) struct AccountState {
+    /// The account's state at the head.
+    pub(crate) account: Account,
+    /// gOPEN voting with this address (its own and delegated to it).
+    pub(crate) voting_power: Amount,
+    /// The nonce of its next transaction, pending ones counted.
+    pub(crate) next_nonce: u64,
+}
+
+/// A transaction the node knows: committed in a block, or still pending in
+/// the mempool.
+pub(crate) enum ChainTx {
+    /// In a committed block, with its receipt.
+    Committed(TxRecord),
+    /// Accepted into the mempool, not yet in a block.
+    Pending(SignedTransaction),
+}
+
+impl ChainTx {
+    /// Whether it still waits in the mempool.
+    pub(crate) fn is_pending(&self) -> bool {
+        matches!(self, ChainTx::Pending(_))
+    }
+}
+
+/// The total supply and its parts.
+pub(crate) struct SupplyTotal {
+    /// The parts (balances, stakes, escrows, …).
+    pub(crate) supply: Supply,
+    /// Their sum.
+    pub(crate) total: Amount,
+}
 
 /// The mempool and the bodies of its transactions (for `GET /v1/tx` of a
 /// pending one; `Mempool` answers only whether a hash is pending).
@@ -123,107 +188,79 @@ impl Chain {
         self.ledger().height()
     }
 
-    pub(crate) fn status(&self) -> Result<StatusView, ApiError> {
-        let ledger = self.ledger();
-        let head = ledger.head();
-        Ok(StatusView {
+    pub(crate) fn status(&self) -> ChainStatus {
+        ChainStatus {
             chain_id: self.chain_id.clone(),
-            height: head.height,
-            head_hash: head.hash(),
-            state_root: head.state_root,
-            time_ms: head.time_ms,
-            producer: head.producer.address(),
-            mempool_size: self.pending(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        })
+            head: self.ledger().head(),
+            pending: self.pending(),
+        }
     }
 
-    pub(crate) fn account(&self, addr: &Address) -> Result<AccountView, ApiError> {
+    pub(crate) fn account(&self, addr: &Address) -> Result<AccountState, ChainError> {
         let ledger = self.ledger();
         // Lock the pool before reading the account: `produce_block` commits
         // under this lock, so state and pending nonces are read as one view.
         // Reading the ledger first could see the nonce from before a block
         // whose transactions then leave the pool, and hand out a used nonce.
         let pool = self.mempool();
-        let acc = ledger.account(addr)?;
+        let account = ledger.account(addr)?;
         let voting_power = ledger.voting_power(addr)?;
         let next_nonce = pool
             .txs
             .next_nonce(addr)
-            .unwrap_or(acc.nonce)
-            .max(acc.nonce);
+            .unwrap_or(account.nonce)
+            .max(account.nonce);
         drop(pool);
-        Ok(AccountView {
-            address: *addr,
-            balance: acc.balance,
-            staked: acc.staked,
-            unbonding: acc.unbonding,
-            delegate: acc.delegate,
+        Ok(AccountState {
+            account,
             voting_power,
-            nonce: acc.nonce,
             next_nonce,
         })
     }
 
-    pub(crate) fn tx(&self, hash: &TxHash) -> Result<Option<TxView>, ApiError> {
+    pub(crate) fn tx(&self, hash: &TxHash) -> Result<Option<ChainTx>, ChainError> {
         if let Some(rec) = self.ledger().tx(hash)? {
-            return Ok(Some(TxView {
-                hash: *hash,
-                status: TxStatus::Committed,
-                height: Some(rec.height),
-                index: Some(rec.index),
-                tx: rec.tx,
-                receipt: Some(rec.receipt),
-            }));
+            return Ok(Some(ChainTx::Committed(rec)));
         }
-        Ok(self.mempool().bodies.get(hash).map(|tx| TxView {
-            hash: *hash,
-            status: TxStatus::Pending,
-            height: None,
-            index: None,
-            tx: tx.clone(),
-            receipt: None,
-        }))
+        Ok(self
+            .mempool()
+            .bodies
+            .get(hash)
+            .map(|tx| ChainTx::Pending(tx.clone())))
     }
 
-    pub(crate) fn block(&self, height: u64) -> Result<BlockView, ApiError> {
-        let block = self.ledger().block(height)?.ok_or_else(|| {
-            ApiError::not_found(format!(
-                "no block at height {height} (head is {})",
-                self.ledger().height()
-            ))
-        })?;
-        Ok(BlockView {
-            hash: block.header.hash(),
-            block,
-        })
+    pub(crate) fn block(&self, height: u64) -> Result<Block, ChainError> {
+        self.ledger()
+            .block(height)?
+            .ok_or_else(|| ChainError::NoSuchBlock {
+                height,
+                head: self.ledger().height(),
+            })
     }
 
-    pub(crate) fn proposals(&self) -> Result<Vec<Proposal>, ApiError> {
+    pub(crate) fn proposals(&self) -> Result<Vec<Proposal>, ChainError> {
         Ok(self.ledger().proposals()?)
     }
 
-    pub(crate) fn proposal(&self, id: u64) -> Result<Option<Proposal>, ApiError> {
+    pub(crate) fn proposal(&self, id: u64) -> Result<Option<Proposal>, ChainError> {
         Ok(self.ledger().proposal(id)?)
     }
 
-    pub(crate) fn params(&self) -> Result<Params, ApiError> {
+    pub(crate) fn params(&self) -> Result<Params, ChainError> {
         Ok(self.ledger().params()?)
     }
 
-    pub(crate) fn supply(&self) -> Result<SupplyView, ApiError> {
+    pub(crate) fn supply(&self) -> Result<SupplyTotal, ChainError> {
         let supply = self.ledger().total_supply()?;
-        let total = supply
-            .total()
-            .ok_or_else(|| ApiError::internal("total supply overflows u128"))?;
-        Ok(SupplyView { supply, total })
+        let total = supply.total().ok_or(ChainError::SupplyOverflow)?;
+        Ok(SupplyTotal { supply, total })
     }
 
     pub(crate) fn prove(
         &self,
         key: &StateKey,
         height: Option<u64>,
-    ) -> Result<StateProof, ApiError> {
+    ) -> Result<StateProof, ChainError> {
         Ok(self.ledger().prove(key.clone(), height)?)
     }
 }

@@ -5,12 +5,20 @@
 //! to edit. Unknown keys are an error, so a typo is not silently ignored.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::home::HomeError;
+/// A configuration file that does not parse or has a bad value.
+#[derive(Debug, thiserror::Error)]
+#[error("config file {path}: {reason}")]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong: the unknown key, the value out of range.
+    pub reason: String,
+}
 
 /// The node's settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,8 +180,8 @@ impl NodeConfig {
     }
 
     /// Parses and validates TOML text; `path` only names the file in errors.
-    pub fn from_toml(text: &str, path: &Path) -> Result<Self, HomeError> {
-        let bad = |reason: String| HomeError::BadConfig {
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let bad = |reason: String| ConfigError {
             path: path.to_path_buf(),
             reason,
         };

@@ -12,7 +12,7 @@
 //! Later issues add steps (datanets, training, paid inference, payouts): each
 //! step is one method of [`Demo`], called in order by [`run`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -24,9 +24,10 @@ use trib_types::{Address, Amount, Hash, SecretKey, TxHash};
 
 use crate::client::{ClientError, NodeClient};
 use crate::config::NodeConfig;
-use crate::home::{HomeError, InitOptions, NodeHome};
+use crate::error::NodeError;
+use crate::home::{HomeError, InitOptions, InitReport, NodeHome};
 use crate::keystore::{Keystore, KeystoreError};
-use crate::node::{NodeError, NodeOverrides, RunningNode};
+use crate::node::{NodeOverrides, RunningNode};
 
 /// Block interval of the demo node: short, so that the governance periods
 /// of the dev genesis (counted in blocks) pass in seconds.
@@ -189,48 +190,8 @@ pub async fn run(
 
     say!("Tributary demo: a node, four accounts, OPEN transfers, gOPEN staking and delegation,");
     say!("a governance proposal executed by the ledger, and a full replay verification.\n");
-    step_header(1, "create a node home with a development genesis");
-    // The node serves the demo model (OpenAI-compatible API) when it is
-    // present, so the paid-inference steps can query the trained adapter.
-    let served = demo_model();
-    let config = NodeConfig {
-        listen: "127.0.0.1:0".parse().expect("valid"),
-        base_model: served.clone(),
-        ..NodeConfig::default()
-    };
-    let report = NodeHome::init(
-        &root,
-        InitOptions {
-            dev: true,
-            config,
-            ..InitOptions::default()
-        },
-    )?;
-    let home = NodeHome::new(&root);
-    say!(
-        "      home {}  chain {}",
-        root.display(),
-        report.genesis.chain_id
-    );
-    say!(
-        "      producer {} holds {} at genesis",
-        report.producer.address,
-        fmt_open(report.genesis.allocations[0].1)
-    );
-
-    step_header(
-        2,
-        "start the node (HTTP API on a free loopback port, a block every 200 ms)",
-    );
-    let node = RunningNode::start(
-        &home,
-        NodeOverrides {
-            listen: None,
-            block_interval: Some(DEMO_BLOCK_INTERVAL),
-        },
-    )
-    .await?;
-    say!("      listening on {}", node.url());
+    let (home, report, serving) = init_home(&root)?;
+    let node = start_node(&home).await?;
     let keystore = home.keystore()?;
     let producer = keystore.load(&report.producer.name, None)?;
     let mut demo = Demo {
@@ -243,67 +204,76 @@ pub async fn run(
         jobs_root: home.jobs_dir(),
         artifacts: None,
         home_root: root.clone(),
-        serving: served.is_some(),
+        serving,
         inference: None,
     };
 
     let result = demo.steps().await;
     // Stop the node whatever happened, so the ledger file is closed cleanly.
     let stopped = node.shutdown().await;
-    let (proposal_id, change, before, after) = result?;
+    let governance = result?;
     stopped?;
 
-    step_header(
-        STEPS,
-        "stop the node, replay the ledger from genesis and check a state proof",
-    );
-    // `shutdown` joined every thread that held the ledger: it opens at once.
-    let ledger = home.open_ledger()?;
-    let verified = ledger.verify_chain(|_, _| {})?;
-    say!(
-        "      replayed {} blocks and {} transactions: every transactions root and state root matches",
-        verified.blocks, verified.txs
-    );
-    let alice = demo.users[0].1.address();
-    let proof = ledger.prove(StateKey::Account(alice), None)?;
-    verify_proof(verified.state_root, &proof)?;
-    say!(
-        "      proof of account/{alice} verifies against state root {}",
-        verified.state_root.short()
-    );
-
-    let mut accounts = Vec::new();
-    for (name, key) in &demo.users {
-        let a = ledger.account(&key.address())?;
-        let voting_power = ledger.voting_power(&key.address())?;
-        accounts.push(DemoAccount {
-            name: name.clone(),
-            address: key.address(),
-            balance: a.balance,
-            staked: a.staked,
-            voting_power,
-        });
-    }
-    let summary = DemoSummary {
-        home: root.clone(),
-        temporary_home: temporary,
-        chain_id: ledger.chain_id().to_string(),
-        height: ledger.height(),
-        transactions: demo.committed,
-        accounts,
-        proposal_id,
-        param_change: change.to_string(),
-        param_before: before,
-        param_after: after,
-        verified_blocks: verified.blocks,
-        verified_txs: verified.txs,
-        state_root: verified.state_root,
-        inference: demo.inference.take(),
-    };
-    drop(ledger);
+    let summary = demo.verify_and_summarise(&home, temporary, governance)?;
     print_summary(&summary, started.elapsed());
     Ok(summary)
 }
+
+/// Step 1: a dev-genesis home at `root`, serving the demo model when it is
+/// present; returns the home, its init report and whether it serves.
+fn init_home(root: &Path) -> Result<(NodeHome, InitReport, bool), DemoError> {
+    step_header(1, "create a node home with a development genesis");
+    // The node serves the demo model (OpenAI-compatible API) when it is
+    // present, so the paid-inference steps can query the trained adapter.
+    let served = demo_model();
+    let serving = served.is_some();
+    let config = NodeConfig {
+        listen: "127.0.0.1:0".parse().expect("valid"),
+        base_model: served,
+        ..NodeConfig::default()
+    };
+    let report = NodeHome::init(
+        root,
+        InitOptions {
+            dev: true,
+            config,
+            ..InitOptions::default()
+        },
+    )?;
+    say!(
+        "      home {}  chain {}",
+        root.display(),
+        report.genesis.chain_id
+    );
+    say!(
+        "      producer {} holds {} at genesis",
+        report.producer.address,
+        fmt_open(report.genesis.allocations[0].1)
+    );
+    Ok((NodeHome::new(root), report, serving))
+}
+
+/// Step 2: the node in this process, on a free loopback port.
+async fn start_node(home: &NodeHome) -> Result<RunningNode, DemoError> {
+    step_header(
+        2,
+        "start the node (HTTP API on a free loopback port, a block every 200 ms)",
+    );
+    let node = RunningNode::start(
+        home,
+        NodeOverrides {
+            listen: None,
+            block_interval: Some(DEMO_BLOCK_INTERVAL),
+        },
+    )
+    .await?;
+    say!("      listening on {}", node.url());
+    Ok(node)
+}
+
+/// The governance step's outcome: proposal id, the change, the value
+/// before and after.
+type Governance = (u64, ParamChange, String, String);
 
 fn step_header(n: usize, what: &str) {
     say!("[{n}/{STEPS}] {what}");
@@ -376,7 +346,7 @@ fn print_summary(s: &DemoSummary, elapsed: Duration) {
 
 impl Demo {
     /// Steps 3–8, against the running node.
-    async fn steps(&mut self) -> Result<(u64, ParamChange, String, String), DemoError> {
+    async fn steps(&mut self) -> Result<Governance, DemoError> {
         self.create_keys()?;
         self.fund_users().await?;
         self.transfer_between_users().await?;
@@ -388,6 +358,64 @@ impl Demo {
         let home_root = self.home_root.clone();
         self.inference = self.paid_inference(&home_root, self.serving).await?;
         Ok((id, change, before, after))
+    }
+
+    /// The last step, after the node stopped: replays the ledger from
+    /// genesis, checks a state proof with the independent verifier and
+    /// gathers the summary.
+    fn verify_and_summarise(
+        &mut self,
+        home: &NodeHome,
+        temporary_home: bool,
+        (proposal_id, change, before, after): Governance,
+    ) -> Result<DemoSummary, DemoError> {
+        step_header(
+            STEPS,
+            "stop the node, replay the ledger from genesis and check a state proof",
+        );
+        // `shutdown` joined every thread that held the ledger: it opens at once.
+        let ledger = home.open_ledger()?;
+        let verified = ledger.verify_chain(|_, _| {})?;
+        say!(
+            "      replayed {} blocks and {} transactions: every transactions root and state root matches",
+            verified.blocks, verified.txs
+        );
+        let alice = self.users[0].1.address();
+        let proof = ledger.prove(StateKey::Account(alice), None)?;
+        verify_proof(verified.state_root, &proof)?;
+        say!(
+            "      proof of account/{alice} verifies against state root {}",
+            verified.state_root.short()
+        );
+
+        let mut accounts = Vec::new();
+        for (name, key) in &self.users {
+            let a = ledger.account(&key.address())?;
+            let voting_power = ledger.voting_power(&key.address())?;
+            accounts.push(DemoAccount {
+                name: name.clone(),
+                address: key.address(),
+                balance: a.balance,
+                staked: a.staked,
+                voting_power,
+            });
+        }
+        Ok(DemoSummary {
+            home: self.home_root.clone(),
+            temporary_home,
+            chain_id: ledger.chain_id().to_string(),
+            height: ledger.height(),
+            transactions: self.committed,
+            accounts,
+            proposal_id,
+            param_change: change.to_string(),
+            param_before: before,
+            param_after: after,
+            verified_blocks: verified.blocks,
+            verified_txs: verified.txs,
+            state_root: verified.state_root,
+            inference: self.inference.take(),
+        })
     }
 
     fn next_step(&mut self, what: &str) {
@@ -520,7 +548,7 @@ impl Demo {
         Ok(())
     }
 
-    async fn govern(&mut self) -> Result<(u64, ParamChange, String, String), DemoError> {
+    async fn govern(&mut self) -> Result<Governance, DemoError> {
         self.next_step("governance: alice proposes min_fee=0.0005, alice votes yes, bob votes no");
         let params = self.client.params().await?;
         let before = fmt_open(params.min_fee);

@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use trib_ledger::{Genesis, GenesisError, Ledger, LedgerError, Params};
 use trib_types::{Address, Amount};
 
-use crate::config::NodeConfig;
+use crate::config::{ConfigError, NodeConfig};
 use crate::keystore::{KeyInfo, Keystore, KeystoreError};
 
 /// OPEN given to the producer key when `init` is given no allocation, so a
@@ -45,14 +45,10 @@ pub enum HomeError {
         /// The home.
         home: PathBuf,
     },
-    /// The configuration file does not parse or has a bad value.
-    #[error("config file {path}: {reason}")]
-    BadConfig {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
+    /// The configuration file does not parse or has a bad value (the
+    /// file and the key are named).
+    #[error(transparent)]
+    BadConfig(#[from] ConfigError),
     /// The genesis file is invalid.
     #[error("genesis file {path}: {source}")]
     BadGenesis {
@@ -182,7 +178,7 @@ impl NodeHome {
     pub fn load_config(&self) -> Result<NodeConfig, HomeError> {
         let path = self.config_path();
         let text = self.read_file(&path)?;
-        NodeConfig::from_toml(&text, &path)
+        Ok(NodeConfig::from_toml(&text, &path)?)
     }
 
     /// Reads and validates `genesis.json`.
@@ -270,12 +266,10 @@ impl NodeHome {
             path: root.join(GENESIS_FILE),
             source,
         })?;
-        opts.config
-            .validate()
-            .map_err(|reason| HomeError::BadConfig {
-                path: root.join(CONFIG_FILE),
-                reason,
-            })?;
+        opts.config.validate().map_err(|reason| ConfigError {
+            path: root.join(CONFIG_FILE),
+            reason,
+        })?;
 
         write_synced(&stage.genesis_path(), genesis.to_json().as_bytes())?;
         write_synced(&stage.config_path(), opts.config.to_toml().as_bytes())?;

@@ -17,12 +17,51 @@ use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::broadcast;
 use trib_client::wire::{JobStatus, JobView};
 use trib_model::factory::{
-    train, CancelFlag, DatanetResolver, JobConfig, ProgressEvent, ResolvedDatanet, TrainOptions,
+    train, CancelFlag, DatanetResolver, FactoryError, JobConfig, ProgressEvent, ResolvedDatanet,
+    TrainOptions,
 };
 use trib_types::Address;
 
-use crate::api::ApiError;
 use crate::datanets::DatanetService;
+
+/// Why the job queue refused a request.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JobError {
+    /// The job TOML does not parse or does not validate; the message names
+    /// the field and what is wrong with it.
+    #[error(transparent)]
+    BadConfig(#[from] FactoryError),
+    /// The job's `model.base` is neither an existing path nor a file in
+    /// the node's models directory: name one of the files there (`GET
+    /// /v1/models/base` lists them) or a path on the node.
+    #[error("base model {base:?} is neither a path nor a file in {}", models_dir.display())]
+    UnknownBaseModel {
+        /// The base model the job names.
+        base: String,
+        /// The node's models directory.
+        models_dir: PathBuf,
+    },
+    /// No job with this id on this node (ids count from 1 per node run, so
+    /// jobs of an earlier run are gone).
+    #[error("no job {id}")]
+    NotFound {
+        /// The id asked for.
+        id: u64,
+    },
+    /// The job has already ended (done, failed or cancelled): there is
+    /// nothing left to cancel.
+    #[error("job {id} already ended ({status:?})")]
+    Finished {
+        /// The job.
+        id: u64,
+        /// How it ended.
+        status: JobStatus,
+    },
+    /// The job thread has stopped (the node is shutting down): submit the
+    /// job again once the node is back.
+    #[error("the job thread has stopped")]
+    WorkerStopped,
+}
 
 struct Job {
     view: JobView,
@@ -164,11 +203,10 @@ impl JobQueue {
 
     /// Parses and queues a job (TOML text); `owner` is checked against
     /// permissioned datanets.
-    pub(crate) fn submit(&self, toml: &str, owner: Option<Address>) -> Result<JobView, ApiError> {
+    pub(crate) fn submit(&self, toml: &str, owner: Option<Address>) -> Result<JobView, JobError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
         let out = self.inner.dir.join(id.to_string());
-        let mut config = JobConfig::from_toml_str(toml, &self.inner.dir)
-            .map_err(|e| ApiError::bad_request("bad_job", e.to_string()))?;
+        let mut config = JobConfig::from_toml_str(toml, &self.inner.dir)?;
         // A base model named without a path is looked up in the node's models
         // directory.
         if !Path::new(&config.model.base).exists() {
@@ -176,20 +214,14 @@ impl JobQueue {
             if candidate.exists() {
                 config.model.base = candidate.display().to_string();
             } else {
-                return Err(ApiError::bad_request(
-                    "bad_job",
-                    format!(
-                        "base model {:?} is neither a path nor a file in {}",
-                        config.model.base,
-                        self.inner.models_dir.display()
-                    ),
-                ));
+                return Err(JobError::UnknownBaseModel {
+                    base: config.model.base,
+                    models_dir: self.inner.models_dir.clone(),
+                });
             }
         }
         config.output.dir = out.clone();
-        config
-            .validate()
-            .map_err(|e| ApiError::bad_request("bad_job", e.to_string()))?;
+        config.validate()?;
         let view = JobView {
             id,
             name: config.name.clone(),
@@ -219,7 +251,7 @@ impl JobQueue {
             );
         self.submit
             .send(Msg::Run(id))
-            .map_err(|_| ApiError::internal("the job thread has stopped"))?;
+            .map_err(|_| JobError::WorkerStopped)?;
         tracing::info!(target: "trib::node::jobs", id, name = ?view.name, "job queued");
         Ok(view)
     }
@@ -229,25 +261,22 @@ impl JobQueue {
         jobs.values().map(|j| j.view.clone()).collect()
     }
 
-    pub(crate) fn get(&self, id: u64) -> Result<JobView, ApiError> {
+    pub(crate) fn get(&self, id: u64) -> Result<JobView, JobError> {
         let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
         jobs.get(&id)
             .map(|j| j.view.clone())
-            .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+            .ok_or(JobError::NotFound { id })
     }
 
     /// Asks a job to stop: a queued job is cancelled at once, a running one
     /// at its next micro-batch.
-    pub(crate) fn cancel(&self, id: u64) -> Result<JobView, ApiError> {
+    pub(crate) fn cancel(&self, id: u64) -> Result<JobView, JobError> {
         let mut jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        let job = jobs
-            .get_mut(&id)
-            .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+        let job = jobs.get_mut(&id).ok_or(JobError::NotFound { id })?;
         if job.view.status.is_final() {
-            return Err(ApiError {
-                status: axum::http::StatusCode::CONFLICT,
-                code: "job_finished",
-                message: format!("job {id} already ended ({:?})", job.view.status),
+            return Err(JobError::Finished {
+                id,
+                status: job.view.status,
             });
         }
         job.cancel.cancel();
@@ -269,12 +298,10 @@ impl JobQueue {
             Vec<serde_json::Value>,
             Option<broadcast::Receiver<serde_json::Value>>,
         ),
-        ApiError,
+        JobError,
     > {
         let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        let job = jobs
-            .get(&id)
-            .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+        let job = jobs.get(&id).ok_or(JobError::NotFound { id })?;
         let rx = (!job.view.status.is_final()).then(|| job.notify.subscribe());
         Ok((job.events.clone(), rx))
     }

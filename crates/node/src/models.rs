@@ -8,10 +8,19 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use trib_client::wire::BaseModelView;
+use trib_ledger::LedgerError;
 use trib_model::{Model, ModelInfo, WeightFormat};
 
-use crate::api::ApiError;
 use crate::chain::Chain;
+
+/// Why the base-model catalogue could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ModelServiceError {
+    /// The ledger's base-model registrations could not be read (a storage
+    /// error; the ledger's message names it).
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
 
 /// Describes a model file or directory (loads it; quantized weights stay
 /// quantized).
@@ -57,7 +66,7 @@ impl ModelService {
     }
 
     /// Every local base model, with its registration.
-    pub(crate) fn list(&self) -> Result<Vec<BaseModelView>, ApiError> {
+    pub(crate) fn list(&self) -> Result<Vec<BaseModelView>, ModelServiceError> {
         let registered = self.chain.ledger().base_models()?;
         let mut out = Vec::new();
         for path in self.candidates() {

@@ -14,40 +14,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use trib_ledger::LedgerError;
 
 use crate::api::{self, AppState};
 use crate::chain::Chain;
-use crate::home::{HomeError, NodeHome};
-
-/// Why the node could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    /// The home directory is missing or invalid.
-    #[error(transparent)]
-    Home(#[from] HomeError),
-    /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The socket error.
-        source: std::io::Error,
-    },
-    /// The HTTP server failed.
-    #[error("HTTP server failed: {0}")]
-    Serve(std::io::Error),
-    /// Block production failed (storage error); the node stops rather than
-    /// run on with a ledger it cannot write.
-    #[error("block production failed: {0}")]
-    Produce(#[from] LedgerError),
-    /// The datanet store could not be opened.
-    #[error("cannot open the node's datanet store: {0}")]
-    Services(String),
-    /// A node task panicked.
-    #[error("node task failed: {0}")]
-    Task(String),
-}
+use crate::error::NodeError;
+use crate::home::NodeHome;
 
 /// Settings that override the home's `config.toml` (command-line flags).
 #[derive(Debug, Clone, Default)]
@@ -134,9 +105,16 @@ impl RunningNode {
         })?;
         let (stop, stop_rx) = watch::channel(false);
 
-        let services = start_services(home, &config.serving, chain.clone())?;
-        let datanets = services.datanets.clone();
-        let jobs = services.jobs.clone();
+        let services = start_services(home, &config, chain.clone())?;
+        // The eager token indexer (attribution.rs) of a serving node,
+        // stopped with the node.
+        let indexer = services.serving.as_ref().map(|s| {
+            crate::attribution::spawn_indexer(s.catalog.clone(), INDEXER_INTERVAL, stop_rx.clone())
+        });
+        let threads = NodeThreads {
+            engine: services.serving.as_ref().map(|s| s.engine.clone()),
+            jobs: services.jobs.clone(),
+        };
         let app = api::router_with(
             AppState {
                 chain: chain.clone(),
@@ -144,26 +122,6 @@ impl RunningNode {
             Some(services),
             config.max_request_bytes,
         );
-        // Receipt, payout, verify and trace routes, and the OpenAI-compatible
-        // routes when a base model is configured; then the eager token
-        // indexer (attribution.rs), stopped with the node.
-        let serving = crate::serving::Serving::start(home, &config, chain.clone(), datanets)?;
-        let app = app.merge(api::attribution::routes(api::attribution::ReceiptState {
-            chain: chain.clone(),
-            receipts_dir: crate::serving::receipts_dir(home),
-            serving: serving.clone(),
-        }));
-        let indexer = serving.as_ref().map(|s| {
-            crate::attribution::spawn_indexer(s.catalog.clone(), INDEXER_INTERVAL, stop_rx.clone())
-        });
-        let threads = NodeThreads {
-            engine: serving.as_ref().map(|s| s.engine.clone()),
-            jobs,
-        };
-        let app = match serving {
-            Some(serving) => app.merge(api::openai::routes(serving)),
-            None => app,
-        };
         let mut server_stop = stop_rx.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -250,29 +208,37 @@ impl RunningNode {
     }
 }
 
-/// The datanet store, the model catalogue and the job queue of a node.
+/// The datanet store, the model catalogue, the job queue and, when a base
+/// model is configured, the serving engine of a node.
 fn start_services(
     home: &NodeHome,
-    serving: &crate::config::ServingConfig,
+    config: &crate::config::NodeConfig,
     chain: Arc<Chain>,
 ) -> Result<api::Services, NodeError> {
     let datanets = Arc::new(
         crate::datanets::DatanetService::open(&home.datanets_dir(), chain.clone())
             .map_err(|e| NodeError::Services(e.to_string()))?,
     );
-    let models = Arc::new(crate::models::ModelService::new(home.models_dir(), chain));
+    let models = Arc::new(crate::models::ModelService::new(
+        home.models_dir(),
+        chain.clone(),
+    ));
     // Finished adapters are installed where the node serves them from, when
     // that is the home's own directory.
-    let install_to = serving
+    let install_to = config
+        .serving
         .adapter_store
         .is_none()
         .then(|| home.root().join("adapters"));
     let jobs =
         crate::jobs::JobQueue::start(&home.jobs_dir(), models.dir(), datanets.clone(), install_to);
+    let serving = crate::serving::Serving::start(home, config, chain, datanets.clone())?;
     Ok(api::Services {
         datanets,
         models,
         jobs,
+        receipts_dir: crate::serving::receipts_dir(home),
+        serving,
     })
 }
 

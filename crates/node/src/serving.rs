@@ -34,8 +34,8 @@ use crate::billing::{ApiKeys, Billing, Charge, Settled};
 use crate::chain::Chain;
 use crate::config::NodeConfig;
 use crate::datanets::DatanetService;
+use crate::error::NodeError;
 use crate::home::NodeHome;
-use crate::node::NodeError;
 
 /// What the engine serves and how requests are charged.
 pub(crate) struct Serving {

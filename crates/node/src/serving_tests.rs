@@ -270,7 +270,7 @@ mod attribution {
     fn a_quoting_answer_pays_the_traced_contributor_not_the_duplicate_and_verifies() {
         let w = World::new();
         let p = w.publish_and_register();
-        let alice_before = w.chain.account(&w.alice.address()).unwrap().balance;
+        let alice_before = w.chain.account(&w.alice.address()).unwrap().account.balance;
         let (stored, receipt) = settle(&w, "facts-lora", &format!("The notes say: {DISTINCTIVE}"));
 
         assert_eq!(receipt.method, TOKEN_METHOD);
@@ -289,7 +289,7 @@ mod attribution {
             .weights
             .iter()
             .all(|(c, _)| *c != p.bob_contribution));
-        let alice_after = w.chain.account(&w.alice.address()).unwrap().balance;
+        let alice_after = w.chain.account(&w.alice.address()).unwrap().account.balance;
         assert_eq!(alice_after.0 - alice_before.0, to_alice);
         let sum: u128 = receipt.lines.iter().map(|l| l.amount.0).sum();
         assert_eq!(sum, receipt.fee.0);

@@ -113,10 +113,8 @@ async fn trace(
     body: Result<Json<TraceBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(b) = body.map_err(|e| {
-        ApiError::bad_request(
-            "invalid_request",
-            format!("malformed request body: {}", e.body_text()),
-        )
+        let message = format!("malformed request body: {}", e.body_text());
+        ApiError::json_rejection(&e, "invalid_request", message)
     })?;
     for (field, value) in [("text", Some(&b.text)), ("prompt", b.prompt.as_ref())] {
         let len = value.map_or(0, String::len);

@@ -62,12 +62,6 @@ pub(crate) fn routes(svc: Svc, max_request_bytes: usize) -> Router<AppState> {
         })
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(r: JsonRejection) -> Self {
-        ApiError::bad_request("malformed_json", r.body_text())
-    }
-}
-
 /// Runs a blocking store call off the async workers.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,

@@ -1,9 +1,12 @@
 //! The API's one error type: every failure leaves the server as
 //! `{"error": {"code": "...", "message": "..."}}` with a fitting status.
 //!
-//! Only this module turns library errors into HTTP responses (STYLE.md §3).
+//! Only the HTTP layer turns errors into responses: the node services
+//! return their own error enums, and this module (with the route modules'
+//! conversions of their service's enum) maps each variant to a status and
+//! a stable code.
 
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -116,14 +119,43 @@ impl From<LedgerError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// A 413 for a request body over the router's `max_request_bytes`
+    /// (`detail` is the extractor's explanation).
+    fn oversize_body(detail: &str) -> Self {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "oversize",
+            message: format!("request body too large: {detail}"),
+        }
+    }
+
+    /// A JSON body the extractor refused: a 413 `oversize` when it is over
+    /// the request limit (whatever the route), else a 400 with the route's
+    /// `code` and `message`.
+    pub(crate) fn json_rejection(
+        r: &JsonRejection,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::oversize_body(&r.body_text())
+        } else {
+            ApiError::bad_request(code, message)
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::json_rejection(&r, "malformed_json", r.body_text())
+    }
+}
+
 impl From<BytesRejection> for ApiError {
     fn from(r: BytesRejection) -> Self {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                code: "oversize",
-                message: format!("request body too large: {}", r.body_text()),
-            }
+            ApiError::oversize_body(&r.body_text())
         } else {
             ApiError {
                 status: r.status(),

@@ -25,8 +25,26 @@ use trib_types::Address;
 
 use super::{ApiError, AppState};
 use crate::datanets::signed_read;
-use crate::jobs::JobQueue;
+use crate::jobs::{JobError, JobQueue};
 use trib_client::wire::JobView;
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> Self {
+        let (status, code) = match &e {
+            JobError::BadConfig(_) | JobError::UnknownBaseModel { .. } => {
+                (StatusCode::BAD_REQUEST, "bad_job")
+            }
+            JobError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            JobError::Finished { .. } => (StatusCode::CONFLICT, "job_finished"),
+            JobError::WorkerStopped => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiError {
+            status,
+            code,
+            message: e.to_string(),
+        }
+    }
+}
 
 /// What the job routes share: the queue and the replay guard of signed
 /// submissions.

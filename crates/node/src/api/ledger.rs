@@ -12,7 +12,61 @@ use trib_ledger::{Params, Proposal, SignedTransaction, StateKey, StateProof};
 use trib_types::{Address, TxHash};
 
 use super::{ApiError, AppState};
-use trib_client::wire::{AccountView, BlockView, StatusView, SubmitResponse, SupplyView, TxView};
+use trib_client::wire::{
+    AccountView, BlockView, StatusView, SubmitResponse, SupplyView, TxStatus, TxView,
+};
+use crate::chain::{AccountState, ChainError, ChainTx};
+
+impl From<ChainError> for ApiError {
+    fn from(e: ChainError) -> Self {
+        match e {
+            ChainError::Ledger(e) => e.into(),
+            e @ ChainError::NoSuchBlock { .. } => ApiError::not_found(e.to_string()),
+            e @ ChainError::SupplyOverflow => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+fn tx_view(hash: TxHash, tx: ChainTx) -> TxView {
+    match tx {
+        ChainTx::Committed(rec) => TxView {
+            hash,
+            status: TxStatus::Committed,
+            height: Some(rec.height),
+            index: Some(rec.index),
+            tx: rec.tx,
+            receipt: Some(rec.receipt),
+        },
+        ChainTx::Pending(tx) => TxView {
+            hash,
+            status: TxStatus::Pending,
+            height: None,
+            index: None,
+            tx,
+            receipt: None,
+        },
+    }
+}
+
+fn account_view(address: Address, a: AccountState) -> AccountView {
+    AccountView {
+        address,
+        balance: a.account.balance,
+        staked: a.account.staked,
+        unbonding: a.account.unbonding,
+        delegate: a.account.delegate,
+        voting_power: a.voting_power,
+        nonce: a.account.nonce,
+        next_nonce: a.next_nonce,
+    }
+}
+
+fn block_view(block: trib_ledger::Block) -> BlockView {
+    BlockView {
+        hash: block.header.hash(),
+        block,
+    }
+}
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -90,7 +144,8 @@ async fn get_tx(
     let hash: TxHash = hash.parse().map_err(|e: trib_types::HashParseError| {
         ApiError::bad_request("bad_hash", e.to_string())
     })?;
-    s.chain.tx(&hash)?.map(Json).ok_or_else(|| {
+    let tx = s.chain.tx(&hash)?;
+    tx.map(|t| Json(tx_view(hash, t))).ok_or_else(|| {
         ApiError::not_found(format!(
             "no transaction {hash} (neither pending nor committed)"
         ))
@@ -104,12 +159,12 @@ async fn get_account(
     let addr: Address = addr.parse().map_err(|e: trib_types::AddressParseError| {
         ApiError::bad_request("bad_address", e.to_string())
     })?;
-    Ok(Json(s.chain.account(&addr)?))
+    Ok(Json(account_view(addr, s.chain.account(&addr)?)))
 }
 
 async fn latest_block(State(s): State<AppState>) -> Result<Json<BlockView>, ApiError> {
     let h = s.chain.height();
-    Ok(Json(s.chain.block(h)?))
+    Ok(Json(block_view(s.chain.block(h)?)))
 }
 
 async fn get_block(
@@ -122,7 +177,7 @@ async fn get_block(
             format!("invalid block height {height:?}: expected a non-negative integer or 'latest'"),
         )
     })?;
-    Ok(Json(s.chain.block(height)?))
+    Ok(Json(block_view(s.chain.block(height)?)))
 }
 
 async fn list_proposals(State(s): State<AppState>) -> Result<Json<Vec<Proposal>>, ApiError> {
@@ -150,11 +205,25 @@ async fn get_params(State(s): State<AppState>) -> Result<Json<Params>, ApiError>
 }
 
 async fn get_supply(State(s): State<AppState>) -> Result<Json<SupplyView>, ApiError> {
-    Ok(Json(s.chain.supply()?))
+    let t = s.chain.supply()?;
+    Ok(Json(SupplyView {
+        supply: t.supply,
+        total: t.total,
+    }))
 }
 
-async fn get_status(State(s): State<AppState>) -> Result<Json<StatusView>, ApiError> {
-    Ok(Json(s.chain.status()?))
+async fn get_status(State(s): State<AppState>) -> Json<StatusView> {
+    let st = s.chain.status();
+    Json(StatusView {
+        chain_id: st.chain_id,
+        height: st.head.height,
+        head_hash: st.head.hash(),
+        state_root: st.head.state_root,
+        time_ms: st.head.time_ms,
+        producer: st.head.producer.address(),
+        mempool_size: st.pending,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
 }
 
 #[derive(Deserialize)]

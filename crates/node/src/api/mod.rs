@@ -1,8 +1,19 @@
-//! The HTTP API (axum). One module per area: [`ledger`] now; datanets,
-//! models, the OpenAI-compatible endpoints and attribution join as sibling
-//! modules that each contribute a `routes()` to [`router`] and share
-//! [`AppState`] and [`ApiError`].
+//! The HTTP API (axum): the only part of the node that speaks HTTP.
+//!
+//! One module per area, each contributing its routes to [`router_with`]:
+//! [`ledger`] (transactions, accounts, blocks, governance, proofs),
+//! `datanets`, `models`, `jobs`, [`openai`] (the OpenAI-compatible
+//! generation routes and the adapter cache) and [`attribution`] (receipts,
+//! payouts, verify, trace). The node services under them (`chain.rs`,
+//! `datanets.rs`, `jobs.rs`, `models.rs`) return their own error enums and
+//! domain types; the route modules build the wire views and [`error`] turns
+//! every error into a typed response.
+//!
+//! Every router is assembled in [`router_with`] before the shared layers
+//! are added, so every route gets the same tracing span and the same
+//! request-body limit (`max_request_bytes`, 413 past it).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -11,6 +22,7 @@ use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use crate::chain::Chain;
+use crate::serving::Serving;
 
 pub(crate) mod attribution;
 mod datanets;
@@ -31,36 +43,62 @@ pub struct AppState {
     pub(crate) chain: Arc<Chain>,
 }
 
-/// The datanet, model and job services (each route module carries its own
-/// state, so [`AppState`] stays as the ledger routes know it).
+/// The node's services beside the ledger: datanets, models and jobs, and
+/// the receipt and serving side (each route module carries its own state,
+/// so [`AppState`] stays as the ledger routes know it).
 #[derive(Clone)]
 pub(crate) struct Services {
     pub(crate) datanets: Arc<crate::datanets::DatanetService>,
     pub(crate) models: Arc<crate::models::ModelService>,
     pub(crate) jobs: crate::jobs::JobQueue,
+    /// Where the answers this node served are stored (receipt queries and
+    /// verification read them).
+    pub(crate) receipts_dir: PathBuf,
+    /// The serving engine, when a base model is configured: the
+    /// OpenAI-compatible routes exist only then.
+    pub(crate) serving: Option<Arc<Serving>>,
 }
 
-/// The whole API: every area's routes, a typed 404 and 405, a request-body
-/// limit that answers 413, and a tracing span per request.
+/// The ledger routes alone (tests of the ledger API), with the same
+/// fallbacks and layers as [`router_with`].
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn router(state: AppState, max_request_bytes: usize) -> Router {
     router_with(state, None, max_request_bytes)
 }
 
-/// [`router`] with the datanet, model and job routes when `services` is set.
+/// The whole API: every area's routes (datanet, model, job, receipt and
+/// attribution routes when `services` is set, the OpenAI-compatible routes
+/// when it serves a model), then a typed 404 and 405, a request-body limit
+/// that answers 413, and a tracing span per request, added once over all
+/// of them.
 pub(crate) fn router_with(
     state: AppState,
     services: Option<Services>,
     max_request_bytes: usize,
 ) -> Router {
+    let chain = state.chain.clone();
     let mut r = Router::new().merge(ledger::routes());
+    let mut stateless = Router::new();
     if let Some(s) = services {
         r = r
+            // The upload route streams its body and applies
+            // `max_request_bytes` (and the datanet's `max_file_bytes`)
+            // itself, so it is told the limit.
             .merge(datanets::routes(s.datanets, max_request_bytes))
             .merge(models::routes(s.models))
             .merge(jobs::routes(s.jobs));
+        stateless = stateless.merge(attribution::routes(attribution::ReceiptState {
+            chain,
+            receipts_dir: s.receipts_dir,
+            serving: s.serving.clone(),
+        }));
+        if let Some(serving) = s.serving {
+            stateless = stateless.merge(openai::routes(serving));
+        }
     }
-    r.fallback(|| async { ApiError::not_found("no such route: see docs/node.md for the API") })
+    r.with_state(state)
+        .merge(stateless)
+        .fallback(|| async { ApiError::not_found("no such route: see docs/node.md for the API") })
         .method_not_allowed_fallback(|| async {
             ApiError {
                 status: StatusCode::METHOD_NOT_ALLOWED,
@@ -70,5 +108,4 @@ pub(crate) fn router_with(
         })
         .layer(DefaultBodyLimit::max(max_request_bytes))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
 }

@@ -8,8 +8,16 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use super::{ApiError, AppState};
-use crate::models::ModelService;
+use crate::models::{ModelService, ModelServiceError};
 use trib_client::wire::BaseModelView;
+
+impl From<ModelServiceError> for ApiError {
+    fn from(e: ModelServiceError) -> Self {
+        match e {
+            ModelServiceError::Ledger(e) => e.into(),
+        }
+    }
+}
 
 pub(crate) fn routes(svc: Arc<ModelService>) -> Router<AppState> {
     Router::new()

@@ -184,10 +184,8 @@ struct ChatBody {
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(b)| b).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_request",
-            format!("malformed request body: {}", e.body_text()),
-        )
+        let message = format!("malformed request body: {}", e.body_text());
+        ApiError::json_rejection(&e, "invalid_request", message)
     })
 }
 

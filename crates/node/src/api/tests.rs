@@ -384,3 +384,55 @@ async fn a_served_proof_verifies_against_the_block_state_root() {
     verify_proof(root, &proof).unwrap();
     assert!(proof.value.is_some());
 }
+
+/// The OpenAI-compatible and attribution routes sit behind the same body
+/// limit as the ledger routes (they are merged before the layers): over
+/// `max_request_bytes` a chat request or a trace is 413 `oversize`, not a
+/// 400 from the JSON extractor; under it the request is served.
+#[tokio::test]
+async fn chat_and_trace_requests_over_the_request_limit_are_413_and_under_it_are_served() {
+    use crate::test_fixtures::PaidHome;
+    use serde_json::json;
+
+    let h = PaidHome::tiny_with(|c| c.max_request_bytes = 4096);
+    let n = h.start().await;
+    n.register_base().await;
+    let (_, key) = n.user(5, 10, Amount::open(10)).await;
+    let chat = |content: String| {
+        json!({ "model": h.base_name, "messages": [{"role": "user", "content": content}],
+                "max_tokens": 2, "temperature": 0 })
+    };
+
+    let (s, v) = n
+        .post(
+            "/v1/chat/completions",
+            Some(&key),
+            chat("word ".repeat(1000)),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (413, "oversize"), "{v}");
+    let (s, v) = n
+        .post("/v1/chat/completions", Some(&key), chat("hello".into()))
+        .await;
+    assert_eq!(s, 200, "{v}");
+
+    let trace = |model: &str, text: String| json!({ "model": model, "text": text });
+    let (s, v) = n
+        .post(
+            "/v1/attribution/trace",
+            None,
+            trace(&h.base_name, "a".repeat(5000)),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (413, "oversize"), "{v}");
+    // Under the limit the body is read: the unknown model is what is refused.
+    let (s, v) = n
+        .post(
+            "/v1/attribution/trace",
+            None,
+            trace("nope", "a".repeat(3000)),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (404, "model_not_found"), "{v}");
+    n.node.shutdown().await.unwrap();
+}

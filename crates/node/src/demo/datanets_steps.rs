@@ -7,10 +7,11 @@
 //! and the adapter registered with prices. [`Demo::datanets_and_factory`]
 //! returns what the paid-inference steps need.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use trib_ledger::{datanet_id, Action, CurationMode, DataType, Visibility};
-use trib_types::{AdapterId, Amount, ModelId, SecretKey};
+use trib_model::factory::TrainingSummary;
+use trib_types::{AdapterId, Amount, ContributionId, ModelId, SecretKey};
 
 use super::{Demo, DemoError, TO_STDERR};
 use crate::service_client::{ServiceClient, Upload};
@@ -36,80 +37,123 @@ pub struct DemoArtifacts {
     pub contributors: Vec<(String, SecretKey)>,
 }
 
-/// The demo base model: `<repo>/models` (where scripts/fetch-model.sh puts
-/// it) or `./models`, sha256-verified.
+/// The datanets the demo creates: owner, name, description, tags.
+const DATANETS: [(&str, &str, &str, [&str; 2]); 2] = [
+    (
+        "alice",
+        "us-constitution",
+        "The US Constitution, paragraph by paragraph.",
+        ["legal", "us"],
+    ),
+    (
+        "carol",
+        "us-declaration",
+        "The Declaration of Independence.",
+        ["legal", "history"],
+    ),
+];
+
+/// The demo's LoRA job on `us-constitution@1` (TOML), trained from `model`
+/// with its output under `jobs_root`.
+fn demo_job(model: &Path, jobs_root: &Path) -> String {
+    format!(
+        "name = \"us-constitution-lora\"\n[model]\nbase = \"{}\"\n[data]\nsources = [\"us-constitution@1\"]\nformat = \"text\"\nmax_length = 48\npacking = true\nvalidation_fraction = 0.2\n[lora]\nr = 8\nalpha = 16\ndropout = 0.0\ntarget_modules = [\"q_proj\", \"v_proj\"]\n[train]\nlearning_rate = 1e-3\nschedule = \"constant\"\nwarmup_steps = 0\nepochs = 1\nbatch_size = 2\ngradient_accumulation = 1\nseed = 7\n[output]\ndir = \"{}\"\n[pricing]\ninput_per_1k = \"0.002\"\noutput_per_1k = \"0.004\"\n",
+        model.display(),
+        jobs_root.join("demo").display()
+    )
+}
+
+/// The four contribution files: who uploads what to which datanet. Bob
+/// uploads the first half of the Constitution; carol's file repeats bob's
+/// half before adding the rest (partly duplicated: the repeated rows are
+/// rejected, the new ones kept); alice's is one of bob's paragraphs with a
+/// word changed (a near duplicate, rejected before any stake); bob uploads
+/// the Declaration.
+fn demo_uploads() -> Vec<(&'static str, &'static str, String)> {
+    let paragraphs: Vec<&str> = CONSTITUTION
+        .split("\n\n")
+        .filter(|p| p.trim().len() > 120)
+        .collect();
+    let half = CONSTITUTION.len() / 2;
+    let cut = CONSTITUTION[..half].rfind("\n\n").unwrap_or(half);
+    let (first, second) = CONSTITUTION.split_at(cut);
+    let carol_text = format!("{first}\n\n{second}");
+    let near = paragraphs
+        .first()
+        .map(|p| p.replacen("the", "thee", 1))
+        .unwrap_or_default();
+    vec![
+        ("bob", "us-constitution", first.to_string()),
+        ("carol", "us-constitution", carol_text),
+        ("alice", "us-constitution", near),
+        ("bob", "us-declaration", DECLARATION.to_string()),
+    ]
+}
+
 impl Demo {
-    /// The datanet and ModelFactory steps (4 numbered steps).
+    /// The datanet and ModelFactory steps (4 numbered steps): create,
+    /// contribute, curate and publish, then train and register.
     pub(super) async fn datanets_and_factory(
         &mut self,
-        jobs_root: &std::path::Path,
+        jobs_root: &Path,
     ) -> Result<DemoArtifacts, DemoError> {
         let svc = ServiceClient::new(&self.client)?;
-        let alice = self.user("alice").clone();
-        let bob = self.user("bob").clone();
-        let carol = self.user("carol").clone();
+        self.create_datanets(&svc).await?;
+        let accepted = self.contribute(&svc).await?;
+        let versions = self.curate_and_publish(&svc, &accepted).await?;
+        let mut artifacts = DemoArtifacts {
+            datanets: versions,
+            adapter_dir: None,
+            gradient_cache: None,
+            adapter: None,
+            base_model: None,
+            contributors: vec![
+                ("bob".into(), self.user("bob").clone()),
+                ("carol".into(), self.user("carol").clone()),
+            ],
+        };
+        self.factory(&svc, jobs_root, &mut artifacts).await?;
+        Ok(artifacts)
+    }
 
+    /// Each owner stores a descriptor on the node and signs `CreateDatanet`.
+    async fn create_datanets(&mut self, svc: &ServiceClient) -> Result<(), DemoError> {
         self.next_step("datanets: alice creates us-constitution, carol creates us-declaration (stake 1 OPEN per contribution)");
-        for (owner, name, desc, tags) in [
-            (
-                &alice,
-                "us-constitution",
-                "The US Constitution, paragraph by paragraph.",
-                vec!["legal".to_string(), "us".into()],
-            ),
-            (
-                &carol,
-                "us-declaration",
-                "The Declaration of Independence.",
-                vec!["legal".to_string(), "history".into()],
-            ),
-        ] {
+        for (owner, name, desc, tags) in DATANETS {
+            let owner = self.user(owner).clone();
             let plan = svc
                 .create_datanet(&CreateDatanetRequest {
                     owner: owner.address(),
                     name: name.into(),
                     description: desc.into(),
-                    tags,
+                    tags: tags.map(String::from).to_vec(),
                     data_type: DataType::Text,
                     curation: CurationMode::OwnerApproval,
                     stake_per_contribution: Amount::open(1),
                     visibility: Visibility::Public,
                 })
                 .await?;
-            self.submit_all(vec![(owner.clone(), plan.action)]).await?;
+            self.submit_all(vec![(owner, plan.action)]).await?;
             say!(
                 "      {name}: descriptor hash {} on the ledger",
                 plan.metadata_hash.short()
             );
         }
+        Ok(())
+    }
 
+    /// Uploads the four files, prints each validation report and signs
+    /// `Contribute` for the accepted ones; returns them (datanet, id).
+    async fn contribute(
+        &mut self,
+        svc: &ServiceClient,
+    ) -> Result<Vec<(String, ContributionId)>, DemoError> {
         self.next_step(
             "contributions: validated row by row on the node, then staked on the ledger",
         );
-        let paragraphs: Vec<&str> = CONSTITUTION
-            .split("\n\n")
-            .filter(|p| p.trim().len() > 120)
-            .collect();
-        let half = CONSTITUTION.len() / 2;
-        let cut = CONSTITUTION[..half].rfind("\n\n").unwrap_or(half);
-        let (first, second) = CONSTITUTION.split_at(cut);
-        // Carol's file repeats bob's half before adding the rest: partly
-        // duplicated (the repeated rows are rejected, the new ones kept).
-        let carol_text = format!("{first}\n\n{second}");
-        // Alice's file is one of bob's paragraphs with a word changed: a near
-        // duplicate, rejected before any stake.
-        let near = paragraphs
-            .first()
-            .map(|p| p.replacen("the", "thee", 1))
-            .unwrap_or_default();
-        let uploads: Vec<(&SecretKey, &str, &str, String)> = vec![
-            (&bob, "bob", "us-constitution", first.to_string()),
-            (&carol, "carol", "us-constitution", carol_text),
-            (&alice, "alice", "us-constitution", near),
-            (&bob, "bob", "us-declaration", DECLARATION.to_string()),
-        ];
-        let mut accepted: Vec<(String, trib_types::ContributionId)> = Vec::new();
-        for (key, who, datanet, text) in uploads {
+        let mut accepted = Vec::new();
+        for (who, datanet, text) in demo_uploads() {
+            let key = self.user(who).clone();
             let file = format!("{who}-{datanet}.txt");
             let r = svc
                 .contribute(
@@ -123,21 +167,7 @@ impl Demo {
                     text.into_bytes(),
                 )
                 .await?;
-            let rows = r["report"]["rows"].as_array().map_or(0, |a| a.len());
-            let ok = r["report"]["rows_accepted"].as_u64().unwrap_or(0);
-            say!(
-                "      {who:<6} -> {datanet}: {rows} rows, {ok} accepted, {} duplicates",
-                r["report"]["duplicates_rejected"]
-            );
-            for row in r["report"]["rows"].as_array().into_iter().flatten() {
-                if !row["rejection"].is_null() {
-                    say!(
-                        "        row {} rejected: {}",
-                        row["index"],
-                        row["rejection"]
-                    );
-                }
-            }
+            print_report(who, datanet, &r);
             match serde_json::from_value::<Option<Action>>(r["action"].clone())
                 .map_err(|e| super::unexpected("contribute", e.to_string()))?
             {
@@ -145,7 +175,7 @@ impl Demo {
                     if let Action::Contribute { contribution, .. } = &action {
                         accepted.push((datanet.to_string(), *contribution));
                     }
-                    self.submit_all(vec![(key.clone(), action)]).await?;
+                    self.submit_all(vec![(key, action)]).await?;
                 }
                 None => say!(
                     "        contribution rejected ({}); no stake locked",
@@ -159,10 +189,21 @@ impl Demo {
                 format!("expected 3 staked contributions, got {}", accepted.len()),
             ));
         }
+        Ok(accepted)
+    }
 
+    /// Each owner accepts the contributions to its datanet, asks the node
+    /// for the version to publish and signs `PublishVersion`; returns the
+    /// published versions.
+    async fn curate_and_publish(
+        &mut self,
+        svc: &ServiceClient,
+        accepted: &[(String, ContributionId)],
+    ) -> Result<Vec<(String, u32)>, DemoError> {
         self.next_step("curation and versions: the owners accept, the node computes each version root, the owners publish");
         let mut versions = Vec::new();
-        for (owner, datanet) in [(&alice, "us-constitution"), (&carol, "us-declaration")] {
+        for (owner, datanet, _, _) in DATANETS {
+            let owner = self.user(owner).clone();
             let txs: Vec<(SecretKey, Action)> = accepted
                 .iter()
                 .filter(|(d, _)| d == datanet)
@@ -179,7 +220,7 @@ impl Demo {
                 .collect();
             self.submit_all(txs).await?;
             let plan = svc.publish_plan(datanet).await?;
-            self.submit_all(vec![(owner.clone(), plan.action)]).await?;
+            self.submit_all(vec![(owner, plan.action)]).await?;
             say!(
                 "      {datanet}@{}: {} rows, root {}",
                 plan.version,
@@ -188,22 +229,37 @@ impl Demo {
             );
             versions.push((datanet.to_string(), plan.version));
         }
+        Ok(versions)
+    }
 
+    /// Registers the demo model, trains alice's job in the node's queue and
+    /// registers the adapter, filling `artifacts`; skipped (with the fix
+    /// printed) when the demo model is not in `models/`.
+    async fn factory(
+        &mut self,
+        svc: &ServiceClient,
+        jobs_root: &Path,
+        artifacts: &mut DemoArtifacts,
+    ) -> Result<(), DemoError> {
         self.next_step("ModelFactory: register SmolLM2, train a LoRA adapter on us-constitution@1 in the node's job queue, register it with prices");
-        let mut artifacts = DemoArtifacts {
-            datanets: versions.clone(),
-            adapter_dir: None,
-            gradient_cache: None,
-            adapter: None,
-            base_model: None,
-            contributors: vec![("bob".into(), bob.clone()), ("carol".into(), carol.clone())],
-        };
         let Some(model) = super::demo_model() else {
             say!("      the demo model is not in models/: run scripts/fetch-model.sh (or `trib models pull smollm2-135m --dir models`); skipping training");
-            return Ok(artifacts);
+            return Ok(());
         };
+        let base = self.register_base_model(&model).await?;
+        artifacts.base_model = Some((base, model.clone()));
+        let summary = self.train(svc, &demo_job(&model, jobs_root)).await?;
+        self.register_adapter(&summary).await?;
+        artifacts.adapter = Some(summary.adapter_id);
+        artifacts.adapter_dir = Some(summary.adapter_dir);
+        artifacts.gradient_cache = summary.gradient_cache;
+        Ok(())
+    }
+
+    /// The producer registers the demo model by its content hash.
+    async fn register_base_model(&mut self, model: &Path) -> Result<ModelId, DemoError> {
         let info = tokio::task::spawn_blocking({
-            let m = model.clone();
+            let m = model.to_path_buf();
             move || crate::models::describe_model(&m)
         })
         .await
@@ -225,53 +281,42 @@ impl Demo {
             info.parameters,
             info.quantization
         );
-        artifacts.base_model = Some((info.id, model.clone()));
+        Ok(info.id)
+    }
 
-        let job = format!(
-            "name = \"us-constitution-lora\"\n[model]\nbase = \"{}\"\n[data]\nsources = [\"us-constitution@1\"]\nformat = \"text\"\nmax_length = 48\npacking = true\nvalidation_fraction = 0.2\n[lora]\nr = 8\nalpha = 16\ndropout = 0.0\ntarget_modules = [\"q_proj\", \"v_proj\"]\n[train]\nlearning_rate = 1e-3\nschedule = \"constant\"\nwarmup_steps = 0\nepochs = 1\nbatch_size = 2\ngradient_accumulation = 1\nseed = 7\n[output]\ndir = \"{}\"\n[pricing]\ninput_per_1k = \"0.002\"\noutput_per_1k = \"0.004\"\n",
-            model.display(),
-            jobs_root.join("demo").display()
-        );
-        // The node takes the owner only from a request the owner signed.
+    /// Alice submits `job` (signed: the node takes the owner only from a
+    /// request the owner signed) and follows its events to the end.
+    async fn train(
+        &mut self,
+        svc: &ServiceClient,
+        job: &str,
+    ) -> Result<TrainingSummary, DemoError> {
+        let alice = self.user("alice").clone();
         let submitted = (svc.clone().with_signer(alice.clone()))
-            .submit_job(&job, Some(&alice.address()))
+            .submit_job(job, Some(&alice.address()))
             .await?;
         say!("      job {} queued by alice", submitted.id);
-        let last = svc
-            .follow_job(submitted.id, |e| match e["event"].as_str() {
-                Some("step") => say!(
-                    "        step {} loss {:.3} {:.0} tokens/s eta {:.0}s",
-                    e["step"],
-                    e["loss"].as_f64().unwrap_or(f64::NAN),
-                    e["tokens_per_s"].as_f64().unwrap_or(0.0),
-                    e["eta_s"].as_f64().unwrap_or(0.0)
-                ),
-                Some("evaluated") => say!(
-                    "        validation ({}) loss {:.3}",
-                    e["phase"].as_str().unwrap_or("?"),
-                    e["loss"].as_f64().unwrap_or(f64::NAN)
-                ),
-                Some(other) => say!("        {other}"),
-                None => {}
-            })
-            .await?;
+        let last = svc.follow_job(submitted.id, print_job_event).await?;
         let done = svc.job(submitted.id).await?;
-        let summary = match (
+        match (
             last.as_ref().and_then(|e| e["event"].as_str()),
             done.summary,
         ) {
-            (Some("done"), Some(s)) => s,
-            _ => {
-                return Err(super::unexpected(
-                    "train",
-                    format!(
-                        "job ended as {:?}: {}",
-                        done.status,
-                        done.error.unwrap_or_default()
-                    ),
-                ))
-            }
-        };
+            (Some("done"), Some(s)) => Ok(s),
+            _ => Err(super::unexpected(
+                "train",
+                format!(
+                    "job ended as {:?}: {}",
+                    done.status,
+                    done.error.unwrap_or_default()
+                ),
+            )),
+        }
+    }
+
+    /// Alice registers the trained adapter with its datanet version and
+    /// prices.
+    async fn register_adapter(&mut self, summary: &TrainingSummary) -> Result<(), DemoError> {
         let metrics = serde_json::json!({"eval_before": summary.eval_before, "eval_after": summary.eval_after, "final_train_loss": summary.final_train_loss});
         let action = Action::RegisterAdapter {
             adapter: summary.adapter_id,
@@ -285,11 +330,49 @@ impl Demo {
             price_out_per_1k: Amount::parse_open("0.004")
                 .map_err(|e| super::unexpected("register adapter", e.to_string()))?,
         };
-        self.submit_all(vec![(alice.clone(), action)]).await?;
+        let alice = self.user("alice").clone();
+        self.submit_all(vec![(alice, action)]).await?;
         say!("      adapter {} registered by alice (0.002 / 0.004 OPEN per 1k tokens in / out), files in {}", summary.adapter_id, summary.adapter_dir.display());
-        artifacts.adapter = Some(summary.adapter_id);
-        artifacts.adapter_dir = Some(summary.adapter_dir);
-        artifacts.gradient_cache = summary.gradient_cache;
-        Ok(artifacts)
+        Ok(())
+    }
+}
+
+/// One upload's validation report: rows, accepted, duplicates, and each
+/// rejected row.
+fn print_report(who: &str, datanet: &str, r: &serde_json::Value) {
+    let rows = r["report"]["rows"].as_array().map_or(0, |a| a.len());
+    let ok = r["report"]["rows_accepted"].as_u64().unwrap_or(0);
+    say!(
+        "      {who:<6} -> {datanet}: {rows} rows, {ok} accepted, {} duplicates",
+        r["report"]["duplicates_rejected"]
+    );
+    for row in r["report"]["rows"].as_array().into_iter().flatten() {
+        if !row["rejection"].is_null() {
+            say!(
+                "        row {} rejected: {}",
+                row["index"],
+                row["rejection"]
+            );
+        }
+    }
+}
+
+/// One event of the training job as the demo prints it.
+fn print_job_event(e: &serde_json::Value) {
+    match e["event"].as_str() {
+        Some("step") => say!(
+            "        step {} loss {:.3} {:.0} tokens/s eta {:.0}s",
+            e["step"],
+            e["loss"].as_f64().unwrap_or(f64::NAN),
+            e["tokens_per_s"].as_f64().unwrap_or(0.0),
+            e["eta_s"].as_f64().unwrap_or(0.0)
+        ),
+        Some("evaluated") => say!(
+            "        validation ({}) loss {:.3}",
+            e["phase"].as_str().unwrap_or("?"),
+            e["loss"].as_f64().unwrap_or(f64::NAN)
+        ),
+        Some(other) => say!("        {other}"),
+        None => {}
     }
 }
