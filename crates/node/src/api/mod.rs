@@ -78,26 +78,28 @@ pub(crate) fn router_with(
 ) -> Router {
     let chain = state.chain.clone();
     let mut r = Router::new().merge(ledger::routes());
-    let mut stateless = Router::new();
+    // The receipt and OpenAI routes carry their own state already.
+    let mut own_state = Router::new();
     if let Some(s) = services {
         r = r
-            // The upload route streams its body and applies
-            // `max_request_bytes` (and the datanet's `max_file_bytes`)
-            // itself, so it is told the limit.
+            // The upload route streams its body past the extractors, so it
+            // applies `max_request_bytes` itself (with the datanet's own
+            // `max_file_bytes`, 16 MiB by default, whichever is smaller,
+            // answering 413 `file_too_large` or `oversize`).
             .merge(datanets::routes(s.datanets, max_request_bytes))
             .merge(models::routes(s.models))
             .merge(jobs::routes(s.jobs));
-        stateless = stateless.merge(attribution::routes(attribution::ReceiptState {
+        own_state = own_state.merge(attribution::routes(attribution::ReceiptState {
             chain,
             receipts_dir: s.receipts_dir,
             serving: s.serving.clone(),
         }));
         if let Some(serving) = s.serving {
-            stateless = stateless.merge(openai::routes(serving));
+            own_state = own_state.merge(openai::routes(serving));
         }
     }
     r.with_state(state)
-        .merge(stateless)
+        .merge(own_state)
         .fallback(|| async { ApiError::not_found("no such route: see docs/node.md for the API") })
         .method_not_allowed_fallback(|| async {
             ApiError {
