@@ -425,14 +425,12 @@ async fn payout_lines(
     on_chain: &InferenceReceipt,
     fee: Amount,
 ) -> Result<Vec<PayoutLine>, DemoError> {
-    let page: Value = http
-        .get(format!("{base}/v1/payouts?receipt={receipt}"))
-        .send()
-        .await
-        .map_err(|e| super::unexpected("payouts", e.to_string()))?
-        .json()
-        .await
-        .map_err(|e| super::unexpected("payouts", e.to_string()))?;
+    let page = get_json(
+        http,
+        &format!("{base}/v1/payouts?receipt={receipt}"),
+        "payouts",
+    )
+    .await?;
     let lines: Vec<PayoutLine> = serde_json::from_value(page["items"].clone())
         .map_err(|e| super::unexpected("payouts", format!("{e}: {page}")))?;
     if lines != on_chain.lines {
@@ -466,14 +464,12 @@ async fn verify_receipt(
     receipt: &ReceiptId,
     on_chain: &InferenceReceipt,
 ) -> Result<bool, DemoError> {
-    let check: Value = http
-        .get(format!("{base}/v1/receipts/{receipt}/verify"))
-        .send()
-        .await
-        .map_err(|e| super::unexpected("verify receipt", e.to_string()))?
-        .json()
-        .await
-        .map_err(|e| super::unexpected("verify receipt", e.to_string()))?;
+    let check = get_json(
+        http,
+        &format!("{base}/v1/receipts/{receipt}/verify"),
+        "verify receipt",
+    )
+    .await?;
     if check["ok"] != json!(true) {
         return Err(super::unexpected(
             "verify receipt",
@@ -487,4 +483,19 @@ async fn verify_receipt(
         on_chain.lines.len()
     );
     Ok(true)
+}
+
+/// `GET url` as JSON; a failure stops the demo at `step`.
+async fn get_json(
+    http: &reqwest::Client,
+    url: &str,
+    step: &'static str,
+) -> Result<Value, DemoError> {
+    http.get(url)
+        .send()
+        .await
+        .map_err(|e| super::unexpected(step, e.to_string()))?
+        .json()
+        .await
+        .map_err(|e| super::unexpected(step, e.to_string()))
 }
