@@ -4,15 +4,21 @@
 //! buffer for keys and one for values; new positions are written in place and
 //! the capacity doubles when full, so appending a token costs O(1) amortised
 //! copies instead of re-concatenating the whole history every step. The
-//! buffers are plain vectors so the lean decode path (`crate::decode`) reads
+//! buffers are plain vectors so the lean decode path (`crate::kernels::decode`) reads
 //! one head's keys as one contiguous slice; the candle path gets tensors
 //! copied out of them.
 
 use candle_core::{Device, Tensor};
 
 use crate::config::LlamaConfig;
-use crate::decode::HeadsView;
 use crate::error::{ModelError, Result};
+
+/// One sequence's cached keys and values of a layer, per kv head.
+pub(crate) struct HeadsView<'a> {
+    /// `(keys, values)` per kv head, each `[len, head_dim]`.
+    pub(crate) heads: Vec<(&'a [f32], &'a [f32])>,
+    pub(crate) len: usize,
+}
 
 const INITIAL_CAPACITY: usize = 64;
 

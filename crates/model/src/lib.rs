@@ -16,16 +16,21 @@
 //! kernels; the training forward ([`Model::forward_train`]) uses only ops
 //! with a backward pass, because candle's fused softmax / RMSNorm / rope and
 //! quantized matmuls silently drop gradients.
+//!
+//! Inside, architectures sit above kernels: `llama.rs` (the architecture:
+//! config, layers, forward passes) uses the numeric code in `kernels/`
+//! (weight kinds, quantized and bf16 products, the lean decode step, the
+//! training forward's fused ops, multi-adapter LoRA), and no kernel imports
+//! an architecture (`tests/it/layering.rs` checks it; see `docs/model.md`,
+//! "Kernels and architectures").
 
-mod amx;
 mod chat;
 mod config;
-mod decode;
 mod error;
 pub mod factory;
-mod frozen;
 mod generate;
 mod info;
+mod kernels;
 mod kv_cache;
 mod llama;
 mod load;
@@ -33,10 +38,10 @@ mod lora;
 mod malloc_tuning;
 mod model;
 mod peft;
-mod qkernel;
+mod qk_permutation;
+mod step;
 mod tiny;
 mod tokenizer;
-mod train_kernels;
 
 pub use chat::{ChatMessage, ChatTemplate};
 pub use config::{Family, HfConfig, LlamaConfig};
@@ -49,7 +54,6 @@ pub use info::{
     SMOLLM2_LICENSE, SMOLLM2_SHA256,
 };
 pub use kv_cache::KvCache;
-pub use llama::SeqChunk;
 pub use load::WeightFormat;
 pub use lora::{LoraAdapter, LoraConfig, LoraDropout, LoraPair, LoraTarget};
 pub use model::{DecodeSlot, Model};
@@ -57,6 +61,7 @@ pub use peft::{
     adapter_content_hash, load_peft, save_peft, AdapterLimits, ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE,
 };
+pub use step::SeqChunk;
 pub use tiny::{write_tiny_gguf, write_tiny_hf_dir, TinySpec, TINY_CHAT_TEMPLATE};
 pub use tokenizer::{decode, encode, token_id, tokenizer_from_file, tokenizer_from_gguf};
 

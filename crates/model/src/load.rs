@@ -22,10 +22,10 @@ use tokenizers::Tokenizer;
 use crate::chat::ChatTemplate;
 use crate::config::{HfConfig, LlamaConfig};
 use crate::error::{ModelError, Result};
-use crate::llama::{
-    is_quantized_dtype, permute_bias, permute_qtensor, Block, Linear, Llama, Weight,
-};
+use crate::kernels::weights::{is_quantized_dtype, Block, Linear, Weight};
+use crate::llama::Llama;
 use crate::lora::LoraTarget;
+use crate::qk_permutation::{permute_bias, permute_qtensor};
 use crate::tokenizer::{tokenizer_from_file, tokenizer_from_gguf};
 
 /// How projection weights are held in memory.

@@ -18,8 +18,8 @@
 //! (same document), so this is a `mallopt` call rather than an allocator.
 //!
 //! `mallopt` is a C function, so calling it is `unsafe`; this is the only
-//! unsafe code outside the SIMD kernels (`qkernel`) and the AMX permission
-//! request (`amx`).
+//! unsafe code outside the SIMD kernels (`kernels::qkernel`) and the AMX
+//! instructions and permission request (`kernels::amx`).
 #![allow(unsafe_code)]
 
 use std::sync::Once;

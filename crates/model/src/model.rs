@@ -12,9 +12,10 @@ use crate::config::{HfConfig, LlamaConfig};
 use crate::error::{ModelError, Result};
 use crate::info::{ModelFormat, ModelInfo};
 use crate::kv_cache::KvCache;
-use crate::llama::{Llama, SeqChunk};
+use crate::llama::Llama;
 use crate::load::{load_gguf, load_hf_dir, WeightFormat};
 use crate::lora::{LoraAdapter, LoraDropout};
+use crate::step::SeqChunk;
 use crate::tokenizer;
 
 /// One sequence's slot in a batched decode step.
@@ -123,7 +124,7 @@ impl Model {
     /// The training copy of a dense (f32) model with every projection and
     /// the LM head in bf16 tiles for `kernel` (docs/factory.md, "Training
     /// precision"); the f32 projections are not kept in the copy.
-    pub(crate) fn to_bf16_training(&self, kernel: crate::amx::Bf16Kernel) -> Result<Self> {
+    pub(crate) fn to_bf16_training(&self, kernel: crate::kernels::amx::Bf16Kernel) -> Result<Self> {
         let mut m = self.clone();
         m.llama = self.llama.for_training_bf16(kernel)?;
         m.info.weights_in_memory = format!("BF16 ({})", kernel.name());

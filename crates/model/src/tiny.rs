@@ -17,8 +17,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::config::{Family, HfConfig, LlamaConfig};
 use crate::error::{ModelError, Result};
-use crate::llama::permute_qtensor;
 use crate::lora::LoraTarget;
+use crate::qk_permutation::{permute_bias, permute_qtensor};
 use crate::tokenizer::{BpeSpec, PreTokenizerKind};
 
 /// The ChatML template (SmolLM2's, with its default system prompt).
@@ -259,7 +259,7 @@ fn write_gguf(
             }
         } else {
             let t = match heads {
-                Some(h) => crate::llama::permute_bias(&t, h, true)?,
+                Some(h) => permute_bias(&t, h, true)?,
                 None => t,
             };
             QTensor::quantize(&t, GgmlDType::F32)?

@@ -5,8 +5,8 @@ use candle_core::{DType, Device, Tensor};
 
 use super::data::Batch;
 use super::error::Result;
+use crate::kernels::train::cross_entropy_rows;
 use crate::lora::{LoraAdapter, LoraDropout};
-use crate::train_kernels::cross_entropy_rows;
 use crate::Model;
 
 /// Positions of a batch that carry loss: `(logit row, target token)` pairs
@@ -64,7 +64,7 @@ pub(crate) fn masked_ce_sum_train(
 
 /// `−Σ_i log softmax(logits_i)[ids_i]` over `[n, vocab]` logits: one fused
 /// op (log-softmax, gather and the `softmax − onehot` gradient in one pass
-/// per row, crate::train_kernels) instead of about sixteen passes of
+/// per row, crate::kernels::train) instead of about sixteen passes of
 /// composed candle ops over the `[n, vocab]` logits.
 fn ce_sum(logits: &Tensor, ids: Vec<u32>) -> Result<Tensor> {
     Ok(cross_entropy_rows(logits, ids)?.sum_all()?)

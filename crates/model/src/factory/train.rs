@@ -19,7 +19,7 @@ use super::gradcache::{
 use super::loss::{masked_ce_sum, masked_ce_sum_train};
 use super::optim::{self, AdamW};
 use super::progress::{CancelFlag, EvalPhase, ProgressEvent, ProgressFn, Reporter, StepMetrics};
-use crate::amx::{self, Bf16Kernel};
+use crate::kernels::amx::{self, Bf16Kernel};
 use crate::chat::ChatTemplate;
 use crate::lora::{LoraAdapter, LoraConfig, LoraDropout, LoraTarget};
 use crate::{Model, ModelError, WeightFormat};

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::llama::with_f32;
+use crate::kernels::cpu_f32::{contiguous_f32, to_candle, with_f32};
 
 /// RMSNorm `y = x / √(mean(x²) + ε) · w` over the last dim, `w` frozen.
 struct RmsNormFrozen {
@@ -249,24 +249,6 @@ fn concat(parts: Vec<Vec<f32>>) -> Vec<f32> {
         all.extend_from_slice(&p);
     }
     all
-}
-
-/// The contiguous f32 elements of a CPU storage under `l`, or an error
-/// naming `op`.
-pub(crate) fn contiguous_f32<'a>(
-    op: &str,
-    s: &'a CpuStorage,
-    l: &Layout,
-) -> candle_core::Result<&'a [f32]> {
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("{op}: the input is not contiguous");
-    };
-    Ok(&s.as_slice::<f32>()?[start..end])
-}
-
-/// `ModelError` → candle error, for results computed inside `bwd`.
-pub(crate) fn to_candle(e: ModelError) -> candle_core::Error {
-    candle_core::Error::Msg(e.to_string())
 }
 
 /// Refuses operands that are not f32 (the public wrappers' first check).
@@ -865,12 +847,9 @@ mod tests {
     use candle_core::{Device, Var, D};
     use proptest::prelude::*;
 
-    /// The composed candle ops the fused op replaces (crate::llama's
-    /// `rms_norm_diff`).
+    /// The composed candle ops the fused op replaces.
     fn composed(x: &Tensor, w: &Tensor, eps: f64) -> Tensor {
-        let ms = x.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
-        let inv = (ms + eps).unwrap().sqrt().unwrap().recip().unwrap();
-        x.broadcast_mul(&inv).unwrap().broadcast_mul(w).unwrap()
+        crate::kernels::reference::rms_norm_diff(x, w, eps).unwrap()
     }
 
     use crate::tiny::max_abs_diff;
@@ -1049,9 +1028,9 @@ mod tests {
         )?;
         let up = Tensor::from_vec(vals(3, 2, len), (lead, k * t, t), &dev)?;
         let yf = causal_softmax(x.as_tensor(), 0.125)?;
-        let mask = crate::llama::causal_mask(t, 0)?.repeat((k, 1))?;
+        let mask = crate::kernels::positions::causal_mask(t, 0)?.repeat((k, 1))?;
         let sc = (x.as_tensor() * 0.125)?.broadcast_add(&mask)?;
-        let yc = crate::llama::softmax_diff(&sc)?;
+        let yc = crate::kernels::reference::softmax_diff(&sc)?;
         assert!(close(&yf, &yc, 1e-5), "softmax forward differs");
         let (gf, gc) = (grads(&yf, &up, &[&x]), grads(&yc, &up, &[&x]));
         assert!(close(&gf[0], &gc[0], 1e-5), "softmax gradient differs");
@@ -1089,9 +1068,9 @@ mod tests {
             let yf = causal_softmax(x.as_tensor(), scale).unwrap();
             // Composed: scale, the additive mask (the same for each of the
             // k query blocks), then the primitive-op softmax.
-            let mask = crate::llama::causal_mask(t, 0).unwrap().repeat((k, 1)).unwrap();
+            let mask = crate::kernels::positions::causal_mask(t, 0).unwrap().repeat((k, 1)).unwrap();
             let s = (x.as_tensor() * scale).unwrap().broadcast_add(&mask).unwrap();
-            let yc = crate::llama::softmax_diff(&s).unwrap();
+            let yc = crate::kernels::reference::softmax_diff(&s).unwrap();
             prop_assert!(close(&yf, &yc, 1e-5), "forward differs");
             let gf = grads(&yf, &up, &[&x]);
             let gc = grads(&yc, &up, &[&x]);
@@ -1115,7 +1094,7 @@ mod tests {
             let s = sin.narrow(0, 0, t).unwrap();
             let c = Tensor::cat(&[&c, &c], 1).unwrap();
             let s = Tensor::cat(&[&s, &s], 1).unwrap();
-            let yc = crate::llama::rope_diff(&xh, &c, &s).unwrap();
+            let yc = crate::kernels::reference::rope_diff(&xh, &c, &s).unwrap();
             prop_assert!(close(&yf, &yc, 1e-5), "forward differs");
             let gf = grads(&yf, &up, &[&x]);
             let gc = grads(&yc, &up, &[&x]);
@@ -1162,13 +1141,13 @@ mod tests {
             let heads = |x: &Tensor, n: usize| x.reshape((b, t, n, hd)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
             let c = Tensor::cat(&[&cos, &cos], 1).unwrap();
             let s = Tensor::cat(&[&sin, &sin], 1).unwrap();
-            let qc = crate::llama::rope_diff(&heads(q.as_tensor(), h), &c, &s).unwrap();
-            let kc = crate::llama::rope_diff(&heads(k.as_tensor(), kvh), &c, &s).unwrap();
-            let kc = crate::llama::repeat_kv(&kc, groups).unwrap();
-            let vc = crate::llama::repeat_kv(&heads(v.as_tensor(), kvh), groups).unwrap();
-            let mask = crate::llama::causal_mask(t, 0).unwrap();
+            let qc = crate::kernels::reference::rope_diff(&heads(q.as_tensor(), h), &c, &s).unwrap();
+            let kc = crate::kernels::reference::rope_diff(&heads(k.as_tensor(), kvh), &c, &s).unwrap();
+            let kc = crate::kernels::reference::repeat_kv(&kc, groups).unwrap();
+            let vc = crate::kernels::reference::repeat_kv(&heads(v.as_tensor(), kvh), groups).unwrap();
+            let mask = crate::kernels::positions::causal_mask(t, 0).unwrap();
             let sc = (qc.matmul(&kc.t().unwrap()).unwrap() * scale).unwrap().broadcast_add(&mask).unwrap();
-            let pc = crate::llama::softmax_diff(&sc).unwrap();
+            let pc = crate::kernels::reference::softmax_diff(&sc).unwrap();
             let oc = pc.matmul(&vc).unwrap().transpose(1, 2).unwrap().reshape((b * t, h * hd)).unwrap();
             prop_assert!(close(&of, &oc, 1e-5), "forward differs");
             let gf = grads(&of, &up, &[&q, &k, &v]);

@@ -3,7 +3,7 @@
 //!
 //! In a LoRA step every base projection is frozen: the forward needs
 //! `y = x·Wᵀ` and the backward only the input gradient `dx = g·W` (see
-//! [`crate::frozen`]). With candle's f32 gemm these two products are about
+//! [`crate::kernels::frozen`]). With candle's f32 gemm these two products are about
 //! half of a SmolLM2 step. AMX's `tdpbf16ps` multiplies a 16×32 bf16 tile
 //! by a 32×16 one into a 16×16 f32 accumulator in one instruction (16× the
 //! multiply-adds of an AVX-512 f32 FMA per cycle), so on CPUs that have it
@@ -348,7 +348,7 @@ impl Bf16Weight {
     pub(crate) fn from_tensor(w: &Tensor, kernel: Bf16Kernel) -> Result<Self> {
         let (out, inp) = w.dims2()?;
         // Read in place (no f32 copy: the LM head alone is 113 MiB).
-        crate::llama::with_f32(&w.to_dtype(candle_core::DType::F32)?, |v| {
+        crate::kernels::cpu_f32::with_f32(&w.to_dtype(candle_core::DType::F32)?, |v| {
             Self::pack(v, out, inp, kernel)
         })?
     }

@@ -48,7 +48,7 @@ use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{ModelError, Result};
-use crate::llama::with_f32;
+use crate::kernels::cpu_f32::with_f32;
 
 /// Elements per quantization block (ggml's `QK4_1`, `QK8_0`, `QK8_1`).
 pub(crate) const QK: usize = 32;

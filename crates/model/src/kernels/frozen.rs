@@ -12,7 +12,7 @@
 //! candle's own CPU matmul with the same operands and layouts as
 //! `x.matmul(&w.t())`, so results are bit-identical to the standard path) or
 //! bf16 ([`FrozenWeight::Bf16`]: both products on AMX tiles, or their
-//! emulation, see [`crate::amx`]). See docs/model.md ("Frozen-weight
+//! emulation, see [`crate::kernels::amx`]). See docs/model.md ("Frozen-weight
 //! linear") and docs/factory.md ("Training precision").
 
 use std::sync::Arc;
@@ -20,9 +20,9 @@ use std::sync::Arc;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor};
 
-use crate::amx::Bf16Weight;
 use crate::error::{ModelError, Result};
-use crate::train_kernels::{contiguous_f32, to_candle};
+use crate::kernels::amx::Bf16Weight;
+use crate::kernels::cpu_f32::{contiguous_f32, to_candle};
 
 /// A frozen weight `[out, in]` as the training forward multiplies with it.
 #[derive(Clone, Copy, Debug)]
@@ -234,7 +234,7 @@ mod tests {
     /// the f32 summation order differs. Both kernels where the CPU has AMX.
     #[test]
     fn bf16_frozen_linear_matches_f32_on_rounded_operands_forward_and_backward() -> Result<()> {
-        use crate::amx::{amx_usable, from_bf16, to_bf16, Bf16Kernel};
+        use crate::kernels::amx::{amx_usable, from_bf16, to_bf16, Bf16Kernel};
         let dev = Device::Cpu;
         let round = |t: &Tensor| -> Result<Tensor> {
             let v: Vec<f32> = t.flatten_all()?.to_vec1::<f32>()?;

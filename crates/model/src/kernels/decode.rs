@@ -30,13 +30,19 @@ use std::fmt;
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 
+use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::llama::{dot, with_f32, Llama, SeqChunk, Weight};
+use crate::kernels::cpu_f32::{dot, with_f32};
+use crate::kernels::qkernel::{
+    axpy, dot_f32, matmul_many, Activations, Kernel, MatmulJob, PackedMatrix,
+};
+use crate::kernels::weights::{Block, Weight};
+use crate::kv_cache::HeadsView;
 use crate::lora::{LoraAdapter, LoraTarget};
-use crate::qkernel::{axpy, dot_f32, matmul_many, Activations, Kernel, MatmulJob, PackedMatrix};
+use crate::step::SeqChunk;
 
-/// Up to this many sequences in one all-decode step, [`Llama::forward_chunks`]
-/// takes the lean path; above it, candle's f32 gemm, which is compute-bound
+/// Up to this many sequences in one all-decode step, the architecture's
+/// `forward_chunks` (`Llama::forward_chunks`) takes the lean path; above it, candle's f32 gemm, which is compute-bound
 /// and wins once a weight row is reused by enough activation rows. Measured
 /// (docs/model.md, "Decode path per batch size"), one thread, CPU ms per
 /// token lean vs candle: 7.6 vs 15.5 at 8 sequences, 8.5 vs 7.1 at 32,
@@ -52,8 +58,22 @@ struct LeanLayer {
     bias: Vec<Option<Vec<f32>>>,
 }
 
+/// A decoder's weights as [`LeanWeights::build`] borrows them from an
+/// architecture: the embedding, the pre-norm blocks, the final norm, the
+/// head (`None` when tied to the embedding) and the rotary tables.
+pub(crate) struct DecoderView<'a> {
+    pub(crate) embed: &'a Weight,
+    pub(crate) blocks: &'a [Block],
+    pub(crate) norm: &'a Tensor,
+    pub(crate) lm_head: Option<&'a Weight>,
+    /// `[max_seq_len, head_dim / 2]` each.
+    pub(crate) cos: &'a Tensor,
+    pub(crate) sin: &'a Tensor,
+}
+
 /// The model's weights as the decode kernels read them, built once from a
-/// [`Llama`] (quantized blocks repacked; f32 tensors shared, not copied).
+/// [`DecoderView`] (quantized blocks repacked; f32 tensors shared, not
+/// copied).
 pub(crate) struct LeanWeights {
     layers: Vec<LeanLayer>,
     embed: PackedMatrix,
@@ -119,10 +139,10 @@ fn pack_head(w: &Weight) -> Result<PackedMatrix> {
 }
 
 impl LeanWeights {
-    /// Builds the decode layout of `llama`'s weights.
-    pub(crate) fn build(llama: &Llama) -> Result<Self> {
+    /// Builds the decode layout of a decoder's weights.
+    pub(crate) fn build(weights: &DecoderView<'_>) -> Result<Self> {
         let _span = tracing::debug_span!(target: "trib::model", "pack_decode_weights").entered();
-        let layers = llama
+        let layers = weights
             .blocks
             .iter()
             .map(|b| {
@@ -142,18 +162,18 @@ impl LeanWeights {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let embed = match &llama.lm_head {
-            None => pack_head(&llama.embed)?,
-            Some(_) => pack(&llama.embed)?,
+        let embed = match weights.lm_head {
+            None => pack_head(weights.embed)?,
+            Some(_) => pack(weights.embed)?,
         };
-        let head = llama.lm_head.as_ref().map(pack_head).transpose()?;
+        let head = weights.lm_head.map(pack_head).transpose()?;
         let kernel = Kernel::detect();
         let quantized = layers.iter().all(|l| {
             l.proj
                 .iter()
                 .all(|p| matches!(p, PackedMatrix::Q4_1 { .. } | PackedMatrix::Q8_0 { .. }))
         });
-        let dense_copy = llama
+        let dense_copy = weights
             .blocks
             .iter()
             .flat_map(|b| b.linears.iter())
@@ -163,9 +183,9 @@ impl LeanWeights {
             layers,
             embed,
             head,
-            norm: vec_of(&llama.norm)?,
-            cos: vec_of(&llama.cos)?,
-            sin: vec_of(&llama.sin)?,
+            norm: vec_of(weights.norm)?,
+            cos: vec_of(weights.cos)?,
+            sin: vec_of(weights.sin)?,
             kernel,
             every_step,
         };
@@ -177,7 +197,7 @@ impl LeanWeights {
         self.head.as_ref().unwrap_or(&self.embed)
     }
 
-    /// Whether [`Llama::forward_chunks`] sends every step here (prefill,
+    /// Whether `Llama::forward_chunks` sends every step here (prefill,
     /// any batch size): when all projections are quantized blocks and
     /// either there is no dense f32 copy to multiply instead (the weights
     /// were loaded [`crate::WeightFormat::Quantized`]) or the batched
@@ -200,7 +220,7 @@ impl LeanWeights {
     /// position when `all_positions`; caches advance only on success.
     pub(crate) fn forward(
         &self,
-        llama: &Llama,
+        cfg: &LlamaConfig,
         chunks: &mut [SeqChunk<'_>],
         all_positions: bool,
     ) -> Result<Tensor> {
@@ -211,21 +231,20 @@ impl LeanWeights {
             // into the pool and sleeping until a worker has finished it
             // (two thread wake-ups per projection; with them two threads
             // decoded no faster than one).
-            return rayon::scope(|_| self.step(llama, chunks, all_positions));
+            return rayon::scope(|_| self.step(cfg, chunks, all_positions));
         }
-        self.step(llama, chunks, all_positions)
+        self.step(cfg, chunks, all_positions)
     }
 
     fn step(
         &self,
-        llama: &Llama,
+        cfg: &LlamaConfig,
         chunks: &mut [SeqChunk<'_>],
         all_positions: bool,
     ) -> Result<Tensor> {
         let n: usize = chunks.iter().map(|c| c.tokens.len()).sum();
         let _span = tracing::trace_span!(target: "trib::model", "decode_lean", sequences = chunks.len(), rows = n)
             .entered();
-        let cfg = &llama.cfg;
         let (hid, heads, kvh, hd) = (
             cfg.hidden_size,
             cfg.num_heads,
@@ -514,13 +533,6 @@ fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// One sequence's cached keys and values of a layer, per kv head.
-pub(crate) struct HeadsView<'a> {
-    /// `(keys, values)` per kv head, each `[len, head_dim]`.
-    pub(crate) heads: Vec<(&'a [f32], &'a [f32])>,
-    pub(crate) len: usize,
-}
-
 /// Attention of one query row (`[heads · hd]`, roped) over `len` cached
 /// positions: query head `j` reads kv head `j / (heads / kv_heads)`
 /// (Hugging Face `repeat_kv` order), softmax of `q·k/√hd`, weighted sum of
@@ -618,7 +630,7 @@ mod tests {
         let mut lean_caches: Vec<KvCache> = adapters.iter().map(|_| model.new_cache()).collect();
         let mut ref_caches: Vec<KvCache> = adapters.iter().map(|_| model.new_cache()).collect();
         let mut chunks = chunks_of(&mut lean_caches, &prompts, adapters);
-        let lean = lean_path.forward(llama, &mut chunks, true).unwrap();
+        let lean = lean_path.forward(&llama.cfg, &mut chunks, true).unwrap();
         let mut chunks = chunks_of(&mut ref_caches, &prompts, adapters);
         let reference = llama.forward_candle(&mut chunks, true).unwrap();
         let (mut worst, mut range) = (max_diff(&lean, &reference), abs_max(&reference));
@@ -627,7 +639,7 @@ mod tests {
                 .map(|i| [(11 + 3 * step + i) as u32 % 50])
                 .collect();
             let mut chunks = chunks_of(&mut lean_caches, &tokens, adapters);
-            let lean = lean_path.forward(llama, &mut chunks, false).unwrap();
+            let lean = lean_path.forward(&llama.cfg, &mut chunks, false).unwrap();
             let mut chunks = chunks_of(&mut ref_caches, &tokens, adapters);
             let reference = llama.forward_candle(&mut chunks, false).unwrap();
             worst = worst.max(max_diff(&lean, &reference));
@@ -639,7 +651,7 @@ mod tests {
             .map(|i| vec![7, 9 + i as u32, 3])
             .collect();
         let mut chunks = chunks_of(&mut lean_caches, &more, adapters);
-        let lean = lean_path.forward(llama, &mut chunks, false).unwrap();
+        let lean = lean_path.forward(&llama.cfg, &mut chunks, false).unwrap();
         let mut chunks = chunks_of(&mut ref_caches, &more, adapters);
         let reference = llama.forward_candle(&mut chunks, false).unwrap();
         assert_eq!(lean.dims(), reference.dims());
