@@ -564,7 +564,9 @@ impl JobConfig {
             .collect();
     }
 
-    /// Checks every key; the first problem found is returned.
+    /// Checks every key; the first problem found is returned (model, data,
+    /// lora, train, then checkpoint, output and gradient cache, in that
+    /// order).
     pub fn validate(&self) -> Result<()> {
         use FactoryError as E;
         if self.model.base.trim().is_empty() {
@@ -573,7 +575,83 @@ impl JobConfig {
                 "must name a GGUF file or a model directory",
             ));
         }
-        let d = &self.data;
+        self.data.validate()?;
+        self.lora.validate()?;
+        self.train.validate()?;
+        self.validate_outputs()
+    }
+
+    /// The `checkpoint`, `output` and `gradient_cache` keys.
+    fn validate_outputs(&self) -> Result<()> {
+        use FactoryError as E;
+        if self.checkpoint.keep_last == 0 {
+            return Err(E::invalid("checkpoint.keep_last", "must be at least 1"));
+        }
+        if let Some(r) = &self.checkpoint.resume_from {
+            if r.trim().is_empty() {
+                return Err(E::invalid(
+                    "checkpoint.resume_from",
+                    "must be \"latest\" or a checkpoint directory",
+                ));
+            }
+        }
+        if self.output.dir.as_os_str().is_empty() {
+            return Err(E::invalid("output.dir", "must not be empty"));
+        }
+        if self.gradient_cache.projection_dim == 0 {
+            return Err(E::invalid(
+                "gradient_cache.projection_dim",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The parsed sources, in job order.
+    pub fn sources(&self) -> Result<Vec<SourceRef>> {
+        self.data
+            .sources
+            .iter()
+            .map(|s| SourceRef::parse(s, Path::new("")))
+            .collect()
+    }
+
+    /// The LoRA scaling factor: `alpha / r`, or `alpha / sqrt(r)` with rsLoRA.
+    pub fn lora_scaling(&self) -> f64 {
+        if self.lora.rslora {
+            self.lora.alpha / (self.lora.r as f64).sqrt()
+        } else {
+            self.lora.alpha / self.lora.r as f64
+        }
+    }
+
+    /// A hash of everything that determines the trained weights (data, model,
+    /// LoRA, optimiser, seed), excluding run-time choices (output dir, resume,
+    /// checkpoint interval, pricing). A checkpoint only resumes a job with the
+    /// same hash.
+    pub fn training_hash(&self) -> Hash {
+        let mut c = self.clone();
+        c.output.dir = PathBuf::new();
+        c.checkpoint = CheckpointSection::default();
+        c.pricing = PricingSection::default();
+        c.name = None;
+        c.gradient_cache = GradientCacheSection::default();
+        let json = serde_json::to_vec(&c).expect("job config serialises");
+        Hash::domain("trib.factory.job.v1", &[&json])
+    }
+
+    /// A hash of the whole job as written (recorded in the summary).
+    pub fn config_hash(&self) -> Hash {
+        let json = serde_json::to_vec(self).expect("job config serialises");
+        Hash::domain("trib.factory.job.v1", &[&json])
+    }
+}
+
+impl DataSection {
+    /// The `data` keys.
+    fn validate(&self) -> Result<()> {
+        use FactoryError as E;
+        let d = self;
         if d.sources.is_empty() {
             return Err(E::invalid(
                 "data.sources",
@@ -598,7 +676,15 @@ impl JobConfig {
                 format!("{} is outside [0, 1)", d.validation_fraction),
             ));
         }
-        let l = &self.lora;
+        Ok(())
+    }
+}
+
+impl LoraSection {
+    /// The `lora` keys.
+    fn validate(&self) -> Result<()> {
+        use FactoryError as E;
+        let l = self;
         if l.r == 0 || l.r > 1024 {
             return Err(E::invalid("lora.r", format!("{} is outside 1..=1024", l.r)));
         }
@@ -634,7 +720,15 @@ impl JobConfig {
                 ));
             }
         }
-        let t = &self.train;
+        Ok(())
+    }
+}
+
+impl TrainSection {
+    /// The `train` keys.
+    fn validate(&self) -> Result<()> {
+        use FactoryError as E;
+        let t = self;
         if !(t.learning_rate.is_finite() && t.learning_rate > 0.0) {
             return Err(E::invalid(
                 "train.learning_rate",
@@ -706,66 +800,7 @@ impl JobConfig {
                 format!("{} must be >= 0 (0 disables clipping)", t.max_grad_norm),
             ));
         }
-        if self.checkpoint.keep_last == 0 {
-            return Err(E::invalid("checkpoint.keep_last", "must be at least 1"));
-        }
-        if let Some(r) = &self.checkpoint.resume_from {
-            if r.trim().is_empty() {
-                return Err(E::invalid(
-                    "checkpoint.resume_from",
-                    "must be \"latest\" or a checkpoint directory",
-                ));
-            }
-        }
-        if self.output.dir.as_os_str().is_empty() {
-            return Err(E::invalid("output.dir", "must not be empty"));
-        }
-        if self.gradient_cache.projection_dim == 0 {
-            return Err(E::invalid(
-                "gradient_cache.projection_dim",
-                "must be at least 1",
-            ));
-        }
         Ok(())
-    }
-
-    /// The parsed sources, in job order.
-    pub fn sources(&self) -> Result<Vec<SourceRef>> {
-        self.data
-            .sources
-            .iter()
-            .map(|s| SourceRef::parse(s, Path::new("")))
-            .collect()
-    }
-
-    /// The LoRA scaling factor: `alpha / r`, or `alpha / sqrt(r)` with rsLoRA.
-    pub fn lora_scaling(&self) -> f64 {
-        if self.lora.rslora {
-            self.lora.alpha / (self.lora.r as f64).sqrt()
-        } else {
-            self.lora.alpha / self.lora.r as f64
-        }
-    }
-
-    /// A hash of everything that determines the trained weights (data, model,
-    /// LoRA, optimiser, seed), excluding run-time choices (output dir, resume,
-    /// checkpoint interval, pricing). A checkpoint only resumes a job with the
-    /// same hash.
-    pub fn training_hash(&self) -> Hash {
-        let mut c = self.clone();
-        c.output.dir = PathBuf::new();
-        c.checkpoint = CheckpointSection::default();
-        c.pricing = PricingSection::default();
-        c.name = None;
-        c.gradient_cache = GradientCacheSection::default();
-        let json = serde_json::to_vec(&c).expect("job config serialises");
-        Hash::domain("trib.factory.job.v1", &[&json])
-    }
-
-    /// A hash of the whole job as written (recorded in the summary).
-    pub fn config_hash(&self) -> Hash {
-        let json = serde_json::to_vec(self).expect("job config serialises");
-        Hash::domain("trib.factory.job.v1", &[&json])
     }
 }
 

@@ -19,8 +19,8 @@ use super::gradcache::{
 use super::loss::{masked_ce_sum, masked_ce_sum_train};
 use super::optim::{self, AdamW};
 use super::progress::{CancelFlag, EvalPhase, ProgressEvent, ProgressFn, Reporter, StepMetrics};
-use crate::kernels::amx::{self, Bf16Kernel};
 use crate::chat::ChatTemplate;
+use crate::kernels::amx::{self, Bf16Kernel};
 use crate::lora::{LoraAdapter, LoraConfig, LoraDropout, LoraTarget};
 use crate::{Model, ModelError, WeightFormat};
 
@@ -482,7 +482,6 @@ fn run_loop(inputs: LoopInputs<'_>, reporter: &mut Reporter) -> Result<LoopResul
         resume,
         started,
     } = inputs;
-    let out = &job.output.dir;
     let plan = plan_steps(job, &prepared.train);
     let total = plan.len() as u64;
     let vars: Vec<Var> = adapter.vars();
@@ -492,23 +491,14 @@ fn run_loop(inputs: LoopInputs<'_>, reporter: &mut Reporter) -> Result<LoopResul
         .map(|(n, _)| n)
         .collect();
     let mut opt = AdamW::new(&vars, &job.train)?;
-    let training_hash = job.training_hash();
-    let mut start = 0u64;
-    let mut run = RunState {
-        eval_before: None,
-        tokens: 0,
+    let checkpoints = Checkpoints {
+        job,
+        names: &names,
+        vars: &vars,
+        total,
+        training_hash: job.training_hash(),
     };
-    {
-        if let Some(dir) = resume {
-            let st = checkpoint::load(&dir, &names, &vars, &mut opt, training_hash)?;
-            start = st.step;
-            if let Ok(bytes) = std::fs::read(dir.join("run_state.json")) {
-                run = serde_json::from_slice(&bytes)
-                    .map_err(|e| FactoryError::format(dir.join("run_state.json"), e))?;
-            }
-            tracing::info!(target: "trib::factory", step = start, dir = %dir.display(), "resumed from checkpoint");
-        }
-    }
+    let (start, mut run) = checkpoints.resume(resume, &mut opt)?;
     reporter.emit(ProgressEvent::Started {
         total_steps: total,
         start_step: start,
@@ -525,84 +515,35 @@ fn run_loop(inputs: LoopInputs<'_>, reporter: &mut Reporter) -> Result<LoopResul
         })?;
         run.eval_before = Some(ev);
     }
-    let pad = pad_id(&models.base);
     let step_model = models.steps()?;
-    let step_model = &*step_model;
+    let micro = MicroBatches {
+        job,
+        model: &step_model,
+        adapter,
+        vars: &vars,
+        pad: pad_id(&models.base),
+    };
     let mut final_loss = None;
     let mut last_ckpt = start;
-    let save_ckpt = |step: u64, opt: &AdamW, run: &RunState| -> Result<PathBuf> {
-        let st = CheckpointState {
-            format: 1,
-            step,
-            total_steps: total,
-            adam_t: opt.t,
-            training_hash,
-        };
-        let dir = checkpoint::save(out, &names, &vars, opt, &st, job.checkpoint.keep_last)?;
-        let p = dir.join("run_state.json");
-        std::fs::write(&p, serde_json::to_vec(run).expect("run state serialises"))
-            .map_err(|e| FactoryError::io(&p, e))?;
-        Ok(dir)
-    };
     for (si, sp) in plan.iter().enumerate().skip(start as usize) {
         let step_no = si as u64;
         let t0 = Instant::now();
-        let step_targets: usize = sp
-            .micro
-            .iter()
-            .flatten()
-            .map(|s| s.targets.iter().filter(|&&x| x).count())
-            .sum();
-        let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
-        let mut loss_sum = 0f64;
-        let mut step_tokens = 0u64;
-        for (mi, micro) in sp.micro.iter().enumerate() {
-            if opts.cancel.is_cancelled() {
-                if job.checkpoint.every_steps > 0 && step_no > last_ckpt {
-                    let dir = save_ckpt(step_no, &opt, &run)?;
-                    reporter.emit(ProgressEvent::Checkpoint {
-                        step: step_no,
-                        path: dir,
-                    })?;
-                }
-                reporter.emit(ProgressEvent::Cancelled { step: step_no })?;
-                tracing::info!(target: "trib::factory", step = step_no, "training cancelled");
-                return Err(FactoryError::Cancelled { step: step_no });
-            }
-            let refs: Vec<&data::Sequence> = micro.iter().collect();
-            let batch = Batch::pad(&refs, pad);
-            step_tokens += batch.real_tokens as u64;
-            let mut dropout =
-                LoraDropout::new(job.lora.dropout, dropout_seed(job.train.seed, step_no, mi));
-            let drop = (job.lora.dropout > 0.0).then_some(&mut dropout);
-            let (sum, n) = masked_ce_sum_train(step_model, &batch, Some(adapter), drop)?;
-            if n == 0 {
-                continue;
-            }
-            let loss = (sum / step_targets as f64)?;
-            let value = loss.to_scalar::<f32>()? as f64;
-            if !value.is_finite() {
-                return Err(FactoryError::Diverged {
-                    step: step_no + 1,
-                    what: "loss",
-                });
-            }
-            loss_sum += value;
-            let grads = loss.backward()?;
-            for (i, v) in vars.iter().enumerate() {
-                if let Some(g) = grads.get(v.as_tensor()) {
-                    acc[i] = Some(match acc[i].take() {
-                        Some(a) => (a + g)?,
-                        None => g.clone(),
-                    });
-                }
-            }
-        }
-        let mut grads: Vec<Tensor> = acc
-            .into_iter()
-            .zip(&vars)
-            .map(|(g, v)| g.map(Ok).unwrap_or_else(|| v.as_tensor().zeros_like()))
-            .collect::<candle_core::Result<_>>()?;
+        let cancelled = || opts.cancel.is_cancelled();
+        let Some(step) = micro.gradients(sp, step_no, cancelled)? else {
+            return Err(cancel(
+                step_no,
+                last_ckpt,
+                &checkpoints,
+                &opt,
+                &run,
+                reporter,
+            )?);
+        };
+        let StepGradients {
+            loss_sum,
+            tokens: step_tokens,
+            mut grads,
+        } = step;
         let norm = optim::clip(&mut grads, job.train.max_grad_norm)?;
         if !norm.is_finite() {
             return Err(FactoryError::Diverged {
@@ -630,7 +571,7 @@ fn run_loop(inputs: LoopInputs<'_>, reporter: &mut Reporter) -> Result<LoopResul
         let done = step_no + 1;
         if job.checkpoint.every_steps > 0 && done % job.checkpoint.every_steps == 0 && done < total
         {
-            let dir = save_ckpt(done, &opt, &run)?;
+            let dir = checkpoints.save(done, &opt, &run)?;
             last_ckpt = done;
             reporter.emit(ProgressEvent::Checkpoint {
                 step: done,
@@ -645,6 +586,166 @@ fn run_loop(inputs: LoopInputs<'_>, reporter: &mut Reporter) -> Result<LoopResul
         eval_before: run.eval_before,
         precision: step_model.info().weights_in_memory.clone(),
     })
+}
+
+/// What a checkpoint of this run saves and restores: the adapter's tensors
+/// by name, the optimizer, and the run state beside them.
+struct Checkpoints<'a> {
+    job: &'a JobConfig,
+    names: &'a [String],
+    vars: &'a [Var],
+    total: u64,
+    training_hash: Hash,
+}
+
+impl Checkpoints<'_> {
+    /// Loads the checkpoint in `resume` (if any) into the adapter and `opt`:
+    /// the step to start from and the run state saved with it.
+    fn resume(&self, resume: Option<PathBuf>, opt: &mut AdamW) -> Result<(u64, RunState)> {
+        let mut run = RunState {
+            eval_before: None,
+            tokens: 0,
+        };
+        let Some(dir) = resume else {
+            return Ok((0, run));
+        };
+        let st = checkpoint::load(&dir, self.names, self.vars, opt, self.training_hash)?;
+        if let Ok(bytes) = std::fs::read(dir.join("run_state.json")) {
+            run = serde_json::from_slice(&bytes)
+                .map_err(|e| FactoryError::format(dir.join("run_state.json"), e))?;
+        }
+        tracing::info!(target: "trib::factory", step = st.step, dir = %dir.display(), "resumed from checkpoint");
+        Ok((st.step, run))
+    }
+
+    /// Saves the state after `step` steps; returns the checkpoint directory.
+    fn save(&self, step: u64, opt: &AdamW, run: &RunState) -> Result<PathBuf> {
+        let st = CheckpointState {
+            format: 1,
+            step,
+            total_steps: self.total,
+            adam_t: opt.t,
+            training_hash: self.training_hash,
+        };
+        let dir = checkpoint::save(
+            &self.job.output.dir,
+            self.names,
+            self.vars,
+            opt,
+            &st,
+            self.job.checkpoint.keep_last,
+        )?;
+        let p = dir.join("run_state.json");
+        std::fs::write(&p, serde_json::to_vec(run).expect("run state serialises"))
+            .map_err(|e| FactoryError::io(&p, e))?;
+        Ok(dir)
+    }
+}
+
+/// A cancellation seen before step `step_no`'s next micro-batch: saves a
+/// checkpoint when checkpoints are on and the last one is older, reports,
+/// and returns the error that ends the run.
+fn cancel(
+    step_no: u64,
+    last_ckpt: u64,
+    checkpoints: &Checkpoints<'_>,
+    opt: &AdamW,
+    run: &RunState,
+    reporter: &mut Reporter,
+) -> Result<FactoryError> {
+    if checkpoints.job.checkpoint.every_steps > 0 && step_no > last_ckpt {
+        let dir = checkpoints.save(step_no, opt, run)?;
+        reporter.emit(ProgressEvent::Checkpoint {
+            step: step_no,
+            path: dir,
+        })?;
+    }
+    reporter.emit(ProgressEvent::Cancelled { step: step_no })?;
+    tracing::info!(target: "trib::factory", step = step_no, "training cancelled");
+    Ok(FactoryError::Cancelled { step: step_no })
+}
+
+/// One optimizer step's summed loss, tokens and accumulated gradients (one
+/// per adapter tensor, zeros where no micro-batch reached it).
+struct StepGradients {
+    loss_sum: f64,
+    tokens: u64,
+    grads: Vec<Tensor>,
+}
+
+/// What the micro-batches of a step run on.
+struct MicroBatches<'a> {
+    job: &'a JobConfig,
+    model: &'a Model,
+    adapter: &'a LoraAdapter,
+    vars: &'a [Var],
+    pad: u32,
+}
+
+impl MicroBatches<'_> {
+    /// Forward and backward over every micro-batch of `sp`, the loss of each
+    /// divided by the step's target count, gradients summed. `None` when
+    /// `cancelled()` turns true before a micro-batch.
+    fn gradients(
+        &self,
+        sp: &StepPlan,
+        step_no: u64,
+        cancelled: impl Fn() -> bool,
+    ) -> Result<Option<StepGradients>> {
+        let job = self.job;
+        let step_targets: usize = sp
+            .micro
+            .iter()
+            .flatten()
+            .map(|s| s.targets.iter().filter(|&&x| x).count())
+            .sum();
+        let mut acc: Vec<Option<Tensor>> = vec![None; self.vars.len()];
+        let mut loss_sum = 0f64;
+        let mut step_tokens = 0u64;
+        for (mi, micro) in sp.micro.iter().enumerate() {
+            if cancelled() {
+                return Ok(None);
+            }
+            let refs: Vec<&data::Sequence> = micro.iter().collect();
+            let batch = Batch::pad(&refs, self.pad);
+            step_tokens += batch.real_tokens as u64;
+            let mut dropout =
+                LoraDropout::new(job.lora.dropout, dropout_seed(job.train.seed, step_no, mi));
+            let drop = (job.lora.dropout > 0.0).then_some(&mut dropout);
+            let (sum, n) = masked_ce_sum_train(self.model, &batch, Some(self.adapter), drop)?;
+            if n == 0 {
+                continue;
+            }
+            let loss = (sum / step_targets as f64)?;
+            let value = loss.to_scalar::<f32>()? as f64;
+            if !value.is_finite() {
+                return Err(FactoryError::Diverged {
+                    step: step_no + 1,
+                    what: "loss",
+                });
+            }
+            loss_sum += value;
+            let grads = loss.backward()?;
+            for (i, v) in self.vars.iter().enumerate() {
+                if let Some(g) = grads.get(v.as_tensor()) {
+                    acc[i] = Some(match acc[i].take() {
+                        Some(a) => (a + g)?,
+                        None => g.clone(),
+                    });
+                }
+            }
+        }
+        let grads: Vec<Tensor> = acc
+            .into_iter()
+            .zip(self.vars)
+            .map(|(g, v)| g.map(Ok).unwrap_or_else(|| v.as_tensor().zeros_like()))
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Some(StepGradients {
+            loss_sum,
+            tokens: step_tokens,
+            grads,
+        }))
+    }
 }
 
 fn finish(
