@@ -169,7 +169,14 @@ impl Default for GenerationConfig {
     }
 }
 
-/// Why generation ended.
+/// Why [`generate`] ended.
+///
+/// Not the serving engine's `trib_serve::FinishReason`, on purpose: a
+/// [`generate`] call returns a [`Generation`] when its callback stops it
+/// ([`FinishReason::Cancelled`]), while a served request that is cancelled
+/// (its client went away) has nobody to receive a completion, so the
+/// engine's enum holds only the values OpenAI's `finish_reason` defines
+/// (`stop`, `length`) and is written to the wire as it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {

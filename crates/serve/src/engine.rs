@@ -99,6 +99,12 @@ impl Usage {
 }
 
 /// Why a completion ended (OpenAI `finish_reason`).
+///
+/// Not `trib_model::FinishReason`, on purpose: that one also has
+/// `Cancelled`, for a `generate` call stopped by its callback. A request
+/// cancelled here (its output stream dropped) ends without a [`Completion`],
+/// so this enum holds only the values OpenAI defines and the HTTP layer
+/// serialises it as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
