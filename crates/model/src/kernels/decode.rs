@@ -574,15 +574,11 @@ mod tests {
     use super::*;
     use crate::kv_cache::KvCache;
     use crate::lora::LoraConfig;
-    use crate::tiny::{write_tiny_gguf, TinySpec};
+    use crate::tiny::{max_abs_diff, write_tiny_gguf, TinySpec};
     use crate::{Model, WeightFormat};
     use candle_core::quantized::GgmlDType;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        abs_max(&(a - b).unwrap())
-    }
 
     /// One chunk per sequence: `tokens[i]` into `caches[i]` with `adapters[i]`.
     fn chunks_of<'a, T: AsRef<[u32]>>(
@@ -633,7 +629,7 @@ mod tests {
         let lean = lean_path.forward(&llama.cfg, &mut chunks, true).unwrap();
         let mut chunks = chunks_of(&mut ref_caches, &prompts, adapters);
         let reference = llama.forward_candle(&mut chunks, true).unwrap();
-        let (mut worst, mut range) = (max_diff(&lean, &reference), abs_max(&reference));
+        let (mut worst, mut range) = (max_abs_diff(&lean, &reference), abs_max(&reference));
         for step in 0..steps {
             let tokens: Vec<[u32; 1]> = (0..adapters.len())
                 .map(|i| [(11 + 3 * step + i) as u32 % 50])
@@ -642,7 +638,7 @@ mod tests {
             let lean = lean_path.forward(&llama.cfg, &mut chunks, false).unwrap();
             let mut chunks = chunks_of(&mut ref_caches, &tokens, adapters);
             let reference = llama.forward_candle(&mut chunks, false).unwrap();
-            worst = worst.max(max_diff(&lean, &reference));
+            worst = worst.max(max_abs_diff(&lean, &reference));
             range = range.max(abs_max(&reference));
         }
         // A second prompt chunk on top of the decoded tokens (chunked
@@ -655,7 +651,7 @@ mod tests {
         let mut chunks = chunks_of(&mut ref_caches, &more, adapters);
         let reference = llama.forward_candle(&mut chunks, false).unwrap();
         assert_eq!(lean.dims(), reference.dims());
-        worst = worst.max(max_diff(&lean, &reference));
+        worst = worst.max(max_abs_diff(&lean, &reference));
         for (a, b) in lean_caches.iter().zip(&ref_caches) {
             assert_eq!(a.len(), b.len());
         }

@@ -54,6 +54,7 @@ pub(crate) fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tiny::max_abs_diff;
     use candle_core::Device;
 
     #[test]
@@ -66,25 +67,11 @@ mod tests {
         let w = Tensor::new(&[1.0f32, 0.5, 2.0, -1.0], &Device::Cpu).unwrap();
         let a = softmax_diff(&x).unwrap();
         let b = candle_nn::ops::softmax_last_dim(&x).unwrap();
-        let diff: f32 = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = max_abs_diff(&a, &b);
         assert!(diff < 1e-6);
         let a = rms_norm_diff(&x, &w, 1e-5).unwrap();
         let b = candle_nn::ops::rms_norm(&x, &w, 1e-5).unwrap();
-        let diff: f32 = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = max_abs_diff(&a, &b);
         assert!(diff < 1e-5);
     }
 }
