@@ -1,7 +1,8 @@
 //! What attention knows about positions: the rotary embedding tables
-//! (Su et al. 2021, "RoFormer", arXiv:2104.09864; angles `p·θ^(−2i/hd)` for
-//! position `p` and frequency `i`) and the additive causal mask. Both are
-//! shared by the inference and training forwards of every architecture.
+//! (Su et al. 2021, "RoFormer", arXiv:2104.09864; angle `p·base^(−2i/hd)`
+//! for position `p` and frequency `i`, `base` = `rope_theta`) and the
+//! additive causal mask. Both are shared by the inference and training
+//! forwards of every architecture.
 
 use candle_core::{Device, Tensor};
 
