@@ -1,73 +1,25 @@
 //! The datanet descriptor: what a datanet is and the rules it enforces.
 //!
-//! The ledger's datanet registry stores this value (its [`Canonical`]
-//! encoding) at creation; the node and the validator read the rules from it.
+//! The node stores this value and the owner signs its hash (of its
+//! [`Canonical`] encoding) into the ledger's `CreateDatanet`; the node and
+//! the validator read the rules from it. Its data type, curation mode and
+//! visibility are the ledger's own types (`trib_types`), so the descriptor
+//! and the on-chain record hold the same values.
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
-use trib_types::{Address, Amount, Canonical, DatanetId, Hash};
+use trib_types::{
+    datanet_id, Address, Amount, Canonical, CurationMode, DataType, DatanetId, Visibility,
+};
 
 use crate::chunk::ChunkerConfig;
 use crate::error::DatanetError;
 use crate::parse::{FileKind, ParseLimits};
 
-/// What kind of rows a datanet holds; fixed at creation.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    BorshSerialize,
-    BorshDeserialize,
-    Serialize,
-    Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum DataType {
-    /// Plain text rows (txt, md, csv, pdf, docx, and JSONL `text` records).
-    Text,
-    /// Instruction-tuning records (JSONL alpaca, prompt/response, messages).
-    Instruction,
-}
-
-impl DataType {
-    /// Whether files of `kind` can feed this data type.
-    pub fn accepts(self, kind: FileKind) -> bool {
-        match self {
-            DataType::Text => true,
-            DataType::Instruction => kind == FileKind::Jsonl,
-        }
-    }
-}
-
-/// Who decides on pending contributions.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case", tag = "mode")]
-pub enum CurationMode {
-    /// The owner accepts or rejects.
-    OwnerApproval,
-    /// gOPEN-weighted stakers vote; a decision needs `quorum_bp` of the staked
-    /// gOPEN to vote.
-    ValidatorVote {
-        /// Quorum in basis points of staked gOPEN (1..=10,000).
-        quorum_bp: u16,
-    },
-}
-
-/// Who may train on the datanet.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Visibility {
-    /// Anyone.
-    Public,
-    /// Only accounts the owner granted access to on the ledger.
-    Permissioned,
+/// Whether files of `kind` can feed a datanet of `data_type`: any file
+/// for text, JSONL records only for instruction and chat datanets.
+pub(crate) fn accepts(data_type: DataType, kind: FileKind) -> bool {
+    !data_type.takes_records() || kind == FileKind::Jsonl
 }
 
 /// Upload quotas. Limits are inclusive: usage may reach them exactly.
@@ -182,7 +134,8 @@ impl Datanet {
         }
     }
 
-    /// The id: a domain-separated hash of the name (see [`datanet_id`]).
+    /// The id: a domain-separated hash of the name
+    /// ([`trib_types::datanet_id`], the ledger's derivation).
     pub fn id(&self) -> DatanetId {
         datanet_id(&self.name)
     }
@@ -217,11 +170,11 @@ impl Datanet {
         if sorted.len() != self.tags.len() {
             return bad("tags", "duplicate tag".into());
         }
-        if let CurationMode::ValidatorVote { quorum_bp } = self.curation {
-            if !(1..=10_000).contains(&quorum_bp) {
+        if let CurationMode::ValidatorVote { quorum_bps } = self.curation {
+            if !(1..=10_000).contains(&quorum_bps) {
                 return bad(
-                    "curation.quorum_bp",
-                    format!("{quorum_bp} is not in 1..=10000"),
+                    "curation.quorum_bps",
+                    format!("{quorum_bps} is not in 1..=10000"),
                 );
             }
         }
@@ -278,14 +231,6 @@ impl Datanet {
     }
 }
 
-/// The id of the datanet `name`: blake3 under the domain
-/// `"tributary datanet id v1"` over the name's bytes. The same derivation as
-/// `trib_ledger`'s datanet registry (names are unique ledger-wide), so an id
-/// computed here matches the one recorded on chain.
-pub fn datanet_id(name: &str) -> DatanetId {
-    DatanetId(Hash::domain("tributary datanet id v1", &[name.as_bytes()]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,7 +238,7 @@ mod tests {
     fn sample() -> Datanet {
         let mut d = Datanet::new(Address([7; 20]), "us-law", "# US law\nPublic domain texts.");
         d.tags = vec!["legal".into(), "public-domain".into()];
-        d.curation = CurationMode::ValidatorVote { quorum_bp: 3_340 };
+        d.curation = CurationMode::ValidatorVote { quorum_bps: 3_340 };
         d
     }
 
@@ -311,7 +256,7 @@ mod tests {
         // Pinned: the ledger derives the same id from the name.
         assert_eq!(
             d.id().0,
-            Hash::domain("tributary datanet id v1", &[b"us-law"])
+            trib_types::Hash::domain("tributary datanet id v1", &[b"us-law"])
         );
     }
 
@@ -333,8 +278,8 @@ mod tests {
                 Box::new(|d| d.tags = (0..17).map(|i| format!("t{i}")).collect()),
             ),
             (
-                "curation.quorum_bp",
-                Box::new(|d| d.curation = CurationMode::ValidatorVote { quorum_bp: 0 }),
+                "curation.quorum_bps",
+                Box::new(|d| d.curation = CurationMode::ValidatorVote { quorum_bps: 0 }),
             ),
             (
                 "quotas",

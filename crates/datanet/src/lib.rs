@@ -12,14 +12,17 @@
 //!   MinHash/LSH near duplicates and a documented quality score,
 //! - versions (a Merkle root over accepted rows, inclusion proofs) and the
 //!   byte-stable JSONL export that reproduces the root,
-//! - the [`Datanet`] descriptor and [`Reputation`] records the ledger stores,
+//! - the [`Datanet`] descriptor whose hash the ledger records, and
+//!   [`ReputationTally`], a contributor's standing folded from events,
 //! - [`DatanetStore`], the node's embedded store for all of the above.
 //!
 //! The ledger (`trib-ledger`) owns what must be agreed on: descriptors,
 //! stakes, curation transactions, slashing and version roots. This crate
-//! has no dependency on it, so the ledger's datanet module and the node can
-//! both call in with a thin layer. Formulas and formats are in
-//! `docs/datanets.md`.
+//! has no dependency on it; the vocabulary both speak (data type, curation
+//! mode, visibility, datanet ids, and the on-chain contribution status and
+//! reputation that [`CurationStatus`] and [`ReputationTally`] are derived
+//! from) is defined once in `trib-types`. Formulas and
+//! formats are in `docs/datanets.md`.
 #![deny(missing_docs)]
 
 mod blob;
@@ -38,20 +41,21 @@ mod version;
 
 pub use blob::{BlobStore, LocalBlobStore, ObjectBlobStore};
 pub use chunk::{chunk_text, Chunk, ChunkerConfig};
-pub use descriptor::{
-    datanet_id, CurationMode, DataType, Datanet, Quotas, RowRules, Visibility, MAX_DESCRIPTOR_BYTES,
-};
+pub use descriptor::{Datanet, Quotas, RowRules, MAX_DESCRIPTOR_BYTES};
 pub use error::{DatanetError, ParseFailure};
 pub use export::{verify_export, write_export, ExportCheck, EXPORT_FORMAT};
 pub use minhash::{LshIndex, MinHashParams, MinHashSignature, MinHasher};
 pub use parse::{detect_kind, FileKind, ParseLimits, SourceFile};
 pub use quality::{quality_score, QualityScore, QUALITY_WEIGHTS};
-pub use reputation::{compute_reputation, leaderboard, Reputation, ReputationEvent};
+pub use reputation::{compute_reputation, leaderboard, ReputationEvent, ReputationTally};
 pub use row::{ChatMessage, RowContent, StoredRow};
 pub use store::{
-    parse_version_ref, utc_day, ContributionRecord, ContributionStatus, DatanetStore, Decision,
-    Page, PageRequest, RejectedSubmission, VersionRow,
+    parse_version_ref, utc_day, ContributionRecord, CurationStatus, DatanetStore, Decision, Page,
+    PageRequest, RejectedSubmission, VersionRow,
 };
+/// The descriptor's vocabulary, defined in `trib-types` (the ledger uses
+/// the same types).
+pub use trib_types::{datanet_id, CurationMode, DataType, Visibility};
 pub use validate::{
     contribution_id, ContributionRejection, DedupIndex, MemoryDedupIndex, QuotaKind, QuotaUsage,
     RowRejection, RowReport, ValidatedContribution, ValidatedRow, ValidationReport, Validator,

@@ -120,11 +120,18 @@ impl ReputationEvent {
     }
 }
 
-/// A contributor's standing in one datanet.
+/// A contributor's standing in one datanet, recomputed by folding events:
+/// the store's submissions and curation plus the ledger's slashes and
+/// earnings.
+///
+/// A different record from the ledger's on-chain
+/// [`trib_types::Reputation`]: it also counts what only the node sees
+/// (submissions rejected at validation, duplicate rows) and the number of
+/// slashes, and anyone holding the events can recompute it.
 #[derive(
     Debug, Clone, PartialEq, Eq, Default, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
 )]
-pub struct Reputation {
+pub struct ReputationTally {
     /// Datanet.
     pub datanet: DatanetId,
     /// Contributor.
@@ -149,7 +156,7 @@ pub struct Reputation {
     pub earnings: Amount,
 }
 
-impl Reputation {
+impl ReputationTally {
     /// Accepted / (accepted + rejected by curation + rejected at
     /// validation), in basis points; 0 before any decision.
     pub fn acceptance_rate_bp(&self) -> u16 {
@@ -195,15 +202,15 @@ impl Reputation {
 /// Folds events into one record per (datanet, contributor), ordered by them.
 pub fn compute_reputation<'a>(
     events: impl IntoIterator<Item = &'a ReputationEvent>,
-) -> Vec<Reputation> {
-    let mut map: BTreeMap<(DatanetId, Address), Reputation> = BTreeMap::new();
+) -> Vec<ReputationTally> {
+    let mut map: BTreeMap<(DatanetId, Address), ReputationTally> = BTreeMap::new();
     for e in events {
         let (datanet, contributor) = e.key();
         map.entry((datanet, contributor))
-            .or_insert_with(|| Reputation {
+            .or_insert_with(|| ReputationTally {
                 datanet,
                 contributor,
-                ..Reputation::default()
+                ..ReputationTally::default()
             })
             .apply(e);
     }
@@ -212,8 +219,8 @@ pub fn compute_reputation<'a>(
 
 /// The leaderboard of one datanet: most rows accepted first, then higher
 /// acceptance rate, higher earnings, fewer slashes, then address.
-pub fn leaderboard(records: &[Reputation], datanet: &DatanetId) -> Vec<Reputation> {
-    let mut v: Vec<Reputation> = records
+pub fn leaderboard(records: &[ReputationTally], datanet: &DatanetId) -> Vec<ReputationTally> {
+    let mut v: Vec<ReputationTally> = records
         .iter()
         .filter(|r| r.datanet == *datanet)
         .cloned()

@@ -91,10 +91,16 @@ const ALL_TABLES: [Tbl; 17] = [
 /// provenance; a record carries small fixed fields).
 const MAX_VALUE_BYTES: usize = 1 << 20;
 
-/// Where a contribution stands in curation.
+/// Where a stored contribution stands in curation, as this store records
+/// it: whether its rows go into the next version.
+///
+/// Not the on-chain status ([`trib_types::ContributionStatus`], which also
+/// tracks the escrowed stake: released, expired). The node mirrors the
+/// ledger's decisions into this one (accepted or released → `Accepted`,
+/// rejected or expired → `Rejected`); the store knows nothing of stakes.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
-pub enum ContributionStatus {
+pub enum CurationStatus {
     /// Validated, waiting for the owner or validators.
     Pending,
     /// Accepted: its rows join the next version.
@@ -106,12 +112,12 @@ pub enum ContributionStatus {
     },
 }
 
-impl std::fmt::Display for ContributionStatus {
+impl std::fmt::Display for CurationStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ContributionStatus::Pending => f.write_str("pending"),
-            ContributionStatus::Accepted => f.write_str("accepted"),
-            ContributionStatus::Rejected { .. } => f.write_str("rejected"),
+            CurationStatus::Pending => f.write_str("pending"),
+            CurationStatus::Accepted => f.write_str("accepted"),
+            CurationStatus::Rejected { .. } => f.write_str("rejected"),
         }
     }
 }
@@ -155,7 +161,7 @@ pub struct ContributionRecord {
     /// Rows rejected as duplicates at validation.
     pub duplicates_rejected: u32,
     /// Curation status.
-    pub status: ContributionStatus,
+    pub status: CurationStatus,
 }
 
 impl Canonical for ContributionRecord {
@@ -576,7 +582,7 @@ impl DatanetStore {
                 for item in t.iter()? {
                     let (k, val) = item?;
                     let rec = ContributionRecord::decode(val.value(), MAX_VALUE_BYTES)?;
-                    if rec.status == ContributionStatus::Pending {
+                    if rec.status == CurationStatus::Pending {
                         v.push((k.value().to_vec(), rec.id));
                     }
                 }
@@ -749,7 +755,7 @@ impl DatanetStore {
             rows_accepted: report.rows_accepted,
             rows_total: report.rows.len() as u32,
             duplicates_rejected: report.duplicates_rejected,
-            status: ContributionStatus::Pending,
+            status: CurationStatus::Pending,
         };
         put(&w, CONTRIBUTIONS, &contrib_key, &record)?;
         w.open_table(PENDING)?.insert(
@@ -853,16 +859,16 @@ impl DatanetStore {
                 what: "contribution",
                 id: id.to_string(),
             })?;
-        if rec.status != ContributionStatus::Pending {
+        if rec.status != CurationStatus::Pending {
             return Err(DatanetError::NotPending {
                 id: id.to_string(),
                 status: rec.status.to_string(),
             });
         }
         match decision {
-            Decision::Accept => rec.status = ContributionStatus::Accepted,
+            Decision::Accept => rec.status = CurationStatus::Accepted,
             Decision::Reject { reason } => {
-                rec.status = ContributionStatus::Rejected {
+                rec.status = CurationStatus::Rejected {
                     reason: reason.clone(),
                 };
                 let d = rec.datanet.0;
@@ -994,7 +1000,7 @@ impl DatanetStore {
             for item in contributions.range::<&[u8]>(d.as_slice()..end.as_slice())? {
                 let (k, v) = item?;
                 let rec = ContributionRecord::decode(v.value(), MAX_VALUE_BYTES)?;
-                if rec.status != ContributionStatus::Accepted {
+                if rec.status != CurationStatus::Accepted {
                     continue;
                 }
                 let ck = k.value().to_vec();
@@ -1161,14 +1167,14 @@ impl DatanetStore {
                 duplicates_rejected: c.duplicates_rejected,
             });
             match c.status {
-                ContributionStatus::Pending => {}
-                ContributionStatus::Accepted => events.push(ReputationEvent::Accepted {
+                CurationStatus::Pending => {}
+                CurationStatus::Accepted => events.push(ReputationEvent::Accepted {
                     datanet: c.datanet,
                     contributor: c.contributor,
                     contribution: c.id,
                     rows: c.rows_accepted,
                 }),
-                ContributionStatus::Rejected { .. } => events.push(ReputationEvent::Rejected {
+                CurationStatus::Rejected { .. } => events.push(ReputationEvent::Rejected {
                     datanet: c.datanet,
                     contributor: c.contributor,
                     contribution: c.id,

@@ -27,13 +27,14 @@ use serde::Serialize;
 use trib_types::{Address, ContributionId, DatanetId, Hash, RowHash};
 
 use crate::chunk::chunk_text;
-use crate::descriptor::{DataType, Datanet};
+use crate::descriptor::{accepts, Datanet};
 use crate::error::{DatanetError, ParseFailure};
 use crate::minhash::{LshIndex, MinHashParams, MinHashSignature, MinHasher};
 use crate::parse::{detect_kind, parse_units, FileKind, SourceFile, Unit};
 use crate::quality::{quality_score, QualityScore};
 use crate::row::RowContent;
 use crate::version::{canonical_order, merkle_root, VersionLeaf};
+use trib_types::DataType;
 
 /// What the contributor (and the datanet) already used today. The caller
 /// (ledger or node) owns the counters and the day boundary.
@@ -524,7 +525,7 @@ impl Validator {
         };
         let kind = detect_kind(file).map_err(unparseable)?;
         report.kind = Some(kind);
-        if !datanet.data_type.accepts(kind) {
+        if !accepts(datanet.data_type, kind) {
             return Err(ContributionRejection::WrongDataType {
                 kind,
                 data_type: datanet.data_type,
@@ -569,7 +570,7 @@ impl Validator {
             let bytes = content.text_bytes() as u64;
             let mut signature = None;
             let mut band_keys = Vec::new();
-            let wants_text = datanet.data_type == DataType::Text;
+            let wants_text = !datanet.data_type.takes_records();
             let rejection = if content.is_text() != wants_text {
                 Some(RowRejection::WrongShape {
                     shape: content.shape(),

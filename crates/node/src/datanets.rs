@@ -21,15 +21,14 @@ use trib_client::wire::{
     DatanetView, LeaderboardEntry, PublishPlan, RowView, VersionView,
 };
 use trib_datanet::{
-    canonical_order, merkle_root, BlobStore, ContributionRecord, Datanet as Descriptor,
-    DatanetError, DatanetStore, Decision, FileKind, LocalBlobStore, ObjectBlobStore, Page,
-    PageRequest, SourceFile, Validator, VersionLeaf,
+    canonical_order, merkle_root, BlobStore, ContributionRecord, CurationStatus,
+    Datanet as Descriptor, DatanetError, DatanetStore, Decision, FileKind, LocalBlobStore,
+    ObjectBlobStore, Page, PageRequest, SourceFile, Validator, VersionLeaf,
 };
-use trib_ledger::{
-    Action, ContributionStatus as LedgerStatus, CurationMode, DataType, Datanet, DatanetRef,
-    Visibility,
+use trib_ledger::{Action, Datanet, DatanetRef};
+use trib_types::{
+    Address, Amount, Canonical, ContributionId, ContributionStatus, DatanetId, Hash, Visibility,
 };
-use trib_types::{Address, Amount, Canonical, ContributionId, DatanetId, Hash};
 
 use crate::api::ApiError;
 use crate::chain::Chain;
@@ -126,25 +125,6 @@ fn blob_store(
     Ok(Box::new(store))
 }
 
-fn to_store_curation(c: CurationMode) -> trib_datanet::CurationMode {
-    match c {
-        CurationMode::OwnerApproval => trib_datanet::CurationMode::OwnerApproval,
-        CurationMode::ValidatorVote { quorum_bps } => trib_datanet::CurationMode::ValidatorVote {
-            quorum_bp: quorum_bps,
-        },
-    }
-}
-
-fn ledger_status_label(s: &LedgerStatus) -> String {
-    match s {
-        LedgerStatus::Pending => "pending".into(),
-        LedgerStatus::Accepted => "accepted".into(),
-        LedgerStatus::Released => "accepted (stake released)".into(),
-        LedgerStatus::Rejected { reason } => format!("rejected: {reason}"),
-        LedgerStatus::Expired => "expired".into(),
-    }
-}
-
 impl DatanetService {
     /// Opens (or creates) the store under `dir`.
     pub(crate) fn open(dir: &Path, chain: Arc<Chain>) -> Result<Self, DatanetError> {
@@ -208,23 +188,15 @@ impl DatanetService {
                 ),
             });
         }
-        let data_type = match req.data_type {
-            DataType::Text => trib_datanet::DataType::Text,
-            // Chat transcripts are JSONL records, like instruction pairs.
-            DataType::Instruction | DataType::Chat => trib_datanet::DataType::Instruction,
-        };
         let mut d = Descriptor::new(req.owner, req.name.clone(), req.description);
         d.tags = req.tags;
         if let Some(q) = quotas {
             d.quotas = q;
         }
-        d.data_type = data_type;
-        d.curation = to_store_curation(req.curation);
+        d.data_type = req.data_type;
+        d.curation = req.curation;
         d.stake_per_contribution = req.stake_per_contribution;
-        d.visibility = match req.visibility {
-            Visibility::Public => trib_datanet::Visibility::Public,
-            Visibility::Permissioned => trib_datanet::Visibility::Permissioned,
-        };
+        d.visibility = req.visibility;
         d.validate().map_err(store_err)?;
         match self.store.resolve(&d.name) {
             // A descriptor stored earlier whose CreateDatanet never landed is
@@ -249,7 +221,7 @@ impl DatanetService {
         let metadata_hash = Hash::of(&d.encode());
         tracing::info!(target: "trib::node::datanets", name = %d.name, %metadata_hash, "descriptor stored");
         Ok(CreateDatanetResponse {
-            id: trib_ledger::datanet_id(&d.name),
+            id: d.id(),
             metadata_hash,
             action: Action::CreateDatanet {
                 name: d.name,
@@ -362,8 +334,8 @@ impl DatanetService {
             };
             let decision = match on_chain.status {
                 s if s.is_accepted() => Decision::Accept,
-                LedgerStatus::Rejected { reason } => Decision::Reject { reason },
-                LedgerStatus::Expired => Decision::Reject {
+                ContributionStatus::Rejected { reason } => Decision::Reject { reason },
+                ContributionStatus::Expired => Decision::Reject {
                     reason: "curation period expired".into(),
                 },
                 _ => continue,
@@ -400,7 +372,7 @@ impl DatanetService {
         let contributions: Vec<ContributionId> = self
             .all_contributions(&id)?
             .into_iter()
-            .filter(|c| c.status == trib_datanet::ContributionStatus::Accepted)
+            .filter(|c| c.status == CurationStatus::Accepted)
             .map(|c| c.id)
             .collect();
         let version = next.number as u32;
@@ -598,7 +570,7 @@ impl DatanetService {
             status: on_chain
                 .as_ref()
                 .map_or("unsubmitted (no Contribute transaction)".into(), |x| {
-                    ledger_status_label(&x.status)
+                    x.status.to_string()
                 }),
             on_ledger: on_chain.is_some(),
             stake: on_chain.as_ref().map_or(Amount::ZERO, |x| x.stake),

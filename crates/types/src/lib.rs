@@ -10,13 +10,18 @@
 //!   rules so that batch and single verification always agree,
 //! - the [`Canonical`] encoding (borsh) that signatures and state roots commit to,
 //! - exact largest-remainder splits ([`split_by_weight`], [`split_by_bps`]) used
-//!   by settlement and attribution alike.
+//!   by settlement and attribution alike,
+//! - the datanet vocabulary the ledger, the datanet crate and the node share
+//!   ([`DataType`], [`CurationMode`], [`Visibility`], [`ContributionStatus`],
+//!   [`Reputation`], [`datanet_id`]), so the on-chain record and the stored
+//!   descriptor cannot drift apart.
 //!
 //! Every other crate (`trib-ledger`, `trib-datanet`, `trib-model`, …) builds on
 //! these definitions rather than inventing its own.
 #![deny(missing_docs)]
 
 mod amount;
+mod datanet;
 mod encoding;
 mod hash;
 mod ids;
@@ -24,6 +29,7 @@ mod keys;
 mod split;
 
 pub use amount::{Amount, AmountError, DECIMALS, ONE_OPEN};
+pub use datanet::{datanet_id, ContributionStatus, CurationMode, DataType, Reputation, Visibility};
 pub use encoding::{Canonical, DecodeError};
 pub use hash::{Hash, HashParseError};
 pub use ids::{

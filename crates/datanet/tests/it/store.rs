@@ -2,9 +2,8 @@
 //! paging, and no partial state on bad input.
 
 use trib_datanet::{
-    verify_export, BlobStore, ContributionRejection, ContributionStatus, DatanetError,
-    DatanetStore, Decision, InclusionProof, LocalBlobStore, ObjectBlobStore, PageRequest,
-    Validator, VersionLeaf,
+    verify_export, BlobStore, ContributionRejection, CurationStatus, DatanetError, DatanetStore,
+    Decision, InclusionProof, LocalBlobStore, ObjectBlobStore, PageRequest, Validator, VersionLeaf,
 };
 use trib_types::Hash;
 
@@ -163,7 +162,7 @@ fn curation_moves_rows_between_pending_accepted_and_rejected() {
         .unwrap();
     assert_eq!(
         rec.status,
-        ContributionStatus::Rejected {
+        CurationStatus::Rejected {
             reason: "off topic".into()
         }
     );
@@ -505,11 +504,8 @@ fn the_same_file_resubmitted_after_a_curation_rejection_gets_a_new_contribution_
         .unwrap()
         .items;
     assert_eq!(listed.len(), 2);
-    assert!(matches!(
-        listed[0].status,
-        ContributionStatus::Rejected { .. }
-    ));
-    assert_eq!(listed[1].status, ContributionStatus::Pending);
+    assert!(matches!(listed[0].status, CurationStatus::Rejected { .. }));
+    assert_eq!(listed[1].status, CurationStatus::Pending);
     // Another contributor's same file has another id too (ids are per
     // contributor), and is a duplicate of the pending rows.
     let bob_copy = e.submit(bob(), "d.md", &bytes);
@@ -594,7 +590,7 @@ fn only_pending_contributions_are_listed_for_curation_and_the_list_survives_reop
             let p = store.pending_contributions(&id, &page).unwrap();
             assert!(p.items.len() <= limit);
             out.extend(p.items.into_iter().map(|c| {
-                assert_eq!(c.status, ContributionStatus::Pending);
+                assert_eq!(c.status, CurationStatus::Pending);
                 c.id
             }));
             match p.next {

@@ -18,6 +18,11 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 use trib_types::{Address, Amount, ContributionId, DatanetId, Hash};
+// The shared datanet vocabulary (one definition for the ledger, the datanet
+// crate and the node); re-exported from the crate root.
+pub use trib_types::{
+    datanet_id, ContributionStatus, CurationMode, DataType, Reputation, Visibility,
+};
 
 use super::{require_balance, Module};
 use crate::block::Event;
@@ -30,55 +35,6 @@ use crate::tx::{Action, Transaction};
 pub(crate) const MAX_NAME_LEN: usize = 64;
 /// Longest curation reason, in bytes.
 pub(crate) const MAX_REASON_LEN: usize = 256;
-
-/// The id of the datanet named `name`: blake3 under the domain
-/// `"tributary datanet id v1"` over the name's bytes. Names are unique, so
-/// the id is known before creation and a datanet can be looked up by name.
-pub fn datanet_id(name: &str) -> DatanetId {
-    DatanetId(Hash::domain("tributary datanet id v1", &[name.as_bytes()]))
-}
-
-/// What a datanet's rows are.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum DataType {
-    /// Plain text rows.
-    Text,
-    /// Instruction/response pairs.
-    Instruction,
-    /// Chat transcripts (`messages`).
-    Chat,
-}
-
-/// Who decides on contributions.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize,
-)]
-#[serde(rename_all = "snake_case", tag = "mode")]
-pub enum CurationMode {
-    /// The datanet's owner accepts or rejects.
-    OwnerApproval,
-    /// gOPEN holders vote with their voting power; a side wins once its
-    /// power reaches `quorum_bps` of all gOPEN.
-    ValidatorVote {
-        /// Share of all gOPEN (basis points, 1..=10,000) that decides.
-        quorum_bps: u16,
-    },
-}
-
-/// Who may train on a datanet.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Visibility {
-    /// Anyone.
-    Public,
-    /// Only addresses the owner granted access to (and the owner).
-    Permissioned,
-}
 
 /// A datanet's on-chain record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize)]
@@ -109,46 +65,6 @@ pub struct Datanet {
     pub rows_accepted: u64,
     /// Latest published version (0: none yet).
     pub latest_version: u32,
-}
-
-/// Where a contribution is in its life.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, BorshSerialize, BorshDeserialize)]
-#[serde(rename_all = "snake_case", tag = "status")]
-pub enum ContributionStatus {
-    /// Waiting for curation; the stake is escrowed.
-    Pending,
-    /// Accepted; the stake returns at the end of the challenge window.
-    Accepted,
-    /// Rejected; part of the stake was slashed, the rest returned.
-    Rejected {
-        /// Why.
-        reason: String,
-    },
-    /// Accepted and its stake returned.
-    Released,
-    /// The curation period ended without a decision; the stake returned.
-    Expired,
-}
-
-impl ContributionStatus {
-    /// Whether the contribution counts as accepted data (may be published,
-    /// attributed and paid).
-    pub fn is_accepted(&self) -> bool {
-        matches!(
-            self,
-            ContributionStatus::Accepted | ContributionStatus::Released
-        )
-    }
-
-    pub(crate) fn label(&self) -> String {
-        match self {
-            ContributionStatus::Pending => "pending".into(),
-            ContributionStatus::Accepted => "accepted".into(),
-            ContributionStatus::Rejected { reason } => format!("rejected ({reason})"),
-            ContributionStatus::Released => "accepted and released".into(),
-            ContributionStatus::Expired => "expired".into(),
-        }
-    }
 }
 
 /// A validator's curation vote.
@@ -221,36 +137,6 @@ pub struct DatanetVersion {
 pub struct AccessGrant {
     /// Block of the grant.
     pub granted_height: u64,
-}
-
-/// A contributor's record in one datanet.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    BorshSerialize,
-    BorshDeserialize,
-)]
-pub struct Reputation {
-    /// Contributions submitted.
-    pub contributions: u64,
-    /// Accepted.
-    pub accepted: u64,
-    /// Rejected.
-    pub rejected: u64,
-    /// Expired undecided.
-    pub expired: u64,
-    /// Rows of accepted contributions.
-    pub rows_accepted: u64,
-    /// Total slashed.
-    pub slashed: Amount,
-    /// Total paid by settlement for this datanet's contributions.
-    pub earnings: Amount,
 }
 
 pub(crate) struct DatanetModule;
@@ -582,7 +468,7 @@ impl Module for DatanetModule {
                 if c.status != ContributionStatus::Pending {
                     return Err(TxError::NotPending {
                         id: c.id,
-                        status: c.status.label(),
+                        status: c.status.to_string(),
                     });
                 }
                 let d = load_datanet(state, &c.datanet)?;
@@ -624,7 +510,7 @@ impl Module for DatanetModule {
                     if !c.status.is_accepted() {
                         return Err(TxError::NotAccepted {
                             id: c.id,
-                            status: c.status.label(),
+                            status: c.status.to_string(),
                         });
                     }
                     total = total.saturating_add(u64::from(c.rows));
@@ -763,7 +649,7 @@ impl Module for DatanetModule {
                 if c.status != ContributionStatus::Pending {
                     return Err(TxError::NotPending {
                         id: c.id,
-                        status: c.status.label(),
+                        status: c.status.to_string(),
                     });
                 }
                 let d = load_datanet(state, &c.datanet)?;
@@ -827,7 +713,7 @@ impl Module for DatanetModule {
                     if c.datanet != d.id || !c.status.is_accepted() {
                         return Err(TxError::NotAccepted {
                             id: c.id,
-                            status: c.status.label(),
+                            status: c.status.to_string(),
                         });
                     }
                 }
@@ -1005,11 +891,5 @@ mod tests {
         assert!(reaches(Amount(4), 3_333, Amount(10)));
         assert!(!reaches(Amount(0), 1, Amount(0)));
         assert!(reaches(Amount(u128::MAX), 10_000, Amount(u128::MAX)));
-    }
-
-    #[test]
-    fn datanet_ids_depend_on_the_name_only() {
-        assert_eq!(datanet_id("a"), datanet_id("a"));
-        assert_ne!(datanet_id("a"), datanet_id("b"));
     }
 }

@@ -447,7 +447,7 @@ fn plan(
         if !c.status.is_accepted() {
             return Err(TxError::NotAccepted {
                 id: c.id,
-                status: c.status.label(),
+                status: c.status.to_string(),
             });
         }
         if let (Some(a), Some(set)) = (&adapter, &trained_on) {
