@@ -18,13 +18,20 @@
 //!   weights, a reproducible evidence hash and the exact largest-remainder
 //!   split of the contributors' share.
 //! - **Measurement** ([`quality`]): LDS, mislabel AUROC, planted recall.
+//! - **Answer time** ([`answer`]): the index catalog per datanet version,
+//!   the trace and gradient share of a paid answer, the receipt method
+//!   names, the stored answer and its verification against the receipt.
 //!
 //! The crate works on token ids and plain `f32` matrices: tokenizers
-//! (`trib-model`) and row metadata (`trib-datanet`) reach it through the
-//! small [`TokenText`] trait and the [`RowProvenance`] record; it depends on
-//! `trib-types` only. Formulas, rules and measured quality are in
-//! `docs/attribution.md`.
+//! (`trib-model`), row metadata (`trib-datanet`) and answer gradients reach
+//! it through small traits ([`TokenText`], [`answer::AnswerTokenizer`],
+//! [`answer::DatanetRows`], [`answer::AnswerGradients`]) and the
+//! [`RowProvenance`] record, which the node implements; it depends on
+//! `trib-types`, and on `trib-ledger` for the receipt and fee split that
+//! [`answer::verify_stored_answer`] checks (never on candle). Formulas, rules
+//! and measured quality are in `docs/attribution.md`.
 
+pub mod answer;
 mod combined;
 mod dense;
 mod error;

@@ -1,783 +1,122 @@
-//! Answer-time token attribution: the node's [`IndexCatalog`] of
-//! `trib-attribution` indexes, one per published datanet version, and the
-//! trace of a served answer against the versions its adapter was trained on.
-//!
-//! Layout: `<home>/indexes/<DATANET_ID>/<VERSION>/` holds the infini-gram
-//! files written by [`trib_attribution::build_index`] plus our
-//! `checksums.json` (blake3 of every index file and the tokenizer hash),
-//! written last. An index is built once from the store's rows of the version
-//! (root-checked against the ledger), tokenized with the served model's
-//! tokenizer, with `first_seen` = acceptance order so the first contributor
-//! of duplicated rows keeps the credit. It is built lazily on first use and
-//! eagerly by [`spawn_indexer`] (every published version this node holds).
-//! An index whose checksums are missing or wrong, or whose tokenizer differs
-//! from the served one, is removed and rebuilt; its problem is logged. See
-//! `docs/attribution.md`, "Attribution at answer time".
+//! The node's side of answer-time attribution
+//! ([`trib_attribution::answer`]): the rows of each published datanet
+//! version from the datanet store and the ledger ([`NodeRows`]), the served
+//! model's tokenizer ([`model_tokens`]), and the eager indexer task that
+//! keeps every published version indexed ([`spawn_indexer`]). The catalog,
+//! the trace and the evidence live in `trib-attribution`; the gradient
+//! share's model side is in [`crate::attribution_gradient`].
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use trib_attribution::{
-    bm25_scores, bm25_terms, build_index, AttributionError, AttributionEvidence, IndexBuildOptions,
-    IndexDocument, IndexSet, PieceTable, PromptMask, RowProvenance, SpanTracer, SuffixIndex, Trace,
-    TraceParams, DEFAULT_TOKEN_SHARE_PPM,
+use trib_attribution::answer::{
+    AnswerTokenizer, CatalogError, DatanetRows, IndexCatalog, PublishedDatanet, Tokens, VersionRow,
 };
+use trib_attribution::RowProvenance;
 use trib_ledger::{Datanet, DatanetRef, Visibility};
 use trib_model::Model;
-use trib_types::{Address, ContributionId, DatanetId, Hash, RowHash};
+use trib_types::DatanetId;
 
 use crate::chain::Chain;
 use crate::datanets::DatanetService;
 
-/// The receipt method of an answer settled with token-span weights.
-pub(crate) const TOKEN_METHOD: &str = "token-spans";
-/// The receipt method of an answer settled by the ledger's fallback rule
-/// (no span cleared the thresholds, or the model has no datanet).
-pub(crate) const FALLBACK_METHOD: &str = "datanet-fallback";
-/// Files of an index directory covered by `checksums.json`.
-const INDEX_FILES: [&str; 5] = [
-    "manifest.json",
-    "tokenized.0",
-    "offset.0",
-    "table.0",
-    "rows.0",
-];
-/// The span tracer's thresholds for paid answers: the OLMoTrace defaults
-/// with a 2-token minimum span, applied after the prompt's words are
-/// masked, and no span without a letter. Measured best on planted facts
-/// (docs/attribution.md §5): recall@1 1.000 on correct and on borrowed
-/// answers, 0 false credit on the base model's answers; at the default
-/// 4-token minimum, masking left most correct answers (an invented
-/// 2–3-token name plus a full stop) with no span. On the demo data (§8) the
-/// 2-token minimum alone let a digit span (`" 1"`: a space and a digit
-/// token) credit 6 of 40 unrelated answers: `require_letter` drops those.
-pub(crate) fn answer_trace_params() -> TraceParams {
-    TraceParams {
-        min_span_tokens: 2,
-        require_letter: true,
-        ..TraceParams::default()
-    }
+/// The catalog's rows: the datanet store's rows of a version (root-checked
+/// against the ledger) and the ledger's datanet records.
+pub(crate) struct NodeRows {
+    pub(crate) datanets: Arc<DatanetService>,
+    pub(crate) chain: Arc<Chain>,
 }
 
-/// The text whose words are masked in an answer to `prompt` (the prompt as
-/// a stored answer keeps it): the messages' contents, one per line, for a
-/// chat (stored as the JSON list of `{role, content}` messages), else the
-/// prompt itself. The same function serves settlement and verify, so a
-/// re-run masks exactly the words the settlement masked.
-pub(crate) fn prompt_words(prompt: &str) -> String {
-    #[derive(Deserialize)]
-    struct Message {
-        content: String,
-    }
-    match serde_json::from_str::<Vec<Message>>(prompt) {
-        Ok(messages) => messages
-            .into_iter()
-            .map(|m| m.content)
-            .collect::<Vec<_>>()
-            .join("\n"),
-        Err(_) => prompt.to_string(),
-    }
-}
-
-/// Name of our checksum file inside an index directory.
-const CHECKSUMS: &str = "checksums.json";
-/// Rows listed per span in an answer's `attribution` field.
-const ROWS_SHOWN: usize = 3;
-/// Tokens of row context shown around a span.
-const SNIPPET_CONTEXT: usize = 12;
-
-/// Why an index could not be built or opened, or an answer not traced.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum CatalogError {
-    /// The rows of a version could not be read from the datanet store.
-    #[error("rows of datanet {datanet}@{version}: {reason}")]
-    Rows {
-        /// The ledger datanet id.
-        datanet: DatanetId,
-        /// The version.
-        version: u32,
-        /// What the datanet service said.
-        reason: String,
-    },
-    /// The served tokenizer failed on a row or an answer.
-    #[error("tokenizer: {0}")]
-    Tokenizer(String),
-    /// Building, opening or querying an index failed.
-    #[error("index of datanet {datanet}@{version}: {source}")]
-    Index {
-        /// The ledger datanet id.
-        datanet: DatanetId,
-        /// The version.
-        version: u32,
-        /// The index error.
-        source: AttributionError,
-    },
-    /// The span tracer rejected its input or parameters.
-    #[error("trace: {0}")]
-    Trace(AttributionError),
-    /// A file of the catalog could not be read, written or removed.
-    #[error("index catalog file {path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-}
-
-/// The served model's tokenizer, as the index and the tracer need it.
-#[derive(Clone)]
-pub(crate) struct Tokens {
-    model: Arc<Model>,
-    pieces: PieceTable,
-    hash: Hash,
-    vocab_size: u32,
-}
-
-impl Tokens {
-    /// Reads the vocabulary of `model`'s tokenizer: its pieces (for word
-    /// starts and delimiters), its size, and a hash of its serialised form
-    /// (an index built with another tokenizer is rebuilt).
-    pub(crate) fn new(model: Arc<Model>) -> Result<Self, CatalogError> {
-        let tok = model.tokenizer();
-        let vocab = tok.get_vocab_size(true).max(model.config().vocab_size);
-        let pieces: Vec<String> = (0..vocab as u32)
-            .map(|id| tok.id_to_token(id).unwrap_or_default())
-            .collect();
-        let json = tok
-            .to_string(false)
-            .map_err(|e| CatalogError::Tokenizer(format!("serialising: {e}")))?;
-        let vocab_size = u32::try_from(vocab)
-            .map_err(|_| CatalogError::Tokenizer(format!("vocabulary of {vocab} is too large")))?;
-        Ok(Tokens {
-            hash: Hash::domain("tributary tokenizer v1", &[json.as_bytes()]),
-            pieces: PieceTable::new(&pieces),
-            model,
-            vocab_size,
-        })
-    }
-
-    /// The tokenizer hash recorded in every index manifest.
-    #[cfg(test)]
-    pub(crate) fn hash(&self) -> Hash {
-        self.hash
-    }
-
-    pub(crate) fn encode(&self, text: &str) -> Result<Vec<u32>, CatalogError> {
-        self.model
-            .encode(text)
-            .map_err(|e| CatalogError::Tokenizer(e.to_string()))
-    }
-
-    fn decode(&self, ids: &[u32]) -> String {
-        self.model.decode(ids).unwrap_or_default()
-    }
-
-    /// The decoded text of `ids`, for tests.
-    #[cfg(test)]
-    pub(crate) fn decode_for_test(&self, ids: &[u32]) -> String {
-        self.decode(ids)
-    }
-}
-
-/// `checksums.json`: what a sound index directory must match.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Checksums {
-    tokenizer_hash: Hash,
-    files: BTreeMap<String, Hash>,
-}
-
-fn file_hashes(dir: &Path) -> Result<BTreeMap<String, Hash>, CatalogError> {
-    let mut out = BTreeMap::new();
-    for f in INDEX_FILES {
-        let path = dir.join(f);
-        let bytes = std::fs::read(&path).map_err(|source| CatalogError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        out.insert(f.to_string(), Hash::of(&bytes));
-    }
-    Ok(out)
-}
-
-/// A published datanet version: the unit the catalog indexes.
-type VersionKey = (DatanetId, u32);
-
-/// What `stat` says about one file of an index directory: size, inode,
-/// modification and status-change times (ns). Any write, truncation,
-/// replacement or deletion changes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FileStamp {
-    len: u64,
-    inode: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-}
-
-/// The stamps of every file an index check covers ([`INDEX_FILES`] and
-/// [`CHECKSUMS`]), taken right after the index was hashed (or built);
-/// `None` when one cannot be read (deleted).
-fn stamp(dir: &Path) -> Option<Vec<FileStamp>> {
-    use std::os::unix::fs::MetadataExt;
-    INDEX_FILES
-        .iter()
-        .chain([&CHECKSUMS])
-        .map(|f| {
-            let m = std::fs::metadata(dir.join(f)).ok()?;
-            Some(FileStamp {
-                len: m.len(),
-                inode: m.ino(),
-                mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-                ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
-            })
-        })
-        .collect()
-}
-
-/// A version whose directory was hashed (or built) by this process.
-#[derive(Debug, Clone)]
-struct Checked {
-    /// The index's content hash.
-    content: Hash,
-    /// Its files' stamps when they were hashed.
-    files: Vec<FileStamp>,
-}
-
-/// The catalog of token indexes under `<home>/indexes`.
-pub(crate) struct IndexCatalog {
-    root: PathBuf,
-    datanets: Arc<DatanetService>,
-    chain: Arc<Chain>,
-    tokens: Arc<Tokens>,
-    /// One lock per version, so a version is never built twice at once.
-    locks: Mutex<HashMap<VersionKey, Arc<Mutex<()>>>>,
-    /// Versions whose directory was hashed (or built) by this process, with
-    /// their files' stamps: each use compares the stamps (a few `stat`
-    /// calls) and re-hashes only when a file changed.
-    sound: Mutex<HashMap<VersionKey, Checked>>,
-    builds: AtomicU64,
-}
-
-impl IndexCatalog {
-    pub(crate) fn new(
-        root: PathBuf,
-        datanets: Arc<DatanetService>,
-        chain: Arc<Chain>,
-        tokens: Arc<Tokens>,
-    ) -> Self {
-        IndexCatalog {
-            root,
-            datanets,
-            chain,
-            tokens,
-            locks: Mutex::new(HashMap::new()),
-            sound: Mutex::new(HashMap::new()),
-            builds: AtomicU64::new(0),
-        }
-    }
-
-    /// The served tokenizer.
-    #[cfg(test)]
-    pub(crate) fn tokens(&self) -> &Tokens {
-        &self.tokens
-    }
-
-    /// Index builds this process has done (a cache hit builds nothing).
-    pub(crate) fn builds(&self) -> u64 {
-        self.builds.load(Ordering::Relaxed)
-    }
-
-    /// `<home>/indexes/<DATANET_ID>/<VERSION>`.
-    pub(crate) fn dir(&self, datanet: &DatanetId, version: u32) -> PathBuf {
-        self.root
-            .join(datanet.to_string())
-            .join(version.to_string())
-    }
-
-    /// Makes sure the index of `datanet@version` exists and is sound,
-    /// building (or rebuilding) it when needed; returns its directory.
-    pub(crate) fn ensure(
-        &self,
-        datanet: &DatanetId,
-        version: u32,
-    ) -> Result<PathBuf, CatalogError> {
-        let key = (*datanet, version);
-        let lock = self
-            .locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
-            .or_default()
-            .clone();
-        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let dir = self.dir(datanet, version);
-        let known = self
-            .sound
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
-        if let Some(known) = known {
-            if stamp(&dir).as_ref() == Some(&known.files) {
-                return Ok(dir);
-            }
-            tracing::warn!(target: "trib::attribution", %datanet, version, dir = %dir.display(),
-                index = %known.content.short(),
-                "index files changed, were replaced or deleted since they were checked; checking them again");
-            self.sound
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&key);
-        }
-        if dir.exists() {
-            match self.check(&dir) {
-                Ok(checked) => {
-                    self.sound
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(key, checked);
-                    return Ok(dir);
-                }
-                Err(problem) => {
-                    tracing::warn!(target: "trib::attribution", %datanet, version, dir = %dir.display(),
-                        %problem, "index is not usable; rebuilding it");
-                    std::fs::remove_dir_all(&dir).map_err(|source| CatalogError::Io {
-                        path: dir.clone(),
-                        source,
-                    })?;
-                }
-            }
-        }
-        let content = self.build(datanet, version, &dir)?;
-        let files = stamp(&dir).ok_or_else(|| CatalogError::Io {
-            path: dir.clone(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "an index file vanished right after the build",
-            ),
-        })?;
-        self.sound
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, Checked { content, files });
-        Ok(dir)
-    }
-
-    /// Why the index in `dir` cannot be used (`Err`), or its content hash
-    /// and the stamps of the files just hashed.
-    fn check(&self, dir: &Path) -> Result<Checked, String> {
-        // Stamps first: a write during the hashing changes them, so the
-        // next use re-checks rather than trusting a stale stamp.
-        let files = stamp(dir).ok_or_else(|| "an index file is missing".to_string())?;
-        let raw = std::fs::read(dir.join(CHECKSUMS))
-            .map_err(|e| format!("{CHECKSUMS}: {e} (an interrupted build?)"))?;
-        let sums: Checksums =
-            serde_json::from_slice(&raw).map_err(|e| format!("{CHECKSUMS} does not parse: {e}"))?;
-        if sums.tokenizer_hash != self.tokens.hash {
-            return Err(format!(
-                "built with tokenizer {}, the served tokenizer is {}",
-                sums.tokenizer_hash.short(),
-                self.tokens.hash.short()
-            ));
-        }
-        let now = file_hashes(dir).map_err(|e| e.to_string())?;
-        for (name, want) in &sums.files {
-            if now.get(name) != Some(want) {
-                return Err(format!("{name} does not match its checksum (corrupted)"));
-            }
-        }
-        let index = SuffixIndex::open(dir).map_err(|e| e.to_string())?;
-        if index.manifest().tokenizer_hash != self.tokens.hash {
-            return Err("manifest names another tokenizer".into());
-        }
-        Ok(Checked {
-            content: index.manifest().content_hash,
-            files,
-        })
-    }
-
-    fn build(&self, datanet: &DatanetId, version: u32, dir: &Path) -> Result<Hash, CatalogError> {
-        let started = Instant::now();
+impl DatanetRows for NodeRows {
+    fn rows(&self, datanet: &DatanetId, version: u32) -> Result<Vec<VersionRow>, String> {
         let rows = self
             .datanets
             .index_rows(datanet, version)
-            .map_err(|e| CatalogError::Rows {
-                datanet: *datanet,
-                version,
-                reason: e.message,
-            })?;
-        let mut tokens = Vec::with_capacity(rows.len());
-        for r in &rows {
-            tokens.push(self.tokens.encode(&r.text)?);
-        }
-        let docs = rows.iter().zip(&tokens).map(|(r, t)| IndexDocument {
-            tokens: t,
-            provenance: RowProvenance {
-                row: r.row,
-                contribution: r.contribution,
-                contributor: r.contributor,
-                first_seen: r.first_seen,
-            },
-        });
-        if let Some(parent) = dir.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| CatalogError::Io {
-                path: parent.to_path_buf(),
-                source,
-            })?;
-        }
-        let index_err = |source| CatalogError::Index {
-            datanet: *datanet,
-            version,
-            source,
-        };
-        let manifest = build_index(
-            dir,
-            docs,
-            &IndexBuildOptions {
-                label: format!("{datanet}@{version}"),
-                tokenizer_hash: self.tokens.hash,
-                vocab_size: self.tokens.vocab_size,
-                threads: 1,
-            },
+            .map_err(|e| e.message)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| VersionRow {
+                provenance: RowProvenance {
+                    row: r.row,
+                    contribution: r.contribution,
+                    contributor: r.contributor,
+                    first_seen: r.first_seen,
+                },
+                text: r.text,
+            })
+            .collect())
+    }
+
+    fn published(&self) -> Result<Vec<PublishedDatanet>, String> {
+        let datanets = self.chain.ledger().datanets().map_err(|e| e.to_string())?;
+        Ok(datanets
+            .into_iter()
+            .map(|d| PublishedDatanet {
+                id: d.id,
+                name: d.name,
+                latest_version: d.latest_version,
+            })
+            .collect())
+    }
+
+    fn is_public(&self, datanet: &DatanetId) -> bool {
+        matches!(
+            self.chain.ledger().datanet(DatanetRef::Id(*datanet)),
+            Ok(Some(Datanet {
+                visibility: Visibility::Public,
+                ..
+            }))
         )
-        .map_err(index_err)?;
-        let sums = Checksums {
-            tokenizer_hash: self.tokens.hash,
-            files: file_hashes(dir)?,
-        };
-        let path = dir.join(CHECKSUMS);
-        let tmp = dir.join("checksums.json.tmp");
-        let io = |source| CatalogError::Io {
-            path: path.clone(),
-            source,
-        };
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(&sums).expect("checksums serialise"),
-        )
-        .map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        self.builds.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(target: "trib::attribution", %datanet, version, rows = manifest.documents,
-            tokens = manifest.tokens, ms = started.elapsed().as_millis() as u64, "token index built");
-        Ok(manifest.content_hash)
-    }
-
-    /// The union of the indexes of `versions` (built where needed).
-    pub(crate) fn open_set(&self, versions: &[(DatanetId, u32)]) -> Result<IndexSet, CatalogError> {
-        let mut shards = Vec::with_capacity(versions.len());
-        for (d, v) in versions {
-            let dir = self.ensure(d, *v)?;
-            shards.push(
-                SuffixIndex::open(&dir).map_err(|source| CatalogError::Index {
-                    datanet: *d,
-                    version: *v,
-                    source,
-                })?,
-            );
-        }
-        IndexSet::from_indexes(shards).map_err(CatalogError::Trace)
-    }
-
-    /// Builds every published version this node holds rows for and that
-    /// has no sound index yet; returns how many were built.
-    pub(crate) fn index_missing(&self) -> usize {
-        let datanets = match self.chain.ledger().datanets() {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(target: "trib::attribution", error = %e, "cannot list datanets to index");
-                return 0;
-            }
-        };
-        let before = self.builds();
-        for d in datanets {
-            for v in 1..=d.latest_version {
-                // A checked version costs a few `stat` calls: a file
-                // damaged or deleted since is re-checked and rebuilt here,
-                // before any answer needs it.
-                if let Err(e) = self.ensure(&d.id, v) {
-                    tracing::debug!(target: "trib::attribution", datanet = %d.name, version = v,
-                        error = %e, "version not indexed");
-                }
-            }
-        }
-        (self.builds() - before) as usize
-    }
-
-    /// Traces `text` against the union of `versions` (empty: no index, so no
-    /// span and the ledger's fallback). With a `prompt`, the words `text`
-    /// repeats from it are masked first ([`PromptMask`]: what the answer
-    /// copies from the question earns nothing) and the evidence commits to
-    /// the prompt's hash.
-    pub(crate) fn trace(
-        &self,
-        versions: &[(DatanetId, u32)],
-        prompt: Option<&str>,
-        text: &str,
-        params: &TraceParams,
-    ) -> Result<AnswerTrace, CatalogError> {
-        let started = Instant::now();
-        let set = self.open_set(versions)?;
-        let tokens = self.tokens.encode(text)?;
-        let mask = prompt
-            .map(|p| {
-                PromptMask::new(p, &tokens, &self.tokens.pieces, |ids| {
-                    self.tokens.model.decode(ids).map_err(|e| {
-                        CatalogError::Tokenizer(format!("decoding an answer word: {e}"))
-                    })
-                })
-            })
-            .transpose()?;
-        let tracer = SpanTracer::new(&set, &self.tokens.pieces, params.clone())
-            .map_err(CatalogError::Trace)?;
-        let trace = match &mask {
-            Some(m) => tracer.trace_masked(&tokens, m),
-            None => tracer.trace(&tokens),
-        }
-        .map_err(CatalogError::Trace)?;
-        let (versions_hashed, share) = (set.versions(), DEFAULT_TOKEN_SHARE_PPM);
-        let evidence = match &mask {
-            Some(m) => AttributionEvidence::new_masked(
-                &tokens,
-                &trace,
-                params,
-                versions_hashed,
-                None,
-                share,
-                m,
-            ),
-            None => AttributionEvidence::new(&tokens, &trace, params, versions_hashed, None, share),
-        }
-        .map_err(CatalogError::Trace)?;
-        let withheld = self.permissioned(versions);
-        // BM25 orders the rows shown per span by relevance to the prompt
-        // and answer words (display only; evidence and weights are as traced).
-        let mut query = bm25_terms(prompt.unwrap_or_default());
-        query.extend(bm25_terms(text));
-        let spans = self.span_views(&set, &tokens, &query, &trace, &withheld);
-        let elapsed = started.elapsed();
-        tracing::debug!(target: "trib::attribution", tokens = tokens.len(), spans = trace.spans.len(),
-            weights = evidence.weights.len(), us = elapsed.as_micros() as u64, "answer traced");
-        Ok(AnswerTrace {
-            versions: versions.to_vec(),
-            params: params.clone(),
-            tokens: tokens.len(),
-            masked_words: mask.as_ref().map(|m| {
-                m.ranges()
-                    .into_iter()
-                    .map(|(a, b)| self.tokens.decode(&tokens[a..b]))
-                    .collect()
-            }),
-            evidence,
-            spans,
-            elapsed,
-        })
-    }
-
-    /// Per version: whether its datanet is permissioned (or its record
-    /// cannot be read), so row text must not be shown: the trace endpoint
-    /// answers any caller.
-    fn permissioned(&self, versions: &[(DatanetId, u32)]) -> Vec<bool> {
-        let ledger = self.chain.ledger();
-        versions
-            .iter()
-            .map(|(d, _)| {
-                !matches!(
-                    ledger.datanet(DatanetRef::Id(*d)),
-                    Ok(Some(Datanet {
-                        visibility: Visibility::Public,
-                        ..
-                    }))
-                )
-            })
-            .collect()
-    }
-
-    /// The spans for display, rarest first; each span's rows ordered by
-    /// [`bm25_scores`] of their words against `query` (prompt and answer
-    /// words), the collection being all rows retrieved for the answer (ties
-    /// keep the index order), as OLMoTrace re-ranks retrieved documents.
-    fn span_views(
-        &self,
-        set: &IndexSet,
-        answer: &[u32],
-        query: &[String],
-        trace: &Trace,
-        withheld: &[bool],
-    ) -> Vec<SpanView> {
-        let mut docs: BTreeMap<(u32, u64), Vec<u32>> = BTreeMap::new();
-        for r in trace.spans.iter().flat_map(|s| &s.rows) {
-            let key = (r.occurrence.shard, r.occurrence.document);
-            docs.entry(key)
-                .or_insert_with(|| set.document_tokens(key.0, key.1));
-        }
-        let keys: Vec<(u32, u64)> = docs.keys().copied().collect();
-        let words: Vec<Vec<String>> = docs
-            .values()
-            .map(|d| bm25_terms(&self.tokens.decode(d)))
-            .collect();
-        let texts: Vec<&[String]> = words.iter().map(Vec::as_slice).collect();
-        let relevance: BTreeMap<(u32, u64), f64> =
-            keys.into_iter().zip(bm25_scores(query, &texts)).collect();
-        let bm25 = |r: &trib_attribution::SpanRow| {
-            relevance
-                .get(&(r.occurrence.shard, r.occurrence.document))
-                .copied()
-                .unwrap_or(0.0)
-        };
-        let mut out: Vec<SpanView> = trace
-            .spans
-            .iter()
-            .map(|s| {
-                let mut rows: Vec<&trib_attribution::SpanRow> = s.rows.iter().collect();
-                rows.sort_by(|a, b| bm25(b).total_cmp(&bm25(a)));
-                (s, rows)
-            })
-            .map(|(s, rows)| SpanView {
-                text: self.tokens.decode(&answer[s.start..s.end]),
-                start: s.start,
-                end: s.end,
-                count: s.count,
-                log_prob_micros: s.log_prob_micros,
-                rows_total: s.rows.len(),
-                rows: rows
-                    .into_iter()
-                    .take(ROWS_SHOWN)
-                    .map(|r| {
-                        let doc = &docs[&(r.occurrence.shard, r.occurrence.document)];
-                        let a = (r.occurrence.start as usize).min(doc.len());
-                        let from = a.saturating_sub(SNIPPET_CONTEXT);
-                        let to = (a + (s.end - s.start) + SNIPPET_CONTEXT).min(doc.len());
-                        SpanRowView {
-                            row_hash: r.provenance.row,
-                            contribution: r.provenance.contribution,
-                            contributor: r.provenance.contributor,
-                            credited_contribution: r.credited.contribution,
-                            credited_contributor: r.credited.contributor,
-                            credit_micros: r.credit_micros,
-                            bm25: (bm25(r) * 1e3).round() / 1e3,
-                            snippet: (!withheld
-                                .get(r.occurrence.shard as usize)
-                                .copied()
-                                .unwrap_or(true))
-                            .then(|| self.tokens.decode(&doc[from..to])),
-                        }
-                    })
-                    .collect(),
-            })
-            .collect();
-        // Rarest first: what the response shows when it keeps the top spans.
-        out.sort_by_key(|s| (s.log_prob_micros, s.start));
-        out
     }
 }
 
-/// One row holding a traced span, for display.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct SpanRowView {
-    pub(crate) row_hash: RowHash,
-    pub(crate) contribution: ContributionId,
-    pub(crate) contributor: Address,
-    /// Who is credited for this row (the first contributor of identical rows).
-    pub(crate) credited_contribution: ContributionId,
-    pub(crate) credited_contributor: Address,
-    pub(crate) credit_micros: u64,
-    /// BM25 relevance of the row to the prompt and answer (display order:
-    /// the most relevant rows of a span are shown first).
-    pub(crate) bm25: f64,
-    /// The span with some row context, decoded; `None` for rows of a
-    /// permissioned datanet (traces are shown to any caller).
-    pub(crate) snippet: Option<String>,
-}
+/// The served model's tokenizer behind [`AnswerTokenizer`].
+pub(crate) struct ModelTokenizer(pub(crate) Arc<Model>);
 
-/// One traced span, for display.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct SpanView {
-    pub(crate) text: String,
-    pub(crate) start: usize,
-    pub(crate) end: usize,
-    pub(crate) count: u64,
-    pub(crate) log_prob_micros: i64,
-    pub(crate) rows_total: usize,
-    pub(crate) rows: Vec<SpanRowView>,
-}
-
-/// The trace of one answer: the sealed evidence and what to show.
-#[derive(Debug, Clone)]
-pub(crate) struct AnswerTrace {
-    /// The datanet versions traced against.
-    pub(crate) versions: Vec<(DatanetId, u32)>,
-    /// The thresholds.
-    pub(crate) params: TraceParams,
-    /// Answer length in tokens.
-    pub(crate) tokens: usize,
-    /// The runs of answer words masked because the prompt holds them,
-    /// decoded; `None` when traced without a prompt.
-    pub(crate) masked_words: Option<Vec<String>>,
-    /// The evidence (its hash goes into the receipt).
-    pub(crate) evidence: AttributionEvidence,
-    /// Kept spans, rarest first.
-    pub(crate) spans: Vec<SpanView>,
-    /// How long the trace took (index opening included).
-    pub(crate) elapsed: Duration,
-}
-
-impl AnswerTrace {
-    /// The receipt method.
-    pub(crate) fn method(&self) -> &'static str {
-        if self.evidence.weights.is_empty() {
-            FALLBACK_METHOD
-        } else {
-            TOKEN_METHOD
-        }
+impl AnswerTokenizer for ModelTokenizer {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+        self.0.encode(text).map_err(|e| e.to_string())
     }
 
-    /// The ledger weights: parts per billion per contribution.
-    pub(crate) fn ledger_weights(&self) -> Vec<(ContributionId, u64)> {
-        self.evidence
-            .weights
-            .iter()
-            .map(|w| (w.contribution, w.weight))
-            .collect()
+    fn decode(&self, ids: &[u32]) -> Result<String, String> {
+        self.0.decode(ids).map_err(|e| e.to_string())
     }
+}
 
-    /// The compact `attribution` field of a response: method, the `top`
-    /// rarest spans with up to three rows each, and the weights.
-    pub(crate) fn view(&self, top: usize) -> serde_json::Value {
-        let reason = if !self.evidence.weights.is_empty() {
-            None
-        } else if self.versions.is_empty() {
-            Some("the model has no datanet version to trace against: the ledger's fallback rule applies")
-        } else {
-            Some("no span of the answer cleared the thresholds: the contributors' share goes to the adapter's datanets pro rata by rows")
-        };
-        serde_json::json!({
-            "method": self.method(),
-            "fallback": self.evidence.weights.is_empty(),
-            "reason": reason,
-            "datanets": self.versions.iter().map(|(d, v)| format!("{d}@{v}")).collect::<Vec<_>>(),
-            "index_versions": self.evidence.index_versions,
-            "answer_tokens": self.tokens,
-            "prompt_masked": self.masked_words.is_some(),
-            "masked_tokens": self.evidence.prompt.as_ref().map_or(0, |p| p.masked.iter().map(|(a, b)| b - a).sum::<u32>()),
-            "masked_words": self.masked_words,
-            "prompt_hash": self.evidence.prompt.as_ref().map(|p| p.prompt_hash),
-            "spans_total": self.spans.len(),
-            "spans": self.spans.iter().take(top).collect::<Vec<_>>(),
-            "contributions": self.evidence.weights.iter().map(|w| serde_json::json!({
-                "contribution": w.contribution,
-                "contributor": w.contributor,
-                "weight_ppb": w.weight,
-            })).collect::<Vec<_>>(),
-            "thresholds": self.evidence.thresholds,
-            "evidence_hash": self.evidence.evidence_hash,
-            "trace_ms": self.elapsed.as_secs_f64() * 1e3,
-        })
-    }
+/// The pieces of `model`'s vocabulary (the larger of the tokenizer's and
+/// the model's vocabulary size) and the tokenizer's serialised form.
+pub(crate) fn tokenizer_parts(model: &Model) -> Result<(Vec<String>, String), CatalogError> {
+    let tok = model.tokenizer();
+    let vocab = tok.get_vocab_size(true).max(model.config().vocab_size);
+    let pieces: Vec<String> = (0..vocab as u32)
+        .map(|id| tok.id_to_token(id).unwrap_or_default())
+        .collect();
+    let json = tok
+        .to_string(false)
+        .map_err(|e| CatalogError::Tokenizer(format!("serialising: {e}")))?;
+    Ok((pieces, json))
+}
+
+/// The served tokenizer as the catalog needs it: `model`'s codec, pieces
+/// and hash (an index built with another tokenizer is rebuilt).
+pub(crate) fn model_tokens(model: Arc<Model>) -> Result<Tokens, CatalogError> {
+    let (pieces, json) = tokenizer_parts(&model)?;
+    Tokens::new(Arc::new(ModelTokenizer(model)), &pieces, json.as_bytes())
+}
+
+/// The catalog of `<home>/indexes` (`root`) over the node's rows.
+pub(crate) fn node_catalog(
+    root: PathBuf,
+    datanets: Arc<DatanetService>,
+    chain: Arc<Chain>,
+    tokens: Tokens,
+) -> IndexCatalog {
+    IndexCatalog::new(
+        root,
+        Arc::new(NodeRows { datanets, chain }),
+        Arc::new(tokens),
+    )
 }
 
 /// Starts the eager indexer: it indexes every published version not yet
@@ -820,8 +159,15 @@ pub(crate) mod tests {
     use crate::home::{InitOptions, NodeHome};
     use crate::serving::Serving;
     use trib_client::wire::CreateDatanetRequest;
+    use std::path::Path;
+    use std::time::Instant;
+    use trib_attribution::answer::{
+        answer_trace_params, SpanRowView, CHECKSUMS, DATANET_FALLBACK, INDEX_FILES, TOKEN_SPANS,
+    };
+    use trib_attribution::{SuffixIndex, TraceParams};
     use trib_ledger::{Action, CurationMode, DataType, Transaction, Visibility};
     use trib_types::{AdapterId, Amount, SecretKey};
+    use trib_types::{Address, ContributionId, Hash};
 
     /// A sentence no other row holds: an answer quoting it must pay alice.
     pub(crate) const DISTINCTIVE: &str = "The quokka orchestra rehearses beneath the violet lighthouse every second Tuesday of the month.";
@@ -875,7 +221,10 @@ pub(crate) mod tests {
             model: &str,
             prompt: &str,
             answer: &str,
-        ) -> (crate::serving::StoredAnswer, trib_ledger::InferenceReceipt) {
+        ) -> (
+            trib_attribution::answer::StoredAnswer,
+            trib_ledger::InferenceReceipt,
+        ) {
             use crate::serving::{answer_path, receipts_dir, AnswerToSettle};
             let target = self.serving.resolve(model).unwrap().unwrap();
             let done = self
@@ -1115,22 +464,37 @@ pub(crate) mod tests {
             }
         }
 
-        fn catalog(&self) -> &IndexCatalog {
-            &self.serving.catalog
+        pub(crate) fn catalog(&self) -> &IndexCatalog {
+            self.serving.attribution.catalog()
         }
 
         /// A second catalog over the same home, as after a restart.
-        fn fresh_catalog(&self, tokens: Tokens) -> IndexCatalog {
-            IndexCatalog::new(
+        pub(crate) fn fresh_catalog(&self, tokens: Tokens) -> IndexCatalog {
+            node_catalog(
                 self.home.root().join("indexes"),
                 self.datanets.clone(),
                 self.chain.clone(),
-                Arc::new(tokens),
+                tokens,
             )
         }
 
+        /// The served tokenizer, as a restarted node reads it.
         fn tokens(&self) -> Tokens {
-            Tokens::new(self.catalog().tokens.model.clone()).unwrap()
+            self.catalog().tokens().clone()
+        }
+
+        /// The served model's tokenizer under another identity, as if
+        /// another tokenizer were served.
+        fn other_tokens(&self) -> Tokens {
+            let path = self.home.load_config().unwrap().base_model.unwrap();
+            let model = Arc::new(Model::load(&path, trib_model::WeightFormat::Quantized).unwrap());
+            let (pieces, _) = tokenizer_parts(&model).unwrap();
+            Tokens::new(
+                Arc::new(ModelTokenizer(model)),
+                &pieces,
+                b"another tokenizer",
+            )
+            .unwrap()
         }
     }
 
@@ -1182,7 +546,7 @@ pub(crate) mod tests {
     async fn a_version_published_while_the_node_runs_is_indexed_in_the_background() {
         let w = World::new();
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
-        let catalog = w.serving.catalog.clone();
+        let catalog = w.serving.attribution.catalog().clone();
         let task = spawn_indexer(catalog.clone(), Duration::from_millis(20), stop);
         // Nothing is published yet; publishing runs on the blocking pool
         // while the indexer keeps polling.
@@ -1219,13 +583,14 @@ pub(crate) mod tests {
         let w = World::new();
         let p = w.publish_and_register();
         w.catalog().ensure(&p.datanet, 1).unwrap();
-        let mut other = w.tokens();
-        other.hash = Hash::of(b"another tokenizer");
+        let other = w.other_tokens();
+        let other_hash = other.hash();
+        assert_ne!(other_hash, w.tokens().hash());
         let c = w.fresh_catalog(other);
         let dir = c.ensure(&p.datanet, 1).unwrap();
         assert_eq!(c.builds(), 1);
         let m = SuffixIndex::open(&dir).unwrap();
-        assert_eq!(m.manifest().tokenizer_hash, Hash::of(b"another tokenizer"));
+        assert_eq!(m.manifest().tokenizer_hash, other_hash);
     }
 
     #[test]
@@ -1253,7 +618,7 @@ pub(crate) mod tests {
         for (file, hurt) in damage {
             hurt(&dir.join(file));
             let c = w.fresh_catalog(w.tokens());
-            let problem = c.check(&dir).unwrap_err();
+            let problem = c.problem(&dir).expect("the damage is found");
             assert!(!problem.is_empty(), "{file}");
             c.ensure(&p.datanet, 1).unwrap();
             assert_eq!(c.builds(), 1, "{file} was not rebuilt");
@@ -1286,7 +651,7 @@ pub(crate) mod tests {
                 &TraceParams::default(),
             )
             .unwrap();
-        assert_eq!(t.method(), TOKEN_METHOD);
+        assert_eq!(t.method(), TOKEN_SPANS);
         assert!(!t.spans.is_empty());
         let paid: Vec<Address> = t.evidence.weights.iter().map(|w| w.contributor).collect();
         assert_eq!(paid, vec![w.alice.address()]);
@@ -1309,7 +674,7 @@ pub(crate) mod tests {
                 &TraceParams::default(),
             )
             .unwrap();
-        assert_eq!(none.method(), FALLBACK_METHOD);
+        assert_eq!(none.method(), DATANET_FALLBACK);
         assert!(none.view(5)["reason"]
             .as_str()
             .unwrap()
@@ -1319,7 +684,7 @@ pub(crate) mod tests {
             .catalog()
             .trace(&[], None, DISTINCTIVE, &TraceParams::default())
             .unwrap();
-        assert_eq!(base.method(), FALLBACK_METHOD);
+        assert_eq!(base.method(), DATANET_FALLBACK);
         assert!(base.view(5)["reason"]
             .as_str()
             .unwrap()

@@ -1,99 +1,33 @@
-//! Gradient influence at answer time: the 30% gradient share of a paid
-//! answer's weights, for adapters that carry a ModelFactory gradient cache.
+//! The model side of answer-time gradient attribution: [`ModelGradients`]
+//! implements `trib_attribution::answer::AnswerGradients` over `trib-model`.
 //!
-//! The token method ([`crate::attribution`]) traces every answer; this module
-//! adds, where the served adapter's folder `<home>/adapters/<ADAPTER_ID>/`
-//! holds the factory's `gradient_cache/` (`GradientCache::dir_for`), the
-//! DataInf influence (Kwon et al., ICLR 2024) of every cached training row on
-//! the answer, and combines both by the documented rule
-//! (`AttributionEvidence::with_gradient`: 70% spans, 30% gradient,
-//! docs/attribution.md §3–§4, §8). The test gradient is the variant planted
-//! recall measured best (§5): the loss over the answer tokens that are new
-//! with respect to the prompt, unit length per layer, scored against the
-//! cached rows unit-normalised per layer (`trib_model::factory::answer_gradient`,
-//! `GradientNormalisation::PerLayer`).
+//! Where the served adapter's folder `<home>/adapters/<ADAPTER_ID>/` holds
+//! the ModelFactory's `gradient_cache/` (`GradientCache::dir_for`), it reads
+//! the cache (checked to be taken at the served adapter weights) and takes
+//! the gradient of an answer's loss over the answer tokens new with respect
+//! to the prompt, unit length per layer
+//! (`trib_model::factory::answer_gradient`). The DataInf scoring, the
+//! combination with the spans and the replay at verify are
+//! `trib_attribution::answer::GradientAttributor`'s.
 //!
 //! The training forward needs the base model in f32; it is loaded lazily,
 //! once per node, on the first answer of an adapter with a cache, and shared.
 //! Every call runs on the blocking pool (the settle path already is there).
-//!
-//! **Replay.** Floating point may differ in the last bits on another machine,
-//! so the per-row scores are stored with the answer ([`StoredGradient`]).
-//! Verify recomputes them and accepts each within [`SCORE_TOLERANCE`] of the
-//! largest stored score's magnitude, then re-derives the weights from the
-//! *stored* scores (`contribution_weights`: the same f64 operations in the
-//! same order on every IEEE-754 machine) and requires them to equal the
-//! evidence's gradient weights, which the evidence hash covers.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-use trib_attribution::{
-    contribution_weights, datainf_scores, normalise_gradients, AttributionEvidence,
-    AttributionMethod, Damping, GradientEvidence, GradientNormalisation, LayerGradients,
-    RowProvenance,
+use trib_attribution::answer::{
+    AnswerGradient, AnswerGradients, CachedGradients, CachedRow, GradientAttributionError,
 };
+use trib_attribution::LayerGradients;
 use trib_model::factory::{answer_gradient, AnswerTokens, GradientCache};
 use trib_model::{
     load_peft, AdapterLimits, LoraAdapter, Model, WeightFormat, ADAPTER_WEIGHTS_FILE,
 };
-use trib_types::{AdapterId, Hash, RowHash};
-
-use crate::attribution::{FALLBACK_METHOD, TOKEN_METHOD};
-
-/// Relative tolerance of a replayed gradient score: `|recomputed − stored| ≤
-/// SCORE_TOLERANCE · max_i |stored_i|` (plus 1e-12 for all-zero scores).
-pub(crate) const SCORE_TOLERANCE: f64 = 1e-4;
-
-/// DataInf's relative damping `c` (λ_l = c · mean ‖g‖² / d_l), the paper's 0.1.
-const DAMPING: f64 = 0.1;
-
-/// Receipt method of spans combined with DataInf.
-pub(crate) const COMBINED_METHOD: &str = "token-spans+datainf";
-/// Receipt method when only DataInf credited anyone (no span cleared the thresholds).
-pub(crate) const DATAINF_METHOD: &str = "datainf";
-
-/// Why a gradient score could not be computed or replayed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum GradientAttributionError {
-    /// The cache was taken at other adapter weights than the ones served.
-    #[error("the gradient cache in {dir} was taken at adapter weights {cached}, but the served adapter's weights hash to {served}")]
-    StaleCache {
-        /// The cache directory.
-        dir: PathBuf,
-        /// `adapter_hash` in its index.
-        cached: Hash,
-        /// blake3 of the served `adapter_model.safetensors`.
-        served: Hash,
-    },
-    /// No cached row names a contribution (rows from local files): nobody to pay.
-    #[error("no row of the gradient cache in {0} names a datanet contribution")]
-    NoContributions(PathBuf),
-    /// Reading the base model, adapter or cache, or taking the gradient, failed.
-    #[error("{what}: {reason}")]
-    Model {
-        /// What was being done.
-        what: String,
-        /// The underlying error.
-        reason: String,
-    },
-    /// The influence computation refused its inputs.
-    #[error("scoring the gradient cache: {0}")]
-    Scores(#[from] trib_attribution::AttributionError),
-    /// The answer's time budget ran out before the backward pass.
-    #[error(
-        "the gradient step's budget of {budget:?} was spent ({elapsed:?}) before the backward pass"
-    )]
-    OutOfTime {
-        /// Time spent so far.
-        elapsed: Duration,
-        /// The budget.
-        budget: Duration,
-    },
-}
+use trib_types::{AdapterId, Hash};
 
 type Result<T> = std::result::Result<T, GradientAttributionError>;
 
@@ -102,67 +36,33 @@ fn model_err(what: impl Into<String>) -> impl FnOnce(String) -> GradientAttribut
     move |reason| GradientAttributionError::Model { what, reason }
 }
 
-/// The gradient part kept with a stored answer, for replay.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredGradient {
-    /// The cached rows scored (those naming a contribution), in cache order.
-    pub rows: Vec<RowHash>,
-    /// DataInf score of each row (helpfulness sign: positive = up-weighting
-    /// the row lowers the answer's loss).
-    pub scores: Vec<f64>,
-    /// Answer tokens the test loss averaged over (new w.r.t. the prompt).
-    pub target_tokens: usize,
-    /// Milliseconds the gradient step took (model loading excluded).
-    pub elapsed_ms: f64,
-}
-
-/// One adapter's cache, ready to score: the adapter, the cached rows
-/// normalised per layer, and who each scored row belongs to.
-struct Scorer {
+/// One adapter loaded for the training forward: its LoRA weights and its
+/// gradient cache (the projections the answer gradient goes through).
+struct Loaded {
     adapter: LoraAdapter,
     cache: GradientCache,
-    /// Per layer, the rows naming a contribution, unit length per layer.
-    train: Vec<LayerGradients>,
-    rows: Vec<RowProvenance>,
     dir: PathBuf,
 }
 
-/// What the gradient step produced for one answer.
-pub(crate) struct Scored {
-    /// The gradient part of the evidence.
-    pub(crate) evidence: GradientEvidence,
-    /// What replay needs.
-    pub(crate) stored: StoredGradient,
-}
-
-/// Scores answers of adapters with a gradient cache; one per node.
-pub(crate) struct GradientAttributor {
+/// The base model in f32 and the adapters with a gradient cache under
+/// `<home>/adapters`; one per node.
+pub(crate) struct ModelGradients {
     adapters_dir: PathBuf,
     base: PathBuf,
-    budget: Duration,
     model: Mutex<Option<Arc<Model>>>,
-    scorers: Mutex<HashMap<AdapterId, Arc<Scorer>>>,
+    loaded: Mutex<HashMap<AdapterId, Arc<Loaded>>>,
 }
 
-impl GradientAttributor {
+impl ModelGradients {
     /// Reads adapters from `adapters_dir/<ID>/` and the f32 base model from
-    /// `base` (loaded on first use); a score that has not reached its
-    /// backward pass within `budget` of its start is skipped.
-    pub(crate) fn new(adapters_dir: PathBuf, base: PathBuf, budget: Duration) -> Self {
-        GradientAttributor {
+    /// `base` (loaded on first use).
+    pub(crate) fn new(adapters_dir: PathBuf, base: PathBuf) -> Self {
+        ModelGradients {
             adapters_dir,
             base,
-            budget,
             model: Mutex::new(None),
-            scorers: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// Whether `adapter` has a gradient cache in the home.
-    pub(crate) fn has_cache(&self, adapter: &AdapterId) -> bool {
-        GradientCache::dir_for(&self.adapter_dir(adapter))
-            .join("index.json")
-            .is_file()
     }
 
     fn adapter_dir(&self, adapter: &AdapterId) -> PathBuf {
@@ -190,207 +90,113 @@ impl GradientAttributor {
         Ok(m)
     }
 
-    fn scorer(&self, model: &Model, adapter: &AdapterId) -> Result<Arc<Scorer>> {
-        if let Some(s) = self
-            .scorers
+    /// `adapter`'s weights and cache, loaded once.
+    fn loaded(&self, adapter: &AdapterId) -> Result<Arc<Loaded>> {
+        if let Some(l) = self
+            .loaded
             .lock()
-            .expect("scorer lock poisoned")
+            .expect("adapter lock poisoned")
             .get(adapter)
         {
-            return Ok(s.clone());
+            return Ok(l.clone());
         }
-        let s = Arc::new(load_scorer(model, &self.adapter_dir(adapter))?);
-        self.scorers
+        let model = self.model()?;
+        let l = Arc::new(load(&model, &self.adapter_dir(adapter))?);
+        self.loaded
             .lock()
-            .expect("scorer lock poisoned")
-            .insert(*adapter, s.clone());
-        Ok(s)
+            .expect("adapter lock poisoned")
+            .insert(*adapter, l.clone());
+        Ok(l)
+    }
+}
+
+impl AnswerGradients for ModelGradients {
+    fn location(&self) -> String {
+        self.adapters_dir.display().to_string()
     }
 
-    /// The DataInf gradient part of `adapter`'s answer to `prompt`.
-    /// `Ok(None)` when the adapter has no gradient cache or the answer has no
-    /// token that is new with respect to the prompt.
-    pub(crate) fn score(
+    fn has_cache(&self, adapter: &AdapterId) -> bool {
+        GradientCache::dir_for(&self.adapter_dir(adapter))
+            .join("index.json")
+            .is_file()
+    }
+
+    fn prepare(&self) -> Result<()> {
+        self.model().map(|_| ())
+    }
+
+    fn cache(&self, adapter: &AdapterId) -> Result<CachedGradients> {
+        let l = self.loaded(adapter)?;
+        let rows = l
+            .cache
+            .index
+            .examples
+            .iter()
+            .map(|e| CachedRow {
+                row: e.provenance.row_hash,
+                contribution: e.provenance.contribution,
+                contributor: e.provenance.contributor,
+            })
+            .collect::<Vec<_>>();
+        let mut layers = Vec::with_capacity(l.cache.layers.len());
+        for (e, t) in l.cache.index.layers.iter().zip(&l.cache.layers) {
+            let data: Vec<f32> = t
+                .flatten_all()
+                .and_then(|t| t.to_vec1())
+                .map_err(|e| e.to_string())
+                .map_err(model_err(format!(
+                    "reading layer {} of the gradient cache",
+                    e.layer
+                )))?;
+            // Built field by field: the rows that name no contribution are
+            // dropped (and the kept ones checked) by the attributor.
+            layers.push(LayerGradients {
+                name: format!("layer.{}", e.layer),
+                rows: data.len() / e.stored_dim.max(1),
+                cols: e.stored_dim,
+                data,
+            });
+        }
+        Ok(CachedGradients {
+            dir: GradientCache::dir_for(&l.dir),
+            adapter_hash: l.cache.index.adapter_hash,
+            rows,
+            layers,
+        })
+    }
+
+    fn answer_gradient(
         &self,
         adapter: &AdapterId,
         prompt: &str,
         answer: &str,
-    ) -> Result<Option<Scored>> {
-        if !self.has_cache(adapter) {
-            return Ok(None);
-        }
+    ) -> Result<Option<AnswerGradient>> {
         let model = self.model()?;
-        let started = Instant::now();
-        let scorer = self.scorer(&model, adapter)?;
-        if started.elapsed() > self.budget {
-            return Err(GradientAttributionError::OutOfTime {
-                elapsed: started.elapsed(),
-                budget: self.budget,
-            });
-        }
-        let scored = scorer.score(&model, prompt, answer)?;
-        Ok(scored.map(|(evidence, mut stored)| {
-            stored.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
-            Scored { evidence, stored }
+        let l = self.loaded(adapter)?;
+        let g = answer_gradient(
+            &model,
+            &l.adapter,
+            &l.cache,
+            prompt,
+            answer,
+            AnswerTokens::NewInAnswer,
+            true,
+        )
+        .map_err(|e| e.to_string())
+        .map_err(model_err(format!(
+            "the answer's gradient against {}",
+            GradientCache::dir_for(&l.dir).display()
+        )))?;
+        Ok(g.map(|g| AnswerGradient {
+            layers: g.layers,
+            target_tokens: g.target_tokens,
         }))
     }
-
-    /// Adds the gradient part of `adapter`'s answer to `evidence` (token
-    /// evidence just sealed by the tracer). No cache, no new token, or a
-    /// failure (logged): the evidence is returned unchanged, settled by
-    /// spans alone.
-    pub(crate) fn attach(
-        &self,
-        adapter: Option<&AdapterId>,
-        prompt: &str,
-        answer: &str,
-        evidence: AttributionEvidence,
-    ) -> (AttributionEvidence, Option<StoredGradient>) {
-        let Some(id) = adapter else {
-            return (evidence, None);
-        };
-        match self.score(id, prompt, answer).and_then(|s| match s {
-            Some(s) => Ok(Some((evidence.with_gradient(s.evidence)?, s.stored))),
-            None => Ok(None),
-        }) {
-            Ok(Some((ev, stored))) => {
-                tracing::info!(target: "trib::attribution", adapter = %id, rows = stored.rows.len(),
-                    target_tokens = stored.target_tokens, ms = stored.elapsed_ms, "gradient influence attached");
-                (ev, Some(stored))
-            }
-            Ok(None) => {
-                tracing::debug!(target: "trib::attribution", adapter = %id, cache = self.has_cache(id),
-                    "no gradient part: no gradient cache, or no answer token new w.r.t. the prompt");
-                (evidence, None)
-            }
-            Err(e) => {
-                tracing::warn!(target: "trib::attribution", adapter = %id, error = %e,
-                    "gradient influence skipped; the answer settles by spans alone");
-                (evidence, None)
-            }
-        }
-    }
-
-    /// Re-applies the stored gradient part of `stored_evidence` to
-    /// `retraced` (the re-run token evidence) after checking it: the scores
-    /// recomputed now must match the stored ones within
-    /// [`SCORE_TOLERANCE`], and the weights derived from the stored scores
-    /// must be the evidence's. `Err` names every problem.
-    pub(crate) fn replay(
-        &self,
-        adapter: Option<&AdapterId>,
-        prompt: &str,
-        answer: &str,
-        stored_evidence: &AttributionEvidence,
-        stored: Option<&StoredGradient>,
-        retraced: AttributionEvidence,
-    ) -> std::result::Result<AttributionEvidence, Vec<String>> {
-        let Some(g) = &stored_evidence.gradient else {
-            return match stored {
-                None => Ok(retraced),
-                Some(_) => Err(vec![
-                    "the stored answer keeps gradient scores but its evidence has no gradient part"
-                        .into(),
-                ]),
-            };
-        };
-        let (Some(id), Some(stored)) = (adapter, stored) else {
-            return Err(vec![format!(
-                "the evidence has a {:?} gradient part, but {}",
-                g.method,
-                if adapter.is_none() {
-                    "the receipt names no adapter"
-                } else {
-                    "the stored answer keeps no gradient scores to replay"
-                }
-            )]);
-        };
-        let mut bad = Vec::new();
-        match self.score(id, prompt, answer) {
-            Ok(Some(again)) => bad.extend(compare_scores(stored, &again.stored)),
-            Ok(None) => bad.push(format!(
-                "the gradient part cannot be recomputed: adapter {id} has no gradient cache in {} (or the answer has no token new w.r.t. the prompt)",
-                self.adapters_dir.display()
-            )),
-            Err(e) => bad.push(format!("the gradient scores could not be recomputed: {e}")),
-        }
-        match self.weights_of_stored(id, stored) {
-            Ok(w) if w == g.weights => {}
-            Ok(_) => bad.push(
-                "the gradient weights in the evidence do not follow from the stored gradient scores"
-                    .into(),
-            ),
-            Err(e) => bad.push(format!("the stored gradient scores cannot be weighed: {e}")),
-        }
-        if !bad.is_empty() {
-            return Err(bad);
-        }
-        retraced
-            .with_gradient(g.clone())
-            .map_err(|e| vec![e.to_string()])
-    }
-
-    /// `contribution_weights` of the stored scores over the cache's rows.
-    fn weights_of_stored(
-        &self,
-        adapter: &AdapterId,
-        stored: &StoredGradient,
-    ) -> Result<Vec<trib_attribution::ContributionWeight>> {
-        let model = self.model()?;
-        let scorer = self.scorer(&model, adapter)?;
-        let hashes: Vec<RowHash> = scorer.rows.iter().map(|r| r.row).collect();
-        if hashes != stored.rows {
-            return Err(GradientAttributionError::Model {
-                what: "matching the stored rows to the gradient cache".into(),
-                reason: format!(
-                    "the stored answer lists {} rows, the cache {} (or in another order)",
-                    stored.rows.len(),
-                    hashes.len()
-                ),
-            });
-        }
-        Ok(contribution_weights(&stored.scores, &scorer.rows)?)
-    }
 }
 
-/// Every stored score must be within tolerance of the recomputed one.
-fn compare_scores(stored: &StoredGradient, again: &StoredGradient) -> Vec<String> {
-    if stored.rows != again.rows || stored.scores.len() != again.scores.len() {
-        return vec![format!(
-            "the stored gradient scores cover {} rows, the recomputed ones {} (or other rows)",
-            stored.scores.len(),
-            again.scores.len()
-        )];
-    }
-    let scale = stored.scores.iter().fold(0f64, |m, s| m.max(s.abs()));
-    let limit = SCORE_TOLERANCE * scale + 1e-12;
-    let mut bad: Vec<String> = stored
-        .scores
-        .iter()
-        .zip(&again.scores)
-        .zip(&stored.rows)
-        // A NaN difference is out of tolerance too.
-        .filter(|((s, a), _)| {
-            let d = (*s - *a).abs();
-            d.is_nan() || d > limit
-        })
-        .map(|((s, a), row)| {
-            format!(
-                "the gradient score of row {row} is {s:e} in the stored answer but {a:e} recomputed (tolerance {limit:e}: {SCORE_TOLERANCE} of the largest score)"
-            )
-        })
-        .collect();
-    if bad.len() > 5 {
-        let more = bad.len() - 5;
-        bad.truncate(5);
-        bad.push(format!(
-            "… and {more} more gradient scores out of tolerance"
-        ));
-    }
-    bad
-}
-
-fn load_scorer(model: &Model, adapter_dir: &Path) -> Result<Scorer> {
+/// Reads the gradient cache of the adapter in `adapter_dir`, checks that it
+/// was taken at the served weights, and loads the adapter.
+fn load(model: &Model, adapter_dir: &Path) -> Result<Loaded> {
     let dir = GradientCache::dir_for(adapter_dir);
     let cache = GradientCache::load(&dir)
         .map_err(|e| e.to_string())
@@ -416,145 +222,26 @@ fn load_scorer(model: &Model, adapter_dir: &Path) -> Result<Scorer> {
             "loading the adapter in {}",
             adapter_dir.display()
         )))?;
-    // Rows that name a contribution are payable; their cache order is the
-    // tie-break for identical rows (earlier row keeps the credit).
-    let keep: Vec<usize> = cache
-        .index
-        .examples
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.provenance.contribution.is_some() && e.provenance.contributor.is_some())
-        .map(|(i, _)| i)
-        .collect();
-    if keep.is_empty() {
-        return Err(GradientAttributionError::NoContributions(dir));
-    }
-    let rows: Vec<RowProvenance> = keep
-        .iter()
-        .map(|&i| {
-            let p = &cache.index.examples[i].provenance;
-            RowProvenance {
-                row: p.row_hash,
-                contribution: p.contribution.expect("filtered above"),
-                contributor: p.contributor.expect("filtered above"),
-                first_seen: i as u64,
-            }
-        })
-        .collect();
-    let mut layers = Vec::with_capacity(cache.layers.len());
-    for (e, t) in cache.index.layers.iter().zip(&cache.layers) {
-        let all: Vec<f32> = t
-            .flatten_all()
-            .and_then(|t| t.to_vec1())
-            .map_err(|e| e.to_string())
-            .map_err(model_err(format!(
-                "reading layer {} of the gradient cache",
-                e.layer
-            )))?;
-        let mut data = Vec::with_capacity(keep.len() * e.stored_dim);
-        for &i in &keep {
-            data.extend_from_slice(&all[i * e.stored_dim..(i + 1) * e.stored_dim]);
-        }
-        layers.push(LayerGradients::new(
-            format!("layer.{}", e.layer),
-            keep.len(),
-            e.stored_dim,
-            data,
-        )?);
-    }
-    let train = normalise_gradients(&layers, GradientNormalisation::PerLayer);
-    Ok(Scorer {
+    Ok(Loaded {
         adapter,
         cache,
-        train,
-        rows,
-        dir,
+        dir: adapter_dir.to_path_buf(),
     })
 }
-
-impl Scorer {
-    fn score(
-        &self,
-        model: &Model,
-        prompt: &str,
-        answer: &str,
-    ) -> Result<Option<(GradientEvidence, StoredGradient)>> {
-        let Some(g) = answer_gradient(
-            model,
-            &self.adapter,
-            &self.cache,
-            prompt,
-            answer,
-            AnswerTokens::NewInAnswer,
-            true,
-        )
-        .map_err(|e| e.to_string())
-        .map_err(model_err(format!(
-            "the answer's gradient against {}",
-            self.dir.display()
-        )))?
-        else {
-            return Ok(None);
-        };
-        let test: Vec<LayerGradients> = g
-            .layers
-            .iter()
-            .zip(&self.train)
-            .map(|(v, t)| LayerGradients::new(t.name.clone(), 1, v.len(), v.clone()))
-            .collect::<std::result::Result<_, _>>()?;
-        let scores = datainf_scores(&self.train, &test, Damping::Relative(DAMPING))?
-            .test(0)
-            .to_vec();
-        let weights = contribution_weights(&scores, &self.rows)?;
-        Ok(Some((
-            GradientEvidence {
-                method: AttributionMethod::DataInf,
-                adapter_version: self.cache.index.adapter_hash,
-                damping_ppm: (DAMPING * 1e6).round() as u64,
-                weights,
-            },
-            StoredGradient {
-                rows: self.rows.iter().map(|r| r.row).collect(),
-                scores,
-                target_tokens: g.target_tokens,
-                elapsed_ms: 0.0,
-            },
-        )))
-    }
-}
-
-/// The receipt method of sealed evidence: `token-spans`,
-/// `token-spans+datainf`, `datainf` or `datanet-fallback`.
-pub(crate) fn receipt_method(evidence: &AttributionEvidence) -> &'static str {
-    let gradient = evidence
-        .gradient
-        .as_ref()
-        .is_some_and(|g| !g.weights.is_empty());
-    match (
-        evidence.weights.is_empty(),
-        evidence.token_weights.is_empty(),
-        gradient,
-    ) {
-        (true, _, _) => FALLBACK_METHOD,
-        (false, false, true) => COMBINED_METHOD,
-        (false, true, true) => DATAINF_METHOD,
-        (false, _, false) => TOKEN_METHOD,
-    }
-}
-
-/// Time a paid answer's gradient step may spend before its backward pass
-/// (model and cache loading included); past it the answer settles by spans.
-pub(crate) const GRADIENT_BUDGET: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trib_attribution::{Trace, TraceParams};
+    use trib_attribution::answer::{
+        compare_scores, receipt_method, GradientAttributor, DATAINF, DATANET_FALLBACK,
+        GRADIENT_BUDGET,
+    };
+    use trib_attribution::{AttributionEvidence, AttributionMethod, Trace, TraceParams};
     use trib_model::factory::{
         train, DatanetResolver, DatanetRow, JobConfig, ResolvedDatanet, TrainOptions,
     };
     use trib_model::{write_tiny_hf_dir, TinySpec};
-    use trib_types::{Address, ContributionId, SecretKey};
+    use trib_types::{Address, ContributionId, RowHash, SecretKey};
 
     /// Four invented facts, two contributions (alice: rows 0, 2; bob: 1, 3).
     struct Facts;
@@ -661,8 +348,18 @@ dir = "{out}"
             )
             .unwrap();
         }
-        let g = GradientAttributor::new(dir.join("adapters"), base, GRADIENT_BUDGET);
-        (g, id, target)
+        (attributor(&dir.join("adapters"), &base), id, target)
+    }
+
+    /// The node's gradient attributor over `adapters` with the f32 `base`.
+    fn attributor(adapters: &Path, base: &Path) -> GradientAttributor {
+        GradientAttributor::new(
+            Arc::new(ModelGradients::new(
+                adapters.to_path_buf(),
+                base.to_path_buf(),
+            )),
+            GRADIENT_BUDGET,
+        )
     }
 
     /// Token evidence with no span (the trace found nothing).
@@ -704,7 +401,7 @@ dir = "{out}"
             ev.weights.iter().map(|w| w.weight).sum::<u64>() / 1000,
             999_999
         );
-        assert_eq!(receipt_method(&ev), DATAINF_METHOD);
+        assert_eq!(receipt_method(&ev), DATAINF);
         assert!(ev.hash_is_valid());
         // Replay: recomputed scores agree, weights follow from the stored
         // scores, and the re-traced evidence gets the same gradient part.
@@ -785,10 +482,9 @@ dir = "{out}"
             g.attach(Some(&other), Q, A, tokens.clone()),
             (tokens.clone(), None)
         );
-        assert_eq!(receipt_method(&tokens), FALLBACK_METHOD);
+        assert_eq!(receipt_method(&tokens), DATANET_FALLBACK);
         // Weights retrained after the cache was taken: the cache is refused.
-        let fresh =
-            GradientAttributor::new(dir.path().join("adapters"), g.base.clone(), GRADIENT_BUDGET);
+        let fresh = attributor(&dir.path().join("adapters"), &dir.path().join("hf"));
         let w = target.join(ADAPTER_WEIGHTS_FILE);
         let mut bytes = std::fs::read(&w).unwrap();
         let n = bytes.len();
@@ -890,14 +586,15 @@ dir = "{out}"
                 )
             })
             .collect();
-        let g = GradientAttributor::new(dir.path().to_path_buf(), base, GRADIENT_BUDGET);
+        let source = Arc::new(ModelGradients::new(dir.path().to_path_buf(), base));
+        let g = GradientAttributor::new(source.clone(), GRADIENT_BUDGET);
         let rss0 = rss_mib();
         let (t0, c0) = (Instant::now(), cpu_seconds());
-        g.model().unwrap();
+        source.prepare().unwrap();
         let (load_s, load_cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
         let rss1 = rss_mib();
         let (t0, c0) = (Instant::now(), cpu_seconds());
-        g.scorer(&g.model().unwrap(), &id).unwrap();
+        g.preload(&id).unwrap();
         let (cache_s, cache_cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
         let rss2 = rss_mib();
         let mut ms = Vec::new();

@@ -578,7 +578,7 @@ mod installed_job_tests {
 
     use super::{install_adapter, NodeResolver};
     use crate::attribution::tests::{alice_file, World, DISTINCTIVE};
-    use crate::attribution_gradient::{COMBINED_METHOD, DATAINF_METHOD};
+    use trib_attribution::answer::{DATAINF, TOKEN_SPANS_DATAINF};
 
     #[test]
     fn a_paid_answer_for_an_installed_job_settles_by_spans_and_datainf_verifies_and_names_an_edited_score(
@@ -680,7 +680,7 @@ mod installed_job_tests {
 
         // Settled by spans and DataInf: the receipt pays the combined weights.
         assert!(
-            [COMBINED_METHOD, DATAINF_METHOD].contains(&receipt.method.as_str()),
+            [TOKEN_SPANS_DATAINF, DATAINF].contains(&receipt.method.as_str()),
             "{}",
             receipt.method
         );

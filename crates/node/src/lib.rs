@@ -41,7 +41,7 @@ pub use keystore::{KeyInfo, Keystore, KeystoreError};
 pub use models::describe_model;
 pub use node::{NodeOverrides, RunningNode};
 pub use service_client::{ServiceClient, Upload};
-pub use serving::{verify_stored_answer, StoredAnswer, StoredAttribution};
+pub use trib_attribution::answer::{verify_stored_answer, StoredAnswer, StoredAttribution};
 // The wire types moved to `trib-client`; re-exported while the `trib`
 // binary still imports them from here.
 pub use trib_client::wire::{

@@ -5,31 +5,29 @@
 //! `config.toml`. Adapters are looked up in `<home>/adapters/<ADAPTER_ID>/`
 //! (PEFT files, the directory named by the ledger adapter id in hex); a
 //! request's `model` is the base model's name or a registered adapter's id
-//! or name. Each answer is traced against the token indexes of the datanet
-//! versions its adapter was trained on ([`crate::attribution`]), settled on
-//! the ledger by the operator key (the producer key) with the traced
-//! per-contribution weights, and kept with its attribution evidence in
-//! `<home>/receipts/<RECEIPT_ID>.json` for `trib attribution verify`, which
-//! re-runs the trace ([`Serving::verify`], [`verify_stored_answer`]).
+//! or name. Each answer is attributed by `trib_attribution::answer`
+//! (traced against the token indexes of the datanet versions its adapter
+//! was trained on, plus the gradient share where the adapter has a
+//! gradient cache), settled on the ledger by the operator key (the producer
+//! key) with the per-contribution weights, and kept with its attribution
+//! evidence in `<home>/receipts/<RECEIPT_ID>.json` for `trib attribution
+//! verify`, which re-runs it ([`Serving::verify`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-use trib_attribution::{AttributionEvidence, TraceParams};
-use trib_ledger::{InferenceReceipt, PayoutRole};
+use trib_attribution::answer::{
+    answer_trace_params, AnswerAttributor, AnswerTrace, GradientAttributor, StoredAnswer,
+    GRADIENT_BUDGET,
+};
+use trib_ledger::InferenceReceipt;
 use trib_serve::{
     AdapterName, AdapterStore, Engine, EngineHandle, LocalDirStore, ObjectAdapterStore, ServedModel,
 };
-use trib_types::{
-    split_by_bps, split_by_weight, AdapterId, Address, Amount, ContributionId, DatanetId, Hash,
-    ModelId, ReceiptId,
-};
+use trib_types::{AdapterId, Address, DatanetId, Hash, ModelId, ReceiptId};
 
-use crate::attribution::{
-    answer_trace_params, prompt_words, AnswerTrace, IndexCatalog, Tokens, FALLBACK_METHOD,
-};
-use crate::attribution_gradient::{receipt_method, GradientAttributor, StoredGradient};
+use crate::attribution::{model_tokens, node_catalog};
+use crate::attribution_gradient::ModelGradients;
 use crate::billing::{ApiKeys, Billing, Charge, Settled};
 use crate::chain::Chain;
 use crate::config::NodeConfig;
@@ -45,13 +43,9 @@ pub(crate) struct Serving {
     pub(crate) chain: Arc<Chain>,
     pub(crate) billing: Arc<Billing>,
     pub(crate) keys: ApiKeys,
-    pub(crate) catalog: Arc<IndexCatalog>,
-    /// The span tracer's thresholds for every answer
-    /// ([`answer_trace_params`]: 2-token minimum after prompt masking).
-    pub(crate) trace_params: TraceParams,
-    /// The gradient share of adapters with a factory gradient cache
-    /// ([`crate::attribution_gradient`]).
-    pub(crate) gradient: Arc<GradientAttributor>,
+    /// The trace and gradient share of every answer, and verify
+    /// (`trib_attribution::answer`, over the node's adapters).
+    pub(crate) attribution: Arc<AnswerAttributor>,
     receipts_dir: PathBuf,
 }
 
@@ -59,42 +53,6 @@ pub(crate) struct Serving {
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     pub(crate) adapter: Option<(AdapterId, AdapterName)>,
-}
-
-/// The prompt and answer of one settled request, kept in the home so the
-/// attribution can be re-run (`trib attribution verify`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredAnswer {
-    /// The receipt.
-    pub receipt: ReceiptId,
-    /// The `model` asked for.
-    pub model: String,
-    /// The prompt as sent (text, or the chat messages as JSON).
-    pub prompt: String,
-    /// The generated answer.
-    pub answer: String,
-    /// The receipt's evidence hash: the attribution evidence's hash, or
-    /// (when the answer could not be traced) [`StoredAnswer::hash_of`] the
-    /// prompt and answer.
-    pub evidence_hash: Hash,
-    /// The token attribution the answer was settled with.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attribution: Option<StoredAttribution>,
-}
-
-/// What is needed to re-run an answer's token attribution.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredAttribution {
-    /// The datanet versions traced against (the adapter's training data).
-    pub datanets: Vec<(DatanetId, u32)>,
-    /// The tracer's thresholds.
-    pub params: TraceParams,
-    /// The sealed evidence (spans, rows, weights, evidence hash).
-    pub evidence: AttributionEvidence,
-    /// The per-row gradient scores behind the evidence's gradient part
-    /// (adapters with a gradient cache), for replay within tolerance.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gradient: Option<StoredGradient>,
 }
 
 /// What settling one answer did: the receipt and the trace it paid by.
@@ -119,16 +77,6 @@ pub(crate) struct AnswerToSettle<'a> {
     pub(crate) completion_tokens: u32,
 }
 
-impl StoredAnswer {
-    /// The evidence hash of a prompt and answer.
-    pub fn hash_of(prompt: &str, answer: &str) -> Hash {
-        Hash::domain(
-            "tributary answer evidence v1",
-            &[prompt.as_bytes(), answer.as_bytes()],
-        )
-    }
-}
-
 impl Serving {
     /// Starts the engine when the configuration names a base model.
     pub(crate) fn start(
@@ -151,12 +99,24 @@ impl Serving {
             // file they were trained from as their PEFT base model
             // (compared by file name).
             .accept_base_name(&base.display().to_string());
-        let tokens = Tokens::new(model.model().clone()).map_err(|e| bad(e.to_string()))?;
-        let catalog = Arc::new(IndexCatalog::new(
+        let tokens = model_tokens(model.model().clone()).map_err(|e| bad(e.to_string()))?;
+        let catalog = Arc::new(node_catalog(
             home.root().join("indexes"),
             datanets,
             chain.clone(),
-            Arc::new(tokens),
+            tokens,
+        ));
+        let gradient = GradientAttributor::new(
+            Arc::new(ModelGradients::new(
+                home.root().join("adapters"),
+                base.clone(),
+            )),
+            GRADIENT_BUDGET,
+        );
+        let attribution = Arc::new(AnswerAttributor::new(
+            catalog,
+            Arc::new(gradient),
+            answer_trace_params(),
         ));
         let store = adapter_store(home, &config.serving, std::env::vars()).map_err(bad)?;
         let genesis = home.load_genesis()?;
@@ -186,13 +146,7 @@ impl Serving {
             chain,
             billing,
             keys,
-            catalog,
-            trace_params: answer_trace_params(),
-            gradient: Arc::new(GradientAttributor::new(
-                home.root().join("adapters"),
-                base.clone(),
-                crate::attribution_gradient::GRADIENT_BUDGET,
-            )),
+            attribution,
             receipts_dir: receipts_dir(home),
         })))
     }
@@ -241,189 +195,57 @@ impl Serving {
     /// `spawn_blocking`. The answer is charged once: a failed trace settles
     /// with the fallback rule instead of failing the request.
     pub(crate) fn settle_answer(&self, a: AnswerToSettle<'_>) -> Result<SettledAnswer, String> {
-        // The words the answer repeats from the prompt are masked: the
-        // question's own words must not earn (docs/attribution.md §5, §8).
-        let asked = prompt_words(a.prompt);
-        let versions = self.versions_of(a.target);
-        let traced = versions.clone().and_then(|v| {
-            self.catalog
-                .trace(&v, Some(&asked), a.answer, &self.trace_params)
-                .map_err(|e| e.to_string())
-        });
-        // The gradient share, for adapters with a gradient cache (§8).
-        let mut gradient = None;
-        let traced = traced.map(|mut t| {
-            let adapter = a.target.adapter.as_ref().map(|(id, _)| id);
-            (t.evidence, gradient) = self.gradient.attach(adapter, &asked, a.answer, t.evidence);
-            t
-        });
-        let (trace, trace_error) = match traced {
-            Ok(t) => (Some(t), None),
-            Err(e) => {
-                tracing::warn!(target: "trib::attribution", model = a.model, error = %e,
-                    "answer not traced; settling with the fallback rule");
-                (None, Some(e))
-            }
-        };
-        let (weights, method, evidence_hash) = match &trace {
-            Some(t) => (
-                t.ledger_weights(),
-                receipt_method(&t.evidence),
-                t.evidence.evidence_hash,
-            ),
-            None => (
-                Vec::new(),
-                FALLBACK_METHOD,
-                StoredAnswer::hash_of(a.prompt, a.answer),
-            ),
-        };
+        let adapter = a.target.adapter.as_ref().map(|(id, _)| *id);
+        let attributed = self.attribution.attribute(
+            self.versions_of(a.target),
+            adapter.as_ref(),
+            a.prompt,
+            a.answer,
+        );
         let settled = self.billing.settle(Charge {
             payer: a.payer,
-            adapter: a.target.adapter.as_ref().map(|(id, _)| *id),
+            adapter,
             base: self.base_id,
             prompt_tokens: a.prompt_tokens,
             completion_tokens: a.completion_tokens,
-            weights,
-            method,
-            evidence_hash,
-            // The versions on the receipt: what the trace ran against (the
-            // adapter's training versions, also when the trace failed).
-            datanets: match &trace {
-                Some(t) => t.versions.clone(),
-                None => versions.unwrap_or_default(),
-            },
+            weights: attributed.weights.clone(),
+            method: attributed.method,
+            evidence_hash: attributed.evidence_hash,
+            datanets: attributed.datanets.clone(),
         })?;
-        if let Some(t) = &trace {
-            tracing::info!(target: "trib::attribution", receipt = %settled.receipt, method,
+        if let Some(t) = &attributed.trace {
+            tracing::info!(target: "trib::attribution", receipt = %settled.receipt, method = attributed.method,
                 spans = t.evidence.spans.len(), contributions = t.evidence.weights.len(),
                 trace_us = t.elapsed.as_micros() as u64, "answer attributed");
         }
-        let stored = StoredAnswer {
-            receipt: settled.receipt,
-            model: a.model.to_string(),
-            prompt: a.prompt.to_string(),
-            answer: a.answer.to_string(),
-            evidence_hash,
-            attribution: trace.as_ref().map(|t| StoredAttribution {
-                datanets: t.versions.clone(),
-                params: t.params.clone(),
-                evidence: t.evidence.clone(),
-                gradient: gradient.clone(),
-            }),
-        };
+        let stored = attributed.stored(settled.receipt, a.model, a.prompt, a.answer);
         if let Err(e) = self.store_answer(&stored) {
             tracing::warn!(target: "trib::serving", receipt = %settled.receipt, error = %e, "answer not stored");
         }
         Ok(SettledAnswer {
             settled,
-            evidence_hash,
-            method,
-            trace,
-            trace_error,
+            evidence_hash: attributed.evidence_hash,
+            method: attributed.method,
+            trace: attributed.trace,
+            trace_error: attributed.trace_error,
         })
     }
 
-    /// Re-runs the token attribution of a stored answer (rebuilding the
-    /// indexes from the datanet rows when needed) and checks it, the
-    /// receipt's weights and evidence hash and its payout lines
-    /// ([`verify_stored_answer`]). Blocking.
+    /// Re-runs the attribution of a stored answer and checks it against
+    /// `receipt` and the fee split read now
+    /// ([`AnswerAttributor::verify`]). Blocking.
     pub(crate) fn verify(
         &self,
         stored: &StoredAnswer,
         receipt: &InferenceReceipt,
     ) -> Result<(), Vec<String>> {
-        let retraced = match &stored.attribution {
-            None => None,
-            Some(a) => match self.catalog.trace(
-                &a.datanets,
-                // Evidence sealed with a prompt (format 2) is re-run with the
-                // stored prompt's words masked; an edited prompt then shows
-                // as another prompt hash.
-                a.evidence
-                    .prompt
-                    .is_some()
-                    .then(|| prompt_words(&stored.prompt))
-                    .as_deref(),
-                &stored.answer,
-                &a.params,
-            ) {
-                Ok(t) => match self.gradient.replay(
-                    receipt.adapter.as_ref(),
-                    &prompt_words(&stored.prompt),
-                    &stored.answer,
-                    &a.evidence,
-                    a.gradient.as_ref(),
-                    t.evidence,
-                ) {
-                    Ok(evidence) => Some(evidence),
-                    Err(mut problems) => {
-                        let mut bad = verify_stored_answer(stored, receipt, None)
-                            .err()
-                            .unwrap_or_default();
-                        bad.append(&mut problems);
-                        return Err(bad);
-                    }
-                },
-                Err(e) => {
-                    let mut bad = verify_stored_answer(stored, receipt, None)
-                        .err()
-                        .unwrap_or_default();
-                    bad.push(format!("the answer could not be re-traced: {e}"));
-                    return Err(bad);
-                }
-            },
-        };
-        let mut bad = verify_stored_answer(stored, receipt, retraced.as_ref())
-            .err()
-            .unwrap_or_default();
-        if let Some(problem) = self.check_contributors_part(receipt) {
-            bad.push(problem);
-        }
-        if bad.is_empty() {
-            Ok(())
-        } else {
-            Err(bad)
-        }
-    }
-
-    /// The contributor lines of a weighted receipt must add up to the
-    /// contributors' part of the fee under the governed fee split (read
-    /// now: a split changed by governance after the receipt reads as a
-    /// mismatch, which the message says).
-    fn check_contributors_part(&self, receipt: &InferenceReceipt) -> Option<String> {
-        if receipt.weights.is_empty() {
-            return None;
-        }
-        let split = match self.chain.ledger().params() {
-            Ok(p) => p.fee_split,
-            Err(e) => return Some(format!("cannot read the fee split: {e}")),
-        };
-        let parts = split_by_bps(
-            receipt.fee,
-            &[
-                split.contributors_bps,
-                split.adapter_owner_bps,
-                split.base_model_owner_bps,
-                split.stakers_bps,
-                split.treasury_bps,
-            ],
-        )
-        .ok()?;
-        let paid: u128 = receipt
-            .lines
-            .iter()
-            .filter(|l| matches!(l.role, PayoutRole::Contributor { .. }))
-            .map(|l| l.amount.0)
-            .sum();
-        (paid != parts[0].0).then(|| {
-            format!(
-                "the contributor lines pay {} OPEN, but the contributors' part of the fee {} OPEN is {} OPEN under the current fee split ({} bps)",
-                Amount(paid).to_open_string(),
-                receipt.fee.to_open_string(),
-                parts[0].to_open_string(),
-                split.contributors_bps
-            )
-        })
+        let split = self
+            .chain
+            .ledger()
+            .params()
+            .map(|p| p.fee_split)
+            .map_err(|e| e.to_string());
+        self.attribution.verify(stored, receipt, split)
     }
 
     /// Keeps the prompt and answer of a receipt.
@@ -476,226 +298,3 @@ pub(crate) fn receipts_dir(home: &NodeHome) -> PathBuf {
 #[cfg(test)]
 #[path = "serving_tests.rs"]
 mod tests;
-
-/// Checks a stored answer against its on-chain receipt and against a fresh
-/// re-run of its token attribution (`retraced`, from [`Serving::verify`]).
-///
-/// Checked: the receipt is the one stored; its payout lines sum to its fee;
-/// the stored evidence is sealed (its hash matches its content) and is what
-/// the receipt's evidence hash names; the receipt's method, weights and
-/// fallback flag are the evidence's; the re-run over the stored answer text
-/// reproduces the evidence exactly (a different answer hash means the
-/// stored answer was edited); and each contributor payout line is the
-/// largest-remainder split of the contributors' part by those weights, paid
-/// to the contribution's contributor. An answer settled without a trace
-/// (`attribution: None`) must carry the fallback method, no weights and the
-/// prompt-and-answer hash. `Err` lists every mismatch, each naming what
-/// differs.
-pub fn verify_stored_answer(
-    stored: &StoredAnswer,
-    receipt: &InferenceReceipt,
-    retraced: Option<&AttributionEvidence>,
-) -> Result<(), Vec<String>> {
-    let mut bad = Vec::new();
-    if receipt.id != stored.receipt {
-        bad.push(format!(
-            "receipt id {} != stored {}",
-            receipt.id, stored.receipt
-        ));
-    }
-    let sum: u128 = receipt.lines.iter().map(|l| l.amount.0).sum();
-    if sum != receipt.fee.0 {
-        bad.push(format!(
-            "payout lines sum to {sum}, fee is {}",
-            receipt.fee.0
-        ));
-    }
-    if stored.evidence_hash != receipt.evidence_hash {
-        bad.push(format!(
-            "the stored evidence hash {} is not the receipt's {}",
-            stored.evidence_hash, receipt.evidence_hash
-        ));
-    }
-    match &stored.attribution {
-        None => {
-            let again = StoredAnswer::hash_of(&stored.prompt, &stored.answer);
-            if again != receipt.evidence_hash {
-                bad.push(format!(
-                    "the stored prompt and answer hash to {again}, not the receipt's evidence hash {} (answer edited)",
-                    receipt.evidence_hash
-                ));
-            }
-            if receipt.method != FALLBACK_METHOD || !receipt.weights.is_empty() {
-                bad.push(format!(
-                    "an untraced answer must settle by {FALLBACK_METHOD:?} with no weights; the receipt says {:?} with {} weights",
-                    receipt.method,
-                    receipt.weights.len()
-                ));
-            }
-        }
-        Some(a) => check_attribution(a, receipt, retraced, &mut bad),
-    }
-    if bad.is_empty() {
-        Ok(())
-    } else {
-        Err(bad)
-    }
-}
-
-/// `DATANET@VERSION, …` (or `none`).
-fn versions_list(v: &[(DatanetId, u32)]) -> String {
-    if v.is_empty() {
-        return "none".into();
-    }
-    v.iter()
-        .map(|(d, n)| format!("{d}@{n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn check_attribution(
-    a: &StoredAttribution,
-    receipt: &InferenceReceipt,
-    retraced: Option<&AttributionEvidence>,
-    bad: &mut Vec<String>,
-) {
-    let ev = &a.evidence;
-    if receipt.datanets != a.datanets {
-        bad.push(format!(
-            "the receipt names datanet versions {}, the stored answer was traced against {}",
-            versions_list(&receipt.datanets),
-            versions_list(&a.datanets)
-        ));
-    }
-    if !ev.hash_is_valid() {
-        bad.push(format!(
-            "the stored evidence was edited: its content hashes to {}, it claims {}",
-            ev.compute_hash(),
-            ev.evidence_hash
-        ));
-    }
-    if ev.evidence_hash != receipt.evidence_hash {
-        bad.push(format!(
-            "the stored evidence hash {} is not the receipt's evidence hash {}",
-            ev.evidence_hash, receipt.evidence_hash
-        ));
-    }
-    // Spans, DataInf or both (the gradient part counts, §8).
-    let method = receipt_method(ev);
-    if receipt.method != method {
-        bad.push(format!(
-            "the receipt's method is {:?}, the evidence gives {method:?}",
-            receipt.method
-        ));
-    }
-    let weights: Vec<(ContributionId, u64)> = ev
-        .weights
-        .iter()
-        .map(|w| (w.contribution, w.weight))
-        .collect();
-    if receipt.weights != weights {
-        bad.push(format!(
-            "the receipt's weights {:?} are not the evidence's {:?}",
-            receipt.weights, weights
-        ));
-    }
-    if receipt.fallback != weights.is_empty() {
-        bad.push(format!(
-            "the receipt says fallback = {}, the evidence has {} weights",
-            receipt.fallback,
-            weights.len()
-        ));
-    }
-    match retraced {
-        None => bad.push("the answer's attribution was not re-run".into()),
-        Some(again) if again.answer_hash != ev.answer_hash => bad.push(format!(
-            "the stored answer text was edited: it tokenizes to answer hash {}, the answer behind the receipt's evidence hash had {}",
-            again.answer_hash.short(),
-            ev.answer_hash.short()
-        )),
-        Some(again)
-            if again.prompt.as_ref().map(|p| p.prompt_hash)
-                != ev.prompt.as_ref().map(|p| p.prompt_hash) =>
-        {
-            bad.push(format!(
-                "the stored prompt was edited: its words hash to prompt hash {}, the evidence behind the receipt committed to {}",
-                again.prompt.as_ref().map_or("none".into(), |p| p.prompt_hash.short()),
-                ev.prompt.as_ref().map_or("none".into(), |p| p.prompt_hash.short())
-            ))
-        }
-        Some(again) if again != ev => {
-            if again.index_versions != ev.index_versions {
-                bad.push(format!(
-                    "the indexes rebuilt now have content hashes {:?}, the evidence used {:?}",
-                    again.index_versions, ev.index_versions
-                ));
-            }
-            if again.spans != ev.spans {
-                bad.push(format!(
-                    "re-tracing finds {} spans, the evidence has {} (or they differ)",
-                    again.spans.len(),
-                    ev.spans.len()
-                ));
-            }
-            if again.weights != ev.weights {
-                bad.push("re-tracing gives other weights than the evidence".into());
-            }
-            if again.index_versions == ev.index_versions
-                && again.spans == ev.spans
-                && again.weights == ev.weights
-            {
-                bad.push("re-tracing does not reproduce the evidence exactly".into());
-            }
-        }
-        Some(_) => {}
-    }
-    // Contributor lines: the split of their total by the evidence's weights.
-    if !ev.weights.is_empty() {
-        let paid: Vec<(ContributionId, Address, Amount)> = receipt
-            .lines
-            .iter()
-            .filter_map(|l| match l.role {
-                PayoutRole::Contributor { contribution } => {
-                    Some((contribution, l.recipient, l.amount))
-                }
-                _ => None,
-            })
-            .collect();
-        let total = Amount(paid.iter().map(|p| p.2 .0).sum());
-        let w: Vec<u128> = ev.weights.iter().map(|w| u128::from(w.weight)).collect();
-        match split_by_weight(total, &w) {
-            Err(e) => bad.push(format!(
-                "the contributors' part cannot be split by the weights: {e}"
-            )),
-            Ok(amounts) => {
-                let expected: Vec<(ContributionId, Address, Amount)> = ev
-                    .weights
-                    .iter()
-                    .zip(amounts)
-                    .filter(|(_, amt)| !amt.is_zero())
-                    .map(|(w, amt)| (w.contribution, w.contributor, amt))
-                    .collect();
-                for e in &expected {
-                    if !paid.contains(e) {
-                        bad.push(format!(
-                            "no payout line pays {} OPEN to {} for contribution {}, as the weights require",
-                            e.2.to_open_string(),
-                            e.1,
-                            e.0
-                        ));
-                    }
-                }
-                for p in &paid {
-                    if !expected.contains(p) {
-                        bad.push(format!(
-                            "the payout line of {} OPEN to {} for contribution {} is not what the weights give",
-                            p.2.to_open_string(),
-                            p.1,
-                            p.0
-                        ));
-                    }
-                }
-            }
-        }
-    }
-}

@@ -248,8 +248,8 @@ mod attribution {
     use trib_types::{Address, Amount};
 
     use crate::attribution::tests::{alice_file, World, DISTINCTIVE};
-    use crate::attribution::{FALLBACK_METHOD, TOKEN_METHOD};
-    use crate::serving::{receipts_dir, StoredAnswer};
+    use crate::serving::receipts_dir;
+    use trib_attribution::answer::{StoredAnswer, DATANET_FALLBACK, TOKEN_SPANS};
 
     /// The question [`settle`] answers.
     const QUESTION: &str = "What do the village notes say about the quokkas?";
@@ -273,7 +273,7 @@ mod attribution {
         let alice_before = w.chain.account(&w.alice.address()).unwrap().account.balance;
         let (stored, receipt) = settle(&w, "facts-lora", &format!("The notes say: {DISTINCTIVE}"));
 
-        assert_eq!(receipt.method, TOKEN_METHOD);
+        assert_eq!(receipt.method, TOKEN_SPANS);
         assert!(!receipt.fallback);
         assert_eq!(receipt.weights, vec![(p.alice_contribution, 1_000_000_000)]);
         let a = stored.attribution.as_ref().unwrap();
@@ -393,7 +393,7 @@ mod attribution {
             "Who rehearses by the lighthouse, and when?",
             &format!("According to the notes, {DISTINCTIVE}"),
         );
-        assert_eq!(receipt.method, TOKEN_METHOD, "{:?}", stored.attribution);
+        assert_eq!(receipt.method, TOKEN_SPANS, "{:?}", stored.attribution);
         assert_eq!(receipt.weights, vec![(p.alice_contribution, 1_000_000_000)]);
         assert!(contributor_paid(&receipt, w.alice.address()) > 0);
         w.serving.verify(&stored, &receipt).unwrap();
@@ -407,18 +407,17 @@ mod attribution {
             &format!("Repeat after me: {DISTINCTIVE}"),
             DISTINCTIVE,
         );
-        assert_eq!(receipt.method, FALLBACK_METHOD, "{:?}", receipt.weights);
+        assert_eq!(receipt.method, DATANET_FALLBACK, "{:?}", receipt.weights);
         assert!(receipt.fallback && receipt.weights.is_empty());
         assert!(contributor_paid(&receipt, w.bob.address()) > 0);
         w.serving.verify(&stored, &receipt).unwrap();
         let plain = w
-            .serving
-            .catalog
+            .catalog()
             .trace(
                 &[(p.datanet, 1)],
                 None,
                 DISTINCTIVE,
-                &w.serving.trace_params,
+                w.serving.attribution.params(),
             )
             .unwrap();
         assert_eq!(
@@ -441,16 +440,15 @@ mod attribution {
         .unwrap();
         let (stored, receipt) = w.settle("facts-lora", &chat, &format!("Yes: {DISTINCTIVE}"));
         let a = stored.attribution.as_ref().unwrap();
-        assert_eq!(receipt.method, TOKEN_METHOD);
+        assert_eq!(receipt.method, TOKEN_SPANS);
         assert_eq!(receipt.weights, vec![(p.alice_contribution, 1_000_000_000)]);
         // No kept span covers "quokka orchestra": both words were asked.
-        let tokens = w.serving.catalog.tokens().encode(&stored.answer).unwrap();
+        let tokens = w.catalog().tokens().encode(&stored.answer).unwrap();
         for s in &a.evidence.spans {
             let text = w
-                .serving
-                .catalog
+                .catalog()
                 .tokens()
-                .decode_for_test(&tokens[s.start as usize..s.end as usize]);
+                .decode(&tokens[s.start as usize..s.end as usize]);
             assert!(
                 !text.contains("quokka") && !text.contains("orchestra"),
                 "{text}"
@@ -486,7 +484,7 @@ mod attribution {
             "bob's copy (in the second index) is retrieved: {rows:?}"
         );
         assert!(rows.iter().all(|r| r.credited == p.alice_contribution));
-        assert_eq!(receipt.method, TOKEN_METHOD);
+        assert_eq!(receipt.method, TOKEN_SPANS);
         assert_eq!(receipt.weights, vec![(p.alice_contribution, 1_000_000_000)]);
         assert!(receipt.weights.iter().all(|(c, _)| *c != ids[0]));
         assert!(contributor_paid(&receipt, w.alice.address()) > 0);
@@ -556,17 +554,16 @@ mod attribution {
         w.register_adapter("orders-lora", vec![(p.datanet, 1), (orders, 1)]);
 
         let (_, receipt) = settle(&w, "orders-lora", &format!("{FORMULA}, nothing more."));
-        assert_eq!(receipt.method, FALLBACK_METHOD, "{:?}", receipt.weights);
+        assert_eq!(receipt.method, DATANET_FALLBACK, "{:?}", receipt.weights);
         assert!(receipt.weights.is_empty());
         // Control: it is the count threshold that drops the formula; with a
         // looser one it is a span found in all 20 of bob's rows.
         let loose = trib_attribution::TraceParams {
             max_span_count: 100,
-            ..w.serving.trace_params.clone()
+            ..w.serving.attribution.params().clone()
         };
         let t = w
-            .serving
-            .catalog
+            .catalog()
             .trace(
                 &[(p.datanet, 1), (orders, 1)],
                 None,
@@ -582,7 +579,7 @@ mod attribution {
             "orders-lora",
             &format!("{FORMULA}, and as the notes say: {DISTINCTIVE}"),
         );
-        assert_eq!(receipt.method, TOKEN_METHOD);
+        assert_eq!(receipt.method, TOKEN_SPANS);
         assert_eq!(receipt.weights, vec![(p.alice_contribution, 1_000_000_000)]);
         assert!(receipt.weights.iter().all(|(c, _)| *c != ids[0]));
         assert_eq!(contributor_paid(&receipt, w.bob.address()), 0);
@@ -594,7 +591,7 @@ mod attribution {
         let w = World::new();
         let p = w.publish_and_register();
         let (stored, receipt) = settle(&w, "facts-lora", "I could not find anything, sorry.");
-        assert_eq!(receipt.method, FALLBACK_METHOD);
+        assert_eq!(receipt.method, DATANET_FALLBACK);
         assert!(receipt.fallback && receipt.weights.is_empty());
         // The ledger's rule: the contributors' part goes to the adapter's
         // datanet contributions pro rata by rows, bob's included.
@@ -612,14 +609,14 @@ mod attribution {
         let p = w.publish_and_register();
         let answer = format!("The notes say: {DISTINCTIVE}");
         let (_, first) = settle(&w, "facts-lora", &answer);
-        assert_eq!(first.method, TOKEN_METHOD);
-        let builds = w.serving.catalog.builds();
+        assert_eq!(first.method, TOKEN_SPANS);
+        let builds = w.catalog().builds();
         assert_eq!(builds, 1);
-        let dir = w.serving.catalog.dir(&p.datanet, 1);
+        let dir = w.catalog().dir(&p.datanet, 1);
         // An unchanged index is not rebuilt (nor re-hashed).
         let (_, again) = settle(&w, "facts-lora", &answer);
         assert_eq!(again.weights, first.weights);
-        assert_eq!(w.serving.catalog.builds(), builds);
+        assert_eq!(w.catalog().builds(), builds);
 
         type Damage = (&'static str, fn(&std::path::Path));
         let damage: [Damage; 4] = [
@@ -654,11 +651,11 @@ mod attribution {
         for (n, (what, hurt)) in damage.into_iter().enumerate() {
             hurt(&dir);
             let (stored, receipt) = settle(&w, "facts-lora", &answer);
-            assert_eq!(receipt.method, TOKEN_METHOD, "after {what}");
+            assert_eq!(receipt.method, TOKEN_SPANS, "after {what}");
             assert_eq!(receipt.weights, first.weights, "after {what}");
             assert!(contributor_paid(&receipt, w.alice.address()) > 0);
             assert_eq!(
-                w.serving.catalog.builds(),
+                w.catalog().builds(),
                 builds + n as u64 + 1,
                 "{what}: rebuilt once"
             );
@@ -672,16 +669,11 @@ mod attribution {
         let p = w.publish_and_register();
         let (stored, receipt) = settle(&w, "facts-lora", &format!("Quote: {DISTINCTIVE}"));
         std::fs::remove_dir_all(w.home.root().join("indexes")).unwrap();
-        let c = crate::attribution::IndexCatalog::new(
-            w.home.root().join("indexes"),
-            w.datanets.clone(),
-            w.chain.clone(),
-            std::sync::Arc::new(w.serving.catalog.tokens().clone()),
-        );
+        let c = w.fresh_catalog(w.catalog().tokens().clone());
         let t = c
             .trace(
                 &[(p.datanet, 1)],
-                Some(&crate::attribution::prompt_words(&stored.prompt)),
+                Some(&trib_attribution::answer::prompt_words(&stored.prompt)),
                 &stored.answer,
                 &stored.attribution.as_ref().unwrap().params,
             )
@@ -719,7 +711,7 @@ mod attribution {
         )
         .await;
         assert_eq!(status, 200, "{v}");
-        assert_eq!(v["method"], TOKEN_METHOD);
+        assert_eq!(v["method"], TOKEN_SPANS);
         assert_eq!(v["datanets"][0], format!("{}@1", p.datanet));
         let span = &v["spans"][0];
         assert!(span["text"].as_str().unwrap().contains("quokka"), "{v}");

@@ -26,7 +26,9 @@ use trib_types::{Address, ReceiptId};
 
 use super::ApiError;
 use crate::chain::Chain;
-use crate::serving::{answer_path, Serving, StoredAnswer};
+use trib_attribution::answer::StoredAnswer;
+
+use crate::serving::{answer_path, Serving};
 
 /// Longest text `POST /v1/attribution/trace` accepts, in bytes.
 pub(crate) const MAX_TRACE_TEXT_BYTES: usize = 16 * 1024;
@@ -143,12 +145,13 @@ async fn trace(
     let view = tokio::task::spawn_blocking(move || {
         let versions = serving.versions_of(&target)?;
         serving
-            .catalog
+            .attribution
+            .catalog()
             .trace(
                 &versions,
                 b.prompt.as_deref(),
                 &b.text,
-                &serving.trace_params,
+                serving.attribution.params(),
             )
             .map(|t| t.view(top))
             .map_err(|e| e.to_string())
