@@ -27,6 +27,8 @@ mod catalog;
 mod gradient;
 mod method;
 mod params;
+#[cfg(test)]
+mod tests;
 mod tokens;
 mod verify;
 mod view;
