@@ -158,13 +158,13 @@ pub(crate) mod tests {
     use crate::config::NodeConfig;
     use crate::home::{InitOptions, NodeHome};
     use crate::serving::Serving;
-    use trib_client::wire::CreateDatanetRequest;
     use std::path::Path;
     use std::time::Instant;
     use trib_attribution::answer::{
         answer_trace_params, SpanRowView, CHECKSUMS, DATANET_FALLBACK, INDEX_FILES, TOKEN_SPANS,
     };
     use trib_attribution::{SuffixIndex, TraceParams};
+    use trib_client::wire::CreateDatanetRequest;
     use trib_ledger::{Action, CurationMode, DataType, Transaction, Visibility};
     use trib_types::{AdapterId, Amount, SecretKey};
     use trib_types::{Address, ContributionId, Hash};

@@ -109,7 +109,11 @@ impl RunningNode {
         // The eager token indexer (attribution.rs) of a serving node,
         // stopped with the node.
         let indexer = services.serving.as_ref().map(|s| {
-            crate::attribution::spawn_indexer(s.attribution.catalog().clone(), INDEXER_INTERVAL, stop_rx.clone())
+            crate::attribution::spawn_indexer(
+                s.attribution.catalog().clone(),
+                INDEXER_INTERVAL,
+                stop_rx.clone(),
+            )
         });
         let threads = NodeThreads {
             engine: services.serving.as_ref().map(|s| s.engine.clone()),
