@@ -33,7 +33,7 @@ impl DatanetRows for NodeRows {
         let rows = self
             .datanets
             .index_rows(datanet, version)
-            .map_err(|e| e.message)?;
+            .map_err(|e| e.to_string())?;
         Ok(rows
             .into_iter()
             .map(|r| VersionRow {

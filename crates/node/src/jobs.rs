@@ -113,7 +113,7 @@ impl DatanetResolver for NodeResolver {
             .map_err(|_| format!("{name}@{version}: the node resolves numbered versions only"))?;
         self.datanets
             .resolve_rows(name, v, self.owner.as_ref())
-            .map_err(|e| e.message)
+            .map_err(|e| e.to_string())
     }
 }
 

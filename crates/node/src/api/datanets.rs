@@ -3,7 +3,8 @@
 //! Everything that changes the ledger is a transaction the user signs; these
 //! routes prepare and explain it (docs/node.md, "Datanets"). Reads of a
 //! permissioned datanet's rows (rows, export) and of contributor histories
-//! are authenticated by a signed request ([`crate::datanets::signed_read`]).
+//! are authenticated by a signed request ([`super::signed_read`]). The
+//! service's [`DatanetServiceError`] becomes a status and a code here.
 
 use std::sync::Arc;
 
@@ -15,11 +16,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use serde::Deserialize;
-use trib_datanet::{FileKind, PageRequest};
+use trib_datanet::{DatanetError, FileKind, PageRequest};
 use trib_types::Address;
 
+use super::signed_read::{self, ReplayGuard};
 use super::{ApiError, AppState};
-use crate::datanets::{signed_read, DatanetService};
+use crate::datanets::{signed_read as signing, DatanetService, DatanetServiceError};
 use trib_client::wire::{
     ContributionResponse, ContributionView, CreateDatanetBody, CreateDatanetResponse, DatanetView,
     LeaderboardEntry, PageView, PublishPlan, RowView, VersionView,
@@ -27,13 +29,68 @@ use trib_client::wire::{
 
 type Svc = Arc<DatanetService>;
 
-/// What the datanet routes share: the service and the node's request-body
+/// What the datanet routes share: the service, the node's request-body
 /// limit (uploads stream past axum's body extractors, so they apply it
-/// themselves).
+/// themselves) and the replay guard of signed reads.
 #[derive(Clone)]
 struct Routes {
     svc: Svc,
     max_request_bytes: usize,
+    replays: Arc<ReplayGuard>,
+}
+
+impl From<DatanetServiceError> for ApiError {
+    fn from(e: DatanetServiceError) -> Self {
+        use DatanetServiceError as E;
+        use StatusCode as S;
+        // Ledger errors map as everywhere else (api/error.rs).
+        let e = match e {
+            E::Ledger(l) => return l.into(),
+            other => other,
+        };
+        let (status, code) = match &e {
+            E::Store(store) => store_status(store),
+            E::UnknownDatanet { .. }
+            | E::UnknownDatanetId { .. }
+            | E::NoDescriptor { .. }
+            | E::NotPublished { .. }
+            | E::PastLatest { .. } => (S::NOT_FOUND, "not_found"),
+            E::ExistsOnLedger { .. } | E::DifferentDescriptor { .. } => {
+                (S::CONFLICT, "datanet_exists")
+            }
+            E::SignatureRequired { .. } => (S::UNAUTHORIZED, "missing_signature"),
+            E::NoAccess { .. } => (S::FORBIDDEN, "no_access"),
+            E::Ledger(_)
+            | E::RootMismatch { .. }
+            | E::VersionGap { .. }
+            | E::BadExportRow { .. } => (S::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiError {
+            status,
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The status and code of a datanet store error.
+fn store_status(e: &DatanetError) -> (StatusCode, &'static str) {
+    use StatusCode as S;
+    match e {
+        DatanetError::NotFound { .. } => (S::NOT_FOUND, "not_found"),
+        DatanetError::DatanetExists(_) => (S::CONFLICT, "datanet_exists"),
+        DatanetError::ContributionExists(_) => (S::CONFLICT, "contribution_exists"),
+        DatanetError::NotPending { .. } => (S::CONFLICT, "not_pending"),
+        DatanetError::NothingToPublish(_) => (S::CONFLICT, "nothing_to_publish"),
+        DatanetError::InvalidDescriptor { .. } => (S::UNPROCESSABLE_ENTITY, "invalid_descriptor"),
+        DatanetError::Parse { .. } => (S::UNPROCESSABLE_ENTITY, "unparsable_file"),
+        DatanetError::Io { .. }
+        | DatanetError::ObjectStore(_)
+        | DatanetError::Store(_)
+        | DatanetError::Decode(_)
+        | DatanetError::CorruptBlob { .. } => (S::INTERNAL_SERVER_ERROR, "internal"),
+        _ => (S::UNPROCESSABLE_ENTITY, "invalid_datanet_input"),
+    }
 }
 
 impl axum::extract::FromRef<Routes> for Svc {
@@ -59,16 +116,17 @@ pub(crate) fn routes(svc: Svc, max_request_bytes: usize) -> Router<AppState> {
         .with_state(Routes {
             svc,
             max_request_bytes,
+            replays: Arc::default(),
         })
 }
 
 /// Runs a blocking store call off the async workers.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    f: impl FnOnce() -> Result<T, DatanetServiceError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
+    Ok(tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ApiError::internal(format!("datanet task failed: {e}")))?
+        .map_err(|e| ApiError::internal(format!("datanet task failed: {e}")))??)
 }
 
 fn parse_address(s: &str) -> Result<Address, ApiError> {
@@ -79,7 +137,7 @@ fn parse_address(s: &str) -> Result<Address, ApiError> {
 
 /// The verified signer of this request (`None`: anonymous), or a 401.
 fn signer(
-    s: &DatanetService,
+    r: &Routes,
     headers: &HeaderMap,
     method: &Method,
     uri: &Uri,
@@ -90,8 +148,8 @@ fn signer(
         method.as_str(),
         path_and_query,
         b"",
-        signed_read::now(),
-        &s.replays,
+        signing::now(),
+        &r.replays,
     )
 }
 
@@ -332,7 +390,7 @@ async fn contributions(
 }
 
 async fn history(
-    State(s): State<Svc>,
+    State(r): State<Routes>,
     Path(address): Path<String>,
     method: Method,
     uri: Uri,
@@ -341,7 +399,8 @@ async fn history(
 ) -> Result<Json<PageView<ContributionView>>, ApiError> {
     let Query(page) = page?;
     let who = parse_address(&address)?;
-    let reader = signer(&s, &headers, &method, &uri)?;
+    let reader = signer(&r, &headers, &method, &uri)?;
+    let s = r.svc;
     let (items, next) = blocking(move || s.history(&who, &page, reader.as_ref())).await?;
     Ok(Json(PageView { items, next }))
 }
@@ -361,7 +420,7 @@ async fn versions(
 }
 
 async fn rows(
-    State(s): State<Svc>,
+    State(r): State<Routes>,
     Path((name, version)): Path<(String, String)>,
     method: Method,
     uri: Uri,
@@ -370,7 +429,8 @@ async fn rows(
 ) -> Result<Json<PageView<RowView>>, ApiError> {
     let Query(page) = page?;
     let version = parse_version(&version)?;
-    let reader = signer(&s, &headers, &method, &uri)?;
+    let reader = signer(&r, &headers, &method, &uri)?;
+    let s = r.svc;
     let (items, next) = blocking(move || {
         s.authorize_read(&name, reader.as_ref())?;
         s.rows(&name, version, &page)
@@ -380,14 +440,15 @@ async fn rows(
 }
 
 async fn export(
-    State(s): State<Svc>,
+    State(r): State<Routes>,
     Path((name, version)): Path<(String, String)>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let version = parse_version(&version)?;
-    let reader = signer(&s, &headers, &method, &uri)?;
+    let reader = signer(&r, &headers, &method, &uri)?;
+    let s = r.svc;
     let bytes = blocking(move || {
         s.authorize_read(&name, reader.as_ref())?;
         s.export(&name, version)

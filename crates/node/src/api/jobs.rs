@@ -2,7 +2,7 @@
 //! follow progress as server-sent events, cancel.
 //!
 //! A submission that names an owner (`?owner=ADDR`) must be a signed request
-//! from that owner ([`crate::datanets::signed_read`], the same headers and
+//! from that owner ([`super::signed_read`], the same headers and
 //! checks as permissioned datanet reads): the owner's address is what the job
 //! reads permissioned datanets as, so it cannot be taken on trust. A signed
 //! submission without `owner` is owned by its signer; an unsigned one without
@@ -23,8 +23,8 @@ use tokio::sync::broadcast;
 
 use trib_types::Address;
 
+use super::signed_read::{self, ReplayGuard};
 use super::{ApiError, AppState};
-use crate::datanets::signed_read;
 use crate::jobs::{JobError, JobQueue};
 use trib_client::wire::JobView;
 
@@ -51,7 +51,7 @@ impl From<JobError> for ApiError {
 #[derive(Clone)]
 struct Routes {
     q: JobQueue,
-    replays: Arc<signed_read::ReplayGuard>,
+    replays: Arc<ReplayGuard>,
 }
 
 impl axum::extract::FromRef<Routes> for JobQueue {
@@ -133,7 +133,7 @@ async fn submit(
         method.as_str(),
         path_and_query,
         body.as_bytes(),
-        signed_read::now(),
+        crate::datanets::signed_read::now(),
         &r.replays,
     )?;
     let owner = job_owner(claimed, signer)?;

@@ -12,10 +12,10 @@ use trib_ledger::{Params, Proposal, SignedTransaction, StateKey, StateProof};
 use trib_types::{Address, TxHash};
 
 use super::{ApiError, AppState};
+use crate::chain::{AccountState, ChainError, ChainTx};
 use trib_client::wire::{
     AccountView, BlockView, StatusView, SubmitResponse, SupplyView, TxStatus, TxView,
 };
-use crate::chain::{AccountState, ChainError, ChainTx};
 
 impl From<ChainError> for ApiError {
     fn from(e: ChainError) -> Self {

@@ -31,6 +31,7 @@ mod jobs;
 mod ledger;
 mod models;
 pub(crate) mod openai;
+mod signed_read;
 
 #[cfg(test)]
 mod tests;
