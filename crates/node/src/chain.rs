@@ -219,14 +219,15 @@ impl Chain {
     }
 
     pub(crate) fn tx(&self, hash: &TxHash) -> Result<Option<ChainTx>, ChainError> {
+        // Lock the pool before reading the ledger: `produce_block` moves a
+        // transaction from the pool into a committed block under this lock,
+        // so it is found in one or the other. Reading the ledger first could
+        // miss it there, then miss it in the pool it just left.
+        let pool = self.mempool();
         if let Some(rec) = self.ledger().tx(hash)? {
             return Ok(Some(ChainTx::Committed(rec)));
         }
-        Ok(self
-            .mempool()
-            .bodies
-            .get(hash)
-            .map(|tx| ChainTx::Pending(tx.clone())))
+        Ok(pool.bodies.get(hash).map(|tx| ChainTx::Pending(tx.clone())))
     }
 
     pub(crate) fn block(&self, height: u64) -> Result<Block, ChainError> {
