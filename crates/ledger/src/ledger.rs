@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use jmt::Sha256Jmt;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{Database, ReadableDatabase};
 use trib_types::{Address, Amount, BlockHash, Hash, SecretKey, Signature, TxHash};
 
 use crate::block::{tx_root, Block, BlockHeader, BlockOutcome, PhaseTimings, TxRecord};
-use crate::error::{LedgerError, TxError, VerifyError};
+use crate::error::{LedgerError, TxError};
 use crate::exec::{check_stateless, execute_block, genesis_writes, read_params, Signatures};
 use crate::genesis::{Genesis, Params};
 use crate::mempool::Mempool;
@@ -19,27 +19,16 @@ use crate::modules::route;
 use crate::proof::{StateProof, StateValue};
 use crate::state::{Account, BlockState, Proposal, StateKey, Supply};
 use crate::store::{
-    tree_update, write_tree_batch, MemoryTree, RedbState, RedbTree, BLOCKS, JMT_NODES, JMT_VALUES,
-    META, META_GENESIS, META_HEAD, STATE, TXS,
+    tree_update, write_tree_batch, RedbState, RedbTree, BLOCKS, JMT_NODES, JMT_VALUES, META,
+    META_GENESIS, META_HEAD, STATE, TXS,
 };
 use crate::tx::SignedTransaction;
 
-type StateWrites = HashMap<StateKey, Option<Vec<u8>>>;
+mod verify;
 
-/// What `verify_chain` checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VerifyReport {
-    /// Blocks replayed, genesis included.
-    pub blocks: u64,
-    /// Transactions replayed.
-    pub txs: u64,
-    /// The head's state root (equal to the replayed one).
-    pub state_root: Hash,
-    /// State entries compared against the current-state table.
-    pub state_entries: u64,
-    /// Wall time.
-    pub elapsed: Duration,
-}
+pub use verify::VerifyReport;
+
+type StateWrites = HashMap<StateKey, Option<Vec<u8>>>;
 
 /// The embedded ledger. `Send + Sync`: share it behind an `Arc`; reads run
 /// on snapshots concurrently with block production.
@@ -503,243 +492,6 @@ impl Ledger {
         })
     }
 
-    /// Replays every block from genesis into a fresh in-memory state and
-    /// checks each header (parent, time, producer signature), transactions
-    /// root, receipt and state root; then compares the stored current state
-    /// and state tree with the replayed ones. Reports the first mismatch.
-    /// `progress(done, total)` is called after each block.
-    pub fn verify_chain(
-        &self,
-        mut progress: impl FnMut(u64, u64),
-    ) -> Result<VerifyReport, VerifyError> {
-        let start = Instant::now();
-        let st = |e: redb::Error| VerifyError::Storage(e.to_string());
-        let txn = self.db.begin_read().map_err(|e| st(e.into()))?;
-        let meta = txn.open_table(META).map_err(|e| st(e.into()))?;
-        let blocks = txn.open_table(BLOCKS).map_err(|e| st(e.into()))?;
-        let txs = txn.open_table(TXS).map_err(|e| st(e.into()))?;
-        let head = match meta.get(META_HEAD).map_err(|e| st(e.into()))? {
-            Some(h) => u64::from_le_bytes(
-                h.value()
-                    .try_into()
-                    .map_err(|_| VerifyError::Genesis("the head record is not 8 bytes".into()))?,
-            ),
-            None => return Err(VerifyError::Genesis("the head record is missing".into())),
-        };
-        let genesis = self.genesis.clone();
-        let read_block =
-            |height: u64| -> Result<Block, VerifyError> {
-                let raw = blocks.get(height).map_err(|e| st(e.into()))?.ok_or(
-                    VerifyError::CorruptBlock {
-                        height,
-                        what: "block record missing".into(),
-                    },
-                )?;
-                borsh::from_slice::<Block>(raw.value()).map_err(|e| VerifyError::CorruptBlock {
-                    height,
-                    what: format!("block record does not decode: {e}"),
-                })
-            };
-
-        // Genesis.
-        let mut state: HashMap<StateKey, Vec<u8>> = HashMap::new();
-        let mut tree = MemoryTree::default();
-        let writes = genesis_writes(&genesis).map_err(|e| VerifyError::Genesis(e.to_string()))?;
-        let root = apply_memory(&mut state, &mut tree, 0, writes)?;
-        let g = read_block(0)?;
-        if g.header.parent != BlockHash(genesis.hash()) {
-            return Err(VerifyError::Genesis(
-                "block 0 does not commit to the stored genesis file".into(),
-            ));
-        }
-        if g.header.state_root != root {
-            return Err(VerifyError::StateRootMismatch {
-                height: 0,
-                stored: g.header.state_root,
-                computed: root,
-            });
-        }
-        progress(1, head + 1);
-
-        let mut prev = g.header;
-        let mut tx_count = 0u64;
-        for height in 1..=head {
-            let block = read_block(height)?;
-            let h = &block.header;
-            if h.height != height {
-                return Err(VerifyError::CorruptBlock {
-                    height,
-                    what: format!("header says height {}", h.height),
-                });
-            }
-            let expected_parent = prev.hash();
-            if h.parent != expected_parent {
-                return Err(VerifyError::ParentMismatch {
-                    height,
-                    stored: h.parent.0,
-                    expected: expected_parent.0,
-                });
-            }
-            if h.time_ms < prev.time_ms {
-                return Err(VerifyError::TimeWentBackwards {
-                    height,
-                    time_ms: h.time_ms,
-                    parent_time_ms: prev.time_ms,
-                });
-            }
-            if h.producer != genesis.producer || !h.verify_signature() {
-                return Err(VerifyError::BadProducerSignature { height });
-            }
-            let mut records = Vec::with_capacity(block.txs.len());
-            for (index, hash) in block.txs.iter().enumerate() {
-                let raw = txs
-                    .get(hash.0.as_bytes().as_slice())
-                    .map_err(|e| st(e.into()))?
-                    .ok_or_else(|| VerifyError::CorruptBlock {
-                        height,
-                        what: format!("transaction {index} ({hash}) is missing"),
-                    })?;
-                let rec: TxRecord =
-                    borsh::from_slice(raw.value()).map_err(|e| VerifyError::CorruptBlock {
-                        height,
-                        what: format!("transaction {index} ({hash}) does not decode: {e}"),
-                    })?;
-                if rec.height != height || rec.index as usize != index {
-                    return Err(VerifyError::CorruptBlock {
-                        height,
-                        what: format!(
-                            "transaction {hash} is recorded at {}:{}",
-                            rec.height, rec.index
-                        ),
-                    });
-                }
-                records.push(rec);
-            }
-            let recomputed: Vec<TxHash> = records.iter().map(|r| r.tx.hash()).collect();
-            let computed_root = tx_root(&recomputed);
-            if computed_root != h.tx_root {
-                return Err(VerifyError::TxRootMismatch {
-                    height,
-                    stored: h.tx_root,
-                    computed: computed_root,
-                });
-            }
-            let txs_in: Vec<SignedTransaction> = records.iter().map(|r| r.tx.clone()).collect();
-            let executed = execute_block(
-                &state,
-                height,
-                &genesis.chain_id,
-                txs_in,
-                Signatures::Verify,
-            )
-            .map_err(|e| VerifyError::CorruptBlock {
-                height,
-                what: e.to_string(),
-            })?;
-            if let Some(rej) = executed.rejected.first() {
-                let index = recomputed.iter().position(|x| *x == rej.hash).unwrap_or(0) as u32;
-                return Err(VerifyError::TxRejected {
-                    height,
-                    index,
-                    hash: rej.hash,
-                    error: rej.error.clone(),
-                });
-            }
-            for (index, ((_, receipt), rec)) in executed.included.iter().zip(&records).enumerate() {
-                if *receipt != rec.receipt {
-                    return Err(VerifyError::ReceiptMismatch {
-                        height,
-                        index: index as u32,
-                    });
-                }
-            }
-            if executed.end_block_events != block.end_block_events {
-                return Err(VerifyError::CorruptBlock {
-                    height,
-                    what: "end-block events differ from replay".into(),
-                });
-            }
-            let root = apply_memory(&mut state, &mut tree, height, executed.writes)?;
-            if root != h.state_root {
-                return Err(VerifyError::StateRootMismatch {
-                    height,
-                    stored: h.state_root,
-                    computed: root,
-                });
-            }
-            tx_count += records.len() as u64;
-            prev = block.header;
-            progress(height + 1, head + 1);
-        }
-
-        // The stored state must be the replayed state.
-        let stored_state = txn.open_table(STATE).map_err(|e| st(e.into()))?;
-        let mut seen = 0u64;
-        for entry in stored_state.iter().map_err(|e| st(e.into()))? {
-            let (k, v) = entry.map_err(|e| st(e.into()))?;
-            let key: StateKey =
-                borsh::from_slice(k.value()).map_err(|_| VerifyError::CurrentStateMismatch {
-                    height: head,
-                    key: format!("undecodable key {}", hex::encode(k.value())),
-                })?;
-            if state.get(&key).map(Vec::as_slice) != Some(v.value()) {
-                return Err(VerifyError::CurrentStateMismatch {
-                    height: head,
-                    key: key.to_string(),
-                });
-            }
-            seen += 1;
-        }
-        if seen != state.len() as u64 {
-            let stored_keys = stored_state.len().map_err(|e| st(e.into()))?;
-            let missing = state
-                .keys()
-                .find(|k| {
-                    stored_state
-                        .get(k.encode().as_slice())
-                        .ok()
-                        .flatten()
-                        .is_none()
-                })
-                .map(|k| k.to_string())
-                .unwrap_or_else(|| {
-                    format!("{stored_keys} stored entries vs {} replayed", state.len())
-                });
-            return Err(VerifyError::CurrentStateMismatch {
-                height: head,
-                key: missing,
-            });
-        }
-        let nodes = txn.open_table(JMT_NODES).map_err(|e| st(e.into()))?;
-        let values = txn.open_table(JMT_VALUES).map_err(|e| st(e.into()))?;
-        let reader = RedbTree {
-            nodes: &nodes,
-            values: &values,
-        };
-        let stored_root = Sha256Jmt::new(&reader)
-            .get_root_hash(head)
-            .map(|r| Hash(r.0))
-            .map_err(|e| {
-                VerifyError::Storage(format!("reading the stored state tree root: {e:#}"))
-            })?;
-        if stored_root != prev.state_root {
-            return Err(VerifyError::StoredTreeMismatch {
-                height: head,
-                stored: stored_root,
-                expected: prev.state_root,
-            });
-        }
-        let report = VerifyReport {
-            blocks: head + 1,
-            txs: tx_count,
-            state_root: prev.state_root,
-            state_entries: seen,
-            elapsed: start.elapsed(),
-        };
-        tracing::info!(target: "trib::ledger", blocks = report.blocks, txs = report.txs, "chain verified");
-        Ok(report)
-    }
-
     /// A Merkle proof of `key` (present or absent) against the state root of
     /// block `height` (default: the head).
     pub fn prove(&self, key: StateKey, height: Option<u64>) -> Result<StateProof, LedgerError> {
@@ -772,33 +524,6 @@ impl Ledger {
             proof,
         })
     }
-}
-
-/// Applies writes to the replay state and tree; returns the new root.
-fn apply_memory(
-    state: &mut HashMap<StateKey, Vec<u8>>,
-    tree: &mut MemoryTree,
-    version: u64,
-    writes: StateWrites,
-) -> Result<Hash, VerifyError> {
-    let value_set: Vec<(jmt::KeyHash, Option<Vec<u8>>)> = writes
-        .iter()
-        .map(|(k, v)| (k.key_hash(), v.clone()))
-        .collect();
-    let (root, update) = tree_update(&*tree, &value_set, version)
-        .map_err(|e| VerifyError::Storage(format!("replay state tree at {version}: {e:#}")))?;
-    tree.apply(update);
-    for (k, v) in writes {
-        match v {
-            Some(v) => {
-                state.insert(k, v);
-            }
-            None => {
-                state.remove(&k);
-            }
-        }
-    }
-    Ok(Hash(root.0))
 }
 
 #[cfg(test)]

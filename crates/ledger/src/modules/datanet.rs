@@ -556,10 +556,10 @@ impl Module for DatanetModule {
                 curation,
                 stake_per_contribution,
                 visibility,
-            } => {
-                let id = datanet_id(name);
-                let d = Datanet {
-                    id,
+            } => create_datanet(
+                state,
+                Datanet {
+                    id: datanet_id(name),
                     name: name.clone(),
                     owner: sender,
                     metadata_hash: *metadata_hash,
@@ -572,171 +572,33 @@ impl Module for DatanetModule {
                     accepted: 0,
                     rows_accepted: 0,
                     latest_version: 0,
-                };
-                state.put(StateKey::Datanet(id), &d);
-                state.emit(Event::DatanetCreated {
-                    id,
-                    name: name.clone(),
-                    owner: sender,
-                });
-                tracing::debug!(target: "trib::ledger::datanet", %id, name, "datanet created");
-            }
+                },
+            ),
             Action::Contribute {
                 datanet,
                 contribution,
                 rows_root,
                 rows,
                 bytes,
-            } => {
-                let mut d = load_datanet(state, datanet)?;
-                let stake = d.stake_per_contribution;
-                let mut acc = state.account(&sender)?;
-                if acc.balance < stake {
-                    return Err(TxError::InsufficientBalance {
-                        address: sender,
-                        have: acc.balance,
-                        need: stake,
-                    });
-                }
-                acc.balance = sub(acc.balance, stake, "balance")?;
-                state.put_account(sender, &acc);
-                let mut supply = state.supply()?;
-                supply.open = sub(supply.open, stake, "OPEN supply")?;
-                supply.escrowed = add(supply.escrowed, stake, "escrowed supply")?;
-                state.put_supply(&supply);
-                let deadline = height
-                    .checked_add(state.params().datanet_curation_period_blocks)
-                    .ok_or(TxError::Overflow {
-                        what: "curation deadline",
-                    })?;
-                let c = Contribution {
-                    id: *contribution,
-                    datanet: *datanet,
-                    contributor: sender,
-                    stake,
-                    rows_root: *rows_root,
-                    rows: *rows,
-                    bytes: *bytes,
-                    status: ContributionStatus::Pending,
-                    submitted_height: height,
-                    curation_deadline: deadline,
-                    decided_height: None,
-                    release_height: None,
-                    slashed: Amount::ZERO,
-                    votes: Vec::new(),
-                };
-                state.put(StateKey::Contribution(c.id), &c);
-                push_sorted(state, StateKey::CurationDeadlines(deadline), c.id)?;
-                push_sorted(state, StateKey::DatanetContributors(d.id), sender)?;
-                d.contributions += 1;
-                state.put(StateKey::Datanet(d.id), &d);
-                let mut r = reputation(state, &d.id, &sender)?;
-                r.contributions += 1;
-                state.put(StateKey::Reputation(d.id, sender), &r);
-                state.emit(Event::ContributionSubmitted {
-                    datanet: d.id,
-                    contribution: c.id,
-                    contributor: sender,
-                    stake,
-                });
-            }
+            } => contribute(
+                state,
+                sender,
+                datanet,
+                *contribution,
+                *rows_root,
+                (*rows, *bytes),
+            ),
             Action::Curate {
                 contribution,
                 accept: yes,
                 reason,
-            } => {
-                let mut c = load_contribution(state, contribution)?;
-                if c.status != ContributionStatus::Pending {
-                    return Err(TxError::NotPending {
-                        id: c.id,
-                        status: c.status.to_string(),
-                    });
-                }
-                let d = load_datanet(state, &c.datanet)?;
-                match d.curation {
-                    CurationMode::OwnerApproval => {
-                        require_owner("curate", &d, &sender)?;
-                        if *yes {
-                            accept(state, &mut c)?;
-                        } else {
-                            reject(state, &mut c, reason.clone())?;
-                        }
-                    }
-                    CurationMode::ValidatorVote { quorum_bps } => {
-                        if c.votes.iter().any(|v| v.voter == sender) {
-                            return Err(TxError::AlreadyVoted {
-                                voter: sender,
-                                contribution: c.id,
-                            });
-                        }
-                        let power = state.voting_power(&sender)?;
-                        if power.is_zero() {
-                            return Err(TxError::NoVotingPower {
-                                address: sender,
-                                contribution: c.id,
-                            });
-                        }
-                        c.votes.push(CurationVote {
-                            voter: sender,
-                            accept: *yes,
-                            power,
-                            reason: reason.clone(),
-                        });
-                        state.emit(Event::CurationVoted {
-                            contribution: c.id,
-                            voter: sender,
-                            accept: *yes,
-                            power,
-                        });
-                        let (for_, against) = tally(&c)?;
-                        let total = state.supply()?.gopen;
-                        if reaches(for_, quorum_bps, total) {
-                            accept(state, &mut c)?;
-                        } else if reaches(against, quorum_bps, total) {
-                            let why = rejection_reason(&c);
-                            reject(state, &mut c, why)?;
-                        }
-                    }
-                }
-                state.put(StateKey::Contribution(c.id), &c);
-            }
+            } => curate(state, sender, contribution, *yes, reason),
             Action::PublishVersion {
                 datanet,
                 root,
                 rows,
                 contributions,
-            } => {
-                let mut d = load_datanet(state, datanet)?;
-                require_owner("publish_version", &d, &sender)?;
-                for id in contributions {
-                    let c = load_contribution(state, id)?;
-                    if c.datanet != d.id || !c.status.is_accepted() {
-                        return Err(TxError::NotAccepted {
-                            id: c.id,
-                            status: c.status.to_string(),
-                        });
-                    }
-                }
-                d.latest_version = d.latest_version.checked_add(1).ok_or(TxError::Overflow {
-                    what: "version number",
-                })?;
-                let v = DatanetVersion {
-                    datanet: d.id,
-                    version: d.latest_version,
-                    root: *root,
-                    rows: *rows,
-                    contributions: contributions.clone(),
-                    height,
-                };
-                state.put(StateKey::DatanetVersion(d.id, v.version), &v);
-                state.put(StateKey::Datanet(d.id), &d);
-                state.emit(Event::VersionPublished {
-                    datanet: d.id,
-                    version: v.version,
-                    root: *root,
-                    rows: *rows,
-                });
-            }
+            } => publish_version(state, sender, datanet, *root, *rows, contributions),
             Action::GrantAccess { datanet, to } => {
                 state.put(
                     StateKey::DatanetAccess(*datanet, *to),
@@ -748,6 +610,7 @@ impl Module for DatanetModule {
                     datanet: *datanet,
                     to: *to,
                 });
+                Ok(())
             }
             Action::RevokeAccess { datanet, to } => {
                 state.delete(StateKey::DatanetAccess(*datanet, *to));
@@ -755,15 +618,13 @@ impl Module for DatanetModule {
                     datanet: *datanet,
                     to: *to,
                 });
+                Ok(())
             }
-            other => {
-                return Err(TxError::UnknownModule {
-                    module: "datanet",
-                    action: other.name(),
-                })
-            }
+            other => Err(TxError::UnknownModule {
+                module: "datanet",
+                action: other.name(),
+            }),
         }
-        Ok(())
     }
 
     /// Releases stakes whose challenge window ends now, then decides or
@@ -819,6 +680,213 @@ impl Module for DatanetModule {
         }
         Ok(())
     }
+}
+
+/// `CreateDatanet`: records the new datanet `d` (checked before: the name
+/// is valid and free).
+fn create_datanet(state: &mut TxBatch<'_, '_>, d: Datanet) -> Result<(), TxError> {
+    state.put(StateKey::Datanet(d.id), &d);
+    state.emit(Event::DatanetCreated {
+        id: d.id,
+        name: d.name.clone(),
+        owner: d.owner,
+    });
+    tracing::debug!(target: "trib::ledger::datanet", id = %d.id, name = d.name.as_str(), "datanet created");
+    Ok(())
+}
+
+/// `Contribute`: escrows the datanet's stake from `sender`, records the
+/// pending contribution with its curation deadline, and counts it for the
+/// datanet and the contributor's reputation. `size` is (rows, bytes).
+fn contribute(
+    state: &mut TxBatch<'_, '_>,
+    sender: Address,
+    datanet: &DatanetId,
+    contribution: ContributionId,
+    rows_root: Hash,
+    (rows, bytes): (u32, u64),
+) -> Result<(), TxError> {
+    let height = state.height();
+    let mut d = load_datanet(state, datanet)?;
+    let stake = d.stake_per_contribution;
+    escrow_stake(state, &sender, stake)?;
+    let deadline = height
+        .checked_add(state.params().datanet_curation_period_blocks)
+        .ok_or(TxError::Overflow {
+            what: "curation deadline",
+        })?;
+    let c = Contribution {
+        id: contribution,
+        datanet: *datanet,
+        contributor: sender,
+        stake,
+        rows_root,
+        rows,
+        bytes,
+        status: ContributionStatus::Pending,
+        submitted_height: height,
+        curation_deadline: deadline,
+        decided_height: None,
+        release_height: None,
+        slashed: Amount::ZERO,
+        votes: Vec::new(),
+    };
+    state.put(StateKey::Contribution(c.id), &c);
+    push_sorted(state, StateKey::CurationDeadlines(deadline), c.id)?;
+    push_sorted(state, StateKey::DatanetContributors(d.id), sender)?;
+    d.contributions += 1;
+    state.put(StateKey::Datanet(d.id), &d);
+    let mut r = reputation(state, &d.id, &sender)?;
+    r.contributions += 1;
+    state.put(StateKey::Reputation(d.id, sender), &r);
+    state.emit(Event::ContributionSubmitted {
+        datanet: d.id,
+        contribution: c.id,
+        contributor: sender,
+        stake,
+    });
+    Ok(())
+}
+
+/// Moves `stake` from `from`'s balance into the escrow.
+fn escrow_stake(state: &mut TxBatch<'_, '_>, from: &Address, stake: Amount) -> Result<(), TxError> {
+    let mut acc = state.account(from)?;
+    if acc.balance < stake {
+        return Err(TxError::InsufficientBalance {
+            address: *from,
+            have: acc.balance,
+            need: stake,
+        });
+    }
+    acc.balance = sub(acc.balance, stake, "balance")?;
+    state.put_account(*from, &acc);
+    let mut supply = state.supply()?;
+    supply.open = sub(supply.open, stake, "OPEN supply")?;
+    supply.escrowed = add(supply.escrowed, stake, "escrowed supply")?;
+    state.put_supply(&supply);
+    Ok(())
+}
+
+/// `Curate`: the owner's decision (owner approval) or one validator's vote
+/// (validator vote), on a pending contribution.
+fn curate(
+    state: &mut TxBatch<'_, '_>,
+    sender: Address,
+    contribution: &ContributionId,
+    yes: bool,
+    reason: &str,
+) -> Result<(), TxError> {
+    let mut c = load_contribution(state, contribution)?;
+    if c.status != ContributionStatus::Pending {
+        return Err(TxError::NotPending {
+            id: c.id,
+            status: c.status.to_string(),
+        });
+    }
+    let d = load_datanet(state, &c.datanet)?;
+    match d.curation {
+        CurationMode::OwnerApproval => {
+            require_owner("curate", &d, &sender)?;
+            if yes {
+                accept(state, &mut c)?;
+            } else {
+                reject(state, &mut c, reason.to_string())?;
+            }
+        }
+        CurationMode::ValidatorVote { quorum_bps } => {
+            vote(state, sender, &mut c, yes, reason)?;
+            let (for_, against) = tally(&c)?;
+            let total = state.supply()?.gopen;
+            if reaches(for_, quorum_bps, total) {
+                accept(state, &mut c)?;
+            } else if reaches(against, quorum_bps, total) {
+                let why = rejection_reason(&c);
+                reject(state, &mut c, why)?;
+            }
+        }
+    }
+    state.put(StateKey::Contribution(c.id), &c);
+    Ok(())
+}
+
+/// Records `voter`'s vote on `c` with its voting power (once per voter;
+/// zero power cannot vote).
+fn vote(
+    state: &mut TxBatch<'_, '_>,
+    voter: Address,
+    c: &mut Contribution,
+    yes: bool,
+    reason: &str,
+) -> Result<(), TxError> {
+    if c.votes.iter().any(|v| v.voter == voter) {
+        return Err(TxError::AlreadyVoted {
+            voter,
+            contribution: c.id,
+        });
+    }
+    let power = state.voting_power(&voter)?;
+    if power.is_zero() {
+        return Err(TxError::NoVotingPower {
+            address: voter,
+            contribution: c.id,
+        });
+    }
+    c.votes.push(CurationVote {
+        voter,
+        accept: yes,
+        power,
+        reason: reason.to_string(),
+    });
+    state.emit(Event::CurationVoted {
+        contribution: c.id,
+        voter,
+        accept: yes,
+        power,
+    });
+    Ok(())
+}
+
+/// `PublishVersion`: the owner publishes the next immutable version over
+/// accepted contributions of the datanet.
+fn publish_version(
+    state: &mut TxBatch<'_, '_>,
+    sender: Address,
+    datanet: &DatanetId,
+    root: Hash,
+    rows: u64,
+    contributions: &[ContributionId],
+) -> Result<(), TxError> {
+    let mut d = load_datanet(state, datanet)?;
+    require_owner("publish_version", &d, &sender)?;
+    for id in contributions {
+        let c = load_contribution(state, id)?;
+        if c.datanet != d.id || !c.status.is_accepted() {
+            return Err(TxError::NotAccepted {
+                id: c.id,
+                status: c.status.to_string(),
+            });
+        }
+    }
+    d.latest_version = d.latest_version.checked_add(1).ok_or(TxError::Overflow {
+        what: "version number",
+    })?;
+    let v = DatanetVersion {
+        datanet: d.id,
+        version: d.latest_version,
+        root,
+        rows,
+        contributions: contributions.to_vec(),
+        height: state.height(),
+    };
+    state.put(StateKey::DatanetVersion(d.id, v.version), &v);
+    state.put(StateKey::Datanet(d.id), &d);
+    state.emit(Event::VersionPublished {
+        datanet: d.id,
+        version: v.version,
+        root,
+        rows,
+    });
+    Ok(())
 }
 
 /// Power for and against a contribution.
