@@ -29,7 +29,9 @@ use crate::minhash::{MinHashSignature, MinHasher};
 use crate::parse::{FileKind, SourceFile};
 use crate::reputation::ReputationEvent;
 use crate::row::StoredRow;
-use crate::validate::{DedupIndex, QuotaUsage, ValidationReport, Validator};
+use crate::validate::{
+    DedupIndex, QuotaUsage, ValidatedContribution, ValidatedRow, ValidationReport, Validator,
+};
 use crate::version::{canonical_order, merkle_root, DatanetVersion, InclusionProof, VersionLeaf};
 
 /// Raw key/value pairs of a scan.
@@ -506,6 +508,54 @@ pub struct DatanetStore {
     write_lock: Mutex<()>,
 }
 
+/// Writes the accepted `rows` of the contribution stored under
+/// `contrib_key` (by `contributor`) with their dedup entries: the exact
+/// index (`row_index`) and, for rows with a MinHash signature, the LSH band
+/// keys and the signature.
+fn put_rows(
+    w: &WriteTransaction,
+    datanet_id: &DatanetId,
+    contrib_key: &[u8],
+    (contributor, contribution): (Address, ContributionId),
+    rows: Vec<ValidatedRow>,
+) -> Result<(), DatanetError> {
+    let d = datanet_id.0.as_bytes();
+    let mut stored_rows = w.open_table(ROWS)?;
+    let mut index = w.open_table(ROW_INDEX)?;
+    let mut lsh = w.open_table(LSH)?;
+    let mut sigs = w.open_table(SIGNATURES)?;
+    for row in rows {
+        let row_key = cat(&[contrib_key, &row.index.to_be_bytes()]);
+        let stored = StoredRow {
+            row_hash: row.row_hash,
+            contributor,
+            contribution,
+            index: row.index,
+            content: row.content,
+        };
+        stored_rows.insert(row_key.as_slice(), stored.encode().as_slice())?;
+        let dk = cat(&[d, row.row_hash.0.as_bytes()]);
+        index.insert(dk.as_slice(), row_key.as_slice())?;
+        if let Some(sig) = row.signature {
+            for (band, key) in row.band_keys.iter().enumerate() {
+                let lk = cat(&[
+                    d,
+                    &(band as u16).to_be_bytes(),
+                    &key.to_be_bytes(),
+                    row.row_hash.0.as_bytes(),
+                ]);
+                lsh.insert(lk.as_slice(), [].as_slice())?;
+            }
+            let s = StoredSignature {
+                signature: sig.0,
+                band_keys: row.band_keys,
+            };
+            sigs.insert(dk.as_slice(), s.encode().as_slice())?;
+        }
+    }
+    Ok(())
+}
+
 impl std::fmt::Debug for DatanetStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatanetStore").finish_non_exhaustive()
@@ -674,8 +724,7 @@ impl DatanetStore {
     ) -> Result<ValidationReport, DatanetError> {
         let datanet = self.datanet(datanet_id)?;
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let d = datanet_id.0.as_bytes();
-        let sub_key = cat(&[d, &contributor.0]);
+        let sub_key = cat(&[datanet_id.0.as_bytes(), &contributor.0]);
         let validated = {
             let r = self.db.begin_read()?;
             let quota = read_quota(&r, datanet_id, &contributor, day)?;
@@ -686,49 +735,78 @@ impl DatanetStore {
             };
             validator.validate_nth(&datanet, contributor, attempt, file, &quota, &index)?
         };
-        let report = validated.report;
-        if !report.is_accepted() {
-            let w = self.db.begin_write()?;
-            bump_u64(&mut w.open_table(SUBMISSIONS)?, &sub_key, 1)?;
-            let seq = get_w::<Counter>(&w, META, b"seq")?.map_or(1, |c| c.0 + 1);
-            put(&w, META, b"seq", &Counter(seq))?;
-            let rejection = report
-                .rejection
-                .as_ref()
-                .expect("a rejected report has a rejection");
-            let record = RejectedSubmission {
-                id: report.contribution,
-                datanet: *datanet_id,
-                contributor,
-                file_name: report.file_name.clone(),
-                file_hash: report.file_hash,
-                file_bytes: report.file_bytes,
-                seq,
-                day,
-                rows_total: report.rows.len() as u32,
-                duplicates_rejected: report.duplicates_rejected,
-                reason_code: rejection.code().to_string(),
-                reason: rejection.to_string(),
-            };
-            put(
-                &w,
-                VALIDATION_REJECTIONS,
-                &cat(&[d, &seq.to_be_bytes()]),
-                &record,
-            )?;
-            w.commit()?;
-            tracing::info!(
-                target: "trib::datanet",
-                contribution = %report.contribution,
-                reason = record.reason_code,
-                "recorded a submission rejected at validation"
-            );
-            return Ok(report);
+        if !validated.report.is_accepted() {
+            self.record_rejection(datanet_id, contributor, day, &sub_key, &validated.report)?;
+            return Ok(validated.report);
         }
+        blobs.put(file.bytes)?;
+        self.store_contribution(datanet_id, contributor, day, &sub_key, validated)
+    }
+
+    /// [`DatanetStore::submit`] of a file rejected at validation: counts the
+    /// submission and writes its [`RejectedSubmission`], nothing else.
+    fn record_rejection(
+        &self,
+        datanet_id: &DatanetId,
+        contributor: Address,
+        day: u64,
+        sub_key: &[u8],
+        report: &ValidationReport,
+    ) -> Result<(), DatanetError> {
+        let w = self.db.begin_write()?;
+        bump_u64(&mut w.open_table(SUBMISSIONS)?, sub_key, 1)?;
+        let seq = get_w::<Counter>(&w, META, b"seq")?.map_or(1, |c| c.0 + 1);
+        put(&w, META, b"seq", &Counter(seq))?;
+        let rejection = report
+            .rejection
+            .as_ref()
+            .expect("a rejected report has a rejection");
+        let record = RejectedSubmission {
+            id: report.contribution,
+            datanet: *datanet_id,
+            contributor,
+            file_name: report.file_name.clone(),
+            file_hash: report.file_hash,
+            file_bytes: report.file_bytes,
+            seq,
+            day,
+            rows_total: report.rows.len() as u32,
+            duplicates_rejected: report.duplicates_rejected,
+            reason_code: rejection.code().to_string(),
+            reason: rejection.to_string(),
+        };
+        put(
+            &w,
+            VALIDATION_REJECTIONS,
+            &cat(&[datanet_id.0.as_bytes(), &seq.to_be_bytes()]),
+            &record,
+        )?;
+        w.commit()?;
+        tracing::info!(
+            target: "trib::datanet",
+            contribution = %report.contribution,
+            reason = record.reason_code,
+            "recorded a submission rejected at validation"
+        );
+        Ok(())
+    }
+
+    /// [`DatanetStore::submit`] of a file accepted at validation: in one
+    /// transaction, the contribution as pending (record, pending and id
+    /// indexes, contributor history), the submission and quota counters,
+    /// and its rows ([`put_rows`]).
+    fn store_contribution(
+        &self,
+        datanet_id: &DatanetId,
+        contributor: Address,
+        day: u64,
+        sub_key: &[u8],
+        validated: ValidatedContribution,
+    ) -> Result<ValidationReport, DatanetError> {
+        let report = validated.report;
         let kind = report
             .kind
             .expect("an accepted contribution has a detected kind");
-        blobs.put(file.bytes)?;
         let w = self.db.begin_write()?;
         if w.open_table(CONTRIBUTION_IDS)?
             .get(report.contribution.0.as_bytes().as_slice())?
@@ -740,9 +818,9 @@ impl DatanetStore {
         }
         let seq = get_w::<Counter>(&w, META, b"seq")?.map_or(1, |c| c.0 + 1);
         put(&w, META, b"seq", &Counter(seq))?;
-        bump_u64(&mut w.open_table(SUBMISSIONS)?, &sub_key, 1)?;
+        bump_u64(&mut w.open_table(SUBMISSIONS)?, sub_key, 1)?;
         add_quota(&w, datanet_id, &contributor, day, report.file_bytes)?;
-        let contrib_key = cat(&[d, &seq.to_be_bytes()]);
+        let contrib_key = cat(&[datanet_id.0.as_bytes(), &seq.to_be_bytes()]);
         let record = ContributionRecord {
             id: report.contribution,
             datanet: *datanet_id,
@@ -770,41 +848,13 @@ impl DatanetStore {
             cat(&[&contributor.0, &seq.to_be_bytes()]).as_slice(),
             report.contribution.0.as_bytes().as_slice(),
         )?;
-        {
-            let mut rows = w.open_table(ROWS)?;
-            let mut index = w.open_table(ROW_INDEX)?;
-            let mut lsh = w.open_table(LSH)?;
-            let mut sigs = w.open_table(SIGNATURES)?;
-            for row in validated.rows {
-                let row_key = cat(&[&contrib_key, &row.index.to_be_bytes()]);
-                let stored = StoredRow {
-                    row_hash: row.row_hash,
-                    contributor,
-                    contribution: report.contribution,
-                    index: row.index,
-                    content: row.content,
-                };
-                rows.insert(row_key.as_slice(), stored.encode().as_slice())?;
-                let dk = cat(&[d, row.row_hash.0.as_bytes()]);
-                index.insert(dk.as_slice(), row_key.as_slice())?;
-                if let Some(sig) = row.signature {
-                    for (band, key) in row.band_keys.iter().enumerate() {
-                        let lk = cat(&[
-                            d,
-                            &(band as u16).to_be_bytes(),
-                            &key.to_be_bytes(),
-                            row.row_hash.0.as_bytes(),
-                        ]);
-                        lsh.insert(lk.as_slice(), [].as_slice())?;
-                    }
-                    let s = StoredSignature {
-                        signature: sig.0,
-                        band_keys: row.band_keys,
-                    };
-                    sigs.insert(dk.as_slice(), s.encode().as_slice())?;
-                }
-            }
-        }
+        put_rows(
+            &w,
+            datanet_id,
+            &contrib_key,
+            (contributor, report.contribution),
+            validated.rows,
+        )?;
         w.commit()?;
         tracing::info!(
             target: "trib::datanet",
