@@ -2,15 +2,16 @@
 //!
 //! [`BlobStore`] is the seam; [`LocalBlobStore`] keeps blobs in a local
 //! directory (the default), [`ObjectBlobStore`] in any `object_store` backend
-//! (S3-compatible with the `s3` feature, in-memory, local files).
+//! (S3-compatible with the `s3` feature, in-memory, local files) through the
+//! blocking bridge `trib-objstore` shares with the adapter store.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use futures::TryStreamExt;
-use object_store::{path::Path as ObjectPath, ObjectStore, PutPayload};
+use trib_objstore::object_store::ObjectStore;
+use trib_objstore::{BlockingStore, ObjStoreError, ObjectPath};
 use trib_types::Hash;
 
 use crate::error::DatanetError;
@@ -135,109 +136,60 @@ impl BlobStore for LocalBlobStore {
     }
 }
 
-/// Blobs in an `object_store` backend under a prefix, as `prefix/<hex>`.
+/// Blobs in an object store under a prefix, as `prefix/<hex>`, through the
+/// shared blocking bridge ([`trib_objstore::BlockingStore`], the one the
+/// adapter store uses too: same URLs, options and errors).
 ///
-/// The calls block: they run on a small runtime owned by the store (on a
-/// helper thread when called from inside another tokio runtime), so async
-/// callers should use `spawn_blocking`. A PUT is atomic in every
-/// `object_store` backend.
+/// The calls block (on the bridge's own runtime; from inside another tokio
+/// runtime on a scoped helper thread), so async callers should use
+/// `spawn_blocking`. A PUT is atomic in every `object_store` backend.
+#[derive(Debug)]
 pub struct ObjectBlobStore {
-    store: Arc<dyn ObjectStore>,
-    prefix: ObjectPath,
-    runtime: Option<tokio::runtime::Runtime>,
+    store: BlockingStore,
 }
 
-impl Drop for ObjectBlobStore {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks, which panics inside another runtime.
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-impl std::fmt::Debug for ObjectBlobStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectBlobStore")
-            .field("store", &self.store.to_string())
-            .field("prefix", &self.prefix)
-            .finish()
-    }
-}
-
-fn os_err(e: impl std::fmt::Display) -> DatanetError {
+fn os_err(e: ObjStoreError) -> DatanetError {
     DatanetError::ObjectStore(e.to_string())
 }
 
 impl ObjectBlobStore {
     /// Wraps a backend, keeping blobs under `prefix`.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Result<Self, DatanetError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("trib-blob-io")
-            .enable_all()
-            .build()
-            .map_err(|e| DatanetError::io("starting the object store runtime", "", e))?;
-        Ok(ObjectBlobStore {
-            store,
-            prefix: ObjectPath::from(prefix),
-            runtime: Some(runtime),
-        })
+        Ok(Self::from_store(
+            BlockingStore::new(store, prefix).map_err(os_err)?,
+        ))
+    }
+
+    /// Keeps blobs under the prefix of an opened bridge store.
+    pub fn from_store(store: BlockingStore) -> Self {
+        ObjectBlobStore { store }
     }
 
     /// An in-memory store (tests, demos).
     pub fn in_memory() -> Result<Self, DatanetError> {
-        Self::new(Arc::new(object_store::memory::InMemory::new()), "")
+        Ok(Self::from_store(
+            BlockingStore::in_memory().map_err(os_err)?,
+        ))
     }
 
     /// A store from a URL (`s3://bucket/prefix` with the `s3` feature,
     /// `memory:///`, `file:///path`) and options such as
     /// `aws_access_key_id`, `aws_secret_access_key`, `aws_endpoint`,
     /// `aws_region`, `aws_allow_http` (for MinIO and other S3-compatible
-    /// servers).
+    /// servers); see [`BlockingStore::open`].
     pub fn from_url<I, K, V>(url: &str, options: I) -> Result<Self, DatanetError>
     where
         I: IntoIterator<Item = (K, V)>,
         K: AsRef<str>,
         V: Into<String>,
     {
-        let parsed =
-            url::Url::parse(url).map_err(|e| os_err(format!("bad store URL {url:?}: {e}")))?;
-        let (store, prefix) = object_store::parse_url_opts(&parsed, options).map_err(os_err)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("trib-blob-io")
-            .enable_all()
-            .build()
-            .map_err(|e| DatanetError::io("starting the object store runtime", "", e))?;
-        Ok(ObjectBlobStore {
-            store: Arc::from(store),
-            prefix,
-            runtime: Some(runtime),
-        })
+        Ok(Self::from_store(
+            BlockingStore::open(url, options).map_err(os_err)?,
+        ))
     }
 
     fn path_of(&self, hash: &Hash) -> ObjectPath {
-        self.prefix.child(hash.to_hex())
-    }
-
-    /// Runs a future to completion on the store's runtime, from sync or
-    /// async callers alike.
-    fn block<F, T>(&self, fut: F) -> T
-    where
-        F: std::future::Future<Output = T> + Send,
-        T: Send,
-    {
-        let rt = self.runtime.as_ref().expect("the runtime lives until drop");
-        if tokio::runtime::Handle::try_current().is_ok() {
-            std::thread::scope(|s| {
-                s.spawn(|| rt.block_on(fut))
-                    .join()
-                    .expect("object store task panicked")
-            })
-        } else {
-            rt.block_on(fut)
-        }
+        self.store.key([hash.to_hex().as_str()])
     }
 }
 
@@ -247,43 +199,30 @@ impl BlobStore for ObjectBlobStore {
         if self.has(&hash)? {
             return Ok(hash);
         }
-        let path = self.path_of(&hash);
-        let payload = PutPayload::from(bytes.to_vec());
-        self.block(self.store.put(&path, payload)).map_err(os_err)?;
+        self.store
+            .put(&self.path_of(&hash), bytes.to_vec())
+            .map_err(os_err)?;
         Ok(hash)
     }
 
     fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>, DatanetError> {
-        let path = self.path_of(hash);
-        let res = self.block(async {
-            match self.store.get(&path).await {
-                Ok(r) => r.bytes().await.map(Some),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e),
-            }
-        });
-        match res.map_err(os_err)? {
-            Some(b) => verified(hash, b.to_vec()).map(Some),
+        match self.store.get(&self.path_of(hash), None).map_err(os_err)? {
+            Some(b) => verified(hash, b).map(Some),
             None => Ok(None),
         }
     }
 
     fn has(&self, hash: &Hash) -> Result<bool, DatanetError> {
-        let path = self.path_of(hash);
-        match self.block(self.store.head(&path)) {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(os_err(e)),
-        }
+        self.store.exists(&self.path_of(hash)).map_err(os_err)
     }
 
     fn list(&self) -> Result<Vec<Hash>, DatanetError> {
-        let metas: Vec<object_store::ObjectMeta> = self
-            .block(self.store.list(Some(&self.prefix)).try_collect())
-            .map_err(os_err)?;
-        let mut out: Vec<Hash> = metas
+        let mut out: Vec<Hash> = self
+            .store
+            .list()
+            .map_err(os_err)?
             .iter()
-            .filter_map(|m| m.location.filename().and_then(|n| n.parse().ok()))
+            .filter_map(|parts| parts.last().and_then(|n| n.parse().ok()))
             .collect();
         out.sort();
         Ok(out)

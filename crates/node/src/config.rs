@@ -4,6 +4,7 @@
 //! configuration and `trib init` writes the defaults out in full for the user
 //! to edit. Unknown keys are an error, so a typo is not silently ignored.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -48,6 +49,48 @@ pub struct NodeConfig {
     pub base_model: Option<std::path::PathBuf>,
     /// The OpenLoRA engine: adapter store, adapter cache and limits.
     pub serving: ServingConfig,
+    /// Datanets: where contributed files are kept.
+    pub datanets: DatanetsConfig,
+}
+
+/// The `[datanets]` table: where the raw contributed files go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatanetsConfig {
+    /// An object store URL for contributed files (named by their blake3
+    /// hash), in the same syntax as `[serving] adapter_store`:
+    /// `s3://bucket/prefix` (nodes built with trib-datanet's `s3` feature),
+    /// `file:///absolute/dir` or `memory:///`. The environment variable
+    /// `TRIB_DATANET_BLOBS`, when set and not empty, takes precedence.
+    /// Unset: `<home>/datanets/blobs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blob_store: Option<String>,
+    /// The store's backend options (`aws_region`, `aws_endpoint`, …); see
+    /// [`store_options`].
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub blob_store_options: BTreeMap<String, String>,
+}
+
+impl DatanetsConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.blob_store.as_deref() == Some("") {
+            return Err("[datanets] blob_store is empty: give a URL or leave it out".into());
+        }
+        Ok(())
+    }
+}
+
+/// The backend options an object store of the node opens with, the same
+/// for the adapter store and the datanet content store: the `AWS_*`
+/// variables among `vars`, lower-cased (`AWS_REGION` → `aws_region`), then
+/// the config file's `*_options` table, whose keys win.
+pub(crate) fn store_options(
+    configured: &BTreeMap<String, String>,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> BTreeMap<String, String> {
+    let mut options = trib_objstore::aws_env_options(vars);
+    options.extend(configured.iter().map(|(k, v)| (k.clone(), v.clone())));
+    options
 }
 
 /// The `[serving]` table: where adapters come from, how many bytes of them
@@ -63,6 +106,10 @@ pub struct ServingConfig {
     /// `file:///absolute/dir` or `memory:///`. Unset: `<home>/adapters`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adapter_store: Option<String>,
+    /// The adapter store's backend options (`aws_region`, `aws_endpoint`,
+    /// …), over those the `AWS_*` variables give; see [`store_options`].
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub adapter_store_options: BTreeMap<String, String>,
     /// Bytes of loaded adapter weights kept in memory (least recently used
     /// evicted first).
     pub adapter_cache_bytes: u64,
@@ -88,6 +135,7 @@ impl Default for ServingConfig {
         let limits = trib_serve::EngineLimits::default();
         ServingConfig {
             adapter_store: None,
+            adapter_store_options: BTreeMap::new(),
             adapter_cache_bytes: trib_serve::CacheConfig::default().capacity_bytes as u64,
             max_running: limits.max_running,
             max_queued: limits.max_queued,
@@ -155,6 +203,7 @@ impl Default for NodeConfig {
             producer_key: "producer".to_string(),
             base_model: None,
             serving: ServingConfig::default(),
+            datanets: DatanetsConfig::default(),
         }
     }
 }
@@ -176,7 +225,8 @@ impl NodeConfig {
         if self.max_request_bytes < 1024 {
             return Err("max_request_bytes must be at least 1024".into());
         }
-        self.serving.validate()
+        self.serving.validate()?;
+        self.datanets.validate()
     }
 
     /// Parses and validates TOML text; `path` only names the file in errors.
@@ -191,15 +241,34 @@ impl NodeConfig {
     }
 
     /// The TOML text `trib init` writes: every key, with a comment. The
-    /// `[serving]` table is written only when it differs from the defaults
-    /// (keys appended to the file then still land outside it).
+    /// `[serving]` and `[datanets]` tables are written only when they differ
+    /// from the defaults (keys appended to the file then still land outside
+    /// them).
     pub fn to_toml(&self) -> String {
+        /// A table under its name, sub-tables (`*_options`) included.
+        #[derive(Serialize)]
+        struct Table<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            serving: Option<&'a ServingConfig>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            datanets: Option<&'a DatanetsConfig>,
+        }
         let mut text = self.top_level_toml();
         if self.serving != ServingConfig::default() {
-            text.push_str(
-                "\n# OpenLoRA serving: adapter store, adapter cache and limits.\n[serving]\n",
-            );
-            text.push_str(&toml::to_string(&self.serving).expect("the serving table serialises"));
+            text.push_str("\n# OpenLoRA serving: adapter store, adapter cache and limits.\n");
+            let table = Table {
+                serving: Some(&self.serving),
+                datanets: None,
+            };
+            text.push_str(&toml::to_string(&table).expect("the serving table serialises"));
+        }
+        if self.datanets != DatanetsConfig::default() {
+            text.push_str("\n# Datanets: where contributed files are kept.\n");
+            let table = Table {
+                serving: None,
+                datanets: Some(&self.datanets),
+            };
+            text.push_str(&toml::to_string(&table).expect("the datanets table serialises"));
         }
         text
     }
@@ -274,6 +343,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_runing"), "{e}");
+    }
+
+    #[test]
+    fn both_object_stores_take_a_url_and_options_and_round_trip() {
+        let cfg = NodeConfig::from_toml(
+            "[serving]\nadapter_store = \"s3://models/adapters\"\n\
+             [serving.adapter_store_options]\naws_region = \"eu-west-1\"\n\
+             [datanets]\nblob_store = \"s3://data/blobs\"\n\
+             blob_store_options = { aws_endpoint = \"http://minio:9000\", aws_allow_http = \"true\" }",
+            Path::new("c"),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.serving.adapter_store.as_deref(),
+            Some("s3://models/adapters")
+        );
+        assert_eq!(cfg.serving.adapter_store_options["aws_region"], "eu-west-1");
+        assert_eq!(cfg.datanets.blob_store.as_deref(), Some("s3://data/blobs"));
+        assert_eq!(cfg.datanets.blob_store_options.len(), 2);
+        assert_eq!(
+            NodeConfig::from_toml(&cfg.to_toml(), Path::new("c")).unwrap(),
+            cfg
+        );
+        let e = NodeConfig::from_toml("[datanets]\nblob_store = \"\"", Path::new("c"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[datanets] blob_store is empty"), "{e}");
+        // The environment's AWS_* variables, then the file's options, which win.
+        let vars = [
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT", "http://env"),
+            ("HOME", "/h"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let opts = store_options(&cfg.serving.adapter_store_options, vars);
+        assert_eq!(
+            opts.into_iter().collect::<Vec<_>>(),
+            [("aws_endpoint", "http://env"), ("aws_region", "eu-west-1")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@ use trib_types::{
 };
 
 use crate::chain::Chain;
+use crate::config::{store_options, DatanetsConfig};
 
 /// One row of a published version, as the token-attribution index needs it.
 #[derive(Debug, Clone)]
@@ -190,49 +191,62 @@ fn today() -> u64 {
 }
 
 /// The environment variable naming an object store for contributed files
-/// instead of the home's `datanets/blobs` directory: `s3://bucket/prefix`
-/// (nodes built with `trib-datanet`'s `s3` feature), `file:///path` or
-/// `memory:///`. Its options come from the `AWS_*` variables, lower-cased
-/// (`AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
-/// `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP` for MinIO and other
-/// S3-compatible servers).
+/// instead of the home's `datanets/blobs` directory; when set and not empty
+/// it takes precedence over `[datanets] blob_store` in `config.toml`. Same
+/// URL syntax as the config key (and as `[serving] adapter_store`):
+/// `s3://bucket/prefix` (nodes built with `trib-datanet`'s `s3` feature),
+/// `file:///path` or `memory:///`; same options
+/// ([`crate::config::store_options`]: the `AWS_*` variables, lower-cased,
+/// then `[datanets] blob_store_options`).
 pub(crate) const BLOB_STORE_ENV: &str = "TRIB_DATANET_BLOBS";
 
-/// The content store for raw files, from the environment `vars`.
+/// The content store for raw files: the object store [`BLOB_STORE_ENV`] in
+/// `vars` or `config` names, else `<dir>/blobs`.
 fn blob_store(
     dir: &Path,
+    config: &DatanetsConfig,
     vars: impl Iterator<Item = (String, String)>,
 ) -> Result<Box<dyn BlobStore>, DatanetError> {
     let vars: Vec<(String, String)> = vars.collect();
-    let url = vars
+    let from_env = vars
         .iter()
         .find(|(k, v)| k == BLOB_STORE_ENV && !v.is_empty())
         .map(|(_, v)| v.clone());
-    let Some(url) = url else {
-        return Ok(Box::new(LocalBlobStore::open(dir.join("blobs"))?));
+    let (url, named_by) = match (from_env, &config.blob_store) {
+        (Some(url), _) => (url, BLOB_STORE_ENV),
+        (None, Some(url)) => (url.clone(), "[datanets] blob_store"),
+        (None, None) => return Ok(Box::new(LocalBlobStore::open(dir.join("blobs"))?)),
     };
-    let options: Vec<(String, String)> = vars
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("AWS_"))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect();
+    let options = store_options(&config.blob_store_options, vars);
     let store = ObjectBlobStore::from_url(&url, options).map_err(|e| {
         DatanetError::Store(format!(
-            "{BLOB_STORE_ENV}={url:?} is not a usable object store: {e}"
+            "{named_by}={url:?} is not a usable object store: {e}"
         ))
     })?;
-    tracing::info!(target: "trib::node::datanets", url, "contributed files go to an object store");
+    tracing::info!(target: "trib::node::datanets", url, named_by, "contributed files go to an object store");
     Ok(Box::new(store))
 }
 
 impl DatanetService {
-    /// Opens (or creates) the store under `dir`.
+    /// Opens (or creates) the store under `dir`, contributed files in
+    /// `<dir>/blobs` unless the environment names an object store.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn open(dir: &Path, chain: Arc<Chain>) -> Result<Self, DatanetError> {
+        Self::open_configured(dir, chain, &DatanetsConfig::default())
+    }
+
+    /// Opens (or creates) the store under `dir`, contributed files where
+    /// `config` (or the environment: [`BLOB_STORE_ENV`]) says.
+    pub(crate) fn open_configured(
+        dir: &Path,
+        chain: Arc<Chain>,
+        config: &DatanetsConfig,
+    ) -> Result<Self, DatanetError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| DatanetError::Store(format!("cannot create {}: {e}", dir.display())))?;
         Ok(DatanetService {
             store: DatanetStore::open(dir.join("datanets.redb"))?,
-            blobs: blob_store(dir, std::env::vars())?,
+            blobs: blob_store(dir, config, std::env::vars())?,
             validator: Validator::default(),
             chain,
         })
@@ -921,7 +935,8 @@ mod tests {
     #[test]
     fn contributed_files_go_to_the_home_directory_unless_an_object_store_is_named() {
         let home = tempfile::tempdir().unwrap();
-        let local = blob_store(home.path(), vars(&[("PATH", "/bin")])).unwrap();
+        let none = DatanetsConfig::default();
+        let local = blob_store(home.path(), &none, vars(&[("PATH", "/bin")])).unwrap();
         let h = local.put(b"a contributed file").unwrap();
         assert_eq!(local.get(&h).unwrap().unwrap(), b"a contributed file");
         assert!(home.path().join("blobs").is_dir());
@@ -933,6 +948,7 @@ mod tests {
         let elsewhere = tempfile::tempdir().unwrap();
         let remote = blob_store(
             elsewhere.path(),
+            &none,
             vars(&[(BLOB_STORE_ENV, &url), ("AWS_REGION", "eu-west-1")]),
         )
         .unwrap();
@@ -945,12 +961,49 @@ mod tests {
         );
         assert!(!elsewhere.path().join("blobs").exists());
 
-        let err = blob_store(home.path(), vars(&[(BLOB_STORE_ENV, "not a url")]))
+        let err = blob_store(home.path(), &none, vars(&[(BLOB_STORE_ENV, "not a url")]))
             .err()
             .unwrap()
             .to_string();
         assert!(
             err.contains(BLOB_STORE_ENV) && err.contains("not a url"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_config_key_names_the_blob_store_and_the_variable_overrides_it() {
+        let bucket = tempfile::tempdir().unwrap();
+        let configured = DatanetsConfig {
+            blob_store: Some(format!("file://{}", bucket.path().display())),
+            blob_store_options: [("aws_region".to_string(), "eu-west-1".to_string())].into(),
+        };
+        let home = tempfile::tempdir().unwrap();
+        let store = blob_store(home.path(), &configured, vars(&[])).unwrap();
+        let h = store.put(b"via config.toml").unwrap();
+        assert!(bucket.path().join(h.to_hex()).is_file());
+        assert!(!home.path().join("blobs").exists());
+
+        // The variable wins over the key; an empty one is ignored.
+        let other = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", other.path().display());
+        let store = blob_store(home.path(), &configured, vars(&[(BLOB_STORE_ENV, &url)])).unwrap();
+        let h = store.put(b"via the environment").unwrap();
+        assert!(other.path().join(h.to_hex()).is_file());
+        let store = blob_store(home.path(), &configured, vars(&[(BLOB_STORE_ENV, "")])).unwrap();
+        let h = store.put(b"empty variable").unwrap();
+        assert!(bucket.path().join(h.to_hex()).is_file());
+
+        let bad = DatanetsConfig {
+            blob_store: Some("gopher://x".into()),
+            ..DatanetsConfig::default()
+        };
+        let err = blob_store(home.path(), &bad, vars(&[]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("[datanets] blob_store") && err.contains("gopher://x"),
             "{err}"
         );
     }

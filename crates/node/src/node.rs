@@ -220,8 +220,12 @@ fn start_services(
     chain: Arc<Chain>,
 ) -> Result<api::Services, NodeError> {
     let datanets = Arc::new(
-        crate::datanets::DatanetService::open(&home.datanets_dir(), chain.clone())
-            .map_err(|e| NodeError::Services(e.to_string()))?,
+        crate::datanets::DatanetService::open_configured(
+            &home.datanets_dir(),
+            chain.clone(),
+            &config.datanets,
+        )
+        .map_err(|e| NodeError::Services(e.to_string()))?,
     );
     let models = Arc::new(crate::models::ModelService::new(
         home.models_dir(),

@@ -261,9 +261,11 @@ impl Serving {
     }
 }
 
-/// The adapter store `[serving] adapter_store` names (an object store URL,
-/// its options from the `AWS_*` variables in `vars`, lower-cased), or the
-/// home's `adapters/` directory.
+/// The adapter store `[serving] adapter_store` names (an object store URL;
+/// its options, as for the datanet content store, from
+/// [`crate::config::store_options`]: the `AWS_*` variables in `vars`,
+/// lower-cased, then `[serving] adapter_store_options`), or the home's
+/// `adapters/` directory.
 fn adapter_store(
     home: &NodeHome,
     serving: &crate::config::ServingConfig,
@@ -275,10 +277,7 @@ fn adapter_store(
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         return Ok(Arc::new(LocalDirStore::new(dir)));
     };
-    let options: Vec<(String, String)> = vars
-        .filter(|(k, _)| k.starts_with("AWS_"))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect();
+    let options = crate::config::store_options(&serving.adapter_store_options, vars);
     let store = ObjectAdapterStore::from_url(url, options)
         .map_err(|e| format!("[serving] adapter_store: {e}"))?;
     tracing::info!(target: "trib::serving", url, "adapters come from an object store");

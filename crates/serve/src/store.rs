@@ -8,9 +8,10 @@
 //!
 //! Two stores ship here: [`LocalDirStore`] (the default: one directory per
 //! adapter under a root) and [`ObjectAdapterStore`] over any
-//! [`object_store::ObjectStore`] (S3-compatible with the crate's `s3` feature,
+//! `object_store::ObjectStore` (S3-compatible with the crate's `s3` feature,
 //! in-memory in tests), which is the seam for several serving replicas sharing
-//! one adapter store.
+//! one adapter store. Its I/O goes through `trib-objstore`'s blocking bridge,
+//! which the datanet content store shares.
 //!
 //! The trait is synchronous on purpose: fetches run on the adapter cache's
 //! loader threads, never on the scheduler thread nor on the HTTP runtime.
@@ -18,9 +19,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use futures::TryStreamExt;
-use object_store::path::Path as ObjectPath;
-use object_store::ObjectStore;
+use trib_objstore::object_store::ObjectStore;
+use trib_objstore::{BlockingStore, ObjStoreError};
 
 use crate::name::AdapterName;
 
@@ -271,60 +271,35 @@ impl AdapterStore for LocalDirStore {
 /// Adapters in an object store under `PREFIX/<name>/adapter_config.json` and
 /// `PREFIX/<name>/adapter_model.safetensors`.
 ///
-/// Object stores are async; this store owns a small current-thread tokio
-/// runtime and blocks on it. Loader threads call it directly; a caller on a
-/// tokio runtime (the node's `GET /v1/adapters` lists the store) is served
-/// from a scoped thread, because a runtime cannot be blocked on from
-/// inside another one.
+/// Object stores are async; this store goes through the blocking bridge
+/// [`trib_objstore::BlockingStore`] (the one the datanet content store uses
+/// too: same URLs, options and errors). Loader threads call it directly; a
+/// caller on a tokio runtime (the node's `GET /v1/adapters` lists the store)
+/// is served from a scoped thread, because a runtime cannot be blocked on
+/// from inside another one, and the last handle may be dropped on an async
+/// task.
+#[derive(Debug)]
 pub struct ObjectAdapterStore {
-    store: Arc<dyn ObjectStore>,
-    prefix: ObjectPath,
-    /// Always `Some` until dropped.
-    runtime: Option<tokio::runtime::Runtime>,
+    store: BlockingStore,
     max_file_bytes: u64,
-    description: String,
-}
-
-impl Drop for ObjectAdapterStore {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks, which panics when the last handle to
-        // the store goes away on an async task (the node's engine handle).
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-impl std::fmt::Debug for ObjectAdapterStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectAdapterStore")
-            .field("store", &self.description)
-            .finish()
-    }
 }
 
 impl ObjectAdapterStore {
     /// A store over `store`, with adapters under `prefix` (may be empty).
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> std::io::Result<Self> {
-        let description = format!("object store {store} under {prefix:?}");
-        Self::with_prefix(store, ObjectPath::from(prefix), description)
+        let store = BlockingStore::new(store, prefix).map_err(|e| match e {
+            ObjStoreError::Runtime(io) => io,
+            other => std::io::Error::other(other),
+        })?;
+        Ok(Self::from_store(store))
     }
 
-    fn with_prefix(
-        store: Arc<dyn ObjectStore>,
-        prefix: ObjectPath,
-        description: String,
-    ) -> std::io::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        Ok(Self {
+    /// Adapters under the prefix of an opened bridge store.
+    pub fn from_store(store: BlockingStore) -> Self {
+        Self {
             store,
-            prefix,
-            runtime: Some(runtime),
             max_file_bytes: DEFAULT_MAX_ADAPTER_FILE_BYTES,
-            description,
-        })
+        }
     }
 
     /// A store named by a URL, with adapters under the URL's path:
@@ -332,7 +307,8 @@ impl ObjectAdapterStore {
     /// feature), `file:///absolute/dir` or `memory:///` (tests, demos).
     /// `options` are the backend's settings, e.g. `aws_endpoint`,
     /// `aws_region`, `aws_access_key_id`, `aws_secret_access_key`,
-    /// `aws_allow_http` (for S3-compatible servers over plain HTTP).
+    /// `aws_allow_http` (for S3-compatible servers over plain HTTP); see
+    /// [`BlockingStore::open`]. A `file://` directory must exist.
     pub fn from_url<I, K, V>(url: &str, options: I) -> Result<Self, StoreError>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -343,28 +319,18 @@ impl ObjectAdapterStore {
             url: url.to_string(),
             reason,
         };
-        let parsed = url::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
-        let (store, prefix) = object_store::parse_url_opts(&parsed, options).map_err(|e| {
-            let hint = if parsed.scheme() == "s3" && !cfg!(feature = "s3") {
-                " (this build has no S3 support: build trib-serve with its `s3` feature)"
-            } else {
-                ""
-            };
-            invalid(format!("{e}{hint}"))
+        let store = BlockingStore::open(url, options).map_err(|e| match e {
+            ObjStoreError::InvalidUrl { reason, .. } => invalid(reason),
+            other => invalid(other.to_string()),
         })?;
         // `file://` stores read paths as given: a missing directory would
         // only show up as "adapter not found" on every request.
-        if parsed.scheme() == "file" {
-            let dir = parsed
-                .to_file_path()
-                .map_err(|()| invalid("not an absolute file path".into()))?;
+        if let Some(dir) = store.local_dir() {
             if !dir.is_dir() {
                 return Err(invalid(format!("{} is not a directory", dir.display())));
             }
         }
-        let description = format!("object store {url}");
-        Self::with_prefix(Arc::from(store), prefix, description)
-            .map_err(|e| invalid(format!("cannot start the store's I/O runtime: {e}")))
+        Ok(Self::from_store(store))
     }
 
     /// An S3-compatible store (AWS S3, MinIO, R2, …): `bucket`, optional
@@ -387,66 +353,34 @@ impl ObjectAdapterStore {
         })
     }
 
-    /// Runs `fut` on the store's runtime: directly on a plain thread (the
-    /// loader threads), from a scoped thread when the caller is itself on
-    /// a tokio runtime.
-    fn block<F, T>(&self, fut: F) -> T
-    where
-        F: std::future::Future<Output = T> + Send,
-        T: Send,
-    {
-        let rt = self.runtime.as_ref().expect("the runtime lives until drop");
-        if tokio::runtime::Handle::try_current().is_ok() {
-            std::thread::scope(|s| {
-                s.spawn(|| rt.block_on(fut))
-                    .join()
-                    .expect("adapter store I/O panicked")
-            })
-        } else {
-            rt.block_on(fut)
-        }
-    }
-
     /// Refuse objects larger than `bytes`.
     pub fn with_max_file_bytes(mut self, bytes: u64) -> Self {
         self.max_file_bytes = bytes;
         self
     }
 
-    fn key(&self, name: &AdapterName, file: &str) -> ObjectPath {
-        self.prefix.child(name.as_str()).child(file)
-    }
-
     fn get(&self, name: &AdapterName, file: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
-        let key = self.key(name, file);
-        let backend = |e: object_store::Error| StoreError::Backend {
-            name: name.clone(),
-            message: e.to_string(),
-        };
-        self.block(async {
-            let res = match self.store.get(&key).await {
-                Ok(r) => r,
-                Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                Err(e) => return Err(backend(e)),
-            };
-            let size = res.meta.size;
-            if size > self.max_file_bytes {
-                return Err(StoreError::FileTooLarge {
+        let key = self.store.key([name.as_str(), file]);
+        self.store
+            .get(&key, Some(self.max_file_bytes))
+            .map_err(|e| match e {
+                ObjStoreError::TooLarge { bytes, limit, .. } => StoreError::FileTooLarge {
                     name: name.clone(),
                     file,
-                    bytes: size,
-                    limit: self.max_file_bytes,
-                });
-            }
-            let bytes = res.bytes().await.map_err(backend)?;
-            Ok(Some(bytes.to_vec()))
-        })
+                    bytes,
+                    limit,
+                },
+                other => StoreError::Backend {
+                    name: name.clone(),
+                    message: other.to_string(),
+                },
+            })
     }
 }
 
 impl AdapterStore for ObjectAdapterStore {
     fn fetch(&self, name: &AdapterName) -> Result<AdapterFiles, StoreError> {
-        let location = self.prefix.child(name.as_str()).to_string();
+        let location = self.store.key([name.as_str()]).to_string();
         let config_json = self.get(name, ADAPTER_CONFIG_FILE)?;
         let safetensors = self.get(name, ADAPTER_WEIGHTS_FILE)?;
         match (config_json, safetensors) {
@@ -473,28 +407,15 @@ impl AdapterStore for ObjectAdapterStore {
     }
 
     fn list(&self) -> Result<Vec<AdapterName>, StoreError> {
-        let prefix = if self.prefix.as_ref().is_empty() {
-            None
-        } else {
-            Some(&self.prefix)
-        };
-        let metas: Vec<_> = self
-            .block(async { self.store.list(prefix).try_collect::<Vec<_>>().await })
-            .map_err(|e| StoreError::Backend {
-                name: AdapterName::parse("store-root").expect("valid literal"),
-                message: e.to_string(),
-            })?;
-        let skip = self.prefix.parts().count();
-        let mut out: Vec<AdapterName> = metas
+        let keys = self.store.list().map_err(|e| StoreError::Backend {
+            name: AdapterName::parse("store-root").expect("valid literal"),
+            message: e.to_string(),
+        })?;
+        let mut out: Vec<AdapterName> = keys
             .iter()
-            .filter_map(|m| {
-                let parts: Vec<_> = m.location.parts().skip(skip).collect();
-                match parts.as_slice() {
-                    [dir, file] if file.as_ref() == ADAPTER_CONFIG_FILE => {
-                        AdapterName::parse(dir.as_ref()).ok()
-                    }
-                    _ => None,
-                }
+            .filter_map(|parts| match parts.as_slice() {
+                [dir, file] if file == ADAPTER_CONFIG_FILE => AdapterName::parse(dir).ok(),
+                _ => None,
             })
             .collect();
         out.sort();
@@ -503,7 +424,7 @@ impl AdapterStore for ObjectAdapterStore {
     }
 
     fn describe(&self) -> String {
-        self.description.clone()
+        self.store.describe().to_string()
     }
 }
 
@@ -511,6 +432,7 @@ impl AdapterStore for ObjectAdapterStore {
 mod tests {
     use super::*;
     use object_store::memory::InMemory;
+    use object_store::path::Path as ObjectPath;
     use object_store::PutPayload;
 
     fn name(s: &str) -> AdapterName {
