@@ -235,6 +235,44 @@ pub(crate) fn reputation(
         .unwrap_or_default())
 }
 
+/// A contribution still pending curation, and its datanet.
+fn load_pending(
+    state: &TxBatch<'_, '_>,
+    id: &ContributionId,
+) -> Result<(Contribution, Datanet), TxError> {
+    let c = load_contribution(state, id)?;
+    if c.status != ContributionStatus::Pending {
+        return Err(TxError::NotPending {
+            id: c.id,
+            status: c.status.to_string(),
+        });
+    }
+    let d = load_datanet(state, &c.datanet)?;
+    Ok((c, d))
+}
+
+/// The voting power `voter` may cast on `c`: not yet voted, and above zero.
+fn voting_power(
+    state: &TxBatch<'_, '_>,
+    voter: &Address,
+    c: &Contribution,
+) -> Result<Amount, TxError> {
+    if c.votes.iter().any(|v| v.voter == *voter) {
+        return Err(TxError::AlreadyVoted {
+            voter: *voter,
+            contribution: c.id,
+        });
+    }
+    let power = state.voting_power(voter)?;
+    if power.is_zero() {
+        return Err(TxError::NoVotingPower {
+            address: *voter,
+            contribution: c.id,
+        });
+    }
+    Ok(power)
+}
+
 fn require_owner(action: &'static str, d: &Datanet, sender: &Address) -> Result<(), TxError> {
     if d.owner != *sender {
         return Err(TxError::NotDatanetOwner {
@@ -464,29 +502,11 @@ impl Module for DatanetModule {
                 }
             }
             Action::Curate { contribution, .. } => {
-                let c = load_contribution(state, contribution)?;
-                if c.status != ContributionStatus::Pending {
-                    return Err(TxError::NotPending {
-                        id: c.id,
-                        status: c.status.to_string(),
-                    });
-                }
-                let d = load_datanet(state, &c.datanet)?;
+                let (c, d) = load_pending(state, contribution)?;
                 match d.curation {
                     CurationMode::OwnerApproval => require_owner("curate", &d, &sender)?,
                     CurationMode::ValidatorVote { .. } => {
-                        if c.votes.iter().any(|v| v.voter == sender) {
-                            return Err(TxError::AlreadyVoted {
-                                voter: sender,
-                                contribution: c.id,
-                            });
-                        }
-                        if state.voting_power(&sender)?.is_zero() {
-                            return Err(TxError::NoVotingPower {
-                                address: sender,
-                                contribution: c.id,
-                            });
-                        }
+                        voting_power(state, &sender, &c)?;
                     }
                 }
             }
@@ -776,14 +796,7 @@ fn curate(
     yes: bool,
     reason: &str,
 ) -> Result<(), TxError> {
-    let mut c = load_contribution(state, contribution)?;
-    if c.status != ContributionStatus::Pending {
-        return Err(TxError::NotPending {
-            id: c.id,
-            status: c.status.to_string(),
-        });
-    }
-    let d = load_datanet(state, &c.datanet)?;
+    let (mut c, d) = load_pending(state, contribution)?;
     match d.curation {
         CurationMode::OwnerApproval => {
             require_owner("curate", &d, &sender)?;
@@ -809,8 +822,8 @@ fn curate(
     Ok(())
 }
 
-/// Records `voter`'s vote on `c` with its voting power (once per voter;
-/// zero power cannot vote).
+/// Records `voter`'s vote on `c` with its voting power ([`voting_power`]:
+/// once per voter; zero power cannot vote).
 fn vote(
     state: &mut TxBatch<'_, '_>,
     voter: Address,
@@ -818,19 +831,7 @@ fn vote(
     yes: bool,
     reason: &str,
 ) -> Result<(), TxError> {
-    if c.votes.iter().any(|v| v.voter == voter) {
-        return Err(TxError::AlreadyVoted {
-            voter,
-            contribution: c.id,
-        });
-    }
-    let power = state.voting_power(&voter)?;
-    if power.is_zero() {
-        return Err(TxError::NoVotingPower {
-            address: voter,
-            contribution: c.id,
-        });
-    }
+    let power = voting_power(state, &voter, c)?;
     c.votes.push(CurationVote {
         voter,
         accept: yes,
