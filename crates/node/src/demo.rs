@@ -73,8 +73,9 @@ pub enum DemoError {
     #[error("demo keystore: {0}")]
     Keystore(#[from] KeystoreError),
     /// The ledger failed to verify (this would be a bug worth reporting).
+    /// Boxed: the replay error is large and every step returns this enum.
     #[error("ledger verification failed: {0}")]
-    Verify(#[from] VerifyError),
+    Verify(Box<VerifyError>),
     /// The state proof did not verify (a bug worth reporting).
     #[error("state proof failed: {0}")]
     Proof(#[from] ProofError),
@@ -89,6 +90,12 @@ pub enum DemoError {
         /// What happened.
         what: String,
     },
+}
+
+impl From<VerifyError> for DemoError {
+    fn from(e: VerifyError) -> Self {
+        DemoError::Verify(Box::new(e))
+    }
 }
 
 /// What the demo did, for `--json` and for tests.
