@@ -28,6 +28,8 @@ mod node;
 mod service_client;
 mod serving;
 #[cfg(test)]
+mod layering_tests;
+#[cfg(test)]
 mod test_fixtures;
 
 pub use api::{ApiError, AppState};
