@@ -200,9 +200,19 @@ fn a_loop_is_found_and_test_code_is_left_out() {
     write("a.rs", "use crate::b::B;\n");
     write("b/mod.rs", "use crate::{c, d::D};\n");
     write("c.rs", "fn f() { crate::a::g() }\n");
-    write("d.rs", "//! [`crate::a`]\n#[cfg(test)]\nmod tests {\n    use crate::a;\n}\n");
+    write(
+        "d.rs",
+        "//! [`crate::a`]\n#[cfg(test)]\nmod tests {\n    use crate::a;\n}\n",
+    );
     write("d_tests.rs", "use crate::a;\n");
     let graph = module_graph(dir.path());
-    assert_eq!(loops(&graph), vec![vec!["a".to_string(), "b".into(), "c".into()]]);
-    assert!(graph["d"].is_empty(), "test code and comments count: {:?}", graph["d"]);
+    assert_eq!(
+        loops(&graph),
+        vec![vec!["a".to_string(), "b".into(), "c".into()]]
+    );
+    assert!(
+        graph["d"].is_empty(),
+        "test code and comments count: {:?}",
+        graph["d"]
+    );
 }
