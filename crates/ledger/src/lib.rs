@@ -68,7 +68,7 @@ pub use modules::datanet::{
 };
 pub use modules::registry::{Adapter, BaseModel};
 pub use modules::settlement::{
-    inference_fee, staking_pool_address, InferenceReceipt, PayoutLine, PayoutRef, PayoutRole,
-    RewardPool, StakerRewards, MIN_REWARD_GOPEN, REWARD_SCALE,
+    inference_fee, staking_pool_address, FeeParts, FeeSchedule, InferenceReceipt, PayoutLine,
+    PayoutRef, PayoutRole, RewardPool, StakerRewards, MIN_REWARD_GOPEN, REWARD_SCALE,
 };
 pub use views::{DatanetRef, Page, Payout, PayoutPage, MAX_PAGE_LIMIT};

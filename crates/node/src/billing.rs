@@ -7,8 +7,12 @@
 //! account approves the node's operator address once (`ApproveOperator`);
 //! every request is then checked before any compute: the largest fee it can
 //! cost, `ceil((prompt_tokens × price_in + max_tokens × price_out) / 1000)`
-//! (the ledger's `inference_fee`), must be covered by both the account's
-//! balance and its remaining allowance for the operator.
+//! (the ledger's `FeeSchedule::max_fee`, the same computation as the fee
+//! settled and the ledger's settlement plan), must be covered by both the
+//! account's balance and its remaining allowance for the operator. After
+//! the answer, [`Billing`] is the serving path's settlement sink
+//! ([`crate::serving::SettlementSink`]): it signs and submits the
+//! `SettleInference` transaction for the fee of the tokens used.
 //!
 //! Requests run concurrently, and neither a request being generated nor a
 //! settlement waiting in the mempool shows in the ledger's balance yet. So
@@ -26,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
-use trib_ledger::{inference_fee, Action, Transaction, TxError};
+use trib_ledger::{Action, FeeSchedule, Transaction, TxError};
 use trib_serve::{AdmissionCheck, AdmissionInfo, AdmissionToken};
 use trib_types::{
     AdapterId, Address, Amount, ContributionId, DatanetId, Hash, ModelId, ReceiptId, SecretKey,
@@ -34,6 +38,7 @@ use trib_types::{
 };
 
 use crate::chain::Chain;
+use crate::serving::SettlementSink;
 
 /// The prefix of every API key.
 pub const API_KEY_PREFIX: &str = "trib-sk-";
@@ -157,13 +162,6 @@ impl ApiKeys {
     }
 }
 
-/// The prices that apply to one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Prices {
-    pub(crate) price_in_per_1k: Amount,
-    pub(crate) price_out_per_1k: Amount,
-}
-
 /// Charges accounts through the ledger: the 402 pre-check and settlement.
 pub(crate) struct Billing {
     chain: Arc<Chain>,
@@ -254,10 +252,10 @@ impl AdmissionCheck for FeeCheck {
             ),
             None => None,
         };
-        let prices = self.billing.prices(adapter.as_ref())?;
+        let schedule = self.billing.schedule(adapter.as_ref())?;
         let r = self
             .billing
-            .reserve(&payer, prices, i.prompt_tokens, i.max_tokens)?;
+            .reserve(&payer, &schedule, i.prompt_tokens, i.max_tokens)?;
         Ok(Some(Box::new(r)))
     }
 }
@@ -301,28 +299,21 @@ impl Billing {
         self.operator.address()
     }
 
-    /// The prices of the adapter (or the base model's governed prices).
-    pub(crate) fn prices(&self, adapter: Option<&AdapterId>) -> Result<Prices, String> {
+    /// The ledger's fee schedule of a request to `adapter` (its registered
+    /// prices) or to the base model alone (the governed base prices).
+    pub(crate) fn schedule(&self, adapter: Option<&AdapterId>) -> Result<FeeSchedule, String> {
         let ledger = self.chain.ledger();
-        match adapter {
-            Some(id) => {
-                let a = ledger
+        let params = ledger.params().map_err(|e| e.to_string())?;
+        let adapter = match adapter {
+            Some(id) => Some(
+                ledger
                     .adapter(id)
                     .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("adapter {id} is not registered on the ledger"))?;
-                Ok(Prices {
-                    price_in_per_1k: a.price_in_per_1k,
-                    price_out_per_1k: a.price_out_per_1k,
-                })
-            }
-            None => {
-                let p = ledger.params().map_err(|e| e.to_string())?;
-                Ok(Prices {
-                    price_in_per_1k: p.base_price_in_per_1k,
-                    price_out_per_1k: p.base_price_out_per_1k,
-                })
-            }
-        }
+                    .ok_or_else(|| format!("adapter {id} is not registered on the ledger"))?,
+            ),
+            None => None,
+        };
+        Ok(FeeSchedule::new(adapter.as_ref(), &params))
     }
 
     /// The 402 check and reservation: `Err` names what the account has,
@@ -331,18 +322,13 @@ impl Billing {
     pub(crate) fn reserve(
         &self,
         payer: &Address,
-        prices: Prices,
+        schedule: &FeeSchedule,
         prompt_tokens: usize,
         max_tokens: usize,
     ) -> Result<Reservation, String> {
-        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        let need = inference_fee(
-            clamp(prompt_tokens),
-            clamp(max_tokens),
-            prices.price_in_per_1k,
-            prices.price_out_per_1k,
-        )
-        .ok_or_else(|| "the maximum fee overflows".to_string())?;
+        let need = schedule
+            .max_fee(prompt_tokens, max_tokens)
+            .ok_or_else(|| "the maximum fee overflows".to_string())?;
         let mut holds = lock(&self.holds);
         // Forget settlements that left the mempool *before* reading the
         // ledger: one committed in between is then counted twice (refusing
@@ -368,8 +354,8 @@ impl Billing {
                 self.operator(),
                 held.to_open_string(),
                 need.to_open_string(),
-                prices.price_in_per_1k.to_open_string(),
-                prices.price_out_per_1k.to_open_string(),
+                schedule.price_in_per_1k.to_open_string(),
+                schedule.price_out_per_1k.to_open_string(),
             ));
         }
         *holds.reserved.entry(*payer).or_insert(0) += need.0;
@@ -391,18 +377,17 @@ impl Billing {
             Err(_) => true,
         });
     }
+}
 
+impl SettlementSink for Billing {
     /// Signs and submits the `SettleInference` transaction for one answer
-    /// (the receipt is on the ledger once the next block commits).
-    pub(crate) fn settle(&self, c: Charge<'_>) -> Result<Settled, String> {
-        let prices = self.prices(c.adapter.as_ref())?;
-        let fee = inference_fee(
-            c.prompt_tokens,
-            c.completion_tokens,
-            prices.price_in_per_1k,
-            prices.price_out_per_1k,
-        )
-        .ok_or_else(|| "fee overflows".to_string())?;
+    /// at the ledger's fee for its tokens (the receipt is on the ledger
+    /// once the next block commits).
+    fn settle(&self, c: Charge<'_>) -> Result<Settled, String> {
+        let fee = self
+            .schedule(c.adapter.as_ref())?
+            .fee(c.prompt_tokens, c.completion_tokens)
+            .ok_or_else(|| "fee overflows".to_string())?;
         let mut id = [0u8; 32];
         OsRng.fill_bytes(&mut id);
         let receipt = ReceiptId(Hash(id));

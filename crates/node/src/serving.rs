@@ -1,28 +1,50 @@
 //! The serving side of a node: the OpenLoRA engine over the configured base
-//! model, the adapter store under the home, API keys and billing.
+//! model, the adapter store under the home, API keys and billing, and the
+//! path of one paid request, which reads top to bottom in this file:
+//!
+//! 1. **authenticate** ([`Serving::authenticate`]): the API key names the
+//!    account that pays (`billing.rs` keeps the keys);
+//! 2. **admit** ([`Serving::admit`]): the request's `model` is resolved to
+//!    the base model or a registered adapter, and the engine's admission
+//!    check (`billing.rs` `FeeCheck`) reserves the largest fee before any
+//!    compute (402 when the account cannot cover it);
+//! 3. **generate** ([`Generation::next`] event by event when streaming,
+//!    [`Generation::finish`] for the whole answer): the engine's events;
+//! 4. **attribute** ([`Serving::settle_answer`]): the answer is traced
+//!    against the datanet versions its adapter was trained on, plus the
+//!    gradient share where the adapter has a gradient cache
+//!    (`trib_attribution::answer::AnswerAttributor`);
+//! 5. **settle** through the [`SettlementSink`] (`Billing`: signs
+//!    `SettleInference` with the operator key for the ledger's fee);
+//! 6. **store** the answer with its evidence in
+//!    `<home>/receipts/<RECEIPT_ID>.json`, for `trib attribution verify`
+//!    ([`Serving::verify`]);
+//! 7. **respond**: the HTTP layer (`api/openai.rs`) maps the
+//!    [`AnswerEvent`]s or the [`PaidAnswer`] (or a [`ServingError`]) to a
+//!    response; nothing here knows HTTP.
+//!
+//! A streamed answer and a whole one take the same path: the answer is
+//! settled exactly once, when the engine says it is done.
 //!
 //! The engine starts with the node when `base_model` is set in
 //! `config.toml`. Adapters are looked up in `<home>/adapters/<ADAPTER_ID>/`
 //! (PEFT files, the directory named by the ledger adapter id in hex); a
 //! request's `model` is the base model's name or a registered adapter's id
-//! or name. Each answer is attributed by `trib_attribution::answer`
-//! (traced against the token indexes of the datanet versions its adapter
-//! was trained on, plus the gradient share where the adapter has a
-//! gradient cache), settled on the ledger by the operator key (the producer
-//! key) with the per-contribution weights, and kept with its attribution
-//! evidence in `<home>/receipts/<RECEIPT_ID>.json` for `trib attribution
-//! verify`, which re-runs it ([`Serving::verify`]).
+//! or name.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio::sync::mpsc::UnboundedReceiver;
 use trib_attribution::answer::{
     answer_trace_params, AnswerAttributor, AnswerTrace, GradientAttributor, StoredAnswer,
     GRADIENT_BUDGET,
 };
 use trib_ledger::InferenceReceipt;
 use trib_serve::{
-    AdapterName, AdapterStore, Engine, EngineHandle, LocalDirStore, ObjectAdapterStore, ServedModel,
+    AdapterName, AdapterStore, AdmissionToken, Completion, Engine, EngineHandle, GenerateRequest,
+    LocalDirStore, ObjectAdapterStore, Prompt, SamplingParams, ServeError, ServedModel,
+    StreamEvent,
 };
 use trib_types::{AdapterId, Address, DatanetId, Hash, ModelId, ReceiptId};
 
@@ -42,6 +64,8 @@ pub(crate) struct Serving {
     pub(crate) base_id: ModelId,
     pub(crate) chain: Arc<Chain>,
     pub(crate) billing: Arc<Billing>,
+    /// Where answers are paid for (the same [`Billing`]).
+    sink: Arc<dyn SettlementSink>,
     pub(crate) keys: ApiKeys,
     /// The trace and gradient share of every answer, and verify
     /// (`trib_attribution::answer`, over the node's adapters).
@@ -49,10 +73,69 @@ pub(crate) struct Serving {
     receipts_dir: PathBuf,
 }
 
+/// Where an attributed answer is paid for: signs and submits its
+/// settlement. [`Billing`] implements it.
+pub(crate) trait SettlementSink: Send + Sync {
+    /// Settles one answer; the receipt is on the ledger once the next
+    /// block commits.
+    fn settle(&self, charge: Charge<'_>) -> Result<Settled, String>;
+}
+
+/// Why a paid request could not be served or settled; the HTTP layer
+/// (`api/openai.rs`) turns each into a response.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ServingError {
+    /// The API key is not one of this node's.
+    #[error("unknown API key")]
+    UnknownKey,
+    /// The request asks for more than one choice.
+    #[error("only n = 1 is supported")]
+    OneChoiceOnly,
+    /// The `model` is neither the base model nor a registered adapter of it.
+    #[error("the model `{model}` does not exist: use the base model `{base}` or a registered adapter's id or name (GET /v1/models)")]
+    UnknownModel {
+        /// The `model` asked for.
+        model: String,
+        /// The served base model's name.
+        base: String,
+    },
+    /// The ledger could not be read to resolve the model.
+    #[error("{0}")]
+    Ledger(String),
+    /// The engine refused or failed the request (402 at admission, an
+    /// unknown or rejected adapter, a full queue, …).
+    #[error(transparent)]
+    Engine(#[from] ServeError),
+    /// The settlement task on the blocking pool did not finish.
+    #[error("the settlement task failed: {0}")]
+    SettlementTask(String),
+    /// The answer was generated but could not be settled.
+    #[error("the answer could not be settled: {0}")]
+    Settlement(String),
+}
+
 /// A request's `model` resolved: the base alone, or a registered adapter.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     pub(crate) adapter: Option<(AdapterId, AdapterName)>,
+}
+
+/// One paid request, as the HTTP layer parsed it.
+pub(crate) struct PaidRequest {
+    /// The account that pays ([`Serving::authenticate`]).
+    pub(crate) payer: Address,
+    /// The `model` asked for.
+    pub(crate) model: String,
+    /// The prompt as stored with the answer: the text, or the chat
+    /// messages as JSON.
+    pub(crate) prompt_text: String,
+    /// The prompt as the engine takes it.
+    pub(crate) prompt: Prompt,
+    pub(crate) sampling: SamplingParams,
+    pub(crate) max_tokens: Option<usize>,
+    pub(crate) stop: Vec<String>,
+    /// Choices asked for (only one is served).
+    pub(crate) n: Option<usize>,
 }
 
 /// What settling one answer did: the receipt and the trace it paid by.
@@ -64,6 +147,30 @@ pub(crate) struct SettledAnswer {
     pub(crate) trace: Option<AnswerTrace>,
     /// Why the trace failed.
     pub(crate) trace_error: Option<String>,
+}
+
+/// A whole answer, settled.
+pub(crate) struct PaidAnswer {
+    /// The generated text.
+    pub(crate) answer: String,
+    /// Why it ended, and the tokens charged.
+    pub(crate) completion: Completion,
+    /// The settlement.
+    pub(crate) settled: SettledAnswer,
+}
+
+/// One step of a paid request being generated.
+pub(crate) enum AnswerEvent {
+    /// New output text.
+    Delta(String),
+    /// The answer is complete and was settled (`Err`: generated, but the
+    /// settlement failed, so nothing was charged).
+    Done {
+        completion: Completion,
+        settled: Box<Result<SettledAnswer, ServingError>>,
+    },
+    /// The engine failed after the request was admitted.
+    Failed(ServeError),
 }
 
 /// One answer to settle.
@@ -144,11 +251,64 @@ impl Serving {
             base_name: info.name,
             base_id: info.id,
             chain,
+            sink: billing.clone(),
             billing,
             keys,
             attribution,
             receipts_dir: receipts_dir(home),
         })))
+    }
+
+    /// Step 1: the account an API key charges.
+    pub(crate) fn authenticate(&self, key: &str) -> Result<Address, ServingError> {
+        self.keys.account(key).ok_or(ServingError::UnknownKey)
+    }
+
+    /// Step 2: resolves the request's model and submits it to the engine,
+    /// whose admission check reserves the largest fee (402 when the account
+    /// cannot cover it). Waits for the first engine event, so an error
+    /// before any token (unknown or rejected adapter) is an `Err` and
+    /// nothing is charged.
+    pub(crate) async fn admit(
+        self: &Arc<Self>,
+        req: PaidRequest,
+    ) -> Result<Generation, ServingError> {
+        if req.n.is_some_and(|n| n != 1) {
+            return Err(ServingError::OneChoiceOnly);
+        }
+        let target = self
+            .resolve(&req.model)
+            .map_err(ServingError::Ledger)?
+            .ok_or_else(|| ServingError::UnknownModel {
+                model: req.model.clone(),
+                base: self.base_name.clone(),
+            })?;
+        let mut sub = self.engine.submit(GenerateRequest {
+            prompt: req.prompt,
+            adapter: target.adapter.as_ref().map(|(_, n)| n.clone()),
+            sampling: req.sampling,
+            max_tokens: req.max_tokens,
+            stop: req.stop,
+            rate_key: Some(req.payer.to_string()),
+        })?;
+        let first = match sub.events.recv().await {
+            Some(StreamEvent::Error(e)) => return Err(e.into()),
+            Some(ev) => ev,
+            None => return Err(ServeError::ShuttingDown.into()),
+        };
+        Ok(Generation {
+            serving: self.clone(),
+            payer: req.payer,
+            model: req.model,
+            prompt_text: req.prompt_text,
+            target,
+            id: sub.id,
+            first: Some(first),
+            events: sub.events,
+            answer: String::new(),
+            fee_hold: sub.admission.take(),
+            ended: false,
+        })
     }
 
     /// Resolves a request's `model`: the base model's name or id, or a
@@ -189,11 +349,12 @@ impl Serving {
         }
     }
 
-    /// Traces an answer, settles it on the ledger with the traced weights
-    /// (empty weights, the ledger's fallback, when no span clears the
-    /// thresholds) and keeps it with its evidence. Blocking: call it from
-    /// `spawn_blocking`. The answer is charged once: a failed trace settles
-    /// with the fallback rule instead of failing the request.
+    /// Steps 4 to 6: attributes an answer, settles it through the sink with
+    /// the attributed weights (empty weights, the ledger's fallback, when
+    /// nothing cleared the thresholds) and keeps it with its evidence.
+    /// Blocking: call it from `spawn_blocking`. The answer is charged once:
+    /// a failed trace settles with the fallback rule instead of failing the
+    /// request.
     pub(crate) fn settle_answer(&self, a: AnswerToSettle<'_>) -> Result<SettledAnswer, String> {
         let adapter = a.target.adapter.as_ref().map(|(id, _)| *id);
         let attributed = self.attribution.attribute(
@@ -202,7 +363,7 @@ impl Serving {
             a.prompt,
             a.answer,
         );
-        let settled = self.billing.settle(Charge {
+        let settled = self.sink.settle(Charge {
             payer: a.payer,
             adapter,
             base: self.base_id,
@@ -258,6 +419,124 @@ impl Serving {
             serde_json::to_vec_pretty(a).expect("answer serialises"),
         )?;
         std::fs::rename(tmp, path)
+    }
+}
+
+/// An admitted request being generated: the engine's events, the fee
+/// reserved at admission, and what settlement needs. Settles exactly once,
+/// when the engine says the answer is done.
+pub(crate) struct Generation {
+    serving: Arc<Serving>,
+    payer: Address,
+    model: String,
+    prompt_text: String,
+    target: Target,
+    /// The engine's request id.
+    pub(crate) id: u64,
+    /// The first event, read at admission.
+    first: Option<StreamEvent>,
+    events: UnboundedReceiver<StreamEvent>,
+    /// The text so far.
+    answer: String,
+    /// The fee reserved at admission (billing.rs): held until the answer is
+    /// settled or the request ends, released on drop.
+    fee_hold: Option<AdmissionToken>,
+    /// Whether the request ended (done, failed or closed).
+    ended: bool,
+}
+
+impl Generation {
+    /// Step 3, and at the end steps 4 to 6: the next event of the request.
+    /// `Done` carries the settlement of the whole answer; `None` once the
+    /// request ended (or the engine closed its stream, which settles
+    /// nothing).
+    pub(crate) async fn next(&mut self) -> Option<AnswerEvent> {
+        if self.ended {
+            return None;
+        }
+        let ev = match self.first.take() {
+            Some(ev) => Some(ev),
+            None => self.events.recv().await,
+        };
+        match ev {
+            Some(StreamEvent::Delta { text, .. }) => {
+                self.answer.push_str(&text);
+                Some(AnswerEvent::Delta(text))
+            }
+            Some(StreamEvent::Done(completion)) => {
+                self.ended = true;
+                let settled = Box::new(self.settle(&completion).await);
+                Some(AnswerEvent::Done {
+                    completion,
+                    settled,
+                })
+            }
+            Some(StreamEvent::Error(e)) => {
+                self.ended = true;
+                Some(AnswerEvent::Failed(e))
+            }
+            None => {
+                self.ended = true;
+                None
+            }
+        }
+    }
+
+    /// Runs the request to its end: the whole answer, settled.
+    pub(crate) async fn finish(mut self) -> Result<PaidAnswer, ServingError> {
+        loop {
+            match self.next().await {
+                Some(AnswerEvent::Delta(_)) => {}
+                Some(AnswerEvent::Done {
+                    completion,
+                    settled,
+                }) => {
+                    return Ok(PaidAnswer {
+                        answer: std::mem::take(&mut self.answer),
+                        completion,
+                        settled: (*settled)?,
+                    })
+                }
+                Some(AnswerEvent::Failed(e)) => return Err(e.into()),
+                None => return Err(ServeError::ShuttingDown.into()),
+            }
+        }
+    }
+
+    /// Steps 4 to 6 for the whole answer, on the blocking pool (the trace
+    /// and the ledger reads must not hold up the runtime); then the fee
+    /// reserved at admission is released (the submitted settlement is held
+    /// by billing until its block commits).
+    async fn settle(&mut self, done: &Completion) -> Result<SettledAnswer, ServingError> {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let (s, payer, target, model, prompt, answer) = (
+            self.serving.clone(),
+            self.payer,
+            self.target.clone(),
+            self.model.clone(),
+            self.prompt_text.clone(),
+            self.answer.clone(),
+        );
+        let (prompt_tokens, completion_tokens) = (
+            clamp(done.usage.prompt_tokens),
+            clamp(done.usage.completion_tokens),
+        );
+        let settled = tokio::task::spawn_blocking(move || {
+            s.settle_answer(AnswerToSettle {
+                payer,
+                target: &target,
+                model: &model,
+                prompt: &prompt,
+                answer: &answer,
+                prompt_tokens,
+                completion_tokens,
+            })
+        })
+        .await
+        .map_err(|e| ServingError::SettlementTask(e.to_string()))?
+        .map_err(ServingError::Settlement);
+        self.fee_hold = None;
+        settled
     }
 }
 

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use trib_ledger::{FeeSplit, InferenceReceipt, PayoutLine, PayoutRole};
 use trib_types::{
-    split_by_bps, split_by_weight, AdapterId, Address, Amount, ContributionId, DatanetId, Hash,
-    ModelId, ReceiptId, RowHash,
+    split_by_weight, AdapterId, Address, Amount, ContributionId, DatanetId, Hash, ModelId,
+    ReceiptId, RowHash,
 };
 
 use super::*;
@@ -241,21 +241,10 @@ impl AnswerGradients for NoGradients {
 /// the contributors' half split by weight, the rest to the treasury.
 fn receipt_for(a: &Attributed, id: ReceiptId, adapter: AdapterId) -> InferenceReceipt {
     let fee = Amount(1_000_000);
-    let split = FeeSplit::default();
-    let parts = split_by_bps(
-        fee,
-        &[
-            split.contributors_bps,
-            split.adapter_owner_bps,
-            split.base_model_owner_bps,
-            split.stakers_bps,
-            split.treasury_bps,
-        ],
-    )
-    .unwrap();
+    let contributors = FeeSplit::default().parts(fee).unwrap().contributors;
     let weights: Vec<u128> = a.weights.iter().map(|w| u128::from(w.1)).collect();
     let evidence = &a.trace.as_ref().unwrap().evidence;
-    let mut lines: Vec<PayoutLine> = split_by_weight(parts[0], &weights)
+    let mut lines: Vec<PayoutLine> = split_by_weight(contributors, &weights)
         .unwrap()
         .into_iter()
         .zip(&evidence.weights)
@@ -270,7 +259,7 @@ fn receipt_for(a: &Attributed, id: ReceiptId, adapter: AdapterId) -> InferenceRe
     lines.push(PayoutLine {
         recipient: Address([9; 20]),
         role: PayoutRole::Treasury,
-        amount: Amount(fee.0 - parts[0].0),
+        amount: Amount(fee.0 - contributors.0),
     });
     InferenceReceipt {
         id,

@@ -7,9 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use trib_ledger::{FeeSplit, InferenceReceipt, PayoutRole};
-use trib_types::{
-    split_by_bps, split_by_weight, Address, Amount, ContributionId, DatanetId, Hash, ReceiptId,
-};
+use trib_types::{split_by_weight, Address, Amount, ContributionId, DatanetId, Hash, ReceiptId};
 
 use super::gradient::StoredGradient;
 use super::method::{receipt_method, DATANET_FALLBACK};
@@ -294,29 +292,20 @@ pub fn check_contributors_part(receipt: &InferenceReceipt, split: &FeeSplit) -> 
     if receipt.weights.is_empty() {
         return None;
     }
-    let parts = split_by_bps(
-        receipt.fee,
-        &[
-            split.contributors_bps,
-            split.adapter_owner_bps,
-            split.base_model_owner_bps,
-            split.stakers_bps,
-            split.treasury_bps,
-        ],
-    )
-    .ok()?;
+    // The ledger's own split of a fee (the settlement plan pays by it).
+    let part = split.parts(receipt.fee)?.contributors;
     let paid: u128 = receipt
         .lines
         .iter()
         .filter(|l| matches!(l.role, PayoutRole::Contributor { .. }))
         .map(|l| l.amount.0)
         .sum();
-    (paid != parts[0].0).then(|| {
+    (paid != part.0).then(|| {
         format!(
             "the contributor lines pay {} OPEN, but the contributors' part of the fee {} OPEN is {} OPEN under the current fee split ({} bps)",
             Amount(paid).to_open_string(),
             receipt.fee.to_open_string(),
-            parts[0].to_open_string(),
+            part.to_open_string(),
             split.contributors_bps
         )
     })

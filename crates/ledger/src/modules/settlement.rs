@@ -8,7 +8,8 @@
 //! fee = ceil((prompt_tokens × price_in_per_1k + completion_tokens × price_out_per_1k) / 1000)
 //! ```
 //!
-//! (one rounding, up, over the exact sum), taken from the payer (checked
+//! (one rounding, up, over the exact sum; [`FeeSchedule`], the one fee
+//! computation that the node's admission and settlement call too), taken from the payer (checked
 //! against the allowance and the balance) and paid out in lines: the
 //! governed [`crate::FeeSplit`] by basis points with
 //! [`trib_types::split_by_bps`] (contributors, adapter owner, base-model
@@ -38,7 +39,7 @@ use super::registry::{load_adapter, load_base_model, Adapter};
 use super::{require_balance, Module};
 use crate::block::Event;
 use crate::error::TxError;
-use crate::genesis::{treasury_address, Params};
+use crate::genesis::{treasury_address, FeeSplit, Params};
 use crate::state::{add, sub, StateKey, TxBatch};
 use crate::tx::{Action, Transaction};
 
@@ -198,6 +199,105 @@ pub struct StakerRewards {
 }
 
 pub(crate) struct Settlement;
+
+/// The one fee computation of a paid request: the prices that apply to it
+/// and the governed split. Admission (the node's 402 check reserves
+/// [`FeeSchedule::max_fee`]), settlement (the node signs for
+/// [`FeeSchedule::fee`]; the settlement plan charges it and pays out its
+/// [`FeeSchedule::parts`]) and verification (the contributors' part of a
+/// receipt's fee) all call it, so they cannot drift apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeeSchedule {
+    /// Price per 1k prompt tokens.
+    pub price_in_per_1k: Amount,
+    /// Price per 1k completion tokens.
+    pub price_out_per_1k: Amount,
+    /// The governed split of a fee.
+    pub split: FeeSplit,
+}
+
+/// A fee split by [`FeeSplit`]'s basis points (largest remainder: the five
+/// parts are whole base units and sum to the fee exactly).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeeParts {
+    /// The data contributors' part (split further by attribution weight).
+    pub contributors: Amount,
+    /// The adapter owner's part.
+    pub adapter_owner: Amount,
+    /// The base-model owner's part.
+    pub base_model_owner: Amount,
+    /// The gOPEN stakers' part.
+    pub stakers: Amount,
+    /// The treasury's part.
+    pub treasury: Amount,
+}
+
+impl FeeSplit {
+    /// `fee` split into its five parts by these basis points, with
+    /// [`trib_types::split_by_bps`]; `None` when the split cannot be made
+    /// (all-zero basis points).
+    pub fn parts(&self, fee: Amount) -> Option<FeeParts> {
+        let p = split_by_bps(
+            fee,
+            &[
+                self.contributors_bps,
+                self.adapter_owner_bps,
+                self.base_model_owner_bps,
+                self.stakers_bps,
+                self.treasury_bps,
+            ],
+        )
+        .ok()?;
+        Some(FeeParts {
+            contributors: p[0],
+            adapter_owner: p[1],
+            base_model_owner: p[2],
+            stakers: p[3],
+            treasury: p[4],
+        })
+    }
+}
+
+impl FeeSchedule {
+    /// The schedule of a request to `adapter` (its registered prices) or to
+    /// the base model alone (`None`: the governed base prices), under the
+    /// governed split of `params`.
+    pub fn new(adapter: Option<&Adapter>, params: &Params) -> Self {
+        let (price_in_per_1k, price_out_per_1k) = match adapter {
+            Some(a) => (a.price_in_per_1k, a.price_out_per_1k),
+            None => (params.base_price_in_per_1k, params.base_price_out_per_1k),
+        };
+        FeeSchedule {
+            price_in_per_1k,
+            price_out_per_1k,
+            split: params.fee_split,
+        }
+    }
+
+    /// The fee of an answer ([`inference_fee`] at these prices); `None`
+    /// on overflow.
+    pub fn fee(&self, prompt_tokens: u32, completion_tokens: u32) -> Option<Amount> {
+        inference_fee(
+            prompt_tokens,
+            completion_tokens,
+            self.price_in_per_1k,
+            self.price_out_per_1k,
+        )
+    }
+
+    /// The largest fee of a request of `prompt_tokens` that may generate up
+    /// to `max_tokens` (counts beyond `u32::MAX` count as `u32::MAX`): what
+    /// admission reserves.
+    pub fn max_fee(&self, prompt_tokens: usize, max_tokens: usize) -> Option<Amount> {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        self.fee(clamp(prompt_tokens), clamp(max_tokens))
+    }
+
+    /// The five parts of `fee` under the governed split.
+    pub fn parts(&self, fee: Amount) -> Option<FeeParts> {
+        self.split.parts(fee)
+    }
+}
 
 /// `ceil((prompt × price_in + completion × price_out) / 1000)`.
 pub fn inference_fee(
@@ -406,15 +506,13 @@ fn plan(
         None => None,
     };
     check_attributed_versions(state, adapter.as_ref(), datanets)?;
-    let (price_in, price_out) = match &adapter {
-        Some(a) => (a.price_in_per_1k, a.price_out_per_1k),
-        None => (params.base_price_in_per_1k, params.base_price_out_per_1k),
-    };
-    let fee = inference_fee(prompt_tokens, completion_tokens, price_in, price_out).ok_or(
-        TxError::Overflow {
+    let schedule = FeeSchedule::new(adapter.as_ref(), params);
+    let (price_in, price_out) = (schedule.price_in_per_1k, schedule.price_out_per_1k);
+    let fee = schedule
+        .fee(prompt_tokens, completion_tokens)
+        .ok_or(TxError::Overflow {
             what: "inference fee",
-        },
-    )?;
+        })?;
     let allowance: Amount = state
         .get(&StateKey::Allowance(*payer, operator))?
         .unwrap_or_default();
@@ -461,20 +559,15 @@ fn plan(
         contributors.push(c.contributor);
     }
 
-    let s = params.fee_split;
-    let parts = split_by_bps(
-        fee,
-        &[
-            s.contributors_bps,
-            s.adapter_owner_bps,
-            s.base_model_owner_bps,
-            s.stakers_bps,
-            s.treasury_bps,
-        ],
-    )
-    .map_err(|_| TxError::Overflow { what: "fee split" })?;
-    let (contrib, adapter_part, base_part, stakers, treasury) =
-        (parts[0], parts[1], parts[2], parts[3], parts[4]);
+    let FeeParts {
+        contributors: contrib,
+        adapter_owner: adapter_part,
+        base_model_owner: base_part,
+        stakers,
+        treasury,
+    } = schedule
+        .parts(fee)
+        .ok_or(TxError::Overflow { what: "fee split" })?;
     let treasury_addr = treasury_address();
     let mut lines = Vec::new();
     let mut push = |recipient: Address, role: PayoutRole, amount: Amount| {
@@ -804,6 +897,43 @@ fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_schedule_gives_the_admission_maximum_the_settled_fee_and_five_parts_that_sum_to_it() {
+        let params = Params::default();
+        let base = FeeSchedule::new(None, &params);
+        assert_eq!(
+            (base.price_in_per_1k, base.price_out_per_1k, base.split),
+            (
+                params.base_price_in_per_1k,
+                params.base_price_out_per_1k,
+                params.fee_split
+            )
+        );
+        let s = FeeSchedule {
+            price_in_per_1k: Amount(3),
+            price_out_per_1k: Amount(5),
+            split: FeeSplit::default(),
+        };
+        assert_eq!(s.fee(1000, 2000), Some(Amount(13)));
+        assert_eq!(s.max_fee(1000, 2000), s.fee(1000, 2000));
+        // Counts beyond u32 clamp, as the ledger's u32 token counts would.
+        assert_eq!(s.max_fee(usize::MAX, 0), s.fee(u32::MAX, 0));
+        let p = s.parts(Amount(1_001)).unwrap();
+        assert_eq!(
+            p.contributors.0
+                + p.adapter_owner.0
+                + p.base_model_owner.0
+                + p.stakers.0
+                + p.treasury.0,
+            1_001
+        );
+        assert_eq!(p.contributors, Amount(501));
+        assert_eq!(
+            s.parts(Amount(1_001)),
+            FeeSplit::default().parts(Amount(1_001))
+        );
+    }
 
     #[test]
     fn fee_rounds_up_once_over_the_exact_sum() {

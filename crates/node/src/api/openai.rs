@@ -4,15 +4,15 @@
 //! /v1/adapters`.
 //!
 //! Every generation route needs `Authorization: Bearer <API key>` (401
-//! otherwise). The fee check runs inside the engine's admission, before any
-//! compute (402). The handler waits for the first engine event before
-//! answering, so an error that happens before any token (unknown adapter,
-//! rejected adapter) is a plain HTTP error and nothing is charged. After the
-//! answer, the node traces it against the token indexes of the adapter's
-//! datanet versions (on the blocking pool), settles it on the ledger with
-//! the traced weights and adds `receipt_id`, `fee` and `attribution`
-//! (method, the rarest spans with their rows and contributors, the weights)
-//! to the response (the last SSE chunk when streaming).
+//! otherwise). A handler parses the request and hands it to the serving
+//! path (`crate::serving`: admit, generate, attribute, settle, store), then
+//! maps the outcome to a response: the fee check runs inside the engine's
+//! admission, before any compute (402); an error before any token (unknown
+//! adapter, rejected adapter) is a plain HTTP error and nothing is charged;
+//! a settled answer gets `receipt_id`, `settlement_tx`, `fee` and
+//! `attribution` (method, the rarest spans with their rows and
+//! contributors, the weights) in the response (the last SSE chunk when
+//! streaming).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,14 +26,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc::UnboundedReceiver;
-use trib_serve::{
-    ChatMessage, Completion, GenerateRequest, Prompt, SamplingParams, ServeError, StreamEvent,
-};
+use trib_serve::{ChatMessage, Completion, Prompt, SamplingParams, ServeError};
 use trib_types::Address;
 
 use super::ApiError;
-use crate::serving::{AnswerToSettle, Serving, Target};
+use crate::serving::{
+    AnswerEvent, Generation, PaidAnswer, PaidRequest, Serving, ServingError, SettledAnswer,
+};
 
 /// Spans shown in a response's `attribution` field (the rarest first).
 const SPANS_SHOWN: usize = 5;
@@ -85,6 +84,26 @@ fn error_response(e: ServeError) -> Response {
     r
 }
 
+/// The response of a [`ServingError`].
+fn serving_error(e: ServingError) -> Response {
+    match e {
+        ServingError::Engine(e) => error_response(e),
+        ServingError::UnknownKey => unauthorized(&e.to_string()).into_response(),
+        ServingError::OneChoiceOnly => {
+            ApiError::bad_request("invalid_request", e.to_string()).into_response()
+        }
+        ServingError::UnknownModel { .. } => ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "model_not_found",
+            message: e.to_string(),
+        }
+        .into_response(),
+        ServingError::Ledger(_) | ServingError::SettlementTask(_) | ServingError::Settlement(_) => {
+            ApiError::internal(e.to_string()).into_response()
+        }
+    }
+}
+
 fn unauthorized(message: &str) -> ApiError {
     ApiError {
         status: StatusCode::UNAUTHORIZED,
@@ -104,9 +123,8 @@ fn authenticate(s: &Serving, headers: &HeaderMap) -> Result<Address, ApiError> {
         .strip_prefix("Bearer ")
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <key>`"))?
         .trim();
-    s.keys
-        .account(key)
-        .ok_or_else(|| unauthorized("unknown API key"))
+    s.authenticate(key)
+        .map_err(|e| unauthorized(&e.to_string()))
 }
 
 fn now_secs() -> u64 {
@@ -213,12 +231,15 @@ async fn completions(
                 ))
             }
         };
-        Ok((payer, text.clone(), Prompt::Text(text), b.common))
+        Ok(paid_request(
+            payer,
+            text.clone(),
+            Prompt::Text(text),
+            b.common,
+        ))
     };
     match run.await {
-        Ok((payer, shown, prompt, common)) => {
-            generate(s, payer, Kind::Text, shown, prompt, common).await
-        }
+        Ok((req, stream)) => respond(s, Kind::Text, req, stream).await,
         Err(e) => e.into_response(),
     }
 }
@@ -232,94 +253,90 @@ async fn chat_completions(
         let payer = authenticate(&s, &headers)?;
         let b = json_body(body)?;
         let shown = serde_json::to_string(&b.messages).expect("messages serialise");
-        Ok::<_, ApiError>((payer, shown, Prompt::Chat(b.messages), b.common))
+        Ok::<_, ApiError>(paid_request(
+            payer,
+            shown,
+            Prompt::Chat(b.messages),
+            b.common,
+        ))
     };
     match run.await {
-        Ok((payer, shown, prompt, common)) => {
-            generate(s, payer, Kind::Chat, shown, prompt, common).await
-        }
+        Ok((req, stream)) => respond(s, Kind::Chat, req, stream).await,
         Err(e) => e.into_response(),
     }
 }
 
-/// Everything that is known once the request is admitted.
-struct Accepted {
-    s: S,
+/// The service's request from the parsed body, and whether to stream.
+fn paid_request(
     payer: Address,
-    kind: Kind,
-    model: String,
     prompt_text: String,
-    target: Target,
-    id: String,
-    created: u64,
-    /// The fee reserved at admission (billing.rs): held until the answer is
-    /// settled or the request ends, released on drop.
-    _fee_hold: Option<trib_serve::AdmissionToken>,
+    prompt: Prompt,
+    c: CommonFields,
+) -> (PaidRequest, bool) {
+    let mut sampling = SamplingParams::default();
+    if let Some(t) = c.temperature {
+        sampling.temperature = t;
+    }
+    if let Some(p) = c.top_p {
+        sampling.top_p = p;
+    }
+    sampling.seed = c.seed;
+    let req = PaidRequest {
+        payer,
+        model: c.model,
+        prompt_text,
+        prompt,
+        sampling,
+        max_tokens: c.max_completion_tokens.or(c.max_tokens),
+        stop: match c.stop {
+            None => Vec::new(),
+            Some(Stop::One(x)) => vec![x],
+            Some(Stop::Many(v)) => v,
+        },
+        n: c.n,
+    };
+    (req, c.stream)
 }
 
-impl Accepted {
+/// Runs a paid request through the service ([`Serving::admit`], then the
+/// whole answer or its events) and maps the outcome to a response.
+async fn respond(s: S, kind: Kind, req: PaidRequest, stream: bool) -> Response {
+    let model = req.model.clone();
+    let generation = match s.admit(req).await {
+        Ok(g) => g,
+        Err(e) => return serving_error(e),
+    };
+    let shape = Shape {
+        kind,
+        model,
+        id: format!("cmpl-{}", generation.id),
+        created: now_secs(),
+    };
+    if stream {
+        stream_response(shape, generation).into_response()
+    } else {
+        match generation.finish().await {
+            Ok(paid) => Json(shape.full_response(&paid)).into_response(),
+            Err(e) => serving_error(e),
+        }
+    }
+}
+
+/// The OpenAI shape of one response: kind, id, creation time and model.
+struct Shape {
+    kind: Kind,
+    model: String,
+    id: String,
+    created: u64,
+}
+
+impl Shape {
     fn object(&self, chunk: bool) -> &'static str {
         match (self.kind, chunk) {
             (Kind::Text, _) => "text_completion",
             (Kind::Chat, false) => "chat.completion",
             (Kind::Chat, true) => "chat.completion.chunk",
         }
-    }
-
-    /// Traces and settles the answer (on the blocking pool: the trace and
-    /// the ledger reads must not hold up the runtime) and returns the extra
-    /// response fields. Called once per answer, so it charges once.
-    async fn settle(&self, answer: &str, done: &Completion) -> Result<Value, ApiError> {
-        let u = done.usage;
-        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        let (s, payer, target, model, prompt, answer) = (
-            self.s.clone(),
-            self.payer,
-            self.target.clone(),
-            self.model.clone(),
-            self.prompt_text.clone(),
-            answer.to_string(),
-        );
-        let (prompt_tokens, completion_tokens) =
-            (clamp(u.prompt_tokens), clamp(u.completion_tokens));
-        let done = tokio::task::spawn_blocking(move || {
-            s.settle_answer(AnswerToSettle {
-                payer,
-                target: &target,
-                model: &model,
-                prompt: &prompt,
-                answer: &answer,
-                prompt_tokens,
-                completion_tokens,
-            })
-        })
-        .await
-        .map_err(|e| ApiError::internal(format!("the settlement task failed: {e}")))?
-        .map_err(|e| ApiError::internal(format!("the answer could not be settled: {e}")))?;
-        let attribution = match &done.trace {
-            Some(t) => {
-                // The receipt's method names the gradient share when it took part.
-                let mut view = t.view(SPANS_SHOWN);
-                view["method"] = json!(done.method);
-                view
-            }
-            None => json!({
-                "method": done.method,
-                "fallback": true,
-                "reason": format!("the answer could not be traced ({}): the ledger's fallback rule applies",
-                    done.trace_error.as_deref().unwrap_or("unknown error")),
-                "spans": [],
-                "contributions": [],
-                "evidence_hash": done.evidence_hash,
-            }),
-        };
-        let settled = done.settled;
-        Ok(json!({
-            "receipt_id": settled.receipt,
-            "settlement_tx": settled.tx,
-            "fee": { "base_units": settled.fee.0.to_string(), "open": settled.fee.to_open_string() },
-            "attribution": attribution,
-        }))
     }
 
     fn usage(done: &Completion) -> Value {
@@ -330,7 +347,8 @@ impl Accepted {
         })
     }
 
-    async fn full_response(&self, answer: &str, done: &Completion) -> Result<Value, ApiError> {
+    fn full_response(&self, paid: &PaidAnswer) -> Value {
+        let (answer, done) = (&paid.answer, &paid.completion);
         let choice = match self.kind {
             Kind::Text => {
                 json!({ "index": 0, "text": answer, "logprobs": null, "finish_reason": done.finish_reason })
@@ -344,8 +362,8 @@ impl Accepted {
             "id": self.id, "object": self.object(false), "created": self.created, "model": self.model,
             "choices": [choice], "usage": Self::usage(done),
         });
-        merge(&mut v, self.settle(answer, done).await?);
-        Ok(v)
+        merge(&mut v, settlement_fields(&paid.settled));
+        v
     }
 
     fn delta_chunk(&self, text: &str, first: bool) -> Value {
@@ -366,7 +384,11 @@ impl Accepted {
             "model": self.model, "choices": [choice] })
     }
 
-    async fn final_chunk(&self, answer: &str, done: &Completion) -> Value {
+    fn final_chunk(
+        &self,
+        done: &Completion,
+        settled: &Result<SettledAnswer, ServingError>,
+    ) -> Value {
         let choice = match self.kind {
             Kind::Text => {
                 json!({ "index": 0, "text": "", "logprobs": null, "finish_reason": done.finish_reason })
@@ -377,12 +399,41 @@ impl Accepted {
         };
         let mut v = json!({ "id": self.id, "object": self.object(true), "created": self.created,
             "model": self.model, "choices": [choice], "usage": Self::usage(done) });
-        match self.settle(answer, done).await {
-            Ok(extra) => merge(&mut v, extra),
-            Err(e) => merge(&mut v, json!({ "settlement_error": e.message })),
+        match settled {
+            Ok(s) => merge(&mut v, settlement_fields(s)),
+            Err(e) => merge(&mut v, json!({ "settlement_error": e.to_string() })),
         }
         v
     }
+}
+
+/// The fields a settled answer adds to its response: `receipt_id`,
+/// `settlement_tx`, `fee` and the compact `attribution`.
+fn settlement_fields(done: &SettledAnswer) -> Value {
+    let attribution = match &done.trace {
+        Some(t) => {
+            // The receipt's method names the gradient share when it took part.
+            let mut view = t.view(SPANS_SHOWN);
+            view["method"] = json!(done.method);
+            view
+        }
+        None => json!({
+            "method": done.method,
+            "fallback": true,
+            "reason": format!("the answer could not be traced ({}): the ledger's fallback rule applies",
+                done.trace_error.as_deref().unwrap_or("unknown error")),
+            "spans": [],
+            "contributions": [],
+            "evidence_hash": done.evidence_hash,
+        }),
+    };
+    let settled = &done.settled;
+    json!({
+        "receipt_id": settled.receipt,
+        "settlement_tx": settled.tx,
+        "fee": { "base_units": settled.fee.0.to_string(), "open": settled.fee.to_open_string() },
+        "attribution": attribution,
+    })
 }
 
 fn merge(v: &mut Value, extra: Value) {
@@ -391,157 +442,47 @@ fn merge(v: &mut Value, extra: Value) {
     }
 }
 
-async fn generate(
-    s: S,
-    payer: Address,
-    kind: Kind,
-    prompt_text: String,
-    prompt: Prompt,
-    c: CommonFields,
-) -> Response {
-    if c.n.is_some_and(|n| n != 1) {
-        return ApiError::bad_request("invalid_request", "only n = 1 is supported").into_response();
-    }
-    let target = match s.resolve(&c.model) {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            return ApiError {
-                status: StatusCode::NOT_FOUND,
-                code: "model_not_found",
-                message: format!(
-                    "the model `{}` does not exist: use the base model `{}` or a registered adapter's id or name (GET /v1/models)",
-                    c.model, s.base_name
-                ),
-            }
-            .into_response()
-        }
-        Err(e) => return ApiError::internal(e).into_response(),
-    };
-    let mut sampling = SamplingParams::default();
-    if let Some(t) = c.temperature {
-        sampling.temperature = t;
-    }
-    if let Some(p) = c.top_p {
-        sampling.top_p = p;
-    }
-    sampling.seed = c.seed;
-    let req = GenerateRequest {
-        prompt,
-        adapter: target.adapter.as_ref().map(|(_, n)| n.clone()),
-        sampling,
-        max_tokens: c.max_completion_tokens.or(c.max_tokens),
-        stop: match c.stop {
-            None => Vec::new(),
-            Some(Stop::One(x)) => vec![x],
-            Some(Stop::Many(v)) => v,
-        },
-        rate_key: Some(payer.to_string()),
-    };
-    let mut sub = match s.engine.submit(req) {
-        Ok(sub) => sub,
-        Err(e) => return error_response(e),
-    };
-    // Wait for the first event: an error before any token is a plain HTTP
-    // error and nothing is charged.
-    let first = match sub.events.recv().await {
-        Some(StreamEvent::Error(e)) => return error_response(e),
-        Some(ev) => ev,
-        None => return error_response(ServeError::ShuttingDown),
-    };
-    let acc = Accepted {
-        s,
-        payer,
-        kind,
-        model: c.model,
-        prompt_text,
-        target,
-        id: format!("cmpl-{}", sub.id),
-        created: now_secs(),
-        _fee_hold: sub.admission.take(),
-    };
-    if c.stream {
-        stream_response(acc, first, sub.events).into_response()
-    } else {
-        let mut answer = String::new();
-        let mut ev = Some(first);
-        loop {
-            match ev {
-                Some(StreamEvent::Delta { text, .. }) => answer.push_str(&text),
-                Some(StreamEvent::Done(done)) => {
-                    return match acc.full_response(&answer, &done).await {
-                        Ok(v) => Json(v).into_response(),
-                        Err(e) => e.into_response(),
-                    }
-                }
-                Some(StreamEvent::Error(e)) => return error_response(e),
-                None => return error_response(ServeError::ShuttingDown),
-            }
-            ev = sub.events.recv().await;
-        }
-    }
-}
-
+/// The answer's events as server-sent events: a chunk per delta, the final
+/// chunk (usage and settlement) when the service says it is done, or an
+/// error chunk, then `data: [DONE]`.
 fn stream_response(
-    acc: Accepted,
-    first: StreamEvent,
-    events: UnboundedReceiver<StreamEvent>,
+    shape: Shape,
+    generation: Generation,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
-    /// Where the stream is: relaying engine events, or past the final chunk
-    /// (`[DONE]` next), or closed.
-    enum Phase {
-        Relay,
-        Terminator,
-        Closed,
-    }
     struct St {
-        acc: Accepted,
-        pending: Option<StreamEvent>,
-        events: UnboundedReceiver<StreamEvent>,
-        answer: String,
+        shape: Shape,
+        generation: Generation,
         first: bool,
-        phase: Phase,
+        closed: bool,
     }
     let st = St {
-        acc,
-        pending: Some(first),
-        events,
-        answer: String::new(),
+        shape,
+        generation,
         first: true,
-        phase: Phase::Relay,
+        closed: false,
     };
     let stream = futures::stream::unfold(st, |mut st| async move {
-        match st.phase {
-            Phase::Closed => return None,
-            Phase::Terminator => {
-                st.phase = Phase::Closed;
-                return Some((Ok(Event::default().data("[DONE]")), st));
-            }
-            Phase::Relay => {}
+        if st.closed {
+            return None;
         }
-        let ev = match st.pending.take() {
-            Some(ev) => Some(ev),
-            None => st.events.recv().await,
-        };
-        let event = match ev {
-            Some(StreamEvent::Delta { text, .. }) => {
-                st.answer.push_str(&text);
-                let chunk = st.acc.delta_chunk(&text, st.first);
+        let event = match st.generation.next().await {
+            Some(AnswerEvent::Delta(text)) => {
+                let chunk = st.shape.delta_chunk(&text, st.first);
                 st.first = false;
                 Event::default().data(chunk.to_string())
             }
-            Some(StreamEvent::Done(done)) => {
-                st.phase = Phase::Terminator;
-                Event::default().data(st.acc.final_chunk(&st.answer, &done).await.to_string())
-            }
-            Some(StreamEvent::Error(e)) => {
-                st.phase = Phase::Terminator;
+            Some(AnswerEvent::Done {
+                completion,
+                settled,
+            }) => Event::default().data(st.shape.final_chunk(&completion, &settled).to_string()),
+            Some(AnswerEvent::Failed(e)) => {
                 let err = serve_error(e);
                 Event::default().data(
                     json!({ "error": { "code": err.code, "message": err.message } }).to_string(),
                 )
             }
             None => {
-                st.phase = Phase::Closed;
+                st.closed = true;
                 Event::default().data("[DONE]")
             }
         };
