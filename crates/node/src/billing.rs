@@ -10,8 +10,8 @@
 //! (the ledger's `FeeSchedule::max_fee`, the same computation as the fee
 //! settled and the ledger's settlement plan), must be covered by both the
 //! account's balance and its remaining allowance for the operator. After
-//! the answer, [`Billing`] is the serving path's settlement sink
-//! ([`crate::serving::SettlementSink`]): it signs and submits the
+//! the answer, [`Billing`] is the serving path's [`SettlementSink`]
+//! (`serving.rs` settles through it): it signs and submits the
 //! `SettleInference` transaction for the fee of the tokens used.
 //!
 //! Requests run concurrently, and neither a request being generated nor a
@@ -38,7 +38,6 @@ use trib_types::{
 };
 
 use crate::chain::Chain;
-use crate::serving::SettlementSink;
 
 /// The prefix of every API key.
 pub const API_KEY_PREFIX: &str = "trib-sk-";
@@ -377,6 +376,15 @@ impl Billing {
             Err(_) => true,
         });
     }
+}
+
+/// Where an attributed answer is paid for: signs and submits its
+/// settlement. [`Billing`] implements it; the serving path
+/// (`serving.rs`) settles every answer through it.
+pub(crate) trait SettlementSink: Send + Sync {
+    /// Settles one answer; the receipt is on the ledger once the next
+    /// block commits.
+    fn settle(&self, charge: Charge<'_>) -> Result<Settled, String>;
 }
 
 impl SettlementSink for Billing {

@@ -50,7 +50,7 @@ use trib_types::{AdapterId, Address, DatanetId, Hash, ModelId, ReceiptId};
 
 use crate::attribution::{model_tokens, node_catalog};
 use crate::attribution_gradient::ModelGradients;
-use crate::billing::{ApiKeys, Billing, Charge, Settled};
+use crate::billing::{ApiKeys, Billing, Charge, Settled, SettlementSink};
 use crate::chain::Chain;
 use crate::config::NodeConfig;
 use crate::datanets::DatanetService;
@@ -71,14 +71,6 @@ pub(crate) struct Serving {
     /// (`trib_attribution::answer`, over the node's adapters).
     pub(crate) attribution: Arc<AnswerAttributor>,
     receipts_dir: PathBuf,
-}
-
-/// Where an attributed answer is paid for: signs and submits its
-/// settlement. [`Billing`] implements it.
-pub(crate) trait SettlementSink: Send + Sync {
-    /// Settles one answer; the receipt is on the ledger once the next
-    /// block commits.
-    fn settle(&self, charge: Charge<'_>) -> Result<Settled, String>;
 }
 
 /// Why a paid request could not be served or settled; the HTTP layer
