@@ -15,7 +15,7 @@
 
 use std::io::{BufRead, Write};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use trib_types::{Address, ContributionId, DatanetId, Hash, RowHash};
 
 use crate::error::DatanetError;
@@ -255,4 +255,50 @@ pub fn verify_export<R: BufRead>(input: R) -> Result<ExportCheck, DatanetError> 
         rows: declared_rows,
         version,
     })
+}
+
+/// One row of an export as a reader (training, a client) takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportRow {
+    /// Content hash.
+    pub row_hash: RowHash,
+    /// Who contributed it.
+    pub contributor: Address,
+    /// The contribution it came from.
+    pub contribution: ContributionId,
+    /// The row as text: a text row's `text`, a structured row's `record`
+    /// as compact JSON.
+    pub content: String,
+}
+
+/// The rows of an export (the lines after its header), in file order.
+/// Parsing only: run [`verify_export`] first on bytes from elsewhere.
+pub fn export_rows(bytes: &[u8]) -> Result<Vec<ExportRow>, DatanetError> {
+    #[derive(Deserialize)]
+    struct Row {
+        row_hash: RowHash,
+        contributor: Address,
+        contribution: ContributionId,
+        text: Option<String>,
+        record: Option<serde_json::Value>,
+    }
+    let mut rows = Vec::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate().skip(1) {
+        if line.is_empty() {
+            continue;
+        }
+        let r: Row = serde_json::from_slice(line).map_err(|e| DatanetError::BadExport {
+            line: i as u64 + 1,
+            reason: format!("export row does not parse: {e}"),
+        })?;
+        rows.push(ExportRow {
+            row_hash: r.row_hash,
+            contributor: r.contributor,
+            contribution: r.contribution,
+            content: r
+                .text
+                .unwrap_or_else(|| r.record.map(|r| r.to_string()).unwrap_or_default()),
+        });
+    }
+    Ok(rows)
 }

@@ -43,7 +43,7 @@ pub use blob::{BlobStore, LocalBlobStore, ObjectBlobStore};
 pub use chunk::{chunk_text, Chunk, ChunkerConfig};
 pub use descriptor::{Datanet, Quotas, RowRules, MAX_DESCRIPTOR_BYTES};
 pub use error::{DatanetError, ParseFailure};
-pub use export::{verify_export, write_export, ExportCheck, EXPORT_FORMAT};
+pub use export::{export_rows, verify_export, write_export, ExportCheck, ExportRow, EXPORT_FORMAT};
 pub use minhash::{LshIndex, MinHashParams, MinHashSignature, MinHasher};
 pub use parse::{detect_kind, FileKind, ParseLimits, SourceFile};
 pub use quality::{quality_score, QualityScore, QUALITY_WEIGHTS};

@@ -2,8 +2,9 @@
 //! paging, and no partial state on bad input.
 
 use trib_datanet::{
-    verify_export, BlobStore, ContributionRejection, CurationStatus, DatanetError, DatanetStore,
-    Decision, InclusionProof, LocalBlobStore, ObjectBlobStore, PageRequest, Validator, VersionLeaf,
+    export_rows, verify_export, BlobStore, ContributionRejection, CurationStatus, DatanetError,
+    DatanetStore, Decision, InclusionProof, LocalBlobStore, ObjectBlobStore, PageRequest,
+    Validator, VersionLeaf,
 };
 use trib_types::Hash;
 
@@ -132,6 +133,33 @@ fn instruction_records_keep_their_structure_through_export() {
     assert_eq!(verify_export(out.as_slice()).unwrap().computed_root, v.root);
     // A version of exactly one contribution has that contribution's rows_root.
     assert_eq!(rows_root, v.root);
+}
+
+#[test]
+fn an_exports_rows_read_back_with_provenance_and_text_or_record_json() {
+    let (version, export) = build_and_export();
+    let rows = export_rows(&export).unwrap();
+    assert_eq!(rows.len() as u64, version.row_count);
+    assert!(rows.windows(2).all(|w| w[0].row_hash < w[1].row_hash));
+    assert!(rows.iter().all(|r| !r.content.is_empty()));
+    assert!(rows
+        .iter()
+        .any(|r| r.contributor == alice() && r.content.contains("Congress")));
+    assert!(rows.iter().any(|r| r.contributor == bob()));
+    // A structured row reads as its record's JSON.
+    let line = format!(
+        "{{\"index\":0,\"row_hash\":\"{}\",\"contributor\":\"{}\",\"contribution\":\"{}\",\"record\":{{\"prompt\":\"p\",\"response\":\"r\"}}}}",
+        rows[0].row_hash, rows[0].contributor, rows[0].contribution
+    );
+    let structured = export_rows(format!("{{}}\n{line}\n").as_bytes()).unwrap();
+    assert_eq!(structured[0].content, r#"{"prompt":"p","response":"r"}"#);
+    match export_rows(b"{}\n{\"index\":0}\n") {
+        Err(DatanetError::BadExport { line, reason }) => {
+            assert_eq!(line, 2);
+            assert!(reason.contains("does not parse"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

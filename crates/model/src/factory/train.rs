@@ -125,6 +125,20 @@ pub struct TrainingSummary {
     pub elapsed_s: f64,
 }
 
+impl TrainingSummary {
+    /// The `metrics_hash` an adapter's registration commits to: blake3 of
+    /// the compact JSON object of `eval_before`, `eval_after` and
+    /// `final_train_loss` as serde_json writes it.
+    pub fn metrics_hash(&self) -> Hash {
+        let metrics = serde_json::json!({
+            "eval_before": self.eval_before,
+            "eval_after": self.eval_after,
+            "final_train_loss": self.final_train_loss,
+        });
+        Hash::of(metrics.to_string().as_bytes())
+    }
+}
+
 /// The files a finished job leaves in its output directory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainOutcome {
