@@ -1,9 +1,10 @@
 //! `trib`: the Tributary command-line binary.
 //!
 //! Thin by design: it parses arguments (clap), installs the tracing
-//! subscriber, calls `trib-node` and maps errors to exit codes. Each command
-//! group is one module under `cmd/`; adding one is a variant in [`Command`]
-//! and a line in [`run`].
+//! subscriber, calls the libraries (`trib-client` to talk to a node,
+//! `trib-node` to run one, the demo and the local home) and maps errors to
+//! exit codes. Each command group is one module under `cmd/`; adding one is
+//! a variant in [`Command`] and a line in [`run`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,8 +57,8 @@ impl Global {
     }
 
     /// A client for `--node`.
-    pub fn client(&self) -> anyhow::Result<trib_node::NodeClient> {
-        Ok(trib_node::NodeClient::new(&self.node)?)
+    pub fn client(&self) -> anyhow::Result<trib_client::NodeClient> {
+        Ok(trib_client::NodeClient::new(&self.node)?)
     }
 }
 

@@ -22,12 +22,12 @@ use trib_ledger::{
 };
 use trib_types::{Address, Amount, Hash, SecretKey, TxHash};
 
-use crate::client::{ClientError, NodeClient};
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::home::{HomeError, InitOptions, InitReport, NodeHome};
 use crate::keystore::{Keystore, KeystoreError};
 use crate::node::{NodeOverrides, RunningNode};
+use trib_client::{ClientError, NodeClient};
 
 /// Block interval of the demo node: short, so that the governance periods
 /// of the dev genesis (counted in blocks) pass in seconds.

@@ -3,8 +3,9 @@
 //! It owns the node home (`~/.tributary`: config, genesis, ledger file,
 //! keystore), the HTTP API (axum, one module per area under `api/`), block
 //! production (the sequencer role: blocks at an interval and whenever the
-//! mempool fills), the typed HTTP client the `trib` binary uses, and the
-//! end-to-end demo. The ledger itself lives in `trib-ledger`; datanet,
+//! mempool fills) and the end-to-end demo. The ledger itself lives in
+//! `trib-ledger`; the API's JSON shapes and the typed HTTP client the `trib`
+//! binary, the demo and the tests use live in `trib-client`; datanet,
 //! model, OpenAI-compatible and attribution routes sit beside the ledger
 //! routes, and answer-time token attribution (an index catalog per datanet
 //! version, `trib-attribution` underneath) settles every paid answer by
@@ -15,7 +16,6 @@ mod attribution;
 mod attribution_gradient;
 mod billing;
 mod chain;
-mod client;
 mod config;
 mod datanets;
 pub mod demo;
@@ -25,7 +25,6 @@ mod jobs;
 mod keystore;
 mod models;
 mod node;
-mod service_client;
 mod serving;
 #[cfg(test)]
 mod layering_tests;
@@ -34,24 +33,13 @@ mod test_fixtures;
 
 pub use api::{ApiError, AppState};
 pub use billing::{ApiKeyError, ApiKeys, API_KEY_PREFIX};
-pub use client::{ClientError, NodeClient};
 pub use config::{ConfigError, NodeConfig, ServingConfig};
-pub use datanets::signed_read;
 pub use error::NodeError;
 pub use home::{HomeError, InitOptions, InitReport, NodeHome, DEFAULT_PRODUCER_ALLOCATION};
 pub use keystore::{KeyInfo, Keystore, KeystoreError};
 pub use models::describe_model;
 pub use node::{NodeOverrides, RunningNode};
-pub use service_client::{ServiceClient, Upload};
 pub use trib_attribution::answer::{verify_stored_answer, StoredAnswer, StoredAttribution};
-// The wire types moved to `trib-client`; re-exported while the `trib`
-// binary still imports them from here.
-pub use trib_client::wire::{
-    AccountView, BaseModelView, BlockView, ContributionResponse, ContributionView,
-    CreateDatanetRequest, CreateDatanetResponse, DatanetView, ErrorBody, ErrorDetail, JobStatus,
-    JobView, LeaderboardEntry, PageView, PublishPlan, RowView, StatusView, SubmitResponse,
-    SupplyView, TxStatus, TxView, VersionView,
-};
 
 /// The datanet library (parsers, export verification), re-exported for the
 /// `trib` binary.

@@ -292,9 +292,9 @@ async fn produce_blocks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::NodeClient;
     use crate::config::NodeConfig;
     use crate::home::InitOptions;
+    use trib_client::NodeClient;
     use trib_ledger::Action;
     use trib_types::{Amount, SecretKey};
 

@@ -12,10 +12,10 @@ use trib_ledger::Action;
 use trib_types::{AdapterId, Address, Amount, Hash, SecretKey};
 
 use crate::billing::ApiKeys;
-use crate::client::NodeClient;
 use crate::config::NodeConfig;
 use crate::home::{InitOptions, NodeHome};
 use crate::node::{NodeOverrides, RunningNode};
+use trib_client::NodeClient;
 
 /// A dev node home serving a model, its producer (the operator) and the
 /// base model's name; [`PaidHome::start`] runs a node on it.

@@ -3,9 +3,11 @@
 //! node re-runs the token attribution) and the trace of any text against
 //! the datanet versions a model was trained on.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
+use trib_client::wire::TraceRequest;
+use trib_client::PayoutFilter;
 
 use crate::{output, Global};
 
@@ -60,53 +62,12 @@ pub struct PayoutsArgs {
 
 /// `GET /v1/payouts` with the filters of `a`: the node's JSON answer.
 pub(crate) async fn payouts(g: &Global, a: PayoutsArgs) -> anyhow::Result<Value> {
-    let q = match (a.contributor, a.receipt) {
-        (Some(c), None) => format!("contributor={}", super::query::resolve(g, &c)?),
-        (None, Some(r)) => format!("receipt={r}"),
+    let filter = match (a.contributor, a.receipt) {
+        (Some(c), None) => PayoutFilter::Contributor(super::query::resolve(g, &c)?),
+        (None, Some(r)) => PayoutFilter::Receipt(r),
         _ => bail!("give --contributor ADDRESS|KEY or --receipt ID"),
     };
-    get(g, &format!("/v1/payouts?{q}")).await
-}
-
-async fn get(g: &Global, path: &str) -> anyhow::Result<Value> {
-    let url = format!("{}{path}", g.node.trim_end_matches('/'));
-    let resp = reqwest::get(&url)
-        .await
-        .with_context(|| format!("GET {url}"))?;
-    let status = resp.status();
-    let v: Value = resp
-        .json()
-        .await
-        .with_context(|| format!("GET {url}: not JSON"))?;
-    if !status.is_success() {
-        bail!(
-            "GET {url}: {status}: {}",
-            v["error"]["message"].as_str().unwrap_or("?")
-        );
-    }
-    Ok(v)
-}
-
-async fn post(g: &Global, path: &str, body: &Value) -> anyhow::Result<Value> {
-    let url = format!("{}{path}", g.node.trim_end_matches('/'));
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .json(body)
-        .send()
-        .await
-        .with_context(|| format!("POST {url}"))?;
-    let status = resp.status();
-    let v: Value = resp
-        .json()
-        .await
-        .with_context(|| format!("POST {url}: not JSON"))?;
-    if !status.is_success() {
-        bail!(
-            "POST {url}: {status}: {}",
-            v["error"]["message"].as_str().unwrap_or("?")
-        );
-    }
-    Ok(v)
+    Ok(g.client()?.payouts(&filter).await?)
 }
 
 fn print_trace(v: &Value) {
@@ -167,14 +128,15 @@ fn print_trace(v: &Value) {
 
 /// Runs `trib attribution`.
 pub fn run(g: &Global, c: AttributionCommand) -> anyhow::Result<()> {
+    let client = g.client()?;
     super::runtime()?.block_on(async move {
         match c {
             AttributionCommand::Receipt { id } => {
-                output::json(&get(g, &format!("/v1/receipts/{id}")).await?["receipt"])
+                output::json(&client.receipt(&id).await?["receipt"])
             }
             AttributionCommand::Payouts(a) => output::json(&payouts(g, a).await?),
             AttributionCommand::Verify { id } => {
-                let v = get(g, &format!("/v1/receipts/{id}/verify")).await?;
+                let v = client.verify_receipt(&id).await?;
                 if g.json {
                     output::json(&v)?;
                 }
@@ -211,12 +173,14 @@ pub fn run(g: &Global, c: AttributionCommand) -> anyhow::Result<()> {
                 prompt,
                 top,
             } => {
-                let v = post(
-                    g,
-                    "/v1/attribution/trace",
-                    &json!({ "model": model, "text": text, "prompt": prompt, "top": top }),
-                )
-                .await?;
+                let v = client
+                    .trace(&TraceRequest {
+                        model,
+                        text,
+                        prompt,
+                        top: Some(top),
+                    })
+                    .await?;
                 if g.json {
                     return output::json(&v);
                 }

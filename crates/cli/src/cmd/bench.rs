@@ -29,6 +29,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::{json, Value};
+use trib_client::{ChatTiming, NodeClient};
 use trib_node::ledger::Action;
 use trib_node::model::{LoraAdapter, LoraConfig, LoraTarget, Model, Tensor, WeightFormat};
 use trib_node::types::{Amount, Hash};
@@ -222,16 +223,6 @@ fn random_adapter(
     Ok(adapter)
 }
 
-/// What one request measured.
-#[derive(Debug, Clone)]
-struct Sample {
-    ttft: Duration,
-    /// `None` with fewer than two completion tokens.
-    tpot: Option<Duration>,
-    e2e: Duration,
-    completion_tokens: u64,
-}
-
 /// The run's results (`--json` prints this).
 #[derive(Debug, Serialize)]
 struct Report {
@@ -309,20 +300,10 @@ fn quantile_ms(v: &mut [Duration], q: f64) -> f64 {
 
 /// The models to use: `--models`, or every adapter of `GET /v1/models`
 /// (the base model when none is registered).
-async fn pick_models(
-    http: &reqwest::Client,
-    node: &str,
-    a: &ServeArgs,
-) -> anyhow::Result<Vec<String>> {
+async fn pick_models(client: &NodeClient, a: &ServeArgs) -> anyhow::Result<Vec<String>> {
+    let node = client.base_url();
     let mut models = if a.models.is_empty() {
-        let v: Value = http
-            .get(format!("{node}/v1/models"))
-            .send()
-            .await
-            .with_context(|| format!("GET {node}/v1/models"))?
-            .error_for_status()?
-            .json()
-            .await?;
+        let v = client.openai_models().await?;
         let data = v["data"].as_array().cloned().unwrap_or_default();
         let id = |m: &Value| m["id"].as_str().map(str::to_string);
         let adapters: Vec<String> = data
@@ -354,18 +335,15 @@ async fn pick_models(
 }
 
 async fn serve(node: &str, a: ServeArgs) -> anyhow::Result<Report> {
-    let node = node.trim_end_matches('/').to_string();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(a.timeout_s))
-        .pool_max_idle_per_host(a.concurrency)
-        .build()?;
-    let models = Arc::new(pick_models(&http, &node, &a).await?);
+    let client = NodeClient::with_idle_connections(node, a.concurrency)?;
+    let timeout = Duration::from_secs(a.timeout_s);
+    let models = Arc::new(pick_models(&client, &a).await?);
     let next = Arc::new(AtomicUsize::new(0));
     let load_before = load_avg();
     let started = Instant::now();
     let mut clients = Vec::new();
     for _ in 0..a.concurrency.min(a.requests) {
-        let (http, node, models, next) = (http.clone(), node.clone(), models.clone(), next.clone());
+        let (client, models, next) = (client.clone(), models.clone(), next.clone());
         let (key, prompt, requests, max_tokens) = (
             a.api_key.clone(),
             a.prompt.clone(),
@@ -373,7 +351,7 @@ async fn serve(node: &str, a: ServeArgs) -> anyhow::Result<Report> {
             a.max_tokens,
         );
         clients.push(tokio::spawn(async move {
-            let mut out: Vec<Result<Sample, String>> = Vec::new();
+            let mut out: Vec<Result<ChatTiming, String>> = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= requests {
@@ -386,7 +364,12 @@ async fn serve(node: &str, a: ServeArgs) -> anyhow::Result<Report> {
                     "temperature": 0,
                     "stream": true,
                 });
-                out.push(one_request(&http, &node, &key, &body).await);
+                out.push(
+                    client
+                        .chat_stream_timed(&key, &body, timeout)
+                        .await
+                        .map_err(|e| e.to_string()),
+                );
             }
         }));
     }
@@ -412,7 +395,7 @@ async fn serve(node: &str, a: ServeArgs) -> anyhow::Result<Report> {
     let mut tpot: Vec<Duration> = samples.iter().filter_map(|s| s.tpot).collect();
     let mut e2e: Vec<Duration> = samples.iter().map(|s| s.e2e).collect();
     Ok(Report {
-        node,
+        node: client.base_url().to_string(),
         models: models.to_vec(),
         concurrency: a.concurrency,
         requests: a.requests,
@@ -431,75 +414,6 @@ async fn serve(node: &str, a: ServeArgs) -> anyhow::Result<Report> {
         e2e_ms_p99: quantile_ms(&mut e2e, 0.99),
         load_avg_before: load_before,
         load_avg_after: load_avg(),
-    })
-}
-
-/// Sends one streaming chat request and times its chunks.
-async fn one_request(
-    http: &reqwest::Client,
-    node: &str,
-    key: &str,
-    body: &Value,
-) -> Result<Sample, String> {
-    let sent = Instant::now();
-    let mut resp = http
-        .post(format!("{node}/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| format!("request failed: {e}"))?;
-    let status = resp.status();
-    if !status.is_success() {
-        let text = resp.text().await.unwrap_or_default();
-        return Err(format!("HTTP {status}: {text}"));
-    }
-    let mut buf = String::new();
-    let (mut first, mut last) = (None, None);
-    let mut completion_tokens = None;
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| format!("stream broken: {e}"))?
-    {
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        // Server-sent events are separated by a blank line.
-        while let Some(end) = buf.find("\n\n") {
-            let event: String = buf.drain(..end + 2).collect();
-            for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
-                let data = data.trim();
-                if data == "[DONE]" || data.is_empty() {
-                    continue;
-                }
-                let v: Value =
-                    serde_json::from_str(data).map_err(|e| format!("bad event {data:?}: {e}"))?;
-                if let Some(err) = v.get("error") {
-                    return Err(format!("error event: {err}"));
-                }
-                let content = v["choices"][0]["delta"]["content"].as_str().unwrap_or("");
-                if !content.is_empty() {
-                    let now = Instant::now();
-                    first.get_or_insert(now);
-                    last = Some(now);
-                }
-                if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
-                    completion_tokens = Some(n);
-                }
-            }
-        }
-    }
-    let e2e = sent.elapsed();
-    let completion_tokens = completion_tokens.ok_or("the stream ended without a usage chunk")?;
-    let first = first.unwrap_or(sent + e2e);
-    let tpot = match (last, completion_tokens) {
-        (Some(last), n) if n >= 2 => Some((last - first) / (n as u32 - 1)),
-        _ => None,
-    };
-    Ok(Sample {
-        ttft: first - sent,
-        tpot,
-        e2e,
-        completion_tokens,
     })
 }
 

@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use tokio::runtime::Runtime;
+use trib_client::wire::{CreateDatanetRequest, PageView, TxView};
+use trib_client::{ClientError, NodeClient, Upload};
 use trib_node::ledger::{Action, CurationMode, DataType, Visibility};
 use trib_node::types::{Address, Amount, ContributionId, SecretKey};
-use trib_node::{CreateDatanetRequest, Keystore, NodeClient, ServiceClient, TxView, Upload};
+use trib_node::{Keystore, NodeHome};
 
 use crate::passphrase::PassphraseArgs;
 use crate::{output, Global};
@@ -97,51 +100,9 @@ pub enum DecisionArg {
 #[derive(Subcommand, Debug)]
 pub enum DatanetCommand {
     /// Create a datanet: the node stores the descriptor, you sign CreateDatanet.
-    Create {
-        /// Unique name (a-z, 0-9, '-').
-        name: String,
-        /// Markdown file with the description.
-        #[arg(long, value_name = "FILE.md")]
-        description: Option<PathBuf>,
-        /// Comma-separated tags.
-        #[arg(long, value_delimiter = ',')]
-        tags: Vec<String>,
-        /// Row type, fixed at creation.
-        #[arg(long = "type", value_enum, default_value = "text")]
-        data_type: TypeArg,
-        /// Who curates.
-        #[arg(long, value_enum, default_value = "owner")]
-        curation: CurationArg,
-        /// Quorum for validator curation, basis points of all gOPEN.
-        #[arg(long, default_value_t = 3_000)]
-        quorum_bps: u16,
-        /// OPEN each contribution stakes.
-        #[arg(long, default_value = "0", value_parser = parse_amount)]
-        stake: Amount,
-        /// Who may train on it.
-        #[arg(long, value_enum, default_value = "public")]
-        visibility: VisibilityArg,
-        #[command(flatten)]
-        quotas: QuotaOpts,
-        #[command(flatten)]
-        key: KeyOpts,
-    },
+    Create(CreateArgs),
     /// Contribute files: validated row by row on the node, then Contribute is signed.
-    Contribute {
-        /// The datanet.
-        name: String,
-        /// Files (.txt, .md, .jsonl, .csv, .pdf, .docx).
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// For CSV files: the text column.
-        #[arg(long)]
-        csv_column: Option<String>,
-        /// Declared type, when the extension does not say.
-        #[arg(long = "type")]
-        kind: Option<String>,
-        #[command(flatten)]
-        key: KeyOpts,
-    },
+    Contribute(ContributeArgs),
     /// Accept or reject a pending contribution (owner, or a validator's vote).
     Curate {
         /// The datanet.
@@ -248,6 +209,56 @@ pub enum DatanetCommand {
     },
 }
 
+/// `trib datanet create`.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Unique name (a-z, 0-9, '-').
+    name: String,
+    /// Markdown file with the description.
+    #[arg(long, value_name = "FILE.md")]
+    description: Option<PathBuf>,
+    /// Comma-separated tags.
+    #[arg(long, value_delimiter = ',')]
+    tags: Vec<String>,
+    /// Row type, fixed at creation.
+    #[arg(long = "type", value_enum, default_value = "text")]
+    data_type: TypeArg,
+    /// Who curates.
+    #[arg(long, value_enum, default_value = "owner")]
+    curation: CurationArg,
+    /// Quorum for validator curation, basis points of all gOPEN.
+    #[arg(long, default_value_t = 3_000)]
+    quorum_bps: u16,
+    /// OPEN each contribution stakes.
+    #[arg(long, default_value = "0", value_parser = parse_amount)]
+    stake: Amount,
+    /// Who may train on it.
+    #[arg(long, value_enum, default_value = "public")]
+    visibility: VisibilityArg,
+    #[command(flatten)]
+    quotas: QuotaOpts,
+    #[command(flatten)]
+    key: KeyOpts,
+}
+
+/// `trib datanet contribute`.
+#[derive(Args, Debug)]
+pub struct ContributeArgs {
+    /// The datanet.
+    name: String,
+    /// Files (.txt, .md, .jsonl, .csv, .pdf, .docx).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// For CSV files: the text column.
+    #[arg(long)]
+    csv_column: Option<String>,
+    /// Declared type, when the extension does not say.
+    #[arg(long = "type")]
+    kind: Option<String>,
+    #[command(flatten)]
+    key: KeyOpts,
+}
+
 /// Items per page unless `--per-page` says otherwise.
 const PAGE: usize = 50;
 
@@ -284,19 +295,6 @@ fn split_version(s: &str) -> anyhow::Result<(String, u32)> {
     Ok((name.to_string(), v))
 }
 
-/// `svc`, signing its reads with keystore key `key` when one is named.
-fn signed(
-    svc: ServiceClient,
-    home: &trib_node::NodeHome,
-    key: Option<&str>,
-    pass: &PassphraseArgs,
-) -> anyhow::Result<ServiceClient> {
-    Ok(match key {
-        Some(k) => svc.with_signer(pass.load_key(&home.keystore()?, k)?),
-        None => svc,
-    })
-}
-
 /// Signs `action`, submits it and waits for its block.
 pub async fn sign_submit_wait(
     client: &NodeClient,
@@ -313,10 +311,10 @@ pub async fn sign_submit_wait(
 }
 
 /// Paginates with 1-based page numbers over cursor pages.
-async fn nth_page<T, F, Fut>(page: usize, mut fetch: F) -> anyhow::Result<trib_node::PageView<T>>
+async fn nth_page<T, F, Fut>(page: usize, mut fetch: F) -> anyhow::Result<PageView<T>>
 where
     F: FnMut(Option<String>) -> Fut,
-    Fut: std::future::Future<Output = Result<trib_node::PageView<T>, trib_node::ClientError>>,
+    Fut: std::future::Future<Output = Result<PageView<T>, ClientError>>,
 {
     let mut after = None;
     for _ in 1..page.max(1) {
@@ -324,7 +322,7 @@ where
         match p.next {
             Some(n) => after = Some(n),
             None => {
-                return Ok(trib_node::PageView {
+                return Ok(PageView {
                     items: Vec::new(),
                     next: None,
                 })
@@ -398,455 +396,518 @@ fn describe_rejection(v: &serde_json::Value) -> String {
     }
 }
 
+/// What every `trib datanet` step needs: the options, a client for
+/// `--node`, the node home (keystore) and a runtime.
+struct Ctx<'a> {
+    g: &'a Global,
+    client: NodeClient,
+    home: NodeHome,
+    rt: Runtime,
+}
+
+impl Ctx<'_> {
+    /// The signing key of `k` and its wait limit.
+    fn load(&self, k: &KeyOpts) -> anyhow::Result<(SecretKey, Duration)> {
+        k.load(self.g)
+    }
+
+    /// The client, signing its reads with keystore key `key` when one is
+    /// named.
+    fn reader(&self, key: Option<&str>, pass: &PassphraseArgs) -> anyhow::Result<NodeClient> {
+        Ok(match key {
+            Some(k) => self
+                .client
+                .clone()
+                .with_signer(pass.load_key(&self.home.keystore()?, k)?),
+            None => self.client.clone(),
+        })
+    }
+}
+
 /// Runs `trib datanet …`.
 pub fn run(g: &Global, cmd: DatanetCommand) -> anyhow::Result<()> {
-    let client = g.client()?;
-    let svc = ServiceClient::new(&client)?;
-    let home = g.home();
-    let rt = super::runtime()?;
-    let load = |k: &KeyOpts| -> anyhow::Result<(SecretKey, Duration)> {
-        let ks = home.keystore()?;
-        Ok((
-            k.pass.load_key(&ks, &k.key)?,
-            Duration::from_secs(k.wait_timeout),
-        ))
+    let cx = Ctx {
+        g,
+        client: g.client()?,
+        home: g.home(),
+        rt: super::runtime()?,
     };
     match cmd {
-        DatanetCommand::Create {
-            name,
-            description,
-            tags,
-            data_type,
-            curation,
-            quorum_bps,
-            stake,
-            visibility,
-            quotas,
-            key,
-        } => {
-            let (sk, wait) = load(&key)?;
-            let description = match description {
-                Some(p) => std::fs::read_to_string(&p)
-                    .with_context(|| format!("cannot read {}", p.display()))?,
-                None => String::new(),
-            };
-            let req = CreateDatanetRequest {
-                owner: sk.address(),
-                name: name.clone(),
-                description,
-                tags: tags.into_iter().filter(|t| !t.is_empty()).collect(),
-                data_type: match data_type {
-                    TypeArg::Text => DataType::Text,
-                    TypeArg::Instruction => DataType::Instruction,
-                    TypeArg::Chat => DataType::Chat,
-                },
-                curation: match curation {
-                    CurationArg::Owner => CurationMode::OwnerApproval,
-                    CurationArg::Validators => CurationMode::ValidatorVote { quorum_bps },
-                },
-                stake_per_contribution: stake,
-                visibility: match visibility {
-                    VisibilityArg::Public => Visibility::Public,
-                    VisibilityArg::Permissioned => Visibility::Permissioned,
-                },
-            };
-            let quotas = trib_node::datanet::Quotas {
-                max_file_bytes: quotas.max_file_bytes,
-                bytes_per_contributor_per_day: quotas.contributor_bytes_per_day,
-                files_per_contributor_per_day: quotas.contributor_files_per_day,
-                bytes_per_datanet_per_day: quotas.datanet_bytes_per_day,
-            };
-            rt.block_on(async {
-                let plan = svc.create_datanet_with_quotas(&req, quotas).await?;
-                let view = sign_submit_wait(&client, &sk, plan.action, wait).await?;
-                if g.json {
-                    return output::json(&serde_json::json!({"id": plan.id, "metadata_hash": plan.metadata_hash, "tx": view.hash, "height": view.height}));
-                }
-                println!("created datanet {name} (id {}) in block {}", plan.id, view.height.unwrap_or(0));
-                println!("  descriptor hash {}", plan.metadata_hash);
-                Ok(())
-            })
-        }
-        DatanetCommand::Contribute {
-            name,
-            files,
-            csv_column,
-            kind,
-            key,
-        } => {
-            let (sk, wait) = load(&key)?;
-            rt.block_on(async {
-                let mut all = Vec::new();
-                let mut any_rejected = false;
-                for path in &files {
-                    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-                    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("upload").to_string();
-                    let upload = Upload {
-                        contributor: Some(sk.address()),
-                        file_name: &file_name,
-                        kind: kind.as_deref(),
-                        csv_column: csv_column.as_deref(),
-                    };
-                    let mut r = svc.contribute(&name, &upload, bytes).await?;
-                    if !g.json {
-                        print_report(&file_name, &r);
-                    }
-                    match serde_json::from_value::<Option<Action>>(r["action"].clone())? {
-                        Some(action) => {
-                            let view = sign_submit_wait(&client, &sk, action, wait).await?;
-                            if !g.json {
-                                println!("  submitted Contribute {} in block {}", view.hash, view.height.unwrap_or(0));
-                            }
-                            r["tx"] = serde_json::json!(view.hash);
-                        }
-                        None => {
-                            any_rejected = true;
-                            if !g.json {
-                                println!("  no transaction: the contribution was rejected before staking");
-                            }
-                        }
-                    }
-                    all.push(r);
-                }
-                if g.json {
-                    output::json(&all)?;
-                }
-                if any_rejected {
-                    bail!("{} of {} files were rejected at validation", all.iter().filter(|r| r["action"].is_null()).count(), files.len());
-                }
-                Ok(())
-            })
-        }
+        DatanetCommand::Create(a) => create(&cx, a),
+        DatanetCommand::Contribute(a) => contribute(&cx, a),
         DatanetCommand::Curate {
             name,
             contribution,
             decision,
             reason,
             key,
-        } => {
-            let (sk, wait) = load(&key)?;
-            let id: ContributionId = contribution
-                .parse()
-                .map_err(|e| anyhow::anyhow!("contribution id {contribution:?}: {e}"))?;
-            if decision == DecisionArg::Reject && reason.trim().is_empty() {
-                bail!("a rejection needs --reason");
-            }
-            rt.block_on(async {
-                let view = sign_submit_wait(
-                    &client,
-                    &sk,
-                    Action::Curate {
-                        contribution: id,
-                        accept: decision == DecisionArg::Accept,
-                        reason,
-                    },
-                    wait,
-                )
-                .await?;
-                if g.json {
-                    return output::json(&view);
-                }
-                println!(
-                    "{name}: contribution {id} {} in block {}",
-                    if decision == DecisionArg::Accept {
-                        "accepted"
-                    } else {
-                        "rejected"
-                    },
-                    view.height.unwrap_or(0)
-                );
-                Ok(())
-            })
-        }
-        DatanetCommand::Publish { name, key } => {
-            let (sk, wait) = load(&key)?;
-            rt.block_on(async {
-                let plan = svc.publish_plan(&name).await?;
-                let view = sign_submit_wait(&client, &sk, plan.action.clone(), wait).await?;
-                if g.json {
-                    return output::json(&serde_json::json!({"version": plan.version, "root": plan.root, "rows": plan.rows, "contributions": plan.contributions, "tx": view.hash}));
-                }
-                println!("published {name}@{} in block {}: {} rows from {} contributions, root {}", plan.version, view.height.unwrap_or(0), plan.rows, plan.contributions.len(), plan.root);
-                Ok(())
-            })
-        }
+        } => curate(&cx, &name, &contribution, decision, reason, &key),
+        DatanetCommand::Publish { name, key } => publish(&cx, &name, &key),
         DatanetCommand::Export {
             target,
             out,
             key,
             pass,
-        } => {
-            let (name, v) = split_version(&target)?;
-            let svc = signed(svc, &home, key.as_deref(), &pass)?;
-            rt.block_on(async {
-                let bytes = svc.export(&name, v).await?;
-                let (root, rows) = verify_against_ledger(&client, &name, v, &bytes).await?;
-                write_atomically(&out, &bytes)?;
-                if g.json {
-                    return output::json(&serde_json::json!({"file": out, "rows": rows, "root": root, "verified": true}));
-                }
-                println!("wrote {}: {rows} rows of {name}@{v}, root {root} (equals the ledger's)", out.display());
-                Ok(())
-            })
-        }
-        DatanetCommand::Grant { name, address, key } => {
-            let (sk, wait) = load(&key)?;
-            let to = resolve(&home.keystore()?, &address)?;
-            rt.block_on(async {
-                let datanet = trib_node::ledger::datanet_id(&name);
-                let view =
-                    sign_submit_wait(&client, &sk, Action::GrantAccess { datanet, to }, wait)
-                        .await?;
-                if g.json {
-                    return output::json(&view);
-                }
-                println!(
-                    "{to} may now train on {name} (block {})",
-                    view.height.unwrap_or(0)
-                );
-                Ok(())
-            })
-        }
-        DatanetCommand::List => rt.block_on(async {
-            let list = svc.datanets().await?;
-            if g.json {
-                return output::json(&list);
-            }
-            println!(
-                "{:<24} {:<13} {:>6} {:>9} {:>8} {:>7}  owner",
-                "name", "visibility", "latest", "contribs", "accepted", "rows"
-            );
-            for d in list {
-                let l = &d.ledger;
-                println!(
-                    "{:<24} {:<13} {:>6} {:>9} {:>8} {:>7}  {}",
-                    l.name,
-                    format!("{:?}", l.visibility).to_lowercase(),
-                    l.latest_version,
-                    l.contributions,
-                    l.accepted,
-                    l.rows_accepted,
-                    l.owner
-                );
-            }
-            Ok(())
-        }),
-        DatanetCommand::Show { name } => rt.block_on(async {
-            let d = svc.datanet(&name).await?;
-            if g.json {
-                return output::json(&d);
-            }
-            let l = &d.ledger;
-            println!("datanet {} ({})", l.name, l.id);
-            println!("  owner       {}", l.owner);
-            println!("  type        {:?}", l.data_type);
-            println!("  curation    {:?}", l.curation);
-            println!("  visibility  {:?}", l.visibility);
-            println!("  stake       {}", output::open(l.stake_per_contribution));
-            println!("  tags        {}", d.tags.join(", "));
-            if let Some(q) = &d.quotas {
-                println!(
-                    "  quotas      {} B/file; per contributor per UTC day {} B, {} files; datanet {} B/day",
-                    q.max_file_bytes,
-                    q.bytes_per_contributor_per_day,
-                    q.files_per_contributor_per_day,
-                    q.bytes_per_datanet_per_day
-                );
-            }
-            println!(
-                "  contributions {} (accepted {}, rows {})",
-                l.contributions, l.accepted, l.rows_accepted
-            );
-            println!("  latest version {}", l.latest_version);
-            if !d.description.is_empty() {
-                println!("\n{}", d.description);
-            }
-            Ok(())
-        }),
-        DatanetCommand::Versions { name } => rt.block_on(async {
-            let vs = svc.versions(&name).await?;
-            if g.json {
-                return output::json(&vs);
-            }
-            for v in vs {
-                println!(
-                    "{name}@{:<4} {:>7} rows  root {}  {}",
-                    v.version,
-                    v.rows,
-                    v.root,
-                    match v.height {
-                        Some(h) => format!("block {h}"),
-                        None => "draft (PublishVersion not committed)".into(),
-                    }
-                );
-            }
-            Ok(())
-        }),
+        } => export(&cx, &target, &out, key.as_deref(), &pass),
+        DatanetCommand::Grant { name, address, key } => grant(&cx, &name, &address, &key),
+        DatanetCommand::List => list(&cx),
+        DatanetCommand::Show { name } => show(&cx, &name),
+        DatanetCommand::Versions { name } => versions(&cx, &name),
         DatanetCommand::Contributions {
             name,
             page,
             per_page,
-        } => rt.block_on(async {
-            let p = nth_page(page, |after| {
-                let svc = &svc;
-                let name = &name;
-                async move { svc.contributions(name, after.as_deref(), per_page).await }
-            })
-            .await?;
-            if g.json {
-                return output::json(&p);
-            }
-            for c in p.items {
-                println!(
-                    "{}  {:>5} rows {:>4} dup  {}  {}  {}",
-                    c.id, c.rows, c.duplicates_rejected, c.contributor, c.file_name, c.status
-                );
-            }
-            if p.next.is_some() {
-                println!("(more: --page {})", page + 1);
-            }
-            Ok(())
-        }),
+        } => contributions(&cx, &name, page, per_page),
         DatanetCommand::Rows {
             target,
             page,
             per_page,
             key,
             pass,
-        } => {
-            let (name, v) = split_version(&target)?;
-            let svc = signed(svc, &home, key.as_deref(), &pass)?;
-            rt.block_on(async {
-                let p = nth_page(page, |after| {
-                    let svc = &svc;
-                    let name = &name;
-                    async move { svc.rows(name, v, after.as_deref(), per_page).await }
-                })
-                .await?;
-                if g.json {
-                    return output::json(&p);
-                }
-                for r in p.items {
-                    let text: String = r
-                        .text
-                        .chars()
-                        .take(100)
-                        .collect::<String>()
-                        .replace('\n', " ");
-                    println!(
-                        "{:>5} {} {}  {text}",
-                        r.index,
-                        r.row_hash.short(),
-                        r.contributor
-                    );
-                }
-                if p.next.is_some() {
-                    println!("(more: --page {})", page + 1);
-                }
-                Ok(())
-            })
-        }
+        } => rows(&cx, &target, page, per_page, key.as_deref(), &pass),
         DatanetCommand::History {
             contributor,
             key,
             pass,
-        } => {
-            let ks = home.keystore()?;
-            let who = resolve(&ks, &contributor)?;
-            // A key name signs; a bare address reads anonymously.
-            let signer = key.or_else(|| {
-                contributor
-                    .parse::<Address>()
-                    .is_err()
-                    .then(|| contributor.clone())
-            });
-            let svc = signed(svc, &home, signer.as_deref(), &pass)?;
-            rt.block_on(async {
-                let p = svc.history(&who, None, 1_000).await?;
-                if g.json {
-                    return output::json(&p);
-                }
-                for c in p.items {
-                    println!(
-                        "{}  {:>5} rows  {}  {}",
-                        c.id, c.rows, c.file_name, c.status
-                    );
-                }
-                Ok(())
-            })
-        }
-        DatanetCommand::Leaderboard { name } => rt.block_on(async {
-            let board = svc.leaderboard(&name).await?;
-            if g.json {
-                return output::json(&board);
-            }
-            println!(
-                "{:<4} {:<46} {:>7} {:>8} {:>8} {:>8} {:>8} {:>6} {:>5} {:>12} {:>12}",
-                "rank",
-                "contributor",
-                "contribs",
-                "accepted",
-                "rejected",
-                "invalid",
-                "rows",
-                "rate%",
-                "dups",
-                "slashed",
-                "earned"
-            );
-            for (i, e) in board.iter().enumerate() {
-                println!(
-                    "{:<4} {:<46} {:>7} {:>8} {:>8} {:>8} {:>8} {:>6.1} {:>5} {:>12} {:>12}",
-                    i + 1,
-                    e.contributor.to_string(),
-                    e.contributions,
-                    e.accepted,
-                    e.rejected,
-                    e.rejected_at_validation,
-                    e.rows_accepted,
-                    e.acceptance_bps as f64 / 100.0,
-                    e.duplicates_rejected,
-                    output::open(e.slashed),
-                    output::open(e.earnings)
-                );
-            }
-            Ok(())
-        }),
+        } => history(&cx, &contributor, key, &pass),
+        DatanetCommand::Leaderboard { name } => leaderboard(&cx, &name),
     }
 }
 
-/// Recomputes the export's root from its rows and checks it against the
-/// ledger's record of that version. Returns the root and row count.
-pub async fn verify_against_ledger(
-    client: &NodeClient,
+/// The creation request of `a`, owned by `owner`.
+fn create_request(a: &CreateArgs, owner: Address) -> anyhow::Result<CreateDatanetRequest> {
+    let description = match &a.description {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?
+        }
+        None => String::new(),
+    };
+    Ok(CreateDatanetRequest {
+        owner,
+        name: a.name.clone(),
+        description,
+        tags: a.tags.iter().filter(|t| !t.is_empty()).cloned().collect(),
+        data_type: match a.data_type {
+            TypeArg::Text => DataType::Text,
+            TypeArg::Instruction => DataType::Instruction,
+            TypeArg::Chat => DataType::Chat,
+        },
+        curation: match a.curation {
+            CurationArg::Owner => CurationMode::OwnerApproval,
+            CurationArg::Validators => CurationMode::ValidatorVote {
+                quorum_bps: a.quorum_bps,
+            },
+        },
+        stake_per_contribution: a.stake,
+        visibility: match a.visibility {
+            VisibilityArg::Public => Visibility::Public,
+            VisibilityArg::Permissioned => Visibility::Permissioned,
+        },
+    })
+}
+
+/// `trib datanet create`: the node stores the descriptor; the owner signs
+/// `CreateDatanet`.
+fn create(cx: &Ctx<'_>, a: CreateArgs) -> anyhow::Result<()> {
+    let (sk, wait) = cx.load(&a.key)?;
+    let req = create_request(&a, sk.address())?;
+    let quotas = trib_node::datanet::Quotas {
+        max_file_bytes: a.quotas.max_file_bytes,
+        bytes_per_contributor_per_day: a.quotas.contributor_bytes_per_day,
+        files_per_contributor_per_day: a.quotas.contributor_files_per_day,
+        bytes_per_datanet_per_day: a.quotas.datanet_bytes_per_day,
+    };
+    let name = a.name;
+    cx.rt.block_on(async {
+        let plan = cx.client.create_datanet_with_quotas(&req, quotas).await?;
+        let view = sign_submit_wait(&cx.client, &sk, plan.action, wait).await?;
+        if cx.g.json {
+            return output::json(&serde_json::json!({"id": plan.id, "metadata_hash": plan.metadata_hash, "tx": view.hash, "height": view.height}));
+        }
+        println!("created datanet {name} (id {}) in block {}", plan.id, view.height.unwrap_or(0));
+        println!("  descriptor hash {}", plan.metadata_hash);
+        Ok(())
+    })
+}
+
+/// Uploads one file of `a` and signs its `Contribute` when the node accepts
+/// it. Returns the node's answer (with `tx` added) and whether the file was
+/// rejected at validation.
+async fn contribute_file(
+    cx: &Ctx<'_>,
+    a: &ContributeArgs,
+    sk: &SecretKey,
+    wait: Duration,
+    path: &std::path::Path,
+) -> anyhow::Result<(serde_json::Value, bool)> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("upload")
+        .to_string();
+    let upload = Upload {
+        contributor: Some(sk.address()),
+        file_name: &file_name,
+        kind: a.kind.as_deref(),
+        csv_column: a.csv_column.as_deref(),
+    };
+    let mut r = cx.client.contribute(&a.name, &upload, bytes).await?;
+    if !cx.g.json {
+        print_report(&file_name, &r);
+    }
+    match serde_json::from_value::<Option<Action>>(r["action"].clone())? {
+        Some(action) => {
+            let view = sign_submit_wait(&cx.client, sk, action, wait).await?;
+            if !cx.g.json {
+                println!(
+                    "  submitted Contribute {} in block {}",
+                    view.hash,
+                    view.height.unwrap_or(0)
+                );
+            }
+            r["tx"] = serde_json::json!(view.hash);
+            Ok((r, false))
+        }
+        None => {
+            if !cx.g.json {
+                println!("  no transaction: the contribution was rejected before staking");
+            }
+            Ok((r, true))
+        }
+    }
+}
+
+/// `trib datanet contribute`: every file in turn; fails when any was
+/// rejected at validation.
+fn contribute(cx: &Ctx<'_>, a: ContributeArgs) -> anyhow::Result<()> {
+    let (sk, wait) = cx.load(&a.key)?;
+    cx.rt.block_on(async {
+        let mut all = Vec::new();
+        let mut rejected = 0;
+        for path in &a.files {
+            let (r, was_rejected) = contribute_file(cx, &a, &sk, wait, path).await?;
+            rejected += usize::from(was_rejected);
+            all.push(r);
+        }
+        if cx.g.json {
+            output::json(&all)?;
+        }
+        if rejected > 0 {
+            bail!(
+                "{rejected} of {} files were rejected at validation",
+                a.files.len()
+            );
+        }
+        Ok(())
+    })
+}
+
+/// `trib datanet curate`: signs `Curate`.
+fn curate(
+    cx: &Ctx<'_>,
     name: &str,
-    version: u32,
-    bytes: &[u8],
-) -> anyhow::Result<(trib_node::types::Hash, u64)> {
-    let check = trib_node::datanet::verify_export(bytes)
-        .with_context(|| format!("export of {name}@{version} does not parse"))?;
-    if !check.is_consistent() {
-        bail!(
-            "export of {name}@{version}: rows give root {} but the header says {}",
-            check.computed_root,
-            check.declared_root
+    contribution: &str,
+    decision: DecisionArg,
+    reason: String,
+    key: &KeyOpts,
+) -> anyhow::Result<()> {
+    let (sk, wait) = cx.load(key)?;
+    let id: ContributionId = contribution
+        .parse()
+        .map_err(|e| anyhow::anyhow!("contribution id {contribution:?}: {e}"))?;
+    if decision == DecisionArg::Reject && reason.trim().is_empty() {
+        bail!("a rejection needs --reason");
+    }
+    let accept = decision == DecisionArg::Accept;
+    cx.rt.block_on(async {
+        let action = Action::Curate {
+            contribution: id,
+            accept,
+            reason,
+        };
+        let view = sign_submit_wait(&cx.client, &sk, action, wait).await?;
+        if cx.g.json {
+            return output::json(&view);
+        }
+        println!(
+            "{name}: contribution {id} {} in block {}",
+            if accept { "accepted" } else { "rejected" },
+            view.height.unwrap_or(0)
+        );
+        Ok(())
+    })
+}
+
+/// `trib datanet publish`: the node plans the next version; the owner signs
+/// `PublishVersion`.
+fn publish(cx: &Ctx<'_>, name: &str, key: &KeyOpts) -> anyhow::Result<()> {
+    let (sk, wait) = cx.load(key)?;
+    cx.rt.block_on(async {
+        let plan = cx.client.publish_plan(name).await?;
+        let view = sign_submit_wait(&cx.client, &sk, plan.action.clone(), wait).await?;
+        if cx.g.json {
+            return output::json(&serde_json::json!({"version": plan.version, "root": plan.root, "rows": plan.rows, "contributions": plan.contributions, "tx": view.hash}));
+        }
+        println!("published {name}@{} in block {}: {} rows from {} contributions, root {}", plan.version, view.height.unwrap_or(0), plan.rows, plan.contributions.len(), plan.root);
+        Ok(())
+    })
+}
+
+/// `trib datanet export`: the export, verified against the ledger's root,
+/// written atomically.
+fn export(
+    cx: &Ctx<'_>,
+    target: &str,
+    out: &std::path::Path,
+    key: Option<&str>,
+    pass: &PassphraseArgs,
+) -> anyhow::Result<()> {
+    let (name, v) = split_version(target)?;
+    let reader = cx.reader(key, pass)?;
+    cx.rt.block_on(async {
+        let export = reader.verified_export(&name, v).await?;
+        write_atomically(out, &export.bytes)?;
+        let (rows, root) = (export.rows, export.root);
+        if cx.g.json {
+            return output::json(
+                &serde_json::json!({"file": out, "rows": rows, "root": root, "verified": true}),
+            );
+        }
+        println!(
+            "wrote {}: {rows} rows of {name}@{v}, root {root} (equals the ledger's)",
+            out.display()
+        );
+        Ok(())
+    })
+}
+
+/// `trib datanet grant`: signs `GrantAccess`.
+fn grant(cx: &Ctx<'_>, name: &str, address: &str, key: &KeyOpts) -> anyhow::Result<()> {
+    let (sk, wait) = cx.load(key)?;
+    let to = resolve(&cx.home.keystore()?, address)?;
+    cx.rt.block_on(async {
+        let datanet = trib_node::ledger::datanet_id(name);
+        let view =
+            sign_submit_wait(&cx.client, &sk, Action::GrantAccess { datanet, to }, wait).await?;
+        if cx.g.json {
+            return output::json(&view);
+        }
+        println!(
+            "{to} may now train on {name} (block {})",
+            view.height.unwrap_or(0)
+        );
+        Ok(())
+    })
+}
+
+/// `trib datanet list`.
+fn list(cx: &Ctx<'_>) -> anyhow::Result<()> {
+    let list = cx.rt.block_on(cx.client.datanets())?;
+    if cx.g.json {
+        return output::json(&list);
+    }
+    println!(
+        "{:<24} {:<13} {:>6} {:>9} {:>8} {:>7}  owner",
+        "name", "visibility", "latest", "contribs", "accepted", "rows"
+    );
+    for d in list {
+        let l = &d.ledger;
+        println!(
+            "{:<24} {:<13} {:>6} {:>9} {:>8} {:>7}  {}",
+            l.name,
+            format!("{:?}", l.visibility).to_lowercase(),
+            l.latest_version,
+            l.contributions,
+            l.accepted,
+            l.rows_accepted,
+            l.owner
         );
     }
-    let svc = ServiceClient::new(client)?;
-    let on_chain = svc
-        .versions(name)
-        .await?
-        .into_iter()
-        .find(|v| v.version == version && v.height.is_some())
-        .with_context(|| format!("{name}@{version} is not published on the ledger"))?;
-    if on_chain.root != check.computed_root {
-        bail!(
-            "export of {name}@{version} has root {} but the ledger records {}",
-            check.computed_root,
-            on_chain.root
+    Ok(())
+}
+
+/// `trib datanet show`.
+fn show(cx: &Ctx<'_>, name: &str) -> anyhow::Result<()> {
+    let d = cx.rt.block_on(cx.client.datanet(name))?;
+    if cx.g.json {
+        return output::json(&d);
+    }
+    let l = &d.ledger;
+    println!("datanet {} ({})", l.name, l.id);
+    println!("  owner       {}", l.owner);
+    println!("  type        {:?}", l.data_type);
+    println!("  curation    {:?}", l.curation);
+    println!("  visibility  {:?}", l.visibility);
+    println!("  stake       {}", output::open(l.stake_per_contribution));
+    println!("  tags        {}", d.tags.join(", "));
+    if let Some(q) = &d.quotas {
+        println!(
+            "  quotas      {} B/file; per contributor per UTC day {} B, {} files; datanet {} B/day",
+            q.max_file_bytes,
+            q.bytes_per_contributor_per_day,
+            q.files_per_contributor_per_day,
+            q.bytes_per_datanet_per_day
         );
     }
-    Ok((check.computed_root, check.rows))
+    println!(
+        "  contributions {} (accepted {}, rows {})",
+        l.contributions, l.accepted, l.rows_accepted
+    );
+    println!("  latest version {}", l.latest_version);
+    if !d.description.is_empty() {
+        println!("\n{}", d.description);
+    }
+    Ok(())
+}
+
+/// `trib datanet versions`.
+fn versions(cx: &Ctx<'_>, name: &str) -> anyhow::Result<()> {
+    let vs = cx.rt.block_on(cx.client.versions(name))?;
+    if cx.g.json {
+        return output::json(&vs);
+    }
+    for v in vs {
+        println!(
+            "{name}@{:<4} {:>7} rows  root {}  {}",
+            v.version,
+            v.rows,
+            v.root,
+            match v.height {
+                Some(h) => format!("block {h}"),
+                None => "draft (PublishVersion not committed)".into(),
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `trib datanet contributions`.
+fn contributions(cx: &Ctx<'_>, name: &str, page: usize, per_page: usize) -> anyhow::Result<()> {
+    let p = cx.rt.block_on(nth_page(page, |after| async move {
+        cx.client
+            .contributions(name, after.as_deref(), per_page)
+            .await
+    }))?;
+    if cx.g.json {
+        return output::json(&p);
+    }
+    for c in p.items {
+        println!(
+            "{}  {:>5} rows {:>4} dup  {}  {}  {}",
+            c.id, c.rows, c.duplicates_rejected, c.contributor, c.file_name, c.status
+        );
+    }
+    if p.next.is_some() {
+        println!("(more: --page {})", page + 1);
+    }
+    Ok(())
+}
+
+/// `trib datanet rows`.
+fn rows(
+    cx: &Ctx<'_>,
+    target: &str,
+    page: usize,
+    per_page: usize,
+    key: Option<&str>,
+    pass: &PassphraseArgs,
+) -> anyhow::Result<()> {
+    let (name, v) = split_version(target)?;
+    let reader = cx.reader(key, pass)?;
+    let p = cx.rt.block_on(nth_page(page, |after| {
+        let (reader, name) = (&reader, &name);
+        async move { reader.rows(name, v, after.as_deref(), per_page).await }
+    }))?;
+    if cx.g.json {
+        return output::json(&p);
+    }
+    for r in p.items {
+        let text: String = r
+            .text
+            .chars()
+            .take(100)
+            .collect::<String>()
+            .replace('\n', " ");
+        println!(
+            "{:>5} {} {}  {text}",
+            r.index,
+            r.row_hash.short(),
+            r.contributor
+        );
+    }
+    if p.next.is_some() {
+        println!("(more: --page {})", page + 1);
+    }
+    Ok(())
+}
+
+/// `trib datanet history`: a key name signs the read; a bare address reads
+/// anonymously.
+fn history(
+    cx: &Ctx<'_>,
+    contributor: &str,
+    key: Option<String>,
+    pass: &PassphraseArgs,
+) -> anyhow::Result<()> {
+    let who = resolve(&cx.home.keystore()?, contributor)?;
+    let signer = key.or_else(|| {
+        contributor
+            .parse::<Address>()
+            .is_err()
+            .then(|| contributor.to_string())
+    });
+    let reader = cx.reader(signer.as_deref(), pass)?;
+    let p = cx.rt.block_on(reader.history(&who, None, 1_000))?;
+    if cx.g.json {
+        return output::json(&p);
+    }
+    for c in p.items {
+        println!(
+            "{}  {:>5} rows  {}  {}",
+            c.id, c.rows, c.file_name, c.status
+        );
+    }
+    Ok(())
+}
+
+/// `trib datanet leaderboard`.
+fn leaderboard(cx: &Ctx<'_>, name: &str) -> anyhow::Result<()> {
+    let board = cx.rt.block_on(cx.client.leaderboard(name))?;
+    if cx.g.json {
+        return output::json(&board);
+    }
+    println!(
+        "{:<4} {:<46} {:>7} {:>8} {:>8} {:>8} {:>8} {:>6} {:>5} {:>12} {:>12}",
+        "rank",
+        "contributor",
+        "contribs",
+        "accepted",
+        "rejected",
+        "invalid",
+        "rows",
+        "rate%",
+        "dups",
+        "slashed",
+        "earned"
+    );
+    for (i, e) in board.iter().enumerate() {
+        println!(
+            "{:<4} {:<46} {:>7} {:>8} {:>8} {:>8} {:>8} {:>6.1} {:>5} {:>12} {:>12}",
+            i + 1,
+            e.contributor.to_string(),
+            e.contributions,
+            e.accepted,
+            e.rejected,
+            e.rejected_at_validation,
+            e.rows_accepted,
+            e.acceptance_bps as f64 / 100.0,
+            e.duplicates_rejected,
+            output::open(e.slashed),
+            output::open(e.earnings)
+        );
+    }
+    Ok(())
 }
 
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {

@@ -7,21 +7,20 @@
 //! recomputed from the rows and compared with the ledger's record.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use serde::Deserialize;
-use trib_node::ledger::{datanet_id, Action};
+use tokio::runtime::Runtime;
+use trib_client::NodeClient;
 use trib_node::model::factory::{
-    eval_adapter, export_merged, train, DatanetResolver, DatanetRow, JobConfig, ResolvedDatanet,
-    SourceRef, TrainOptions, TrainingSummary,
+    eval_adapter, export_merged, train, DatanetResolver, JobConfig, ResolvedDatanet, SourceRef,
+    TrainOptions, TrainingSummary,
 };
-use trib_node::types::{AdapterId, Address, ContributionId, Hash, ModelId, RowHash};
-use trib_node::{NodeClient, ServiceClient};
+use trib_node::types::{AdapterId, SecretKey};
 
-use super::datanet::{sign_submit_wait, verify_against_ledger};
+use super::datanet::sign_submit_wait;
 use crate::{output, Global};
 
 /// `trib factory` subcommands.
@@ -94,16 +93,6 @@ pub struct TrainArgs {
     pass: crate::passphrase::PassphraseArgs,
 }
 
-/// One exported row (the fields training needs).
-#[derive(Deserialize)]
-struct ExportLine {
-    row_hash: RowHash,
-    contributor: Address,
-    contribution: ContributionId,
-    text: Option<String>,
-    record: Option<serde_json::Value>,
-}
-
 /// Datanet versions fetched and verified before training starts.
 struct Prefetched(HashMap<(String, String), ResolvedDatanet>);
 
@@ -122,13 +111,13 @@ impl DatanetResolver for Prefetched {
 async fn prefetch(
     client: &NodeClient,
     sources: &[String],
-    base_dir: &std::path::Path,
-    reader: Option<&trib_node::types::SecretKey>,
+    base_dir: &Path,
+    reader: Option<&SecretKey>,
 ) -> anyhow::Result<(Prefetched, Vec<(String, u32)>)> {
-    let mut svc = ServiceClient::new(client)?;
-    if let Some(k) = reader {
-        svc = svc.with_signer(k.clone());
-    }
+    let client = match reader {
+        Some(k) => client.clone().with_signer(k.clone()),
+        None => client.clone(),
+    };
     let mut map = HashMap::new();
     let mut used = Vec::new();
     for s in sources {
@@ -138,65 +127,37 @@ async fn prefetch(
         let v: u32 = version.parse().with_context(|| {
             format!("{name}@{version}: only numbered versions resolve through the node")
         })?;
-        let bytes = svc
-            .export(&name, v)
+        let resolved = client
+            .training_rows(&name, v)
             .await
             .with_context(|| format!("cannot read {name}@{v} for training"))?;
-        let (root, _) = verify_against_ledger(client, &name, v, &bytes).await?;
-        let mut rows = Vec::new();
-        for line in bytes
-            .split(|b| *b == b'\n')
-            .skip(1)
-            .filter(|l| !l.is_empty())
-        {
-            let l: ExportLine =
-                serde_json::from_slice(line).context("export row does not parse")?;
-            rows.push(DatanetRow {
-                content: l
-                    .text
-                    .unwrap_or_else(|| l.record.map(|r| r.to_string()).unwrap_or_default()),
-                row_hash: l.row_hash,
-                contribution: Some(l.contribution),
-                contributor: Some(l.contributor),
-            });
-        }
         eprintln!(
-            "{name}@{v}: {} rows, root {root} (equals the ledger's)",
-            rows.len()
+            "{name}@{v}: {} rows, root {} (equals the ledger's)",
+            resolved.rows.len(),
+            resolved.version_root
         );
-        map.insert(
-            (name.clone(), version.clone()),
-            ResolvedDatanet {
-                version_root: root,
-                rows,
-            },
-        );
+        map.insert((name.clone(), version.clone()), resolved);
         used.push((name, v));
     }
     Ok((Prefetched(map), used))
 }
 
-/// The `RegisterAdapter` action for a finished job.
-pub fn register_action(
-    job: &JobConfig,
-    summary: &TrainingSummary,
-    datanets: &[(String, u32)],
-) -> Action {
-    let metrics = serde_json::json!({
-        "eval_before": summary.eval_before,
-        "eval_after": summary.eval_after,
-        "final_train_loss": summary.final_train_loss,
-    });
-    Action::RegisterAdapter {
-        adapter: summary.adapter_id,
-        base: ModelId(summary.base_model_hash),
-        name: job.name.clone().unwrap_or_else(|| "adapter".into()),
-        datanets: datanets.iter().map(|(n, v)| (datanet_id(n), *v)).collect(),
-        config_hash: summary.config_hash,
-        metrics_hash: Hash::of(metrics.to_string().as_bytes()),
-        price_in_per_1k: job.pricing.input_per_1k,
-        price_out_per_1k: job.pricing.output_per_1k,
+/// The datanet versions among `sources` fetched and verified (none when
+/// no source is a datanet: then no node is needed).
+fn resolve_datanets(
+    g: &Global,
+    rt: &Runtime,
+    sources: &[String],
+    base_dir: &Path,
+    reader: Option<&SecretKey>,
+) -> anyhow::Result<(Prefetched, Vec<(String, u32)>)> {
+    let any_datanet = sources
+        .iter()
+        .any(|s| matches!(SourceRef::parse(s, base_dir), Ok(SourceRef::Datanet { .. })));
+    if !any_datanet {
+        return Ok((Prefetched(HashMap::new()), Vec::new()));
     }
+    rt.block_on(prefetch(&g.client()?, sources, base_dir, reader))
 }
 
 fn print_summary(s: &TrainingSummary) {
@@ -226,103 +187,154 @@ fn print_summary(s: &TrainingSummary) {
     }
 }
 
+/// `trib factory train`: trains locally, then registers the adapter when
+/// asked.
+fn train_locally(g: &Global, rt: &Runtime, a: TrainArgs) -> anyhow::Result<()> {
+    let job = JobConfig::load(&a.job)?;
+    let key = match &a.key {
+        Some(k) => Some((
+            a.pass.load_key(&g.home().keystore()?, k)?,
+            std::time::Duration::from_secs(a.wait_timeout),
+        )),
+        None => None,
+    };
+    if a.register && key.is_none() {
+        bail!("--register needs --key (the adapter's owner)");
+    }
+    let base_dir = a.job.parent().map(PathBuf::from).unwrap_or_default();
+    let reader = key.as_ref().map(|(k, _)| k);
+    let (resolver, used) = resolve_datanets(g, rt, &job.data.sources, &base_dir, reader)?;
+    let opts = TrainOptions {
+        resolver: Some(Arc::new(resolver)),
+        progress: None,
+        cancel: Default::default(),
+        progress_bar: !g.json,
+        model: None,
+    };
+    let outcome = train(&job, opts)?;
+    let mut registered: Option<AdapterId> = None;
+    if a.register {
+        let (sk, wait) = key.expect("checked above");
+        let action = trib_client::actions::register_adapter(&job, &outcome.summary, &used);
+        let view = rt.block_on(sign_submit_wait(&g.client()?, &sk, action, wait))?;
+        registered = Some(outcome.summary.adapter_id);
+        if !g.json {
+            eprintln!(
+                "registered adapter {} in block {}",
+                outcome.summary.adapter_id,
+                view.height.unwrap_or(0)
+            );
+        }
+    }
+    if g.json {
+        return output::json(
+            &serde_json::json!({"summary": outcome.summary, "registered": registered}),
+        );
+    }
+    print_summary(&outcome.summary);
+    Ok(())
+}
+
+/// `trib factory eval`: held-out loss of the base model and the adapter.
+fn eval(
+    g: &Global,
+    rt: &Runtime,
+    job: PathBuf,
+    adapter: Option<PathBuf>,
+    data: Vec<String>,
+    key: Option<String>,
+) -> anyhow::Result<()> {
+    let cfg = JobConfig::load(&job)?;
+    let base_dir = job.parent().map(PathBuf::from).unwrap_or_default();
+    let adapter = adapter.unwrap_or_else(|| cfg.output.dir.join("adapter"));
+    let heldout = data
+        .iter()
+        .map(|s| SourceRef::parse(s, &base_dir))
+        .collect::<Result<Vec<_>, _>>()?;
+    let reader = match &key {
+        Some(k) => Some(g.home().keystore()?.load(k, None)?),
+        None => None,
+    };
+    let (resolver, _) = resolve_datanets(g, rt, &data, &base_dir, reader.as_ref())?;
+    let r = eval_adapter(&cfg, &adapter, &heldout, Some(&resolver))?;
+    if g.json {
+        return output::json(&r);
+    }
+    println!(
+        "held-out {}: base loss {:.4} (ppl {:.2}), adapter loss {:.4} (ppl {:.2}), delta {:+.4}",
+        r.sources.join(", "),
+        r.base.loss,
+        r.base.perplexity,
+        r.adapter.loss,
+        r.adapter.perplexity,
+        r.loss_delta()
+    );
+    Ok(())
+}
+
+/// `trib factory submit`: queues the job on the node (signed by the
+/// owner's key when one is named) and follows its events.
+fn submit(
+    g: &Global,
+    rt: &Runtime,
+    job: PathBuf,
+    key: Option<String>,
+    detach: bool,
+) -> anyhow::Result<()> {
+    let toml =
+        std::fs::read_to_string(&job).with_context(|| format!("cannot read {}", job.display()))?;
+    // The node takes an owner only from a request the owner signed.
+    let signer = match &key {
+        Some(k) => Some(g.home().keystore()?.load(k, None)?),
+        None => None,
+    };
+    let owner = signer.as_ref().map(|k| k.address());
+    let mut client = g.client()?;
+    if let Some(k) = signer {
+        client = client.with_signer(k);
+    }
+    rt.block_on(async {
+        let v = client.submit_job(&toml, owner.as_ref()).await?;
+        eprintln!("job {} queued (output {})", v.id, v.output_dir.display());
+        if detach {
+            return if g.json { output::json(&v) } else { Ok(()) };
+        }
+        let last = client
+            .follow_job(v.id, |e| {
+                if g.json {
+                    println!("{e}");
+                } else if e["event"] == "step" {
+                    eprintln!(
+                        "step {} loss {:.4} {:.0} tok/s eta {:.0}s",
+                        e["step"],
+                        e["loss"].as_f64().unwrap_or(f64::NAN),
+                        e["tokens_per_s"].as_f64().unwrap_or(0.0),
+                        e["eta_s"].as_f64().unwrap_or(0.0)
+                    );
+                } else {
+                    eprintln!("{e}");
+                }
+            })
+            .await?;
+        match last.as_ref().and_then(|e| e["event"].as_str()) {
+            Some("done") => Ok(()),
+            Some(other) => bail!("job {} ended: {other}", v.id),
+            None => bail!("job {} event stream ended without a final event", v.id),
+        }
+    })
+}
+
 /// Runs `trib factory …`.
 pub fn run(g: &Global, cmd: FactoryCommand) -> anyhow::Result<()> {
     let rt = super::runtime()?;
     match cmd {
-        FactoryCommand::Train(a) => {
-            let job = JobConfig::load(&a.job)?;
-            let key = match &a.key {
-                Some(k) => Some((
-                    a.pass.load_key(&g.home().keystore()?, k)?,
-                    std::time::Duration::from_secs(a.wait_timeout),
-                )),
-                None => None,
-            };
-            if a.register && key.is_none() {
-                bail!("--register needs --key (the adapter's owner)");
-            }
-            let base_dir = a.job.parent().map(PathBuf::from).unwrap_or_default();
-            let has_datanets = job.data.sources.iter().any(|s| {
-                matches!(
-                    SourceRef::parse(s, &base_dir),
-                    Ok(SourceRef::Datanet { .. })
-                )
-            });
-            let client = g.client()?;
-            let reader = key.as_ref().map(|(k, _)| k.clone());
-            let (resolver, used) = if has_datanets {
-                rt.block_on(prefetch(
-                    &client,
-                    &job.data.sources,
-                    &base_dir,
-                    reader.as_ref(),
-                ))?
-            } else {
-                (Prefetched(HashMap::new()), Vec::new())
-            };
-            let opts = TrainOptions {
-                resolver: Some(Arc::new(resolver)),
-                progress: None,
-                cancel: Default::default(),
-                progress_bar: !g.json,
-                model: None,
-            };
-            let outcome = train(&job, opts)?;
-            let mut registered: Option<AdapterId> = None;
-            if a.register {
-                let (sk, wait) = key.expect("checked above");
-                let action = register_action(&job, &outcome.summary, &used);
-                let view = rt.block_on(sign_submit_wait(&client, &sk, action, wait))?;
-                registered = Some(outcome.summary.adapter_id);
-                if !g.json {
-                    eprintln!(
-                        "registered adapter {} in block {}",
-                        outcome.summary.adapter_id,
-                        view.height.unwrap_or(0)
-                    );
-                }
-            }
-            if g.json {
-                return output::json(
-                    &serde_json::json!({"summary": outcome.summary, "registered": registered}),
-                );
-            }
-            print_summary(&outcome.summary);
-            Ok(())
-        }
+        FactoryCommand::Train(a) => train_locally(g, &rt, a),
         FactoryCommand::Eval {
             job,
             adapter,
             data,
             key,
-        } => {
-            let cfg = JobConfig::load(&job)?;
-            let base_dir = job.parent().map(PathBuf::from).unwrap_or_default();
-            let adapter = adapter.unwrap_or_else(|| cfg.output.dir.join("adapter"));
-            let heldout = data
-                .iter()
-                .map(|s| SourceRef::parse(s, &base_dir))
-                .collect::<Result<Vec<_>, _>>()?;
-            let reader = match &key {
-                Some(k) => Some(g.home().keystore()?.load(k, None)?),
-                None => None,
-            };
-            let (resolver, _) = if heldout
-                .iter()
-                .any(|s| matches!(s, SourceRef::Datanet { .. }))
-            {
-                rt.block_on(prefetch(&g.client()?, &data, &base_dir, reader.as_ref()))?
-            } else {
-                (Prefetched(HashMap::new()), Vec::new())
-            };
-            let r = eval_adapter(&cfg, &adapter, &heldout, Some(&resolver))?;
-            if g.json {
-                return output::json(&r);
-            }
-            println!("held-out {}: base loss {:.4} (ppl {:.2}), adapter loss {:.4} (ppl {:.2}), delta {:+.4}", r.sources.join(", "), r.base.loss, r.base.perplexity, r.adapter.loss, r.adapter.perplexity, r.loss_delta());
-            Ok(())
-        }
+        } => eval(g, &rt, job, adapter, data, key),
         FactoryCommand::Export { base, adapter, out } => {
             export_merged(&base, &adapter, &out)?;
             if g.json {
@@ -336,80 +348,32 @@ pub fn run(g: &Global, cmd: FactoryCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        FactoryCommand::Submit { job, key, detach } => {
-            let toml = std::fs::read_to_string(&job)
-                .with_context(|| format!("cannot read {}", job.display()))?;
-            // The node takes an owner only from a request the owner signed.
-            let signer = match &key {
-                Some(k) => Some(g.home().keystore()?.load(k, None)?),
-                None => None,
-            };
-            let owner = signer.as_ref().map(|k| k.address());
-            let mut svc = ServiceClient::new(&g.client()?)?;
-            if let Some(k) = signer {
-                svc = svc.with_signer(k);
+        FactoryCommand::Submit { job, key, detach } => submit(g, &rt, job, key, detach),
+        FactoryCommand::Jobs => rt.block_on(async {
+            let jobs = g.client()?.jobs().await?;
+            if g.json {
+                return output::json(&jobs);
             }
-            rt.block_on(async {
-                let v = svc.submit_job(&toml, owner.as_ref()).await?;
-                eprintln!("job {} queued (output {})", v.id, v.output_dir.display());
-                if detach {
-                    return if g.json { output::json(&v) } else { Ok(()) };
-                }
-                let last = svc
-                    .follow_job(v.id, |e| {
-                        if g.json {
-                            println!("{e}");
-                        } else if e["event"] == "step" {
-                            eprintln!(
-                                "step {} loss {:.4} {:.0} tok/s eta {:.0}s",
-                                e["step"],
-                                e["loss"].as_f64().unwrap_or(f64::NAN),
-                                e["tokens_per_s"].as_f64().unwrap_or(0.0),
-                                e["eta_s"].as_f64().unwrap_or(0.0)
-                            );
-                        } else {
-                            eprintln!("{e}");
-                        }
-                    })
-                    .await?;
-                match last.as_ref().and_then(|e| e["event"].as_str()) {
-                    Some("done") => Ok(()),
-                    Some(other) => bail!("job {} ended: {other}", v.id),
-                    None => bail!("job {} event stream ended without a final event", v.id),
-                }
-            })
-        }
-        FactoryCommand::Jobs => {
-            let svc = ServiceClient::new(&g.client()?)?;
-            rt.block_on(async {
-                let jobs = svc.jobs().await?;
-                if g.json {
-                    return output::json(&jobs);
-                }
-                for j in jobs {
-                    println!(
-                        "{:>4} {:<10} step {}/{} loss {}  {}",
-                        j.id,
-                        format!("{:?}", j.status).to_lowercase(),
-                        j.step,
-                        j.total_steps,
-                        j.loss.map_or("-".into(), |l| format!("{l:.4}")),
-                        j.name.unwrap_or_default()
-                    );
-                }
-                Ok(())
-            })
-        }
-        FactoryCommand::Cancel { id } => {
-            let svc = ServiceClient::new(&g.client()?)?;
-            rt.block_on(async {
-                let v = svc.cancel_job(id).await?;
-                if g.json {
-                    return output::json(&v);
-                }
-                println!("job {id}: {:?}", v.status);
-                Ok(())
-            })
-        }
+            for j in jobs {
+                println!(
+                    "{:>4} {:<10} step {}/{} loss {}  {}",
+                    j.id,
+                    format!("{:?}", j.status).to_lowercase(),
+                    j.step,
+                    j.total_steps,
+                    j.loss.map_or("-".into(), |l| format!("{l:.4}")),
+                    j.name.unwrap_or_default()
+                );
+            }
+            Ok(())
+        }),
+        FactoryCommand::Cancel { id } => rt.block_on(async {
+            let v = g.client()?.cancel_job(id).await?;
+            if g.json {
+                return output::json(&v);
+            }
+            println!("job {id}: {:?}", v.status);
+            Ok(())
+        }),
     }
 }

@@ -1,9 +1,9 @@
 //! `trib query balance|account|block|tx|proposal|params|supply|status|payouts`.
 
 use clap::Subcommand;
+use trib_client::NodeClient;
 use trib_node::ledger::Proposal;
 use trib_node::types::{Address, TxHash};
-use trib_node::NodeClient;
 
 use crate::{output, Global};
 

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use trib_client::wire::TxView;
 use trib_node::ledger::{Action, Event, ParamChange, VoteChoice};
 use trib_node::types::{Address, Amount};
-use trib_node::{Keystore, TxView};
+use trib_node::Keystore;
 
 use crate::passphrase::PassphraseArgs;
 use crate::{output, Global};

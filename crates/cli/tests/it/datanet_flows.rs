@@ -5,7 +5,7 @@
 //! validation in the leaderboard.
 
 use serde_json::Value;
-use trib_node::signed_read;
+use trib_client::signed_read;
 use trib_node::types::{Address, SecretKey};
 
 use crate::datanets::{fixture, fund};

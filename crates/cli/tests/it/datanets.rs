@@ -318,12 +318,12 @@ fn a_permissioned_datanet_is_refused_to_readers_and_trainers_without_access() {
     let toml = crate::factory::job_toml(&model, "\"private-law@1\"", &h.root.join("run2"), 1);
     let path = format!("/v1/jobs?owner={}", h.address("alice"));
     let mut req = crate::harness::http().post(format!("{}{path}", n[1]));
-    for (k, v) in trib_node::signed_read::sign(
+    for (k, v) in trib_client::signed_read::sign(
         &h.key("alice"),
         "POST",
         &path,
         toml.as_bytes(),
-        trib_node::signed_read::now(),
+        trib_client::signed_read::now(),
     ) {
         req = req.header(k, v);
     }

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use serde_json::Value;
-use trib_node::signed_read;
+use trib_client::signed_read;
 
 use crate::factory::{job_toml, tiny_model};
 use crate::harness::{http, NodeProc, TestHome};

@@ -2,12 +2,14 @@
 //! serialises these types and clients deserialise them, so the two sides
 //! cannot drift apart.
 
+mod attribution;
 mod datanets;
 mod error;
 mod jobs;
 mod ledger;
 mod models;
 
+pub use attribution::TraceRequest;
 pub use datanets::{
     ContributionResponse, ContributionView, CreateDatanetBody, CreateDatanetRequest,
     CreateDatanetResponse, DatanetView, LeaderboardEntry, PublishPlan, RowView, VersionView,

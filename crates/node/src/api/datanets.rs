@@ -21,7 +21,8 @@ use trib_types::Address;
 
 use super::signed_read::{self, ReplayGuard};
 use super::{ApiError, AppState};
-use crate::datanets::{signed_read as signing, DatanetService, DatanetServiceError};
+use crate::datanets::{DatanetService, DatanetServiceError};
+use trib_client::signed_read as signing;
 use trib_client::wire::{
     ContributionResponse, ContributionView, CreateDatanetBody, CreateDatanetResponse, DatanetView,
     LeaderboardEntry, PageView, PublishPlan, RowView, VersionView,

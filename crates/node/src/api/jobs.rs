@@ -133,7 +133,7 @@ async fn submit(
         method.as_str(),
         path_and_query,
         body.as_bytes(),
-        crate::datanets::signed_read::now(),
+        trib_client::signed_read::now(),
         &r.replays,
     )?;
     let owner = job_owner(claimed, signer)?;

@@ -12,8 +12,9 @@
 //! leaves the window ([`ReplayGuard`]), so a captured request cannot be
 //! replayed. Every refusal is a 401 naming the problem (429 when too many
 //! signatures are remembered). It lives in the HTTP layer because it reads
-//! headers and answers with statuses; the signing half is beside the
-//! datanet service (`datanets::signed_read`).
+//! headers and answers with statuses; the signing half (the message, the
+//! headers, signing) is `trib_client::signed_read`, whose [`message`] this
+//! module rebuilds, so the signed text has one definition.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,7 +23,7 @@ use axum::http::{HeaderMap, StatusCode};
 use trib_types::{Address, PublicKey, Signature};
 
 use super::ApiError;
-use crate::datanets::signed_read::{
+use trib_client::signed_read::{
     message, HEADER_ADDRESS, HEADER_NONCE, HEADER_PUBLIC_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP,
     READ_SIGNATURE_WINDOW_SECS,
 };
@@ -175,7 +176,7 @@ pub(crate) fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datanets::signed_read::sign;
+    use trib_client::signed_read::sign;
     use trib_types::SecretKey;
 
     fn headers(h: &[(&'static str, String)]) -> HeaderMap {

@@ -14,8 +14,8 @@ use trib_model::factory::TrainingSummary;
 use trib_types::{AdapterId, Amount, ContributionId, ModelId, SecretKey};
 
 use super::{Demo, DemoError, TO_STDERR};
-use crate::service_client::{ServiceClient, Upload};
 use trib_client::wire::CreateDatanetRequest;
+use trib_client::{NodeClient, Upload};
 
 const CONSTITUTION: &str = include_str!("../../../datanet/tests/fixtures/constitution.txt");
 const DECLARATION: &str = include_str!("../../../datanet/tests/fixtures/declaration.md");
@@ -97,7 +97,7 @@ impl Demo {
         &mut self,
         jobs_root: &Path,
     ) -> Result<DemoArtifacts, DemoError> {
-        let svc = ServiceClient::new(&self.client)?;
+        let svc = self.client.clone();
         self.create_datanets(&svc).await?;
         let accepted = self.contribute(&svc).await?;
         let versions = self.curate_and_publish(&svc, &accepted).await?;
@@ -117,7 +117,7 @@ impl Demo {
     }
 
     /// Each owner stores a descriptor on the node and signs `CreateDatanet`.
-    async fn create_datanets(&mut self, svc: &ServiceClient) -> Result<(), DemoError> {
+    async fn create_datanets(&mut self, svc: &NodeClient) -> Result<(), DemoError> {
         self.next_step("datanets: alice creates us-constitution, carol creates us-declaration (stake 1 OPEN per contribution)");
         for (owner, name, desc, tags) in DATANETS {
             let owner = self.user(owner).clone();
@@ -146,7 +146,7 @@ impl Demo {
     /// `Contribute` for the accepted ones; returns them (datanet, id).
     async fn contribute(
         &mut self,
-        svc: &ServiceClient,
+        svc: &NodeClient,
     ) -> Result<Vec<(String, ContributionId)>, DemoError> {
         self.next_step(
             "contributions: validated row by row on the node, then staked on the ledger",
@@ -197,7 +197,7 @@ impl Demo {
     /// published versions.
     async fn curate_and_publish(
         &mut self,
-        svc: &ServiceClient,
+        svc: &NodeClient,
         accepted: &[(String, ContributionId)],
     ) -> Result<Vec<(String, u32)>, DemoError> {
         self.next_step("curation and versions: the owners accept, the node computes each version root, the owners publish");
@@ -237,7 +237,7 @@ impl Demo {
     /// printed) when the demo model is not in `models/`.
     async fn factory(
         &mut self,
-        svc: &ServiceClient,
+        svc: &NodeClient,
         jobs_root: &Path,
         artifacts: &mut DemoArtifacts,
     ) -> Result<(), DemoError> {
@@ -286,11 +286,7 @@ impl Demo {
 
     /// Alice submits `job` (signed: the node takes the owner only from a
     /// request the owner signed) and follows its events to the end.
-    async fn train(
-        &mut self,
-        svc: &ServiceClient,
-        job: &str,
-    ) -> Result<TrainingSummary, DemoError> {
+    async fn train(&mut self, svc: &NodeClient, job: &str) -> Result<TrainingSummary, DemoError> {
         let alice = self.user("alice").clone();
         let submitted = (svc.clone().with_signer(alice.clone()))
             .submit_job(job, Some(&alice.address()))
@@ -317,14 +313,13 @@ impl Demo {
     /// Alice registers the trained adapter with its datanet version and
     /// prices.
     async fn register_adapter(&mut self, summary: &TrainingSummary) -> Result<(), DemoError> {
-        let metrics = serde_json::json!({"eval_before": summary.eval_before, "eval_after": summary.eval_after, "final_train_loss": summary.final_train_loss});
         let action = Action::RegisterAdapter {
             adapter: summary.adapter_id,
             base: ModelId(summary.base_model_hash),
             name: "us-constitution-lora".into(),
             datanets: vec![(datanet_id("us-constitution"), 1)],
             config_hash: summary.config_hash,
-            metrics_hash: trib_types::Hash::of(metrics.to_string().as_bytes()),
+            metrics_hash: summary.metrics_hash(),
             price_in_per_1k: Amount::parse_open("0.002")
                 .map_err(|e| super::unexpected("register adapter", e.to_string()))?,
             price_out_per_1k: Amount::parse_open("0.004")
