@@ -23,11 +23,11 @@ mod error;
 mod home;
 mod jobs;
 mod keystore;
+#[cfg(test)]
+mod layering_tests;
 mod models;
 mod node;
 mod serving;
-#[cfg(test)]
-mod layering_tests;
 #[cfg(test)]
 mod test_fixtures;
 

@@ -1,5 +1,5 @@
 //! End-to-end tests of the `trib` binary against real nodes on free
-//! loopback ports (one integration binary; see STYLE.md).
+//! loopback ports (one integration binary per crate, so the CLI tests link once).
 
 mod attribution;
 mod bench_serve;
