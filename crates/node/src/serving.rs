@@ -110,6 +110,10 @@ pub(crate) enum ServingError {
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     pub(crate) adapter: Option<(AdapterId, AdapterName)>,
+    /// The datanet versions the adapter was trained on, from the same
+    /// ledger read (none for the base model): what its answers are traced
+    /// against.
+    pub(crate) datanets: Vec<(DatanetId, u32)>,
 }
 
 /// One paid request, as the HTTP layer parsed it.
@@ -307,7 +311,10 @@ impl Serving {
     /// registered adapter of this base by id or name. `None`: unknown.
     pub(crate) fn resolve(&self, model: &str) -> Result<Option<Target>, String> {
         if model == self.base_name || model == self.base_id.to_string() {
-            return Ok(Some(Target { adapter: None }));
+            return Ok(Some(Target {
+                adapter: None,
+                datanets: Vec::new(),
+            }));
         }
         let ledger = self.chain.ledger();
         let found = match model.parse::<AdapterId>() {
@@ -324,21 +331,8 @@ impl Serving {
         let name = AdapterName::parse(&a.id.to_string()).map_err(|e| e.to_string())?;
         Ok(Some(Target {
             adapter: Some((a.id, name)),
+            datanets: a.datanets,
         }))
-    }
-
-    /// The datanet versions a target was trained on (none for the base model).
-    pub(crate) fn versions_of(&self, target: &Target) -> Result<Vec<(DatanetId, u32)>, String> {
-        match &target.adapter {
-            None => Ok(Vec::new()),
-            Some((id, _)) => Ok(self
-                .chain
-                .ledger()
-                .adapter(id)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("adapter {id} is not registered on the ledger"))?
-                .datanets),
-        }
     }
 
     /// Steps 4 to 6: attributes an answer, settles it through the sink with
@@ -349,12 +343,9 @@ impl Serving {
     /// request.
     pub(crate) fn settle_answer(&self, a: AnswerToSettle<'_>) -> Result<SettledAnswer, String> {
         let adapter = a.target.adapter.as_ref().map(|(id, _)| *id);
-        let attributed = self.attribution.attribute(
-            self.versions_of(a.target),
-            adapter.as_ref(),
-            a.prompt,
-            a.answer,
-        );
+        let attributed =
+            self.attribution
+                .attribute(&a.target.datanets, adapter.as_ref(), a.prompt, a.answer);
         let settled = self.sink.settle(Charge {
             payer: a.payer,
             adapter,

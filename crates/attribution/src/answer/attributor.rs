@@ -103,24 +103,22 @@ impl AnswerAttributor {
     }
 
     /// Attributes `answer` to `prompt` (text, or chat messages as JSON)
-    /// from `adapter` (`None`: the base model), trained on `versions`
-    /// (`Err`: why they could not be read). The words the answer repeats
+    /// from `adapter` (`None`: the base model), trained on `versions`. The words the answer repeats
     /// from the prompt are masked: the question's own words must not earn
     /// (docs/attribution.md §5, §8). Never fails: an answer that cannot be
     /// traced settles by the fallback rule, and says why. Blocking.
     pub fn attribute(
         &self,
-        versions: Result<Vec<(DatanetId, u32)>, String>,
+        versions: &[(DatanetId, u32)],
         adapter: Option<&AdapterId>,
         prompt: &str,
         answer: &str,
     ) -> Attributed {
         let asked = prompt_words(prompt);
-        let traced = versions.clone().and_then(|v| {
-            self.catalog
-                .trace(&v, Some(&asked), answer, &self.params)
-                .map_err(|e| e.to_string())
-        });
+        let traced = self
+            .catalog
+            .trace(versions, Some(&asked), answer, &self.params)
+            .map_err(|e| e.to_string());
         // The gradient share, for adapters with a gradient cache (§8).
         let mut gradient = None;
         let traced = traced.map(|mut t| {
@@ -150,7 +148,7 @@ impl AnswerAttributor {
         Attributed {
             datanets: match &trace {
                 Some(t) => t.versions.clone(),
-                None => versions.unwrap_or_default(),
+                None => versions.to_vec(),
             },
             trace,
             trace_error,

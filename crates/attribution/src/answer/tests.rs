@@ -298,7 +298,7 @@ fn a_settled_answer_verifies_and_an_edited_answer_or_payout_line_is_named() {
     let adapter = AdapterId(Hash::of(b"facts-lora"));
     let prompt = "What do the village notes say?";
     let answer = format!("They say: {QUOKKAS}");
-    let a = attributor.attribute(Ok(vec![(datanet(1), 1)]), Some(&adapter), prompt, &answer);
+    let a = attributor.attribute(&[(datanet(1), 1)], Some(&adapter), prompt, &answer);
     assert_eq!(a.method, TOKEN_SPANS);
     assert_eq!(a.weights, vec![(contribution(1), 1_000_000_000)]);
     assert_eq!(a.trace_error, None);
@@ -330,17 +330,20 @@ fn a_settled_answer_verifies_and_an_edited_answer_or_payout_line_is_named() {
         .unwrap_err();
     assert_eq!(bad, vec!["cannot read the fee split: no state".to_string()]);
 
-    // The traced versions unreadable: settled once, by the fallback, with
-    // the prompt-and-answer hash, and that verifies too.
-    let untraced = attributor.attribute(Err("ledger down".into()), Some(&adapter), prompt, &answer);
+    // A version whose rows cannot be read: settled once, by the fallback,
+    // with the prompt-and-answer hash, and the error says why.
+    let unread = (datanet(9), 1);
+    let untraced = attributor.attribute(&[unread], Some(&adapter), prompt, &answer);
     assert_eq!(
         (
             untraced.method,
             untraced.weights.len(),
-            untraced.trace_error.as_deref()
+            untraced.datanets.clone()
         ),
-        (DATANET_FALLBACK, 0, Some("ledger down"))
+        (DATANET_FALLBACK, 0, vec![unread])
     );
+    let why = untraced.trace_error.clone().expect("the trace error");
+    assert!(why.contains(&datanet(9).to_string()), "{why}");
     assert_eq!(
         untraced.evidence_hash,
         StoredAnswer::hash_of(prompt, &answer)

@@ -143,12 +143,11 @@ async fn trace(
         })?;
     let top = b.top.unwrap_or(DEFAULT_TOP_SPANS);
     let view = tokio::task::spawn_blocking(move || {
-        let versions = serving.versions_of(&target)?;
         serving
             .attribution
             .catalog()
             .trace(
-                &versions,
+                &target.datanets,
                 b.prompt.as_deref(),
                 &b.text,
                 serving.attribution.params(),
