@@ -10,6 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 
+/// The longest context a configuration may declare. The rotary tables are
+/// built for every position when a model loads, so a file's
+/// `context_length` (or `max_position_embeddings`) is a memory claim: at
+/// this bound and a head width of 128 they take 256 MiB each.
+const MAX_SEQ_LEN: usize = 1 << 20;
+
 /// Which member of the Llama family a checkpoint belongs to. The forward pass
 /// is the same; the flavour decides biases and naming.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +98,12 @@ impl LlamaConfig {
         }
         if self.max_seq_len == 0 {
             return fail("max_seq_len must be positive".into());
+        }
+        if self.max_seq_len > MAX_SEQ_LEN {
+            return fail(format!(
+                "max_seq_len {} is above the {MAX_SEQ_LEN} positions supported (rotary tables are built for every position)",
+                self.max_seq_len
+            ));
         }
         let positive = |x: f64| x.is_finite() && x > 0.0;
         if !positive(self.rms_norm_eps) || !positive(self.rope_theta) {

@@ -207,7 +207,9 @@ impl TensorSource for SafetensorsSource {
 fn build(cfg: LlamaConfig, src: &mut dyn TensorSource) -> Result<Llama> {
     let h = cfg.hidden_size;
     let embed = src.matrix("model.embed_tokens.weight", cfg.vocab_size, h)?;
-    let mut blocks = Vec::with_capacity(cfg.num_layers);
+    // Not reserved from `num_layers`: that count is the file's claim, and a
+    // layer only exists once its tensors are read.
+    let mut blocks = Vec::new();
     for i in 0..cfg.num_layers {
         let p = format!("model.layers.{i}");
         let mut lin = |t: LoraTarget| -> Result<Linear> {

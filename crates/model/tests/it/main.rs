@@ -6,6 +6,7 @@ mod factory;
 mod factory_smollm2;
 mod formats;
 mod forwards;
+mod hostile_gguf;
 mod layering;
 mod peft_files;
 mod smollm2;
