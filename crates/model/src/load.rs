@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -254,6 +254,7 @@ fn build(cfg: LlamaConfig, src: &mut dyn TensorSource) -> Result<Llama> {
 pub(crate) fn load_gguf(path: &Path, format: WeightFormat) -> Result<Loaded> {
     let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
     let mut reader = BufReader::new(file);
+    check_alignment(path, &mut reader)?;
     let content = gguf_file::Content::read(&mut reader)
         .map_err(|e| ModelError::gguf(path, format!("not a readable GGUF file: {e}")))?;
     let cfg = LlamaConfig::from_gguf(&content, path)?;
@@ -290,6 +291,131 @@ pub(crate) fn load_gguf(path: &Path, format: WeightFormat) -> Result<Loaded> {
         license: md("general.license"),
         file_dtype,
     })
+}
+
+/// Refuses `general.alignment = 0` before candle's reader sees it: candle
+/// divides the header's end by that value unchecked (a panic). Walks the
+/// metadata without keeping it; anything malformed is left for candle's
+/// reader to report, and the reader is put back where it was.
+fn check_alignment<R: Read + Seek>(path: &Path, reader: &mut R) -> Result<()> {
+    let start = reader
+        .stream_position()
+        .map_err(|e| ModelError::io(path, e))?;
+    let zero = GgufWalk {
+        r: &mut *reader,
+        wide: true,
+    }
+    .alignment_is_zero();
+    reader
+        .seek(SeekFrom::Start(start))
+        .map_err(|e| ModelError::io(path, e))?;
+    if zero == Some(true) {
+        return Err(ModelError::gguf(
+            path,
+            "general.alignment is 0 (tensor data must be aligned to a positive number of bytes)",
+        ));
+    }
+    Ok(())
+}
+
+/// A forward walk over a GGUF header's metadata (`None`: malformed).
+struct GgufWalk<'a, R> {
+    r: &'a mut R,
+    /// Lengths and counts are u64 from version 2 on, u32 in version 1.
+    wide: bool,
+}
+
+impl<R: Read + Seek> GgufWalk<'_, R> {
+    fn bytes<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let mut b = [0u8; N];
+        self.r.read_exact(&mut b).ok()?;
+        Some(b)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.bytes().map(u32::from_le_bytes)
+    }
+
+    fn len(&mut self) -> Option<u64> {
+        if self.wide {
+            self.bytes().map(u64::from_le_bytes)
+        } else {
+            self.u32().map(u64::from)
+        }
+    }
+
+    fn skip(&mut self, n: u64) -> Option<()> {
+        self.r
+            .seek(SeekFrom::Current(i64::try_from(n).ok()?))
+            .ok()?;
+        Some(())
+    }
+
+    /// Skips one value of GGUF type `ty`; returns it when it is an
+    /// unsigned or signed integer of at most 32 bits (candle reads the
+    /// alignment only from those).
+    fn value(&mut self, ty: u32, depth: u32) -> Option<Option<i64>> {
+        Some(match ty {
+            0 => Some(i64::from(self.bytes::<1>()?[0])),
+            1 => Some(i64::from(self.bytes::<1>()?[0] as i8)),
+            2 => Some(i64::from(u16::from_le_bytes(self.bytes()?))),
+            3 => Some(i64::from(i16::from_le_bytes(self.bytes()?))),
+            4 => Some(i64::from(self.u32()?)),
+            5 => Some(i64::from(i32::from_le_bytes(self.bytes()?))),
+            7 => self.skip(1).map(|_| None)?,
+            6 => self.skip(4).map(|_| None)?,
+            10..=12 => self.skip(8).map(|_| None)?,
+            8 => {
+                let n = self.len()?;
+                self.skip(n).map(|_| None)?
+            }
+            9 if depth < 8 => {
+                let elem = self.u32()?;
+                let n = self.len()?;
+                let fixed = match elem {
+                    0 | 1 | 7 => Some(1u64),
+                    2 | 3 => Some(2),
+                    4..=6 => Some(4),
+                    10..=12 => Some(8),
+                    _ => None,
+                };
+                match fixed {
+                    Some(size) => self.skip(n.checked_mul(size)?)?,
+                    None => {
+                        for _ in 0..n {
+                            self.value(elem, depth + 1)?;
+                        }
+                    }
+                }
+                None
+            }
+            _ => return None,
+        })
+    }
+
+    fn alignment_is_zero(&mut self) -> Option<bool> {
+        if &self.bytes::<4>()? != b"GGUF" {
+            return None;
+        }
+        self.wide = self.u32()? >= 2;
+        let _tensors = self.len()?;
+        let kvs = self.len()?;
+        let mut zero = false;
+        for _ in 0..kvs {
+            let key_len = self.len()?;
+            let mut key = Vec::new();
+            (&mut *self.r).take(key_len).read_to_end(&mut key).ok()?;
+            if key.len() as u64 != key_len {
+                return None;
+            }
+            let ty = self.u32()?;
+            let value = self.value(ty, 0)?;
+            if key == b"general.alignment" {
+                zero = value == Some(0);
+            }
+        }
+        Some(zero)
+    }
 }
 
 fn stem(path: &Path) -> String {

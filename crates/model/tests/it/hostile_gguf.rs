@@ -49,3 +49,21 @@ fn a_block_count_beyond_the_tensors_in_the_file_is_refused_without_reserving_the
     let e = Model::load(&path, WeightFormat::Auto).unwrap_err();
     assert!(e.to_string().contains("blk.2.attn_q.weight"), "{e}");
 }
+
+#[test]
+fn a_zero_tensor_data_alignment_is_refused_with_its_name() {
+    // `general.alignment` = 0 made candle's header reader divide by zero.
+    // The tiny model has no alignment key: its `llama.block_count` key has
+    // the same length and type, so it is renamed in place.
+    let dir = tempfile::tempdir().unwrap();
+    let path = patched(dir.path(), "llama.block_count", 0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(17)
+        .position(|w| w == b"llama.block_count")
+        .unwrap();
+    bytes[at..at + 17].copy_from_slice(b"general.alignment");
+    std::fs::write(&path, bytes).unwrap();
+    let e = Model::load(&path, WeightFormat::Auto).unwrap_err();
+    assert!(e.to_string().contains("general.alignment"), "{e}");
+}
