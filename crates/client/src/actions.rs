@@ -1,35 +1,33 @@
 //! Ledger actions a client builds from what a node or a local run produced,
-//! so every caller signs the same action for the same facts.
+//! so every caller signs the same action for the same facts: a local run
+//! (`trib factory train --register`) and a node job (`trib factory
+//! register`, from the job's view) register through [`register_adapter`].
 
 use trib_ledger::{datanet_id, Action};
-use trib_model::factory::{JobConfig, TrainingSummary};
+use trib_model::factory::TrainingSummary;
 use trib_types::ModelId;
 
-/// The `RegisterAdapter` action for the adapter a finished job wrote:
-/// its content id, base model and config hash from `summary`, the metrics
-/// hash ([`TrainingSummary::metrics_hash`]), the job's name (`adapter` when
-/// unnamed) and prices, and the datanet versions it was trained on
-/// (`(name, version)`).
-pub fn register_adapter(
-    job: &JobConfig,
-    summary: &TrainingSummary,
-    datanets: &[(String, u32)],
-) -> Action {
+/// The `RegisterAdapter` action for the adapter a finished job wrote, all
+/// from its `summary`: the content id, base model and config hash, the
+/// metrics hash ([`TrainingSummary::metrics_hash`]), the job's name
+/// (`adapter` when unnamed) and prices; with the datanet versions it was
+/// trained on (`(name, version)`).
+pub fn register_adapter(summary: &TrainingSummary, datanets: &[(String, u32)]) -> Action {
     Action::RegisterAdapter {
         adapter: summary.adapter_id,
         base: ModelId(summary.base_model_hash),
-        name: job.name.clone().unwrap_or_else(|| "adapter".into()),
+        name: summary.name.clone().unwrap_or_else(|| "adapter".into()),
         datanets: datanets.iter().map(|(n, v)| (datanet_id(n), *v)).collect(),
         config_hash: summary.config_hash,
         metrics_hash: summary.metrics_hash(),
-        price_in_per_1k: job.pricing.input_per_1k,
-        price_out_per_1k: job.pricing.output_per_1k,
+        price_in_per_1k: summary.price_input_per_1k,
+        price_out_per_1k: summary.price_output_per_1k,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
 
     use trib_model::factory::{DataStats, EvalResult};
     use trib_types::{AdapterId, Amount, Hash};
@@ -45,7 +43,7 @@ mod tests {
         };
         TrainingSummary {
             format: 1,
-            name: Some("law-lora".into()),
+            name: None,
             config_hash: Hash::of(b"config"),
             training_hash: Hash::of(b"training"),
             base_model: "m.gguf".into(),
@@ -65,20 +63,14 @@ mod tests {
             adapter_hash: Hash::of(b"weights"),
             adapter_config_hash: Hash::of(b"adapter config"),
             gradient_cache: None,
-            price_input_per_1k: Amount::ZERO,
-            price_output_per_1k: Amount::ZERO,
+            price_input_per_1k: Amount::parse_open("0.5").unwrap(),
+            price_output_per_1k: Amount::parse_open("2").unwrap(),
             elapsed_s: 1.0,
         }
     }
 
     #[test]
     fn a_trained_adapter_registers_with_its_summary_prices_and_datanet_versions() {
-        let job = JobConfig::from_toml_str(
-            "[model]\nbase = \"m.gguf\"\n[data]\nsources = [\"law@2\"]\n[output]\ndir = \"out\"\n\
-             [pricing]\ninput_per_1k = \"0.5\"\noutput_per_1k = \"2\"\n",
-            Path::new("/jobs"),
-        )
-        .unwrap();
         let s = summary();
         let Action::RegisterAdapter {
             adapter,
@@ -89,12 +81,20 @@ mod tests {
             metrics_hash,
             price_in_per_1k,
             price_out_per_1k,
-        } = register_adapter(&job, &s, &[("law".into(), 2)])
+        } = register_adapter(&s, &[("law".into(), 2)])
         else {
             panic!("not RegisterAdapter");
         };
         assert_eq!((adapter, base), (s.adapter_id, ModelId(s.base_model_hash)));
         assert_eq!(name, "adapter", "an unnamed job registers as `adapter`");
+        let named = TrainingSummary {
+            name: Some("law-lora".into()),
+            ..s.clone()
+        };
+        let Action::RegisterAdapter { name, .. } = register_adapter(&named, &[]) else {
+            panic!("not RegisterAdapter");
+        };
+        assert_eq!(name, "law-lora", "a named job registers under its name");
         assert_eq!(datanets, vec![(datanet_id("law"), 2)]);
         assert_eq!(config_hash, s.config_hash);
         assert_eq!(price_in_per_1k, Amount::parse_open("0.5").unwrap());

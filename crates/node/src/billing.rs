@@ -1,10 +1,8 @@
-//! Paying for inference: API keys bound to ledger accounts, the pre-compute
-//! fee check (HTTP 402) and the settlement transaction after each answer.
+//! Paying for inference: the pre-compute fee check (HTTP 402) and the
+//! settlement transaction after each answer, for the account an API key
+//! charges (`apikeys.rs`).
 //!
-//! An API key is `trib-sk-` followed by 32 random bytes in hex. The node
-//! keeps only its blake3 hash, with the account address it charges, in
-//! `<home>/apikeys.json`; a leaked home therefore leaks no usable key. The
-//! account approves the node's operator address once (`ApproveOperator`);
+//! The account approves the node's operator address once (`ApproveOperator`);
 //! every request is then checked before any compute: the largest fee it can
 //! cost, `ceil((prompt_tokens × price_in + max_tokens × price_out) / 1000)`
 //! (the ledger's `FeeSchedule::max_fee`, the same computation as the fee
@@ -25,11 +23,9 @@
 //! every admitted request can then be settled, whatever the interleaving.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand_core::{OsRng, RngCore};
-use serde::{Deserialize, Serialize};
 use trib_ledger::{Action, FeeSchedule, Transaction, TxError};
 use trib_serve::{AdmissionCheck, AdmissionInfo, AdmissionToken};
 use trib_types::{
@@ -38,128 +34,6 @@ use trib_types::{
 };
 
 use crate::chain::Chain;
-
-/// The prefix of every API key.
-pub const API_KEY_PREFIX: &str = "trib-sk-";
-
-/// Why an API key could not be created or the key file read.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiKeyError {
-    /// The key file could not be read or written.
-    #[error("API key file {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The key file is not valid JSON of the expected shape.
-    #[error("API key file {path} is corrupt: {reason}")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-/// One stored key: its hash and the account it charges.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct StoredKey {
-    /// blake3 of the key text, hex.
-    key_hash: Hash,
-    /// The ledger account the key charges.
-    account: Address,
-    /// Creation time, milliseconds since the Unix epoch.
-    created_ms: u64,
-}
-
-/// The node's API keys (`<home>/apikeys.json`), hashed.
-#[derive(Debug)]
-pub struct ApiKeys {
-    path: PathBuf,
-    keys: RwLock<HashMap<Hash, Address>>,
-}
-
-fn hash_key(key: &str) -> Hash {
-    Hash::domain("tributary api key v1", &[key.as_bytes()])
-}
-
-fn read_file(path: &Path) -> Result<Vec<StoredKey>, ApiKeyError> {
-    match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| ApiKeyError::Corrupt {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(ApiKeyError::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
-}
-
-impl ApiKeys {
-    /// The key file of a node home.
-    pub fn path_in(home_root: &Path) -> PathBuf {
-        home_root.join("apikeys.json")
-    }
-
-    /// Opens (or starts empty) the key file.
-    pub fn open(path: PathBuf) -> Result<Self, ApiKeyError> {
-        let keys = read_file(&path)?
-            .into_iter()
-            .map(|k| (k.key_hash, k.account))
-            .collect();
-        Ok(ApiKeys {
-            path,
-            keys: RwLock::new(keys),
-        })
-    }
-
-    /// Creates a random key for `account`, appends its hash to the file
-    /// (written to a temporary file and renamed, so a crash leaves the old
-    /// file whole) and returns the key text: the only time it is seen.
-    pub fn create(path: &Path, account: Address) -> Result<String, ApiKeyError> {
-        let mut bytes = [0u8; 32];
-        OsRng.fill_bytes(&mut bytes);
-        let key = format!("{API_KEY_PREFIX}{}", hex::encode(bytes));
-        let mut all = read_file(path)?;
-        all.push(StoredKey {
-            key_hash: hash_key(&key),
-            account,
-            created_ms: crate::chain::now_ms(),
-        });
-        let io = |source| ApiKeyError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_vec_pretty(&all).expect("keys serialise");
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        tracing::info!(target: "trib::billing", %account, "API key created");
-        Ok(key)
-    }
-
-    /// The account a presented key charges, re-reading the file when the key
-    /// is unknown (keys created by `trib apikey new` while the node runs).
-    pub fn account(&self, key: &str) -> Option<Address> {
-        let h = hash_key(key);
-        if let Some(a) = self.keys.read().expect("keys lock").get(&h) {
-            return Some(*a);
-        }
-        let fresh = read_file(&self.path).ok()?;
-        let mut map = self.keys.write().expect("keys lock");
-        for k in fresh {
-            map.insert(k.key_hash, k.account);
-        }
-        map.get(&h).copied()
-    }
-}
 
 /// Charges accounts through the ledger: the 402 pre-check and settlement.
 pub(crate) struct Billing {

@@ -55,6 +55,8 @@ pub(crate) struct AccountState {
     pub(crate) account: Account,
     /// gOPEN voting with this address (its own and delegated to it).
     pub(crate) voting_power: Amount,
+    /// Staking rewards it could claim now.
+    pub(crate) staking_rewards: Amount,
     /// The nonce of its next transaction, pending ones counted.
     pub(crate) next_nonce: u64,
 }
@@ -205,6 +207,7 @@ impl Chain {
         let pool = self.mempool();
         let account = ledger.account(addr)?;
         let voting_power = ledger.voting_power(addr)?;
+        let staking_rewards = ledger.staking_rewards(addr)?;
         let next_nonce = pool
             .txs
             .next_nonce(addr)
@@ -214,6 +217,7 @@ impl Chain {
         Ok(AccountState {
             account,
             voting_power,
+            staking_rewards,
             next_nonce,
         })
     }

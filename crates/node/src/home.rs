@@ -11,6 +11,14 @@
 //! `init` builds the whole home in a staging directory beside the target and
 //! renames it into place, so a failed init leaves nothing behind and an
 //! existing home is never overwritten.
+//!
+//! A development home (`dev`) takes the short periods of `Params::dev`,
+//! except the datanet curation period: the ledger counts it in blocks, so at
+//! a short block interval ten blocks would expire every contribution before
+//! its owner could curate it. It is set to cover [`DEV_CURATION_SECS`] of
+//! wall time at the block interval written to `config.toml`
+//! ([`dev_curation_period_blocks`]); a node later run faster
+//! (`trib node --block-interval-ms`) shortens it in proportion.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -79,6 +87,19 @@ pub enum HomeError {
         /// The underlying error.
         source: std::io::Error,
     },
+}
+
+/// Wall time a development chain leaves an owner to curate a contribution
+/// (one hour), at the block interval chosen at init.
+pub(crate) const DEV_CURATION_SECS: u64 = 3_600;
+
+/// The curation period, in blocks, of a development home producing a block
+/// every `block_interval_ms`: [`DEV_CURATION_SECS`] of blocks, and never
+/// fewer than `Params::dev`'s.
+pub(crate) fn dev_curation_period_blocks(block_interval_ms: u64) -> u64 {
+    (DEV_CURATION_SECS * 1_000)
+        .div_ceil(block_interval_ms.max(1))
+        .max(Params::dev().datanet_curation_period_blocks)
 }
 
 /// What `trib init` should create.
@@ -246,7 +267,10 @@ impl NodeHome {
             allocations.push((producer.address, DEFAULT_PRODUCER_ALLOCATION));
         }
         let mut genesis = if opts.dev {
-            Genesis::dev(producer.public_key, allocations)
+            let mut g = Genesis::dev(producer.public_key, allocations);
+            g.params.datanet_curation_period_blocks =
+                dev_curation_period_blocks(opts.config.block_interval_ms);
+            g
         } else {
             Genesis {
                 chain_id: "tributary-local".to_string(),
@@ -367,6 +391,42 @@ mod tests {
         let err = NodeHome::init(&root, InitOptions::default()).unwrap_err();
         assert!(matches!(err, HomeError::AlreadyExists(_)), "{err}");
         assert_eq!(fs::read(home.genesis_path()).unwrap(), before);
+    }
+
+    #[test]
+    fn a_dev_home_leaves_an_hour_to_curate_at_its_block_interval() {
+        for interval_ms in [50, 1_000] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = NodeConfig {
+                block_interval_ms: interval_ms,
+                ..NodeConfig::default()
+            };
+            let report = NodeHome::init(
+                &dir.path().join("home"),
+                InitOptions {
+                    dev: true,
+                    config,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let blocks = report.genesis.params.datanet_curation_period_blocks;
+            assert_eq!(
+                blocks * interval_ms,
+                DEV_CURATION_SECS * 1_000,
+                "{interval_ms} ms"
+            );
+            // The other development periods stay short.
+            assert_eq!(
+                report.genesis.params.gov_voting_period_blocks,
+                Params::dev().gov_voting_period_blocks
+            );
+        }
+        // A slow interval never goes below the development default.
+        assert_eq!(
+            dev_curation_period_blocks(3_600_000),
+            Params::dev().datanet_curation_period_blocks
+        );
     }
 
     #[test]

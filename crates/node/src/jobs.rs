@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use tokio::sync::broadcast;
-use trib_client::wire::{JobStatus, JobView};
+use trib_client::wire::{JobDatanet, JobStatus, JobView};
 use trib_model::factory::{
     train, CancelFlag, DatanetResolver, FactoryError, JobConfig, ProgressEvent, ResolvedDatanet,
-    TrainOptions,
+    SourceRef, TrainOptions,
 };
 use trib_types::Address;
 
@@ -115,6 +115,23 @@ impl DatanetResolver for NodeResolver {
             .resolve_rows(name, v, self.owner.as_ref())
             .map_err(|e| e.to_string())
     }
+}
+
+/// The numbered `datanet@version` sources of a job (the only ones the
+/// node resolves), in job order: what registering its adapter records.
+fn datanet_versions(config: &JobConfig) -> Vec<JobDatanet> {
+    config
+        .sources()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|s| match s {
+            SourceRef::Datanet { name, version } => Some(JobDatanet {
+                version: version.parse().ok()?,
+                name,
+            }),
+            SourceRef::File { .. } => None,
+        })
+        .collect()
 }
 
 /// A terminal event ends every stream.
@@ -233,6 +250,7 @@ impl JobQueue {
             loss: None,
             error: None,
             summary: None,
+            datanets: datanet_versions(&config),
         };
         let (notify, _) = broadcast::channel(256);
         self.inner

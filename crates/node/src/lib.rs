@@ -12,6 +12,7 @@
 //! traced weights. See `docs/node.md` and `docs/attribution.md`.
 
 mod api;
+mod apikeys;
 mod attribution;
 mod attribution_gradient;
 mod billing;
@@ -32,7 +33,7 @@ mod serving;
 mod test_fixtures;
 
 pub use api::{ApiError, AppState};
-pub use billing::{ApiKeyError, ApiKeys, API_KEY_PREFIX};
+pub use apikeys::{ApiKeyError, ApiKeyInfo, ApiKeys, NewApiKey, API_KEY_PREFIX};
 pub use config::{ConfigError, NodeConfig, ServingConfig};
 pub use error::NodeError;
 pub use home::{HomeError, InitOptions, InitReport, NodeHome, DEFAULT_PRODUCER_ALLOCATION};

@@ -241,12 +241,15 @@ fn start_services(
     let jobs =
         crate::jobs::JobQueue::start(&home.jobs_dir(), models.dir(), datanets.clone(), install_to);
     let serving = crate::serving::Serving::start(home, config, chain, datanets.clone())?;
+    let apikeys = crate::apikeys::ApiKeys::open(crate::apikeys::ApiKeys::path_in(home.root()))
+        .map_err(|e| NodeError::Services(e.to_string()))?;
     Ok(api::Services {
         datanets,
         models,
         jobs,
         receipts_dir: crate::serving::receipts_dir(home),
         serving,
+        apikeys: Arc::new(apikeys),
     })
 }
 

@@ -48,9 +48,10 @@ use trib_serve::{
 };
 use trib_types::{AdapterId, Address, DatanetId, Hash, ModelId, ReceiptId};
 
+use crate::apikeys::ApiKeys;
 use crate::attribution::{model_tokens, node_catalog};
 use crate::attribution_gradient::ModelGradients;
-use crate::billing::{ApiKeys, Billing, Charge, Settled, SettlementSink};
+use crate::billing::{Billing, Charge, Settled, SettlementSink};
 use crate::chain::Chain;
 use crate::config::NodeConfig;
 use crate::datanets::DatanetService;
@@ -307,16 +308,24 @@ impl Serving {
         })
     }
 
-    /// Resolves a request's `model`: the base model's name or id, or a
-    /// registered adapter of this base by id or name. `None`: unknown.
+    /// Resolves a request's `model`: the base model's name (its GGUF name,
+    /// or the name it is registered under on the ledger, `trib models
+    /// register NAME`) or id, or a registered adapter of this base by id or
+    /// name. `None`: unknown.
     pub(crate) fn resolve(&self, model: &str) -> Result<Option<Target>, String> {
-        if model == self.base_name || model == self.base_id.to_string() {
+        let ledger = self.chain.ledger();
+        let registered_base = || -> Result<bool, String> {
+            Ok(ledger
+                .base_model(&self.base_id)
+                .map_err(|e| e.to_string())?
+                .is_some_and(|b| b.name == model))
+        };
+        if model == self.base_name || model == self.base_id.to_string() || registered_base()? {
             return Ok(Some(Target {
                 adapter: None,
                 datanets: Vec::new(),
             }));
         }
-        let ledger = self.chain.ledger();
         let found = match model.parse::<AdapterId>() {
             Ok(id) => ledger.adapter(&id).map_err(|e| e.to_string())?,
             Err(_) => ledger

@@ -11,7 +11,7 @@ use serde_json::Value;
 use trib_ledger::Action;
 use trib_types::{AdapterId, Address, Amount, Hash, SecretKey};
 
-use crate::billing::ApiKeys;
+use crate::apikeys::ApiKeys;
 use crate::config::NodeConfig;
 use crate::home::{InitOptions, NodeHome};
 use crate::node::{NodeOverrides, RunningNode};

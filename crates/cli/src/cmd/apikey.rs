@@ -1,5 +1,8 @@
-//! `trib apikey new`: an API key for the node's OpenAI-compatible endpoints,
-//! bound to a ledger account, optionally approving the node's operator.
+//! `trib apikey new|list|revoke`: API keys for the node's OpenAI-compatible
+//! endpoints, bound to a ledger account. `new` writes the home's key file
+//! directly (no node needed), optionally approving the node's operator;
+//! `list` and `revoke` are requests to the node signed by the account's key
+//! (`GET /v1/apikeys`, `DELETE /v1/apikeys/{id}`).
 
 use std::time::Duration;
 
@@ -18,6 +21,26 @@ pub enum ApikeyCommand {
     /// Create a random API key charging an account; only its hash is stored
     /// (in `<home>/apikeys.json`), the key is printed once.
     New(NewArgs),
+    /// The account's keys on the node (id, first characters, creation
+    /// time, never the key) and its allowance for the node's operator.
+    List {
+        /// Keystore key of the account (signs the request).
+        #[arg(long, value_name = "ACCOUNT_KEY")]
+        key: String,
+        #[command(flatten)]
+        pass: PassphraseArgs,
+    },
+    /// Revoke one of the account's keys by id (`trib apikey list`): the
+    /// node refuses it from the next request on.
+    Revoke {
+        /// The key's id.
+        id: String,
+        /// Keystore key of the account (signs the request).
+        #[arg(long, value_name = "ACCOUNT_KEY")]
+        key: String,
+        #[command(flatten)]
+        pass: PassphraseArgs,
+    },
 }
 
 /// `trib apikey new`.
@@ -44,7 +67,55 @@ fn parse_amount(s: &str) -> Result<Amount, String> {
 
 /// Runs `trib apikey`.
 pub fn run(g: &Global, c: ApikeyCommand) -> anyhow::Result<()> {
-    let ApikeyCommand::New(a) = c;
+    match c {
+        ApikeyCommand::New(a) => new(g, a),
+        ApikeyCommand::List { key, pass } => {
+            let client = signed_client(g, &key, &pass)?;
+            let list = super::runtime()?.block_on(client.api_keys())?;
+            if g.json {
+                return output::json(&list);
+            }
+            println!("account   {}", list.account);
+            if let (Some(op), Some(al)) = (list.operator, list.allowance) {
+                println!("allowance {} for operator {op}", output::open(al));
+            }
+            if list.keys.is_empty() {
+                println!("no API keys (create one with: trib apikey new --key {key})");
+            }
+            for k in &list.keys {
+                println!(
+                    "{}  {:<14} created {}",
+                    k.id,
+                    k.prefix.as_deref().map_or("-".into(), |p| format!("{p}…")),
+                    output::time_ms(k.created_ms)
+                );
+            }
+            Ok(())
+        }
+        ApikeyCommand::Revoke { id, key, pass } => {
+            let client = signed_client(g, &key, &pass)?;
+            let gone = super::runtime()?.block_on(client.revoke_api_key(&id))?;
+            if g.json {
+                return output::json(&gone);
+            }
+            println!("revoked API key {}", gone.id);
+            Ok(())
+        }
+    }
+}
+
+/// A client of `--node` signing with the keystore key `key`.
+fn signed_client(
+    g: &Global,
+    key: &str,
+    pass: &PassphraseArgs,
+) -> anyhow::Result<trib_client::NodeClient> {
+    let sk = pass.load_key(&g.home().keystore()?, key)?;
+    Ok(g.client()?.with_signer(sk))
+}
+
+/// `trib apikey new`.
+fn new(g: &Global, a: NewArgs) -> anyhow::Result<()> {
     let home = g.home();
     let ks = home.keystore()?;
     let account = ks
@@ -91,7 +162,7 @@ pub fn run(g: &Global, c: ApikeyCommand) -> anyhow::Result<()> {
             "api_key": api_key,
             "account": account,
             "approved_operator": approved.map(|(o, a, h)| serde_json::json!({
-                "operator": o, "allowance": a.to_open_string(), "tx": h })),
+                "operator": o, "allowance": a, "tx": h })),
         }));
     }
     println!("{api_key}");

@@ -1,6 +1,7 @@
-//! `trib datanet …`: create, contribute, curate, publish, export, grant and
-//! browse datanets. The node validates and stores the bytes; every change of
-//! status is a ledger transaction signed here with a keystore key.
+//! `trib datanet …`: create, contribute, curate, publish, export, grant,
+//! revoke and browse datanets. The node validates and stores the bytes;
+//! every change of status is a ledger transaction signed here with a
+//! keystore key.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -145,6 +146,16 @@ pub enum DatanetCommand {
         /// The datanet.
         name: String,
         /// Address or keystore key name.
+        address: String,
+        #[command(flatten)]
+        key: KeyOpts,
+    },
+    /// Revoke an address's training access to a permissioned datanet
+    /// (`RevokeAccess`, signed by the owner).
+    Revoke {
+        /// The datanet.
+        name: String,
+        /// Address or keystore key name whose access ends.
         address: String,
         #[command(flatten)]
         key: KeyOpts,
@@ -449,7 +460,8 @@ pub fn run(g: &Global, cmd: DatanetCommand) -> anyhow::Result<()> {
             key,
             pass,
         } => export(&cx, &target, &out, key.as_deref(), &pass),
-        DatanetCommand::Grant { name, address, key } => grant(&cx, &name, &address, &key),
+        DatanetCommand::Grant { name, address, key } => access(&cx, &name, &address, &key, true),
+        DatanetCommand::Revoke { name, address, key } => access(&cx, &name, &address, &key, false),
         DatanetCommand::List => list(&cx),
         DatanetCommand::Show { name } => show(&cx, &name),
         DatanetCommand::Versions { name } => versions(&cx, &name),
@@ -682,19 +694,31 @@ fn export(
     })
 }
 
-/// `trib datanet grant`: signs `GrantAccess`.
-fn grant(cx: &Ctx<'_>, name: &str, address: &str, key: &KeyOpts) -> anyhow::Result<()> {
+/// `trib datanet grant` (`grant`: signs `GrantAccess`) and `trib datanet
+/// revoke` (signs `RevokeAccess`).
+fn access(
+    cx: &Ctx<'_>,
+    name: &str,
+    address: &str,
+    key: &KeyOpts,
+    grant: bool,
+) -> anyhow::Result<()> {
     let (sk, wait) = cx.load(key)?;
     let to = resolve(&cx.home.keystore()?, address)?;
     cx.rt.block_on(async {
         let datanet = trib_node::ledger::datanet_id(name);
-        let view =
-            sign_submit_wait(&cx.client, &sk, Action::GrantAccess { datanet, to }, wait).await?;
+        let action = if grant {
+            Action::GrantAccess { datanet, to }
+        } else {
+            Action::RevokeAccess { datanet, to }
+        };
+        let view = sign_submit_wait(&cx.client, &sk, action, wait).await?;
         if cx.g.json {
             return output::json(&view);
         }
+        let may = if grant { "may now" } else { "may no longer" };
         println!(
-            "{to} may now train on {name} (block {})",
+            "{to} {may} train on {name} (block {})",
             view.height.unwrap_or(0)
         );
         Ok(())

@@ -1,5 +1,9 @@
-//! `trib factory train|eval|export|submit|jobs|cancel`: ModelFactory LoRA
-//! jobs, locally (in this process, with a progress bar) or queued on a node.
+//! `trib factory train|eval|export|submit|jobs|cancel|register`: ModelFactory
+//! LoRA jobs, locally (in this process, with a progress bar) or queued on a
+//! node, and the registration of a node job's adapter on the ledger.
+//!
+//! Progress goes to stderr, the result to stdout (with `--json`, the result
+//! as one JSON document; `submit`'s events as JSON lines on stderr).
 //!
 //! Local jobs resolve `datanet@version` sources through the node: the
 //! version's export is fetched (as the signing key's address, so a
@@ -13,6 +17,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use tokio::runtime::Runtime;
+use trib_client::wire::JobStatus;
 use trib_client::NodeClient;
 use trib_node::model::factory::{
     eval_adapter, export_merged, train, DatanetResolver, JobConfig, ResolvedDatanet, SourceRef,
@@ -20,7 +25,7 @@ use trib_node::model::factory::{
 };
 use trib_node::types::{AdapterId, SecretKey};
 
-use super::datanet::sign_submit_wait;
+use super::datanet::{sign_submit_wait, KeyOpts};
 use crate::{output, Global};
 
 /// `trib factory` subcommands.
@@ -65,6 +70,18 @@ pub enum FactoryCommand {
         /// Return at once instead of following the events.
         #[arg(long)]
         detach: bool,
+    },
+    /// Register the adapter of a finished node job on the ledger
+    /// (`RegisterAdapter` from the job's summary and datanet versions,
+    /// signed by the owner's key).
+    Register {
+        /// Job id (`trib factory jobs`).
+        id: u64,
+        /// Name to register under [default: the job's name].
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        key: KeyOpts,
     },
     /// List the node's jobs.
     Jobs,
@@ -215,7 +232,7 @@ fn train_locally(g: &Global, rt: &Runtime, a: TrainArgs) -> anyhow::Result<()> {
     let mut registered: Option<AdapterId> = None;
     if a.register {
         let (sk, wait) = key.expect("checked above");
-        let action = trib_client::actions::register_adapter(&job, &outcome.summary, &used);
+        let action = trib_client::actions::register_adapter(&outcome.summary, &used);
         let view = rt.block_on(sign_submit_wait(&g.client()?, &sk, action, wait))?;
         registered = Some(outcome.summary.adapter_id);
         if !g.json {
@@ -273,7 +290,8 @@ fn eval(
 }
 
 /// `trib factory submit`: queues the job on the node (signed by the
-/// owner's key when one is named) and follows its events.
+/// owner's key when one is named) and follows its events on stderr; the
+/// finished job goes to stdout (its summary, or the job view with `--json`).
 fn submit(
     g: &Global,
     rt: &Runtime,
@@ -297,12 +315,16 @@ fn submit(
         let v = client.submit_job(&toml, owner.as_ref()).await?;
         eprintln!("job {} queued (output {})", v.id, v.output_dir.display());
         if detach {
-            return if g.json { output::json(&v) } else { Ok(()) };
+            if g.json {
+                return output::json(&v);
+            }
+            println!("{}", v.id);
+            return Ok(());
         }
         let last = client
             .follow_job(v.id, |e| {
                 if g.json {
-                    println!("{e}");
+                    eprintln!("{e}");
                 } else if e["event"] == "step" {
                     eprintln!(
                         "step {} loss {:.4} {:.0} tok/s eta {:.0}s",
@@ -317,10 +339,75 @@ fn submit(
             })
             .await?;
         match last.as_ref().and_then(|e| e["event"].as_str()) {
-            Some("done") => Ok(()),
+            Some("done") => {}
             Some(other) => bail!("job {} ended: {other}", v.id),
             None => bail!("job {} event stream ended without a final event", v.id),
         }
+        let done = client.job(v.id).await?;
+        if g.json {
+            return output::json(&done);
+        }
+        match &done.summary {
+            Some(s) => print_summary(s),
+            None => println!("job {} done", v.id),
+        }
+        eprintln!(
+            "register its adapter with: trib factory register {} --key KEY",
+            v.id
+        );
+        Ok(())
+    })
+}
+
+/// `trib factory register`: reads the finished job from the node and signs
+/// `RegisterAdapter` from its summary and datanet versions
+/// ([`trib_client::actions::register_adapter`], as `train --register`).
+fn register_job(
+    g: &Global,
+    rt: &Runtime,
+    id: u64,
+    name: Option<String>,
+    key: &KeyOpts,
+) -> anyhow::Result<()> {
+    let (sk, wait) = key.load(g)?;
+    let me = sk.address();
+    let client = g.client()?.with_signer(sk.clone());
+    rt.block_on(async {
+        let job = client.job(id).await?;
+        if job.status != JobStatus::Done {
+            bail!(
+                "job {id} is {}: only a finished job's adapter can be registered",
+                format!("{:?}", job.status).to_lowercase()
+            );
+        }
+        if let Some(owner) = job.owner.filter(|o| *o != me) {
+            bail!("job {id} is owned by {owner}, not by {me}: register it with the owner's key");
+        }
+        let mut summary = job
+            .summary
+            .with_context(|| format!("job {id} is done but the node shows no training summary"))?;
+        if name.is_some() {
+            summary.name = name;
+        }
+        let datanets: Vec<(String, u32)> = job
+            .datanets
+            .iter()
+            .map(|d| (d.name.clone(), d.version))
+            .collect();
+        let action = trib_client::actions::register_adapter(&summary, &datanets);
+        let view = sign_submit_wait(&client, &sk, action, wait).await?;
+        if g.json {
+            return output::json(&serde_json::json!({
+                "adapter": summary.adapter_id, "job": id, "tx": view.hash, "height": view.height,
+            }));
+        }
+        println!(
+            "registered adapter {} ({}) from job {id} in block {}",
+            summary.adapter_id,
+            summary.name.as_deref().unwrap_or("adapter"),
+            view.height.unwrap_or(0)
+        );
+        Ok(())
     })
 }
 
@@ -349,6 +436,7 @@ pub fn run(g: &Global, cmd: FactoryCommand) -> anyhow::Result<()> {
             Ok(())
         }
         FactoryCommand::Submit { job, key, detach } => submit(g, &rt, job, key, detach),
+        FactoryCommand::Register { id, name, key } => register_job(g, &rt, id, name, &key),
         FactoryCommand::Jobs => rt.block_on(async {
             let jobs = g.client()?.jobs().await?;
             if g.json {

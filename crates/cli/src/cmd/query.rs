@@ -15,7 +15,8 @@ pub enum QueryCommand {
         /// Address or key name.
         who: String,
     },
-    /// Everything about an account: balance, gOPEN, unbonding, delegation, nonce.
+    /// Everything about an account: balance, gOPEN, unbonding, delegation,
+    /// claimable staking rewards, nonce.
     Account {
         /// Address or key name.
         who: String,
@@ -99,6 +100,10 @@ async fn query(g: &Global, client: &NodeClient, c: QueryCommand) -> anyhow::Resu
                     .unwrap_or_else(|| "(self)".into())
             );
             println!("voting power {}", output::gopen(a.voting_power));
+            println!(
+                "rewards      {} claimable (trib tx claim-rewards)",
+                output::open(a.staking_rewards)
+            );
             println!("nonce        {} (next to sign: {})", a.nonce, a.next_nonce);
         }
         QueryCommand::Block { height } => {

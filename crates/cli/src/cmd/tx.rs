@@ -1,4 +1,4 @@
-//! `trib tx transfer|stake|unstake|delegate|propose|deposit|vote`.
+//! `trib tx transfer|stake|unstake|delegate|claim-rewards|set-price|propose|deposit|vote`.
 
 use std::time::Duration;
 
@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use trib_client::wire::TxView;
 use trib_node::ledger::{Action, Event, ParamChange, VoteChoice};
-use trib_node::types::{Address, Amount};
+use trib_node::types::{AdapterId, Address, Amount};
 use trib_node::Keystore;
 
 use crate::passphrase::PassphraseArgs;
@@ -66,6 +66,25 @@ pub enum TxCommand {
         /// The voter: an address or a keystore key name.
         #[arg(long)]
         to: String,
+        #[command(flatten)]
+        opts: TxOpts,
+    },
+    /// Move your accrued staking rewards to your balance
+    /// (`ClaimStakingRewards`; `trib query account` shows what is claimable).
+    ClaimRewards {
+        #[command(flatten)]
+        opts: TxOpts,
+    },
+    /// Change the prices of an adapter you own (`SetAdapterPrice`).
+    SetPrice {
+        /// The adapter's id (as `trib models` and `/v1/adapters` show it).
+        adapter: AdapterId,
+        /// OPEN per 1,000 prompt tokens.
+        #[arg(long = "input", value_parser = parse_amount, value_name = "OPEN")]
+        input_per_1k: Amount,
+        /// OPEN per 1,000 completion tokens.
+        #[arg(long = "output", value_parser = parse_amount, value_name = "OPEN")]
+        output_per_1k: Amount,
         #[command(flatten)]
         opts: TxOpts,
     },
@@ -138,6 +157,20 @@ pub fn run(g: &Global, c: TxCommand) -> anyhow::Result<()> {
         TxCommand::Delegate { to, opts } => (
             Action::Delegate {
                 to: resolve(&ks, &to)?,
+            },
+            opts,
+        ),
+        TxCommand::ClaimRewards { opts } => (Action::ClaimStakingRewards, opts),
+        TxCommand::SetPrice {
+            adapter,
+            input_per_1k,
+            output_per_1k,
+            opts,
+        } => (
+            Action::SetAdapterPrice {
+                adapter,
+                price_in_per_1k: input_per_1k,
+                price_out_per_1k: output_per_1k,
             },
             opts,
         ),
@@ -283,6 +316,25 @@ pub fn describe(e: &Event) -> String {
         }
         Event::DepositBurned { id, amount } => {
             format!("deposits {} of proposal {id} burned", output::open(*amount))
+        }
+        Event::StakingRewardsClaimed { account, amount } => {
+            format!(
+                "{account} claimed {} of staking rewards",
+                output::open(*amount)
+            )
+        }
+        Event::AdapterPriceSet {
+            adapter,
+            price_in_per_1k,
+            price_out_per_1k,
+        } => format!(
+            "adapter {adapter} now costs {} per 1k prompt tokens and {} per 1k completion tokens",
+            output::open(*price_in_per_1k),
+            output::open(*price_out_per_1k)
+        ),
+        Event::AccessGranted { datanet, to } => format!("{to} granted access to datanet {datanet}"),
+        Event::AccessRevoked { datanet, to } => {
+            format!("{to}'s access to datanet {datanet} revoked")
         }
         #[allow(unreachable_patterns)]
         other => format!("{other:?}"),

@@ -50,7 +50,7 @@ fn wait_status(h: &TestHome, n: [&str; 2], datanet: &str, id: &str, want: &str) 
 }
 
 /// Contributes `file` as `key`; returns the contribution id.
-fn contribute(
+pub(crate) fn contribute(
     h: &TestHome,
     n: [&str; 2],
     datanet: &str,
@@ -71,7 +71,7 @@ fn contribute(
     r[0]["report"]["contribution"].as_str().unwrap().to_string()
 }
 
-fn fee_of(view: &Value) -> u128 {
+pub(crate) fn fee_of(view: &Value) -> u128 {
     units(&view["tx"]["tx"]["fee"])
 }
 
@@ -311,6 +311,21 @@ fn permissioned_rows_are_read_only_by_signed_requests_of_the_owner_or_granted_re
         n[1],
     ]);
     assert!(anon["items"].as_array().unwrap().is_empty(), "{anon}");
+
+    // Revoked (`trib datanet revoke`, signed by the owner): refused again.
+    let out = h.ok(&[
+        "datanet", "revoke", "clinic", "alice", "--key", "producer", n[0], n[1],
+    ]);
+    assert!(out.contains("may no longer train on clinic"), "{out}");
+    let (s, v, _) = signed_get(&url, export, &alice, signed_read::now());
+    assert_eq!((s, code(&v)), (403, "no_access"), "{v}");
+    let err = h.fails(&["datanet", "rows", "clinic@1", "--key", "alice", n[0], n[1]]);
+    assert!(err.contains("no_access"), "{err}");
+    // Only the owner revokes.
+    let err = h.fails(&[
+        "datanet", "revoke", "clinic", "producer", "--key", "alice", n[0], n[1],
+    ]);
+    assert!(err.contains("revoke_access transaction refused"), "{err}");
 }
 
 /// Paragraph groups of the constitution fixture, as separate files.

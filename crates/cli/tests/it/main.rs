@@ -1,6 +1,7 @@
 //! End-to-end tests of the `trib` binary against real nodes on free
 //! loopback ports (one integration binary per crate, so the CLI tests link once).
 
+mod actions;
 mod attribution;
 mod bench_serve;
 mod crash;

@@ -3,9 +3,10 @@
 //!
 //! One type covers every route, one `impl` block per area beside this
 //! file: the ledger ([`ledger`]), datanets ([`datanets`]), base models and
-//! training jobs ([`jobs`]), receipts and traces ([`attribution`]), the
-//! OpenAI-compatible chat stream the serving benchmark drives ([`chat`]),
-//! and exports checked against the ledger ([`exports`]).
+//! training jobs ([`jobs`]), API keys ([`apikeys`]), receipts and traces
+//! ([`attribution`]), the OpenAI-compatible chat stream the serving
+//! benchmark drives ([`chat`]), and exports checked against the ledger
+//! ([`exports`]).
 //! Every failure is a [`ClientError`]; the node's typed errors keep their
 //! HTTP status, code and message.
 
@@ -18,6 +19,7 @@ use trib_types::SecretKey;
 use crate::error::{error_from, parse, ClientError};
 use crate::signed_read;
 
+mod apikeys;
 mod attribution;
 mod chat;
 mod datanets;

@@ -54,6 +54,20 @@ pub struct JobView {
     pub loss: Option<f64>,
     /// Error message when failed.
     pub error: Option<String>,
-    /// The training summary when done.
+    /// The training summary when done: the adapter's content id, the base
+    /// model's hash, the prices and the evaluations its metrics hash covers.
     pub summary: Option<TrainingSummary>,
+    /// The datanet versions it trains on (`name@version` sources), what an
+    /// adapter registration records (`trib factory register`).
+    #[serde(default)]
+    pub datanets: Vec<JobDatanet>,
+}
+
+/// A datanet version a job trains on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDatanet {
+    /// The datanet's name.
+    pub name: String,
+    /// The published version.
+    pub version: u32,
 }

@@ -49,6 +49,11 @@ pub struct AccountView {
     pub delegate: Option<Address>,
     /// gOPEN voting power delegated to this address (its own included).
     pub voting_power: Amount,
+    /// Staking rewards it could claim now (`ClaimStakingRewards`): settled
+    /// plus accrued since its last stake change, by the ledger's own rule
+    /// (`Ledger::staking_rewards`, the computation the claim pays).
+    #[serde(default)]
+    pub staking_rewards: Amount,
     /// Next nonce according to committed state.
     pub nonce: u64,
     /// Next nonce to sign with: committed nonce plus this sender's pending

@@ -56,6 +56,7 @@ fn account_view(address: Address, a: AccountState) -> AccountView {
         unbonding: a.account.unbonding,
         delegate: a.account.delegate,
         voting_power: a.voting_power,
+        staking_rewards: a.staking_rewards,
         nonce: a.account.nonce,
         next_nonce: a.next_nonce,
     }

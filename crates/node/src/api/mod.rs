@@ -2,9 +2,9 @@
 //!
 //! One module per area, each contributing its routes to [`router_with`]:
 //! [`ledger`] (transactions, accounts, blocks, governance, proofs),
-//! `datanets`, `models`, `jobs`, [`openai`] (the OpenAI-compatible
-//! generation routes and the adapter cache) and [`attribution`] (receipts,
-//! payouts, verify, trace). The node services under them (`chain.rs`,
+//! `datanets`, `models`, `jobs`, `apikeys` (an account's API keys, signed
+//! by it), [`openai`] (the OpenAI-compatible generation routes and the
+//! adapter cache) and [`attribution`] (receipts, payouts, verify, trace). The node services under them (`chain.rs`,
 //! `datanets.rs`, `jobs.rs`, `models.rs`) return their own error enums and
 //! domain types; the route modules build the wire views and [`error`] turns
 //! every error into a typed response.
@@ -24,6 +24,7 @@ use tower_http::trace::TraceLayer;
 use crate::chain::Chain;
 use crate::serving::Serving;
 
+mod apikeys;
 pub(crate) mod attribution;
 mod datanets;
 mod error;
@@ -58,6 +59,8 @@ pub(crate) struct Services {
     /// The serving engine, when a base model is configured: the
     /// OpenAI-compatible routes exist only then.
     pub(crate) serving: Option<Arc<Serving>>,
+    /// The node's API keys (`/v1/apikeys`).
+    pub(crate) apikeys: Arc<crate::apikeys::ApiKeys>,
 }
 
 /// The ledger routes alone (tests of the ledger API), with the same
@@ -89,7 +92,13 @@ pub(crate) fn router_with(
             // answering 413 `file_too_large` or `oversize`).
             .merge(datanets::routes(s.datanets, max_request_bytes))
             .merge(models::routes(s.models))
-            .merge(jobs::routes(s.jobs));
+            .merge(jobs::routes(s.jobs))
+            .merge(apikeys::routes(apikeys::KeyRoutes {
+                keys: s.apikeys,
+                chain: chain.clone(),
+                operator: s.serving.as_ref().map(|v| v.billing.operator()),
+                replays: Arc::default(),
+            }));
         own_state = own_state.merge(attribution::routes(attribution::ReceiptState {
             chain,
             receipts_dir: s.receipts_dir,

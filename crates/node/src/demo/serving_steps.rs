@@ -17,7 +17,7 @@ use trib_ledger::{Action, InferenceReceipt, PayoutLine, PayoutRole};
 use trib_types::{AdapterId, Address, Amount, ReceiptId, SecretKey};
 
 use super::{Demo, DemoError, TO_STDERR};
-use crate::billing::ApiKeys;
+use crate::apikeys::ApiKeys;
 
 /// How long to wait for the answer (generation plus settlement).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
