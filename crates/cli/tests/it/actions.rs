@@ -166,35 +166,33 @@ fn a_node_trained_adapter_is_registered_from_its_job_repriced_and_served_by_its_
     assert_eq!(datanets[0][1], json!(1), "{proof}");
 
     // Only the owner reprices it; the served fee follows the new price.
-    let err = h.fails(&[
-        "tx",
-        "set-price",
-        &adapter,
-        "--input",
-        "1",
-        "--output",
-        "2",
-        "--from",
-        "producer",
-        "--wait",
-        n[0],
-        n[1],
-    ]);
-    assert!(!err.is_empty());
-    let set = h.ok(&[
-        "tx",
-        "set-price",
-        &adapter,
-        "--input",
-        "1",
-        "--output",
-        "2",
-        "--from",
-        "alice",
-        "--wait",
-        n[0],
-        n[1],
-    ]);
+    let set_price = |from: &str| {
+        h.cmd(&[
+            "tx",
+            "set-price",
+            &adapter,
+            "--input",
+            "1",
+            "--output",
+            "2",
+            "--from",
+            from,
+            "--wait",
+            n[0],
+            n[1],
+        ])
+        .output()
+        .unwrap()
+    };
+    let refused = set_price("producer");
+    let err = text(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("only its owner may change it"),
+        "{err}"
+    );
+    let set = set_price("alice");
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    let set = text(&set.stdout);
     assert!(set.contains("adapter") && set.contains("per 1k"), "{set}");
     let listed = listed_adapter(&url, "consts-lora").unwrap();
     assert_eq!(
