@@ -92,6 +92,23 @@ impl Mempool {
         self.by_hash.contains_key(hash)
     }
 
+    /// What `sender`'s pending transactions spend from its balance (fees
+    /// plus amounts, as admission counts them; a contribution's stake,
+    /// which depends on the datanet, is not included).
+    pub fn pending_spend(&self, sender: &Address) -> Amount {
+        self.senders
+            .get(sender)
+            .map(|p| p.spend)
+            .unwrap_or_default()
+    }
+
+    /// What one transaction spends from its sender's balance, counted as
+    /// [`Mempool::pending_spend`] counts it: its fee plus the amount its
+    /// action moves.
+    pub fn spend_of(stx: &SignedTransaction) -> Result<Amount, TxError> {
+        cost(stx)
+    }
+
     /// The nonce `sender`'s next transaction should carry, if it has pending
     /// transactions (otherwise use the committed account nonce).
     pub fn next_nonce(&self, sender: &Address) -> Option<u64> {

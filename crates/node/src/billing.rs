@@ -13,14 +13,20 @@
 //! `SettleInference` transaction for the fee of the tokens used.
 //!
 //! Requests run concurrently, and neither a request being generated nor a
-//! settlement waiting in the mempool shows in the ledger's balance yet. So
-//! the check also **reserves** that largest fee (a [`Reservation`], held by
-//! the request from admission until its settlement is submitted, and
-//! released on drop: cancelled, failed, refused), and a submitted settlement
-//! stays held until its block commits (or the mempool drops it). A request
-//! is admitted only if
-//! `min(balance, allowance) − reserved(payer) − pending settlements(payer) ≥ max fee`;
-//! every admitted request can then be settled, whatever the interleaving.
+//! transaction waiting in the mempool shows in the ledger's balance yet.
+//! So the check **reserves** the largest fee (a [`Reservation`], held by
+//! the request from admission until its settlement is in the mempool, and
+//! released on drop: cancelled, failed, refused), and counts what the
+//! account's pending transactions take (its transfers, stakes and other
+//! spends, its allowance changes, the settlements charging it:
+//! `Chain::with_spendable`). A request is admitted only if
+//! `min(balance − pending spend, allowance after pending approvals − pending settlements) − reserved(payer) ≥ max fee`.
+//! In the other direction the chain refuses a transaction that would take
+//! the account below what is reserved for it (`Chain::submit`, through
+//! [`InferenceHolds`]): a revocation or a draining transfer sent while an
+//! answer streams waits until the answer is settled. Every admitted request
+//! can then be settled, whatever the interleaving (docs/serving.md,
+//! admission).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,7 +39,7 @@ use trib_types::{
     TxHash,
 };
 
-use crate::chain::Chain;
+use crate::chain::{Chain, InferenceHolds, SubmitError};
 
 /// Charges accounts through the ledger: the 402 pre-check and settlement.
 pub(crate) struct Billing {
@@ -46,30 +52,40 @@ pub(crate) struct Billing {
     holds: Arc<Mutex<Holds>>,
 }
 
-/// What is held against accounts beyond their ledger balance.
+/// The largest fees of the requests in flight, per payer: what is
+/// reserved beyond the ledger state and the mempool.
 #[derive(Debug, Default)]
 struct Holds {
-    /// Sum of the maximum fees of the requests in flight, per payer.
     reserved: HashMap<Address, u128>,
-    /// Submitted settlements not yet seen committed: tx, payer, fee.
-    pending: Vec<(TxHash, Address, Amount)>,
-}
-
-impl Holds {
-    fn held(&self, payer: &Address) -> u128 {
-        let pending: u128 = self
-            .pending
-            .iter()
-            .filter(|(_, p, _)| p == payer)
-            .map(|(_, _, f)| f.0)
-            .sum();
-        self.reserved.get(payer).copied().unwrap_or(0) + pending
-    }
 }
 
 fn lock(holds: &Mutex<Holds>) -> MutexGuard<'_, Holds> {
     // Every update keeps the sums consistent before it can panic.
     holds.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Billing's reservations as the chain sees them, so that a transaction
+/// that would leave a payer unable to pay them is refused
+/// ([`Chain::submit`](crate::chain::Chain::submit)). Holds no ledger handle.
+struct HoldBook {
+    holds: Arc<Mutex<Holds>>,
+    operator: Address,
+}
+
+impl InferenceHolds for HoldBook {
+    fn operator(&self) -> Address {
+        self.operator
+    }
+
+    fn reserved(&self, account: &Address) -> Amount {
+        Amount(
+            lock(&self.holds)
+                .reserved
+                .get(account)
+                .copied()
+                .unwrap_or(0),
+        )
+    }
 }
 
 /// The largest fee of one admitted request, held against its payer until
@@ -157,13 +173,21 @@ pub(crate) struct Charge<'a> {
 }
 
 impl Billing {
+    /// Billing through `operator`; registers its reservations with
+    /// `chain`, which from then on refuses transactions that would leave a
+    /// payer unable to pay them.
     pub(crate) fn new(chain: Arc<Chain>, operator: SecretKey, chain_id: String) -> Self {
+        let holds = Arc::new(Mutex::new(Holds::default()));
+        chain.set_inference_holds(Arc::new(HoldBook {
+            holds: holds.clone(),
+            operator: operator.address(),
+        }));
         Billing {
             chain,
             operator,
             chain_id,
             nonce: Mutex::new(()),
-            holds: Arc::new(Mutex::new(Holds::default())),
+            holds,
         }
     }
 
@@ -175,18 +199,13 @@ impl Billing {
     /// The ledger's fee schedule of a request to `adapter` (its registered
     /// prices) or to the base model alone (the governed base prices).
     pub(crate) fn schedule(&self, adapter: Option<&AdapterId>) -> Result<FeeSchedule, String> {
-        let ledger = self.chain.ledger();
-        let params = ledger.params().map_err(|e| e.to_string())?;
-        let adapter = match adapter {
-            Some(id) => Some(
-                ledger
-                    .adapter(id)
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("adapter {id} is not registered on the ledger"))?,
-            ),
-            None => None,
-        };
-        Ok(FeeSchedule::new(adapter.as_ref(), &params))
+        self.chain
+            .fee_schedule(adapter)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                let id = adapter.map(|a| a.to_string()).unwrap_or_default();
+                format!("adapter {id} is not registered on the ledger")
+            })
     }
 
     /// The 402 check and reservation: `Err` names what the account has,
@@ -202,53 +221,46 @@ impl Billing {
         let need = schedule
             .max_fee(prompt_tokens, max_tokens)
             .ok_or_else(|| "the maximum fee overflows".to_string())?;
-        let mut holds = lock(&self.holds);
-        // Forget settlements that left the mempool *before* reading the
-        // ledger: one committed in between is then counted twice (refusing
-        // early), never zero times.
-        self.prune_pending(&mut holds);
-        let ledger = self.chain.ledger();
-        let balance = ledger.account(payer).map_err(|e| e.to_string())?.balance;
-        let allowance = ledger
-            .allowance(payer, &self.operator())
-            .map_err(|e| e.to_string())?;
-        let held = Amount(holds.held(payer));
-        let have = Amount(balance.min(allowance).0.saturating_sub(held.0));
-        if have < need {
-            return Err(format!(
-                "account {payer} can pay at most {} OPEN (balance {} OPEN, allowance {} OPEN for operator {}, \
-                 {} OPEN held for its requests in flight and unconfirmed settlements) \
-                 but this request may cost up to {} OPEN ({prompt_tokens} prompt tokens at {} OPEN/1k + \
-                 {max_tokens} max completion tokens at {} OPEN/1k); fund the account or approve the operator \
-                 with `trib apikey new --allowance`",
-                have.to_open_string(),
-                balance.to_open_string(),
-                allowance.to_open_string(),
-                self.operator(),
-                held.to_open_string(),
-                need.to_open_string(),
-                schedule.price_in_per_1k.to_open_string(),
-                schedule.price_out_per_1k.to_open_string(),
-            ));
-        }
-        *holds.reserved.entry(*payer).or_insert(0) += need.0;
-        tracing::debug!(target: "trib::billing", %payer, reserved = %need, held = %held, "fee reserved");
-        Ok(Reservation {
-            holds: self.holds.clone(),
-            payer: *payer,
-            amount: need,
-        })
-    }
-
-    /// Drops pending settlements that are no longer in the mempool
-    /// (committed, or dropped by the producer).
-    fn prune_pending(&self, holds: &mut Holds) {
-        holds.pending.retain(|(tx, _, _)| match self.chain.tx(tx) {
-            Ok(Some(v)) => v.is_pending(),
-            Ok(None) => false,
-            // Cannot tell: keep holding (refusing early is safe).
-            Err(_) => true,
-        });
+        let operator = self.operator();
+        self.chain
+            .with_spendable(payer, &operator, |s| {
+                // The chain's mempool is locked here, then the reservations:
+                // `Chain::submit` takes them in the same order.
+                let mut holds = lock(&self.holds);
+                let reserved = Amount(holds.reserved.get(payer).copied().unwrap_or(0));
+                let have = Amount(s.payable().0.saturating_sub(reserved.0));
+                if have < need {
+                    let approval = match s.pending_allowance {
+                        Some(a) => format!(", {} OPEN once its pending approval commits", a.to_open_string()),
+                        None => String::new(),
+                    };
+                    return Err(format!(
+                        "account {payer} can pay at most {} OPEN (balance {} OPEN, {} OPEN of it taken by its \
+                         pending transactions and settlements; allowance {} OPEN for operator {operator}{approval}, \
+                         {} OPEN of it taken by pending settlements; {} OPEN held for its requests in flight) \
+                         but this request may cost up to {} OPEN ({prompt_tokens} prompt tokens at {} OPEN/1k + \
+                         {max_tokens} max completion tokens at {} OPEN/1k); fund the account or approve the operator \
+                         with `trib apikey new --allowance`",
+                        have.to_open_string(),
+                        s.balance.to_open_string(),
+                        s.pending_spend.to_open_string(),
+                        s.allowance.to_open_string(),
+                        s.pending_settled.to_open_string(),
+                        reserved.to_open_string(),
+                        need.to_open_string(),
+                        schedule.price_in_per_1k.to_open_string(),
+                        schedule.price_out_per_1k.to_open_string(),
+                    ));
+                }
+                *holds.reserved.entry(*payer).or_insert(0) += need.0;
+                tracing::debug!(target: "trib::billing", %payer, reserved = %need, held = %reserved, "fee reserved");
+                Ok(Reservation {
+                    holds: self.holds.clone(),
+                    payer: *payer,
+                    amount: need,
+                })
+            })
+            .map_err(|e| e.to_string())?
     }
 }
 
@@ -313,7 +325,9 @@ impl SettlementSink for Billing {
             .sign(&self.operator);
             match self.chain.submit(stx) {
                 Ok(tx) => break tx,
-                Err(TxError::NonceReplay { expected, .. }) if attempts < 3 && expected > nonce => {
+                Err(SubmitError::Tx(TxError::NonceReplay { expected, .. }))
+                    if attempts < 3 && expected > nonce =>
+                {
                     tracing::debug!(target: "trib::billing", used = nonce, next = expected,
                         "settlement nonce raced a block commit; re-signing");
                     attempts += 1;
@@ -322,9 +336,9 @@ impl SettlementSink for Billing {
                 Err(e) => return Err(e.to_string()),
             }
         };
-        // Held until its block commits; the request's reservation is
-        // released only after this (when the caller drops it).
-        lock(&self.holds).pending.push((tx, c.payer, fee));
+        // In the mempool now, where admission counts it until its block
+        // commits; the request's reservation is released only after this
+        // (when the caller drops it).
         tracing::info!(target: "trib::billing", %receipt, %tx, fee = %fee, payer = %c.payer, "settlement submitted");
         Ok(Settled { receipt, tx, fee })
     }

@@ -1,7 +1,9 @@
 //! Paid serving on a running node: fee reservation (concurrent requests
 //! never settle more than the payer's allowance, and every admitted request
 //! settles), who may load and unload adapters, and a real adapter served
-//! over HTTP on SmolLM2.
+//! over HTTP on SmolLM2; and (`mid_stream`) every served token paid when
+//! the allowance is revoked, the balance drained or the client gone while
+//! an answer streams.
 
 use std::time::Duration;
 
@@ -439,4 +441,387 @@ async fn hostile_adapters_and_traversal_ids_are_refused_over_http_and_the_node_k
         .await;
     assert_eq!(s, 200, "{v}");
     n.node.shutdown().await.unwrap();
+}
+
+/// Every served token is paid, whatever happens while an answer streams:
+/// the allowance revoked, the balance drained, the client gone. Service
+/// level (the serving path the HTTP handlers call, blocks produced by
+/// hand), so each step happens exactly between two tokens.
+mod mid_stream {
+    use std::time::Duration;
+
+    use trib_ledger::{Action, InferenceReceipt, SignedTransaction, Transaction};
+    use trib_serve::{Prompt, SamplingParams, ServeError};
+    use trib_types::{Amount, Canonical, SecretKey};
+
+    use crate::attribution::tests::World;
+    use crate::chain::SubmitError;
+    use trib_attribution::answer::StoredAnswer;
+
+    use crate::serving::{receipts_dir, AnswerEvent, Generation, PaidRequest, ServingError};
+
+    /// A tiny-model world where carol holds 100 OPEN and approved the
+    /// operator for `allowance`, the base model registered.
+    fn paying_world(allowance: Amount) -> World {
+        let w = World::new();
+        w.commit(
+            &w.producer,
+            Action::Transfer {
+                to: w.carol.address(),
+                amount: Amount::open(100),
+            },
+        );
+        let base = w.home.load_config().unwrap().base_model.unwrap();
+        let info = crate::models::describe_model(&base).unwrap();
+        w.commit(
+            &w.producer,
+            Action::RegisterBaseModel {
+                model: info.id,
+                name: info.name,
+                architecture: "llama".into(),
+                licence: "Apache-2.0".into(),
+            },
+        );
+        w.commit(
+            &w.carol,
+            Action::ApproveOperator {
+                operator: w.producer.address(),
+                allowance,
+            },
+        );
+        w
+    }
+
+    /// `action` signed by `key` with its next nonce (not submitted).
+    fn signed(w: &World, key: &SecretKey, action: Action) -> SignedTransaction {
+        Transaction {
+            chain_id: w.home.load_genesis().unwrap().chain_id,
+            sender: key.public_key(),
+            nonce: w.chain.account(&key.address()).unwrap().next_nonce,
+            fee: w.chain.ledger().params().unwrap().min_fee,
+            action,
+        }
+        .sign(key)
+    }
+
+    /// `POST /v1/tx` of `stx` through the node's router: status and body.
+    async fn post_tx(w: &World, stx: &SignedTransaction) -> (u16, serde_json::Value) {
+        use axum::body::Body;
+        use axum::http::Request;
+        use tower::ServiceExt;
+        let app = crate::api::router(
+            crate::api::AppState {
+                chain: w.chain.clone(),
+            },
+            1 << 20,
+        );
+        let req = Request::post("/v1/tx")
+            .header("content-type", "text/plain")
+            .body(Body::from(hex::encode(stx.encode())))
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// Carol's `ApproveOperator` of `allowance` for the operator (0
+    /// revokes), signed, not submitted.
+    fn approval(w: &World, allowance: Amount) -> SignedTransaction {
+        signed(
+            w,
+            &w.carol,
+            Action::ApproveOperator {
+                operator: w.producer.address(),
+                allowance,
+            },
+        )
+    }
+
+    /// Carol asks the base model for up to `max_tokens` (greedy, so the
+    /// run is the same every time).
+    async fn ask(w: &World, max_tokens: usize) -> Result<Generation, ServingError> {
+        let prompt = "once upon a time there was a";
+        let sampling = SamplingParams {
+            temperature: 0.0,
+            ..SamplingParams::default()
+        };
+        w.serving
+            .admit(PaidRequest {
+                payer: w.carol.address(),
+                model: w.serving.base_name.clone(),
+                prompt_text: prompt.into(),
+                prompt: Prompt::Text(prompt.into()),
+                sampling,
+                max_tokens: Some(max_tokens),
+                stop: Vec::new(),
+                n: None,
+            })
+            .await
+    }
+
+    /// Reads `n` tokens; returns their text.
+    async fn read(g: &mut Generation, n: usize) -> String {
+        let mut text = String::new();
+        for i in 0..n {
+            match g.next().await {
+                Some(AnswerEvent::Delta(t)) => text.push_str(&t),
+                _ => panic!("the answer ended after {i} tokens"),
+            }
+        }
+        text
+    }
+
+    /// Reads to the end; the settled receipt, committed.
+    async fn finish(w: &World, g: &mut Generation) -> InferenceReceipt {
+        loop {
+            match g.next().await {
+                Some(AnswerEvent::Delta(_)) => {}
+                Some(AnswerEvent::Done { settled, .. }) => {
+                    let s = (*settled).unwrap();
+                    w.block();
+                    return w
+                        .chain
+                        .ledger()
+                        .receipt(&s.settled.receipt)
+                        .unwrap()
+                        .expect("the settlement committed");
+                }
+                _ => panic!("the answer failed"),
+            }
+        }
+    }
+
+    /// The first answer stored in the receipts directory (written once its
+    /// settlement is in the mempool), waiting up to 10 s.
+    async fn stored_answer(w: &World) -> StoredAnswer {
+        let dir = receipts_dir(&w.home);
+        for _ in 0..500 {
+            let json = std::fs::read_dir(&dir).ok().and_then(|d| {
+                d.filter_map(|e| e.ok())
+                    .find(|e| e.path().extension().is_some_and(|x| x == "json"))
+            });
+            if let Some(e) = json {
+                return serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no answer was settled");
+    }
+
+    fn payment_refusal(r: Result<Generation, ServingError>) -> String {
+        match r {
+            Err(ServingError::Engine(ServeError::PaymentRequired { reason })) => reason,
+            Err(e) => panic!("expected 402, got {e}"),
+            Ok(_) => panic!("expected 402, the request was admitted"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_allowance_revoked_while_an_answer_streams_waits_until_the_answer_is_paid() {
+        let w = paying_world(Amount::open(10));
+        let mut g = ask(&w, 40).await.unwrap();
+        read(&mut g, 2).await;
+        // Revoking (or lowering below what the request may cost) is held
+        // against the reservation: refused, naming why.
+        let revoke = approval(&w, Amount::ZERO);
+        let err = w.chain.submit(revoke.clone()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SubmitError::HeldForInference {
+                    what: "allowance",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("reserved by this node"), "{err}");
+        // Over HTTP: 409 `held_for_inference`.
+        let (status, v) = post_tx(&w, &revoke).await;
+        assert_eq!(status, 409, "{v}");
+        assert_eq!(v["error"]["code"], "held_for_inference", "{v}");
+        // Raising it is fine meanwhile.
+        w.chain.submit(approval(&w, Amount::open(20))).unwrap();
+        w.block();
+        let receipt = finish(&w, &mut g).await;
+        assert_eq!(receipt.payer, w.carol.address());
+        assert!(receipt.completion_tokens >= 2);
+        // Paid and released: now the revocation goes through.
+        let revoke = approval(&w, Amount::ZERO);
+        w.chain.submit(revoke).unwrap();
+        w.block();
+        let allowance = w
+            .chain
+            .ledger()
+            .allowance(&w.carol.address(), &w.producer.address())
+            .unwrap();
+        assert_eq!(allowance, Amount::ZERO);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_balance_drained_while_an_answer_streams_waits_until_the_answer_is_paid() {
+        let w = paying_world(Amount::open(10));
+        let mut g = ask(&w, 40).await.unwrap();
+        read(&mut g, 2).await;
+        let balance = w.chain.account(&w.carol.address()).unwrap().account.balance;
+        let min_fee = w.chain.ledger().params().unwrap().min_fee;
+        let drain = signed(
+            &w,
+            &w.carol,
+            Action::Transfer {
+                to: w.alice.address(),
+                amount: Amount(balance.0 - min_fee.0),
+            },
+        );
+        let err = w.chain.submit(drain).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SubmitError::HeldForInference {
+                    what: "balance",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // A transfer that leaves enough for the reservation passes.
+        w.chain
+            .submit(signed(
+                &w,
+                &w.carol,
+                Action::Transfer {
+                    to: w.alice.address(),
+                    amount: Amount::open(50),
+                },
+            ))
+            .unwrap();
+        w.block();
+        let receipt = finish(&w, &mut g).await;
+        let after = w.chain.account(&w.carol.address()).unwrap().account.balance;
+        assert_eq!(
+            after.0,
+            balance.0 - Amount::open(50).0 - min_fee.0 - receipt.fee.0
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pending_revocation_or_drain_counts_at_admission() {
+        let w = paying_world(Amount::open(10));
+        // A revocation waiting in the mempool: the request is refused
+        // before any compute, as it would be once the revocation commits.
+        w.chain.submit(approval(&w, Amount::ZERO)).unwrap();
+        let reason = payment_refusal(ask(&w, 40).await);
+        assert!(
+            reason.contains("0 OPEN once its pending approval commits"),
+            "{reason}"
+        );
+        w.block();
+        w.commit(
+            &w.carol,
+            Action::ApproveOperator {
+                operator: w.producer.address(),
+                allowance: Amount::open(10),
+            },
+        );
+        // A transfer of the whole balance waiting in the mempool: the same.
+        let balance = w.chain.account(&w.carol.address()).unwrap().account.balance;
+        let min_fee = w.chain.ledger().params().unwrap().min_fee;
+        w.chain
+            .submit(signed(
+                &w,
+                &w.carol,
+                Action::Transfer {
+                    to: w.alice.address(),
+                    amount: Amount(balance.0 - min_fee.0),
+                },
+            ))
+            .unwrap();
+        let reason = payment_refusal(ask(&w, 40).await);
+        assert!(reason.contains("can pay at most 0 OPEN"), "{reason}");
+        assert!(
+            reason.contains("taken by its pending transactions"),
+            "{reason}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_whose_client_goes_away_after_n_tokens_is_charged_exactly_n() {
+        let w = paying_world(Amount::open(10));
+        let mut g = ask(&w, 60).await.unwrap();
+        let sent = read(&mut g, 3).await;
+        // The SSE stream dropped by the server when the client disconnects
+        // drops the generation with it.
+        drop(g);
+        // Settled on the blocking pool: the stored answer appears once its
+        // settlement is in the mempool.
+        let stored = stored_answer(&w).await;
+        assert_eq!(stored.answer, sent);
+        w.block();
+        let receipt = w
+            .chain
+            .ledger()
+            .receipt(&stored.receipt)
+            .unwrap()
+            .expect("the partial answer's settlement committed");
+        assert_eq!(receipt.completion_tokens, 3);
+        let schedule = w.serving.billing.schedule(None).unwrap();
+        assert_eq!(
+            Some(receipt.fee),
+            schedule.fee(receipt.prompt_tokens, 3),
+            "the fee of the prompt and the 3 tokens sent"
+        );
+        // Settled once: no second receipt appears.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let dir = receipts_dir(&w.home);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        // The reservation was released with it: nothing is held against
+        // carol any more, so revoking the allowance is accepted.
+        let revoke = approval(&w, Amount::ZERO);
+        w.chain.submit(revoke).unwrap();
+    }
+
+    /// The same disconnect through the HTTP layer: the SSE body of
+    /// `POST /v1/chat/completions` read for three chunks, then dropped (what
+    /// hyper does when the client's connection closes).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_sse_body_dropped_after_three_chunks_settles_three_tokens() {
+        use axum::body::Body;
+        use axum::http::Request;
+        use futures::StreamExt;
+        use tower::ServiceExt;
+
+        use serde_json::json;
+
+        use crate::apikeys::ApiKeys;
+
+        let w = paying_world(Amount::open(10));
+        let name = w.serving.base_name.clone();
+        let key = ApiKeys::create(&ApiKeys::path_in(w.home.root()), w.carol.address()).unwrap();
+        let app = crate::api::openai::routes(w.serving.clone());
+        let body = json!({ "model": name, "messages": [{"role": "user", "content": "tell me a story"}],
+            "max_tokens": 60, "temperature": 0, "stream": true });
+        let req = Request::post("/v1/chat/completions")
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {key}"))
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut stream = resp.into_body().into_data_stream();
+        let mut events = 0;
+        while events < 3 {
+            let chunk = stream.next().await.expect("more chunks").unwrap();
+            events += String::from_utf8_lossy(&chunk).matches("data: ").count();
+        }
+        assert_eq!(events, 3, "one token per chunk");
+        drop(stream);
+        let stored = stored_answer(&w).await;
+        w.block();
+        let receipt = w.chain.ledger().receipt(&stored.receipt).unwrap().unwrap();
+        assert_eq!(receipt.completion_tokens, 3);
+        assert_eq!(receipt.payer, w.carol.address());
+    }
 }

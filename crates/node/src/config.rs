@@ -128,6 +128,13 @@ pub struct ServingConfig {
     pub rate_limit_per_minute: u32,
     /// Requests a key may make at once before the rate applies.
     pub rate_limit_burst: u32,
+    /// Largest prompt in bytes (text, or the chat messages), refused with
+    /// HTTP 400 before it is tokenized or its fee checked.
+    pub max_prompt_bytes: usize,
+    /// Most `stop` strings a request may give (HTTP 400 past it).
+    pub max_stop_strings: usize,
+    /// Longest `stop` string in bytes (HTTP 400 past it).
+    pub max_stop_bytes: usize,
 }
 
 impl Default for ServingConfig {
@@ -143,6 +150,9 @@ impl Default for ServingConfig {
             default_max_tokens: limits.default_max_tokens,
             rate_limit_per_minute: 0,
             rate_limit_burst: limits.rate_burst as u32,
+            max_prompt_bytes: limits.max_prompt_bytes,
+            max_stop_strings: limits.max_stop_strings,
+            max_stop_bytes: limits.max_stop_bytes,
         }
     }
 }
@@ -158,6 +168,9 @@ impl ServingConfig {
                 default_max_tokens: self.default_max_tokens,
                 rate_per_sec: f64::from(self.rate_limit_per_minute) / 60.0,
                 rate_burst: f64::from(self.rate_limit_burst),
+                max_prompt_bytes: self.max_prompt_bytes,
+                max_stop_strings: self.max_stop_strings,
+                max_stop_bytes: self.max_stop_bytes,
             },
             cache: trib_serve::CacheConfig {
                 capacity_bytes: usize::try_from(self.adapter_cache_bytes).unwrap_or(usize::MAX),
@@ -172,6 +185,7 @@ impl ServingConfig {
             ("max_queued", self.max_queued),
             ("step_token_budget", self.step_token_budget),
             ("default_max_tokens", self.default_max_tokens),
+            ("max_prompt_bytes", self.max_prompt_bytes),
         ] {
             if value == 0 {
                 return Err(format!("[serving] {key} must be at least 1"));

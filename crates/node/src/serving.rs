@@ -24,7 +24,11 @@
 //!    response; nothing here knows HTTP.
 //!
 //! A streamed answer and a whole one take the same path: the answer is
-//! settled exactly once, when the engine says it is done.
+//! settled exactly once, when the engine says it is done, or, when the
+//! client goes away first (the SSE stream or the handler's future dropped),
+//! for the tokens already sent: dropping a [`Generation`] cancels the
+//! request in the engine and settles what was sent on the blocking pool
+//! (attribution over the partial answer, a normal receipt).
 //!
 //! The engine starts with the node when `base_model` is set in
 //! `config.toml`. Adapters are looked up in `<home>/adapters/<ADAPTER_ID>/`
@@ -44,7 +48,7 @@ use trib_ledger::InferenceReceipt;
 use trib_serve::{
     AdapterName, AdapterStore, AdmissionToken, Completion, Engine, EngineHandle, GenerateRequest,
     LocalDirStore, ObjectAdapterStore, Prompt, SamplingParams, ServeError, ServedModel,
-    StreamEvent,
+    StreamEvent, Usage,
 };
 use trib_types::{AdapterId, Address, DatanetId, Hash, ModelId, ReceiptId};
 
@@ -303,8 +307,12 @@ impl Serving {
             first: Some(first),
             events: sub.events,
             answer: String::new(),
+            prompt_tokens: sub.prompt_tokens,
+            sent_tokens: 0,
+            streamed: true,
             fee_hold: sub.admission.take(),
             ended: false,
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -415,8 +423,9 @@ impl Serving {
 }
 
 /// An admitted request being generated: the engine's events, the fee
-/// reserved at admission, and what settlement needs. Settles exactly once,
-/// when the engine says the answer is done.
+/// reserved at admission, and what settlement needs. Settles exactly once:
+/// when the engine says the answer is done, or, dropped before that (the
+/// client went away), for the tokens already sent.
 pub(crate) struct Generation {
     serving: Arc<Serving>,
     payer: Address,
@@ -427,14 +436,63 @@ pub(crate) struct Generation {
     pub(crate) id: u64,
     /// The first event, read at admission.
     first: Option<StreamEvent>,
+    /// The engine's events; dropping them cancels the request there.
     events: UnboundedReceiver<StreamEvent>,
     /// The text so far.
     answer: String,
-    /// The fee reserved at admission (billing.rs): held until the answer is
-    /// settled or the request ends, released on drop.
+    /// Prompt tokens (after the template).
+    prompt_tokens: usize,
+    /// Generated tokens handed to the caller so far.
+    sent_tokens: usize,
+    /// Whether each token reaches the client as it comes (streaming);
+    /// [`Generation::finish`] clears it: a whole answer that never reached
+    /// its client is not charged.
+    streamed: bool,
+    /// The fee reserved at admission (billing.rs): held until the answer's
+    /// settlement is in the mempool, released on drop.
     fee_hold: Option<AdmissionToken>,
-    /// Whether the request ended (done, failed or closed).
+    /// Whether the request ended (done, failed or closed): settled, or
+    /// nothing to settle.
     ended: bool,
+    /// Where a dropped request's settlement runs.
+    runtime: tokio::runtime::Handle,
+}
+
+/// Everything settling one answer needs, owned, so that it can run on the
+/// blocking pool, also after the request is gone.
+struct SettleJob {
+    serving: Arc<Serving>,
+    payer: Address,
+    target: Target,
+    model: String,
+    prompt: String,
+    answer: String,
+    usage: Usage,
+    /// Released once the settlement is in the mempool (or failed).
+    fee_hold: Option<AdmissionToken>,
+}
+
+impl SettleJob {
+    /// Steps 4 to 6 (blocking), then the reservation is released: the
+    /// submitted settlement is counted from the mempool until its block
+    /// commits.
+    fn run(self) -> Result<SettledAnswer, ServingError> {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let settled = self
+            .serving
+            .settle_answer(AnswerToSettle {
+                payer: self.payer,
+                target: &self.target,
+                model: &self.model,
+                prompt: &self.prompt,
+                answer: &self.answer,
+                prompt_tokens: clamp(self.usage.prompt_tokens),
+                completion_tokens: clamp(self.usage.completion_tokens),
+            })
+            .map_err(ServingError::Settlement);
+        drop(self.fee_hold);
+        settled
+    }
 }
 
 impl Generation {
@@ -451,24 +509,30 @@ impl Generation {
             None => self.events.recv().await,
         };
         match ev {
-            Some(StreamEvent::Delta { text, .. }) => {
+            Some(StreamEvent::Delta { token, text }) => {
+                self.sent_tokens += usize::from(token.is_some());
                 self.answer.push_str(&text);
                 Some(AnswerEvent::Delta(text))
             }
             Some(StreamEvent::Done(completion)) => {
                 self.ended = true;
-                let settled = Box::new(self.settle(&completion).await);
+                let job = self.job(completion.usage);
+                let settled = tokio::task::spawn_blocking(move || job.run())
+                    .await
+                    .map_err(|e| ServingError::SettlementTask(e.to_string()))
+                    .and_then(|r| r);
                 Some(AnswerEvent::Done {
                     completion,
-                    settled,
+                    settled: Box::new(settled),
                 })
             }
             Some(StreamEvent::Error(e)) => {
-                self.ended = true;
+                // Tokens already sent were served: they are paid.
+                self.settle_sent("failed");
                 Some(AnswerEvent::Failed(e))
             }
             None => {
-                self.ended = true;
+                self.settle_sent("closed");
                 None
             }
         }
@@ -476,6 +540,7 @@ impl Generation {
 
     /// Runs the request to its end: the whole answer, settled.
     pub(crate) async fn finish(mut self) -> Result<PaidAnswer, ServingError> {
+        self.streamed = false;
         loop {
             match self.next().await {
                 Some(AnswerEvent::Delta(_)) => {}
@@ -495,40 +560,63 @@ impl Generation {
         }
     }
 
-    /// Steps 4 to 6 for the whole answer, on the blocking pool (the trace
-    /// and the ledger reads must not hold up the runtime); then the fee
-    /// reserved at admission is released (the submitted settlement is held
-    /// by billing until its block commits).
-    async fn settle(&mut self, done: &Completion) -> Result<SettledAnswer, ServingError> {
-        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        let (s, payer, target, model, prompt, answer) = (
-            self.serving.clone(),
-            self.payer,
-            self.target.clone(),
-            self.model.clone(),
-            self.prompt_text.clone(),
-            self.answer.clone(),
-        );
-        let (prompt_tokens, completion_tokens) = (
-            clamp(done.usage.prompt_tokens),
-            clamp(done.usage.completion_tokens),
-        );
-        let settled = tokio::task::spawn_blocking(move || {
-            s.settle_answer(AnswerToSettle {
-                payer,
-                target: &target,
-                model: &model,
-                prompt: &prompt,
-                answer: &answer,
-                prompt_tokens,
-                completion_tokens,
-            })
-        })
-        .await
-        .map_err(|e| ServingError::SettlementTask(e.to_string()))?
-        .map_err(ServingError::Settlement);
-        self.fee_hold = None;
-        settled
+    /// The settlement of the answer so far for `usage`; the request has
+    /// ended.
+    fn job(&mut self, usage: Usage) -> SettleJob {
+        self.ended = true;
+        SettleJob {
+            serving: self.serving.clone(),
+            payer: self.payer,
+            target: self.target.clone(),
+            model: self.model.clone(),
+            prompt: self.prompt_text.clone(),
+            answer: self.answer.clone(),
+            usage,
+            fee_hold: self.fee_hold.take(),
+        }
+    }
+
+    /// Ends the request before the engine said done, settling the tokens
+    /// sent so far in the background (none sent, or a whole answer that
+    /// never reached its client: nothing is charged). At most once: later
+    /// calls find it ended.
+    fn settle_sent(&mut self, why: &'static str) {
+        if self.ended {
+            return;
+        }
+        let usage = Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.sent_tokens,
+        };
+        let job = self.job(usage);
+        if usage.completion_tokens == 0 || !self.streamed {
+            tracing::debug!(target: "trib::serving", id = self.id, why, streamed = self.streamed,
+                "request ended before any token reached its client: nothing charged");
+            return;
+        }
+        let id = self.id;
+        tracing::info!(target: "trib::serving", id, why, completion_tokens = usage.completion_tokens,
+            "request ended early: settling the tokens sent");
+        // Not awaited: the caller is gone; the blocking pool runs it to the
+        // end even while the runtime shuts down.
+        self.runtime.spawn_blocking(move || match job.run() {
+            Ok(s) => {
+                tracing::info!(target: "trib::serving", id, receipt = %s.settled.receipt, fee = %s.settled.fee,
+                    "partial answer settled")
+            }
+            Err(e) => {
+                tracing::warn!(target: "trib::serving", id, error = %e, "partial answer not settled")
+            }
+        });
+    }
+}
+
+impl Drop for Generation {
+    /// The client went away before the engine said done (the SSE stream or
+    /// the handler's future was dropped): the engine cancels the request
+    /// when `events` drops right after this, and the tokens sent are paid.
+    fn drop(&mut self) {
+        self.settle_sent("client gone");
     }
 }
 

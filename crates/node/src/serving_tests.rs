@@ -84,6 +84,70 @@ async fn an_oversized_request_is_400_with_the_numbers() {
 }
 
 #[tokio::test]
+async fn request_sizes_over_the_limits_are_400_naming_the_limit_before_the_fee_check() {
+    // A body limit above the prompt limit, so the prompt limit is what refuses.
+    let h = crate::test_fixtures::PaidHome::tiny_with(|c| c.max_request_bytes = 4 << 20);
+    let f = h.start().await;
+    f.register_base().await;
+    // No balance at all: any request that reached the fee check would be 402.
+    let (_, broke) = f.user(9, 0, Amount::ZERO).await;
+    let post = |body: Value| f.post("/v1/completions", Some(&broke), body);
+    let base = &h.base_name;
+
+    let (s, v) =
+        post(json!({ "model": base, "prompt": "y".repeat(2 << 20), "max_tokens": 4 })).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{v}"
+    );
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("max_prompt_bytes") && msg.contains("2097152 bytes"),
+        "{msg}"
+    );
+
+    let stops: Vec<String> = (0..30_000).map(|i| format!("s{i}")).collect();
+    let (s, v) =
+        post(json!({ "model": base, "prompt": "hi", "max_tokens": 4, "stop": stops })).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_stop_strings"),
+        "{v}"
+    );
+
+    // u64::MAX does not wrap past the context check, under either name.
+    for field in ["max_tokens", "max_completion_tokens"] {
+        let (s, v) = post(json!({ "model": base, "prompt": "hi", field: u64::MAX })).await;
+        assert_eq!(s, 400, "{field}: {v}");
+        assert_eq!(v["error"]["code"], "context_length_exceeded", "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&u64::MAX.to_string()),
+            "{v}"
+        );
+    }
+
+    let (s, v) = post(json!({ "model": base, "prompt": "hi", "max_tokens": 4, "n": 1000 })).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("n = 1"),
+        "{v}"
+    );
+
+    // Within every limit the same account meets the fee check.
+    let (s, v) =
+        post(json!({ "model": base, "prompt": "hi", "max_tokens": 4, "stop": ["s1"] })).await;
+    assert_eq!(s, 402, "{v}");
+    f.node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_paid_answer_is_settled_into_a_receipt_whose_payouts_sum_to_the_fee() {
     let f = Fixture::start().await;
     let (user, key) = f.user(6, 10, Amount::open(5)).await;

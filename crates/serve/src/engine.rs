@@ -528,6 +528,48 @@ struct Inner<M: BatchModel> {
 }
 
 impl<M: BatchModel> Inner<M> {
+    /// The request's sizes against the limits, before any tokenizing or
+    /// admission work: stop strings (count, length, not empty) and the
+    /// prompt's bytes.
+    fn check_sizes(&self, req: &GenerateRequest) -> Result<(), ServeError> {
+        let limits = &self.limits;
+        let invalid = |reason: String| Err(ServeError::InvalidRequest { reason });
+        if req.stop.len() > limits.max_stop_strings {
+            return invalid(format!(
+                "{} stop strings given; this node accepts at most {} (max_stop_strings)",
+                req.stop.len(),
+                limits.max_stop_strings
+            ));
+        }
+        for s in &req.stop {
+            if s.is_empty() {
+                return invalid(format!("stop string {s:?} is empty"));
+            }
+            if s.len() > limits.max_stop_bytes {
+                return invalid(format!(
+                    "a stop string is {} bytes; this node accepts at most {} (max_stop_bytes)",
+                    s.len(),
+                    limits.max_stop_bytes
+                ));
+            }
+        }
+        let bytes = match &req.prompt {
+            Prompt::Text(t) => t.len(),
+            Prompt::Chat(msgs) => msgs
+                .iter()
+                .map(|m| m.role.len().saturating_add(m.content.len()))
+                .fold(0usize, usize::saturating_add),
+            Prompt::Tokens(t) => t.len().saturating_mul(std::mem::size_of::<u32>()),
+        };
+        if bytes > limits.max_prompt_bytes {
+            return invalid(format!(
+                "the prompt is {bytes} bytes; this node accepts at most {} (max_prompt_bytes)",
+                limits.max_prompt_bytes
+            ));
+        }
+        Ok(())
+    }
+
     fn tokenize(&self, prompt: &Prompt) -> Result<Vec<u32>, ServeError> {
         let invalid = |reason: String| ServeError::InvalidRequest { reason };
         let tokens = match prompt {
@@ -574,11 +616,7 @@ impl<M: BatchModel> Frontend for Inner<M> {
         req.sampling
             .validate()
             .map_err(|reason| ServeError::InvalidRequest { reason })?;
-        if let Some(s) = req.stop.iter().find(|s| s.is_empty()) {
-            return Err(ServeError::InvalidRequest {
-                reason: format!("stop string {s:?} is empty"),
-            });
-        }
+        self.check_sizes(&req)?;
         let prompt = self.tokenize(&req.prompt)?;
         let context_len = self.model.context_len();
         let max_tokens = match req.max_tokens {
@@ -594,7 +632,8 @@ impl<M: BatchModel> Frontend for Inner<M> {
                 .min(context_len.saturating_sub(prompt.len()))
                 .max(1),
         };
-        if prompt.len() + max_tokens > context_len {
+        // Saturating: `max_tokens` comes from the client (up to u64::MAX).
+        if prompt.len().saturating_add(max_tokens) > context_len {
             return Err(ServeError::ContextOverflow {
                 prompt_tokens: prompt.len(),
                 max_tokens,

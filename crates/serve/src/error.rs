@@ -24,7 +24,7 @@ pub enum ServeError {
     #[error(
         "this model's maximum context length is {context_len} tokens, but the request asks for \
          {prompt_tokens} prompt tokens + {max_tokens} completion tokens = {} tokens",
-        prompt_tokens + max_tokens
+        *prompt_tokens as u128 + *max_tokens as u128
     )]
     ContextOverflow {
         /// Tokens in the prompt (after the chat template).

@@ -1,4 +1,5 @@
-//! Admission limits: engine sizes and the per-key token-bucket rate limiter.
+//! Admission limits: engine sizes, request sizes (prompt bytes, stop
+//! strings) and the per-key token-bucket rate limiter.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,6 +23,15 @@ pub struct EngineLimits {
     pub rate_per_sec: f64,
     /// Per-key burst (bucket size, requests).
     pub rate_burst: f64,
+    /// Largest prompt in bytes (text, or the chat messages' roles and
+    /// contents), refused before it is tokenized; its token count is then
+    /// bounded by the context.
+    pub max_prompt_bytes: usize,
+    /// Most stop strings a request may give (each is searched after every
+    /// token of its sequence).
+    pub max_stop_strings: usize,
+    /// Longest stop string, in bytes.
+    pub max_stop_bytes: usize,
 }
 
 impl Default for EngineLimits {
@@ -33,6 +43,9 @@ impl Default for EngineLimits {
             default_max_tokens: 256,
             rate_per_sec: 0.0,
             rate_burst: 10.0,
+            max_prompt_bytes: 128 * 1024,
+            max_stop_strings: 16,
+            max_stop_bytes: 256,
         }
     }
 }

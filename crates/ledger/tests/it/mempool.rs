@@ -54,8 +54,14 @@ fn pending_spends_count_against_the_balance() {
     let cid = chain.ledger.chain_id().to_string();
     let (a, b) = (user(1), user(2));
     let mut pool = Mempool::new(100);
-    pool.add(sign(&cid, &a, 0, transfer(b.address(), 600)), &chain.ledger)
-        .unwrap();
+    assert_eq!(pool.pending_spend(&a.address()), Amount::ZERO);
+    let first = sign(&cid, &a, 0, transfer(b.address(), 600));
+    let cost = Mempool::spend_of(&first).unwrap();
+    assert_eq!(cost, Amount(Amount::open(600).0 + first.tx.fee.0));
+    pool.add(first, &chain.ledger).unwrap();
+    // The node's admission of paid requests subtracts this from the balance.
+    assert_eq!(pool.pending_spend(&a.address()), cost);
+    assert_eq!(pool.pending_spend(&b.address()), Amount::ZERO);
     let err = pool
         .add(sign(&cid, &a, 1, transfer(b.address(), 600)), &chain.ledger)
         .unwrap_err();

@@ -110,6 +110,21 @@ impl From<TxError> for ApiError {
     }
 }
 
+impl From<crate::chain::SubmitError> for ApiError {
+    fn from(e: crate::chain::SubmitError) -> Self {
+        match e {
+            crate::chain::SubmitError::Tx(e) => e.into(),
+            // The account's funds are held for inference already served:
+            // a conflict with the node's state, resolved by waiting.
+            e @ crate::chain::SubmitError::HeldForInference { .. } => ApiError {
+                status: StatusCode::CONFLICT,
+                code: "held_for_inference",
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
         match e {

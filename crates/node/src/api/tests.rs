@@ -387,8 +387,9 @@ async fn a_served_proof_verifies_against_the_block_state_root() {
 
 /// The OpenAI-compatible and attribution routes sit behind the same body
 /// limit as the ledger routes (they are merged before the layers): over
-/// `max_request_bytes` a chat request or a trace is 413 `oversize`, not a
-/// 400 from the JSON extractor; under it the request is served.
+/// `max_request_bytes` a chat or text completion request or a trace is 413
+/// `oversize`, not a 400 from the JSON extractor; under it the request is
+/// served.
 #[tokio::test]
 async fn chat_and_trace_requests_over_the_request_limit_are_413_and_under_it_are_served() {
     use crate::test_fixtures::PaidHome;
@@ -413,6 +414,15 @@ async fn chat_and_trace_requests_over_the_request_limit_are_413_and_under_it_are
     assert_eq!((s, code(&v)), (413, "oversize"), "{v}");
     let (s, v) = n
         .post("/v1/chat/completions", Some(&key), chat("hello".into()))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let text = |prompt: String| json!({ "model": h.base_name, "prompt": prompt, "max_tokens": 2 });
+    let (s, v) = n
+        .post("/v1/completions", Some(&key), text("word ".repeat(1000)))
+        .await;
+    assert_eq!((s, code(&v)), (413, "oversize"), "{v}");
+    let (s, v) = n
+        .post("/v1/completions", Some(&key), text("hello".into()))
         .await;
     assert_eq!(s, 200, "{v}");
 

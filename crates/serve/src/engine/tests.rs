@@ -27,6 +27,8 @@ struct FakeModel {
     /// Whether EOS may be generated (off for tests that need endless output).
     eos: bool,
     calls: Mutex<Calls>,
+    /// `encode` calls.
+    encoded: AtomicUsize,
 }
 
 struct FakeAdapter {
@@ -39,6 +41,7 @@ impl FakeModel {
             context,
             eos: true,
             calls: Mutex::new(Calls::default()),
+            encoded: AtomicUsize::new(0),
         })
     }
 
@@ -47,6 +50,7 @@ impl FakeModel {
             context,
             eos: false,
             calls: Mutex::new(Calls::default()),
+            encoded: AtomicUsize::new(0),
         })
     }
 
@@ -88,6 +92,7 @@ impl BatchModel for FakeModel {
         vec![EOS]
     }
     fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        self.encoded.fetch_add(1, Ordering::SeqCst);
         Ok(text.bytes().map(|b| 2 + u32::from(b) % 38).collect())
     }
     fn decode(&self, tokens: &[u32]) -> Result<String, ModelError> {
@@ -520,6 +525,91 @@ fn a_key_over_its_rate_gets_429_with_a_retry_time() {
     );
     assert_eq!(e.http_status(), 429);
     h.submit(keyed("bob")).unwrap();
+}
+
+#[test]
+fn oversized_prompts_stop_lists_and_max_tokens_get_400_naming_the_limit_before_any_work() {
+    let model = FakeModel::new(64);
+    let checked = Arc::new(AtomicUsize::new(0));
+    let counter = checked.clone();
+    let check = move |_: &AdmissionInfo<'_>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    };
+    let limits = EngineLimits {
+        max_prompt_bytes: 1000,
+        max_stop_strings: 4,
+        max_stop_bytes: 8,
+        ..EngineLimits::default()
+    };
+    let h = Engine::start_with_check(
+        model.clone(),
+        GateStore::new(true),
+        EngineConfig {
+            limits,
+            ..EngineConfig::default()
+        },
+        Some(Arc::new(check)),
+    );
+    let refused = |r: GenerateRequest| {
+        let e = h.submit(r).unwrap_err();
+        assert_eq!(e.http_status(), 400, "{e}");
+        e.to_string()
+    };
+    // A 2 MB prompt: refused on its size, before tokenizing or the fee check.
+    let big = "y".repeat(2 << 20);
+    let msg = refused(req(&big, None, 4));
+    assert!(
+        msg.contains("2097152 bytes") && msg.contains("at most 1000 (max_prompt_bytes)"),
+        "{msg}"
+    );
+    let chat = GenerateRequest {
+        prompt: Prompt::Chat(vec![ChatMessage::new("user", big.clone())]),
+        ..req("", None, 4)
+    };
+    assert!(refused(chat).contains("max_prompt_bytes"));
+    assert_eq!(model.encoded.load(Ordering::SeqCst), 0, "nothing tokenized");
+    // Stop lists: too many, too long.
+    let many = GenerateRequest {
+        stop: vec!["x".to_string(); 30_000],
+        ..req("abc", None, 4)
+    };
+    assert!(refused(many).contains("30000 stop strings given; this node accepts at most 4"));
+    let long = GenerateRequest {
+        stop: vec!["z".repeat(9)],
+        ..req("abc", None, 4)
+    };
+    assert!(refused(long).contains("at most 8 (max_stop_bytes)"));
+    assert_eq!(checked.load(Ordering::SeqCst), 0, "no fee check ran");
+    // max_tokens near usize::MAX does not wrap past the context check.
+    let e = h.submit(req("abc", None, usize::MAX)).unwrap_err();
+    assert_eq!(
+        e,
+        ServeError::ContextOverflow {
+            prompt_tokens: 3,
+            max_tokens: usize::MAX,
+            context_len: 64
+        }
+    );
+    assert!(
+        e.to_string()
+            .contains(&format!("= {} tokens", 3 + u128::from(u64::MAX))),
+        "{e}"
+    );
+    assert_eq!(checked.load(Ordering::SeqCst), 0);
+    assert!(
+        model.calls.lock().unwrap().log.is_empty(),
+        "no forward pass ran"
+    );
+    // Within the limits the same request runs.
+    h.submit(GenerateRequest {
+        stop: vec!["zzzzzzzz".into(); 4],
+        ..req(&"y".repeat(40), None, 4)
+    })
+    .unwrap()
+    .collect_blocking()
+    .unwrap();
+    assert_eq!(checked.load(Ordering::SeqCst), 1);
 }
 
 #[test]
