@@ -54,7 +54,7 @@ pub use info::{
     SMOLLM2_LICENSE, SMOLLM2_SHA256,
 };
 pub use kv_cache::KvCache;
-pub use load::WeightFormat;
+pub use load::{read_gguf_header, WeightFormat};
 pub use lora::{LoraAdapter, LoraConfig, LoraDropout, LoraPair, LoraTarget};
 pub use model::{DecodeSlot, Model};
 pub use peft::{

@@ -254,9 +254,7 @@ fn build(cfg: LlamaConfig, src: &mut dyn TensorSource) -> Result<Llama> {
 pub(crate) fn load_gguf(path: &Path, format: WeightFormat) -> Result<Loaded> {
     let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
     let mut reader = BufReader::new(file);
-    check_alignment(path, &mut reader)?;
-    let content = gguf_file::Content::read(&mut reader)
-        .map_err(|e| ModelError::gguf(path, format!("not a readable GGUF file: {e}")))?;
+    let content = read_gguf_header(path, &mut reader)?;
     let cfg = LlamaConfig::from_gguf(&content, path)?;
     let tokenizer = tokenizer_from_gguf(&content, path)?;
     let md = |k: &str| {
@@ -291,6 +289,15 @@ pub(crate) fn load_gguf(path: &Path, format: WeightFormat) -> Result<Loaded> {
         license: md("general.license"),
         file_dtype,
     })
+}
+
+/// Reads a GGUF file's header (metadata and tensor table, no tensor data)
+/// the way the loader does: hostile values candle's reader does not check
+/// are refused first. `path` names the file in errors.
+pub fn read_gguf_header<R: Read + Seek>(path: &Path, reader: &mut R) -> Result<gguf_file::Content> {
+    check_alignment(path, reader)?;
+    gguf_file::Content::read(reader)
+        .map_err(|e| ModelError::gguf(path, format!("not a readable GGUF file: {e}")))
 }
 
 /// Refuses `general.alignment = 0` before candle's reader sees it: candle
