@@ -5,10 +5,10 @@
 //! (`POST /v1/datanets`), an attribution trace (`POST /v1/attribution/trace`)
 //! and a chat's `messages` (`POST /v1/chat/completions`, then rendered by
 //! every chat template); response bodies every client decodes (the wire
-//! types of `trib_client::wire`). Nothing may panic; whatever decodes must
-//! survive a serialise → decode round trip unchanged (where the type can be
-//! compared), and a decoded transaction's canonical bytes must decode back
-//! to it.
+//! types of `trib_client::wire`, API keys included). Nothing may panic;
+//! whatever decodes must survive a serialise → decode round trip unchanged
+//! (where the type can be compared), and a decoded transaction's canonical
+//! bytes must decode back to it.
 //!
 //! With `TRIB_FUZZ_WRITE_SEEDS=DIR` the target writes seed inputs into DIR
 //! and exits, before fuzzing starts: the JSON form of one signed transaction
@@ -27,9 +27,10 @@ use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use trib_client::wire::{
-    AccountView, BlockView, ContributionView, CreateDatanetBody, CreateDatanetRequest, DatanetView,
-    ErrorBody, ErrorDetail, JobStatus, JobView, LeaderboardEntry, PageView, PublishPlan, RowView,
-    StatusView, SupplyView, TraceRequest, TxStatus, TxView, VersionView,
+    AccountView, ApiKeyList, BlockView, ContributionView, CreateDatanetBody, CreateDatanetRequest,
+    DatanetView, ErrorBody, ErrorDetail, JobDatanet, JobStatus, JobView, LeaderboardEntry,
+    NewApiKeyView, PageView, PublishPlan, RowView, StatusView, SupplyView, TraceRequest, TxStatus,
+    TxView, VersionView,
 };
 use trib_datanet::Quotas;
 use trib_ledger::SignedTransaction;
@@ -166,6 +167,7 @@ fn write_seeds(out: &Path) {
         voting_power: Amount::open(10),
         nonce: 4,
         next_nonce: 5,
+        staking_rewards: Amount::open(2),
     };
     put("seed-account".into(), 6, json(&account));
     let tx = seed_tx::transactions().remove(0);
@@ -189,6 +191,10 @@ fn write_seeds(out: &Path) {
         loss: Some(2.375),
         error: None,
         summary: None,
+        datanets: vec![JobDatanet {
+            name: "us-law".into(),
+            version: 2,
+        }],
     };
     put("seed-job".into(), 10, json(&job));
 }
@@ -218,6 +224,8 @@ fuzz_target!(
         _ => {
             decodes::<PublishPlan>(body);
             decodes::<VersionView>(body);
+            round_trip::<ApiKeyList>(body);
+            round_trip::<NewApiKeyView>(body);
         }
     }
 }
