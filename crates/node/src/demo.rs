@@ -103,7 +103,8 @@ impl From<VerifyError> for DemoError {
 pub struct DemoSummary {
     /// The node home used.
     pub home: PathBuf,
-    /// Whether the home was temporary (and is now deleted).
+    /// Whether the home was temporary (and is now deleted, or with
+    /// `--keep-running` deleted when the node stops).
     pub temporary_home: bool,
     /// Chain id.
     pub chain_id: String,
@@ -178,6 +179,28 @@ pub async fn run(
     home: Option<PathBuf>,
     progress_to_stderr: bool,
 ) -> Result<DemoSummary, DemoError> {
+    run_then(
+        home,
+        progress_to_stderr,
+        None::<fn(String) -> std::future::Ready<()>>,
+    )
+    .await
+}
+
+/// [`run`], then (`trib demo --keep-running`) the node starts again on the
+/// demo's home and address with all its data, says which URL to open (the
+/// web app is at `/`) and serves until the future `until(url)` returns;
+/// a temporary home is removed only then. The summary is the same as
+/// [`run`]'s, returned when the node has stopped.
+pub async fn run_then<F, Fut>(
+    home: Option<PathBuf>,
+    progress_to_stderr: bool,
+    keep_running: Option<F>,
+) -> Result<DemoSummary, DemoError>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     TO_STDERR.store(progress_to_stderr, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
     let tmp;
@@ -216,14 +239,60 @@ pub async fn run(
     };
 
     let result = demo.steps().await;
+    let addr = node.addr();
     // Stop the node whatever happened, so the ledger file is closed cleanly.
     let stopped = node.shutdown().await;
     let governance = result?;
     stopped?;
 
     let summary = demo.verify_and_summarise(&home, temporary, governance)?;
-    print_summary(&summary, started.elapsed());
+    print_summary(&summary, started.elapsed(), keep_running.is_some());
+    if let Some(until) = keep_running {
+        keep_serving(&home, addr, temporary, until).await?;
+    }
     Ok(summary)
+}
+
+/// `--keep-running`: the demo's node again, on its home (verified, with
+/// every account, datanet, adapter and receipt of the run) and its address
+/// when that is still free, serving until `until(url)` returns.
+async fn keep_serving<F, Fut>(
+    home: &NodeHome,
+    addr: std::net::SocketAddr,
+    temporary: bool,
+    until: F,
+) -> Result<(), DemoError>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let overrides = |listen| NodeOverrides {
+        listen: Some(listen),
+        block_interval: Some(DEMO_BLOCK_INTERVAL),
+    };
+    let node = match RunningNode::start(home, overrides(addr)).await {
+        Ok(node) => node,
+        Err(e) => {
+            tracing::warn!(target: "trib::demo", %addr, error = %e, "demo address taken; using a free port");
+            RunningNode::start(
+                home,
+                overrides(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            )
+            .await?
+        }
+    };
+    let url = node.url();
+    say!("\nThe demo node keeps running with its data: open {url}/ in a browser for the web app.");
+    say!(
+        "Stop it with Ctrl-C{}.",
+        if temporary {
+            " (its temporary home is removed then)"
+        } else {
+            ""
+        }
+    );
+    node.run_until(until(url)).await?;
+    Ok(())
 }
 
 /// Step 1: a dev-genesis home at `root`, serving the demo model when it is
@@ -290,7 +359,7 @@ fn fmt_open(a: Amount) -> String {
     format!("{} OPEN", a.to_open_string())
 }
 
-fn print_summary(s: &DemoSummary, elapsed: Duration) {
+fn print_summary(s: &DemoSummary, elapsed: Duration, kept_running: bool) {
     say!("\nSummary");
     say!(
         "  chain {} at height {}, {} demo transactions committed",
@@ -339,7 +408,9 @@ fn print_summary(s: &DemoSummary, elapsed: Duration) {
             i.verified
         );
     }
-    if s.temporary_home {
+    if s.temporary_home && kept_running {
+        say!("  (temporary home, removed when the node stops; keep one with --home DIR)");
+    } else if s.temporary_home {
         say!("  (temporary home removed; keep one with --home DIR)");
     } else {
         say!(
@@ -683,5 +754,61 @@ fn unexpected(step: &'static str, what: impl Into<String>) -> DemoError {
     DemoError::Unexpected {
         step,
         what: what.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Runs `keep_serving` on `home` at `addr`; the stop future checks the
+    /// web app and the ledger over HTTP and returns the URL it served at.
+    async fn serve_once(home: &NodeHome, addr: std::net::SocketAddr) -> String {
+        let served = Arc::new(Mutex::new(None));
+        let s = served.clone();
+        keep_serving(home, addr, false, move |url| async move {
+            let page = reqwest::get(format!("{url}/")).await.unwrap();
+            assert_eq!(page.status(), 200);
+            let ct = page.headers()["content-type"].to_str().unwrap().to_string();
+            assert!(ct.starts_with("text/html"), "{ct}");
+            let status: serde_json::Value = reqwest::get(format!("{url}/v1/status"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(status["chain_id"], "tributary-dev");
+            *s.lock().unwrap() = Some(url);
+        })
+        .await
+        .unwrap();
+        let url = served.lock().unwrap().take();
+        url.expect("the stop future ran")
+    }
+
+    /// `--keep-running` serves the home's ledger and the web app at the
+    /// demo's address until told to stop, and falls back to a free port
+    /// when that address is taken.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn keep_running_serves_the_web_app_and_the_ledger_until_told_to_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("home");
+        NodeHome::init(
+            &root,
+            InitOptions {
+                dev: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let home = NodeHome::new(&root);
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let url = serve_once(&home, addr).await;
+        assert_ne!(url, format!("http://{addr}"), "the address was taken");
+        drop(taken);
+        assert_eq!(serve_once(&home, addr).await, format!("http://{addr}"));
     }
 }

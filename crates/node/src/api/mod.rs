@@ -4,7 +4,9 @@
 //! [`ledger`] (transactions, accounts, blocks, governance, proofs),
 //! `datanets`, `models`, `jobs`, `apikeys` (an account's API keys, signed
 //! by it), [`openai`] (the OpenAI-compatible generation routes and the
-//! adapter cache) and [`attribution`] (receipts, payouts, verify, trace). The node services under them (`chain.rs`,
+//! adapter cache) and [`attribution`] (receipts, payouts, verify, trace),
+//! and `web` serves the web app as the fallback of every other path. The
+//! node services under them (`chain.rs`,
 //! `datanets.rs`, `jobs.rs`, `models.rs`) return their own error enums and
 //! domain types; the route modules build the wire views and [`error`] turns
 //! every error into a typed response.
@@ -33,6 +35,7 @@ mod ledger;
 mod models;
 pub(crate) mod openai;
 mod signed_read;
+mod web;
 
 #[cfg(test)]
 mod tests;
@@ -110,7 +113,8 @@ pub(crate) fn router_with(
     }
     r.with_state(state)
         .merge(own_state)
-        .fallback(|| async { ApiError::not_found("no such route: see docs/node.md for the API") })
+        // The web app at `/` (typed 404 under `/v1`).
+        .fallback(web::fallback)
         .method_not_allowed_fallback(|| async {
             ApiError {
                 status: StatusCode::METHOD_NOT_ALLOWED,
