@@ -1,9 +1,9 @@
 //! The web app at `/`: the node's fallback route serves the embedded
 //! assets of `trib-web` (built from `web/`, see docs/web.md).
 //!
-//! Paths under `/v1` that no route matched keep the API's typed 404. Any
-//! other `GET` or `HEAD` gets the embedded file at that path, or, when the
-//! path names no file (no `.` in its last segment), the app's
+//! Paths under `/v1` (or any `/vN`) that no route matched keep the API's
+//! typed 404. Any other `GET` or `HEAD` gets the embedded file at that
+//! path, or, when the path names no file (no `.` in its last segment), the app's
 //! `index.html`, so a deep link such as `/explorer/block/7` loads the app
 //! and the app picks the page. Hashed files under `/assets/` are cacheable
 //! forever; `index.html` is revalidated on every load (`no-cache` with a
@@ -28,8 +28,7 @@ base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 /// 404 under `/v1` and for other methods.
 pub(super) async fn fallback(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path();
-    let api_path = path == "/v1" || path.starts_with("/v1/");
-    if api_path || (method != Method::GET && method != Method::HEAD) {
+    if is_api_path(path) || (method != Method::GET && method != Method::HEAD) {
         return ApiError::not_found("no such route: see docs/node.md for the API").into_response();
     }
     let asset = match trib_web::asset(path) {
@@ -86,6 +85,13 @@ pub(super) async fn fallback(method: Method, uri: Uri, headers: HeaderMap) -> Re
     resp
 }
 
+/// A path in the API's namespace: `/v1/…`, or any other version
+/// (`/v2/…`), which the app never uses.
+fn is_api_path(path: &str) -> bool {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    first.len() > 1 && first.starts_with('v') && first[1..].bytes().all(|b| b.is_ascii_digit())
+}
+
 /// A path the app routes itself: its last segment names no file.
 fn is_app_route(path: &str) -> bool {
     !path.rsplit('/').next().unwrap_or("").contains('.')
@@ -127,7 +133,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_root_and_deep_links_get_the_app_page_with_security_headers() {
-        for path in ["/", "/wallet", "/explorer/block/7"] {
+        for path in ["/", "/wallet", "/explorer/block/7", "/validators", "/v"] {
             let r = call(Method::GET, path, None).await;
             assert_eq!(r.status(), StatusCode::OK, "{path}");
             assert_eq!(
@@ -171,6 +177,7 @@ mod tests {
         for (method, path) in [
             (Method::GET, "/v1/nope"),
             (Method::GET, "/v1"),
+            (Method::GET, "/v2/nothing"),
             (Method::GET, "/assets/missing-abc.js"),
             (Method::POST, "/wallet"),
         ] {
