@@ -674,6 +674,26 @@ impl DatanetStore {
         Ok(id)
     }
 
+    /// Replaces the descriptor stored under `datanet`'s name (which must
+    /// exist) with `datanet` (after validating it). The caller decides when
+    /// that is sound (the node: a draft whose `CreateDatanet` has not
+    /// landed, holding no contribution).
+    pub fn replace_datanet(&self, datanet: &Datanet) -> Result<DatanetId, DatanetError> {
+        datanet.validate()?;
+        let id = datanet.id();
+        let (_g, w) = self.write()?;
+        if w.open_table(NAMES)?.get(datanet.name.as_bytes())?.is_none() {
+            return Err(DatanetError::NotFound {
+                what: "datanet",
+                id: datanet.name.clone(),
+            });
+        }
+        put(&w, DATANETS, id.0.as_bytes(), datanet)?;
+        w.commit()?;
+        tracing::info!(target: "trib::datanet", name = %datanet.name, id = %id, "replaced datanet descriptor");
+        Ok(id)
+    }
+
     /// A datanet by id.
     pub fn datanet(&self, id: &DatanetId) -> Result<Datanet, DatanetError> {
         let r = self.db.begin_read()?;

@@ -224,6 +224,12 @@ impl Chain {
         &self.ledger
     }
 
+    /// The operator's address: the producer key's, which signs blocks and
+    /// settlements; a request it signs is the operator's (`api/auth.rs`).
+    pub(crate) fn operator(&self) -> Address {
+        self.producer.address()
+    }
+
     fn mempool(&self) -> std::sync::MutexGuard<'_, Pool> {
         // The mempool holds no invariant a panicking holder could break
         // halfway that a later insert would trust, so a poisoned lock is usable.

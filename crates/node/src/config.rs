@@ -51,6 +51,47 @@ pub struct NodeConfig {
     pub serving: ServingConfig,
     /// Datanets: where contributed files are kept.
     pub datanets: DatanetsConfig,
+    /// Training jobs: how many each owner may have, which host files they
+    /// may read.
+    pub jobs: JobsConfig,
+}
+
+/// The `[jobs]` table: limits of the node's training-job queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Most queued plus running jobs one owner may have at once; past it,
+    /// submissions get 429 until one ends.
+    pub max_active_per_owner: usize,
+    /// Host directories whose `.txt`/`.jsonl` files jobs may train on (a
+    /// `[data] sources` entry that is a path). Empty (the default): jobs
+    /// train only on datanet versions their owner may read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub data_dirs: Vec<std::path::PathBuf>,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            max_active_per_owner: 2,
+            data_dirs: Vec::new(),
+        }
+    }
+}
+
+impl JobsConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.max_active_per_owner == 0 {
+            return Err("[jobs] max_active_per_owner must be at least 1".into());
+        }
+        if let Some(d) = self.data_dirs.iter().find(|d| d.is_relative()) {
+            return Err(format!(
+                "[jobs] data_dirs: {} is not an absolute path",
+                d.display()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The `[datanets]` table: where the raw contributed files go.
@@ -218,6 +259,7 @@ impl Default for NodeConfig {
             base_model: None,
             serving: ServingConfig::default(),
             datanets: DatanetsConfig::default(),
+            jobs: JobsConfig::default(),
         }
     }
 }
@@ -240,7 +282,8 @@ impl NodeConfig {
             return Err("max_request_bytes must be at least 1024".into());
         }
         self.serving.validate()?;
-        self.datanets.validate()
+        self.datanets.validate()?;
+        self.jobs.validate()
     }
 
     /// Parses and validates TOML text; `path` only names the file in errors.
@@ -255,7 +298,7 @@ impl NodeConfig {
     }
 
     /// The TOML text `trib init` writes: every key, with a comment. The
-    /// `[serving]` and `[datanets]` tables are written only when they differ
+    /// `[serving]`, `[datanets]` and `[jobs]` tables are written only when they differ
     /// from the defaults (keys appended to the file then still land outside
     /// them).
     pub fn to_toml(&self) -> String {
@@ -266,6 +309,8 @@ impl NodeConfig {
             serving: Option<&'a ServingConfig>,
             #[serde(skip_serializing_if = "Option::is_none")]
             datanets: Option<&'a DatanetsConfig>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            jobs: Option<&'a JobsConfig>,
         }
         let mut text = self.top_level_toml();
         if self.serving != ServingConfig::default() {
@@ -273,6 +318,7 @@ impl NodeConfig {
             let table = Table {
                 serving: Some(&self.serving),
                 datanets: None,
+                jobs: None,
             };
             text.push_str(&toml::to_string(&table).expect("the serving table serialises"));
         }
@@ -281,8 +327,18 @@ impl NodeConfig {
             let table = Table {
                 serving: None,
                 datanets: Some(&self.datanets),
+                jobs: None,
             };
             text.push_str(&toml::to_string(&table).expect("the datanets table serialises"));
+        }
+        if self.jobs != JobsConfig::default() {
+            text.push_str("\n# Training jobs: per-owner limit, host directories jobs may read.\n");
+            let table = Table {
+                serving: None,
+                datanets: None,
+                jobs: Some(&self.jobs),
+            };
+            text.push_str(&toml::to_string(&table).expect("the jobs table serialises"));
         }
         text
     }
@@ -357,6 +413,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_runing"), "{e}");
+    }
+
+    #[test]
+    fn the_jobs_table_sets_the_owner_cap_and_allowed_dirs_and_round_trips() {
+        let cfg = NodeConfig::from_toml(
+            "[jobs]\nmax_active_per_owner = 5\ndata_dirs = [\"/srv/corpora\"]",
+            Path::new("c"),
+        )
+        .unwrap();
+        assert_eq!(cfg.jobs.max_active_per_owner, 5);
+        assert_eq!(cfg.jobs.data_dirs, vec![PathBuf::from("/srv/corpora")]);
+        assert_eq!(
+            NodeConfig::from_toml(&cfg.to_toml(), Path::new("c")).unwrap(),
+            cfg
+        );
+        // The defaults: two active jobs per owner, no host directory.
+        let d = JobsConfig::default();
+        assert_eq!((d.max_active_per_owner, d.data_dirs.len()), (2, 0));
+        for (bad, words) in [
+            (
+                "[jobs]\nmax_active_per_owner = 0",
+                "max_active_per_owner must be at least 1",
+            ),
+            ("[jobs]\ndata_dirs = [\"corpora\"]", "not an absolute path"),
+        ] {
+            let e = NodeConfig::from_toml(bad, Path::new("c"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(words), "{e}");
+        }
     }
 
     #[test]

@@ -89,9 +89,10 @@ pub(crate) enum DatanetServiceError {
         /// The id asked for.
         id: DatanetId,
     },
-    /// The datanet is on the ledger but its descriptor was stored on
-    /// another node: ask the node that created it.
-    #[error("datanet {name:?} is on the ledger but this node holds no descriptor for it")]
+    /// The datanet is on the ledger but this node holds no descriptor for
+    /// it, or not the one its `CreateDatanet` committed to: its owner
+    /// stores it here with `POST /v1/datanets` (the same descriptor).
+    #[error("datanet {name:?} is on the ledger but this node holds no descriptor matching its CreateDatanet (its owner can store it here with the same descriptor)")]
     NoDescriptor {
         /// The datanet.
         name: String,
@@ -105,10 +106,9 @@ pub(crate) enum DatanetServiceError {
         /// Its owner.
         owner: Address,
     },
-    /// This node holds a different descriptor under this name (an earlier
-    /// create whose `CreateDatanet` never landed): retry with the same
-    /// descriptor, or pick another name.
-    #[error("this node already holds a different descriptor named {name:?}")]
+    /// This node holds a different descriptor under this name that already
+    /// has contributions: pick another name.
+    #[error("this node already holds a different descriptor named {name:?}, with contributions")]
     DifferentDescriptor {
         /// The name.
         name: String,
@@ -259,13 +259,18 @@ impl DatanetService {
             .ok_or_else(|| DatanetServiceError::UnknownDatanet { name: name.into() })
     }
 
-    /// The store id of a datanet created on the ledger.
+    /// The store id of a datanet created on the ledger, whose stored
+    /// descriptor is the one its `CreateDatanet` committed to (same hash,
+    /// same owner): a draft another account stored under the name never
+    /// stands in for the ledger's datanet.
     fn store_id(&self, name: &str) -> Result<(Datanet, DatanetId)> {
         let d = self.ledger_datanet(name)?;
-        let id = self
-            .store
-            .resolve(name)
-            .map_err(|_| DatanetServiceError::NoDescriptor { name: name.into() })?;
+        let no_descriptor = || DatanetServiceError::NoDescriptor { name: name.into() };
+        let id = self.store.resolve(name).map_err(|_| no_descriptor())?;
+        let desc = self.store.datanet(&id)?;
+        if desc.owner != d.owner || Hash::of(&desc.encode()) != d.metadata_hash {
+            return Err(no_descriptor());
+        }
         Ok((d, id))
     }
 
@@ -276,19 +281,23 @@ impl DatanetService {
         self.create_with_quotas(req, None)
     }
 
-    /// Stores the descriptor with these quotas; returns the action the
+    /// Stores the descriptor with these quotas for `req.owner` (the HTTP
+    /// layer has checked that the owner signed); returns the action the
     /// owner signs.
+    ///
+    /// A name belongs to whoever's `CreateDatanet` lands on the ledger
+    /// first, not to whoever stored a descriptor here first: a stored
+    /// draft without contributions is replaced by another owner's (each
+    /// signs its own `CreateDatanet`; the ledger takes one). Once the name
+    /// is on the ledger, only its owner can store the very descriptor the
+    /// ledger committed to (to a node that holds none or another);
+    /// anything else is 409.
     pub(crate) fn create_with_quotas(
         &self,
         req: CreateDatanetRequest,
         quotas: Option<trib_datanet::Quotas>,
     ) -> Result<CreateDatanetResponse> {
-        if let Some(existing) = self.chain.ledger().datanet(DatanetRef::Name(&req.name))? {
-            return Err(DatanetServiceError::ExistsOnLedger {
-                name: req.name,
-                owner: existing.owner,
-            });
-        }
+        let on_ledger = self.chain.ledger().datanet(DatanetRef::Name(&req.name))?;
         let mut d = Descriptor::new(req.owner, req.name.clone(), req.description);
         d.tags = req.tags;
         if let Some(q) = quotas {
@@ -299,20 +308,38 @@ impl DatanetService {
         d.stake_per_contribution = req.stake_per_contribution;
         d.visibility = req.visibility;
         d.validate()?;
+        let metadata_hash = Hash::of(&d.encode());
+        if let Some(existing) = on_ledger {
+            if existing.owner != d.owner || existing.metadata_hash != metadata_hash {
+                return Err(DatanetServiceError::ExistsOnLedger {
+                    name: req.name,
+                    owner: existing.owner,
+                });
+            }
+        }
         match self.store.resolve(&d.name) {
-            // A descriptor stored earlier whose CreateDatanet never landed is
-            // reused when identical (a retried create), refused otherwise.
+            // A descriptor stored earlier is reused when identical (a
+            // retried create) and replaced otherwise, unless it already
+            // holds contributions.
             Ok(id) => {
                 let old = self.store.datanet(&id)?;
                 if old != d {
-                    return Err(DatanetServiceError::DifferentDescriptor { name: d.name });
+                    if !self
+                        .store
+                        .list_contributions(&id, &PageRequest::first(1))?
+                        .items
+                        .is_empty()
+                    {
+                        return Err(DatanetServiceError::DifferentDescriptor { name: d.name });
+                    }
+                    self.store.replace_datanet(&d)?;
+                    tracing::info!(target: "trib::node::datanets", name = %d.name, previous_owner = %old.owner, owner = %d.owner, "draft descriptor replaced");
                 }
             }
             Err(_) => {
                 self.store.create_datanet(&d)?;
             }
         }
-        let metadata_hash = Hash::of(&d.encode());
         tracing::info!(target: "trib::node::datanets", name = %d.name, %metadata_hash, "descriptor stored");
         Ok(CreateDatanetResponse {
             id: d.id(),
@@ -592,11 +619,13 @@ impl DatanetService {
     }
 
     fn view(&self, d: Datanet) -> Result<DatanetView> {
+        // Only the descriptor the ledger's CreateDatanet committed to.
         let desc = self
             .store
             .resolve(&d.name)
             .and_then(|id| self.store.datanet(&id))
-            .ok();
+            .ok()
+            .filter(|x| x.owner == d.owner && Hash::of(&x.encode()) == d.metadata_hash);
         Ok(DatanetView {
             description: desc
                 .as_ref()

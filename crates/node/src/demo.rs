@@ -305,7 +305,7 @@ fn init_home(root: &Path) -> Result<(NodeHome, InitReport, bool), DemoError> {
     let serving = served.is_some();
     let config = NodeConfig {
         listen: "127.0.0.1:0".parse().expect("valid"),
-        base_model: served,
+        base_model: served.clone(),
         ..NodeConfig::default()
     };
     let report = NodeHome::init(
@@ -316,6 +316,12 @@ fn init_home(root: &Path) -> Result<(NodeHome, InitReport, bool), DemoError> {
             ..InitOptions::default()
         },
     )?;
+    // Node jobs train only from the home's models directory: the operator
+    // (the demo) links the demo model there.
+    if let Some(model) = &served {
+        link_into(model, &NodeHome::new(root).models_dir())
+            .map_err(|e| unexpected("link the demo model into the home", e.to_string()))?;
+    }
     say!(
         "      home {}  chain {}",
         root.display(),
@@ -747,6 +753,27 @@ fn demo_model() -> Option<PathBuf> {
     [repo_models, PathBuf::from("models")]
         .into_iter()
         .find_map(|d| trib_model::locate_smollm2(&d).ok())
+}
+
+/// Links `model` into `dir` under its own file name (a copy where links
+/// are not available).
+fn link_into(model: &Path, dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let name = model.file_name().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the model path has no file name",
+        )
+    })?;
+    let target = dir.join(name);
+    if target.exists() {
+        return Ok(());
+    }
+    let source = model.canonicalize()?;
+    #[cfg(unix)]
+    return std::os::unix::fs::symlink(&source, &target);
+    #[cfg(not(unix))]
+    return std::fs::copy(&source, &target).map(|_| ());
 }
 
 /// A demo step saw something it did not expect.

@@ -4,10 +4,16 @@
 //! replay and follow (server-sent events), and can be cancelled queued or
 //! running.
 //!
-//! `datanet@version` sources resolve through the node's
+//! Every job has an owner (the account that signed its submission,
+//! `api/jobs.rs`), and an owner may have at most `[jobs]
+//! max_active_per_owner` jobs queued or running. `datanet@version` sources
+//! resolve through the node's
 //! [`DatanetService`](crate::datanets::DatanetService): the version root is
 //! checked against the ledger and a permissioned datanet is refused unless
-//! the job's owner has access.
+//! the job's owner has access. A source that is a host file must lie under
+//! a directory the operator lists in `[jobs] data_dirs` (none by default),
+//! and `model.base` must name a file in the node's models directory; the
+//! refusals name the path, never the file's bytes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +28,7 @@ use trib_model::factory::{
 };
 use trib_types::Address;
 
+use crate::config::JobsConfig;
 use crate::datanets::DatanetService;
 
 /// Why the job queue refused a request.
@@ -31,15 +38,32 @@ pub(crate) enum JobError {
     /// the field and what is wrong with it.
     #[error(transparent)]
     BadConfig(#[from] FactoryError),
-    /// The job's `model.base` is neither an existing path nor a file in
-    /// the node's models directory: name one of the files there (`GET
-    /// /v1/models/base` lists them) or a path on the node.
-    #[error("base model {base:?} is neither a path nor a file in {}", models_dir.display())]
+    /// The job's `model.base` is not a file in the node's models
+    /// directory: name one of the files there (`GET /v1/models/base` lists
+    /// them). Whether a path elsewhere exists is not said.
+    #[error("base model {base:?} is not a model in this node's models directory (GET /v1/models/base lists them; the operator adds models there)")]
     UnknownBaseModel {
         /// The base model the job names.
         base: String,
-        /// The node's models directory.
-        models_dir: PathBuf,
+    },
+    /// A `[data] sources` path outside the directories the operator allows
+    /// (`[jobs] data_dirs`). Whether the file exists is not said.
+    #[error("training source {source_path:?} is not under a directory this node allows jobs to read ({allowed}); train on a datanet version (`name@version`) instead")]
+    SourceNotAllowed {
+        /// The path the job names.
+        source_path: String,
+        /// The allowed directories, in words.
+        allowed: String,
+    },
+    /// The owner already has `max` jobs queued or running.
+    #[error("{owner} already has {active} jobs queued or running (at most {max} per owner on this node): wait for one to end or cancel one")]
+    TooManyJobs {
+        /// The owner.
+        owner: Address,
+        /// Its queued and running jobs.
+        active: usize,
+        /// The node's limit (`[jobs] max_active_per_owner`).
+        max: usize,
     },
     /// No job with this id on this node (ids count from 1 per node run, so
     /// jobs of an earlier run are gone).
@@ -76,6 +100,8 @@ struct Inner {
     next_id: AtomicU64,
     dir: PathBuf,
     models_dir: PathBuf,
+    /// The per-owner cap and the host directories jobs may read.
+    limits: JobsConfig,
     datanets: Arc<DatanetService>,
     /// Where a finished job's adapter and gradient cache are installed for
     /// serving (`<home>/adapters`), when the node serves from that
@@ -150,6 +176,7 @@ impl JobQueue {
         models_dir: &Path,
         datanets: Arc<DatanetService>,
         install_to: Option<PathBuf>,
+        limits: JobsConfig,
     ) -> Self {
         let (submit, rx) = mpsc::channel::<Msg>();
         let inner = Arc::new(Inner {
@@ -157,6 +184,7 @@ impl JobQueue {
             next_id: AtomicU64::new(1),
             dir: dir.to_path_buf(),
             models_dir: models_dir.to_path_buf(),
+            limits,
             datanets,
             install_to,
         });
@@ -218,31 +246,26 @@ impl JobQueue {
         }
     }
 
-    /// Parses and queues a job (TOML text); `owner` is checked against
-    /// permissioned datanets.
-    pub(crate) fn submit(&self, toml: &str, owner: Option<Address>) -> Result<JobView, JobError> {
+    /// Parses and queues a job (TOML text) owned by `owner`, whose access
+    /// is what permissioned datanets are checked against.
+    pub(crate) fn submit(&self, toml: &str, owner: Address) -> Result<JobView, JobError> {
+        let mut config = JobConfig::from_toml_str(toml, Path::new(""))?;
+        config.model.base = self.base_model(&config.model.base)?;
+        self.check_sources(&config)?;
+        if let Some(r) = &config.checkpoint.resume_from {
+            return Err(JobError::SourceNotAllowed {
+                source_path: r.clone(),
+                allowed: "checkpoint.resume_from: a node job starts from its base model".into(),
+            });
+        }
         let id = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
         let out = self.inner.dir.join(id.to_string());
-        let mut config = JobConfig::from_toml_str(toml, &self.inner.dir)?;
-        // A base model named without a path is looked up in the node's models
-        // directory.
-        if !Path::new(&config.model.base).exists() {
-            let candidate = self.inner.models_dir.join(&config.model.base);
-            if candidate.exists() {
-                config.model.base = candidate.display().to_string();
-            } else {
-                return Err(JobError::UnknownBaseModel {
-                    base: config.model.base,
-                    models_dir: self.inner.models_dir.clone(),
-                });
-            }
-        }
         config.output.dir = out.clone();
         config.validate()?;
         let view = JobView {
             id,
             name: config.name.clone(),
-            owner,
+            owner: Some(owner),
             status: JobStatus::Queued,
             output_dir: out,
             step: 0,
@@ -253,25 +276,93 @@ impl JobQueue {
             datanets: datanet_versions(&config),
         };
         let (notify, _) = broadcast::channel(256);
-        self.inner
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                id,
-                Job {
-                    view: view.clone(),
-                    config,
-                    cancel: CancelFlag::new(),
-                    events: Vec::new(),
-                    notify,
-                },
-            );
+        let mut jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let active = jobs
+            .values()
+            .filter(|j| j.view.owner == Some(owner) && !j.view.status.is_final())
+            .count();
+        let max = self.inner.limits.max_active_per_owner;
+        if active >= max {
+            return Err(JobError::TooManyJobs { owner, active, max });
+        }
+        jobs.insert(
+            id,
+            Job {
+                view: view.clone(),
+                config,
+                cancel: CancelFlag::new(),
+                events: Vec::new(),
+                notify,
+            },
+        );
+        drop(jobs);
         self.submit
             .send(Msg::Run(id))
             .map_err(|_| JobError::WorkerStopped)?;
         tracing::info!(target: "trib::node::jobs", id, name = ?view.name, "job queued");
         Ok(view)
+    }
+
+    /// The path of `model.base` in the node's models directory: a file
+    /// name there, or a path that lies in it (no `..`). Symbolic links the
+    /// operator put into the directory are followed.
+    fn base_model(&self, base: &str) -> Result<String, JobError> {
+        let dir = &self.inner.models_dir;
+        let refused = || JobError::UnknownBaseModel { base: base.into() };
+        let p = Path::new(base);
+        if p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(refused());
+        }
+        let candidate = if p.is_absolute() {
+            p.strip_prefix(dir).map_err(|_| refused())?;
+            p.to_path_buf()
+        } else {
+            dir.join(p)
+        };
+        if !candidate.exists() {
+            return Err(refused());
+        }
+        Ok(candidate.display().to_string())
+    }
+
+    /// Refuses a source path outside `[jobs] data_dirs` (`..` and symbolic
+    /// links resolved first).
+    fn check_sources(&self, config: &JobConfig) -> Result<(), JobError> {
+        let allowed: Vec<PathBuf> = self
+            .inner
+            .limits
+            .data_dirs
+            .iter()
+            .filter_map(|d| d.canonicalize().ok())
+            .collect();
+        for source in config.sources()? {
+            let SourceRef::File { path } = source else {
+                continue;
+            };
+            let inside = path
+                .canonicalize()
+                .is_ok_and(|p| allowed.iter().any(|d| p.starts_with(d)));
+            if !inside {
+                return Err(JobError::SourceNotAllowed {
+                    source_path: path.display().to_string(),
+                    allowed: if allowed.is_empty() {
+                        "none: [jobs] data_dirs is empty".into()
+                    } else {
+                        format!(
+                            "[jobs] data_dirs: {}",
+                            allowed
+                                .iter()
+                                .map(|d| d.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    },
+                });
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn list(&self) -> Vec<JobView> {

@@ -238,11 +238,21 @@ fn start_services(
         .adapter_store
         .is_none()
         .then(|| home.root().join("adapters"));
-    let jobs =
-        crate::jobs::JobQueue::start(&home.jobs_dir(), models.dir(), datanets.clone(), install_to);
+    let jobs = crate::jobs::JobQueue::start(
+        &home.jobs_dir(),
+        models.dir(),
+        datanets.clone(),
+        install_to,
+        config.jobs.clone(),
+    );
     let serving = crate::serving::Serving::start(home, config, chain, datanets.clone())?;
     let apikeys = crate::apikeys::ApiKeys::open(crate::apikeys::ApiKeys::path_in(home.root()))
         .map_err(|e| NodeError::Services(e.to_string()))?;
+    let replays = api::auth::ReplayGuard::open(
+        &home.root().join("signed-requests.log"),
+        trib_client::signed_read::now(),
+    )
+    .map_err(|e| NodeError::Services(e.to_string()))?;
     Ok(api::Services {
         datanets,
         models,
@@ -250,6 +260,7 @@ fn start_services(
         receipts_dir: crate::serving::receipts_dir(home),
         serving,
         apikeys: Arc::new(apikeys),
+        replays: Arc::new(replays),
     })
 }
 
@@ -415,12 +426,27 @@ dir = "ignored"
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn shutdown_joins_the_engine_and_job_threads_so_the_ledger_reopens_at_once() {
         let h = crate::test_fixtures::PaidHome::new();
-        let data = h.dir.path().join("text.txt");
+        // The operator allows jobs to read `data/` and puts the model into
+        // the models directory.
+        let data_dir = h.dir.path().join("data");
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let data = data_dir.join("text.txt");
         std::fs::write(
             &data,
             "a small text to train on, again and again. ".repeat(40),
         )
         .unwrap();
+        let config = h.home().root().join("config.toml");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(&format!(
+            "\n[jobs]\ndata_dirs = [{:?}]\n",
+            data_dir.display().to_string()
+        ));
+        std::fs::write(&config, text).unwrap();
+        std::fs::create_dir_all(h.home().models_dir()).unwrap();
+        std::os::unix::fs::symlink(h.model_path(), h.home().models_dir().join("tiny.gguf"))
+            .unwrap();
+        let owner = SecretKey::from_seed([9; 32]);
         let mut key = None;
         for round in 0..3 {
             let n = h.start().await;
@@ -429,21 +455,16 @@ dir = "ignored"
                 key = Some(n.user(9, 100, Amount::open(100)).await.1);
             }
             // A training job running on the job thread...
-            let job: serde_json::Value = n
-                .http
-                .post(format!("{}/v1/jobs", n.node.url()))
-                .body(long_job(&h.model_path(), &data))
-                .send()
-                .await
-                .unwrap()
-                .json()
+            let jobs = n.client.clone().with_signer(owner.clone());
+            let job = jobs
+                .submit_job(&long_job(std::path::Path::new("tiny.gguf"), &data), None)
                 .await
                 .unwrap();
-            let id = job["id"].as_u64().unwrap();
+            let id = job.id;
             for _ in 0..3000 {
-                let (_, v) = n.get(&format!("/v1/jobs/{id}")).await;
-                assert!(v["status"] == "queued" || v["status"] == "running", "{v}");
-                if v["status"] == "running" {
+                let v = jobs.job(id).await.unwrap();
+                assert!(!v.status.is_final(), "{v:?}");
+                if v.status == trib_client::wire::JobStatus::Running {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;

@@ -168,13 +168,15 @@ async fn a_paid_answer_is_settled_into_a_receipt_whose_payouts_sum_to_the_fee() 
     let fee: u128 = v["fee"]["base_units"].as_str().unwrap().parse().unwrap();
     let receipt: ReceiptId = v["receipt_id"].as_str().unwrap().parse().unwrap();
 
-    // The receipt appears once the settlement commits.
-    let url = format!("{}/v1/receipts/{receipt}", f.node.url());
+    // The receipt appears once the settlement commits; the payer reads
+    // its answer with a signed request (others get the receipt alone).
+    let payer = trib_client::NodeClient::new(&f.node.url())
+        .unwrap()
+        .with_signer(user.clone());
     let mut r = Value::Null;
     for _ in 0..500 {
-        let resp = f.http.get(&url).send().await.unwrap();
-        if resp.status() == 200 {
-            r = resp.json().await.unwrap();
+        if let Ok(v) = payer.receipt(&receipt.to_string()).await {
+            r = v;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

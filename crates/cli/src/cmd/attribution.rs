@@ -46,6 +46,11 @@ pub enum AttributionCommand {
         /// Spans to show, rarest first.
         #[arg(long, default_value_t = 10)]
         top: usize,
+        /// Sign the trace with this keystore key: rows of permissioned
+        /// datanets it has a grant for show their contributors (anonymous
+        /// traces show "withheld" for them).
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
     },
 }
 
@@ -172,7 +177,12 @@ pub fn run(g: &Global, c: AttributionCommand) -> anyhow::Result<()> {
                 text,
                 prompt,
                 top,
+                key,
             } => {
+                let client = match key {
+                    Some(k) => client.with_signer(g.home().keystore()?.load(&k, None)?),
+                    None => client,
+                };
                 let v = client
                     .trace(&TraceRequest {
                         model,

@@ -531,7 +531,10 @@ fn create(cx: &Ctx<'_>, a: CreateArgs) -> anyhow::Result<()> {
     };
     let name = a.name;
     cx.rt.block_on(async {
-        let plan = cx.client.create_datanet_with_quotas(&req, quotas).await?;
+        // The node stores a descriptor only for its signed owner.
+        let plan = (cx.client.clone().with_signer(sk.clone()))
+            .create_datanet_with_quotas(&req, quotas)
+            .await?;
         let view = sign_submit_wait(&cx.client, &sk, plan.action, wait).await?;
         if cx.g.json {
             return output::json(&serde_json::json!({"id": plan.id, "metadata_hash": plan.metadata_hash, "tx": view.hash, "height": view.height}));
@@ -564,7 +567,10 @@ async fn contribute_file(
         kind: a.kind.as_deref(),
         csv_column: a.csv_column.as_deref(),
     };
-    let mut r = cx.client.contribute(&a.name, &upload, bytes).await?;
+    // The node takes an upload only signed by its contributor.
+    let mut r = (cx.client.clone().with_signer(sk.clone()))
+        .contribute(&a.name, &upload, bytes)
+        .await?;
     if !cx.g.json {
         print_report(&file_name, &r);
     }

@@ -63,10 +63,11 @@ pub enum FactoryCommand {
     Submit {
         /// The job file.
         job: PathBuf,
-        /// Owner key: signs the submission (the node takes the owner only
-        /// from its signed request) and its datanet access is checked.
+        /// Owner key: signs the submission (the node takes jobs only from a
+        /// signed request; the signer owns the job and its datanet access is
+        /// checked).
         #[arg(long, value_name = "KEY")]
-        key: Option<String>,
+        key: String,
         /// Return at once instead of following the events.
         #[arg(long)]
         detach: bool,
@@ -83,12 +84,20 @@ pub enum FactoryCommand {
         #[command(flatten)]
         key: KeyOpts,
     },
-    /// List the node's jobs.
-    Jobs,
-    /// Cancel a node job.
+    /// List your jobs on the node (signed by `--key`; the operator's key
+    /// lists every job).
+    Jobs {
+        /// The key whose jobs to list.
+        #[arg(long, value_name = "KEY")]
+        key: String,
+    },
+    /// Cancel a node job (signed by its owner's key or the operator's).
     Cancel {
         /// Job id.
         id: u64,
+        /// The job owner's key.
+        #[arg(long, value_name = "KEY")]
+        key: String,
     },
 }
 
@@ -289,30 +298,22 @@ fn eval(
     Ok(())
 }
 
+/// A client signing with keystore key `key` (job routes act for an
+/// account).
+fn signing_client(g: &Global, key: &str) -> anyhow::Result<NodeClient> {
+    Ok(g.client()?
+        .with_signer(g.home().keystore()?.load(key, None)?))
+}
+
 /// `trib factory submit`: queues the job on the node (signed by the
-/// owner's key when one is named) and follows its events on stderr; the
+/// owner's key, which owns the job) and follows its events on stderr; the
 /// finished job goes to stdout (its summary, or the job view with `--json`).
-fn submit(
-    g: &Global,
-    rt: &Runtime,
-    job: PathBuf,
-    key: Option<String>,
-    detach: bool,
-) -> anyhow::Result<()> {
+fn submit(g: &Global, rt: &Runtime, job: PathBuf, key: String, detach: bool) -> anyhow::Result<()> {
     let toml =
         std::fs::read_to_string(&job).with_context(|| format!("cannot read {}", job.display()))?;
-    // The node takes an owner only from a request the owner signed.
-    let signer = match &key {
-        Some(k) => Some(g.home().keystore()?.load(k, None)?),
-        None => None,
-    };
-    let owner = signer.as_ref().map(|k| k.address());
-    let mut client = g.client()?;
-    if let Some(k) = signer {
-        client = client.with_signer(k);
-    }
+    let client = signing_client(g, &key)?;
     rt.block_on(async {
-        let v = client.submit_job(&toml, owner.as_ref()).await?;
+        let v = client.submit_job(&toml, None).await?;
         eprintln!("job {} queued (output {})", v.id, v.output_dir.display());
         if detach {
             if g.json {
@@ -437,8 +438,8 @@ pub fn run(g: &Global, cmd: FactoryCommand) -> anyhow::Result<()> {
         }
         FactoryCommand::Submit { job, key, detach } => submit(g, &rt, job, key, detach),
         FactoryCommand::Register { id, name, key } => register_job(g, &rt, id, name, &key),
-        FactoryCommand::Jobs => rt.block_on(async {
-            let jobs = g.client()?.jobs().await?;
+        FactoryCommand::Jobs { key } => rt.block_on(async {
+            let jobs = signing_client(g, &key)?.jobs().await?;
             if g.json {
                 return output::json(&jobs);
             }
@@ -455,8 +456,8 @@ pub fn run(g: &Global, cmd: FactoryCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }),
-        FactoryCommand::Cancel { id } => rt.block_on(async {
-            let v = g.client()?.cancel_job(id).await?;
+        FactoryCommand::Cancel { id, key } => rt.block_on(async {
+            let v = signing_client(g, &key)?.cancel_job(id).await?;
             if g.json {
                 return output::json(&v);
             }

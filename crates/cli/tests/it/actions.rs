@@ -102,7 +102,7 @@ fn a_node_trained_adapter_is_registered_from_its_job_repriced_and_served_by_its_
         stderr.contains("queued") && stderr.contains("step"),
         "{stderr}"
     );
-    let (_, jobs) = get_json(&format!("{url}/v1/jobs"));
+    let (_, jobs) = signed(reqwest::Method::GET, &url, "/v1/jobs", &h.key("alice"));
     let job_view = jobs.as_array().unwrap().last().unwrap().clone();
     let job_id = job_view["id"].as_u64().unwrap().to_string();
     let adapter = job_view["summary"]["adapter_id"]

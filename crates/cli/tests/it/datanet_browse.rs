@@ -3,16 +3,16 @@
 //! by page over both the CLI and HTTP.
 
 use serde_json::{json, Value};
+use trib_node::types::SecretKey;
 
 use crate::datanets::{fixture, fund};
 use crate::harness::{get_json, http, units, NodeProc, TestHome};
 
 const ONE_OPEN: u128 = 1_000_000_000_000_000_000;
 
-fn post_json(url: &str, body: &Value) -> (u16, Value) {
-    let r = http().post(url).json(body).send().unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().unwrap_or(Value::Null))
+/// `POST url` with the JSON `body`, signed by `key`.
+fn post_json(url: &str, body: &Value, key: &SecretKey) -> (u16, Value) {
+    crate::harness::signed("POST", url, &serde_json::to_vec(body).unwrap(), key)
 }
 
 #[test]
@@ -104,7 +104,7 @@ fn a_datanet_created_with_every_field_shows_each_of_them_over_cli_and_http() {
             "bytes_per_datanet_per_day": 1
         }
     });
-    let (s, v) = post_json(&format!("{url}/v1/datanets"), &body);
+    let (s, v) = post_json(&format!("{url}/v1/datanets"), &body, &h.key("producer"));
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (422, Some("invalid_descriptor")),
@@ -116,14 +116,14 @@ fn a_datanet_created_with_every_field_shows_each_of_them_over_cli_and_http() {
     );
     body["quotas"]["max_file_bytes"] = json!(10);
     body["tags"] = json!(["Medicine"]);
-    let (s, v) = post_json(&format!("{url}/v1/datanets"), &body);
+    let (s, v) = post_json(&format!("{url}/v1/datanets"), &body, &h.key("producer"));
     assert_eq!(s, 422, "{v}");
     assert!(
         v["error"]["message"].as_str().unwrap().contains("tags"),
         "{v}"
     );
     body["tags"] = json!(["medicine", "imaging"]);
-    let (s, v) = post_json(&format!("{url}/v1/datanets"), &body);
+    let (s, v) = post_json(&format!("{url}/v1/datanets"), &body, &h.key("producer"));
     assert_eq!(s, 201, "{v}");
     let a = &v["action"];
     assert_eq!(a["type"], "create_datanet", "{v}");

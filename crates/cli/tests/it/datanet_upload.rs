@@ -2,6 +2,8 @@
 //! the datanet's `max_file_bytes` enforced while the body streams in.
 
 use serde_json::Value;
+use trib_client::signed_read;
+use trib_node::types::SecretKey;
 
 use crate::datanets::fixture;
 use crate::harness::{get_json, http, NodeProc, TestHome};
@@ -34,13 +36,19 @@ fn form(fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> Vec<u8> {
     body
 }
 
-fn post(url: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
-    let r = http()
-        .post(url)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .unwrap();
+/// An upload signed by `key` (the node takes uploads only from their
+/// contributor).
+fn post(url: &str, content_type: &str, body: Vec<u8>, key: &SecretKey) -> (u16, Value) {
+    let parsed = reqwest::Url::parse(url).unwrap();
+    let path = match parsed.query() {
+        Some(q) => format!("{}?{q}", parsed.path()),
+        None => parsed.path().to_string(),
+    };
+    let mut req = http().post(url).header("content-type", content_type);
+    for (k, v) in signed_read::sign(key, "POST", &path, &body, signed_read::now()) {
+        req = req.header(k, v);
+    }
+    let r = req.body(body).send().unwrap();
     let status = r.status().as_u16();
     (status, r.json().unwrap_or(Value::Null))
 }
@@ -66,6 +74,8 @@ fn files_upload_as_raw_bodies_or_multipart_forms_and_oversized_ones_are_refused_
         n[0],
         n[1],
     ]);
+    let key = h.key("producer");
+    let post = |url: &str, content_type: &str, body: Vec<u8>| post(url, content_type, body, &key);
     let uploads = format!("{url}/v1/datanets/founding/contributions");
     let multipart = format!("multipart/form-data; boundary={BOUNDARY}");
     let alice = h.address("producer").to_string();

@@ -315,7 +315,8 @@ fn a_permissioned_datanet_is_refused_to_readers_and_trainers_without_access() {
     assert!(!h.root.join("run").exists());
 
     // The node's job queue refuses it too: the job fails naming the reason.
-    let toml = crate::factory::job_toml(&model, "\"private-law@1\"", &h.root.join("run2"), 1);
+    let toml =
+        crate::factory::job_toml(h.jobs_model(), "\"private-law@1\"", &h.root.join("run2"), 1);
     let path = format!("/v1/jobs?owner={}", h.address("alice"));
     let mut req = crate::harness::http().post(format!("{}{path}", n[1]));
     for (k, v) in trib_client::signed_read::sign(
@@ -334,7 +335,13 @@ fn a_permissioned_datanet_is_refused_to_readers_and_trainers_without_access() {
         .unwrap();
     let mut job = serde_json::Value::Null;
     for _ in 0..300 {
-        job = crate::harness::get_json(&format!("{}/v1/jobs/{id}", n[1])).1;
+        job = crate::harness::signed(
+            "GET",
+            &format!("{}/v1/jobs/{id}", n[1]),
+            b"",
+            &h.key("alice"),
+        )
+        .1;
         if job["status"] != "queued" && job["status"] != "running" {
             break;
         }

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use trib_node::model::{write_tiny_gguf, GgmlDType, TinySpec};
 
-use crate::harness::{NodeProc, TestHome};
+use trib_client::signed_read;
+use trib_node::types::SecretKey;
+
+use crate::harness::{signed, NodeProc, TestHome};
 
 /// A tiny random Llama-family GGUF with a tokenizer (trib-model's fixture).
 pub fn tiny_model(path: &Path) {
@@ -51,49 +54,53 @@ output_per_1k = "0.002"
     )
 }
 
-/// Reads a job's whole SSE stream (it ends after the final event) and
-/// returns the event names in order.
-fn event_names(url: &str, id: u64) -> Vec<String> {
+/// Reads a job's whole SSE stream (it ends after the final event), signed
+/// by the job's owner `key`, and returns the event names in order.
+fn event_names(url: &str, id: u64, key: &SecretKey) -> Vec<String> {
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(300))
         .build()
         .unwrap();
+    let path = format!("/v1/jobs/{id}/events");
+    let mut req = client.get(format!("{url}{path}"));
+    for (k, v) in signed_read::sign(key, "GET", &path, b"", signed_read::now()) {
+        req = req.header(k, v);
+    }
     let mut body = String::new();
-    client
-        .get(format!("{url}/v1/jobs/{id}/events"))
-        .send()
-        .unwrap()
-        .read_to_string(&mut body)
-        .unwrap();
+    req.send().unwrap().read_to_string(&mut body).unwrap();
     body.lines()
         .filter_map(|l| l.strip_prefix("event:"))
         .map(|e| e.trim().to_string())
         .collect()
 }
 
-fn submit(url: &str, toml: String) -> u64 {
-    let r = crate::harness::http()
-        .post(format!("{url}/v1/jobs"))
-        .body(toml)
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
-    let v: serde_json::Value = r.json().unwrap();
+/// Submits `toml` signed by `key` (its owner); returns the job id.
+fn submit(url: &str, toml: String, key: &SecretKey) -> u64 {
+    let (s, v) = signed("POST", &format!("{url}/v1/jobs"), toml.as_bytes(), key);
+    assert_eq!(s, 202, "{v}");
     v["id"].as_u64().unwrap()
 }
 
 #[test]
 fn a_node_job_streams_progress_to_completion_and_another_is_cancelled() {
     let h = TestHome::init_dev();
+    // The operator puts the model into the models directory and lets jobs
+    // read the fixtures directory.
+    let model = h.jobs_model();
+    let data = crate::datanets::fixture("constitution.txt");
+    h.allow_job_data(data.parent().unwrap());
     let node = NodeProc::start(&h, 200);
     let url = node.node_args()[1].to_string();
-    let model = h.root.join("tiny.gguf");
-    tiny_model(&model);
-    let data = crate::datanets::fixture("constitution.txt");
+    h.ok(&["keys", "new", "alice"]);
+    let alice = h.key("alice");
     let sources = format!("\"{}\"", data.display());
 
-    let id = submit(&url, job_toml(&model, &sources, Path::new("ignored"), 1));
-    let events = event_names(&url, id);
+    let id = submit(
+        &url,
+        job_toml(model, &sources, Path::new("ignored"), 1),
+        &alice,
+    );
+    let events = event_names(&url, id, &alice);
     assert_eq!(
         events.first().map(String::as_str),
         Some("started"),
@@ -105,7 +112,7 @@ fn a_node_job_streams_progress_to_completion_and_another_is_cancelled() {
         Some("done"),
         "{events:?}"
     );
-    let (status, job) = crate::harness::get_json(&format!("{url}/v1/jobs/{id}"));
+    let (status, job) = signed("GET", &format!("{url}/v1/jobs/{id}"), b"", &alice);
     assert_eq!(status, 200);
     assert_eq!(job["status"], "done");
     let adapter = Path::new(job["summary"]["adapter_dir"].as_str().unwrap());
@@ -137,33 +144,33 @@ fn a_node_job_streams_progress_to_completion_and_another_is_cancelled() {
     }
 
     // A long job, cancelled: its stream ends with `cancelled`.
-    let id = submit(&url, job_toml(&model, &sources, Path::new("ignored"), 200));
-    let r = crate::harness::http()
-        .delete(format!("{url}/v1/jobs/{id}"))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let events = event_names(&url, id);
+    let id = submit(
+        &url,
+        job_toml(model, &sources, Path::new("ignored"), 200),
+        &alice,
+    );
+    let job_url = format!("{url}/v1/jobs/{id}");
+    let (s, _) = signed("DELETE", &job_url, b"", &alice);
+    assert_eq!(s, 200);
+    let events = event_names(&url, id, &alice);
     assert_eq!(
         events.last().map(String::as_str),
         Some("cancelled"),
         "{events:?}"
     );
-    let (_, job) = crate::harness::get_json(&format!("{url}/v1/jobs/{id}"));
+    let (_, job) = signed("GET", &job_url, b"", &alice);
     assert_eq!(job["status"], "cancelled");
     // Cancelling again is a typed conflict.
-    let r = crate::harness::http()
-        .delete(format!("{url}/v1/jobs/{id}"))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 409);
+    let (s, _) = signed("DELETE", &job_url, b"", &alice);
+    assert_eq!(s, 409);
     // A job that does not parse is a typed 400.
-    let r = crate::harness::http()
-        .post(format!("{url}/v1/jobs"))
-        .body("this is not toml [")
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 400);
+    let (s, _) = signed(
+        "POST",
+        &format!("{url}/v1/jobs"),
+        b"this is not toml [",
+        &alice,
+    );
+    assert_eq!(s, 400);
 }
 
 #[test]

@@ -37,6 +37,30 @@ impl TestHome {
         model
     }
 
+    /// Writes the tiny model to `<home>/models/tiny.gguf` (node jobs read
+    /// base models only from the models directory) unless it is there;
+    /// returns the name a job's `model.base` gives it.
+    pub fn jobs_model(&self) -> &'static Path {
+        let model = self.root.join("models").join("tiny.gguf");
+        if !model.exists() {
+            std::fs::create_dir_all(model.parent().unwrap()).unwrap();
+            crate::factory::tiny_model(&model);
+        }
+        Path::new("tiny.gguf")
+    }
+
+    /// Lets node jobs train on files under `dir` (`[jobs] data_dirs`,
+    /// appended to config.toml: make it the last edit of the file).
+    pub fn allow_job_data(&self, dir: &Path) {
+        use std::io::Write;
+        let mut cfg = File::options()
+            .append(true)
+            .open(self.root.join("config.toml"))
+            .unwrap();
+        let dir = dir.canonicalize().unwrap();
+        writeln!(cfg, "\n[jobs]\ndata_dirs = [{:?}]", dir.to_str().unwrap()).unwrap();
+    }
+
     /// Registers `<home>/models/tiny.gguf` on the ledger as `tiny` (MIT),
     /// signed by the producer.
     pub fn register_tiny(&self, n: [&str; 2]) {
@@ -222,6 +246,32 @@ pub fn http() -> reqwest::blocking::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
+}
+
+/// `method url` with `body`, signed by `key` (the `x-trib-*` headers over
+/// the method, the URL's path and query and the body); returns (status,
+/// body as JSON, or as a JSON string when it is not JSON).
+pub fn signed(method: &str, url: &str, body: &[u8], key: &SecretKey) -> (u16, Value) {
+    let parsed = reqwest::Url::parse(url).unwrap();
+    let path = match parsed.query() {
+        Some(q) => format!("{}?{q}", parsed.path()),
+        None => parsed.path().to_string(),
+    };
+    let mut req = http()
+        .request(method.parse().unwrap(), url)
+        .body(body.to_vec());
+    for (k, v) in
+        trib_client::signed_read::sign(key, method, &path, body, trib_client::signed_read::now())
+    {
+        req = req.header(k, v);
+    }
+    let r = req.send().unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// GET a JSON document; returns (status, body).

@@ -1,13 +1,13 @@
-//! Who owns a node job: `POST /v1/jobs?owner=ADDR` is taken only from a
-//! request signed by that owner (the signed-request headers of datanet
-//! reads), and `trib factory submit --key` signs it.
+//! Who owns a node job: every submission is a request signed by its owner
+//! (the signed-request headers of datanet reads); `?owner=ADDR` must be the
+//! signer; `trib factory submit --key` signs it.
 
 use std::path::Path;
 
 use serde_json::Value;
 use trib_client::signed_read;
 
-use crate::factory::{job_toml, tiny_model};
+use crate::factory::job_toml;
 use crate::harness::{http, NodeProc, TestHome};
 
 /// `POST path` with `body` and the given extra headers: status and JSON.
@@ -23,17 +23,17 @@ fn post(url: &str, path: &str, body: &str, headers: &[(&'static str, String)]) -
 #[test]
 fn a_job_names_an_owner_only_in_a_request_that_owner_signed() {
     let h = TestHome::init_dev();
+    let model = h.jobs_model();
+    let data = crate::datanets::fixture("constitution.txt");
+    h.allow_job_data(data.parent().unwrap());
     let node = NodeProc::start(&h, 200);
     let n = node.node_args();
     let url = n[1].to_string();
     h.ok(&["keys", "new", "alice"]);
     h.ok(&["keys", "new", "bob"]);
     let (alice, bob) = (h.key("alice"), h.key("bob"));
-    let model = h.root.join("tiny.gguf");
-    tiny_model(&model);
-    let data = crate::datanets::fixture("constitution.txt");
     let toml = job_toml(
-        &model,
+        model,
         &format!("\"{}\"", data.display()),
         Path::new("ignored"),
         1,
@@ -90,10 +90,19 @@ fn a_job_names_an_owner_only_in_a_request_that_owner_signed() {
     assert_eq!(s, 401, "{v}");
     assert_eq!(v["error"]["code"], "replayed_signature", "{v}");
 
-    // Without an owner, unsigned: anonymous as before.
+    // Without an owner, unsigned: no anonymous jobs any more (401), and
+    // without `owner`, signed: owned by the signer.
     let (s, v) = post(&url, "/v1/jobs", &toml, &[]);
+    assert_eq!(s, 401, "{v}");
+    assert_eq!(v["error"]["code"], "missing_signature", "{v}");
+    let (s, v) = post(
+        &url,
+        "/v1/jobs",
+        &toml,
+        &signed_read::sign(&alice, "POST", "/v1/jobs", toml.as_bytes(), now),
+    );
     assert_eq!(s, 202, "{v}");
-    assert!(v["owner"].is_null(), "{v}");
+    assert_eq!(v["owner"], alice.address().to_string(), "{v}");
 
     // The CLI signs when given a key.
     let job = h.root.join("job.toml");

@@ -20,7 +20,8 @@ pub enum PayoutFilter {
 }
 
 impl NodeClient {
-    /// `GET /v1/receipts/{id}`: the receipt and the stored answer.
+    /// `GET /v1/receipts/{id}`: the receipt, and the stored answer when this
+    /// client signs as the payer, the adapter's owner or the operator.
     pub async fn receipt(&self, id: &str) -> Result<Value, ClientError> {
         self.get(&format!("/v1/receipts/{}", enc(id)), SERVICE_TIMEOUT)
             .await

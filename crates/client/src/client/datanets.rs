@@ -13,7 +13,8 @@ use crate::wire::{
 /// What a contribution upload carries beside the bytes.
 #[derive(Debug, Clone, Default)]
 pub struct Upload<'a> {
-    /// The contributor's address.
+    /// The contributor's address (optional: the node takes the signer; when
+    /// given it must be the signer).
     pub contributor: Option<Address>,
     /// The file name.
     pub file_name: &'a str,
@@ -24,7 +25,8 @@ pub struct Upload<'a> {
 }
 
 impl NodeClient {
-    /// `POST /v1/datanets`.
+    /// `POST /v1/datanets` (signed by the owner the request names: give this
+    /// client its key).
     pub async fn create_datanet(
         &self,
         req: &CreateDatanetRequest,
@@ -47,7 +49,9 @@ impl NodeClient {
 
     /// `POST /v1/datanets/{name}/contributions` with the file's bytes: the
     /// validation report and, when accepted, the `Contribute` action (JSON,
-    /// as [`crate::wire::ContributionResponse`] serialises it).
+    /// as [`crate::wire::ContributionResponse`] serialises it). The node
+    /// takes uploads only signed by the contributor: give this client the
+    /// contributor's key ([`NodeClient::with_signer`]).
     pub async fn contribute(
         &self,
         name: &str,
@@ -66,8 +70,7 @@ impl NodeClient {
         }
         let url = self.url(&format!("/v1/datanets/{}/contributions{q}", enc(name)));
         let req = self
-            .http
-            .post(&url)
+            .request(reqwest::Method::POST, &url, &bytes)?
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(bytes)
             .timeout(TRANSFER_TIMEOUT);

@@ -1,6 +1,8 @@
 //! The base-model and training-job routes: the model catalogue, job
-//! submission (signed when an owner is named), status, cancellation and
-//! the event stream.
+//! submission, status, cancellation and the event stream. Every job route
+//! acts for the job's owner, so the client needs a signer
+//! ([`NodeClient::with_signer`]): the submitter owns the job, and only it
+//! (or the operator) sees, follows and cancels it.
 
 use futures::StreamExt;
 use trib_types::Address;
@@ -19,9 +21,8 @@ impl NodeClient {
         self.get("/v1/models/base", SERVICE_TIMEOUT).await
     }
 
-    /// `POST /v1/jobs` with the job's TOML, signed when this client has a
-    /// signer (the node requires it when `owner` is given: the owner must
-    /// be the signer).
+    /// `POST /v1/jobs` with the job's TOML, signed by this client's signer,
+    /// which owns the job (`owner`, when given, must be the signer).
     pub async fn submit_job(
         &self,
         toml: &str,
@@ -40,7 +41,7 @@ impl NodeClient {
         self.json(req, &url).await
     }
 
-    /// `GET /v1/jobs`.
+    /// `GET /v1/jobs`: the signer's jobs (every job for the operator).
     pub async fn jobs(&self) -> Result<Vec<JobView>, ClientError> {
         self.get("/v1/jobs", SERVICE_TIMEOUT).await
     }
@@ -53,8 +54,8 @@ impl NodeClient {
     /// `DELETE /v1/jobs/{id}`.
     pub async fn cancel_job(&self, id: u64) -> Result<JobView, ClientError> {
         let url = self.url(&format!("/v1/jobs/{id}"));
-        self.json(self.http.delete(&url).timeout(CANCEL_TIMEOUT), &url)
-            .await
+        let req = self.request(reqwest::Method::DELETE, &url, b"")?;
+        self.json(req.timeout(CANCEL_TIMEOUT), &url).await
     }
 
     /// Follows `GET /v1/jobs/{id}/events`, calling `on_event` with each
@@ -66,7 +67,9 @@ impl NodeClient {
         mut on_event: impl FnMut(&serde_json::Value),
     ) -> Result<Option<serde_json::Value>, ClientError> {
         let url = self.url(&format!("/v1/jobs/{id}/events"));
-        let resp = self.send(self.http.get(&url), &url).await?;
+        let resp = self
+            .send(self.request(reqwest::Method::GET, &url, b"")?, &url)
+            .await?;
         let mut stream = resp.bytes_stream();
         let mut events = SseBuffer::default();
         let mut last = None;

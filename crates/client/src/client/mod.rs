@@ -49,7 +49,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct NodeClient {
     base: String,
     http: reqwest::Client,
-    /// Signs GET requests (datanet reads) and job submissions when set.
+    /// Signs every request when set (the `x-trib-*` headers the node's
+    /// access model reads: docs/security.md).
     signer: Option<SecretKey>,
 }
 
@@ -84,9 +85,10 @@ impl NodeClient {
         })
     }
 
-    /// This client, signing every GET and job submission with `key` (the
-    /// `x-trib-*` headers of [`crate::signed_read`]), as permissioned
-    /// datanet reads and owned jobs require.
+    /// This client, signing every request with `key` (the `x-trib-*`
+    /// headers of [`crate::signed_read`]), as the routes that act for an
+    /// account require (uploads, datanet creation, jobs) and as permissioned
+    /// reads and private receipts need.
     pub fn with_signer(mut self, key: SecretKey) -> Self {
         self.signer = Some(key);
         self
@@ -179,7 +181,8 @@ impl NodeClient {
         self.json(req.timeout(timeout), &url).await
     }
 
-    /// `POST path` with a JSON `body` within `timeout`.
+    /// `POST path` with a JSON `body` (signed when this client has a
+    /// signer) within `timeout`.
     async fn post_json<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         path: &str,
@@ -187,8 +190,16 @@ impl NodeClient {
         timeout: Duration,
     ) -> Result<T, ClientError> {
         let url = self.url(path);
-        self.json(self.http.post(&url).json(body).timeout(timeout), &url)
-            .await
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Decode {
+            url: url.clone(),
+            reason: format!("the request body does not serialise: {e}"),
+        })?;
+        let req = self
+            .request(reqwest::Method::POST, &url, &bytes)?
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(bytes)
+            .timeout(timeout);
+        self.json(req, &url).await
     }
 }
 

@@ -1,8 +1,8 @@
 //! API-key routes: an account lists, creates and revokes its own keys.
 //!
 //! `GET /v1/apikeys`, `POST /v1/apikeys` and `DELETE /v1/apikeys/{id}` must
-//! be signed requests ([`super::signed_read`]: the account's ed25519 key over
-//! method, path, body hash, timestamp and nonce); the signer is the account
+//! be signed requests (a [`SignedBy`] from [`super::auth`]: the account's
+//! ed25519 key over method, path, body hash, timestamp and nonce); the signer is the account
 //! whose keys they read or change, so an unsigned request is 401 and no
 //! account can see or revoke another's keys (another account's key id is
 //! 404, like an unknown one). A key's text is shown once, in the answer to
@@ -12,14 +12,13 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use trib_types::Address;
 
-use super::signed_read::{self, ReplayGuard};
+use super::auth::SignedBy;
 use super::{ApiError, AppState};
 use crate::apikeys::{ApiKeyError, ApiKeyInfo, ApiKeys};
 use crate::chain::Chain;
@@ -45,8 +44,6 @@ pub(crate) struct KeyRoutes {
     pub(crate) chain: Arc<Chain>,
     /// The operator that settles the node's answers, when it serves.
     pub(crate) operator: Option<Address>,
-    /// Signatures already used.
-    pub(crate) replays: Arc<ReplayGuard>,
 }
 
 pub(super) fn routes(state: KeyRoutes) -> Router<AppState> {
@@ -64,31 +61,6 @@ fn view(k: ApiKeyInfo) -> ApiKeyView {
     }
 }
 
-/// The account that signed the request (over `body`); 401 when it is
-/// unsigned.
-fn signer(
-    r: &KeyRoutes,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Address, ApiError> {
-    let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    signed_read::verify(
-        headers,
-        method.as_str(),
-        path_and_query,
-        body,
-        trib_client::signed_read::now(),
-        &r.replays,
-    )?
-    .ok_or_else(|| ApiError {
-        status: StatusCode::UNAUTHORIZED,
-        code: "missing_signature",
-        message: "API keys are managed only by their account: sign the request with the account's key (x-trib-* headers; `trib apikey list --key KEY` signs)".into(),
-    })
-}
-
 /// Runs a key-file operation off the async workers.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiKeyError> + Send + 'static,
@@ -99,13 +71,8 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-async fn list(
-    State(r): State<KeyRoutes>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Json<ApiKeyList>, ApiError> {
-    let account = signer(&r, &method, &uri, &headers, b"")?;
+async fn list(signer: SignedBy, State(r): State<KeyRoutes>) -> Result<Json<ApiKeyList>, ApiError> {
+    let account = signer.address();
     let allowance = match r.operator {
         Some(op) => Some(r.chain.ledger().allowance(&account, &op)?),
         None => None,
@@ -121,13 +88,10 @@ async fn list(
 }
 
 async fn create(
+    signer: SignedBy,
     State(r): State<KeyRoutes>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
 ) -> Result<(StatusCode, Json<NewApiKeyView>), ApiError> {
-    let account = signer(&r, &method, &uri, &headers, &body)?;
+    let account = signer.address();
     let keys = r.keys.clone();
     let new = blocking(move || keys.issue(account)).await?;
     Ok((
@@ -141,13 +105,11 @@ async fn create(
 }
 
 async fn revoke(
+    signer: SignedBy,
     State(r): State<KeyRoutes>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
-    let account = signer(&r, &method, &uri, &headers, b"")?;
+    let account = signer.address();
     let keys = r.keys.clone();
     let gone = blocking(move || keys.revoke(&account, &id)).await?;
     Ok(Json(view(gone)))

@@ -1,7 +1,10 @@
 //! Receipt and payout queries and answer-time attribution:
 //!
 //! - `GET /v1/receipts/{id}`: the on-chain inference receipt with its payout
-//!   lines, and the stored prompt, answer and evidence when this node served it;
+//!   lines (public ledger data, to anyone), and the stored prompt, answer
+//!   and evidence when this node served it, only to a request signed by the
+//!   paying account, the adapter's owner or the operator (others get
+//!   `answer: null` and `answer_withheld` saying why);
 //! - `GET /v1/receipts/{id}/verify`: re-runs the answer's token attribution
 //!   and checks it against the receipt (`{ok, problems}`);
 //! - `GET /v1/payouts?contributor=ADDR` or `?receipt=ID`;
@@ -9,7 +12,9 @@
 //!   of `text` found in the datanet versions `model` was trained on, their
 //!   rows and contributors, and the weights a paid answer with this text
 //!   would get (with `prompt`, the words `text` repeats from it are masked
-//!   first, as they are for a paid answer).
+//!   first, as they are for a paid answer). Rows of a permissioned datanet
+//!   the caller has no grant for show `"withheld"` for their contributors
+//!   and snippets ([`withhold_permissioned_rows`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +29,7 @@ use serde_json::{json, Value};
 use trib_ledger::Page;
 use trib_types::{Address, ReceiptId};
 
+use super::auth::Caller;
 use super::ApiError;
 use crate::chain::Chain;
 use trib_attribution::answer::StoredAnswer;
@@ -111,6 +117,7 @@ struct TraceBody {
 }
 
 async fn trace(
+    caller: Caller,
     State(s): State<ReceiptState>,
     body: Result<Json<TraceBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -162,7 +169,88 @@ async fn trace(
     if let (Value::Object(o), Value::Object(v)) = (&mut out, view) {
         o.extend(v);
     }
+    withhold_permissioned_rows(&s.chain, caller.address().as_ref(), &mut out)?;
     Ok(Json(out))
+}
+
+/// The word that replaces what a caller may not see.
+pub(crate) const WITHHELD: &str = "withheld";
+
+/// Replaces, in an attribution view (a trace, the `attribution` field of
+/// an answer), the contributor, contribution, row and snippet of every
+/// span row, and the contributor and contribution of every weight, that
+/// belong to a permissioned datanet `reader` has no grant for (anonymous
+/// readers have none) with [`WITHHELD`]. The ledger says which datanet a
+/// contribution belongs to and who may read it.
+pub(crate) fn withhold_permissioned_rows(
+    chain: &Chain,
+    reader: Option<&Address>,
+    view: &mut Value,
+) -> Result<(), ApiError> {
+    let ledger = chain.ledger();
+    let mut hidden: std::collections::HashMap<String, bool> = Default::default();
+    let mut is_hidden = |contribution: &Value| -> Result<bool, ApiError> {
+        let Some(text) = contribution.as_str() else {
+            return Ok(false);
+        };
+        if let Some(h) = hidden.get(text) {
+            return Ok(*h);
+        }
+        let Ok(id) = text.parse::<trib_types::ContributionId>() else {
+            return Ok(true);
+        };
+        let h = match ledger.contribution(&id)? {
+            None => true,
+            Some(c) => match reader {
+                Some(r) => !ledger.has_access(&c.datanet, r)?,
+                None => ledger
+                    .datanet(trib_ledger::DatanetRef::Id(c.datanet))?
+                    .is_none_or(|d| d.visibility != trib_types::Visibility::Public),
+            },
+        };
+        hidden.insert(text.to_string(), h);
+        Ok(h)
+    };
+    let mut withheld = 0usize;
+    if let Some(spans) = view.get_mut("spans").and_then(Value::as_array_mut) {
+        for span in spans {
+            let Some(rows) = span.get_mut("rows").and_then(Value::as_array_mut) else {
+                continue;
+            };
+            for row in rows {
+                if is_hidden(&row["contribution"])? || is_hidden(&row["credited_contribution"])? {
+                    for field in [
+                        "row_hash",
+                        "contribution",
+                        "contributor",
+                        "credited_contribution",
+                        "credited_contributor",
+                        "snippet",
+                    ] {
+                        row[field] = json!(WITHHELD);
+                    }
+                    withheld += 1;
+                }
+            }
+        }
+    }
+    if let Some(weights) = view.get_mut("contributions").and_then(Value::as_array_mut) {
+        for w in weights {
+            if is_hidden(&w["contribution"])? {
+                w["contribution"] = json!(WITHHELD);
+                w["contributor"] = json!(WITHHELD);
+                withheld += 1;
+            }
+        }
+    }
+    if withheld > 0 {
+        view["withheld"] = json!(format!(
+            "{withheld} rows and weights belong to permissioned datanets {} has no grant for: \
+             their contributors, rows and snippets are withheld",
+            reader.map_or("an anonymous caller".to_string(), |a| a.to_string())
+        ));
+    }
+    Ok(())
 }
 
 fn parse_receipt(s: &str) -> Result<ReceiptId, ApiError> {
@@ -171,6 +259,7 @@ fn parse_receipt(s: &str) -> Result<ReceiptId, ApiError> {
 }
 
 async fn get_receipt(
+    caller: Caller,
     State(s): State<ReceiptState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -180,6 +269,27 @@ async fn get_receipt(
             "no receipt {id} on the ledger (yet: receipts appear once their block commits)"
         ))
     })?;
+    // The prompt and answer are the payer's: shown only to the payer, the
+    // adapter's owner and the operator.
+    let adapter_owner = match &receipt.adapter {
+        Some(a) => s.chain.ledger().adapter(a)?.map(|a| a.owner),
+        None => None,
+    };
+    let reader = caller.address();
+    let may_read = caller.is_operator()
+        || reader.is_some_and(|r| r == receipt.payer || Some(r) == adapter_owner);
+    if !may_read {
+        return Ok(Json(json!({
+            "receipt": receipt,
+            "answer": null,
+            "answer_withheld": format!(
+                "the prompt and answer are shown only to a request signed by the paying account ({}), \
+                 the adapter's owner or the node's operator{}",
+                receipt.payer,
+                reader.map_or(String::new(), |r| format!("; {r} is none of them"))
+            ),
+        })));
+    }
     let stored: Option<StoredAnswer> = std::fs::read(answer_path(&s.receipts_dir, &id))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());

@@ -1,16 +1,19 @@
 //! Datanet routes: descriptors, contributions (upload and validation),
 //! publish plans, versions, rows, export, leaderboards and histories.
 //! Everything that changes the ledger is a transaction the user signs; these
-//! routes prepare and explain it (docs/node.md, "Datanets"). Reads of a
-//! permissioned datanet's rows (rows, export) and of contributor histories
-//! are authenticated by a signed request ([`super::signed_read`]). The
+//! routes prepare and explain it (docs/node.md, "Datanets"). Who may call
+//! each route is in `docs/security.md`: creating a datanet and uploading a
+//! contribution act for an account, so they take a [`SignedBy`] (the
+//! descriptor's owner and the contributor are the signer, 403 otherwise);
+//! reads of a permissioned datanet's rows (rows, export) and of contributor
+//! histories depend on the signed [`Caller`] ([`super::auth`]). The
 //! service's [`DatanetServiceError`] becomes a status and a code here.
 
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,10 +22,9 @@ use serde::Deserialize;
 use trib_datanet::{DatanetError, FileKind, PageRequest};
 use trib_types::Address;
 
-use super::signed_read::{self, ReplayGuard};
+use super::auth::{Caller, SignedBy};
 use super::{ApiError, AppState};
 use crate::datanets::{DatanetService, DatanetServiceError};
-use trib_client::signed_read as signing;
 use trib_client::wire::{
     ContributionResponse, ContributionView, CreateDatanetBody, CreateDatanetResponse, DatanetView,
     LeaderboardEntry, PageView, PublishPlan, RowView, VersionView,
@@ -30,14 +32,13 @@ use trib_client::wire::{
 
 type Svc = Arc<DatanetService>;
 
-/// What the datanet routes share: the service, the node's request-body
+/// What the datanet routes share: the service and the node's request-body
 /// limit (uploads stream past axum's body extractors, so they apply it
-/// themselves) and the replay guard of signed reads.
+/// themselves).
 #[derive(Clone)]
 struct Routes {
     svc: Svc,
     max_request_bytes: usize,
-    replays: Arc<ReplayGuard>,
 }
 
 impl From<DatanetServiceError> for ApiError {
@@ -117,7 +118,6 @@ pub(crate) fn routes(svc: Svc, max_request_bytes: usize) -> Router<AppState> {
         .with_state(Routes {
             svc,
             max_request_bytes,
-            replays: Arc::default(),
         })
 }
 
@@ -136,24 +136,6 @@ fn parse_address(s: &str) -> Result<Address, ApiError> {
     })
 }
 
-/// The verified signer of this request (`None`: anonymous), or a 401.
-fn signer(
-    r: &Routes,
-    headers: &HeaderMap,
-    method: &Method,
-    uri: &Uri,
-) -> Result<Option<Address>, ApiError> {
-    let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    signed_read::verify(
-        headers,
-        method.as_str(),
-        path_and_query,
-        b"",
-        signing::now(),
-        &r.replays,
-    )
-}
-
 fn parse_version(s: &str) -> Result<u32, ApiError> {
     s.parse::<u32>().ok().filter(|v| *v > 0).ok_or_else(|| {
         ApiError::bad_request(
@@ -163,11 +145,31 @@ fn parse_version(s: &str) -> Result<u32, ApiError> {
     })
 }
 
+/// A 403 for a request that names another account than its signer.
+fn not_the_signer(what: &str, named: &Address, signer: &Address) -> ApiError {
+    ApiError {
+        status: StatusCode::FORBIDDEN,
+        code: "not_the_signer",
+        message: format!(
+            "the request names {named} as {what} but is signed by {signer}: \
+             only {named} can sign it"
+        ),
+    }
+}
+
 async fn create(
+    signer: SignedBy,
     State(s): State<Svc>,
     body: Result<Json<CreateDatanetBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<CreateDatanetResponse>), ApiError> {
     let Json(body) = body?;
+    if body.request.owner != signer.address() {
+        return Err(not_the_signer(
+            "the datanet's owner",
+            &body.request.owner,
+            &signer.address(),
+        ));
+    }
     let r = blocking(move || s.create_with_quotas(body.request, body.quotas)).await?;
     Ok((StatusCode::CREATED, Json(r)))
 }
@@ -188,7 +190,8 @@ async fn show(
 /// fields instead (a form field wins over the query).
 #[derive(Debug, Default, Deserialize)]
 struct UploadQuery {
-    /// Who contributes (and will sign `Contribute`).
+    /// Who contributes (and will sign `Contribute`): optional, and when
+    /// given it must be the request's signer.
     contributor: Option<String>,
     /// The file name as uploaded (a multipart file part's own name when
     /// absent).
@@ -326,6 +329,7 @@ async fn read_upload(
 }
 
 async fn contribute(
+    signer: SignedBy,
     State(r): State<Routes>,
     Path(name): Path<String>,
     q: Result<Query<UploadQuery>, QueryRejection>,
@@ -343,12 +347,16 @@ async fn contribute(
         max_request_bytes: r.max_request_bytes,
     };
     let Upload { fields, bytes } = read_upload(req, q, limit).await?;
-    let contributor = parse_address(fields.contributor.as_deref().ok_or_else(|| {
-        ApiError::bad_request(
-            "missing_contributor",
-            "who contributes? pass `contributor` (query parameter or form field)",
-        )
-    })?)?;
+    // The contributor is the signer; a `contributor` field, when given,
+    // must name it (so nobody uses up another's quota or records
+    // rejections against them).
+    let contributor = signer.address();
+    if let Some(named) = fields.contributor.as_deref() {
+        let named = parse_address(named)?;
+        if named != contributor {
+            return Err(not_the_signer("the contributor", &named, &contributor));
+        }
+    }
     let file_name = fields.file_name.ok_or_else(|| {
         ApiError::bad_request(
             "missing_file_name",
@@ -391,17 +399,14 @@ async fn contributions(
 }
 
 async fn history(
-    State(r): State<Routes>,
+    caller: Caller,
+    State(s): State<Svc>,
     Path(address): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     page: Result<Query<PageRequest>, QueryRejection>,
 ) -> Result<Json<PageView<ContributionView>>, ApiError> {
     let Query(page) = page?;
     let who = parse_address(&address)?;
-    let reader = signer(&r, &headers, &method, &uri)?;
-    let s = r.svc;
+    let reader = caller.address();
     let (items, next) = blocking(move || s.history(&who, &page, reader.as_ref())).await?;
     Ok(Json(PageView { items, next }))
 }
@@ -421,17 +426,14 @@ async fn versions(
 }
 
 async fn rows(
-    State(r): State<Routes>,
+    caller: Caller,
+    State(s): State<Svc>,
     Path((name, version)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     page: Result<Query<PageRequest>, QueryRejection>,
 ) -> Result<Json<PageView<RowView>>, ApiError> {
     let Query(page) = page?;
     let version = parse_version(&version)?;
-    let reader = signer(&r, &headers, &method, &uri)?;
-    let s = r.svc;
+    let reader = caller.address();
     let (items, next) = blocking(move || {
         s.authorize_read(&name, reader.as_ref())?;
         s.rows(&name, version, &page)
@@ -441,15 +443,12 @@ async fn rows(
 }
 
 async fn export(
-    State(r): State<Routes>,
+    caller: Caller,
+    State(s): State<Svc>,
     Path((name, version)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let version = parse_version(&version)?;
-    let reader = signer(&r, &headers, &method, &uri)?;
-    let s = r.svc;
+    let reader = caller.address();
     let bytes = blocking(move || {
         s.authorize_read(&name, reader.as_ref())?;
         s.export(&name, version)

@@ -1,19 +1,20 @@
 //! ModelFactory job routes: submit (job TOML in the body), list, show,
 //! follow progress as server-sent events, cancel.
 //!
-//! A submission that names an owner (`?owner=ADDR`) must be a signed request
-//! from that owner ([`super::signed_read`], the same headers and
-//! checks as permissioned datanet reads): the owner's address is what the job
-//! reads permissioned datanets as, so it cannot be taken on trust. A signed
-//! submission without `owner` is owned by its signer; an unsigned one without
-//! `owner` stays anonymous (public datanets only), as before.
+//! Every job route acts for an account, so each takes a [`SignedBy`]
+//! ([`super::auth`]; 401 `missing_signature` unsigned). A job is owned by
+//! the signer of its submission (`?owner=ADDR`, when given, must be the
+//! signer: 403 `owner_mismatch`); its owner's access is what permissioned
+//! datanets are checked against. `GET /v1/jobs` lists the caller's own jobs
+//! (the operator sees every job); a job of another account is answered 404,
+//! exactly as a job that does not exist, so job ids do not tell who trains
+//! what.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -23,7 +24,7 @@ use tokio::sync::broadcast;
 
 use trib_types::Address;
 
-use super::signed_read::{self, ReplayGuard};
+use super::auth::{Caller, SignedBy};
 use super::{ApiError, AppState};
 use crate::jobs::{JobError, JobQueue};
 use trib_client::wire::JobView;
@@ -34,6 +35,8 @@ impl From<JobError> for ApiError {
             JobError::BadConfig(_) | JobError::UnknownBaseModel { .. } => {
                 (StatusCode::BAD_REQUEST, "bad_job")
             }
+            JobError::SourceNotAllowed { .. } => (StatusCode::FORBIDDEN, "source_not_allowed"),
+            JobError::TooManyJobs { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_jobs"),
             JobError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             JobError::Finished { .. } => (StatusCode::CONFLICT, "job_finished"),
             JobError::WorkerStopped => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -46,29 +49,12 @@ impl From<JobError> for ApiError {
     }
 }
 
-/// What the job routes share: the queue and the replay guard of signed
-/// submissions.
-#[derive(Clone)]
-struct Routes {
-    q: JobQueue,
-    replays: Arc<ReplayGuard>,
-}
-
-impl axum::extract::FromRef<Routes> for JobQueue {
-    fn from_ref(r: &Routes) -> JobQueue {
-        r.q.clone()
-    }
-}
-
 pub(crate) fn routes(q: JobQueue) -> Router<AppState> {
     Router::new()
         .route("/v1/jobs", get(list).post(submit))
         .route("/v1/jobs/{id}", get(show).delete(cancel))
         .route("/v1/jobs/{id}/events", get(events))
-        .with_state(Routes {
-            q,
-            replays: Arc::default(),
-        })
+        .with_state(q)
 }
 
 fn parse_id(s: &str) -> Result<u64, ApiError> {
@@ -82,38 +68,36 @@ struct SubmitQuery {
     owner: Option<String>,
 }
 
-/// The job's owner: the verified signer of the request, which must be the
-/// `owner` it names (401 `missing_signature` when it names one unsigned, 401
-/// for a bad signature, 403 `owner_mismatch` when signed by another key).
-fn job_owner(
-    claimed: Option<Address>,
-    signer: Option<Address>,
-) -> Result<Option<Address>, ApiError> {
-    match (claimed, signer) {
-        (None, signer) => Ok(signer),
-        (Some(o), None) => Err(ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            code: "missing_signature",
-            message: format!(
-                "a job owned by {o} must be a signed request from {o} (x-trib-* headers over the method, path?query and body; `trib factory submit --key KEY` signs)"
-            ),
-        }),
-        (Some(o), Some(s)) if o == s => Ok(Some(s)),
-        (Some(o), Some(s)) => Err(ApiError {
+/// The job's owner: the signer, which must be the `owner` the request
+/// names, if any (403 `owner_mismatch` otherwise).
+fn job_owner(claimed: Option<Address>, signer: Address) -> Result<Address, ApiError> {
+    match claimed {
+        Some(o) if o != signer => Err(ApiError {
             status: StatusCode::FORBIDDEN,
             code: "owner_mismatch",
             message: format!(
-                "the request is signed by {s} but names the owner {o}: only {o} can submit a job it owns"
+                "the request is signed by {signer} but names the owner {o}: only {o} can submit a job it owns"
             ),
         }),
+        _ => Ok(signer),
+    }
+}
+
+/// Job `id` when `caller` may see it (its owner or the operator); 404
+/// otherwise, the same answer as for a job that does not exist.
+fn visible_job(q: &JobQueue, id: &str, caller: Caller) -> Result<JobView, ApiError> {
+    let id = parse_id(id)?;
+    let view = q.get(id)?;
+    if view.owner.is_some_and(|o| caller.acts_for(&o)) || caller.is_operator() {
+        Ok(view)
+    } else {
+        Err(JobError::NotFound { id }.into())
     }
 }
 
 async fn submit(
-    State(r): State<Routes>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    signer: SignedBy,
+    State(q): State<JobQueue>,
     query: Result<Query<SubmitQuery>, QueryRejection>,
     body: String,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
@@ -127,39 +111,39 @@ async fn submit(
             })
         })
         .transpose()?;
-    let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let signer = signed_read::verify(
-        &headers,
-        method.as_str(),
-        path_and_query,
-        body.as_bytes(),
-        trib_client::signed_read::now(),
-        &r.replays,
-    )?;
-    let owner = job_owner(claimed, signer)?;
-    let q = r.q;
+    let owner = job_owner(claimed, signer.address())?;
     let view = tokio::task::spawn_blocking(move || q.submit(&body, owner))
         .await
         .map_err(|e| ApiError::internal(format!("job submission failed: {e}")))??;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
-async fn list(State(q): State<JobQueue>) -> Json<Vec<JobView>> {
-    Json(q.list())
+/// `GET /v1/jobs`: the caller's jobs (every job for the operator).
+async fn list(SignedBy(caller): SignedBy, State(q): State<JobQueue>) -> Json<Vec<JobView>> {
+    Json(
+        q.list()
+            .into_iter()
+            .filter(|j| caller.is_operator() || j.owner.is_some_and(|o| caller.acts_for(&o)))
+            .collect(),
+    )
 }
 
 async fn show(
+    SignedBy(caller): SignedBy,
     State(q): State<JobQueue>,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    Ok(Json(q.get(parse_id(&id)?)?))
+    Ok(Json(visible_job(&q, &id, caller)?))
 }
 
 async fn cancel(
+    SignedBy(caller): SignedBy,
     State(q): State<JobQueue>,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    Ok(Json(q.cancel(parse_id(&id)?)?))
+    let job = visible_job(&q, &id, caller)?;
+    tracing::info!(target: "trib::node::jobs", id = job.id, by = ?caller.address(), "cancel requested");
+    Ok(Json(q.cancel(job.id)?))
 }
 
 fn to_event(v: &serde_json::Value) -> Event {
@@ -170,10 +154,12 @@ fn to_event(v: &serde_json::Value) -> Event {
 /// `GET /v1/jobs/{id}/events`: every event so far, then the new ones until
 /// the job ends (`done`, `failed` or `cancelled` is the last event).
 async fn events(
+    SignedBy(caller): SignedBy,
     State(q): State<JobQueue>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let (history, rx) = q.follow(parse_id(&id)?)?;
+    let job = visible_job(&q, &id, caller)?;
+    let (history, rx) = q.follow(job.id)?;
     let ended = history.iter().any(JobQueue::is_terminal);
     let replay = stream::iter(history.into_iter().map(|v| Ok(to_event(&v))));
     let live = stream::unfold((rx.filter(|_| !ended), false), |(rx, done)| async move {
@@ -204,15 +190,9 @@ mod tests {
     fn a_named_owner_must_be_the_signer() {
         let a = trib_types::SecretKey::from_seed([1; 32]).address();
         let b = trib_types::SecretKey::from_seed([2; 32]).address();
-        assert_eq!(job_owner(None, None).unwrap(), None);
-        assert_eq!(job_owner(None, Some(b)).unwrap(), Some(b));
-        assert_eq!(job_owner(Some(a), Some(a)).unwrap(), Some(a));
-        let e = job_owner(Some(a), None).unwrap_err();
-        assert_eq!(
-            (e.status, e.code),
-            (StatusCode::UNAUTHORIZED, "missing_signature")
-        );
-        let e = job_owner(Some(a), Some(b)).unwrap_err();
+        assert_eq!(job_owner(None, b).unwrap(), b);
+        assert_eq!(job_owner(Some(a), a).unwrap(), a);
+        let e = job_owner(Some(a), b).unwrap_err();
         assert_eq!(
             (e.status, e.code),
             (StatusCode::FORBIDDEN, "owner_mismatch")

@@ -12,8 +12,10 @@
 //! every error into a typed response.
 //!
 //! Every router is assembled in [`router_with`] before the shared layers
-//! are added, so every route gets the same tracing span and the same
-//! request-body limit (`max_request_bytes`, 413 past it).
+//! are added, so every route gets the same tracing span, the same
+//! request-body limit (`max_request_bytes`, 413 past it) and the same
+//! authentication ([`auth`]: the signed-request middleware and the table
+//! of who may call each route, `docs/security.md`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,15 +30,17 @@ use crate::serving::Serving;
 
 mod apikeys;
 pub(crate) mod attribution;
+pub(crate) mod auth;
 mod datanets;
 mod error;
 mod jobs;
 mod ledger;
 mod models;
 pub(crate) mod openai;
-mod signed_read;
 mod web;
 
+#[cfg(test)]
+mod access_tests;
 #[cfg(test)]
 mod tests;
 
@@ -64,6 +68,9 @@ pub(crate) struct Services {
     pub(crate) serving: Option<Arc<Serving>>,
     /// The node's API keys (`/v1/apikeys`).
     pub(crate) apikeys: Arc<crate::apikeys::ApiKeys>,
+    /// Signatures accepted within the window (`<home>/signed-requests.log`),
+    /// so a signed request cannot be replayed, even across a restart.
+    pub(crate) replays: Arc<auth::ReplayGuard>,
 }
 
 /// The ledger routes alone (tests of the ledger API), with the same
@@ -84,10 +91,12 @@ pub(crate) fn router_with(
     max_request_bytes: usize,
 ) -> Router {
     let chain = state.chain.clone();
+    let mut replays = Arc::default();
     let mut r = Router::new().merge(ledger::routes());
     // The receipt and OpenAI routes carry their own state already.
     let mut own_state = Router::new();
     if let Some(s) = services {
+        replays = s.replays.clone();
         r = r
             // The upload route streams its body past the extractors, so it
             // applies `max_request_bytes` itself (with the datanet's own
@@ -100,10 +109,9 @@ pub(crate) fn router_with(
                 keys: s.apikeys,
                 chain: chain.clone(),
                 operator: s.serving.as_ref().map(|v| v.billing.operator()),
-                replays: Arc::default(),
             }));
         own_state = own_state.merge(attribution::routes(attribution::ReceiptState {
-            chain,
+            chain: chain.clone(),
             receipts_dir: s.receipts_dir,
             serving: s.serving.clone(),
         }));
@@ -122,6 +130,14 @@ pub(crate) fn router_with(
                 message: "method not allowed on this route".into(),
             }
         })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(auth::Auth {
+                operator: chain.operator(),
+                replays,
+                max_request_bytes,
+            }),
+            auth::authenticate,
+        ))
         .layer(DefaultBodyLimit::max(max_request_bytes))
         .layer(TraceLayer::new_for_http())
 }

@@ -54,11 +54,13 @@ const DATANETS: [(&str, &str, &str, [&str; 2]); 2] = [
 ];
 
 /// The demo's LoRA job on `us-constitution@1` (TOML), trained from `model`
-/// with its output under `jobs_root`.
+/// (named by its file name: the node's jobs read base models from its
+/// models directory, where the demo linked it) with its output under
+/// `jobs_root`.
 fn demo_job(model: &Path, jobs_root: &Path) -> String {
     format!(
         "name = \"us-constitution-lora\"\n[model]\nbase = \"{}\"\n[data]\nsources = [\"us-constitution@1\"]\nformat = \"text\"\nmax_length = 48\npacking = true\nvalidation_fraction = 0.2\n[lora]\nr = 8\nalpha = 16\ndropout = 0.0\ntarget_modules = [\"q_proj\", \"v_proj\"]\n[train]\nlearning_rate = 1e-3\nschedule = \"constant\"\nwarmup_steps = 0\nepochs = 1\nbatch_size = 2\ngradient_accumulation = 1\nseed = 7\n[output]\ndir = \"{}\"\n[pricing]\ninput_per_1k = \"0.002\"\noutput_per_1k = \"0.004\"\n",
-        model.display(),
+        model.file_name().unwrap_or_default().to_string_lossy(),
         jobs_root.join("demo").display()
     )
 }
@@ -116,12 +118,13 @@ impl Demo {
         Ok(artifacts)
     }
 
-    /// Each owner stores a descriptor on the node and signs `CreateDatanet`.
+    /// Each owner stores a descriptor on the node (a request it signs) and
+    /// signs `CreateDatanet`.
     async fn create_datanets(&mut self, svc: &NodeClient) -> Result<(), DemoError> {
         self.next_step("datanets: alice creates us-constitution, carol creates us-declaration (stake 1 OPEN per contribution)");
         for (owner, name, desc, tags) in DATANETS {
             let owner = self.user(owner).clone();
-            let plan = svc
+            let plan = (svc.clone().with_signer(owner.clone()))
                 .create_datanet(&CreateDatanetRequest {
                     owner: owner.address(),
                     name: name.into(),
@@ -155,7 +158,8 @@ impl Demo {
         for (who, datanet, text) in demo_uploads() {
             let key = self.user(who).clone();
             let file = format!("{who}-{datanet}.txt");
-            let r = svc
+            // Uploads are signed by their contributor.
+            let r = (svc.clone().with_signer(key.clone()))
                 .contribute(
                     datanet,
                     &Upload {
@@ -288,9 +292,9 @@ impl Demo {
     /// request the owner signed) and follows its events to the end.
     async fn train(&mut self, svc: &NodeClient, job: &str) -> Result<TrainingSummary, DemoError> {
         let alice = self.user("alice").clone();
-        let submitted = (svc.clone().with_signer(alice.clone()))
-            .submit_job(job, Some(&alice.address()))
-            .await?;
+        // Every job route acts for the job's owner: alice signs them all.
+        let svc = svc.clone().with_signer(alice.clone());
+        let submitted = svc.submit_job(job, Some(&alice.address())).await?;
         say!("      job {} queued by alice", submitted.id);
         let last = svc.follow_job(submitted.id, print_job_event).await?;
         let done = svc.job(submitted.id).await?;
