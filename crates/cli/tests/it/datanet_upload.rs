@@ -140,13 +140,17 @@ fn files_upload_as_raw_bodies_or_multipart_forms_and_oversized_ones_are_refused_
     assert_eq!(board.as_array().unwrap().len(), 1, "{board}");
     assert_eq!(board[0]["rejected_at_validation"], 1, "{board}");
 
-    // Malformed requests name what is missing or unexpected.
+    // Without a `contributor` field the signer contributes (uploads are
+    // signed, so the field is no longer needed).
     let (s, v) = post(
         &uploads,
         &multipart,
         form(&[], Some(("declaration.md", &declaration))),
     );
-    assert_eq!((s, code(&v)), (400, "missing_contributor"), "{v}");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["report"]["contributor"], alice, "{v}");
+    assert_eq!(v["report"]["rejection"]["reason"], "all_duplicates", "{v}");
+    // Malformed requests name what is missing or unexpected.
     let (s, v) = post(&uploads, &multipart, form(&[("contributor", &alice)], None));
     assert_eq!((s, code(&v)), (400, "bad_multipart"), "{v}");
     assert!(v["error"]["message"]
