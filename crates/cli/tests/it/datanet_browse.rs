@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use trib_node::types::SecretKey;
 
 use crate::datanets::{fixture, fund};
-use crate::harness::{get_json, http, units, NodeProc, TestHome};
+use crate::harness::{get_json, units, NodeProc, TestHome};
 
 const ONE_OPEN: u128 = 1_000_000_000_000_000_000;
 

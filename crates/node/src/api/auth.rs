@@ -131,7 +131,7 @@ pub(crate) const POLICY: &[(&str, &str, Access)] = &[
     ("DELETE", "/v1/apikeys/{id}", Access::Signed),
     // Receipts and attribution.
     ("GET", "/v1/receipts/{id}", Access::PublicOrSigned),
-    ("GET", "/v1/receipts/{id}/verify", Access::PublicOrSigned),
+    ("GET", "/v1/receipts/{id}/verify", Access::Public),
     ("GET", "/v1/payouts", Access::Public),
     ("POST", "/v1/attribution/trace", Access::PublicOrSigned),
 ];
