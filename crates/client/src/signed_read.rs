@@ -5,7 +5,7 @@
 //! `tributary signed read v1\n{METHOD}\n{path?query}\n{timestamp}\n{nonce}\n{blake3(body) hex}`
 //! and sends the public key, its address, the timestamp (Unix seconds),
 //! the nonce (random hex) and the signature in the headers below. The node
-//! (`trib-node`'s `api::signed_read::verify`) rebuilds the same
+//! (`trib-node`'s `api::auth::verify`, run once per request by its middleware) rebuilds the same
 //! [`message`], so the signed text has one definition: this module. It
 //! recomputes the address from the public key, refuses timestamps more
 //! than [`READ_SIGNATURE_WINDOW_SECS`] away from its clock, and remembers

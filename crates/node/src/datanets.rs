@@ -14,7 +14,7 @@
 //! The service knows nothing of HTTP: it returns ledger, store and
 //! `trib-client` wire types and a [`DatanetServiceError`] naming what went
 //! wrong; `api/datanets.rs` maps each variant to a status and a code, and
-//! checks the signatures of signed reads (`api/signed_read.rs`).
+//! gets the signer of signed requests from the `api/auth.rs` middleware.
 
 use std::collections::HashMap;
 use std::path::Path;
