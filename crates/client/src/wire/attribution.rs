@@ -3,9 +3,10 @@
 //! attribution routes build; clients read them as JSON values.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The body of `POST /v1/attribution/trace`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TraceRequest {
     /// The base model's name or a registered adapter's id or name.
     pub model: String,

@@ -3,11 +3,14 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::schema;
 use trib_model::factory::TrainingSummary;
 use trib_types::Address;
 
 /// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     /// Waiting for the worker.
@@ -34,17 +37,19 @@ impl JobStatus {
 }
 
 /// A job as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobView {
     /// Id (from 1, per node run).
     pub id: u64,
     /// The job's name.
     pub name: Option<String>,
     /// Who submitted it (its datanet access is checked).
+    #[schema(value_type = Option<schema::Address>)]
     pub owner: Option<Address>,
     /// Status.
     pub status: JobStatus,
     /// Output directory.
+    #[schema(value_type = String)]
     pub output_dir: PathBuf,
     /// Last step done and total steps.
     pub step: u64,
@@ -56,6 +61,7 @@ pub struct JobView {
     pub error: Option<String>,
     /// The training summary when done: the adapter's content id, the base
     /// model's hash, the prices and the evaluations its metrics hash covers.
+    #[schema(value_type = Option<Object>)]
     pub summary: Option<TrainingSummary>,
     /// The datanet versions it trains on (`name@version` sources), what an
     /// adapter registration records (`trib factory register`).
@@ -64,7 +70,7 @@ pub struct JobView {
 }
 
 /// A datanet version a job trains on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct JobDatanet {
     /// The datanet's name.
     pub name: String,

@@ -9,6 +9,7 @@ mod error;
 mod jobs;
 mod ledger;
 mod models;
+pub mod schema;
 
 pub use apikeys::{ApiKeyList, ApiKeyView, NewApiKeyView};
 pub use attribution::TraceRequest;
