@@ -12,7 +12,7 @@ const ONE_OPEN: u128 = 1_000_000_000_000_000_000;
 
 /// `POST url` with the JSON `body`, signed by `key`.
 fn post_json(url: &str, body: &Value, key: &SecretKey) -> (u16, Value) {
-    crate::harness::signed("POST", url, &serde_json::to_vec(body).unwrap(), key)
+    crate::harness::signed_json("POST", url, body, key)
 }
 
 #[test]

@@ -252,6 +252,23 @@ pub fn http() -> reqwest::blocking::Client {
 /// the method, the URL's path and query and the body); returns (status,
 /// body as JSON, or as a JSON string when it is not JSON).
 pub fn signed(method: &str, url: &str, body: &[u8], key: &SecretKey) -> (u16, Value) {
+    signed_with_type(method, url, None, body, key)
+}
+
+/// [`signed`] with a JSON body (sent as `application/json`, which the
+/// node's JSON routes require).
+pub fn signed_json(method: &str, url: &str, body: &Value, key: &SecretKey) -> (u16, Value) {
+    let bytes = serde_json::to_vec(body).unwrap();
+    signed_with_type(method, url, Some("application/json"), &bytes, key)
+}
+
+fn signed_with_type(
+    method: &str,
+    url: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+    key: &SecretKey,
+) -> (u16, Value) {
     let parsed = reqwest::Url::parse(url).unwrap();
     let path = match parsed.query() {
         Some(q) => format!("{}?{q}", parsed.path()),
@@ -260,6 +277,9 @@ pub fn signed(method: &str, url: &str, body: &[u8], key: &SecretKey) -> (u16, Va
     let mut req = http()
         .request(method.parse().unwrap(), url)
         .body(body.to_vec());
+    if let Some(t) = content_type {
+        req = req.header("content-type", t);
+    }
     for (k, v) in
         trib_client::signed_read::sign(key, method, &path, body, trib_client::signed_read::now())
     {
