@@ -759,7 +759,11 @@ mod mid_stream {
         // settlement is in the mempool.
         let stored = stored_answer(&w).await;
         assert_eq!(stored.answer, sent);
+        // Served and charged, not yet in a block: the settlement lag of
+        // `/metrics`.
+        assert_eq!(w.chain.pending_counts().settlements, 1);
         w.block();
+        assert_eq!(w.chain.pending_counts().settlements, 0);
         let receipt = w
             .chain
             .ledger()

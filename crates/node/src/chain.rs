@@ -132,6 +132,14 @@ struct PendingCharges {
     settled: Amount,
 }
 
+/// The mempool's depth for `/metrics`.
+pub(crate) struct PendingCounts {
+    /// Transactions waiting.
+    pub(crate) transactions: usize,
+    /// `SettleInference` transactions among them (the settlement lag).
+    pub(crate) settlements: usize,
+}
+
 /// The chain head and the mempool size, read together.
 pub(crate) struct ChainStatus {
     /// The chain id of the genesis.
@@ -424,6 +432,21 @@ impl Chain {
             pending_allowance,
             pending_settled: pending.settled,
         }))
+    }
+
+    /// Pending transactions, and the settlements among them (answers
+    /// served and charged but not yet in a block), read together.
+    pub(crate) fn pending_counts(&self) -> PendingCounts {
+        let pool = self.mempool();
+        let settlements = pool
+            .bodies
+            .values()
+            .filter(|stx| matches!(stx.tx.action, Action::SettleInference { .. }))
+            .count();
+        PendingCounts {
+            transactions: pool.txs.len(),
+            settlements,
+        }
     }
 
     /// Number of pending transactions.

@@ -47,6 +47,10 @@ pub struct NodeConfig {
     /// `[serving] adapter_store` names an object store.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_model: Option<std::path::PathBuf>,
+    /// Browser origins (`https://app.example`) allowed to call the API
+    /// across origins (CORS). Empty: none; browsers then refuse every
+    /// cross-origin call, and the node sends no `Access-Control-Allow-*`.
+    pub cors_origins: Vec<String>,
     /// The OpenLoRA engine: adapter store, adapter cache and limits.
     pub serving: ServingConfig,
     /// Datanets: where contributed files are kept.
@@ -257,6 +261,7 @@ impl Default for NodeConfig {
             max_request_bytes: 256 * 1024,
             producer_key: "producer".to_string(),
             base_model: None,
+            cors_origins: Vec::new(),
             serving: ServingConfig::default(),
             datanets: DatanetsConfig::default(),
             jobs: JobsConfig::default(),
@@ -280,6 +285,17 @@ impl NodeConfig {
         }
         if self.max_request_bytes < 1024 {
             return Err("max_request_bytes must be at least 1024".into());
+        }
+        for origin in &self.cors_origins {
+            let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin.ends_with('/')
+                && axum::http::HeaderValue::from_str(origin).is_ok();
+            if !ok {
+                return Err(format!(
+                    "cors_origins: `{origin}` is not an origin: give scheme and host (and port), \
+                     like `https://app.example` (no path, no trailing slash)"
+                ));
+            }
         }
         self.serving.validate()?;
         self.datanets.validate()?;
@@ -356,9 +372,12 @@ impl NodeConfig {
              max_request_bytes = {}\n\
              # Keystore key that signs blocks (must be the genesis producer).\n\
              producer_key = \"{}\"\n\
+             # Browser origins allowed to call the API across origins (CORS); empty: none.\n\
+             cors_origins = {}\n\
              # Base model served on /v1/completions and /v1/chat/completions (unset: no serving).\n\
              {}\n",
             self.listen, self.block_interval_ms, self.mempool_max_txs, self.max_request_bytes, self.producer_key,
+            toml::Value::Array(self.cors_origins.iter().cloned().map(toml::Value::String).collect()),
             match &self.base_model {
                 Some(p) => format!("base_model = {}", toml::Value::String(p.display().to_string())),
                 None => "# base_model = \"models/SmolLM2-135M-Instruct.Q4_1.gguf\"".to_string(),
@@ -370,6 +389,23 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cors_origins_must_be_origins_and_are_written_back() {
+        let cfg = NodeConfig::from_toml("cors_origins = [\"https://app.example\"]", Path::new("c"))
+            .unwrap();
+        assert_eq!(cfg.cors_origins, vec!["https://app.example".to_string()]);
+        assert_eq!(
+            NodeConfig::from_toml(&cfg.to_toml(), Path::new("c")).unwrap(),
+            cfg
+        );
+        for bad in ["app.example", "https://app.example/", "*"] {
+            let e = NodeConfig::from_toml(&format!("cors_origins = [\"{bad}\"]"), Path::new("c"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("is not an origin"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn an_empty_file_is_the_default_configuration() {

@@ -125,6 +125,7 @@ impl RunningNode {
             },
             Some(services),
             config.max_request_bytes,
+            &config.cors_origins,
         );
         let mut server_stop = stop_rx.clone();
         let server = tokio::spawn(async move {

@@ -147,6 +147,72 @@ async fn request_sizes_over_the_limits_are_400_naming_the_limit_before_the_fee_c
     f.node.shutdown().await.unwrap();
 }
 
+/// One sample's value in a Prometheus text page (a metric without labels).
+fn sample(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{page}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_move_with_a_paid_answer_under_vllms_names() {
+    let f = Fixture::start().await;
+    let (_, key) = f.user(11, 10, Amount::open(5)).await;
+    let scrape = || async {
+        let r = f
+            .http
+            .get(format!("{}/metrics", f.node.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let kind = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+        r.text().await.unwrap()
+    };
+    let before = scrape().await;
+    assert_eq!(sample(&before, "vllm:generation_tokens_total"), 0.0);
+    assert_eq!(
+        sample(&before, "vllm:time_to_first_token_seconds_count"),
+        0.0
+    );
+    assert!(before.contains("# TYPE vllm:time_to_first_token_seconds histogram"));
+    let (s, v) = f
+        .post(
+            "/v1/completions",
+            Some(&key),
+            json!({ "model": f.base_name, "prompt": "once upon a time", "max_tokens": 6 }),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let prompt = v["usage"]["prompt_tokens"].as_f64().unwrap();
+    let completion = v["usage"]["completion_tokens"].as_f64().unwrap();
+    let after = scrape().await;
+    assert_eq!(sample(&after, "vllm:prompt_tokens_total"), prompt);
+    assert_eq!(sample(&after, "vllm:generation_tokens_total"), completion);
+    assert_eq!(
+        sample(&after, "vllm:time_to_first_token_seconds_count"),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, "vllm:time_per_output_token_seconds_count"),
+        completion - 1.0
+    );
+    assert!(sample(&after, "vllm:time_to_first_token_seconds_sum") > 0.0);
+    assert_eq!(sample(&after, "vllm:num_requests_running"), 0.0);
+    assert_eq!(sample(&after, "vllm:num_requests_waiting"), 0.0);
+    assert!(sample(&after, "trib:block_height") >= 1.0);
+    assert_eq!(sample(&after, "trib:adapter_cache_hits_total"), 0.0);
+    // The answer's settlement waits in the mempool until the next block.
+    let lag = sample(&after, "trib:settlements_pending");
+    assert!(lag <= 1.0 && lag <= sample(&after, "trib:mempool_transactions"));
+    assert_eq!(sample(&after, "trib:jobs_queued"), 0.0);
+    f.node.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_paid_answer_is_settled_into_a_receipt_whose_payouts_sum_to_the_fee() {
     let f = Fixture::start().await;

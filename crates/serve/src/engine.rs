@@ -30,6 +30,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use crate::cache::{Acquire, AdapterCache, CacheConfig, CacheStats, LoadTicket, PinnedAdapter};
 use crate::error::ServeError;
 use crate::limits::{EngineLimits, RateLimiter};
+use crate::metrics::EngineMetrics;
 use crate::model::{BatchModel, ChatMessage, DecodeSlot, ModelError};
 use crate::name::AdapterName;
 use crate::sampling::{Sampler, SamplingParams};
@@ -377,6 +378,7 @@ impl Engine {
             next_id: AtomicU64::new(1),
             tx: Mutex::new(tx),
             counters: Counters::default(),
+            metrics: EngineMetrics::default(),
         });
         let thread_inner = inner.clone();
         let scheduler = std::thread::Builder::new()
@@ -468,6 +470,12 @@ impl EngineHandle {
         self.core.frontend.stats()
     }
 
+    /// The Prometheus histograms and token counters the scheduler updates
+    /// (clones share the values).
+    pub fn metrics(&self) -> EngineMetrics {
+        self.core.frontend.metrics()
+    }
+
     /// Stops the engine and waits for its threads: the scheduler finishes
     /// its current step, fails every waiting and running request with
     /// [`ServeError::ShuttingDown`] and exits; the adapter loader threads
@@ -504,6 +512,7 @@ trait Frontend: Send + Sync {
     fn unload(&self, name: &AdapterName) -> Result<usize, ServeError>;
     fn info(&self) -> ModelInfo;
     fn stats(&self) -> EngineStats;
+    fn metrics(&self) -> EngineMetrics;
     fn shutdown(&self);
     fn close_loaders(&self);
 }
@@ -525,6 +534,7 @@ struct Inner<M: BatchModel> {
     next_id: AtomicU64,
     tx: Mutex<mpsc::Sender<Command<M>>>,
     counters: Counters,
+    metrics: EngineMetrics,
 }
 
 impl<M: BatchModel> Inner<M> {
@@ -737,6 +747,10 @@ impl<M: BatchModel> Frontend for Inner<M> {
         }
     }
 
+    fn metrics(&self) -> EngineMetrics {
+        self.metrics.clone()
+    }
+
     fn shutdown(&self) {
         let _ = self
             .tx
@@ -778,6 +792,8 @@ struct Seq<M: BatchModel> {
     detok: Detokenizer,
     sink: UnboundedSender<StreamEvent>,
     arrived: Instant,
+    /// When its last token was generated (time per output token).
+    last_token: Option<Instant>,
 }
 
 impl<M: BatchModel> Seq<M> {
@@ -805,6 +821,7 @@ impl<M: BatchModel> Seq<M> {
             detok: Detokenizer::default(),
             sink,
             arrived: Instant::now(),
+            last_token: None,
         }
     }
 
@@ -1067,6 +1084,7 @@ impl<M: BatchModel> Scheduler<M> {
             };
             c.prefill_tokens
                 .fetch_add(chunk_len as u64, Ordering::Relaxed);
+            self.inner.metrics.prompt_tokens.inc_by(chunk_len as u64);
             match result {
                 Ok(logits) => {
                     s.prefilled = end;
@@ -1112,9 +1130,20 @@ impl<M: BatchModel> Scheduler<M> {
         let stop_tokens = &self.inner.stop_tokens;
         let context_len = self.inner.model.context_len();
         let model = &self.inner.model;
+        let metrics = &self.inner.metrics;
         let s = &mut self.running[i];
         let token = s.sampler.sample(logits);
         s.generated.push(token);
+        let now = Instant::now();
+        match s.last_token.replace(now) {
+            None => metrics
+                .time_to_first_token
+                .observe(now.duration_since(s.arrived).as_secs_f64()),
+            Some(last) => metrics
+                .time_per_output_token
+                .observe(now.duration_since(last).as_secs_f64()),
+        }
+        metrics.generation_tokens.inc();
         if stop_tokens.contains(&token) {
             let tail = s.detok.flush(&s.stop);
             if s.sink

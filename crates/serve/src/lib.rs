@@ -16,7 +16,9 @@
 //!   model computes the base matmuls once and the LoRA term per adapter group),
 //!   and prefills prompts in chunks within a per-step token budget so a long
 //!   prompt does not stall the decodes. Limits and back-pressure come back as
-//!   typed [`ServeError`]s that name their HTTP status.
+//!   typed [`ServeError`]s that name their HTTP status. The scheduler
+//!   measures time to first token, time per output token and token counts
+//!   ([`EngineMetrics`], vLLM's metric names) for the node's `/metrics`.
 //! - [`BatchModel`]: the small surface the engine needs from a model;
 //!   implemented for trib-model's transformer by [`ServedModel`].
 //!
@@ -29,6 +31,7 @@ mod engine;
 mod error;
 mod fixtures;
 mod limits;
+mod metrics;
 mod model;
 mod name;
 mod sampling;
@@ -47,6 +50,7 @@ pub use engine::{
 pub use error::ServeError;
 pub use fixtures::RandomAdapter;
 pub use limits::EngineLimits;
+pub use metrics::EngineMetrics;
 pub use model::{BatchModel, ChatMessage, DecodeSlot, ModelError};
 pub use name::{AdapterName, AdapterNameError, MAX_ADAPTER_NAME_LEN};
 pub use sampling::SamplingParams;

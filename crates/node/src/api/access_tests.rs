@@ -53,6 +53,7 @@ fn app(w: &World, limits: JobsConfig, replays: Arc<ReplayGuard>) -> (Router, Job
         },
         Some(services),
         1 << 20,
+        &[],
     );
     (app, jobs)
 }

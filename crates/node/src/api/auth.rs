@@ -134,6 +134,8 @@ pub(crate) const POLICY: &[(&str, &str, Access)] = &[
     ("GET", "/v1/receipts/{id}/verify", Access::Public),
     ("GET", "/v1/payouts", Access::Public),
     ("POST", "/v1/attribution/trace", Access::PublicOrSigned),
+    // Operators' Prometheus page: counts and timings only.
+    ("GET", "/metrics", Access::Public),
 ];
 
 /// Who sent a request, as [`authenticate`] proved it.

@@ -13,16 +13,21 @@
 //!
 //! Every router is assembled in [`router_with`] before the shared layers
 //! are added, so every route gets the same tracing span, the same
-//! request-body limit (`max_request_bytes`, 413 past it) and the same
+//! request-body limit (`max_request_bytes`, 413 past it), the same
 //! authentication ([`auth`]: the signed-request middleware and the table
-//! of who may call each route, `docs/security.md`).
+//! of who may call each route, `docs/security.md`), the same CORS policy
+//! (closed unless `cors_origins` lists origins) and
+//! `X-Content-Type-Options: nosniff`. `/metrics` ([`metrics`]) is the
+//! Prometheus page.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::Response;
 use axum::Router;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::chain::Chain;
@@ -35,6 +40,7 @@ mod datanets;
 mod error;
 mod jobs;
 mod ledger;
+mod metrics;
 mod models;
 pub(crate) mod openai;
 mod web;
@@ -77,7 +83,7 @@ pub(crate) struct Services {
 /// fallbacks and layers as [`router_with`].
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn router(state: AppState, max_request_bytes: usize) -> Router {
-    router_with(state, None, max_request_bytes)
+    router_with(state, None, max_request_bytes, &[])
 }
 
 /// The whole API: every area's routes (datanet, model, job, receipt and
@@ -89,6 +95,7 @@ pub(crate) fn router_with(
     state: AppState,
     services: Option<Services>,
     max_request_bytes: usize,
+    cors_origins: &[String],
 ) -> Router {
     let chain = state.chain.clone();
     let mut replays = Arc::default();
@@ -104,12 +111,17 @@ pub(crate) fn router_with(
             // answering 413 `file_too_large` or `oversize`).
             .merge(datanets::routes(s.datanets, max_request_bytes))
             .merge(models::routes(s.models))
-            .merge(jobs::routes(s.jobs))
+            .merge(jobs::routes(s.jobs.clone()))
             .merge(apikeys::routes(apikeys::KeyRoutes {
                 keys: s.apikeys,
                 chain: chain.clone(),
                 operator: s.serving.as_ref().map(|v| v.billing.operator()),
             }));
+        own_state = own_state.merge(metrics::routes(
+            chain.clone(),
+            s.jobs.clone(),
+            s.serving.clone(),
+        ));
         own_state = own_state.merge(attribution::routes(attribution::ReceiptState {
             chain: chain.clone(),
             receipts_dir: s.receipts_dir,
@@ -139,5 +151,34 @@ pub(crate) fn router_with(
             auth::authenticate,
         ))
         .layer(DefaultBodyLimit::max(max_request_bytes))
+        .layer(cors(cors_origins))
+        // Outside CORS, so its own answers to preflights carry them too.
+        .layer(axum::middleware::map_response(security_headers))
         .layer(TraceLayer::new_for_http())
+}
+
+/// Cross-origin calls: none unless the operator lists origins
+/// (`cors_origins`); then those origins may call with the methods and
+/// headers the API uses (a preflight from another origin gets no
+/// `Access-Control-Allow-Origin`, so the browser refuses the call).
+fn cors(origins: &[String]) -> CorsLayer {
+    // Origins are checked when the configuration is read.
+    let allowed: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    if allowed.is_empty() {
+        return CorsLayer::new();
+    }
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allowed))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers(AllowHeaders::mirror_request())
+}
+
+/// Headers every response carries: `X-Content-Type-Options: nosniff`, so
+/// a browser never runs a JSON or text body as something else (HTML pages
+/// add their own headers in their routes).
+async fn security_headers(mut r: Response) -> Response {
+    r.headers_mut()
+        .entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    r
 }

@@ -446,3 +446,70 @@ async fn chat_and_trace_requests_over_the_request_limit_are_413_and_under_it_are
     assert_eq!((s, code(&v)), (404, "model_not_found"), "{v}");
     n.node.shutdown().await.unwrap();
 }
+
+/// CORS is closed by default: a preflight from another origin gets no
+/// `Access-Control-Allow-Origin`; with `cors_origins` set, only the listed
+/// origin gets one. Every response carries `X-Content-Type-Options:
+/// nosniff`, errors included.
+#[tokio::test]
+async fn cors_is_closed_unless_origins_are_listed_and_every_response_says_nosniff() {
+    let f = fixture(10);
+    let preflight = |origin: &str| {
+        Request::builder()
+            .method("OPTIONS")
+            .uri("/v1/tx")
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "content-type")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let state = || AppState {
+        chain: f.chain.clone(),
+    };
+    let closed = super::router_with(state(), None, 4096, &[]);
+    let r = closed
+        .clone()
+        .oneshot(preflight("https://evil.example"))
+        .await
+        .unwrap();
+    assert!(
+        r.headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none(),
+        "{:?}",
+        r.headers()
+    );
+    assert_eq!(r.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    for uri in ["/v1/status", "/no/such/route"] {
+        let r = closed
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            r.headers()[header::X_CONTENT_TYPE_OPTIONS],
+            "nosniff",
+            "{uri}"
+        );
+    }
+
+    let open = super::router_with(state(), None, 4096, &["https://app.example".to_string()]);
+    let r = open
+        .clone()
+        .oneshot(preflight("https://app.example"))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://app.example"
+    );
+    let r = open
+        .oneshot(preflight("https://evil.example"))
+        .await
+        .unwrap();
+    assert!(r
+        .headers()
+        .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        .is_none());
+}
