@@ -388,18 +388,32 @@ impl Ledger {
         producer: &SecretKey,
     ) -> Result<BlockOutcome, LedgerError> {
         let max = self.params()?.max_block_txs as usize;
-        let txs = mempool.drain(max);
-        let kept = txs.clone();
-        match self.produce(txs, Signatures::AlreadyVerified, time_ms, producer) {
+        let txs = mempool.take_block(max);
+        match self.produce_taken_block(txs, time_ms, producer) {
             Ok(outcome) => {
-                mempool.recheck(self);
+                mempool.block_committed(self);
                 Ok(outcome)
             }
             Err(e) => {
-                mempool.restore(kept, self);
+                mempool.block_failed(self);
                 Err(e)
             }
         }
+    }
+
+    /// Commits `txs`, taken from `mempool` with [`Mempool::take_block`]
+    /// (signatures were verified at admission), like
+    /// [`Ledger::produce_block`]. It does not touch the mempool while the
+    /// block executes and commits, so the caller may release its lock on the
+    /// pool in between: call [`Mempool::block_committed`] or
+    /// [`Mempool::block_failed`] afterwards, as `produce_block_from` does.
+    pub fn produce_taken_block(
+        &self,
+        txs: Vec<SignedTransaction>,
+        time_ms: u64,
+        producer: &SecretKey,
+    ) -> Result<BlockOutcome, LedgerError> {
+        self.produce(txs, Signatures::AlreadyVerified, time_ms, producer)
     }
 
     fn produce(

@@ -13,7 +13,7 @@
 //! ([`BlockHeader`]), execution by modules (bank, staking/gOPEN, governance,
 //! the datanet registry, the model registry and inference settlement with
 //! its stakers' reward accumulator), storage, the [`Mempool`], state proofs and
-//! replay. It depends only on `trib-types` (hashes, amounts, ZIP-215 keys,
+//! replay, and the mempool's crash journal ([`MempoolJournal`]). It depends only on `trib-types` (hashes, amounts, ZIP-215 keys,
 //! canonical encoding); `trib-node` wires it to HTTP and a block-production
 //! loop, and `trib-cli` exposes it as `trib tx`, `trib query` and
 //! `trib ledger`.
@@ -37,6 +37,7 @@ mod block;
 mod error;
 mod exec;
 mod genesis;
+mod journal;
 mod ledger;
 mod mempool;
 mod modules;
@@ -54,6 +55,7 @@ pub use genesis::{
     treasury_address, FeeSplit, Genesis, ParamChange, ParamChangeParseError, Params,
     BPS_DENOMINATOR,
 };
+pub use journal::{Durable, JournalError, MempoolJournal};
 pub use ledger::{Ledger, VerifyReport};
 pub use mempool::Mempool;
 pub use proof::{verify_proof, StateProof, StateValue};

@@ -7,10 +7,22 @@
 //! arrival order, which also respects each sender's nonce order (a nonce is
 //! only admitted after its predecessor).
 //!
-//! Use from the node: hold the mempool lock across `drain` and
-//! `Ledger::produce_block` (so that no transaction is admitted against a
-//! state that is about to change), then call [`Mempool::recheck`] to drop
-//! pending transactions that the new block made invalid.
+//! Use from the node: [`Mempool::take_block`] moves the next block's
+//! transactions into an *in-flight* batch and releases nothing of the
+//! sender accounting: while the block is executed and committed (without
+//! the mempool's lock), admission still counts the in-flight nonces and
+//! spends, so a nonce cannot be handed out twice and a balance cannot be
+//! spent twice. [`Mempool::block_committed`] then forgets the batch and
+//! rechecks the rest against the new state; [`Mempool::block_failed`] puts
+//! it back in front. Between the block's commit and `block_committed` an
+//! admission sees the new state *and* the in-flight spends: it may refuse a
+//! transaction for balance that a moment later would fit, never the
+//! reverse.
+//!
+//! Admission can also write the transaction somewhere before it is
+//! inserted ([`Mempool::add_then`]): the node journals each accepted
+//! transaction ([`crate::MempoolJournal`]) so that an acknowledged
+//! transaction survives a crash.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -42,6 +54,9 @@ pub struct Mempool {
     capacity: usize,
     seq: u64,
     queue: BTreeMap<u64, SignedTransaction>,
+    /// Taken for the block being committed ([`Mempool::take_block`]):
+    /// still counted in `by_hash` and `senders` until the block is done.
+    in_flight: Vec<SignedTransaction>,
     by_hash: HashMap<TxHash, u64>,
     senders: HashMap<Address, Pending>,
 }
@@ -62,24 +77,31 @@ impl Mempool {
             capacity,
             seq: 0,
             queue: BTreeMap::new(),
+            in_flight: Vec::new(),
             by_hash: HashMap::new(),
             senders: HashMap::new(),
         }
     }
 
-    /// Pending transactions.
+    /// Pending transactions: queued, plus those of a block being committed.
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.queue.len() + self.in_flight.len()
     }
 
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.len() == 0
     }
 
     /// Whether the pool is at capacity.
     pub fn is_full(&self) -> bool {
-        self.queue.len() >= self.capacity
+        self.len() >= self.capacity
+    }
+
+    /// Queued transactions in arrival order (not those in flight), e.g. to
+    /// rewrite a journal of them.
+    pub fn queued(&self) -> impl Iterator<Item = &SignedTransaction> {
+        self.queue.values()
     }
 
     /// The capacity.
@@ -118,7 +140,21 @@ impl Mempool {
     /// Admits one transaction. Returns its hash, or the precise reason it was
     /// refused (the pool is then unchanged).
     pub fn add(&mut self, stx: SignedTransaction, ledger: &Ledger) -> Result<TxHash, TxError> {
-        ledger.with_state(|state| Ok(self.admit(stx, None, ledger.chain_id(), state)))?
+        self.add_then(stx, ledger, |_| Ok(()))
+    }
+
+    /// Admits one transaction like [`Mempool::add`], calling `record` once
+    /// every check has passed and before it is inserted: an error from
+    /// `record` (a journal that cannot be written) refuses the transaction
+    /// and leaves the pool unchanged.
+    pub fn add_then(
+        &mut self,
+        stx: SignedTransaction,
+        ledger: &Ledger,
+        record: impl FnOnce(&SignedTransaction) -> Result<(), TxError>,
+    ) -> Result<TxHash, TxError> {
+        ledger
+            .with_state(|state| Ok(self.admit_then(stx, None, ledger.chain_id(), state, record)))?
     }
 
     /// Admits many transactions, verifying their signatures in parallel
@@ -167,6 +203,19 @@ impl Mempool {
         sig_ok: Option<bool>,
         chain_id: &str,
         state: &TxBatch<'_, '_>,
+    ) -> Result<TxHash, TxError> {
+        self.admit_then(stx, sig_ok, chain_id, state, |_| Ok(()))
+    }
+
+    /// [`Mempool::admit`], with `record` called after the checks and before
+    /// the insertion.
+    fn admit_then(
+        &mut self,
+        stx: SignedTransaction,
+        sig_ok: Option<bool>,
+        chain_id: &str,
+        state: &TxBatch<'_, '_>,
+        record: impl FnOnce(&SignedTransaction) -> Result<(), TxError>,
     ) -> Result<TxHash, TxError> {
         if self.is_full() {
             return Err(TxError::MempoolFull {
@@ -226,6 +275,18 @@ impl Mempool {
             .nonce
             .checked_add(1)
             .ok_or(TxError::Overflow { what: "nonce" })?;
+        record(&stx)?;
+        self.count(sender, next_nonce, need);
+        self.seq += 1;
+        self.queue.insert(self.seq, stx);
+        self.by_hash.insert(hash, self.seq);
+        tracing::trace!(target: "trib::mempool", %hash, %sender, "transaction admitted");
+        Ok(hash)
+    }
+
+    /// Counts one more pending transaction of `sender`: its next nonce and
+    /// its pending spend, `spend` in total.
+    fn count(&mut self, sender: Address, next_nonce: u64, spend: Amount) {
         let entry = self.senders.entry(sender).or_insert(Pending {
             next_nonce,
             count: 0,
@@ -233,12 +294,39 @@ impl Mempool {
         });
         entry.next_nonce = next_nonce;
         entry.count += 1;
-        entry.spend = need;
-        self.seq += 1;
-        self.queue.insert(self.seq, stx);
-        self.by_hash.insert(hash, self.seq);
-        tracing::trace!(target: "trib::mempool", %hash, %sender, "transaction admitted");
-        Ok(hash)
+        entry.spend = spend;
+    }
+
+    /// Moves up to `max` queued transactions, in arrival order, into the
+    /// in-flight batch of the block about to be committed, and returns
+    /// them. They stay counted (duplicates, nonces, pending spend) until
+    /// [`Mempool::block_committed`] or [`Mempool::block_failed`]. Returns
+    /// nothing while a batch is already in flight (one block at a time).
+    pub fn take_block(&mut self, max: usize) -> Vec<SignedTransaction> {
+        if !self.in_flight.is_empty() {
+            return Vec::new();
+        }
+        while self.in_flight.len() < max {
+            let Some((_, stx)) = self.queue.pop_first() else {
+                break;
+            };
+            self.in_flight.push(stx);
+        }
+        self.in_flight.clone()
+    }
+
+    /// The in-flight block is committed: forgets its transactions and
+    /// rechecks the queue against the new state, returning what it dropped.
+    pub fn block_committed(&mut self, ledger: &Ledger) -> Vec<RejectedTx> {
+        self.in_flight.clear();
+        self.recheck(ledger)
+    }
+
+    /// The in-flight block could not be committed: its transactions go back
+    /// in front of the queue, and the pool is rechecked.
+    pub fn block_failed(&mut self, ledger: &Ledger) {
+        let txs = std::mem::take(&mut self.in_flight);
+        self.restore(txs, ledger);
     }
 
     /// Takes up to `max` transactions in arrival order, for the next block.
@@ -271,7 +359,7 @@ impl Mempool {
 
     /// Puts back transactions drained for a block that could not be
     /// committed, ahead of everything still pending, and rechecks the pool.
-    pub(crate) fn restore(&mut self, txs: Vec<SignedTransaction>, ledger: &Ledger) {
+    fn restore(&mut self, txs: Vec<SignedTransaction>, ledger: &Ledger) {
         let rest = std::mem::take(&mut self.queue);
         let mut seq = 0;
         for stx in txs.into_iter().chain(rest.into_values()) {
@@ -289,6 +377,21 @@ impl Mempool {
         let old = std::mem::take(&mut self.queue);
         self.by_hash.clear();
         self.senders.clear();
+        // A batch still in flight stays counted ahead of the queue (its
+        // transactions passed admission; the block decides their fate).
+        for stx in std::mem::take(&mut self.in_flight) {
+            let sender = stx.tx.sender_address();
+            let spend = self
+                .senders
+                .get(&sender)
+                .map(|p| p.spend)
+                .unwrap_or_default()
+                .checked_add(cost(&stx).unwrap_or_default())
+                .unwrap_or(Amount(u128::MAX));
+            self.count(sender, stx.tx.nonce.saturating_add(1), spend);
+            self.by_hash.insert(stx.hash(), 0);
+            self.in_flight.push(stx);
+        }
         let mut dropped = Vec::new();
         let result = ledger.with_state(|state| {
             for (_, stx) in old {

@@ -1,5 +1,16 @@
-//! The node's ledger state: the ledger database, the mempool and the block
-//! producer key, behind the locks the HTTP handlers and the producer share.
+//! The node's ledger state: the ledger database, the mempool (with its
+//! crash journal) and the block producer key, behind the locks the HTTP
+//! handlers and the producer share.
+//!
+//! Nothing acknowledged is lost: [`Chain::submit`] writes every admitted
+//! transaction to `<home>/mempool.journal` and fsyncs it before it answers,
+//! and [`Chain::open`] re-admits the journal's transactions that no block
+//! holds yet (a transaction that became invalid meanwhile is dropped with a
+//! log line naming the reason). Block production takes the block's
+//! transactions under the mempool lock and executes and commits them
+//! without it, so submissions never wait for a block; the in-flight batch
+//! stays counted for nonces and pending spend, and its bodies stay in the
+//! pool, until the block is done (see `trib_ledger::Mempool`).
 //!
 //! Every ledger call the node makes goes through here, so the API handlers
 //! stay free of locking and of the ledger's storage details. It knows
@@ -18,14 +29,15 @@
 //! the mempool locked.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 use trib_ledger::{
-    Account, Action, Block, BlockHeader, BlockOutcome, DatanetRef, FeeSchedule, Genesis, Ledger,
-    LedgerError, Mempool, Params, Proposal, SignedTransaction, StateKey, StateProof, Supply,
-    TxError, TxRecord,
+    Account, Action, Block, BlockHeader, BlockOutcome, DatanetRef, FeeSchedule, Genesis,
+    JournalError, Ledger, LedgerError, Mempool, MempoolJournal, Params, Proposal,
+    SignedTransaction, StateKey, StateProof, Supply, TxError, TxRecord,
 };
 use trib_types::{AdapterId, Address, Amount, SecretKey, TxHash};
 
@@ -47,6 +59,17 @@ pub(crate) enum ChainError {
     /// The supply parts add up past `u128` (a ledger invariant broken).
     #[error("total supply overflows u128")]
     SupplyOverflow,
+}
+
+/// Why the mempool could not be restored from its journal at start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RestoreError {
+    /// The journal cannot be opened, read or rewritten.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The ledger cannot tell which journaled transactions are committed.
+    #[error("cannot look the journaled transactions up in the ledger: {0}")]
+    Ledger(#[from] LedgerError),
 }
 
 /// Why a transaction was not accepted into the mempool.
@@ -180,12 +203,38 @@ pub(crate) struct SupplyTotal {
     pub(crate) total: Amount,
 }
 
-/// The mempool and the bodies of its transactions (for `GET /v1/tx` of a
-/// pending one; `Mempool` answers only whether a hash is pending).
+/// The mempool, the bodies of its transactions (for `GET /v1/tx` of a
+/// pending one; `Mempool` answers only whether a hash is pending) and the
+/// journal that makes them survive a crash.
 pub(crate) struct Pool {
     txs: Mempool,
     bodies: HashMap<TxHash, SignedTransaction>,
+    journal: MempoolJournal,
 }
+
+impl Pool {
+    /// Rewrites the journal with the queued transactions once it holds
+    /// mostly committed ones (so it stays small without a rewrite per block).
+    fn compact_journal(&mut self) {
+        if self.journal.records() <= 2 * self.txs.len() + JOURNAL_SLACK {
+            return;
+        }
+        if let Err(e) = self.journal.rewrite(self.txs.queued()) {
+            // The old file is still complete and in use: nothing is lost,
+            // it only keeps growing until a rewrite succeeds.
+            tracing::warn!(target: "trib::mempool", error = %e, "cannot compact the mempool journal");
+        }
+    }
+}
+
+/// Committed records the journal may hold beyond twice the pending ones
+/// before it is rewritten.
+const JOURNAL_SLACK: usize = 256;
+
+/// A hook run between taking a block's transactions and committing them
+/// (tests hold a block there to show that submissions go on meanwhile).
+#[cfg(test)]
+type CommitHook = Box<dyn Fn() + Send + Sync>;
 
 /// Ledger, mempool and producer key of one running node.
 pub(crate) struct Chain {
@@ -199,26 +248,84 @@ pub(crate) struct Chain {
     pub(crate) full: Notify,
     /// What billing holds for paid inference (serving nodes only).
     holds: OnceLock<Arc<dyn InferenceHolds>>,
+    #[cfg(test)]
+    before_commit: Mutex<Option<CommitHook>>,
 }
 
 impl Chain {
+    /// The node's ledger state, with the mempool journal at `journal`: the
+    /// transactions it holds that no block committed are admitted again
+    /// (in their original order); those that no longer pass admission are
+    /// dropped with a log line. The journal is then rewritten to exactly
+    /// the pending set.
+    pub(crate) fn open(
+        ledger: Ledger,
+        genesis: &Genesis,
+        producer: SecretKey,
+        mempool_max_txs: usize,
+        journal: &Path,
+    ) -> Result<Self, RestoreError> {
+        let (mut journal, logged) = MempoolJournal::open(journal)?;
+        let mut txs = Mempool::new(mempool_max_txs);
+        let mut bodies = HashMap::new();
+        let (mut committed, mut dropped) = (0usize, 0usize);
+        for stx in logged {
+            let hash = stx.hash();
+            if ledger.tx(&hash)?.is_some() {
+                committed += 1;
+                continue;
+            }
+            match txs.add(stx.clone(), &ledger) {
+                Ok(_) => {
+                    bodies.insert(hash, stx);
+                }
+                // Already re-admitted: the journal held it twice.
+                Err(TxError::Duplicate { .. }) => {}
+                Err(error) => {
+                    dropped += 1;
+                    tracing::warn!(target: "trib::mempool", %hash, %error,
+                        "journaled transaction dropped at restart: it no longer passes admission");
+                }
+            }
+        }
+        journal.rewrite(txs.queued())?;
+        tracing::info!(target: "trib::mempool", path = %journal.path().display(), pending = txs.len(),
+            committed, dropped, "mempool restored from its journal");
+        Ok(Chain {
+            ledger,
+            mempool: Mutex::new(Pool {
+                txs,
+                bodies,
+                journal,
+            }),
+            producer,
+            chain_id: genesis.chain_id.clone(),
+            full: Notify::new(),
+            holds: OnceLock::new(),
+            #[cfg(test)]
+            before_commit: Mutex::new(None),
+        })
+    }
+
+    /// A chain over `ledger` with its journal beside the ledger file
+    /// (tests that build a chain without a whole node).
+    #[cfg(test)]
     pub(crate) fn new(
         ledger: Ledger,
         genesis: &Genesis,
         producer: SecretKey,
         mempool_max_txs: usize,
     ) -> Self {
-        Chain {
-            ledger,
-            mempool: Mutex::new(Pool {
-                txs: Mempool::new(mempool_max_txs),
-                bodies: HashMap::new(),
-            }),
-            producer,
-            chain_id: genesis.chain_id.clone(),
-            full: Notify::new(),
-            holds: OnceLock::new(),
-        }
+        let journal = ledger.path().with_file_name("mempool.journal");
+        Chain::open(ledger, genesis, producer, mempool_max_txs, &journal)
+            .expect("the test chain's mempool journal opens")
+    }
+
+    /// Runs `hook` in each block production after the block's transactions
+    /// are taken and before they are committed.
+    #[cfg(test)]
+    pub(crate) fn set_before_commit(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *self.before_commit.lock().unwrap() = Some(Box::new(hook));
     }
 
     /// Registers what billing holds for paid inference: from then on
@@ -253,22 +360,50 @@ impl Chain {
     }
 
     /// Checks `stx` against state plus pending transactions, and against
-    /// what billing holds for the sender's paid inference, and queues it.
+    /// what billing holds for the sender's paid inference, writes it to the
+    /// journal and queues it; returns once the journal is on stable
+    /// storage, so an accepted transaction survives a crash. A journal
+    /// that cannot be written refuses the transaction (`Storage`); one that
+    /// cannot be flushed after the write is reported as `Storage` too, with
+    /// the hash, since the transaction may still be committed.
     pub(crate) fn submit(&self, stx: SignedTransaction) -> Result<TxHash, SubmitError> {
         let ledger = self.ledger();
         let mut pool = self.mempool();
         self.keep_inference_payable(&pool, &stx)?;
-        let hash = pool.txs.add(stx.clone(), ledger)?;
-        pool.bodies.insert(hash, stx);
+        let Pool {
+            txs,
+            bodies,
+            journal,
+        } = &mut *pool;
+        let mut durable = None;
+        let hash = txs.add_then(stx.clone(), ledger, |stx| {
+            durable = Some(
+                journal
+                    .append(stx)
+                    .map_err(|e| TxError::Storage(format!("transaction not accepted: {e}")))?,
+            );
+            Ok(())
+        })?;
+        bodies.insert(hash, stx);
         // "Full" is a block's worth, or the whole pool if that is smaller.
         let max_block = ledger
             .params()
             .map(|p| p.max_block_txs as usize)
             .unwrap_or(usize::MAX);
-        if pool.txs.len() >= max_block.min(pool.txs.capacity()) {
+        if txs.len() >= max_block.min(txs.capacity()) {
             self.full.notify_one();
         }
-        tracing::debug!(target: "trib::mempool", %hash, pending = pool.txs.len(), "transaction accepted");
+        let pending = txs.len();
+        drop(pool);
+        // Flush outside the lock: concurrent submissions share the flushes.
+        if let Some(d) = durable {
+            d.sync().map_err(|e| {
+                TxError::Storage(format!(
+                    "transaction {hash} was admitted but may not survive a crash: {e}"
+                ))
+            })?;
+        }
+        tracing::debug!(target: "trib::mempool", %hash, pending, "transaction accepted");
         Ok(hash)
     }
 
@@ -400,7 +535,9 @@ impl Chain {
 
     /// Runs `f` on what `account` can pay `operator` (committed state less
     /// its pending transactions) with the mempool locked, so that no block
-    /// commits and no transaction enters in between: billing reserves a
+    /// is forgotten by the pool and no transaction enters in between (a
+    /// block committing meanwhile is still counted pending, see
+    /// [`Chain::produce_block`]): billing reserves a
     /// request's fee inside `f`, and [`Chain::submit`] sees the reservation.
     pub(crate) fn with_spendable<R>(
         &self,
@@ -457,24 +594,41 @@ impl Chain {
     /// Produces one block from the mempool (possibly empty: governance and
     /// unbonding periods count blocks). Blocking: run it off the async
     /// workers.
+    ///
+    /// The mempool lock is held only to take the block's transactions and,
+    /// after the commit, to forget them: submissions go on while the block
+    /// executes and commits, counted against the in-flight batch (no nonce
+    /// handed out twice, no balance spent twice). Paid admission
+    /// (`with_spendable`) finds a settlement pending until its block is
+    /// committed and forgotten: between the commit and that moment it counts
+    /// twice (committed and pending), which can only refuse, never overdraw.
     pub(crate) fn produce_block(&self) -> Result<BlockOutcome, LedgerError> {
         let ledger = self.ledger();
         let max = ledger.params()?.max_block_txs as usize;
-        // Submissions wait for the block: a transaction checked against the
-        // new state while the mempool still held the block's transactions
-        // would see their nonces twice. (Paid admission relies on this too:
-        // `with_spendable` finds a settlement either pending or committed.)
+        let txs = self.mempool().txs.take_block(max);
+        let included: Vec<TxHash> = txs.iter().map(|t| t.hash()).collect();
+        #[cfg(test)]
+        if let Some(hook) = &*self.before_commit.lock().unwrap() {
+            hook();
+        }
+        let result = ledger.produce_taken_block(txs, now_ms(), &self.producer);
         let mut pool = self.mempool();
-        let txs = pool.txs.drain(max);
-        for t in &txs {
-            pool.bodies.remove(&t.hash());
+        match &result {
+            Ok(_) => {
+                // A transaction leaves `bodies` only now, so `tx()` finds it
+                // pending or committed at every moment.
+                for hash in &included {
+                    pool.bodies.remove(hash);
+                }
+                for dropped in pool.txs.block_committed(ledger) {
+                    tracing::debug!(target: "trib::mempool", hash = %dropped.hash, error = %dropped.error, "pending transaction dropped after block");
+                    pool.bodies.remove(&dropped.hash);
+                }
+                pool.compact_journal();
+            }
+            Err(_) => pool.txs.block_failed(ledger),
         }
-        let outcome = ledger.produce_block(txs, now_ms(), &self.producer)?;
-        for dropped in pool.txs.recheck(ledger) {
-            tracing::debug!(target: "trib::mempool", hash = %dropped.hash, error = %dropped.error, "pending transaction dropped after block");
-            pool.bodies.remove(&dropped.hash);
-        }
-        Ok(outcome)
+        result
     }
 
     pub(crate) fn height(&self) -> u64 {
@@ -491,10 +645,10 @@ impl Chain {
 
     pub(crate) fn account(&self, addr: &Address) -> Result<AccountState, ChainError> {
         let ledger = self.ledger();
-        // Lock the pool before reading the account: `produce_block` commits
-        // under this lock, so state and pending nonces are read as one view.
-        // Reading the ledger first could see the nonce from before a block
-        // whose transactions then leave the pool, and hand out a used nonce.
+        // Lock the pool before reading the account: a block's transactions
+        // leave the pool's nonce accounting only after the block is
+        // committed, so the pool's next nonce (or, with nothing pending, the
+        // state's) is never one a committed or in-flight block used.
         let pool = self.mempool();
         let account = ledger.account(addr)?;
         let voting_power = ledger.voting_power(addr)?;
@@ -514,9 +668,9 @@ impl Chain {
     }
 
     pub(crate) fn tx(&self, hash: &TxHash) -> Result<Option<ChainTx>, ChainError> {
-        // Lock the pool before reading the ledger: `produce_block` moves a
-        // transaction from the pool into a committed block under this lock,
-        // so it is found in one or the other. Reading the ledger first could
+        // Lock the pool before reading the ledger: `produce_block` removes a
+        // transaction's body only after its block is committed, and under
+        // this lock, so it is found in one or the other. Reading the ledger first could
         // miss it there, then miss it in the pool it just left.
         let pool = self.mempool();
         if let Some(rec) = self.ledger().tx(hash)? {
@@ -579,4 +733,177 @@ pub(crate) fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    use trib_ledger::{Action, Params, Transaction};
+    use trib_types::Amount;
+
+    use super::*;
+    use crate::config::NodeConfig;
+    use crate::home::NodeHome;
+
+    struct Home {
+        _dir: tempfile::TempDir,
+        home: NodeHome,
+        producer: SecretKey,
+    }
+
+    fn home() -> Home {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("home");
+        let producer = crate::test_fixtures::init_dev_home(&root, NodeConfig::default());
+        Home {
+            _dir: dir,
+            home: NodeHome::new(root),
+            producer,
+        }
+    }
+
+    /// Opens the home's chain the way a starting node does.
+    fn open(h: &Home) -> Chain {
+        let genesis = h.home.load_genesis().unwrap();
+        Chain::open(
+            h.home.open_ledger().unwrap(),
+            &genesis,
+            h.producer.clone(),
+            100,
+            &h.home.mempool_journal_path(),
+        )
+        .unwrap()
+    }
+
+    fn transfer(chain_id: &str, from: &SecretKey, nonce: u64, open: u64) -> SignedTransaction {
+        Transaction {
+            chain_id: chain_id.to_string(),
+            sender: from.public_key(),
+            nonce,
+            fee: Params::dev().min_fee,
+            action: Action::Transfer {
+                to: SecretKey::from_seed([42; 32]).address(),
+                amount: Amount::open(open),
+            },
+        }
+        .sign(from)
+    }
+
+    #[test]
+    fn an_accepted_transaction_survives_a_crash_before_its_block_and_an_invalidated_one_is_dropped()
+    {
+        let h = home();
+        let chain = open(&h);
+        let t0 = transfer(&chain.chain_id, &h.producer, 0, 1);
+        let t1 = transfer(&chain.chain_id, &h.producer, 1, 2);
+        chain.submit(t0.clone()).unwrap();
+        chain.submit(t1.clone()).unwrap();
+        // A crash: nothing runs after the answers (no block, no shutdown).
+        drop(chain);
+
+        let chain = open(&h);
+        assert_eq!(chain.pending(), 2);
+        assert!(matches!(
+            chain.tx(&t1.hash()).unwrap(),
+            Some(ChainTx::Pending(_))
+        ));
+        // Its next nonce counts the restored transactions.
+        assert_eq!(chain.account(&h.producer.address()).unwrap().next_nonce, 2);
+        let outcome = chain.produce_block().unwrap();
+        assert_eq!(outcome.included, vec![t0.hash(), t1.hash()]);
+        assert_eq!(chain.pending(), 0);
+
+        // Committed ones are not restored a second time; one that a block
+        // made invalid while the node was down is dropped.
+        let t2 = transfer(&chain.chain_id, &h.producer, 2, 3);
+        chain.submit(t2.clone()).unwrap();
+        drop(chain);
+        let ledger = h.home.open_ledger().unwrap();
+        let rival = transfer(ledger.chain_id(), &h.producer, 2, 4);
+        ledger
+            .produce_block(vec![rival.clone()], now_ms(), &h.producer)
+            .unwrap();
+        drop(ledger);
+        let chain = open(&h);
+        assert_eq!(chain.pending(), 0, "t0, t1 committed; t2 lost its nonce");
+        assert!(!chain
+            .tx(&t2.hash())
+            .unwrap()
+            .is_some_and(|t| matches!(t, ChainTx::Pending(_))));
+        drop(chain);
+        // The journal was rewritten to the pending set (empty).
+        let (_, logged) = MempoolJournal::open(h.home.mempool_journal_path()).unwrap();
+        assert!(logged.is_empty(), "{} records left", logged.len());
+    }
+
+    #[test]
+    fn submissions_proceed_while_a_block_commits_and_count_its_nonces() {
+        let h = home();
+        let chain = Arc::new(open(&h));
+        let t0 = transfer(&chain.chain_id, &h.producer, 0, 1);
+        chain.submit(t0.clone()).unwrap();
+        // Hold the block between taking its transactions and committing them.
+        let (entered_tx, entered) = mpsc::channel::<()>();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        chain.set_before_commit(move || {
+            let _ = entered_tx.send(());
+            let _ = release_rx.lock().unwrap().recv();
+        });
+        let producing = {
+            let c = chain.clone();
+            std::thread::spawn(move || c.produce_block())
+        };
+        entered.recv().unwrap();
+
+        // The block is in flight. Submissions run on another thread: if the
+        // mempool lock were held across the commit they would never return.
+        let (done_tx, done) = mpsc::channel();
+        {
+            let c = chain.clone();
+            let in_flight = t0.hash();
+            let (replay, next) = (
+                transfer(&chain.chain_id, &h.producer, 0, 5),
+                transfer(&chain.chain_id, &h.producer, 1, 1),
+            );
+            std::thread::spawn(move || {
+                let status = c
+                    .tx(&in_flight)
+                    .map(|t| t.map(|t| matches!(t, ChainTx::Pending(_))));
+                let replay = c.submit(replay);
+                let next = c.submit(next.clone()).map(|_| next);
+                let _ = done_tx.send((status, replay, next));
+            });
+        }
+        let (status, replay, next) = done
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a submission waited for the block being committed");
+        assert!(
+            matches!(status, Ok(Some(true))),
+            "in flight is still pending"
+        );
+        assert!(
+            matches!(
+                replay,
+                Err(SubmitError::Tx(TxError::NonceReplay {
+                    expected: 1,
+                    got: 0,
+                    ..
+                }))
+            ),
+            "{replay:?}"
+        );
+        let next = next.unwrap();
+        assert_eq!(chain.pending(), 2);
+
+        release.send(()).unwrap();
+        let first = producing.join().unwrap().unwrap();
+        assert_eq!(first.included, vec![t0.hash()]);
+        assert_eq!(chain.pending(), 1);
+        release.send(()).unwrap();
+        let second = chain.produce_block().unwrap();
+        assert_eq!(second.included, vec![next.hash()]);
+    }
 }

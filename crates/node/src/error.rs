@@ -33,6 +33,10 @@ pub enum NodeError {
     /// run on with a ledger it cannot write.
     #[error("block production failed: {0}")]
     Produce(#[from] LedgerError),
+    /// The mempool journal could not be read or rewritten at start (the
+    /// message names the file and the operation).
+    #[error("cannot restore the mempool from its journal: {0}")]
+    Mempool(String),
     /// The datanet store could not be opened.
     #[error("cannot open the node's datanet store: {0}")]
     Services(String),

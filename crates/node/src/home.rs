@@ -5,6 +5,7 @@
 //!   config.toml     node settings (NodeConfig)
 //!   genesis.json    chain id, producer key, initial allocations, parameters
 //!   ledger.redb     the ledger database (trib-ledger)
+//!   mempool.journal accepted transactions not yet in a block (0600)
 //!   keys/           the keystore, one <name>.json per key (0600)
 //! ```
 //!
@@ -38,6 +39,7 @@ const CONFIG_FILE: &str = "config.toml";
 const GENESIS_FILE: &str = "genesis.json";
 const LEDGER_FILE: &str = "ledger.redb";
 const KEYS_DIR: &str = "keys";
+const MEMPOOL_JOURNAL_FILE: &str = "mempool.journal";
 
 /// Why a home could not be created or read.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +170,12 @@ impl NodeHome {
     /// `<home>/ledger.redb`.
     pub fn ledger_path(&self) -> PathBuf {
         self.root.join(LEDGER_FILE)
+    }
+
+    /// `<home>/mempool.journal`: the accepted transactions no block holds
+    /// yet, fsynced before each is acknowledged (`trib_ledger::MempoolJournal`).
+    pub fn mempool_journal_path(&self) -> PathBuf {
+        self.root.join(MEMPOOL_JOURNAL_FILE)
     }
 
     /// `<home>/keys`.

@@ -85,12 +85,16 @@ impl RunningNode {
         let genesis = home.load_genesis()?;
         let producer = home.load_producer(&config, &genesis)?;
         let ledger = home.open_ledger()?;
-        let chain = Arc::new(Chain::new(
-            ledger,
-            &genesis,
-            producer,
-            config.mempool_max_txs,
-        ));
+        let chain = Arc::new(
+            Chain::open(
+                ledger,
+                &genesis,
+                producer,
+                config.mempool_max_txs,
+                &home.mempool_journal_path(),
+            )
+            .map_err(|e| NodeError::Mempool(e.to_string()))?,
+        );
 
         let listener =
             TcpListener::bind(config.listen)

@@ -185,3 +185,54 @@ fn producing_from_the_mempool_commits_its_transactions_and_empties_it() {
     // Replay re-verifies the signatures the producer skipped.
     chain.ledger.verify_chain(|_, _| {}).unwrap();
 }
+
+#[test]
+fn a_block_in_flight_keeps_its_nonces_and_spends_counted_until_committed_or_put_back() {
+    let chain = TestChain::new(&genesis(2));
+    let cid = chain.ledger.chain_id().to_string();
+    let (a, b) = (user(1), user(2));
+    let mut pool = Mempool::new(100);
+    let t0 = sign(&cid, &a, 0, transfer(b.address(), 600));
+    pool.add(t0.clone(), &chain.ledger).unwrap();
+    let taken = pool.take_block(10);
+    assert_eq!(taken, vec![t0.clone()]);
+    // Still pending to the outside, and still counted for admission.
+    assert_eq!(pool.len(), 1);
+    assert!(pool.contains(&t0.hash()));
+    assert_eq!(pool.next_nonce(&a.address()), Some(1));
+    assert!(matches!(
+        pool.add(t0.clone(), &chain.ledger),
+        Err(TxError::Duplicate { .. })
+    ));
+    assert!(matches!(
+        pool.add(sign(&cid, &a, 0, transfer(b.address(), 1)), &chain.ledger),
+        Err(TxError::NonceReplay {
+            expected: 1,
+            got: 0,
+            ..
+        })
+    ));
+    assert!(matches!(
+        pool.add(sign(&cid, &a, 1, transfer(b.address(), 600)), &chain.ledger),
+        Err(TxError::InsufficientBalance { .. })
+    ));
+    let t1 = sign(&cid, &a, 1, transfer(b.address(), 100));
+    pool.add(t1.clone(), &chain.ledger).unwrap();
+    // One block at a time.
+    assert!(pool.take_block(10).is_empty());
+    chain
+        .ledger
+        .produce_taken_block(taken, 10, &producer())
+        .unwrap();
+    assert!(pool.block_committed(&chain.ledger).is_empty());
+    assert_eq!(pool.len(), 1);
+    assert_eq!(pool.next_nonce(&a.address()), Some(2));
+    assert!(!pool.contains(&t0.hash()));
+
+    // A block that fails puts its transactions back in front.
+    assert_eq!(pool.take_block(10), vec![t1.clone()]);
+    pool.block_failed(&chain.ledger);
+    assert_eq!(pool.len(), 1);
+    assert_eq!(pool.next_nonce(&a.address()), Some(2));
+    assert_eq!(pool.take_block(10), vec![t1]);
+}
