@@ -179,7 +179,7 @@ fn read_file(path: &Path) -> Result<Vec<StoredKey>, ApiKeyError> {
 }
 
 /// Runs `change` on the stored keys under the file's lock and writes the
-/// result (temporary file, then rename).
+/// result (an owner-only temporary file, then rename).
 fn update<T>(
     path: &Path,
     change: impl FnOnce(&mut Vec<StoredKey>) -> Result<T, ApiKeyError>,
@@ -200,10 +200,9 @@ fn update<T>(
     lock.lock().map_err(io)?;
     let mut all = read_file(path)?;
     let out = change(&mut all)?;
-    let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_vec_pretty(&all).expect("keys serialise");
-    std::fs::write(&tmp, text).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
+    // Owner-only (0600), through a 0600 temporary file renamed into place.
+    crate::private::write_private(path, &text).map_err(io)?;
     Ok(out)
 }
 

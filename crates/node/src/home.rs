@@ -20,6 +20,13 @@
 //! wall time at the block interval written to `config.toml`
 //! ([`dev_curation_period_blocks`]); a node later run faster
 //! (`trib node --block-interval-ms`) shortens it in proportion.
+//!
+//! Private files: the home directory itself is 0700 (it holds keys, API key
+//! hashes, stored prompts and answers, contributed files), and the node
+//! writes its secret or personal files owner-only (`crate::private`: files
+//! 0600, folders 0700): `apikeys.json`,
+//! `receipts/`, `mempool.journal`, the keystore. [`NodeHome::make_private`]
+//! tightens a home created by an older version at node start.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -321,6 +328,7 @@ impl NodeHome {
         fs::File::open(&parent)
             .and_then(|d| d.sync_all())
             .map_err(io(&parent))?;
+        crate::private::set_mode(&root, 0o700).map_err(io(&root))?;
         tracing::info!(target: "trib::node", home = %root.display(), chain_id = %genesis.chain_id, producer = %producer.address, "node home initialised");
         Ok(InitReport {
             home: root,
@@ -344,6 +352,38 @@ impl NodeHome {
             });
         }
         Ok(key)
+    }
+}
+
+impl NodeHome {
+    /// Makes the home owner-only: the directory 0700, each of `files` that
+    /// exists 0600, each of `dirs` that exists 0700 with its files 0600.
+    /// A home made by an older version (world-readable `apikeys.json` and
+    /// `receipts/`) is tightened here, with a warning per change.
+    pub(crate) fn make_private(
+        &self,
+        files: &[PathBuf],
+        dirs: &[PathBuf],
+    ) -> Result<(), HomeError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| HomeError::Io { path, source }
+        };
+        use crate::private::tighten;
+        tighten(&self.root, 0o700).map_err(io(&self.root))?;
+        for f in files.iter().filter(|f| f.exists()) {
+            tighten(f, 0o600).map_err(io(f))?;
+        }
+        for d in dirs.iter().filter(|d| d.is_dir()) {
+            tighten(d, 0o700).map_err(io(d))?;
+            for entry in fs::read_dir(d).map_err(io(d))? {
+                let entry = entry.map_err(io(d))?;
+                if entry.file_type().map_err(io(d))?.is_file() {
+                    tighten(&entry.path(), 0o600).map_err(io(&entry.path()))?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

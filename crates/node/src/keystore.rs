@@ -463,20 +463,11 @@ pub(crate) fn write_new_private_file(
     Ok(())
 }
 
-#[cfg(unix)]
 fn set_mode(path: &Path, mode: u32) -> Result<(), KeystoreError> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|source| {
-        KeystoreError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+    crate::private::set_mode(path, mode).map_err(|source| KeystoreError::Io {
+        path: path.to_path_buf(),
+        source,
     })
-}
-
-#[cfg(not(unix))]
-fn set_mode(_path: &Path, _mode: u32) -> Result<(), KeystoreError> {
-    Ok(())
 }
 
 #[cfg(unix)]

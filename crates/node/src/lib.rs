@@ -28,6 +28,7 @@ mod keystore;
 mod layering_tests;
 mod models;
 mod node;
+mod private;
 mod serving;
 #[cfg(test)]
 mod test_fixtures;

@@ -83,6 +83,14 @@ impl RunningNode {
             config.block_interval_ms = i.as_millis().max(1) as u64;
         }
         let genesis = home.load_genesis()?;
+        // Secrets and users' data stay owner-only, in homes made before too.
+        home.make_private(
+            &[
+                crate::apikeys::ApiKeys::path_in(home.root()),
+                home.mempool_journal_path(),
+            ],
+            &[crate::serving::receipts_dir(home)],
+        )?;
         let producer = home.load_producer(&config, &genesis)?;
         let ledger = home.open_ledger()?;
         let chain = Arc::new(
@@ -490,6 +498,60 @@ dir = "ignored"
             });
             assert!(ledger.height() > 0);
         }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn api_keys_stored_answers_and_the_mempool_journal_are_owner_only_even_in_an_old_home() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let h = crate::test_fixtures::PaidHome::new();
+        let home = h.home();
+        let receipts = crate::serving::receipts_dir(&home);
+        let check = |home: &NodeHome| {
+            assert_eq!(mode(home.root()), 0o700, "home");
+            assert_eq!(
+                mode(&crate::apikeys::ApiKeys::path_in(home.root())),
+                0o600,
+                "apikeys.json"
+            );
+            assert_eq!(mode(&home.mempool_journal_path()), 0o600, "mempool.journal");
+            assert_eq!(mode(&receipts), 0o700, "receipts/");
+            let answers: Vec<_> = std::fs::read_dir(&receipts)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            assert!(!answers.is_empty(), "a stored answer");
+            for a in &answers {
+                assert_eq!(mode(a), 0o600, "{}", a.display());
+            }
+            answers
+        };
+        let n = h.start().await;
+        n.register_base().await;
+        let (_, key) = n.user(9, 100, Amount::open(100)).await;
+        let (s, v) = n
+            .post(
+                "/v1/completions",
+                Some(&key),
+                serde_json::json!({ "model": h.base_name, "prompt": "hello", "max_tokens": 2 }),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        n.node.shutdown().await.unwrap();
+        let answers = check(&home);
+
+        // A home left open by an older version is tightened at start.
+        let open = |p: &std::path::Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        open(home.root(), 0o755);
+        open(&crate::apikeys::ApiKeys::path_in(home.root()), 0o644);
+        open(&receipts, 0o755);
+        open(&answers[0], 0o644);
+        let n = h.start().await;
+        n.node.shutdown().await.unwrap();
+        check(&home);
     }
 
     #[tokio::test]

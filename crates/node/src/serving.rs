@@ -411,14 +411,13 @@ impl Serving {
 
     /// Keeps the prompt and answer of a receipt.
     pub(crate) fn store_answer(&self, a: &StoredAnswer) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.receipts_dir)?;
+        // Prompts and answers are private (owner-only files and folder).
+        crate::private::create_private_dir(&self.receipts_dir)?;
         let path = answer_path(&self.receipts_dir, &a.receipt);
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(a).expect("answer serialises"),
-        )?;
-        std::fs::rename(tmp, path)
+        crate::private::write_private(
+            &path,
+            &serde_json::to_vec_pretty(a).expect("answer serialises"),
+        )
     }
 }
 
