@@ -472,15 +472,9 @@ mod mid_stream {
             },
         );
         let base = w.home.load_config().unwrap().base_model.unwrap();
-        let info = crate::models::describe_model(&base).unwrap();
         w.commit(
             &w.producer,
-            Action::RegisterBaseModel {
-                model: info.id,
-                name: info.name,
-                architecture: "llama".into(),
-                licence: "Apache-2.0".into(),
-            },
+            crate::test_fixtures::register_base_model(&base),
         );
         w.commit(
             &w.carol,

@@ -750,16 +750,11 @@ mod installed_job_tests {
             "{installed:?}"
         );
 
-        let info = crate::models::describe_model(&base).unwrap();
         w.commit(
             &w.producer,
-            Action::RegisterBaseModel {
-                model: info.id,
-                name: info.name,
-                architecture: "llama".into(),
-                licence: "Apache-2.0".into(),
-            },
+            crate::test_fixtures::register_base_model(&base),
         );
+        let info = crate::models::describe_model(&base).unwrap();
         w.commit(
             &w.producer,
             Action::RegisterAdapter {

@@ -211,17 +211,8 @@ impl PaidNode {
 
     /// Registers the served base model (settlement needs it).
     pub(crate) async fn register_base(&self) {
-        let info = crate::models::describe_model(&self.model).unwrap();
-        self.commit(
-            &self.producer,
-            Action::RegisterBaseModel {
-                model: info.id,
-                name: info.name,
-                architecture: "llama".into(),
-                licence: "Apache-2.0".into(),
-            },
-        )
-        .await;
+        self.commit(&self.producer, register_base_model(&self.model))
+            .await;
     }
 
     /// Registers adapter `id` (its files already in the store) on the
@@ -299,5 +290,18 @@ impl PaidNode {
         let resp = r.send().await.unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// The `RegisterBaseModel` action for the model file at `path` (a llama
+/// model under Apache-2.0, as every test model is), which settlement needs
+/// before a paid answer on it can settle.
+pub(crate) fn register_base_model(path: &Path) -> Action {
+    let info = crate::models::describe_model(path).unwrap();
+    Action::RegisterBaseModel {
+        model: info.id,
+        name: info.name,
+        architecture: "llama".into(),
+        licence: "Apache-2.0".into(),
     }
 }
