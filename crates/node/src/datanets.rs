@@ -26,7 +26,7 @@ use trib_client::wire::{
     DatanetView, LeaderboardEntry, PublishPlan, RowView, VersionView,
 };
 use trib_datanet::{
-    canonical_order, merkle_root, BlobStore, ContributionRecord, CurationStatus,
+    canonical_order, merkle_root, quality_score, BlobStore, ContributionRecord, CurationStatus,
     Datanet as Descriptor, DatanetError, DatanetStore, Decision, FileKind, LocalBlobStore,
     ObjectBlobStore, Page, PageRequest, SourceFile, Validator, VersionLeaf,
 };
@@ -658,12 +658,17 @@ impl DatanetService {
 
     fn contribution_view(&self, c: ContributionRecord) -> Result<ContributionView> {
         let on_chain = self.chain.ledger().contribution(&c.id)?;
+        let datanet_name = self.store.datanet(&c.datanet)?.name;
+        let quality_bp = self.mean_quality(&c.id)?;
         Ok(ContributionView {
             id: c.id,
+            datanet: c.datanet,
+            datanet_name,
             contributor: c.contributor,
             file_name: c.file_name,
             rows: c.rows_accepted,
             duplicates_rejected: c.duplicates_rejected,
+            quality_bp,
             status: on_chain
                 .as_ref()
                 .map_or("unsubmitted (no Contribute transaction)".into(), |x| {
@@ -673,6 +678,29 @@ impl DatanetService {
             stake: on_chain.as_ref().map_or(Amount::ZERO, |x| x.stake),
             slashed: on_chain.as_ref().map_or(Amount::ZERO, |x| x.slashed),
         })
+    }
+
+    /// The mean quality score (basis points) of a contribution's stored
+    /// rows, scored as validation scored them (`quality_score` of the row's
+    /// plain text); `None` when it stored no row. The store keeps the rows,
+    /// not the report, so this reads them page by page.
+    fn mean_quality(&self, id: &ContributionId) -> Result<Option<u16>> {
+        let mut sum = 0u64;
+        let mut n = 0u64;
+        let mut page = PageRequest::first(500);
+        loop {
+            let p = self.store.list_rows(id, &page)?;
+            for row in &p.items {
+                sum += u64::from(quality_score(&row.content.plain_text()).score_bp);
+                n += 1;
+            }
+            match p.next {
+                Some(next) => page.after = Some(next),
+                None => break,
+            }
+        }
+        // A mean of u16 values fits a u16.
+        Ok((n > 0).then(|| (sum / n) as u16))
     }
 
     /// A contributor's contributions. Those in permissioned datanets are

@@ -1,6 +1,10 @@
 //! Test vectors for the browser's encoders (web/src/lib): every transaction
 //! action with its canonical bytes, signing hash, signature and id, and the
-//! signed-request message with its signature, all from deterministic keys.
+//! signed-request message with its signature, all from deterministic keys;
+//! and state proofs from a real ledger (`proofs.json`: the key hash of every
+//! `StateKey` kind, proofs of present and absent entries with the values'
+//! canonical bytes), which web/src/lib/proof.test.ts checks the
+//! TypeScript verifier against.
 //!
 //! The committed `web/tests/vectors/tx.json` must equal what this test
 //! builds: it fails when the Rust encoding changes and the file was not
@@ -12,11 +16,12 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 use trib_ledger::{
-    Action, CurationMode, DataType, FeeSplit, ParamChange, SignedTransaction, Transaction,
-    Visibility, VoteChoice,
+    verify_proof, Action, CurationMode, DataType, FeeSplit, Genesis, Ledger, ParamChange,
+    SignedTransaction, StateKey, Transaction, Visibility, VoteChoice,
 };
 use trib_types::{
-    AdapterId, Amount, Canonical, ContributionId, DatanetId, Hash, ModelId, ReceiptId, SecretKey,
+    AdapterId, Address, Amount, Canonical, ContributionId, DatanetId, Hash, ModelId, ReceiptId,
+    SecretKey,
 };
 
 fn h(label: &str) -> Hash {
@@ -317,11 +322,17 @@ fn committed_vectors_match_the_rust_encoding() {
         .filter_map(|t| t["tx"]["action"]["change"]["param"].as_str())
         .collect();
     assert_eq!(params.len(), 20, "one vector per parameter change at least");
+    check_or_write(&path, &text);
+}
+
+/// Writes `text` to `path` when `TRIB_WRITE_VECTORS` is set; otherwise
+/// fails unless the committed file equals it.
+fn check_or_write(path: &std::path::Path, text: &str) {
     if std::env::var_os("TRIB_WRITE_VECTORS").is_some() {
-        std::fs::write(&path, &text).unwrap();
+        std::fs::write(path, text).unwrap();
         return;
     }
-    let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+    let committed = std::fs::read_to_string(path).unwrap_or_else(|e| {
         panic!(
             "{}: {e}; write it with TRIB_WRITE_VECTORS=1 cargo test -p trib-web --test vectors",
             path.display()
@@ -333,4 +344,99 @@ fn committed_vectors_match_the_rust_encoding() {
          TRIB_WRITE_VECTORS=1 cargo test -p trib-web --test vectors and check the web tests",
         path.display()
     );
+}
+
+/// One sample key of every `StateKey` variant.
+fn every_state_key(a: Address, b: Address) -> Vec<StateKey> {
+    let d = DatanetId(h("datanet"));
+    vec![
+        StateKey::Account(a),
+        StateKey::Params,
+        StateKey::Supply,
+        StateKey::Proposal(u64::MAX - 7),
+        StateKey::NextProposalId,
+        StateKey::ActiveProposals,
+        StateKey::VotingPower(b),
+        StateKey::UnbondingQueue(1_234_567),
+        StateKey::Datanet(d),
+        StateKey::Contribution(ContributionId(h("contribution"))),
+        StateKey::DatanetVersion(d, 4_000_000_000),
+        StateKey::DatanetAccess(d, b),
+        StateKey::Reputation(d, a),
+        StateKey::DatanetContributors(d),
+        StateKey::CurationDeadlines(9),
+        StateKey::StakeReleases(10),
+        StateKey::BaseModel(ModelId(h("base"))),
+        StateKey::Adapter(AdapterId(h("adapter"))),
+        StateKey::Allowance(a, b),
+        StateKey::Receipt(ReceiptId(h("receipt"))),
+        StateKey::PayoutCount(a),
+        StateKey::PayoutIndex(b, 3),
+        StateKey::StakingRewardPool,
+        StateKey::StakerRewards(b),
+    ]
+}
+
+/// State proofs from a real ledger (the genesis block of a dev chain): the
+/// key hash of every key kind, and proofs of entries that exist and of
+/// entries that do not, each with the value's canonical bytes, as
+/// GET /v1/proofs serves them.
+fn proof_vectors() -> Value {
+    let producer = SecretKey::from_seed([7; 32]);
+    let other = SecretKey::from_seed([9; 32]);
+    let absent = SecretKey::from_seed([11; 32]).address();
+    let dir = tempfile::tempdir().unwrap();
+    let genesis = Genesis::dev(
+        producer.public_key(),
+        vec![
+            (producer.address(), Amount::open(1_000_000)),
+            (other.address(), Amount::parse_open("12.5").unwrap()),
+        ],
+    );
+    let ledger = Ledger::create(dir.path().join("ledger.redb"), &genesis).unwrap();
+    let keys: Vec<Value> = every_state_key(producer.address(), other.address())
+        .into_iter()
+        .map(|k| {
+            json!({
+                "key": k.to_string(),
+                "bytes": hex::encode(k.encode()),
+                "key_hash": hex::encode(k.key_hash().0),
+            })
+        })
+        .collect();
+    assert_eq!(keys.len(), 24, "one sample per StateKey variant");
+    let proofs: Vec<Value> = [
+        StateKey::Account(producer.address()),
+        StateKey::Account(other.address()),
+        StateKey::Params,
+        StateKey::Supply,
+        StateKey::Account(absent),
+        StateKey::VotingPower(absent),
+        StateKey::Proposal(1),
+    ]
+    .into_iter()
+    .map(|k| {
+        let p = ledger.prove(k, None).unwrap();
+        verify_proof(p.state_root, &p).unwrap();
+        json!({
+            "key": p.key.to_string(),
+            "state_root": p.state_root,
+            "value_bytes": p.value.as_ref().map(|v| hex::encode(v.encode())),
+            "proof": p.proof,
+        })
+    })
+    .collect();
+    json!({ "keys": keys, "proofs": proofs })
+}
+
+#[test]
+fn committed_proof_vectors_match_the_ledger() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../web/tests/vectors/proofs.json");
+    let v = proof_vectors();
+    let proofs = v["proofs"].as_array().unwrap();
+    assert!(proofs.iter().any(|p| p["value_bytes"].is_null()), "an absence proof");
+    assert!(proofs.iter().any(|p| !p["value_bytes"].is_null()), "an inclusion proof");
+    let mut text = serde_json::to_string_pretty(&v).unwrap();
+    text.push('\n');
+    check_or_write(&path, &text);
 }

@@ -123,6 +123,11 @@ pub struct ContributionView {
     /// Id.
     #[schema(value_type = schema::Hash)]
     pub id: ContributionId,
+    /// The datanet it was contributed to.
+    #[schema(value_type = schema::Hash)]
+    pub datanet: DatanetId,
+    /// That datanet's name.
+    pub datanet_name: String,
     /// Contributor.
     #[schema(value_type = schema::Address)]
     pub contributor: Address,
@@ -132,6 +137,9 @@ pub struct ContributionView {
     pub rows: u32,
     /// Rows rejected as duplicates at validation.
     pub duplicates_rejected: u32,
+    /// Mean quality score of its stored rows, in basis points (the
+    /// validation score, recomputed from the rows); `None` when it has none.
+    pub quality_bp: Option<u16>,
     /// `pending`, `accepted`, `rejected (...)`, `unsubmitted`…
     pub status: String,
     /// Whether the ledger knows it.

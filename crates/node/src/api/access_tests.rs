@@ -157,6 +157,27 @@ async fn uploads_and_descriptors_act_only_for_their_signer() {
     let (s, v) = call(&app, request("POST", &uri, file.clone(), Some(&w.alice))).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["report"]["contributor"], json!(alice), "{v}");
+    // Her history names the datanet and the mean quality of the rows kept,
+    // as the report scored them.
+    let kept: Vec<u64> = v["report"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["rejection"].is_null())
+        .map(|r| r["quality"]["score_bp"].as_u64().unwrap())
+        .collect();
+    assert!(!kept.is_empty(), "{v}");
+    let history = format!("/v1/contributors/{alice}/contributions");
+    let (s, h) = call(&app, request("GET", &history, vec![], Some(&w.alice))).await;
+    assert_eq!(s, StatusCode::OK, "{h}");
+    let item = &h["items"][0];
+    assert_eq!(item["datanet_name"], json!("quota-law"), "{h}");
+    assert_eq!(item["datanet"], json!(created.id), "{h}");
+    assert_eq!(
+        item["quality_bp"],
+        json!(kept.iter().sum::<u64>() / kept.len() as u64),
+        "{h}"
+    );
     // Signed without naming a contributor: the signer contributes (and
     // here uses up its own quota, not anyone else's).
     let uri = "/v1/datanets/quota-law/contributions?file_name=b.txt";

@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use trib_ledger::{Params, Proposal, SignedTransaction, StateKey, StateProof};
 use trib_types::{Address, TxHash};
 
@@ -233,10 +233,21 @@ struct ProofQuery {
     height: Option<u64>,
 }
 
+/// `GET /v1/proofs`: the [`StateProof`] (what `trib ledger prove` prints
+/// and `trib ledger check-proof` reads) and `value_bytes`, the hex of the
+/// value's canonical bytes (what the proof's leaf commits to), so a client
+/// without the Rust decoders (the web app) can check the proof.
+#[derive(Serialize)]
+struct ProofView {
+    #[serde(flatten)]
+    proof: StateProof,
+    value_bytes: Option<String>,
+}
+
 async fn get_proof(
     State(s): State<AppState>,
     q: Result<Query<ProofQuery>, QueryRejection>,
-) -> Result<Json<StateProof>, ApiError> {
+) -> Result<Json<ProofView>, ApiError> {
     let Query(q) = q?;
     let key: StateKey = q
         .key
@@ -244,5 +255,7 @@ async fn get_proof(
         .map_err(|e: trib_ledger::StateKeyParseError| {
             ApiError::bad_request("bad_state_key", e.to_string())
         })?;
-    Ok(Json(s.chain.prove(&key, q.height)?))
+    let proof = s.chain.prove(&key, q.height)?;
+    let value_bytes = proof.value.as_ref().map(|v| hex::encode(v.encode()));
+    Ok(Json(ProofView { proof, value_bytes }))
 }

@@ -374,6 +374,7 @@ async fn a_served_proof_verifies_against_the_block_state_root() {
         .get(&format!("/v1/proofs?key=account/{}", f.rich.address()))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    let value_bytes = v["value_bytes"].as_str().unwrap().to_string();
     let proof: StateProof = serde_json::from_value(v).unwrap();
     let (_, block) = f.get("/v1/blocks/1").await;
     let root = block["header"]["state_root"]
@@ -382,7 +383,18 @@ async fn a_served_proof_verifies_against_the_block_state_root() {
         .parse()
         .unwrap();
     verify_proof(root, &proof).unwrap();
-    assert!(proof.value.is_some());
+    // The leaf's preimage is served with it, for clients without the decoders.
+    assert_eq!(
+        value_bytes,
+        hex::encode(proof.value.as_ref().unwrap().encode())
+    );
+    // An absent key: no value, no bytes, and the proof shows the absence.
+    let nobody = trib_types::SecretKey::from_seed([201; 32]).address();
+    let (_, v) = f.get(&format!("/v1/proofs?key=account/{nobody}")).await;
+    assert!(v["value_bytes"].is_null(), "{v}");
+    let proof: StateProof = serde_json::from_value(v).unwrap();
+    assert!(proof.value.is_none());
+    verify_proof(root, &proof).unwrap();
 }
 
 /// The OpenAI-compatible and attribution routes sit behind the same body
