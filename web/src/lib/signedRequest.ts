@@ -5,6 +5,7 @@
 // seconds), nonce and signature in `x-trib-*` headers. The node rebuilds
 // the same text and checks it (window of 300 s, each signature once).
 import { hashOf, toHex, utf8 } from './bytes';
+import { getJson } from './api';
 import { sign, type KeyPair } from './keys';
 
 export function signedMessage(
@@ -36,4 +37,9 @@ export function signRequest(
     'x-trib-nonce': nonce,
     'x-trib-signature': toHex(sig),
   };
+}
+
+/** GET a JSON body, signed by `key` when there is one (routes that show a signed caller more), else anonymous. */
+export function getJsonAs<T>(path: string, key: KeyPair | null): Promise<T> {
+  return getJson<T>(path, key ? { headers: signRequest(key, 'GET', path, new Uint8Array()) } : undefined);
 }

@@ -25,6 +25,8 @@ export interface Account {
   unbonding: Unbonding[];
   delegate: string | null;
   voting_power: string;
+  /** Staking rewards accrued and not yet claimed (what a claim pays now). */
+  staking_rewards: string;
   nonce: number;
   next_nonce: number;
 }
@@ -91,10 +93,14 @@ export interface DatanetView {
 
 export interface ContributionView {
   id: string;
+  datanet: string;
+  datanet_name: string;
   contributor: string;
   file_name: string;
   rows: number;
   duplicates_rejected: number;
+  /** Mean quality of its stored rows, basis points; null when none. */
+  quality_bp: number | null;
   status: string;
   on_ledger: boolean;
   stake: string;
@@ -155,4 +161,13 @@ export interface ValidationReport {
 export interface ContributionResponse {
   report: ValidationReport;
   action: { type: 'contribute'; [k: string]: unknown } | null;
+}
+
+// Publishing a datanet version (POST /v1/datanets/{name}/publish).
+export interface PublishPlan {
+  version: number;
+  root: string;
+  rows: number;
+  contributions: string[];
+  action: import('./tx').Action;
 }

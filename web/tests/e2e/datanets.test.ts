@@ -3,10 +3,12 @@
 // finds it by search; its page takes one file by drag and drop and one by
 // the file chooser, with upload progress and the per-row report (a
 // duplicate row rejected with its reason), and the Contribute transaction
-// signed from the report lands on the ledger.
-import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
-import { join } from 'node:path';
-import { LAPTOP, open, shot, type Session } from './browser';
+// signed from the report lands on the ledger; the owner approves one
+// contribution and rejects the other (a reason is required) from the
+// curation queue, publishes version 1 with the planned Merkle root, and
+// grants, checks and revokes access on a permissioned datanet.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LAPTOP, importKey, open, shot, signInDialog, type Session } from './browser';
 
 const PASS = 'wallet passphrase 2';
 // Paragraphs over the default 200-byte row minimum, so each is one row.
@@ -28,11 +30,7 @@ describe('datanets', () => {
   it('creates a datanet through the form and finds it by search', async () => {
     const { page, baseUrl } = s;
     await page.goto(baseUrl + '/wallet');
-    await page.getByLabel('Import a trib keys file').check();
-    await page.getByLabel('Key file').setInputFiles(join(inject('home'), 'keys', 'producer.json'));
-    await page.getByLabel('Wallet passphrase', { exact: false }).first().fill(PASS);
-    await page.getByLabel('Repeat the passphrase').fill(PASS);
-    await page.getByRole('button', { name: 'Import key' }).click();
+    await importKey(page, 'producer', PASS);
     await page.getByTestId('balance-open').waitFor();
 
     await page.getByRole('link', { name: 'Datanets', exact: true }).click();
@@ -105,6 +103,79 @@ describe('datanets', () => {
     const second = page.getByTestId('upload').nth(1);
     await expect.poll(() => second.getByTestId('report-summary').textContent(), { timeout: 30_000 }).toMatch(/^1 of 1 rows accepted/);
     await shot(page, 'datanet');
+    expect(s.errors).toEqual([]);
+  });
+
+  it('approves and rejects from the curation queue, then publishes version 1', async () => {
+    const { page, baseUrl } = s;
+    // The second upload's contribution, signed now: two wait in the queue.
+    await page.getByTestId('upload').nth(1).getByRole('button', { name: 'Sign the contribution' }).click();
+    await signInDialog(page);
+    const queue = page.getByTestId('curation-queue');
+    await expect.poll(async () => (await queue.textContent()) ?? '', { timeout: 15_000 }).toContain('more.txt');
+    expect(await queue.textContent()).toContain('rivers.txt');
+    await shot(page, 'datanet-curation');
+
+    await page.getByRole('button', { name: 'Approve rivers.txt' }).click();
+    expect(await signInDialog(page)).toContain('curate');
+    await expect.poll(async () => (await queue.textContent()) ?? '', { timeout: 15_000 }).not.toContain('rivers.txt');
+
+    // A rejection without a reason is refused in words before anything is signed.
+    await page.getByRole('button', { name: 'Reject more.txt' }).click();
+    await page.getByText('a rejection must state a reason').waitFor();
+    await page.getByLabel('Reason (required to reject)').fill('about deltas, not rivers');
+    await page.getByRole('button', { name: 'Reject more.txt' }).click();
+    await signInDialog(page);
+    await page.getByTestId('queue-empty').waitFor({ timeout: 15_000 });
+    const table = (await page.getByTestId('contributions').textContent()) ?? '';
+    expect(table).toContain('accepted');
+    expect(table).toContain('rejected: about deltas, not rivers');
+
+    await page.getByRole('button', { name: 'Prepare version 1' }).click();
+    const plan = page.getByTestId('publish-plan');
+    await plan.waitFor();
+    const planText = (await plan.textContent()) ?? '';
+    expect(planText).toMatch(/Rows3/);
+    const root = /[0-9a-f]{64}/.exec(planText)![0];
+    await shot(page, 'datanet-publish');
+    await page.getByRole('button', { name: 'Sign and publish version 1' }).click();
+    expect(await signInDialog(page)).toContain(root);
+    await expect.poll(async () => (await page.getByTestId('versions').textContent()) ?? '', { timeout: 15_000 }).toContain(root);
+    const versions = await (await fetch(`${baseUrl}/v1/datanets/rivers/versions`)).json();
+    expect(versions).toMatchObject([{ version: 1, root, rows: 3, on_ledger: true }]);
+    expect(s.errors).toEqual([]);
+  });
+
+  it('grants, checks and revokes access on a permissioned datanet', async () => {
+    const { page } = s;
+    const bob = 'trib' + '0b'.repeat(20);
+    await page.getByRole('link', { name: 'Datanets', exact: true }).click();
+    await page.getByLabel('Name', { exact: false }).fill('private-rivers');
+    await page.getByLabel('Who may train on it').selectOption('permissioned');
+    await page.getByText('Upload quotas').click();
+    await page.getByLabel('Files per contributor per UTC day').fill('7');
+    await page.getByRole('button', { name: 'Review datanet' }).click();
+    await signInDialog(page);
+    await page.getByRole('link', { name: 'private-rivers', exact: true }).click();
+    const stored = await (await fetch(`${s.baseUrl}/v1/datanets/private-rivers`)).json();
+    expect(stored.quotas).toMatchObject({ files_per_contributor_per_day: 7, max_file_bytes: 16 << 20 });
+
+    await page.getByLabel('Address').fill(bob);
+    await page.getByRole('button', { name: 'Check access' }).click();
+    await expect.poll(() => page.getByTestId('grant-answer').textContent()).toContain('has no grant');
+    for (const [button, answer] of [
+      ['Grant access', 'may train on private-rivers'],
+      ['Revoke access', 'has no grant'],
+    ]) {
+      await page.getByRole('button', { name: button }).click();
+      expect(await signInDialog(page)).toContain(bob);
+      await page.getByRole('button', { name: 'Check access' }).click();
+      await expect.poll(() => page.getByTestId('grant-answer').textContent(), { timeout: 15_000 }).toContain(answer);
+      if (button === 'Grant access') await shot(page, 'datanet-grants');
+    }
+    await page.getByLabel('Address').fill('trib12');
+    await page.getByRole('button', { name: 'Check access' }).click();
+    await page.getByText('invalid address').waitFor();
     expect(s.errors).toEqual([]);
   });
 });

@@ -1,49 +1,20 @@
 // The explorer against a real node: a transfer signed here with the app's
 // own encoder (src/lib/tx.ts) is found by its hash; its block, sender
-// account and a height are reachable by search and links; bad input and
-// an unknown block are explained in words.
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
-import { fromHex, toHex } from '../../src/lib/bytes';
-import { keyFromSeed } from '../../src/lib/keys';
-import { signTransaction } from '../../src/lib/tx';
+// account and a height are reachable by search and links; the account's
+// state proof is checked in the page, as are a parameter entry's and an
+// absent entry's; bad input, a hash nothing has and an unknown block are
+// explained in words.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LAPTOP, open, shot, type Session } from './browser';
-
-async function json(url: string, init?: RequestInit) {
-  const res = await fetch(url, init);
-  const body = await res.json();
-  if (!res.ok) throw new Error(`${url}: ${JSON.stringify(body)}`);
-  return body;
-}
+import { homeKey, submit } from './ledger';
 
 describe('the explorer', () => {
   let s: Session;
   let hash: string;
   beforeAll(async () => {
     s = await open(LAPTOP);
-    const file = JSON.parse(readFileSync(join(inject('home'), 'keys', 'producer.json'), 'utf8'));
-    const key = keyFromSeed(fromHex(file.secret.seed));
-    const status = await json(`${s.baseUrl}/v1/status`);
-    const account = await json(`${s.baseUrl}/v1/accounts/${key.address}`);
-    const params = await json(`${s.baseUrl}/v1/params`);
-    const signed = signTransaction(
-      {
-        chain_id: status.chain_id,
-        sender: toHex(key.publicKey),
-        nonce: account.next_nonce,
-        fee: params.min_fee,
-        action: { type: 'transfer', to: 'trib' + '11'.repeat(20), amount: '2000000000000000000' },
-      },
-      key,
-    );
-    const res = await json(`${s.baseUrl}/v1/tx`, { method: 'POST', body: toHex(signed.encoded) });
-    hash = res.hash;
-    expect(hash).toBe(signed.hash);
-    for (let i = 0; (await json(`${s.baseUrl}/v1/tx/${hash}`)).status !== 'committed'; i++) {
-      if (i > 120) throw new Error(`transaction ${hash} not committed in 30 s`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    const key = homeKey('producer');
+    ({ hash } = await submit(s.baseUrl, key, { type: 'transfer', to: 'trib' + '11'.repeat(20), amount: '2000000000000000000' }));
   });
   afterAll(async () => s?.close());
 
@@ -68,6 +39,27 @@ describe('the explorer', () => {
     await page.getByTestId('tx-facts').getByRole('link', { name: /^trib[0-9a-f]{40}$/ }).click();
     await page.waitForURL(/\/explorer\/account\/trib[0-9a-f]{40}$/);
     await expect.poll(() => page.getByTestId('account-facts').textContent()).toContain('OPEN');
+    await page.getByRole('button', { name: 'Check the proof of account' }).click();
+    await expect.poll(() => page.getByTestId('proof-result').textContent()).toMatch(/^\s*Proven: block \d+'s state root commits to this value/);
+    expect(s.errors).toEqual([]);
+  });
+
+  it('shows any state entry and checks its proof, present or absent', async () => {
+    const { page, baseUrl } = s;
+    await page.goto(baseUrl + '/explorer/state?key=params');
+    await expect.poll(() => page.getByTestId('state-value').textContent()).toContain('min_fee');
+    await page.getByRole('button', { name: 'Check the proof of params' }).click();
+    await expect.poll(() => page.getByTestId('proof-result').textContent()).toContain('Proven');
+    await shot(page, 'explorer-proof');
+    const nobody = 'trib' + '22'.repeat(20);
+    await page.getByLabel('State key').fill(`account/${nobody}`);
+    await page.getByRole('button', { name: 'Show' }).click();
+    await expect.poll(() => page.getByTestId('state-value').textContent()).toContain('No entry');
+    await page.getByRole('button', { name: 'Check the proof of account' }).click();
+    await expect.poll(() => page.getByTestId('proof-result').textContent()).toContain(`account/${nobody} has no entry`);
+    await page.getByLabel('State key').fill('bogus/1');
+    await page.getByRole('button', { name: 'Show' }).click();
+    await expect.poll(() => page.getByRole('alert').textContent()).toContain('unknown kind "bogus"');
     expect(s.errors).toEqual([]);
   });
 
@@ -77,6 +69,11 @@ describe('the explorer', () => {
     await page.getByLabel('Block height, address or hash').fill('hello');
     await page.getByRole('button', { name: 'Search' }).click();
     await expect.poll(() => page.getByRole('alert').textContent()).toContain('is not a block height');
+    await page.getByLabel('Block height, address or hash').fill('ab'.repeat(32));
+    await page.getByRole('button', { name: 'Search' }).click();
+    await expect
+      .poll(() => page.getByRole('alert').textContent())
+      .toContain('not found: no transaction, receipt, adapter, datanet, contribution or base model on this ledger');
     await page.getByLabel('Block height, address or hash').fill('999999');
     await page.getByRole('button', { name: 'Search' }).click();
     await page.waitForURL(`${baseUrl}/explorer/block/999999`);

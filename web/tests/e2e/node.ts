@@ -1,7 +1,8 @@
 // Global setup of the browser tests: a fresh dev node home in a temp dir
 // (`trib init --dev`, 300 ms blocks), an encrypted `trib keys` key for the
-// import test, and `trib node` on a free port. The binary is $TRIB_BIN or
-// the workspace's target/debug/trib (scripts/test.sh builds it once).
+// import test, a plain one for the governance voter, and `trib node` on a
+// free port. The binary is $TRIB_BIN or the workspace's target/debug/trib
+// (scripts/test.sh builds it once).
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -32,6 +33,8 @@ export async function setup(project: TestProject) {
     });
   run('init', '--dev', '--block-interval-ms', '300');
   run('keys', 'new', 'alice', '--encrypt', '--passphrase-env', 'TRIB_E2E_PASS');
+  // A plain key for the governance test's voter (funded and staked there).
+  run('keys', 'new', 'voter');
   node = spawn(trib, ['--home', home, 'node', '--listen', '127.0.0.1:0'], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },

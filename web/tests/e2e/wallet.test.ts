@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
-import { LAPTOP, PHONE, open, shot, type Session, type Page } from './browser';
+import { LAPTOP, PHONE, importKey, open, shot, type Session, type Page } from './browser';
 import { KEY_PASSPHRASE } from './node';
 
 const WALLET_PASS = 'wallet passphrase 1';
@@ -17,15 +17,6 @@ const addressIn = (name: string) => JSON.parse(readFileSync(keyFile(name), 'utf8
 async function account(s: Session, address: string) {
   const res = await fetch(`${s.baseUrl}/v1/accounts/${address}`);
   return (await res.json()) as { balance: string; staked: string; delegate: string | null };
-}
-
-async function importKey(page: Page, name: string, filePass?: string) {
-  await page.getByLabel('Import a trib keys file').check();
-  await page.getByLabel('Key file').setInputFiles(keyFile(name));
-  if (filePass) await page.getByLabel("The file's passphrase").fill(filePass);
-  await page.getByLabel('Wallet passphrase', { exact: false }).first().fill(WALLET_PASS);
-  await page.getByLabel('Repeat the passphrase').fill(WALLET_PASS);
-  await page.getByRole('button', { name: 'Import key' }).click();
 }
 
 /** Opens the review of a form's action, checks it, signs, waits for the block. */
@@ -55,7 +46,7 @@ describe('the wallet', () => {
     const { page, baseUrl } = s;
     await page.goto(baseUrl + '/wallet');
     await page.getByRole('heading', { name: 'Connect a wallet' }).waitFor();
-    await importKey(page, 'producer');
+    await importKey(page, 'producer', WALLET_PASS);
     const producer = addressIn('producer');
     await expect.poll(() => page.getByTestId('key-address').first().textContent()).toBe(producer);
     const onChain = await account(s, producer);
@@ -91,6 +82,8 @@ describe('the wallet', () => {
 
   it("shows the node's refusal in words", async () => {
     const { page } = s;
+    // Nothing was settled on this chain: the accrued rewards shown next to the claim are zero.
+    await expect.poll(() => page.getByTestId('staking-rewards').textContent()).toBe('Accrued: 0 OPEN');
     await page.getByRole('button', { name: 'Review claim' }).click();
     const dialog = page.getByRole('dialog');
     await dialog.getByRole('button', { name: 'Sign and submit' }).click();
@@ -105,7 +98,7 @@ describe('the wallet', () => {
 
   it('imports an encrypted trib keys file, locks on reload and names a wrong passphrase', async () => {
     const { page, baseUrl } = s;
-    await importKey(page, 'alice', KEY_PASSPHRASE);
+    await importKey(page, 'alice', WALLET_PASS, KEY_PASSPHRASE);
     const alice = addressIn('alice');
     await expect.poll(() => page.getByTestId('key-address').nth(1).textContent(), { timeout: 30_000 }).toBe(alice);
     await expect.poll(() => page.getByTestId('balance-open').textContent()).toBe('1.5');
