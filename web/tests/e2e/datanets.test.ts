@@ -169,6 +169,8 @@ describe('datanets', () => {
     ]) {
       await page.getByRole('button', { name: button }).click();
       expect(await signInDialog(page)).toContain(bob);
+      // The page reloads the datanet after a transaction: ask again.
+      await page.getByLabel('Address').fill(bob);
       await page.getByRole('button', { name: 'Check access' }).click();
       await expect.poll(() => page.getByTestId('grant-answer').textContent(), { timeout: 15_000 }).toContain(answer);
       if (button === 'Grant access') await shot(page, 'datanet-grants');

@@ -62,7 +62,7 @@ describe('governance', () => {
 
     // A bad value is refused before anything is signed.
     await page.getByLabel('Title').fill('Bigger blocks');
-    await page.getByLabel('Parameter').selectOption('fee_split');
+    await page.getByRole('combobox', { name: /^Parameter/ }).selectOption('fee_split');
     await page.getByLabel('New value').fill('50, 20, 10, 10, 5');
     await page.getByLabel('Deposit (OPEN)').last().fill('4');
     await page.getByRole('button', { name: 'Review proposal' }).click();
@@ -72,7 +72,7 @@ describe('governance', () => {
       await page.getByRole('button', { name: button }).click();
       await signInDialog(page);
     };
-    await page.getByLabel('Parameter').selectOption('max_block_txs');
+    await page.getByRole('combobox', { name: /^Parameter/ }).selectOption('max_block_txs');
     await page.getByLabel('New value').fill('6000');
     await sign('Review proposal');
     const mine = page.getByTestId('proposal').filter({ hasText: 'Bigger blocks' });
