@@ -42,6 +42,9 @@ fuzz_target!(
         max_line_bytes: 4 << 10,
         max_zip_entries: 64,
         max_decompressed_bytes: 1 << 20,
+        max_rows: 10_000,
+        max_pdf_pages: 64,
+        max_parse_time: std::time::Duration::from_secs(5),
     };
     let chunker = ChunkerConfig {
         max_row_bytes: 256,

@@ -25,6 +25,13 @@ pub enum ParseFailure {
     /// The file has no content at all.
     #[error("file is empty")]
     Empty,
+    /// The file yields more rows than one upload may hold (the node's
+    /// `[datanets] max_upload_rows`); counting stops at the first row over.
+    #[error("the file holds over {max} rows, the most one upload may hold (max_upload_rows): split it")]
+    TooManyRows {
+        /// The limit.
+        max: u64,
+    },
     /// The file type is not one we parse.
     #[error("unsupported file type {0:?} (expected txt, md, jsonl, csv, pdf or docx)")]
     UnsupportedType(String),

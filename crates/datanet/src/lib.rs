@@ -57,8 +57,8 @@ pub use store::{
 /// the same types).
 pub use trib_types::{datanet_id, CurationMode, DataType, Visibility};
 pub use validate::{
-    contribution_id, ContributionRejection, DedupIndex, MemoryDedupIndex, QuotaKind, QuotaUsage,
-    RowRejection, RowReport, ValidatedContribution, ValidatedRow, ValidationReport, Validator,
+    contribution_id, ContributionRejection, DedupIndex, MemoryDedupIndex, ParsedFile, QuotaKind,
+    QuotaUsage, RowRejection, RowReport, ValidatedContribution, ValidatedRow, ValidationReport, Validator,
 };
 pub use version::{canonical_order, merkle_root, DatanetVersion, InclusionProof, VersionLeaf};
 
@@ -72,16 +72,5 @@ pub fn parse_rows(
 ) -> Result<Vec<(u64, RowContent)>, DatanetError> {
     let kind = detect_kind(file)?;
     let units = parse::parse_units(file, kind, limits)?;
-    let mut rows = Vec::new();
-    for unit in units {
-        match unit {
-            parse::Unit::Text { line, text } => rows.extend(
-                chunk_text(&text, line, chunker)
-                    .into_iter()
-                    .map(|c| (c.line, RowContent::Text { text: c.text })),
-            ),
-            parse::Unit::Record { line, content } => rows.push((line, content)),
-        }
-    }
-    Ok(rows)
+    parse::units_to_rows(file.name, units, chunker, limits.max_rows)
 }

@@ -743,6 +743,10 @@ impl DatanetStore {
         blobs: &dyn BlobStore,
     ) -> Result<ValidationReport, DatanetError> {
         let datanet = self.datanet(datanet_id)?;
+        // Parsing is the costly step (a PDF can take seconds): it reads no
+        // store state, so it runs before the write lock, and another
+        // contributor's upload is not held behind it.
+        let parsed = validator.parse(&datanet, file);
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let sub_key = cat(&[datanet_id.0.as_bytes(), &contributor.0]);
         let validated = {
@@ -753,7 +757,15 @@ impl DatanetStore {
                 txn: &r,
                 datanet: *datanet_id,
             };
-            validator.validate_nth(&datanet, contributor, attempt, file, &quota, &index)?
+            validator.validate_parsed(
+                &datanet,
+                contributor,
+                attempt,
+                file,
+                parsed,
+                &quota,
+                &index,
+            )?
         };
         if !validated.report.is_accepted() {
             self.record_rejection(datanet_id, contributor, day, &sub_key, &validated.report)?;
@@ -1328,3 +1340,92 @@ pub fn parse_version_ref(s: &str) -> Result<(&str, Option<u64>), DatanetError> {
 }
 
 const _: () = assert!(MAX_DESCRIPTOR_BYTES <= MAX_VALUE_BYTES);
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::blob::LocalBlobStore;
+    use crate::validate::ParseHook;
+
+    fn file<'a>(name: &'a str, bytes: &'a [u8]) -> SourceFile<'a> {
+        SourceFile {
+            name,
+            declared: FileKind::from_file_name(name),
+            csv_column: None,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn a_small_upload_is_not_held_behind_another_uploads_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(DatanetStore::open(dir.path().join("d.redb")).unwrap());
+        let blobs = Arc::new(LocalBlobStore::open(dir.path().join("blobs")).unwrap());
+        let mut d = Datanet::new(Address([1; 20]), "notes", "# Notes");
+        d.rules.min_row_bytes = 0;
+        let id = store.create_datanet(&d).unwrap();
+        // The slow upload's parse tells us it started, then waits until
+        // released: it stands for a PDF that takes seconds to read.
+        let (started_tx, started) = mpsc::channel::<()>();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let release_rx = std::sync::Mutex::new(release_rx);
+        let mut slow = Validator::default();
+        slow.on_parse = Some(ParseHook(Arc::new(move || {
+            started_tx.send(()).unwrap();
+            release_rx.lock().unwrap().recv().unwrap();
+        })));
+        let slow_upload = {
+            let (store, blobs) = (store.clone(), blobs.clone());
+            std::thread::spawn(move || {
+                let text = "A long report on the harbour's tides, read slowly.";
+                store
+                    .submit(
+                        &id,
+                        Address([0xa1; 20]),
+                        &file("report.txt", text.as_bytes()),
+                        1,
+                        &slow,
+                        blobs.as_ref(),
+                    )
+                    .unwrap()
+            })
+        };
+        started.recv().unwrap();
+        // While that parse is held, another contributor's small upload is
+        // parsed, validated and stored to the end.
+        let (done_tx, done) = mpsc::channel();
+        {
+            let (store, blobs) = (store.clone(), blobs.clone());
+            std::thread::spawn(move || {
+                let r = store
+                    .submit(
+                        &id,
+                        Address([0xb0; 20]),
+                        &file("note.txt", b"A one-line note about the lighthouse keeper."),
+                        1,
+                        &Validator::default(),
+                        blobs.as_ref(),
+                    )
+                    .unwrap();
+                done_tx.send(r).unwrap();
+            });
+        }
+        // A guard against a hang, not a timing assertion: before the fix the
+        // small upload waited on the store's lock until the release below.
+        let small = done
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the small upload finished while the other upload's parse was held");
+        assert!(small.is_accepted(), "{small:?}");
+        release.send(()).unwrap();
+        let big = slow_upload.join().unwrap();
+        assert!(big.is_accepted(), "{big:?}");
+        let pending = store
+            .pending_contributions(&id, &PageRequest::default())
+            .unwrap();
+        assert_eq!(pending.items.len(), 2);
+    }
+}

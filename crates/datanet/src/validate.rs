@@ -26,11 +26,10 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use trib_types::{Address, ContributionId, DatanetId, Hash, RowHash};
 
-use crate::chunk::chunk_text;
 use crate::descriptor::{accepts, Datanet};
 use crate::error::{DatanetError, ParseFailure};
 use crate::minhash::{LshIndex, MinHashParams, MinHashSignature, MinHasher};
-use crate::parse::{detect_kind, parse_units, FileKind, SourceFile, Unit};
+use crate::parse::{detect_kind, parse_units, units_to_rows, FileKind, ParseLimits, SourceFile};
 use crate::quality::{quality_score, QualityScore};
 use crate::row::RowContent;
 use crate::version::{canonical_order, merkle_root, VersionLeaf};
@@ -385,12 +384,51 @@ pub fn contribution_id(
 #[derive(Debug, Clone)]
 pub struct Validator {
     hasher: MinHasher,
+    /// The node's parser bounds; a datanet's smaller `max_file_bytes`
+    /// quota wins over this one's.
+    limits: ParseLimits,
+    /// Called when parsing starts (tests: hold a parse to show what it
+    /// does not block).
+    #[cfg(test)]
+    pub(crate) on_parse: Option<ParseHook>,
+}
+
+/// A test hook run at the start of [`Validator::parse`].
+#[cfg(test)]
+#[derive(Clone)]
+pub(crate) struct ParseHook(pub(crate) std::sync::Arc<dyn Fn() + Send + Sync>);
+
+#[cfg(test)]
+impl std::fmt::Debug for ParseHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ParseHook")
+    }
+}
+
+/// A contributed file parsed and chunked into rows ([`Validator::parse`]),
+/// before any store state is read: the costly step, done outside the
+/// store's write lock.
+#[derive(Debug, Clone)]
+pub struct ParsedFile {
+    kind: Option<FileKind>,
+    rows: Result<Vec<(u64, RowContent)>, ContributionRejection>,
 }
 
 impl Default for Validator {
     fn default() -> Self {
         Validator::new(MinHashParams::default())
     }
+}
+
+/// The largest-file check ([`ContributionRejection::FileTooLarge`]).
+fn check_file_size(bytes: u64, limits: &ParseLimits) -> Result<(), ContributionRejection> {
+    if bytes > limits.max_file_bytes {
+        return Err(ContributionRejection::FileTooLarge {
+            bytes,
+            max: limits.max_file_bytes,
+        });
+    }
+    Ok(())
 }
 
 fn check_quota(
@@ -415,6 +453,24 @@ impl Validator {
     pub fn new(params: MinHashParams) -> Self {
         Validator {
             hasher: MinHasher::new(params),
+            limits: ParseLimits::default(),
+            #[cfg(test)]
+            on_parse: None,
+        }
+    }
+
+    /// This validator with the node's parser bounds (rows per upload, PDF
+    /// pages, decompressed bytes, parse time, largest file).
+    pub fn with_limits(mut self, limits: ParseLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The bounds a file contributed to `datanet` is parsed under.
+    pub fn limits_for(&self, datanet: &Datanet) -> ParseLimits {
+        ParseLimits {
+            max_file_bytes: self.limits.max_file_bytes.min(datanet.quotas.max_file_bytes),
+            ..self.limits
         }
     }
 
@@ -449,6 +505,36 @@ impl Validator {
         quota: &QuotaUsage,
         index: &dyn DedupIndex,
     ) -> Result<ValidatedContribution, DatanetError> {
+        let parsed = self.parse(datanet, file);
+        self.validate_parsed(datanet, contributor, attempt, file, parsed, quota, index)
+    }
+
+    /// Steps 1 and 3 without any store state: the file's size, type,
+    /// parsing and chunking, under [`Validator::limits_for`] `datanet`.
+    /// Pure and possibly slow (a large PDF): the store runs it before it
+    /// takes its write lock.
+    pub fn parse(&self, datanet: &Datanet, file: &SourceFile<'_>) -> ParsedFile {
+        #[cfg(test)]
+        if let Some(hook) = &self.on_parse {
+            (hook.0)();
+        }
+        let mut kind = None;
+        let rows = self.parse_rows(datanet, file, &mut kind);
+        ParsedFile { kind, rows }
+    }
+
+    /// [`Validator::validate_nth`] of a file already [`Validator::parse`]d.
+    #[allow(clippy::too_many_arguments)]
+    pub fn validate_parsed(
+        &self,
+        datanet: &Datanet,
+        contributor: Address,
+        attempt: u64,
+        file: &SourceFile<'_>,
+        parsed: ParsedFile,
+        quota: &QuotaUsage,
+        index: &dyn DedupIndex,
+    ) -> Result<ValidatedContribution, DatanetError> {
         let datanet_id = datanet.id();
         let file_hash = Hash::of(file.bytes);
         let mut report = ValidationReport {
@@ -465,7 +551,7 @@ impl Validator {
             rejection: None,
             rows_root: Hash::ZERO,
         };
-        let rows = match self.check_file(datanet, file, quota, &mut report) {
+        let rows = match self.check_file(datanet, file, parsed, quota, &mut report) {
             Ok(rows) => rows,
             Err(rejection) => {
                 report.rejection = Some(rejection);
@@ -476,22 +562,18 @@ impl Validator {
         Ok(self.finish(report, accepted))
     }
 
-    /// Steps 1–3: sizes, quotas, type, parsing and chunking.
+    /// Steps 1–3: sizes, quotas, then the parsed file's type and rows.
     fn check_file(
         &self,
         datanet: &Datanet,
         file: &SourceFile<'_>,
+        parsed: ParsedFile,
         quota: &QuotaUsage,
         report: &mut ValidationReport,
     ) -> Result<Vec<(u64, RowContent)>, ContributionRejection> {
         let bytes = file.bytes.len() as u64;
         let q = &datanet.quotas;
-        if bytes > q.max_file_bytes {
-            return Err(ContributionRejection::FileTooLarge {
-                bytes,
-                max: q.max_file_bytes,
-            });
-        }
+        check_file_size(bytes, &self.limits_for(datanet))?;
         check_quota(
             QuotaKind::ContributorFilesPerDay,
             quota.contributor_files_today as u64,
@@ -510,7 +592,20 @@ impl Validator {
             bytes,
             q.bytes_per_datanet_per_day,
         )?;
+        report.kind = parsed.kind;
+        parsed.rows
+    }
 
+    /// [`Validator::parse`]: detects the kind, parses, chunks and counts the
+    /// rows (`kind` is set once detected).
+    fn parse_rows(
+        &self,
+        datanet: &Datanet,
+        file: &SourceFile<'_>,
+        kind_out: &mut Option<FileKind>,
+    ) -> Result<Vec<(u64, RowContent)>, ContributionRejection> {
+        let limits = self.limits_for(datanet);
+        check_file_size(file.bytes.len() as u64, &limits)?;
         let unparseable = |e: DatanetError| match e {
             DatanetError::Parse { file, line, reason } => ContributionRejection::Unparseable {
                 file,
@@ -524,26 +619,16 @@ impl Validator {
             },
         };
         let kind = detect_kind(file).map_err(unparseable)?;
-        report.kind = Some(kind);
+        *kind_out = Some(kind);
         if !accepts(datanet.data_type, kind) {
             return Err(ContributionRejection::WrongDataType {
                 kind,
                 data_type: datanet.data_type,
             });
         }
-        let units = parse_units(file, kind, &datanet.parse_limits()).map_err(unparseable)?;
-        let chunker = datanet.chunker();
-        let mut rows = Vec::new();
-        for unit in units {
-            match unit {
-                Unit::Text { line, text } => rows.extend(
-                    chunk_text(&text, line, &chunker)
-                        .into_iter()
-                        .map(|c| (c.line, RowContent::Text { text: c.text })),
-                ),
-                Unit::Record { line, content } => rows.push((line, content)),
-            }
-        }
+        let units = parse_units(file, kind, &limits).map_err(unparseable)?;
+        let rows = units_to_rows(file.name, units, &datanet.chunker(), limits.max_rows)
+            .map_err(unparseable)?;
         if rows.is_empty() {
             return Err(ContributionRejection::NoRows);
         }

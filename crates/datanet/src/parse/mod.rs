@@ -12,10 +12,12 @@ mod text;
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 
+use crate::chunk::{chunk_text, ChunkerConfig};
 use crate::error::{DatanetError, ParseFailure};
 use crate::row::RowContent;
 
@@ -98,7 +100,7 @@ impl FromStr for FileKind {
     }
 }
 
-/// Bounds the parsers enforce.
+/// Bounds the parsers enforce, per file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParseLimits {
     /// Largest file accepted, in bytes.
@@ -107,9 +109,17 @@ pub struct ParseLimits {
     pub max_line_bytes: u64,
     /// Most entries in a zip container (.docx).
     pub max_zip_entries: u64,
-    /// Most bytes decompressed out of a container: .docx zip entries in
-    /// total, and each PDF page's content streams.
+    /// Most bytes decompressed out of one file, in total: .docx zip
+    /// entries, and a PDF's page content streams over all its pages.
     pub max_decompressed_bytes: u64,
+    /// Most rows (records, text chunks) one file may yield.
+    pub max_rows: u64,
+    /// Most pages read from one PDF; the page tree is walked no further.
+    pub max_pdf_pages: u64,
+    /// Longest a PDF may take to parse, checked between pages (a CPU budget
+    /// for what the byte bounds do not cover: fonts, operators, the page
+    /// tree).
+    pub max_parse_time: Duration,
 }
 
 impl Default for ParseLimits {
@@ -119,6 +129,9 @@ impl Default for ParseLimits {
             max_line_bytes: 1 << 20,
             max_zip_entries: 1_000,
             max_decompressed_bytes: 64 << 20,
+            max_rows: 100_000,
+            max_pdf_pages: 1_000,
+            max_parse_time: Duration::from_secs(20),
         }
     }
 }
@@ -234,6 +247,35 @@ pub(crate) fn parse_units(
         return Err(DatanetError::parse(file.name, None, ParseFailure::NoText));
     }
     Ok(units)
+}
+
+/// Units as rows: text chunked by `chunker`, records as they are; refused
+/// as soon as they pass `max_rows` (the rows of one file).
+pub(crate) fn units_to_rows(
+    file: &str,
+    units: Vec<Unit>,
+    chunker: &ChunkerConfig,
+    max_rows: u64,
+) -> Result<Vec<(u64, RowContent)>, DatanetError> {
+    let mut rows = Vec::new();
+    for unit in units {
+        match unit {
+            Unit::Text { line, text } => rows.extend(
+                chunk_text(&text, line, chunker)
+                    .into_iter()
+                    .map(|c| (c.line, RowContent::Text { text: c.text })),
+            ),
+            Unit::Record { line, content } => rows.push((line, content)),
+        }
+        if rows.len() as u64 > max_rows {
+            return Err(DatanetError::parse(
+                file,
+                None,
+                ParseFailure::TooManyRows { max: max_rows },
+            ));
+        }
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]

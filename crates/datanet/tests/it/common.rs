@@ -181,3 +181,63 @@ pub fn distinct_paragraphs(n: usize, seed: u64) -> String {
         .collect::<Vec<_>>()
         .join("\n\n")
 }
+
+/// A hostile PDF of a few hundred bytes whose page tree claims
+/// `fanout ^ depth` pages: each `Pages` node lists its one child `fanout`
+/// times, down to a single page.
+pub fn pdf_page_tree_bomb(depth: usize, fanout: usize) -> Vec<u8> {
+    use lopdf::{dictionary, Document, Object, Stream};
+    let mut doc = Document::with_version("1.5");
+    let content_id = doc.add_object(Stream::new(dictionary! {}, b"BT ET".to_vec()));
+    let mut child = doc.add_object(dictionary! { "Type" => "Page", "Contents" => content_id });
+    let mut count = 1i64;
+    for _ in 0..depth {
+        count = count.saturating_mul(fanout as i64);
+        let kids: Vec<Object> = (0..fanout).map(|_| child.into()).collect();
+        child = doc.add_object(dictionary! { "Type" => "Pages", "Kids" => kids, "Count" => count });
+    }
+    let catalog_id = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => child });
+    doc.trailer.set("Root", catalog_id);
+    let mut out = Vec::new();
+    doc.save_to(&mut out).unwrap();
+    out
+}
+
+/// A PDF of `pages` pages that all draw one shared content stream of
+/// about `stream_bytes` bytes: small on disk, `pages × stream_bytes` of
+/// content to decompress and run.
+pub fn pdf_shared_content(pages: usize, stream_bytes: usize) -> Vec<u8> {
+    use lopdf::{dictionary, Document, Object, Stream};
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let font_id = doc.add_object(dictionary! {
+        "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica", "Encoding" => "WinAnsiEncoding",
+    });
+    let resources_id = doc.add_object(dictionary! { "Font" => dictionary! { "F1" => font_id } });
+    let mut ops = String::from("BT /F1 12 Tf 72 720 Td ");
+    while ops.len() < stream_bytes {
+        ops.push_str("(The same words on every page.) Tj ");
+    }
+    ops.push_str("ET");
+    let content_id = doc.add_object(Stream::new(dictionary! {}, ops.into_bytes()));
+    let kids: Vec<Object> = (0..pages)
+        .map(|_| {
+            doc.add_object(dictionary! {
+                "Type" => "Page", "Parent" => pages_id, "Contents" => content_id,
+            })
+            .into()
+        })
+        .collect();
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! {
+            "Type" => "Pages", "Kids" => kids, "Count" => pages as i64, "Resources" => resources_id,
+            "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
+        }),
+    );
+    let catalog_id = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+    doc.trailer.set("Root", catalog_id);
+    let mut out = Vec::new();
+    doc.save_to(&mut out).unwrap();
+    out
+}

@@ -334,3 +334,102 @@ mod arbitrary_input {
         }
     }
 }
+
+fn rows_within(
+    name: &str,
+    bytes: &[u8],
+    limits: ParseLimits,
+) -> Result<Vec<(u64, RowContent)>, DatanetError> {
+    parse_rows(&src(name, bytes), &limits, &ChunkerConfig::default())
+}
+
+fn bad_pdf(r: Result<Vec<(u64, RowContent)>, DatanetError>) -> String {
+    match r {
+        Err(DatanetError::Parse {
+            reason: ParseFailure::BadPdf(why),
+            ..
+        }) => why,
+        other => panic!("expected a refused PDF, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_page_tree_claiming_billions_of_pages_is_refused_at_the_page_limit() {
+    // 10^10 pages from a file of about a kilobyte: lopdf sized its page
+    // list by that claim and the allocation aborted the process (what the
+    // parser did before).
+    let pdf = pdf_page_tree_bomb(10, 10);
+    assert!(pdf.len() < 4096, "{} bytes", pdf.len());
+    let why = bad_pdf(rows("bomb.pdf", &pdf));
+    assert!(
+        why.contains("claims 10000000000 pages, over 1000") && why.contains("max_pdf_pages"),
+        "{why}"
+    );
+}
+
+#[test]
+fn the_decompressed_content_bound_is_per_file_not_per_page() {
+    // 300 pages sharing one 8 KB content stream: each page is far below
+    // the bound, the file's 2.4 MB of content is over it.
+    let pdf = pdf_shared_content(300, 8 << 10);
+    let limits = ParseLimits {
+        max_decompressed_bytes: 1 << 20,
+        ..ParseLimits::default()
+    };
+    let why = bad_pdf(rows_within("shared.pdf", &pdf, limits));
+    assert!(
+        why.contains("over 1048576 bytes in total") && why.contains("per file"),
+        "{why}"
+    );
+    // Under the bound the same file is read, page by page.
+    let rows = rows_within(
+        "shared.pdf",
+        &pdf_shared_content(3, 8 << 10),
+        limits,
+    )
+    .unwrap();
+    assert!(
+        rows.iter()
+            .any(|(page, r)| *page == 3 && r.plain_text().contains("same words")),
+        "{rows:?}"
+    );
+}
+
+#[test]
+fn a_pdf_over_the_parse_time_is_stopped_between_pages() {
+    // A zero budget stops before the first page: the check itself, not a
+    // measured duration, is what this asserts.
+    let limits = ParseLimits {
+        max_parse_time: std::time::Duration::ZERO,
+        ..ParseLimits::default()
+    };
+    let why = bad_pdf(rows_within("two.pdf", &pdf_of(&["One.", "Two."]), limits));
+    assert!(
+        why.contains("stopped at page 1 of 2") && why.contains("max_parse_time"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_file_over_the_row_limit_is_refused_naming_it() {
+    let jsonl: String = (0..11)
+        .map(|i| format!("{{\"text\":\"record number {i}\"}}\n"))
+        .collect();
+    let limits = ParseLimits {
+        max_rows: 10,
+        ..ParseLimits::default()
+    };
+    match rows_within("many.jsonl", jsonl.as_bytes(), limits) {
+        Err(DatanetError::Parse { reason, .. }) => {
+            assert_eq!(reason, ParseFailure::TooManyRows { max: 10 });
+            assert!(reason.to_string().contains("max_upload_rows"), "{reason}");
+        }
+        other => panic!("expected too many rows, got {other:?}"),
+    }
+    assert_eq!(
+        rows_within("eleven.jsonl", jsonl.as_bytes(), ParseLimits { max_rows: 11, ..limits })
+            .unwrap()
+            .len(),
+        11
+    );
+}
