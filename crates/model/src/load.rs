@@ -296,8 +296,54 @@ pub(crate) fn load_gguf(path: &Path, format: WeightFormat) -> Result<Loaded> {
 /// are refused first. `path` names the file in errors.
 pub fn read_gguf_header<R: Read + Seek>(path: &Path, reader: &mut R) -> Result<gguf_file::Content> {
     check_alignment(path, reader)?;
-    gguf_file::Content::read(reader)
-        .map_err(|e| ModelError::gguf(path, format!("not a readable GGUF file: {e}")))
+    let content = gguf_file::Content::read(reader)
+        .map_err(|e| ModelError::gguf(path, format!("not a readable GGUF file: {e}")))?;
+    let file_size = reader
+        .seek(SeekFrom::End(0))
+        .map_err(|e| ModelError::io(path, e))?;
+    for (name, info) in &content.tensor_infos {
+        check_tensor_extent(path, name, info, content.tensor_data_offset, file_size)?;
+    }
+    Ok(content)
+}
+
+/// Refuses a tensor table entry whose data cannot lie inside the file,
+/// before candle's `TensorInfo::read` sees it: candle multiplies the
+/// dimensions unchecked (an overflow panic in debug builds, a wrapped and
+/// so wrong size in release builds). The element count and byte size are
+/// computed with `checked_mul` and the bytes must fit between the entry's
+/// offset and the end of the file.
+fn check_tensor_extent(
+    path: &Path,
+    name: &str,
+    info: &gguf_file::TensorInfo,
+    data_offset: u64,
+    file_size: u64,
+) -> Result<()> {
+    let dims = info.shape.dims();
+    let refuse = |why: String| ModelError::gguf(path, format!("tensor `{name}` {dims:?}: {why}"));
+    let elems = dims
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+        .ok_or_else(|| refuse("the product of its dimensions overflows 64 bits".into()))?;
+    let block = info.ggml_dtype.block_size() as u64;
+    if !elems.is_multiple_of(block) {
+        return Err(refuse(format!(
+            "{elems} elements are not a multiple of the {:?} block size {block}",
+            info.ggml_dtype
+        )));
+    }
+    let bytes = (elems / block)
+        .checked_mul(info.ggml_dtype.type_size() as u64)
+        .ok_or_else(|| refuse("its size in bytes overflows 64 bits".into()))?;
+    let start = data_offset.saturating_add(info.offset);
+    let remaining = file_size.saturating_sub(start);
+    if bytes > remaining {
+        return Err(refuse(format!(
+            "needs {bytes} bytes at offset {start}, the file has {remaining} bytes from there"
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses `general.alignment = 0` before candle's reader sees it: candle
