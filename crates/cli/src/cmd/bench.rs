@@ -16,11 +16,20 @@
 //! end-to-end latency includes it; TTFT and TPOT do not. The load average
 //! is printed before and after because this machine is shared.
 //!
+//! `--duration-s` runs the clients for a time instead of a request count
+//! (the load test of `scripts/faults/load.sh`); `--api-key` takes several
+//! keys, client *c* using key *c* mod K. Failures are counted by HTTP
+//! status (429 from the node's limits, 402 once an allowance is spent) or
+//! kind, and each key's settled answers are summed (receipts and fees from
+//! the final chunks) so that a caller can check the ledger's allowances
+//! against them.
+//!
 //! `trib bench adapters --count D --key producer` prepares such a run: it
 //! writes D random rank-8 q/v PEFT adapters (`B` non-zero, so each changes
 //! the output) for the home's served base model into `<home>/adapters/<id>/`
 //! and registers them on the ledger.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +38,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::{json, Value};
-use trib_client::{ChatTiming, NodeClient};
+use trib_client::{ChatTiming, ClientError, NodeClient};
 use trib_node::ledger::Action;
 use trib_node::model::{LoraAdapter, LoraConfig, LoraTarget, Model, Tensor, WeightFormat};
 use trib_node::types::{Amount, Hash};
@@ -75,9 +84,10 @@ pub struct AdaptersArgs {
 /// `trib bench serve`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// API key the requests are charged to (`trib apikey new`).
-    #[arg(long, env = "TRIB_API_KEY")]
-    api_key: String,
+    /// API keys the requests are charged to (`trib apikey new`),
+    /// comma-separated: client c uses key c mod K.
+    #[arg(long, env = "TRIB_API_KEY", value_delimiter = ',', required = true)]
+    api_key: Vec<String>,
     /// Models to spread the requests over (adapter ids or names, or the base
     /// model), comma-separated [default: every adapter the node lists].
     #[arg(long, value_delimiter = ',')]
@@ -91,6 +101,10 @@ pub struct ServeArgs {
     /// Requests in total.
     #[arg(long, default_value_t = 32)]
     requests: usize,
+    /// Run for this many seconds instead (clients start no request after
+    /// it; `--requests` is then ignored).
+    #[arg(long)]
+    duration_s: Option<u64>,
     /// `max_tokens` of each request.
     #[arg(long, default_value_t = 32)]
     max_tokens: u32,
@@ -112,8 +126,8 @@ pub fn run(g: &Global, c: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Serve(a) => a,
         BenchCommand::Adapters(a) => return adapters(g, a),
     };
-    if a.concurrency == 0 || a.requests == 0 {
-        bail!("--concurrency and --requests must be at least 1");
+    if a.concurrency == 0 || a.requests == 0 || a.duration_s == Some(0) {
+        bail!("--concurrency, --requests and --duration-s must be at least 1");
     }
     let report = super::runtime()?.block_on(serve(&g.node, a))?;
     if g.json {
@@ -229,12 +243,19 @@ struct Report {
     node: String,
     models: Vec<String>,
     concurrency: usize,
+    /// Requests sent (`--requests`, or as many as `--duration-s` allowed).
     requests: usize,
+    duration_s: Option<u64>,
     max_tokens: u32,
     ok: usize,
     failed: usize,
+    /// Failures by HTTP status (`"429"`, `"402"`…) or kind
+    /// (`"unreachable"`, `"stream"`, `"other"`).
+    failed_by: BTreeMap<String, usize>,
     /// The first few error messages.
     errors: Vec<String>,
+    /// Per API key (in `--api-key` order): its settled answers.
+    keys: Vec<KeyReport>,
     wall_s: f64,
     completion_tokens: u64,
     output_tok_per_s: f64,
@@ -246,6 +267,23 @@ struct Report {
     e2e_ms_p99: f64,
     load_avg_before: String,
     load_avg_after: String,
+}
+
+/// One API key's answers in a run.
+#[derive(Debug, Default, Serialize)]
+struct KeyReport {
+    /// The key's first characters (`trib-sk-` and 4 hex digits).
+    prefix: String,
+    /// Answers streamed to the end.
+    ok: usize,
+    /// Answers whose final chunk named a receipt.
+    settled: usize,
+    /// The fees of those receipts, base units.
+    fees: String,
+    /// Answers whose final chunk carried a `settlement_error`.
+    settlement_errors: usize,
+    /// Its failed requests, as [`Report::failed_by`].
+    failed_by: BTreeMap<String, usize>,
 }
 
 impl Report {
@@ -276,6 +314,20 @@ impl Report {
             "load average before: {}; after: {}",
             self.load_avg_before, self.load_avg_after
         );
+        if !self.failed_by.is_empty() {
+            let by: Vec<String> = self
+                .failed_by
+                .iter()
+                .map(|(k, n)| format!("{k}: {n}"))
+                .collect();
+            println!("failed by status or kind: {}", by.join(", "));
+        }
+        for k in &self.keys {
+            println!(
+                "key {}: {} ok, {} settled for {} base units, {} settlement errors",
+                k.prefix, k.ok, k.settled, k.fees, k.settlement_errors
+            );
+        }
         for e in &self.errors {
             println!("error: {e}");
         }
@@ -334,6 +386,16 @@ async fn pick_models(client: &NodeClient, a: &ServeArgs) -> anyhow::Result<Vec<S
     Ok(models)
 }
 
+/// How a failed request is counted: its HTTP status, or its kind.
+fn failure_kind(e: &ClientError) -> String {
+    match e {
+        e if e.status().is_some() => e.status().unwrap_or_default().to_string(),
+        ClientError::Unreachable { .. } => "unreachable".into(),
+        ClientError::Stream { .. } => "stream".into(),
+        _ => "other".into(),
+    }
+}
+
 async fn serve(node: &str, a: ServeArgs) -> anyhow::Result<Report> {
     let client = NodeClient::with_idle_connections(node, a.concurrency)?;
     let timeout = Duration::from_secs(a.timeout_s);
@@ -341,18 +403,23 @@ async fn serve(node: &str, a: ServeArgs) -> anyhow::Result<Report> {
     let next = Arc::new(AtomicUsize::new(0));
     let load_before = load_avg();
     let started = Instant::now();
+    let deadline = a.duration_s.map(|s| started + Duration::from_secs(s));
+    let requests = if deadline.is_some() {
+        usize::MAX
+    } else {
+        a.requests
+    };
     let mut clients = Vec::new();
-    for _ in 0..a.concurrency.min(a.requests) {
+    for c in 0..a.concurrency.min(requests) {
         let (client, models, next) = (client.clone(), models.clone(), next.clone());
-        let (key, prompt, requests, max_tokens) = (
-            a.api_key.clone(),
-            a.prompt.clone(),
-            a.requests,
-            a.max_tokens,
-        );
+        let (key_index, prompt, max_tokens) = (c % a.api_key.len(), a.prompt.clone(), a.max_tokens);
+        let key = a.api_key[key_index].clone();
         clients.push(tokio::spawn(async move {
-            let mut out: Vec<Result<ChatTiming, String>> = Vec::new();
+            let mut out: Vec<(usize, Result<ChatTiming, ClientError>)> = Vec::new();
             loop {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return out;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= requests {
                     return out;
@@ -364,32 +431,61 @@ async fn serve(node: &str, a: ServeArgs) -> anyhow::Result<Report> {
                     "temperature": 0,
                     "stream": true,
                 });
-                out.push(
-                    client
-                        .chat_stream_timed(&key, &body, timeout)
-                        .await
-                        .map_err(|e| e.to_string()),
-                );
+                let r = client.chat_stream_timed(&key, &body, timeout).await;
+                if r.is_err() {
+                    // A refused request (429, 402…) comes back at once: do
+                    // not spin on it.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                out.push((key_index, r));
             }
         }));
     }
     let mut samples = Vec::new();
     let mut errors = Vec::new();
-    let mut failed = 0;
+    let mut failed_by: BTreeMap<String, usize> = BTreeMap::new();
+    let mut keys: Vec<(KeyReport, u128)> = a
+        .api_key
+        .iter()
+        .map(|k| {
+            let prefix = k.get(..12).unwrap_or(k).to_string();
+            (
+                KeyReport {
+                    prefix,
+                    ..KeyReport::default()
+                },
+                0,
+            )
+        })
+        .collect();
     for c in clients {
-        for r in c.await.context("a bench client panicked")? {
+        for (key_index, r) in c.await.context("a bench client panicked")? {
             match r {
-                Ok(s) => samples.push(s),
+                Ok(s) => {
+                    let (k, fees) = &mut keys[key_index];
+                    k.ok += 1;
+                    if let Some((_, fee)) = &s.settled {
+                        k.settled += 1;
+                        *fees += fee;
+                    }
+                    if s.settlement_error.is_some() {
+                        k.settlement_errors += 1;
+                    }
+                    samples.push(s);
+                }
                 Err(e) => {
-                    failed += 1;
+                    let kind = failure_kind(&e);
+                    *keys[key_index].0.failed_by.entry(kind.clone()).or_default() += 1;
+                    *failed_by.entry(kind).or_default() += 1;
                     if errors.len() < 5 {
-                        errors.push(e);
+                        errors.push(e.to_string());
                     }
                 }
             }
         }
     }
     let wall = started.elapsed();
+    let failed = failed_by.values().sum();
     let completion_tokens: u64 = samples.iter().map(|s| s.completion_tokens).sum();
     let mut ttft: Vec<Duration> = samples.iter().map(|s| s.ttft).collect();
     let mut tpot: Vec<Duration> = samples.iter().filter_map(|s| s.tpot).collect();
@@ -398,11 +494,20 @@ async fn serve(node: &str, a: ServeArgs) -> anyhow::Result<Report> {
         node: client.base_url().to_string(),
         models: models.to_vec(),
         concurrency: a.concurrency,
-        requests: a.requests,
+        requests: samples.len() + failed,
+        duration_s: a.duration_s,
         max_tokens: a.max_tokens,
         ok: samples.len(),
         failed,
+        failed_by,
         errors,
+        keys: keys
+            .into_iter()
+            .map(|(mut k, fees)| {
+                k.fees = fees.to_string();
+                k
+            })
+            .collect(),
         wall_s: wall.as_secs_f64(),
         completion_tokens,
         output_tok_per_s: completion_tokens as f64 / wall.as_secs_f64().max(1e-9),

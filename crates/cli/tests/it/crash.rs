@@ -22,7 +22,7 @@ const KILLS: usize = 5;
 /// Submits transfers from the producer as fast as the node takes them,
 /// recording each accepted one, re-reading the next nonce after any failure
 /// (after a restart it counts the journaled pending transactions).
-fn submitter(
+pub(crate) fn submitter(
     url: Arc<Mutex<String>>,
     key: SecretKey,
     accepted: Arc<Mutex<Vec<TxHash>>>,

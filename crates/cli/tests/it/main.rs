@@ -12,6 +12,7 @@ mod datanets;
 mod factory;
 mod harness;
 mod job_owner;
+mod kill_loop;
 mod ledger;
 mod models;
 mod openai_client;

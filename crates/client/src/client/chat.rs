@@ -12,7 +12,7 @@ use super::{NodeClient, SERVICE_TIMEOUT};
 use crate::error::ClientError;
 
 /// How one streamed chat completion went.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChatTiming {
     /// Time to the first content chunk (the whole request when none came).
     pub ttft: Duration,
@@ -22,6 +22,11 @@ pub struct ChatTiming {
     pub e2e: Duration,
     /// Output tokens, from the final usage chunk.
     pub completion_tokens: u64,
+    /// The settlement the final chunk names: the receipt id and the fee in
+    /// base units (`None` when the node served the answer unsettled).
+    pub settled: Option<(String, u128)>,
+    /// The final chunk's `settlement_error`, when the node could not settle.
+    pub settlement_error: Option<String>,
 }
 
 impl NodeClient {
@@ -58,6 +63,7 @@ impl NodeClient {
         let mut events = SseBuffer::default();
         let (mut first, mut last) = (None, None);
         let mut completion_tokens = None;
+        let (mut settled, mut settlement_error) = (None, None);
         while let Some(chunk) = stream.next().await {
             events.push(&chunk.map_err(ClientError::unreachable(&url))?);
             while let Some(data) = events.next_data() {
@@ -79,6 +85,15 @@ impl NodeClient {
                 if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
                     completion_tokens = Some(n);
                 }
+                if let (Some(id), Some(fee)) = (
+                    v["receipt_id"].as_str(),
+                    v["fee"]["base_units"].as_str().and_then(|f| f.parse().ok()),
+                ) {
+                    settled = Some((id.to_string(), fee));
+                }
+                if let Some(e) = v["settlement_error"].as_str() {
+                    settlement_error = Some(e.to_string());
+                }
             }
         }
         let e2e = sent.elapsed();
@@ -94,6 +109,8 @@ impl NodeClient {
             tpot,
             e2e,
             completion_tokens,
+            settled,
+            settlement_error,
         })
     }
 }
