@@ -27,7 +27,9 @@ pub enum ParseFailure {
     Empty,
     /// The file yields more rows than one upload may hold (the node's
     /// `[datanets] max_upload_rows`); counting stops at the first row over.
-    #[error("the file holds over {max} rows, the most one upload may hold (max_upload_rows): split it")]
+    #[error(
+        "the file holds over {max} rows, the most one upload may hold (max_upload_rows): split it"
+    )]
     TooManyRows {
         /// The limit.
         max: u64,

@@ -58,7 +58,8 @@ pub use store::{
 pub use trib_types::{datanet_id, CurationMode, DataType, Visibility};
 pub use validate::{
     contribution_id, ContributionRejection, DedupIndex, MemoryDedupIndex, ParsedFile, QuotaKind,
-    QuotaUsage, RowRejection, RowReport, ValidatedContribution, ValidatedRow, ValidationReport, Validator,
+    QuotaUsage, RowRejection, RowReport, ValidatedContribution, ValidatedRow, ValidationReport,
+    Validator,
 };
 pub use version::{canonical_order, merkle_root, DatanetVersion, InclusionProof, VersionLeaf};
 

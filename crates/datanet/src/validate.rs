@@ -469,7 +469,10 @@ impl Validator {
     /// The bounds a file contributed to `datanet` is parsed under.
     pub fn limits_for(&self, datanet: &Datanet) -> ParseLimits {
         ParseLimits {
-            max_file_bytes: self.limits.max_file_bytes.min(datanet.quotas.max_file_bytes),
+            max_file_bytes: self
+                .limits
+                .max_file_bytes
+                .min(datanet.quotas.max_file_bytes),
             ..self.limits
         }
     }

@@ -431,11 +431,18 @@ fn proof_vectors() -> Value {
 
 #[test]
 fn committed_proof_vectors_match_the_ledger() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../web/tests/vectors/proofs.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../web/tests/vectors/proofs.json");
     let v = proof_vectors();
     let proofs = v["proofs"].as_array().unwrap();
-    assert!(proofs.iter().any(|p| p["value_bytes"].is_null()), "an absence proof");
-    assert!(proofs.iter().any(|p| !p["value_bytes"].is_null()), "an inclusion proof");
+    assert!(
+        proofs.iter().any(|p| p["value_bytes"].is_null()),
+        "an absence proof"
+    );
+    assert!(
+        proofs.iter().any(|p| !p["value_bytes"].is_null()),
+        "an inclusion proof"
+    );
     let mut text = serde_json::to_string_pretty(&v).unwrap();
     text.push('\n');
     check_or_write(&path, &text);

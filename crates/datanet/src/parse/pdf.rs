@@ -38,8 +38,8 @@ pub(super) fn parse_pdf(
             max_decompressed_size: Some(budget),
             ..lopdf::LoadOptions::default()
         };
-        let doc =
-            lopdf::Document::load_mem_with_options(bytes, options).map_err(|e| bad(e.to_string()))?;
+        let doc = lopdf::Document::load_mem_with_options(bytes, options)
+            .map_err(|e| bad(e.to_string()))?;
         if doc.is_encrypted() {
             return Err(bad("the document is encrypted".into()));
         }

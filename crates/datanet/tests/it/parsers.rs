@@ -382,12 +382,7 @@ fn the_decompressed_content_bound_is_per_file_not_per_page() {
         "{why}"
     );
     // Under the bound the same file is read, page by page.
-    let rows = rows_within(
-        "shared.pdf",
-        &pdf_shared_content(3, 8 << 10),
-        limits,
-    )
-    .unwrap();
+    let rows = rows_within("shared.pdf", &pdf_shared_content(3, 8 << 10), limits).unwrap();
     assert!(
         rows.iter()
             .any(|(page, r)| *page == 3 && r.plain_text().contains("same words")),
@@ -427,9 +422,16 @@ fn a_file_over_the_row_limit_is_refused_naming_it() {
         other => panic!("expected too many rows, got {other:?}"),
     }
     assert_eq!(
-        rows_within("eleven.jsonl", jsonl.as_bytes(), ParseLimits { max_rows: 11, ..limits })
-            .unwrap()
-            .len(),
+        rows_within(
+            "eleven.jsonl",
+            jsonl.as_bytes(),
+            ParseLimits {
+                max_rows: 11,
+                ..limits
+            }
+        )
+        .unwrap()
+        .len(),
         11
     );
 }
